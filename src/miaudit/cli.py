@@ -1,0 +1,51 @@
+"""``miaudit`` command line: parse, load config, call the library.
+
+Each sub-command lives in ``miaudit.commands.<name>`` and exposes ``register(subparsers)``, which
+adds its parser and sets ``func`` (``args -> exit code``). Modules are discovered, so a new command
+is a new file. Bad input (:class:`MiauditError`) prints one line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+
+from miaudit import __version__
+from miaudit.errors import MiauditError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="miaudit", description="Membership inference audits of ML models.")
+    parser.add_argument("--version", action="version", version=f"miaudit {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    import miaudit.commands as commands
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"miaudit.commands.{info.name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
+                        format="%(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except MiauditError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Threshold-free and decision metrics on (labels, scores); pure functions.
+
+``labels`` is ``(n,)`` with 1 = member and 0 = non-member; ``scores`` is ``(n,)``, higher = member.
+The ROC keeps every operating point (one per distinct score, ties moving together), so TPR at a low
+FPR is never read off a curve that dropped points. Scores are never transformed.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from miaudit.errors import DataError
+
+DEFAULT_FPRS = (0.001, 0.01, 0.05)
+
+
+class RocCurve(NamedTuple):
+    fpr: np.ndarray  # (k,) non-decreasing, starts at 0
+    tpr: np.ndarray  # (k,) non-decreasing, starts at 0
+    thresholds: np.ndarray  # (k,) predict member when score >= threshold; first is +inf
+
+
+def check_labels_scores(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Validate and return ``(labels as bool, scores as float64)``."""
+    labels = np.asarray(labels)
+    scores = np.asarray(scores, dtype=np.float64)
+    if labels.ndim != 1 or scores.shape != labels.shape:
+        raise DataError(f"labels {labels.shape} and scores {scores.shape} must be 1-D arrays of the same length")
+    if labels.size and not np.isin(labels, (0, 1)).all():
+        raise DataError("membership labels must be 0 (non-member) or 1 (member)")
+    if not np.isfinite(scores).all():
+        raise DataError(f"{int((~np.isfinite(scores)).sum())} scores are NaN or infinite; fix the attack's inputs")
+    labels = labels.astype(bool)
+    if labels.all() or not labels.any():
+        raise DataError(f"need both members and non-members to evaluate; got {int(labels.sum())} members "
+                        f"and {int((~labels).sum())} non-members")
+    return labels, scores
+
+
+def roc_curve(labels: np.ndarray, scores: np.ndarray) -> RocCurve:
+    """Full ROC: one point per distinct score (equivalent to scikit-learn's ``drop_intermediate=False``)."""
+    labels, scores = check_labels_scores(labels, scores)
+    order = np.argsort(-scores, kind="mergesort")
+    s, y = scores[order], labels[order]
+    last_of_run = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]  # end of each block of equal scores
+    tp = np.cumsum(y)[last_of_run]
+    fp = (last_of_run + 1) - tp
+    fpr = np.r_[0.0, fp / (~labels).sum()]
+    tpr = np.r_[0.0, tp / labels.sum()]
+    return RocCurve(fpr, tpr, np.r_[np.inf, s[last_of_run]])
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the full ROC (ties count one half)."""
+    curve = roc_curve(labels, scores)
+    return float(np.trapezoid(curve.tpr, curve.fpr)) if hasattr(np, "trapezoid") else float(
+        np.trapz(curve.tpr, curve.fpr))
+
+
+def tpr_at_fpr(labels: np.ndarray, scores: np.ndarray, *, fpr: float) -> float:
+    """Highest TPR over operating points whose FPR is at most ``fpr``."""
+    curve = roc_curve(labels, scores)
+    return _tpr_at(curve, fpr)
+
+
+def _tpr_at(curve: RocCurve, fpr: float) -> float:
+    ok = curve.fpr <= fpr + 1e-12
+    return float(curve.tpr[ok].max())
+
+
+def membership_advantage(labels: np.ndarray, scores: np.ndarray) -> float:
+    """max over thresholds of TPR - FPR (Yeom et al. 2018); 0.5 + advantage/2 is the best balanced accuracy."""
+    curve = roc_curve(labels, scores)
+    return float((curve.tpr - curve.fpr).max())
+
+
+def best_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Threshold maximising TPR - FPR on these labels (an *oracle* choice if these are the evaluation labels)."""
+    curve = roc_curve(labels, scores)
+    i = int(np.argmax(curve.tpr - curve.fpr))
+    return float(curve.thresholds[i])
+
+
+def decision_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
+    """Accuracy, balanced accuracy, precision / recall / F1 (member class, macro, weighted) of 0/1 predictions."""
+    labels = np.asarray(labels).astype(bool)
+    pred = np.asarray(predictions).astype(bool)
+    out: dict[str, float] = {"accuracy": float((labels == pred).mean())}
+    per_class = {}
+    for cls, name in ((True, "member"), (False, "nonmember")):
+        tp = float(((pred == cls) & (labels == cls)).sum())
+        n_pred = float((pred == cls).sum())
+        n_true = float((labels == cls).sum())
+        precision = tp / n_pred if n_pred else 0.0
+        recall = tp / n_true if n_true else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = (precision, recall, f1, n_true)
+    out["balanced_accuracy"] = 0.5 * (per_class["member"][1] + per_class["nonmember"][1])
+    out["precision"], out["recall"], out["f1"] = per_class["member"][:3]
+    total = sum(v[3] for v in per_class.values())
+    for i, metric in enumerate(("precision", "recall", "f1")):
+        out[f"{metric}_macro"] = float(np.mean([v[i] for v in per_class.values()]))
+        out[f"{metric}_weighted"] = float(sum(v[i] * v[3] for v in per_class.values()) / total)
+    return out
+
+
+def low_fpr_warnings(n_nonmembers: int, fprs: tuple[float, ...] = DEFAULT_FPRS, *, min_false_positives: int = 10
+                     ) -> list[str]:
+    """Messages for FPR targets that allow fewer than ``min_false_positives`` false positives."""
+    out = []
+    for f in fprs:
+        if n_nonmembers * f < min_false_positives:
+            out.append(f"TPR at {f:g} FPR rests on {n_nonmembers * f:.1f} false positives ({n_nonmembers} "
+                       f"non-members); it is not meaningful below {int(min_false_positives / f)} non-members")
+    return out
+

@@ -1,0 +1,52 @@
+"""``AttackResult``: an attack's scores and metrics, saved and loaded without the model."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from miaudit.errors import DataError
+
+
+@dataclass
+class AttackResult:
+    name: str
+    ids: np.ndarray  # (n,) example identifiers
+    labels: np.ndarray  # (n,) 1 = member
+    scores: np.ndarray  # (n,) higher = member
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``<name>.scores.npz`` and ``<name>.json`` into ``folder``; return the JSON path."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        np.savez(folder / f"{self.name}.scores.npz", ids=self.ids, labels=self.labels, scores=self.scores)
+        path = folder / f"{self.name}.json"
+        path.write_text(json.dumps({"name": self.name, "params": self.params, "metrics": self.metrics},
+                                   indent=2, default=_jsonable))
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path, name: str) -> "AttackResult":
+        folder = Path(folder)
+        meta_path, arrays_path = folder / f"{name}.json", folder / f"{name}.scores.npz"
+        if not meta_path.is_file() or not arrays_path.is_file():
+            raise DataError(f"no saved result for attack {name!r} in {folder}; expected {meta_path.name} "
+                            f"and {arrays_path.name}")
+        meta = json.loads(meta_path.read_text())
+        with np.load(arrays_path, allow_pickle=False) as arrays:
+            return cls(name=meta["name"], ids=arrays["ids"], labels=arrays["labels"], scores=arrays["scores"],
+                       params=meta.get("params", {}), metrics=meta.get("metrics", {}))
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)

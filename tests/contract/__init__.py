@@ -1,0 +1,1 @@
+"""Per-target-kind fixtures for the attack contract test."""

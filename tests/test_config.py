@@ -1,0 +1,53 @@
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+
+from miaudit.config import from_dict, load_yaml, to_dict
+from miaudit.errors import ConfigError
+
+
+@dataclass
+class Inner:
+    lr: float = 0.1
+    kind: Literal["mlp", "cnn"] = "mlp"
+
+
+@dataclass
+class Outer:
+    name: str
+    seed: int = 0
+    inner: Inner = field(default_factory=Inner)
+    attacks: list[str] = field(default_factory=list)
+
+
+def test_round_trip():
+    cfg = from_dict(Outer, {"name": "x", "inner": {"lr": 1, "kind": "cnn"}, "attacks": ["loss"]})
+    assert cfg.inner.lr == 1.0 and isinstance(cfg.inner.lr, float)
+    assert from_dict(Outer, to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize("data,msg", [
+    ({"name": "x", "sede": 1}, "unknown key 'sede'"),
+    ({"name": "x", "seed": "1"}, r"config.seed: expected an integer"),
+    ({"name": "x", "seed": True}, "expected an integer"),
+    ({"name": "x", "inner": {"kind": "rnn"}}, "choose one of 'mlp', 'cnn'"),
+    ({"name": "x", "inner": {"momentum": 0.9}}, r"config.inner: unknown key 'momentum'"),
+    ({"seed": 1}, "missing required key 'name'"),
+    ({"name": "x", "attacks": "loss"}, "expected a list"),
+])
+def test_errors_name_the_key(data, msg):
+    with pytest.raises(ConfigError, match=msg):
+        from_dict(Outer, data)
+
+
+def test_load_yaml_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_yaml(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_yaml(bad)
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_yaml(tmp_path / "list.yaml")
