@@ -7,6 +7,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # makes tests/contract importable
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+import torch  # noqa: E402
+
+torch.set_num_threads(1)  # tests run as 2 xdist workers on 2 cores: one thread each avoids oversubscription
+
 SHARED_DATA = Path(os.environ.get("MIAUDIT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
