@@ -1,0 +1,145 @@
+"""``miaudit runs list|show RUN|compare RUN RUN|rm RUN [--json] [--home DIR]``: the run store.
+
+RUN is a run id, a unique prefix of one, or ``latest``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from miaudit.errors import MiauditError
+from miaudit.gate import is_baseline
+from miaudit.store import STATUSES, RunStore, default_store_path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("runs", help="list, show, compare and remove recorded runs")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    common.add_argument("--home", metavar="DIR", help="folder of the run store (default: $MIAUDIT_HOME, else "
+                                                      "the user data folder)")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = actions.add_parser("list", parents=[common], help="recorded runs, newest first")
+    p.add_argument("--status", choices=STATUSES, help="only runs with this status")
+    p.add_argument("--limit", type=int, default=None, help="at most this many runs")
+    p = actions.add_parser("show", parents=[common], help="one run: config, versions, metrics, gates")
+    p.add_argument("run", metavar="RUN")
+    p = actions.add_parser("compare", parents=[common], help="metric differences between two runs, with "
+                                                             "significance")
+    p.add_argument("run_a", metavar="RUN")
+    p.add_argument("run_b", metavar="RUN")
+    p.add_argument("--n-bootstrap", type=int, default=1000, help="bootstrap resamples (paired comparison)")
+    p.add_argument("--confidence", type=float, default=0.95, help="confidence level of the difference intervals")
+    p = actions.add_parser("rm", parents=[common], help="remove a run from the store")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--delete-files", action="store_true", help="also delete its run directory")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    with RunStore(default_store_path(args.home)) as store:
+        return {"list": _list, "show": _show, "compare": _compare, "rm": _rm}[args.action](store, args)
+
+
+def _best(row: dict[str, Any], metric: str) -> str:
+    attacks = [a for a in (row.get("metrics") or {}).get("attacks", []) if not is_baseline(a)]
+    if metric == "auc":
+        values = [a["auc"] for a in attacks if "auc" in a]
+    else:
+        values = [a.get("tpr_at_fpr", {}).get(metric) for a in attacks]
+        values = [v for v in values if v is not None]
+    return f"{max(values):.3f}" if values else "-"
+
+
+def _print_table(head: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
+    print("  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip())
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def _list(store: RunStore, args: argparse.Namespace) -> int:
+    rows = store.list_runs(status=args.status, limit=args.limit)
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    if not rows:
+        print(f"no runs recorded in {store.path}")
+        return 0
+    _print_table(["id", "created", "command", "status", "best AUC", "best TPR@1%FPR", "run dir"],
+                 [[r["id"], r["created"][:19], r["command"], r["status"], _best(r, "auc"), _best(r, "0.01"),
+                   r.get("run_dir") or "-"] for r in rows])
+    return 0
+
+
+def _show(store: RunStore, args: argparse.Namespace) -> int:
+    row = store.get_run(args.run)
+    if args.json:
+        print(json.dumps(row, indent=2, default=str))
+        return 0
+    for key in ("id", "command", "status", "created", "finished", "run_dir", "error"):
+        if row.get(key):
+            print(f"{key:9} {row[key]}")
+    report = Path(row["run_dir"]) / "report.html" if row.get("run_dir") else None
+    if report is not None and report.is_file():
+        print(f"report    {report}")
+    print("versions  " + ", ".join(f"{k} {v}" for k, v in (row.get("versions") or {}).items()))
+    attacks = (row.get("metrics") or {}).get("attacks", [])
+    if attacks:
+        keys = sorted({k for a in attacks for k in a.get("tpr_at_fpr", {})}, key=float)
+        print()
+        _print_table(["attack", "AUC", "AUC CI"] + [f"TPR@{k}" for k in keys] + ["advantage", "emp. eps"],
+                     [[a["name"], f"{a.get('auc', float('nan')):.3f}",
+                       "[{:.3f}, {:.3f}]".format(*a["auc_ci"]) if a.get("auc_ci") else "-"]
+                      + [f"{a['tpr_at_fpr'][k]:.3f}" if k in a.get("tpr_at_fpr", {}) else "-" for k in keys]
+                      + [f"{a.get('advantage', float('nan')):.3f}",
+                         f"{a['empirical_epsilon']['epsilon']:.2f}" if a.get("empirical_epsilon") else "-"]
+                      for a in attacks])
+    for detail in (row.get("gates") or {}).get("details", []):
+        print(("TRIPPED " if detail["tripped"] else "holds   ") + f"{detail['expression']}  "
+              f"({detail['attack']}: {detail['value']:.4g})")
+    return 0
+
+
+def _compare(store: RunStore, args: argparse.Namespace) -> int:
+    if args.n_bootstrap < 1:
+        raise MiauditError(f"--n-bootstrap must be at least 1, got {args.n_bootstrap}")
+    result = store.compare(args.run_a, args.run_b, n_bootstrap=args.n_bootstrap, confidence=args.confidence)
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+        return 0
+    print(f"a = {result['run_a']}   b = {result['run_b']}   diff = b - a, {result['confidence']:.0%} intervals")
+    rows = []
+    for r in result["rows"]:
+        ci = "[{:+.3f}, {:+.3f}]".format(*r["diff_ci"]) if r.get("diff_ci") else "-"
+        sig = {True: "yes", False: "no", None: "-"}[r["significant"]]
+        rows.append([r["attack"], r["metric"], f"{r['a']:.3f}", f"{r['b']:.3f}", f"{r['diff']:+.3f}", ci, sig,
+                     r["method"]])
+    _print_table(["attack", "metric", "a", "b", "diff", "diff CI", "significant", "method"], rows)
+    for side in ("a", "b"):
+        if result[f"only_in_{side}"]:
+            print(f"only in {side}: {', '.join(result[f'only_in_{side}'])}")
+    return 0
+
+
+def _rm(store: RunStore, args: argparse.Namespace) -> int:
+    row = store.get_run(args.run)
+    folder = Path(row["run_dir"]) if row.get("run_dir") else None
+    if args.delete_files and folder is not None and folder.is_dir() and not (folder / "metrics.json").is_file():
+        raise MiauditError(f"{folder} does not look like a miaudit run folder (no metrics.json); not deleting it")
+    if row["status"] == "running":
+        raise MiauditError(f"run {row['id']} is still running (process {row.get('pid')}); stop it first")
+    store.remove(row["id"])
+    deleted = False
+    if args.delete_files and folder is not None and folder.is_dir():
+        shutil.rmtree(folder)
+        deleted = True
+    if args.json:
+        print(json.dumps({"removed": row["id"], "deleted_files": str(folder) if deleted else None}))
+    else:
+        print(f"removed run {row['id']}" + (f" and deleted {folder}" if deleted else ""))
+    return 0

@@ -1,0 +1,139 @@
+"""Compare two stored runs attack by attack: metric differences and whether each is significant.
+
+Two methods, chosen per attack:
+
+* ``paired-bootstrap`` (preferred): both run directories still hold the attack's per-example scores
+  (``scores/<attack>.scores.npz``) on the same examples (same ids, same membership labels). The
+  examples are resampled jointly, members and non-members separately, and the metric of both runs
+  is recomputed on each resample; the difference ``b - a`` is significant when its percentile
+  confidence interval excludes 0. Pairing removes the variance due to which examples were drawn,
+  so it detects smaller differences than comparing two separate intervals.
+* ``ci-overlap`` (fallback): only the stored bootstrap intervals are available (scores deleted, or
+  the runs audited different examples); a difference is called significant when the two runs'
+  intervals do not overlap. This is conservative (it misses some real differences).
+
+The empirical epsilon bound is compared without a significance call (it is itself a bound).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from miaudit.errors import MiauditError
+from miaudit.evaluation.bootstrap import stratified_bootstrap
+from miaudit.evaluation.report import _curve_stats
+from miaudit.evaluation.result import AttackResult
+
+
+def _attacks(row: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    metrics = row.get("metrics") or {}
+    return {a["name"]: a for a in metrics.get("attacks", []) if "name" in a}
+
+
+def _scores(row: dict[str, Any], name: str) -> AttackResult | None:
+    run_dir = row.get("run_dir")
+    folder = Path(run_dir) / "scores" if run_dir else None
+    if folder is None or not (folder / f"{name}.scores.npz").is_file():
+        return None
+    try:
+        return AttackResult.load(folder, name)
+    except (MiauditError, OSError, ValueError, KeyError):
+        return None
+
+
+def _align(a: AttackResult, b: AttackResult) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(labels, scores_a, scores_b) on the same examples in the same order, or None if not the same set."""
+    ids_a, ids_b = np.asarray(a.ids).astype(str), np.asarray(b.ids).astype(str)
+    if ids_a.size != ids_b.size or np.unique(ids_a).size != ids_a.size:
+        return None
+    order_a, order_b = np.argsort(ids_a), np.argsort(ids_b)
+    if not np.array_equal(ids_a[order_a], ids_b[order_b]):
+        return None
+    labels_a, labels_b = np.asarray(a.labels).astype(bool)[order_a], np.asarray(b.labels).astype(bool)[order_b]
+    if not np.array_equal(labels_a, labels_b):
+        return None
+    return labels_a, np.asarray(a.scores, float)[order_a], np.asarray(b.scores, float)[order_b]
+
+
+def _metric_keys(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, float | None]]:
+    """(metric name, fpr) pairs present in both entries, in display order."""
+    keys: list[tuple[str, float | None]] = [(m, None) for m in ("auc", "advantage") if m in a and m in b]
+    common = sorted(set(a.get("tpr_at_fpr", {})) & set(b.get("tpr_at_fpr", {})), key=float)
+    keys += [(f"tpr@{k}", float(k)) for k in common]
+    return keys
+
+
+def _stored(entry: dict[str, Any], metric: str) -> tuple[float, list[float] | None]:
+    if metric.startswith("tpr@"):
+        key = metric[4:]
+        return float(entry["tpr_at_fpr"][key]), entry.get("tpr_at_fpr_ci", {}).get(key)
+    return float(entry[metric]), entry.get(f"{metric}_ci")
+
+
+def compare_runs(run_a: dict[str, Any], run_b: dict[str, Any], *, n_bootstrap: int = 1000,
+                 confidence: float = 0.95, seed: int = 0) -> dict[str, Any]:
+    """Rows ``{attack, metric, a, b, diff (= b - a), diff_ci, significant, method}`` for shared attacks."""
+    attacks_a, attacks_b = _attacks(run_a), _attacks(run_b)
+    shared = [name for name in attacks_a if name in attacks_b]
+    rows: list[dict[str, Any]] = []
+    for name in shared:
+        ea, eb = attacks_a[name], attacks_b[name]
+        keys = _metric_keys(ea, eb)
+        paired = None
+        ra, rb = _scores(run_a, name), _scores(run_b, name)
+        if ra is not None and rb is not None and keys:
+            paired = _align(ra, rb)
+        if paired is not None:
+            rows += _paired_rows(name, keys, *paired, n_bootstrap=n_bootstrap, confidence=confidence, seed=seed)
+        else:
+            rows += _overlap_rows(name, keys, ea, eb)
+        eps_a, eps_b = (e.get("empirical_epsilon") or {} for e in (ea, eb))
+        if eps_a.get("epsilon") is not None and eps_b.get("epsilon") is not None:
+            rows.append({"attack": name, "metric": "epsilon", "a": eps_a["epsilon"], "b": eps_b["epsilon"],
+                         "diff": eps_b["epsilon"] - eps_a["epsilon"], "diff_ci": None, "significant": None,
+                         "method": "lower bounds (no test)"})
+    return {"run_a": run_a["id"], "run_b": run_b["id"], "confidence": confidence, "rows": rows,
+            "only_in_a": [n for n in attacks_a if n not in attacks_b],
+            "only_in_b": [n for n in attacks_b if n not in attacks_a]}
+
+
+def _paired_rows(name: str, keys: list[tuple[str, float | None]], labels: np.ndarray, scores_a: np.ndarray,
+                 scores_b: np.ndarray, *, n_bootstrap: int, confidence: float, seed: int) -> list[dict[str, Any]]:
+    fprs = tuple(f for _, f in keys if f is not None)
+    stats = _curve_stats(fprs)  # [auc, advantage, tpr@fprs...]
+    tpr_metrics = [m for m, f in keys if f is not None]
+    positions = {"auc": 0, "advantage": 1, **{m: 2 + i for i, m in enumerate(tpr_metrics)}}
+
+    def diff(resample_labels: np.ndarray, index: np.ndarray) -> np.ndarray:
+        idx = index.astype(np.int64)
+        return stats(resample_labels, scores_b[idx]) - stats(resample_labels, scores_a[idx])
+
+    point_a, point_b = stats(labels, scores_a), stats(labels, scores_b)
+    low, high = stratified_bootstrap(labels, np.arange(labels.size, dtype=float), diff, n_resamples=n_bootstrap,
+                                     confidence=confidence, seed=seed)
+    rows = []
+    for metric, _ in keys:
+        i = positions[metric]
+        ci = [float(low[i]), float(high[i])]
+        rows.append({"attack": name, "metric": metric, "a": float(point_a[i]), "b": float(point_b[i]),
+                     "diff": float(point_b[i] - point_a[i]), "diff_ci": ci,
+                     "significant": bool(ci[0] > 0 or ci[1] < 0), "method": "paired-bootstrap"})
+    return rows
+
+
+def _overlap_rows(name: str, keys: list[tuple[str, float | None]], ea: dict[str, Any], eb: dict[str, Any]
+                  ) -> list[dict[str, Any]]:
+    rows = []
+    for metric, _ in keys:
+        (va, ci_a), (vb, ci_b) = _stored(ea, metric), _stored(eb, metric)
+        significant = None if not (ci_a and ci_b) else bool(ci_a[1] < ci_b[0] or ci_b[1] < ci_a[0])
+        rows.append({"attack": name, "metric": metric, "a": va, "b": vb, "diff": vb - va, "diff_ci": None,
+                     "ci_a": ci_a, "ci_b": ci_b, "significant": significant,
+                     "method": "ci-overlap" if significant is not None else "no CI stored"})
+    return rows
+
+
+__all__ = ["compare_runs"]
