@@ -64,7 +64,8 @@ def add_common_run_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(*names, **kwargs)
 
     add("--fail-if", action="append", default=[], type=_gate_arg, metavar="EXPR",
-        help=f"exit with code 1 when EXPR holds, e.g. \"tpr@0.01 > 0.05\" (repeatable). {GRAMMAR}")
+        help=f"exit with code 1 when EXPR holds, e.g. \"tpr@0.01 > 0.05\" (repeatable). {GRAMMAR}".replace(
+            "%", "%%"))  # argparse %-formats help strings; "tpr@1%" must stay literal
     add("--json", action="store_true", help="print a JSON summary on stdout (logs go to stderr)")
     add("--home", metavar="DIR",
         help="folder of the run store (default: $MIAUDIT_HOME, else the user data folder)")

@@ -1,0 +1,142 @@
+"""A readable Markdown report of one run, built from its ``metrics.json`` content only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_FPR_NAMES = {"0.001": "0.1%", "0.01": "1%", "0.05": "5%", "0.1": "10%"}
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _with_ci(value: float | None, ci: list[float] | None, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if not ci:
+        return _fmt(value, digits)
+    return f"{value:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
+def _fpr_label(key: str) -> str:
+    return _FPR_NAMES.get(key, f"{float(key):.3g}")
+
+
+def _key_values(rows: dict[str, Any]) -> list[str]:
+    lines = ["| | |", "|---|---|"]
+    for key, value in rows.items():
+        if isinstance(value, (dict, list)):
+            continue
+        lines.append(f"| {key.replace('_', ' ')} | {_fmt(value, 4)} |")
+    return lines
+
+
+def _attack_table(attacks: list[dict[str, Any]], fpr_keys: list[str], confidence: float) -> list[str]:
+    head = (["attack", "access", "reference", f"AUC [{confidence:.0%} CI]"]
+            + [f"TPR @ {_fpr_label(k)} FPR" for k in fpr_keys]
+            + ["balanced acc. (threshold)", "advantage"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for a in attacks:
+        tprs = [_with_ci(a["tpr_at_fpr"].get(k), a.get("tpr_at_fpr_ci", {}).get(k)) for k in fpr_keys]
+        row = ([f"`{a['name']}`", a.get("access", "-"), a.get("needs_reference", "-"),
+                _with_ci(a["auc"], a.get("auc_ci"))] + tprs
+               + [f"{_fmt(a.get('balanced_accuracy'))} ({a.get('threshold_source', '-')})",
+                  _with_ci(a.get("advantage"), a.get("advantage_ci"))])
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def render_report(metrics: dict[str, Any], *, figures: dict[str, str] | None = None) -> str:
+    """Markdown text for a run; ``figures`` maps a caption to a file name relative to the run folder."""
+    target, data = metrics.get("target", {}), metrics.get("data", {})
+    evaluation = metrics.get("evaluation", {})
+    attacks = sorted(metrics.get("attacks", []), key=lambda a: -a["auc"])
+    fpr_keys = [f"{f:g}" for f in evaluation.get("fprs", [0.001, 0.01, 0.05])]
+    confidence = float(evaluation.get("confidence", 0.95))
+    out = [f"# Membership inference audit ({metrics.get('kind', '?')})", ""]
+
+    what = [f"- **Dataset**: {data.get('dataset', '-')}"
+            f" ({_fmt(data.get('n_members'))} members, {_fmt(data.get('n_nonmembers'))} non-members audited)",
+            f"- **Target**: {target.get('description', target.get('source', '-'))}",
+            f"- **Seed**: {metrics.get('seed', '-')}; miaudit {metrics.get('miaudit_version', '?')}"]
+    if metrics.get("shadow"):
+        s = metrics["shadow"]
+        what.append(f"- **Shadow models**: {s['n_models']} trained like the target "
+                    f"(mean train accuracy {_fmt(s.get('train_accuracy_mean'))}, "
+                    f"mean test accuracy {_fmt(s.get('test_accuracy_mean'))})")
+    if metrics.get("reference"):
+        what.append(f"- **Reference models**: {metrics['reference']['n_models']}")
+    out += ["## What was audited", "", *what, ""]
+
+    out += ["## Target model", ""]
+    if "train_accuracy" in target and "test_accuracy" in target:
+        gap = target["train_accuracy"] - target["test_accuracy"]
+        out += [f"Train accuracy **{target['train_accuracy']:.4f}**, test accuracy "
+                f"**{target['test_accuracy']:.4f}** (generalisation gap {gap:+.4f}). A large gap usually "
+                "means the model memorised its training set, which membership inference exploits.", ""]
+    out += [*_key_values(target), ""]
+
+    if attacks:
+        best = attacks[0]
+        out += ["## Attacks", "",
+                f"Strongest attack by AUC: `{best['name']}` with AUC {_with_ci(best['auc'], best.get('auc_ci'))} "
+                f"and TPR {_fmt(best['tpr_at_fpr'].get(fpr_keys[0]))} at {_fpr_label(fpr_keys[0])} FPR.", "",
+                *_attack_table(attacks, fpr_keys, confidence), "",
+                f"Brackets: {confidence:.0%} bootstrap confidence intervals "
+                f"({evaluation.get('n_bootstrap', '?')} resamples, members and non-members resampled separately).",
+                "Threshold `reference`: learned on shadow/reference data, an honest attacker's choice; "
+                "`oracle`: chosen on the evaluation labels themselves, an optimistic upper bound.", ""]
+    else:
+        out += ["## Attacks", "", "No attack was run.", ""]
+
+    out += ["## How to read this", "",
+            "- **AUC** 0.5 is chance; 1.0 separates members from non-members perfectly.",
+            "- **TPR at low FPR** is the figure that matters for privacy: how many members an attacker "
+            "identifies with high confidence while rarely accusing a non-member (Carlini et al. 2022).",
+            "- **Balanced accuracy** = (TPR + TNR) / 2 at the decision threshold; **advantage** = max TPR - FPR "
+            "(Yeom et al. 2018).", ""]
+
+    warnings = list(metrics.get("warnings", []))
+    per_attack = [a.get("warnings", []) for a in attacks]
+    shared = [w for w in per_attack[0] if all(w in ws for ws in per_attack)] if per_attack else []
+    warnings += [f"all attacks: {w}" if len(attacks) > 1 else w for w in shared]
+    for a, ws in zip(attacks, per_attack):
+        warnings += [f"`{a['name']}`: {w}" for w in ws if w not in shared]
+    if warnings:
+        out += ["## Warnings", "", *[f"- {w}" for w in dict.fromkeys(warnings)], ""]
+
+    if figures:
+        out += ["## Figures", ""]
+        out += [f"![{caption}]({name})" for caption, name in figures.items()]
+        out.append("")
+
+    cited = {a.get("attack", a["name"]): a["citation"] for a in attacks if a.get("citation")}
+    if cited:
+        out += ["## Attacks' references", "", *[f"- `{n}`: {c}" for n, c in sorted(cited.items())], ""]
+    return "\n".join(out)
+
+
+def summary_table(metrics: dict[str, Any]) -> str:
+    """Plain-text table for the terminal: target accuracy, then one row per attack (strongest first)."""
+    target = metrics.get("target", {})
+    fpr_keys = [f"{f:g}" for f in metrics.get("evaluation", {}).get("fprs", [0.001, 0.01, 0.05])]
+    lines = []
+    if "train_accuracy" in target and "test_accuracy" in target:
+        lines.append(f"target: train accuracy {target['train_accuracy']:.4f}, test accuracy "
+                     f"{target['test_accuracy']:.4f}")
+    head = ["attack", "AUC [CI]"] + [f"TPR@{_fpr_label(k)}" for k in fpr_keys] + ["bal.acc", "threshold"]
+    rows = [head]
+    for a in sorted(metrics.get("attacks", []), key=lambda a: -a["auc"]):
+        rows.append([a["name"], _with_ci(a["auc"], a.get("auc_ci"))]
+                    + [_fmt(a["tpr_at_fpr"].get(k)) for k in fpr_keys]
+                    + [_fmt(a.get("balanced_accuracy")), str(a.get("threshold_source", "-"))])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines)
