@@ -15,6 +15,8 @@ Attacks with label-only access receive every output as predicted labels only.
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 
 from miaudit.reference import AttackReference, ReferencePool, ShadowData
@@ -49,6 +51,9 @@ def paired_keep(rng: np.random.Generator, n_models: int, n_examples: int) -> np.
 
 def make_case(attack_cls, seed: int):
     """``(AttackReference, target ClassifierOutputs on the audited examples, membership labels (n,) int)``."""
+    signal_type = getattr(attack_cls, "signal_type", None)
+    if signal_type is not None:  # signals computed from the model itself (label-only queries, gradients)
+        return importlib.import_module(f"contract.classifier_{signal_type}").make_case(attack_cls, seed)
     rng = np.random.default_rng(seed)
     label_only = getattr(attack_cls, "access", None) == "label-only"
 
