@@ -1,0 +1,1 @@
+"""Attacks on image encoders that expose embeddings (EncoderMI-V, -S, -T)."""
