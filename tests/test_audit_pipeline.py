@@ -79,6 +79,10 @@ def test_run_directory(tiny_run):
         assert entry["threshold_source"] == "reference"  # every one of these learns its threshold on shadow data
         assert 0 <= entry["balanced_accuracy"] <= 1
         assert entry["empirical_epsilon"]["epsilon"] >= 0
+    # learned state needed to read the results: class thresholds learned on the shadow models
+    learned = run.attack("loss_per_class")["learned"]
+    assert len(learned["class_thresholds_"]) == 10 and isinstance(learned["global_threshold_"], float)
+    assert run.attack("loss")["learned"] == {}  # its one learned threshold is the entry's "threshold"
     # metrics agree with the saved per-example scores
     loss = run.result("loss")
     assert roc_auc(loss.labels, loss.scores) == pytest.approx(run.attack("loss")["auc"])
@@ -217,3 +221,32 @@ def test_registered_kind_runs_through_the_shared_pipeline(tmp_path):
                         tmp_path / "toy", progress=False)
     assert metrics["kind"] == "toy" and metrics["attacks"][0]["auc"] > 0.8
     assert json.loads((tmp_path / "toy" / "metrics.json").read_text())["target"] == {"model": "toy"}
+
+
+def test_ray_executor_gets_the_cluster_address(tmp_path, monkeypatch):
+    """reference.ray_address reaches the Ray executor (stood in for by the sequential one: no cluster in tests)."""
+    from miaudit.reference import executors
+
+    calls = []
+
+    def fake_ray(context, tasks, *, n_workers=None, address=None):
+        calls.append((n_workers, address))
+        return executors.run_sequential(context, tasks)
+
+    monkeypatch.setattr(executors, "run_ray", fake_ray)
+    config = tiny_config(shadow={}, split={"n_members": 40, "n_nonmembers": 40},
+                         reference={"n_models": 2, "executor": "ray", "ray_address": "ray://head:10001"},
+                         attacks=[{"name": "difficulty_calibration"}])
+    metrics = run_audit(config, tmp_path / "ray", progress=False)
+    assert calls == [(None, "ray://head:10001")]
+    assert metrics["reference"]["executor"] == "ray" and metrics["reference"]["ray_address"] == "ray://head:10001"
+
+
+@pytest.mark.parametrize("reference,message", [
+    ({"n_models": 2, "ray_address": "ray://head:10001"}, "only for executor: ray"),
+    ({"n_models": 2, "executor": "ray", "ray_address": "ray://head:10001", "n_workers": 4}, "remove n_workers"),
+    ({"n_models": 2, "executor": "process", "n_workers": 0}, "n_workers: must be >= 1"),
+])
+def test_ray_address_config_errors(reference, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(tiny_config(reference=reference))

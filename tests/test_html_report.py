@@ -11,6 +11,7 @@ import pytest
 from run_fixtures import make_run_dir
 
 from miaudit.errors import DataError
+from miaudit.report import load_run, render_report
 from miaudit.report.html import build_html_report
 from miaudit.tracking import add_empirical_epsilon
 
@@ -106,3 +107,39 @@ def test_run_folder_from_another_version_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="not a miaudit run folder"):
         build_html_report(tmp_path)
     assert not (folder / "report.html").exists()
+
+
+def _headline(folder: Path) -> str:
+    text = build_html_report(folder).read_text(encoding="utf-8")
+    return re.sub(r"<[^>]+>", "", re.search(r'<div class="summary">(.*?)</div>', text).group(1))
+
+
+def _markdown_headline(folder: Path) -> str:
+    text = render_report(load_run(folder).metrics)
+    return next(line for line in text.splitlines() if line.startswith("Strongest attack by AUC"))
+
+
+def test_headline_quotes_only_an_fpr_the_non_members_support(full_run, tmp_path):
+    # 150 non-members: 0.15, 1.5 and 7.5 expected false positives at 0.1%, 1% and 5% FPR; none supported
+    summary = _headline(full_run)
+    assert "Too few non-members" in summary and "with 150 non-members" in summary
+    assert "Indicative only: an attacker" in summary and "at a 5.0% false alarm rate" in summary
+    assert "7.5 expected false alarms" in summary and "at least 200 non-members" in summary
+    assert "1.0% false alarm rate" not in summary and "0.1% false alarm rate" not in summary
+    markdown = _markdown_headline(full_run)
+    assert "Too few non-members" in markdown and "Its TPR at 5% FPR is" in markdown and "at 1% FPR" not in markdown
+
+    # 2,000 non-members: 1% FPR (20 expected false positives) is the lowest supported, 0.1% (2) is not
+    folder = make_run_dir(tmp_path / "large", n=4000, figures=False, n_bootstrap=20)
+    for f in (folder / "scores").iterdir():
+        f.unlink()
+    metrics = load_run(folder).metrics
+    rmia = next(a for a in metrics["attacks"] if a["name"] == "rmia")
+    summary = _headline(folder)
+    assert "Too few" not in summary and "Indicative" not in summary
+    assert f"identifies {100 * rmia['tpr_at_fpr']['0.01']:.1f}% of the training records at a 1.0% false alarm rate" \
+        in summary
+    assert "Lower false alarm rates (0.1%) are not quoted" in summary
+    markdown = _markdown_headline(folder)
+    assert f"TPR {rmia['tpr_at_fpr']['0.01']:.3f} [" in markdown and "at 1% FPR (the lowest evaluated FPR that 2000" \
+        in markdown

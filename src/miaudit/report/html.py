@@ -25,6 +25,7 @@ import yaml
 from miaudit import __version__
 from miaudit.evaluation import AttackResult
 from miaudit.gate import is_baseline
+from miaudit.report.markdown import MIN_FALSE_POSITIVES, headline_fpr, n_nonmembers, unsupported_fpr_note
 from miaudit.report.plots import plot_roc, plot_score_histograms
 from miaudit.report.rundir import Run, load_run
 
@@ -103,11 +104,6 @@ def _key_values(mapping: dict[str, Any]) -> str:
     return _table(["", ""], rows) if rows else "<p>-</p>"
 
 
-def _fpr_key(entry: dict[str, Any], target: float = 0.01) -> str | None:
-    keys = list(entry.get("tpr_at_fpr", {}))
-    return min(keys, key=lambda k: abs(float(k) - target)) if keys else None
-
-
 def model_attacks(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     """Attack entries on the model (blind baselines left out)."""
     return [a for a in metrics.get("attacks", []) if not is_baseline(a)]
@@ -121,23 +117,37 @@ def strongest_attack(metrics: dict[str, Any], key: Callable[[dict[str, Any]], fl
 # -- sections -----------------------------------------------------------------------------------
 
 def _summary(metrics: dict[str, Any]) -> str:
+    """The headline: the strongest attack's TPR at the lowest evaluated FPR the non-member count supports."""
     lines = []
-    best = strongest_attack(metrics, lambda a: a.get("tpr_at_fpr", {}).get(_fpr_key(a) or "", 0.0))
-    if best is None:
+    attacks = model_attacks(metrics)
+    if not attacks:
         return '<div class="summary"><p>This run has no attack results.</p></div>'
-    key = _fpr_key(best)
+    fpr_keys = sorted({k for a in attacks for k in a.get("tpr_at_fpr", {})}, key=float)
+    n_non = n_nonmembers({**metrics, "attacks": attacks})
+    key, supported = headline_fpr(fpr_keys, n_non)
     if key is not None:
-        fpr, tpr = float(key), float(best["tpr_at_fpr"][key])
+        best = strongest_attack(metrics, lambda a: a.get("tpr_at_fpr", {}).get(key, 0.0))
+        fpr, tpr = float(key), float(best["tpr_at_fpr"].get(key, 0.0))
         ci = best.get("tpr_at_fpr_ci", {}).get(key)
         access = _ACCESS.get(best.get("access", ""), "access to the model")
         reference = _REFERENCE.get(best.get("needs_reference", ""), "")
         ratio = f", {tpr / fpr:.1f} times what blind guessing finds" if tpr > 0 else ""
+        if not supported:
+            note = unsupported_fpr_note(fpr_keys, n_non, key, rate="false alarm rate", errors="false alarms")
+            lines.append(f"<p><b>Too few non-members for a reliable headline figure</b>: {_e(note)}.</p>")
+        who = f"{'An' if supported else 'an'} attacker who sees {_e(access)}"
         lines.append(
-            f"<p><b>An attacker who sees {_e(access)}{' and has ' + _e(reference) if reference else ''} identifies "
+            f"<p>{'' if supported else 'Indicative only: '}"
+            f"<b>{who}{' and has ' + _e(reference) if reference else ''} identifies "
             f"{_pct(tpr)} of the training records at a {_pct(fpr)} false alarm rate</b>"
             + (f" (95% CI {_pct(ci[0])} to {_pct(ci[1])})" if ci else "")
             + f"{ratio}; guessing at random flags {_pct(fpr)} of them. Strongest attack here: "
             f"<code>{_e(best['name'])}</code>.</p>")
+        lower = [k for k in fpr_keys if float(k) < fpr]
+        if supported and lower:
+            lines.append(f"<p>Lower false alarm rates ({', '.join(_pct(float(k)) for k in lower)}) are not quoted "
+                         f"here: {n_non} non-members give fewer than {MIN_FALSE_POSITIVES} expected false alarms "
+                         "there (see the table).</p>")
     by_auc = strongest_attack(metrics, lambda a: a.get("auc", 0.0))
     if by_auc is not None and "auc" in by_auc:
         lines.append(f"<p>Best AUC: {_ci(by_auc['auc'], by_auc.get('auc_ci'))} (<code>{_e(by_auc['name'])}</code>); "

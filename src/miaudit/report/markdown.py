@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Iterable
 
 _FPR_NAMES = {"0.001": "0.1%", "0.01": "1%", "0.05": "5%", "0.1": "10%"}
+#: fewest expected false positives (``n_nonmembers * fpr``) for a TPR at that FPR to make a headline;
+#: the same bound below which ``miaudit.evaluation.low_fpr_warnings`` warns
+MIN_FALSE_POSITIVES = 10
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -27,6 +31,44 @@ def _with_ci(value: float | None, ci: list[float] | None, digits: int = 3) -> st
 
 def _fpr_label(key: str) -> str:
     return _FPR_NAMES.get(key, f"{float(key):.3g}")
+
+
+def n_nonmembers(metrics: dict[str, Any]) -> int | None:
+    """Non-members behind the run's TPR figures: the fewest of any attack entry, else ``data.n_nonmembers``."""
+    counts = [a["n_nonmembers"] for a in metrics.get("attacks", []) if a.get("n_nonmembers") is not None]
+    return min(counts) if counts else metrics.get("data", {}).get("n_nonmembers")
+
+
+def headline_fpr(fpr_keys: Iterable[str], n_nonmembers: int | None) -> tuple[str | None, bool]:
+    """Which evaluated FPR a headline may quote, and whether the data supports it.
+
+    The lowest FPR ``f`` (keys as in ``tpr_at_fpr``, e.g. ``"0.01"``) with ``n_nonmembers * f >=
+    MIN_FALSE_POSITIVES`` and ``True``; when none qualifies, the 5% key (else the largest evaluated
+    FPR) and ``False``.
+    """
+    keys = sorted(set(fpr_keys), key=float)
+    if not keys:
+        return None, False
+    for key in keys:
+        if (n_nonmembers or 0) * float(key) >= MIN_FALSE_POSITIVES:
+            return key, True
+    return ("0.05" if "0.05" in keys else keys[-1]), False
+
+
+def unsupported_fpr_note(fpr_keys: Iterable[str], n_nonmembers: int | None, key: str, *,
+                         rate: str = "false positive rate", errors: str = "false positives") -> str:
+    """Plain-language caveat when no evaluated FPR has ``MIN_FALSE_POSITIVES`` expected false positives.
+
+    ``key`` is the FPR still quoted (from :func:`headline_fpr`); ``rate`` / ``errors`` name the FPR
+    and the false positives for the reader (the HTML report says "false alarm").
+    """
+    keys = sorted(set(fpr_keys), key=float)
+    n = n_nonmembers or 0
+    needed = math.ceil(MIN_FALSE_POSITIVES / float(key))
+    return (f"with {n} non-members, each evaluated {rate} ({', '.join(_fpr_label(k) for k in keys)}) expects "
+            f"fewer than {MIN_FALSE_POSITIVES} {errors}, so none of these figures is reliable; the "
+            f"{_fpr_label(key)} figure rests on {n * float(key):.1f} expected {errors} and is indicative only "
+            f"(audit at least {needed} non-members to quote it)")
 
 
 def _key_values(rows: dict[str, Any]) -> list[str]:
@@ -62,7 +104,7 @@ def render_report(metrics: dict[str, Any], *, figures: dict[str, str] | None = N
     confidence = float(evaluation.get("confidence", 0.95))
     out = [f"# Membership inference audit ({metrics.get('kind', '?')})", ""]
 
-    what = [f"- **Dataset**: {data.get('dataset', '-')}"
+    what = [f"- **Dataset**: {_fmt(data.get('dataset'))}"
             f" ({_fmt(data.get('n_members'))} members, {_fmt(data.get('n_nonmembers'))} non-members audited)",
             f"- **Target**: {target.get('description', target.get('source', '-'))}",
             f"- **Seed**: {metrics.get('seed', '-')}; miaudit {metrics.get('miaudit_version', '?')}"]
@@ -85,9 +127,17 @@ def render_report(metrics: dict[str, Any], *, figures: dict[str, str] | None = N
 
     if attacks:
         best = attacks[0]
-        out += ["## Attacks", "",
-                f"Strongest attack by AUC: `{best['name']}` with AUC {_with_ci(best['auc'], best.get('auc_ci'))} "
-                f"and TPR {_fmt(best['tpr_at_fpr'].get(fpr_keys[0]))} at {_fpr_label(fpr_keys[0])} FPR.", "",
+        n_non = n_nonmembers(metrics)
+        key, supported = headline_fpr(fpr_keys, n_non)
+        tpr = _with_ci(best["tpr_at_fpr"].get(key), best.get("tpr_at_fpr_ci", {}).get(key))
+        headline = f"Strongest attack by AUC: `{best['name']}` with AUC {_with_ci(best['auc'], best.get('auc_ci'))}"
+        if supported:
+            headline += (f" and TPR {tpr} at {_fpr_label(key)} FPR (the lowest evaluated FPR that {n_non} "
+                         f"non-members support, with at least {MIN_FALSE_POSITIVES} expected false positives).")
+        else:
+            headline += (f". **Too few non-members for a low-FPR figure**: "
+                         f"{unsupported_fpr_note(fpr_keys, n_non, key)}. Its TPR at {_fpr_label(key)} FPR is {tpr}.")
+        out += ["## Attacks", "", headline, "",
                 *_attack_table(attacks, fpr_keys, confidence), "",
                 f"Brackets: {confidence:.0%} bootstrap confidence intervals "
                 f"({evaluation.get('n_bootstrap', '?')} resamples, members and non-members resampled separately).",

@@ -1,0 +1,214 @@
+"""Audits of the user's own models: a torch module from its state dict, a trusted scikit-learn pickle."""
+
+import pickle
+import textwrap
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from sklearn.linear_model import LogisticRegression
+
+from miaudit.attacks.reference.lira import LiRA
+from miaudit.audit import parse_config, run_audit
+from miaudit.cli import main
+from miaudit.data import load_dataset
+from miaudit.errors import ConfigError
+from miaudit.targets import TorchClassifierTarget
+
+MODEL_SOURCE = textwrap.dedent('''
+    import torch
+    from torch import nn
+
+
+    class TinyNet(nn.Module):
+        """Digits (1, 8, 8) -> 10 logits."""
+
+        def __init__(self, hidden=16, n_classes=10):
+            super().__init__()
+            self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
+
+        def forward(self, x):
+            return self.body(x)
+
+
+    NOT_A_MODULE = 3
+''')
+
+
+@pytest.fixture(autouse=True)
+def run_store_home(monkeypatch, tmp_path_factory):
+    monkeypatch.setenv("MIAUDIT_HOME", str(tmp_path_factory.mktemp("home")))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A user's package (my_models.TinyNet), its overfit weights and the member / non-member / population files."""
+    folder = tmp_path_factory.mktemp("user")
+    (folder / "my_models.py").write_text(MODEL_SOURCE)
+    digits = load_dataset("digits")
+    order = np.random.default_rng(0).permutation(len(digits))
+    parts = {"members": order[:60], "nonmembers": order[60:120], "population": order[120:220]}
+    for name, rows in parts.items():
+        np.savez(folder / f"{name}.npz", x=digits.x[rows], y=digits.y[rows])
+    namespace: dict = {}
+    exec(compile(MODEL_SOURCE, "my_models.py", "exec"), namespace)
+    torch.manual_seed(0)
+    model = namespace["TinyNet"]()
+    x, y = torch.as_tensor(digits.x[parts["members"]]), torch.as_tensor(digits.y[parts["members"]])
+    optimiser = torch.optim.Adam(model.parameters(), lr=0.02)
+    for _ in range(150):  # full batch: the model memorises its 60 members
+        optimiser.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimiser.step()
+    torch.save(model.state_dict(), folder / "model.pt")
+    torch.save(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)), folder / "whole_model.pt")
+    flat = digits.x[parts["members"]].reshape(60, -1)
+    with open(folder / "logreg.pkl", "wb") as handle:
+        pickle.dump(LogisticRegression(C=100, max_iter=2000).fit(flat, digits.y[parts["members"]]), handle)
+    return folder, model.eval()
+
+
+@pytest.fixture
+def importable(files, monkeypatch):
+    monkeypatch.syspath_prepend(str(files[0]))
+    return files[0]
+
+
+def torch_config(folder, **target):
+    return {
+        "seed": 1,
+        "target": {"torch_module": {"path": str(folder / "model.pt"), "class": "my_models:TinyNet",
+                                    "kwargs": {"hidden": 16}},
+                   "members": str(folder / "members.npz"), "nonmembers": str(folder / "nonmembers.npz"),
+                   "population": str(folder / "population.npz"), **target},
+        "training": {"model": "mlp", "hidden": [16], "epochs": 20, "batch_size": 16, "lr": 0.01},
+        "reference": {"n_models": 4, "views": "flip", "executor": "vectorised"},
+        "attacks": [{"name": "loss"}, {"name": "population"}, {"name": "gradient_norm"},
+                    {"name": "lira", "params": {"variance": "global"}},
+                    {"name": "rmia", "params": {"online": False}}],
+        "evaluation": {"n_bootstrap": 20},
+    }
+
+
+def test_torch_module_audit_with_reference_pool_and_query_views(importable, files, tmp_path, monkeypatch):
+    folder, model = files
+    seen = []
+    original = LiRA._score
+    monkeypatch.setattr(LiRA, "_score", lambda self, signals: seen.append(signals) or original(self, signals))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*plain query only")  # LiRA must get every view
+        metrics = run_audit(torch_config(folder), tmp_path / "run", progress=False)
+
+    target = metrics["target"]
+    assert target["source"] == "torch_module" and target["class"] == "my_models:TinyNet"
+    assert target["access"] == "logits" and target["n_parameters"] == 64 * 16 + 16 + 16 * 10 + 10
+    assert target["train_accuracy"] == 1.0 and target["test_accuracy"] < 1.0
+    assert metrics["data"]["n_members"] == 60 and metrics["data"]["n_nonmembers"] == 60
+    assert metrics["data"]["n_population"] == 100 and metrics["reference"]["views"] == "flip"
+    entries = {a["name"]: a for a in metrics["attacks"]}
+    assert entries["loss"]["auc"] > 0.6  # the memorising model leaks
+
+    # LiRA scored the target's outputs on both views: the plain query and the mirror image
+    (views,) = seen
+    members = np.load(folder / "members.npz")
+    nonmembers = np.load(folder / "nonmembers.npz")
+    x = np.concatenate([members["x"], nonmembers["x"]])
+    y = np.concatenate([members["y"], nonmembers["y"]])
+    expected = TorchClassifierTarget(model).outputs(x[..., ::-1].copy(), y)
+    assert len(views) == 2
+    np.testing.assert_allclose(views[0].logits, TorchClassifierTarget(model).outputs(x, y).logits, atol=1e-6)
+    np.testing.assert_allclose(views[1].logits, expected.logits, atol=1e-6)
+    lira = entries["lira"]["learned"]
+    assert set(lira) == {"variance", "n_views", "std_in_", "std_out_"}
+    assert lira["variance"] == "global" and lira["n_views"] == 2 and lira["std_in_"] > 0 and lira["std_out_"] > 0
+
+    # RMIA's offline a, chosen on the reference models, with the AUC of every candidate
+    learned = entries["rmia"]["learned"]
+    assert learned["offline_a_"] in [round(0.1 * i, 1) for i in range(11)]
+    assert list(learned["tuning_auc_"]) == [f"{round(0.1 * i, 1):g}" for i in range(11)]
+    assert learned["tuning_auc_"][f"{learned['offline_a_']:g}"] == max(learned["tuning_auc_"].values())
+
+    # the run re-parses from its own config.yaml
+    resolved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert parse_config(resolved).target.torch_module["class"] == "my_models:TinyNet"
+
+
+def test_sklearn_pickle_needs_explicit_trust(files, tmp_path):
+    folder, _ = files
+    target = {"sklearn": str(folder / "logreg.pkl"), "members": str(folder / "members.npz"),
+              "nonmembers": str(folder / "nonmembers.npz")}
+    config = {"target": target, "attacks": [{"name": "loss"}, {"name": "correctness"}],
+              "evaluation": {"n_bootstrap": 20}}
+    with pytest.raises(ConfigError, match="trust_pickle: true"):
+        parse_config(config)
+    trusted = {**config, "target": {**target, "trust_pickle": True}}
+    metrics = run_audit(trusted, tmp_path / "run", progress=False)
+    assert metrics["target"]["source"] == "sklearn" and metrics["target"]["estimator"] == "LogisticRegression"
+    assert metrics["target"]["access"] == "probabilities" and metrics["target"]["train_accuracy"] == 1.0
+    assert metrics["attacks"][0]["auc"] > 0.5
+    with pytest.raises(ConfigError, match="white-box"):
+        run_audit({**trusted, "attacks": [{"name": "gradient_norm"}]}, tmp_path / "wb", progress=False)
+    assert not (tmp_path / "wb").exists()
+
+
+def _bad(folder, tmp_path, **changes):
+    config = torch_config(folder)
+    config["reference"] = {}
+    config["attacks"] = [{"name": "loss"}]
+    for key, value in changes.items():
+        section, _, name = key.partition("__")
+        if name:
+            config[section] = {**config[section], name: value}
+        else:
+            config[section] = value
+    return config
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"target__torch_module": {"path": "nowhere.pt", "class": "my_models:TinyNet"}}, "nowhere.pt does not exist"),
+    ({"target__torch_module": {"path": "WHOLE", "class": "my_models:TinyNet"}}, "holds more than tensors"),  # pickled
+    ({"target__torch_module": {"path": "MODEL", "class": "no_such_pkg.models:Net"}},
+     "cannot import 'no_such_pkg.models'"),
+    ({"target__torch_module": {"path": "MODEL", "class": "my_models:Missing"}}, "has no 'Missing'"),
+    ({"target__torch_module": {"path": "MODEL", "class": "my_models:NOT_A_MODULE"}}, "not a torch.nn.Module"),
+    ({"target__torch_module": {"path": "MODEL", "class": "my_models:TinyNet", "kwargs": {"hidden": 32}}},
+     "shape mismatch (file vs model) body.1.weight (16, 64) vs (32, 64)"),
+    ({"target__torch_module": {"path": "MODEL", "class": "my_models:TinyNet", "kwargs": {"width": 3}}},
+     "TinyNet(**kwargs) failed"),
+    ({"target__torch_module": {"path": "MODEL", "class": "TinyNet"}}, "must read \"pkg.module:ClassName\""),
+    ({"target__torch_module": {"path": "MODEL", "class": "my_models:TinyNet", "weights": 1}}, "unknown key 'weights'"),
+    ({"target__members": "missing_members.npz"}, "config.target.members: missing_members.npz does not exist"),
+    ({"target__nonmembers": None}, "config.target.nonmembers: give the .npz"),
+    ({"target__precomputed": "outputs.npz"}, "give one of precomputed, torch_module, sklearn"),
+    ({"target__trust_pickle": True}, "only applies to target.sklearn"),
+    ({"split": {"n_members": 10, "n_nonmembers": 10}}, "come from target.members / target.nonmembers"),
+    ({"shadow": {"n_models": 1}, "dataset": {"source": "digits"}, "split": {"n_shadow": 100}, "training": None},
+     "config.training: shadow and reference models are trained by the tool"),
+])
+def test_bad_user_model_configs_exit_code_2(importable, tmp_path, capsys, changes, message):
+    paths = {"MODEL": str(importable / "model.pt"), "WHOLE": str(importable / "whole_model.pt")}
+    module = changes.get("target__torch_module")
+    if module and module["path"] in paths:
+        changes = {**changes, "target__torch_module": {**module, "path": paths[module["path"]]}}
+    config = _bad(importable, tmp_path, **changes)
+    config = {k: v for k, v in config.items() if v is not None}
+    config["target"] = {k: v for k, v in config["target"].items() if v is not None}
+    path = tmp_path / "audit.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["audit", str(path), "--out", str(tmp_path / "out"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_audited_files(importable, tmp_path, capsys):
+    np.savez(tmp_path / "no_labels.npz", x=np.zeros((4, 1, 8, 8)))
+    np.savez(tmp_path / "wrong_shape.npz", x=np.zeros((4, 64)), y=np.zeros(4, int))
+    for name, message in [("no_labels.npz", "has no 'y' array"), ("wrong_shape.npz", "must share one input shape")]:
+        config = _bad(importable, tmp_path, target__nonmembers=str(tmp_path / name))
+        path = tmp_path / "audit.yaml"
+        path.write_text(yaml.safe_dump(config))
+        assert main(["audit", str(path), "--out", str(tmp_path / "out"), "-q"]) == 2
+        assert message in capsys.readouterr().err
