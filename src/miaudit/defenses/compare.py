@@ -1,0 +1,671 @@
+"""``miaudit defend``: one dataset and architecture, several defenses, several attacks, one comparison.
+
+For every defense the target is trained on the same members with the same initial seed; the
+attacks are adaptive: shadow and reference models are trained with the same defense (fresh
+plugins for every model) and the same output post-processor is applied to their outputs, each
+fitted on that model's own members and non-members. Defenses with the same training part (e.g.
+``none`` and ``memguard``) share their trained models. Everything is checked before any training.
+
+Output folder (built atomically): ``defenses.json``, ``defenses.md``, ``privacy_utility.png``,
+``config.yaml``, ``log.txt`` and ``scores/<defense>/<attack>.{scores.npz,json}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import functools
+import json
+import logging
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from miaudit import __version__
+from miaudit.attacks.base import Attack
+from miaudit.attacks.registry import create_attack
+from miaudit.audit.config import (AttackSpec, DatasetConfig, EvaluationConfig, ReferenceConfig, ShadowConfig,
+                                  check_attack_specs, derive_seed)
+from miaudit.audit.pipeline import build_attacks
+from miaudit.config import from_dict, load_yaml, to_dict
+from miaudit.data import ArrayDataset, MembershipSplit, load_dataset, make_split
+from miaudit.defenses.base import ACCESS_LEVELS, DefenseContext
+from miaudit.defenses.registry import DefenseChain, build_chain
+from miaudit.errors import ConfigError, DataError, MiauditError
+from miaudit.evaluation import AttackResult, evaluate
+from miaudit.queried import ShadowModel, run_queried_attacks, signal_type
+from miaudit.reference.data import AttackReference, ReferencePool, ShadowData
+from miaudit.signals import ClassifierOutputs
+from miaudit.training import TrainConfig, build_model_from_config, predict_logits, train_classifier
+from miaudit.utils.logs import progress as progress_bar
+from miaudit.utils.logs import run_log
+from miaudit.utils.rundir import atomic_output_dir
+
+log = logging.getLogger(__name__)
+SUPPORTED_REFERENCE = ("none", "population", "shadow", "reference-pool")
+
+
+# -- configuration ------------------------------------------------------------------------------
+@dataclass
+class DefenseComponent:
+    """One defense of a composition: registry ``name`` and its ``params``."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DefenseSpec:
+    """A row of the comparison: one defense (``name`` + ``params``) or several (``compose``).
+
+    ``name: none`` is the undefended model. ``label`` names the row (default: the name, or the
+    composed names joined by ``+``). ``training`` overrides keys of the top-level recipe for this
+    defense's target, shadow and reference models (e.g. ``{lr: 0.005}`` for DP-SGD); the
+    architecture stays the same.
+    """
+
+    name: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None
+    compose: list[DefenseComponent] = field(default_factory=list)
+    training: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        fixed = sorted(set(self.training) & {"model", "hidden", "model_options", "seed", "device"})
+        if fixed:
+            raise ConfigError(f"config.defenses: training.{fixed[0]} cannot change per defense (the comparison is "
+                              "of one architecture); change the top-level 'training'")
+        if (self.name is None) == (not self.compose):
+            raise ConfigError("config.defenses: give each entry either 'name' (with optional 'params') or "
+                              "'compose' (a list of {name, params})")
+        if self.compose and self.params:
+            raise ConfigError("config.defenses: put 'params' inside each 'compose' item, not beside 'compose'")
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name or "+".join(c.name for c in self.compose)
+
+    def components(self) -> list[tuple[str, dict[str, Any]]]:
+        if self.name is not None:
+            return [(self.name, dict(self.params))]
+        return [(c.name, dict(c.params)) for c in self.compose]
+
+
+@dataclass
+class DefendSplit:
+    """Disjoint parts of the dataset: audited members / non-members, shadow data, population data
+    (population attacks, RMIA's z), and ``n_reference`` examples the defender holds (reference set
+    of adversarial regularisation, DMP's transfer set, validation split, MemGuard's non-members)."""
+
+    n_members: int
+    n_nonmembers: int
+    n_shadow: int = 0
+    n_population: int = 0
+    n_reference: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("n_members", "n_nonmembers", "n_shadow", "n_population", "n_reference"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"config.split.{name}: must be >= 0, got {getattr(self, name)}")
+        if not self.n_members or not self.n_nonmembers:
+            raise ConfigError("config.split: n_members and n_nonmembers must be positive")
+
+
+@dataclass
+class DefendConfig:
+    """A privacy-utility comparison of defenses (see ``docs/defenses.md``).
+
+    ``isolate_training``: on CPU, train each defense's target in a fresh process, so its peak
+    memory is its own (a process's peak RSS never goes down, and freed memory is reused); costs
+    one interpreter start per defense. On CUDA the allocator's peak is measured in process.
+    """
+
+    dataset: DatasetConfig
+    split: DefendSplit
+    defenses: list[DefenseSpec]
+    attacks: list[AttackSpec]
+    seed: int = 0
+    training: TrainConfig = field(default_factory=TrainConfig)
+    shadow: ShadowConfig = field(default_factory=ShadowConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    isolate_training: bool = True
+
+    def __post_init__(self) -> None:
+        check_attack_specs(self.attacks)
+        if not self.defenses:
+            raise ConfigError("config.defenses: list at least one defense (e.g. {name: none})")
+        keys = [d.key for d in self.defenses]
+        for key in keys:
+            if keys.count(key) > 1:
+                raise ConfigError(f"config.defenses: {key!r} appears twice; give each repeat a distinct 'label'")
+            if not key.replace("_", "").replace("-", "").replace("+", "").replace(".", "").isalnum():
+                raise ConfigError(f"config.defenses: label {key!r} must use only letters, digits, '_', '-', '+', "
+                                  "'.' (it names files)")
+        if self.shadow.n_models and not self.split.n_shadow:
+            raise ConfigError("config.split.n_shadow: shadow models need shadow data; give a positive size")
+        if self.reference.views != "none":
+            raise ConfigError("config.reference.views: miaudit defend scores plain queries only; set views: none")
+
+
+def parse_defend_config(source: dict[str, Any] | str | Path, *, data_dir: str | None = None) -> DefendConfig:
+    """Strict parse of a mapping or YAML file; ``training.seed`` is refused (the top-level ``seed`` drives all)."""
+    data = dict(load_yaml(source) if isinstance(source, (str, Path)) else source)
+    training = data.get("training")
+    if isinstance(training, dict) and "seed" in training:
+        raise ConfigError("config.training.seed: remove it; the top-level 'seed' derives every model's seed")
+    if data_dir is not None:
+        if not isinstance(data.get("dataset"), dict):
+            raise ConfigError("--data-dir was given but the config has no 'dataset' mapping to apply it to")
+        data["dataset"] = {**data["dataset"], "data_dir": str(data_dir)}
+    return from_dict(DefendConfig, data)
+
+
+# -- training the target, optionally in a fresh process ----------------------------------------
+def _proc_status_mb(key: str) -> float | None:
+    """``VmRSS`` / ``VmHWM`` of this process from ``/proc/self/status`` in MiB (``None`` without ``/proc``)."""
+    status = Path("/proc/self/status")
+    if not status.is_file():
+        return None
+    for line in status.read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024  # kB
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset this process's RSS high-water mark (``VmHWM``) to its current RSS (Linux ``clear_refs``)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _train_measured(plugins: list[Any], recipe: TrainConfig, data: ArrayDataset, threads: int | None
+                    ) -> tuple[Any, dict[str, Any]]:
+    """Train one target and measure its peak memory: ``VmHWM`` after training minus ``VmRSS`` before it.
+
+    ``VmHWM`` belongs to the process's own address space (unlike ``ru_maxrss``, which a spawned
+    child inherits from its parent on Linux) and is reset just before training.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    model = build_model_from_config(recipe, data.input_shape, data.n_classes)
+    reset = _reset_peak_rss()
+    before = _proc_status_mb("VmRSS")
+    result = train_classifier(model, data, recipe, plugins=plugins, progress=False)
+    info = {"seconds": result.seconds, "history": result.history, "reports": result.reports,
+            "peak_memory_mb": result.peak_memory_mb, "memory_source": result.memory_source}
+    peak = _proc_status_mb("VmHWM")
+    if reset and before is not None and peak is not None and not result.memory_source.startswith("cuda"):
+        info["peak_memory_mb"] = peak - before
+        info["memory_source"] = "peak RSS of the training process during training minus its RSS before (VmHWM)"
+    return result.model, info
+
+
+def _train_isolated(plugins: list[Any], recipe: TrainConfig, data: ArrayDataset) -> tuple[Any, dict[str, Any]]:
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(_train_measured, plugins, recipe, data, torch.get_num_threads()).result()
+
+
+# -- trained models (shared by defenses with the same training part) ----------------------------
+@dataclass
+class _RawModel:
+    """One model's raw (undefended) outputs: on its members, on its audited / scored rows, on reference data."""
+
+    members: ClassifierOutputs
+    scored: ClassifierOutputs
+    reference: ClassifierOutputs | None
+    population: ClassifierOutputs | None = None
+
+
+@dataclass
+class _Trained:
+    """Everything trained for one training part. ``models`` (target, then shadow models with their data)
+    are kept only when an attack queries the model itself (label-only robustness, white-box)."""
+
+    target: _RawModel
+    target_info: dict[str, Any]
+    shadow: list[tuple[_RawModel, np.ndarray]] = field(default_factory=list)  # (outputs, membership of scored rows)
+    pool: list[_RawModel] = field(default_factory=list)
+    keep: np.ndarray | None = None
+    seconds: float = 0.0
+    target_model: Any = None
+    shadow_models: list[ShadowModel] = field(default_factory=list)
+    queried: dict[str, tuple[np.ndarray, Any, float]] | None = None  # key -> (scores, fitted attack, seconds)
+
+
+def _outputs(model: Any, data: ArrayDataset) -> ClassifierOutputs:
+    return ClassifierOutputs(data.y, logits=predict_logits(model, data.x))
+
+
+@dataclass
+class _Row:
+    """One defense of the comparison: its checked chain and its training recipe (seed set per model)."""
+
+    chain: DefenseChain
+    recipe: TrainConfig
+
+    @property
+    def label(self) -> str:
+        return self.chain.label
+
+    def key(self) -> str:
+        """Rows with equal keys train identical models (they differ only in post-processing)."""
+        return json.dumps([to_dict(dataclasses.replace(self.recipe, seed=0)), self.chain.training_key()],
+                          sort_keys=True, default=str)
+
+
+class _Run:
+    """State of one comparison: data, split, and the cache of trained models."""
+
+    def __init__(self, config: DefendConfig, *, progress: bool):
+        self.config = config
+        self.progress = progress
+        ds = config.dataset
+        self.dataset = load_dataset(ds.source, data_dir=ds.data_dir, **ds.options)
+        sp = config.split
+        self.split = make_split(len(self.dataset), n_members=sp.n_members, n_nonmembers=sp.n_nonmembers,
+                                n_shadow=sp.n_shadow, n_population=sp.n_population,
+                                seed=derive_seed(config.seed, "split"))
+        used = np.concatenate([self.split.audited, self.split.shadow, self.split.population])
+        free = np.setdiff1d(np.arange(len(self.dataset)), used)
+        if sp.n_reference > free.size:
+            raise DataError(f"split.n_reference={sp.n_reference} but only {free.size} examples of "
+                            f"{self.dataset.name} are left after the other parts; lower the sizes")
+        rng = np.random.default_rng(derive_seed(config.seed, "defense-reference"))
+        self.reference_index = np.sort(rng.permutation(free)[:sp.n_reference])
+        self.audited = self.dataset.subset(self.split.audited)
+        self.membership = self.split.membership
+        self.reference = self.dataset.subset(self.reference_index) if sp.n_reference else None
+        self.population = self.dataset.subset(self.split.population) if sp.n_population else None
+        self.shadow_sizes = self._shadow_sizes()
+        n_audit = len(self.audited)
+        pool_sizes = (n_audit // 2, n_audit - n_audit // 2) if config.reference.n_models else ()
+        self.train_sizes = (sp.n_members, *([self.shadow_sizes[0]] if self.shadow_sizes else []), *pool_sizes)
+        self.cache: dict[str, _Trained] = {}
+        self.keeps_models = any(signal_type(create_attack(s.name, **s.params)) for s in config.attacks)
+
+    def row(self, spec: DefenseSpec) -> _Row:
+        """Build and check ``spec``'s defenses against its recipe (raises before any training)."""
+        try:
+            recipe = dataclasses.replace(self.config.training, **spec.training)
+        except TypeError as exc:
+            raise ConfigError(f"config.defenses[{spec.key!r}].training: {exc}") from None
+        context = DefenseContext(recipe, self.dataset.input_shape, self.dataset.n_classes, self.train_sizes,
+                                 self.reference)
+        return _Row(build_chain(spec.components(), context, label=spec.key), recipe)
+
+    def _shadow_sizes(self) -> tuple[int, int] | None:
+        sh, pool = self.config.shadow, self.config.split.n_shadow
+        if not sh.n_models:
+            return None
+        n_in = sh.members_per_model or min(self.config.split.n_members, pool // 2)
+        n_out = sh.nonmembers_per_model or min(self.config.split.n_nonmembers, pool - n_in)
+        if n_in < 1 or n_out < 1 or n_in + n_out > pool:
+            raise ConfigError(f"shadow models need {n_in} members + {n_out} non-members each but split.n_shadow is "
+                              f"{pool}; raise split.n_shadow or lower shadow.members_per_model")
+        return n_in, n_out
+
+    # -- training ------------------------------------------------------------------------------
+    def _raw(self, model: Any, members: ArrayDataset, scored: ArrayDataset) -> _RawModel:
+        return _RawModel(_outputs(model, members), _outputs(model, scored),
+                         _outputs(model, self.reference) if self.reference is not None else None)
+
+    def trained(self, row: _Row) -> tuple[_Trained, bool]:
+        """The models of ``row``'s training part (trained now, or shared with an earlier defense)."""
+        key = row.key()
+        if key in self.cache:
+            return self.cache[key], True
+        start = time.perf_counter()
+        members = self.dataset.subset(self.split.target_members)
+        recipe = dataclasses.replace(row.recipe, seed=derive_seed(self.config.seed, "target"))
+        log.info("[%s] training the target (%s, %d epochs) on %d members", row.label, recipe.model, recipe.epochs,
+                 len(members))
+        isolate = self.config.isolate_training and not recipe.device.startswith("cuda")
+        train = _train_isolated if isolate else functools.partial(_train_measured, threads=None)
+        model, result = train(row.chain.plugins(), recipe, members)
+        target = self._raw(model, members, self.audited)
+        if self.population is not None:
+            target.population = _outputs(model, self.population)
+        info = {"train_seconds": round(result["seconds"], 3), "peak_memory_mb": round(result["peak_memory_mb"], 1),
+                "memory_source": result["memory_source"], "final_train_loss": result["history"][-1]["loss"],
+                "epochs": len(result["history"]), "n_parameters": int(sum(p.numel() for p in model.parameters())),
+                "model_class": type(model).__name__, "recipe": to_dict(row.recipe),
+                "reports": {k: v for k, v in result["reports"].items() if v}}
+        trained = _Trained(target, info, target_model=model if self.keeps_models else None)
+        if self.config.shadow.n_models:
+            trained.shadow = self._shadow_models(row, trained)
+        if self.config.reference.n_models:
+            trained.pool, trained.keep = self._pool(row)
+        trained.seconds = round(time.perf_counter() - start, 2)
+        self.cache[key] = trained
+        return trained, False
+
+    def _shadow_models(self, row: _Row, trained: _Trained) -> list[tuple[_RawModel, np.ndarray]]:
+        """Shadow models drawn as the classifier audit draws them, trained with ``row``'s defenses and recipe."""
+        n_in, n_out = self.shadow_sizes
+        models = []
+        for m in progress_bar(range(self.config.shadow.n_models), desc=f"{row.label}: shadow models",
+                              enabled=self.progress, unit="model", leave=False):
+            draw = np.random.default_rng(derive_seed(self.config.seed, "shadow-data", m)).permutation(self.split.shadow)
+            members, nonmembers = draw[:n_in], draw[n_in:n_in + n_out]
+            recipe = dataclasses.replace(row.recipe, seed=derive_seed(self.config.seed, "shadow", m))
+            data = self.dataset.subset(members)
+            model = build_model_from_config(recipe, data.input_shape, data.n_classes)
+            model = train_classifier(model, data, recipe, plugins=row.chain.plugins(), progress=False).model
+            scored = self.dataset.subset(np.r_[members, nonmembers])
+            membership = np.r_[np.ones(n_in, bool), np.zeros(n_out, bool)]
+            models.append((self._raw(model, data, scored), membership))
+            if self.keeps_models:
+                trained.shadow_models.append(ShadowModel(model, scored, membership))
+        return models
+
+    def _pool(self, row: _Row) -> tuple[list[_RawModel], np.ndarray]:
+        from miaudit.reference.pool import build_reference_pool_for_audit
+
+        ref = self.config.reference
+        split = MembershipSplit(self.split.target_members, self.split.target_nonmembers, np.empty(0, np.int64),
+                                self.split.population)
+        log.info("[%s] training %d reference models", row.label, ref.n_models)
+        pool = build_reference_pool_for_audit(
+            self.dataset, split, row.recipe, n_models=ref.n_models,
+            seed=derive_seed(self.config.seed, "reference"), plugins=row.chain.plugins(), executor=ref.executor,
+            n_workers=ref.n_workers, cache_dir=ref.cache_dir, progress=self.progress)
+        raws = []
+        for j, out in enumerate(pool.outputs):
+            raw = _RawModel(out.subset(pool.keep[j]), out, None,
+                            pool.population[j] if pool.population is not None else None)
+            raw.reference = out.subset(~pool.keep[j])  # MemGuard / temperature of model j: its own OUT examples
+            raws.append(raw)
+        return raws, pool.keep
+
+    # -- one defense ---------------------------------------------------------------------------
+    def evaluate_defense(self, row: _Row, attacks: list[tuple[str, Attack]], folder: Path) -> dict[str, Any]:
+        chain = row.chain
+        trained, shared = self.trained(row)
+        start = time.perf_counter()
+        seed = derive_seed(self.config.seed, "postprocess", chain.label)
+        target = _defend(chain, trained.target, seed, with_population=True)
+        shadow = None
+        if trained.shadow:
+            shadow = ShadowData([_defend(chain, raw, seed + 1 + m).scored for m, (raw, _) in enumerate(trained.shadow)],
+                                [membership for _, membership in trained.shadow])
+        pool = None
+        if trained.pool:
+            defended = [_defend(chain, raw, seed + 1000 + j, with_population=True) for j, raw in enumerate(trained.pool)]
+            pool = ReferencePool([d.scored for d in defended], trained.keep,
+                                 [d.population for d in defended] if defended[0].population is not None else None)
+        postprocess_seconds = time.perf_counter() - start
+        reference = AttackReference(shadow=shadow, pool=pool, population=target.population)
+        outputs, membership = target.scored, self.membership
+        info = dict(trained.target_info)
+        info.update(train_accuracy=float(outputs.correctness[membership].mean()),
+                    test_accuracy=float(outputs.correctness[~membership].mean()),
+                    postprocess_seconds=round(postprocess_seconds, 3), access=outputs.access,
+                    shared_training=shared, seconds_all_models=trained.seconds)
+        epsilon = next((r for r in info["reports"].values() if "epsilon" in r), None)
+        base = to_dict(self.config.training)
+        overrides = {k: v for k, v in to_dict(row.recipe).items() if k != "seed" and base[k] != v}
+        entry = {"label": chain.label, "components": chain.components(), "training_overrides": overrides,
+                 "notes": chain.notes, "target": info,
+                 "epsilon": epsilon["epsilon"] if epsilon else None, "delta": epsilon["delta"] if epsilon else None,
+                 "attacks": []}
+        queried = [(k, a) for k, a in attacks if signal_type(a)]
+        if queried and trained.queried is None:
+            log.info("[%s] querying the model for %s", chain.label, ", ".join(k for k, _ in queried))
+            trained.queried = {q.key: (q.scores, q.attack, q.seconds) for q in run_queried_attacks(
+                queried, trained.target_model, self.audited, shadow=trained.shadow_models, progress=self.progress)}
+        for key, attack in attacks:
+            entry["attacks"].append(self._attack(key, attack, reference, outputs, trained, chain, folder))
+        return entry
+
+    def _attack(self, key: str, attack: Attack, reference: AttackReference, outputs: ClassifierOutputs,
+                trained: _Trained, chain: DefenseChain, folder: Path) -> dict[str, Any]:
+        cls = type(attack)
+        row: dict[str, Any] = {"name": key, "attack": cls.name, "access": cls.access,
+                               "needs_reference": cls.needs_reference}
+        if signal_type(attack):  # queries the model itself: labels (kept by every post-processor) or weights
+            scores, attack, seconds = trained.queried[key]
+            row["note"] = ("queries the model's labels on perturbed inputs, which the output post-processors keep "
+                           "(rounding up to ties)" if cls.access == "label-only"
+                           else "white-box: reads the weights, so output post-processors do not apply")
+        elif ACCESS_LEVELS.index(cls.access) > ACCESS_LEVELS.index(outputs.access):
+            row.update(applicable=False, reason=f"needs {cls.access} outputs; the defended model gives {outputs.access}")
+            return row
+        else:
+            start = time.perf_counter()
+            try:
+                scores = attack.fit(reference).score(outputs)
+            except MiauditError as exc:
+                log.warning("[%s] attack %s failed: %s", chain.label, key, exc)
+                row.update(applicable=True, error=str(exc))
+                return row
+            seconds = time.perf_counter() - start
+        ev = self.config.evaluation
+        metrics = evaluate(self.membership, scores, threshold=attack.decision_threshold, fprs=tuple(ev.fprs),
+                           n_bootstrap=ev.n_bootstrap, confidence=ev.confidence,
+                           seed=derive_seed(self.config.seed, "bootstrap"))
+        row.update(applicable=True, seconds=round(seconds, 3), params=attack.get_params(), **metrics)
+        AttackResult(key, self.audited.ids, self.membership.astype(np.int64), scores, attack.get_params(),
+                     metrics).save(folder / "scores" / chain.label)
+        return row
+
+
+def _defend(chain: DefenseChain, raw: _RawModel, seed: int, *, with_population: bool = False) -> _RawModel:
+    """Apply ``chain``'s post-processors (fresh, fitted on this model's members vs reference outputs)."""
+    out = _RawModel(raw.members, raw.scored, raw.reference, raw.population if with_population else None)
+    for k, post in enumerate(chain.postprocessors()):
+        if post.requires_fit:
+            post.fit(out.members, out.reference, seed=seed)
+        apply = lambda o: post.apply(o, seed=seed + 7919 * (k + 1))  # noqa: E731
+        out = _RawModel(apply(out.members), apply(out.scored), apply(out.reference) if out.reference is not None else None,
+                        apply(out.population) if out.population is not None else None)
+    return out
+
+
+# -- checks before training ---------------------------------------------------------------------
+def _check_attacks(config: DefendConfig, chains: list[DefenseChain], attacks: list[tuple[str, Attack]]) -> None:
+    for key, attack in attacks:
+        need = attack.needs_reference
+        if need not in SUPPORTED_REFERENCE:
+            raise ConfigError(f"attack {key!r} needs {need} data, which miaudit defend does not build")
+        if need == "shadow" and not config.shadow.n_models:
+            raise ConfigError(f"attack {key!r} learns from shadow models; set shadow.n_models >= 1 and split.n_shadow")
+        if need == "reference-pool" and not config.reference.n_models:
+            raise ConfigError(f"attack {key!r} needs a reference pool; set reference.n_models (even, >= 2)")
+        if need == "population" and not config.split.n_population:
+            raise ConfigError(f"attack {key!r} needs population data; set split.n_population")
+        if getattr(attack, "per_class", False) and need == "none" and not config.shadow.n_models:
+            raise ConfigError(f"attack {key!r} with per_class=true learns class thresholds from shadow models; "
+                              "set shadow.n_models >= 1")
+    for chain in chains:
+        usable = [k for k, a in attacks if signal_type(a)
+                  or ACCESS_LEVELS.index(a.access) <= ACCESS_LEVELS.index(chain.output_access)]
+        if not usable:
+            raise ConfigError(f"defense {chain.label!r} returns {chain.output_access} outputs and none of the attacks "
+                              "can use them; add a label-only attack (e.g. correctness)")
+        if chain.training and config.reference.n_models and config.reference.executor == "vectorised":
+            raise ConfigError(f"defense {chain.label!r} has training plugins, which the vectorised reference executor "
+                              "does not run; use reference.executor 'sequential', 'process' or 'ray'")
+
+
+def prepare(config: DefendConfig, *, progress: bool = True) -> tuple[_Run, list[_Row]]:
+    """Load data, build and check every defense and attack; raises before any training."""
+    attacks = build_attacks(config.attacks, kind="classifier", seed=config.seed)
+    run = _Run(config, progress=progress)
+    rows = [run.row(spec) for spec in config.defenses]
+    _check_attacks(config, [r.chain for r in rows], attacks)
+    return run, rows
+
+
+def run_defense_comparison(config: DefendConfig | dict[str, Any] | str | Path, out_dir: str | Path, *,
+                           overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run the comparison ``config`` describes and write its folder at ``out_dir``; return ``defenses.json``."""
+    if not isinstance(config, DefendConfig):
+        config = parse_defend_config(config)
+    run, rows = prepare(config, progress=progress)
+    start = time.perf_counter()
+    with atomic_output_dir(out_dir, overwrite=overwrite) as folder, run_log(folder, quiet=not progress):
+        log.info("miaudit %s: comparing %d defenses x %d attacks on %s (%s) -> %s", __version__, len(rows),
+                 len(config.attacks), run.dataset.name, config.training.model, out_dir)
+        for note in (n for row in rows for n in row.chain.notes):
+            log.info("note: %s", note)
+        entries = []
+        for row in progress_bar(rows, desc="defenses", enabled=progress, unit="defense"):
+            attacks = build_attacks(config.attacks, kind="classifier", seed=config.seed)
+            entries.append(run.evaluate_defense(row, attacks, folder))
+            _log_entry(entries[-1])
+        result = {
+            "version": 1, "kind": "defenses", "miaudit_version": __version__, "seed": config.seed,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "config": _resolved(config),
+            "data": {"dataset": run.dataset.name, "n_examples": len(run.dataset), "n_classes": run.dataset.n_classes,
+                     "n_members": config.split.n_members, "n_nonmembers": config.split.n_nonmembers,
+                     "n_shadow": config.split.n_shadow, "n_population": config.split.n_population,
+                     "n_reference": config.split.n_reference},
+            "evaluation": {"n_bootstrap": config.evaluation.n_bootstrap, "confidence": config.evaluation.confidence,
+                           "fprs": list(config.evaluation.fprs)},
+            "defenses": entries, "seconds": round(time.perf_counter() - start, 2),
+        }
+        (folder / "defenses.json").write_text(json.dumps(result, indent=2, default=_jsonable))
+        (folder / "config.yaml").write_text(yaml.safe_dump(result["config"], sort_keys=False))
+        (folder / "defenses.md").write_text(render_markdown(result))
+        plot_privacy_utility(result, folder / "privacy_utility.png")
+        log.info("wrote %s in %.1f s", out_dir, result["seconds"])
+    return result
+
+
+def _resolved(config: DefendConfig) -> dict[str, Any]:
+    resolved = to_dict(config)
+    resolved["training"].pop("seed", None)
+    return resolved
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+def _log_entry(entry: dict[str, Any]) -> None:
+    t = entry["target"]
+    strongest = strongest_attack(entry)
+    eps = f", epsilon {entry['epsilon']:.2f}" if entry["epsilon"] is not None else ""
+    tail = (f"; strongest attack {strongest['name']}: AUC {strongest['auc']:.3f}, TPR@1%FPR "
+            f"{strongest['tpr_at_fpr'].get('0.01', float('nan')):.3f}" if strongest else "")
+    log.info("[%s] test accuracy %.4f (train %.4f)%s%s", entry["label"], t["test_accuracy"], t["train_accuracy"], eps,
+             tail)
+
+
+# -- summaries ----------------------------------------------------------------------------------
+def strongest_attack(entry: dict[str, Any], fpr: str = "0.01") -> dict[str, Any] | None:
+    """The scored attack with the highest TPR at ``fpr`` (ties: higher AUC)."""
+    scored = [a for a in entry["attacks"] if "auc" in a]
+    if not scored:
+        return None
+    return max(scored, key=lambda a: (a["tpr_at_fpr"].get(fpr, 0.0), a["auc"]))
+
+
+def _ci(value: float, ci: list[float] | None) -> str:
+    return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{value:.3f}"
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    """``defenses.md``: a utility / cost table and an attack table (CIs from the stratified bootstrap)."""
+    cfg, data, ev = result["config"], result["data"], result["evaluation"]
+    tr = cfg["training"]
+    level = int(round(100 * ev["confidence"]))
+    lines = [
+        f"# Defense comparison: {data['dataset']}, {tr['model']}", "",
+        f"{data['n_members']} members / {data['n_nonmembers']} non-members audited; shadow data {data['n_shadow']}, "
+        f"population {data['n_population']}, defender's reference data {data['n_reference']}. Training: "
+        f"{tr['epochs']} epochs, {tr['optimizer']}, lr {tr['lr']:g}, batch {tr['batch_size']}, weight decay "
+        f"{tr['weight_decay']:g}. Shadow models: {cfg['shadow']['n_models']}, reference models: "
+        f"{cfg['reference']['n_models']}, all trained with the defense (adaptive attacks). Seed {result['seed']}; "
+        f"{level}% CIs from {ev['n_bootstrap']} stratified bootstrap resamples. miaudit {result['miaudit_version']}, "
+        f"{result['seconds']:.0f} s in total.", "",
+        "## Utility and cost", "",
+        "| defense | test acc | train acc | epsilon (delta) | train time (s) | peak memory (MB) | strongest attack "
+        "(TPR@1%FPR) | AUC of it |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for e in result["defenses"]:
+        t = e["target"]
+        eps = f"{e['epsilon']:.2f} ({e['delta']:g})" if e["epsilon"] is not None else "-"
+        s = strongest_attack(e)
+        strong = f"{s['name']} ({s['tpr_at_fpr']['0.01']:.3f}) | {s['auc']:.3f}" if s and "0.01" in s["tpr_at_fpr"] \
+            else "- | -"
+        shared = " (shared)" if t["shared_training"] else ""
+        lines.append(f"| {e['label']} | {t['test_accuracy']:.4f} | {t['train_accuracy']:.4f} | {eps} | "
+                     f"{t['train_seconds']:.1f}{shared} | {t['peak_memory_mb']:.0f} | {strong} |")
+    fprs = [f"{f:g}" for f in ev["fprs"]]
+    low = [f for f in fprs if f in ("0.001", "0.01")] or fprs[:2]
+    lines += ["", "## Attacks", "",
+              f"Attack accuracy and precision / recall / F1 use the attack's own threshold where it learns one "
+              f"(shadow models) and the best threshold on the audited labels otherwise (marked *oracle*).", "",
+              "| defense | attack | AUC | " + " | ".join(f"TPR@{float(f) * 100:g}%FPR" for f in low)
+              + " | attack acc | P / R / F1 macro | P / R / F1 weighted |",
+              "|---|---|---|" + "---|" * len(low) + "---|---|---|"]
+    for e in result["defenses"]:
+        for a in e["attacks"]:
+            if "auc" not in a:
+                why = a.get("reason") or f"error: {a.get('error')}"
+                lines.append(f"| {e['label']} | {a['name']} | n/a: {why} |" + " |" * (len(low) + 3))
+                continue
+            tprs = " | ".join(_ci(a["tpr_at_fpr"][f], a["tpr_at_fpr_ci"].get(f)) for f in low)
+            oracle = " (oracle)" if a["threshold_source"] == "oracle" else ""
+            lines.append(f"| {e['label']} | {a['name']} | {_ci(a['auc'], a['auc_ci'])} | {tprs} | "
+                         f"{a['accuracy']:.3f}{oracle} | {a['precision_macro']:.3f} / {a['recall_macro']:.3f} / "
+                         f"{a['f1_macro']:.3f} | {a['precision_weighted']:.3f} / {a['recall_weighted']:.3f} / "
+                         f"{a['f1_weighted']:.3f} |")
+    notes = [f"- {e['label']}: training with {', '.join(f'{k}={v}' for k, v in e['training_overrides'].items())}"
+             for e in result["defenses"] if e["training_overrides"]]
+    notes += [f"- [{e['label']}] {n}" for e in result["defenses"] for n in e["notes"]]
+    notes += sorted({f"- {a['name']}: {a['note']}" for e in result["defenses"] for a in e["attacks"] if a.get("note")})
+    warnings = sorted({w for e in result["defenses"] for a in e["attacks"] for w in a.get("warnings", [])})
+    if notes or warnings:
+        lines += ["", "## Notes", "", *notes, *[f"- {w}" for w in warnings]]
+    lines += ["", "Defenses, parameters and citations: `defenses.json`; plot: `privacy_utility.png`.", ""]
+    return "\n".join(lines)
+
+
+def plot_privacy_utility(result: dict[str, Any], path: str | Path, fpr: str = "0.01") -> Path:
+    """Test accuracy against the strongest attack's TPR at ``fpr`` (with its CI), one point per defense."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.0, 5.0))
+    for e in result["defenses"]:
+        s = strongest_attack(e, fpr)
+        if s is None or fpr not in s["tpr_at_fpr"]:
+            continue
+        x, (lo, hi) = s["tpr_at_fpr"][fpr], s["tpr_at_fpr_ci"].get(fpr, [s["tpr_at_fpr"][fpr]] * 2)
+        y = e["target"]["test_accuracy"]
+        ax.errorbar([x], [y], xerr=[[x - lo], [hi - x]], fmt="o", capsize=3)
+        ax.annotate(e["label"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.axvline(float(fpr), color="grey", linestyle="--", linewidth=1, label=f"chance (TPR = FPR = {float(fpr):g})")
+    ax.set_xlabel(f"TPR at {float(fpr) * 100:g}% FPR of the strongest attack (higher = leaks more)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"Privacy-utility: {result['data']['dataset']}, {result['config']['training']['model']}")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+__all__ = ["DefendConfig", "DefendSplit", "DefenseComponent", "DefenseSpec", "parse_defend_config",
+           "plot_privacy_utility", "prepare", "render_markdown", "run_defense_comparison", "strongest_attack"]
