@@ -10,11 +10,11 @@ import importlib
 import numpy as np
 import pytest
 
-from miaudit.attacks.registry import attack_names, get_attack_class
+from miaudit.attacks.registry import get_attack_class, list_attacks
 from miaudit.errors import NotFittedError
 from miaudit.evaluation import roc_auc
 
-NAMES = attack_names()
+KEYS = [(row["target_kind"], row["name"]) for row in list_attacks()]  # a name may exist for two kinds
 
 
 def _case(cls, seed=0):
@@ -23,12 +23,12 @@ def _case(cls, seed=0):
 
 
 def test_registry_is_not_empty():
-    assert len(NAMES) >= 1
+    assert len(KEYS) >= 1
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_attack_contract(name):
-    cls = get_attack_class(name)
+@pytest.mark.parametrize("kind,name", KEYS)
+def test_attack_contract(kind, name):
+    cls = get_attack_class(name, kind)
     reference, signals, labels = _case(cls)
     attack = cls()
     if cls.requires_fit:

@@ -1,7 +1,9 @@
 """One registry maps attack names to classes, with each attack's taxonomy.
 
 Attacks register with :func:`register`; every module under ``miaudit.attacks`` is imported on first
-use, so adding an attack is adding a file.
+use, so adding an attack is adding a file. A name is unique within a target kind; two kinds may
+share one (``loss`` exists for classifiers and for language models). Pass ``target_kind`` to pick;
+without it, a shared name means the first kind of ``KIND_ORDER`` that has it (classifier first).
 """
 
 from __future__ import annotations
@@ -13,19 +15,23 @@ from typing import Any
 from miaudit.attacks.base import Attack
 from miaudit.errors import ConfigError
 
-_REGISTRY: dict[str, type[Attack]] = {}
+_REGISTRY: dict[tuple[str, str], type[Attack]] = {}  # (target_kind, name) -> class
 _LOADED = False
+#: which kind an unqualified shared name resolves to
+KIND_ORDER = ("classifier", "llm", "encoder", "text_generator")
 
 
 def register(cls: type[Attack]) -> type[Attack]:
-    """Class decorator: add ``cls`` under ``cls.name`` (names are unique)."""
+    """Class decorator: add ``cls`` under ``(cls.target_kind, cls.name)`` (unique per target kind)."""
     for attr in ("name", "target_kind", "access", "citation"):
         if not hasattr(cls, attr):
             raise TypeError(f"attack class {cls.__qualname__} must define {attr}")
-    existing = _REGISTRY.get(cls.name)
+    key = (cls.target_kind, cls.name)
+    existing = _REGISTRY.get(key)
     if existing is not None and existing is not cls:
-        raise TypeError(f"attack name {cls.name!r} is registered twice ({existing.__qualname__}, {cls.__qualname__})")
-    _REGISTRY[cls.name] = cls
+        raise TypeError(f"attack name {cls.name!r} is registered twice for {cls.target_kind} targets "
+                        f"({existing.__qualname__}, {cls.__qualname__})")
+    _REGISTRY[key] = cls
     return cls
 
 
@@ -48,20 +54,32 @@ def _load_all() -> None:
 
 def attack_names(*, target_kind: str | None = None) -> list[str]:
     _load_all()
-    return sorted(n for n, c in _REGISTRY.items() if target_kind is None or c.target_kind == target_kind)
+    return sorted({n for k, n in _REGISTRY if target_kind is None or k == target_kind})
 
 
-def get_attack_class(name: str) -> type[Attack]:
+def _kind_rank(kind: str) -> int:
+    return KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER)
+
+
+def get_attack_class(name: str, target_kind: str | None = None) -> type[Attack]:
+    """The class of attack ``name`` for ``target_kind`` (module doc: shared names without a kind)."""
     _load_all()
-    if name not in _REGISTRY:
+    kinds = {k: c for (k, n), c in _REGISTRY.items() if n == name}
+    if not kinds:
         raise ConfigError(f"unknown attack {name!r}; run 'miaudit list attacks' to see the "
                           f"{len(_REGISTRY)} registered names")
-    return _REGISTRY[name]
+    if target_kind is None:
+        return kinds[min(kinds, key=_kind_rank)]
+    if target_kind not in kinds:
+        raise ConfigError(f"attack {name!r} is for {', '.join(sorted(kinds))} targets, not {target_kind}; run "
+                          f"'miaudit list attacks --kind {target_kind}'")
+    return kinds[target_kind]
 
 
-def create_attack(name: str, **params: Any) -> Attack:
-    """Instantiate attack ``name``; unknown parameters are a :class:`ConfigError` naming the allowed ones."""
-    cls = get_attack_class(name)
+def create_attack(name: str, *, target_kind: str | None = None, **params: Any) -> Attack:
+    """Instantiate attack ``name`` (of ``target_kind``); unknown parameters are a :class:`ConfigError`
+    naming the allowed ones."""
+    cls = get_attack_class(name, target_kind)
     allowed = cls.param_names()
     unknown = sorted(set(params) - set(allowed))
     if unknown:
@@ -84,4 +102,7 @@ def describe(cls: type[Attack]) -> dict[str, Any]:
 
 
 def list_attacks(*, target_kind: str | None = None) -> list[dict[str, Any]]:
-    return [describe(get_attack_class(n)) for n in attack_names(target_kind=target_kind)]
+    """One taxonomy row per registered attack (a name shared by two kinds gives two rows)."""
+    _load_all()
+    keys = sorted((n, _kind_rank(k), k) for k, n in _REGISTRY if target_kind is None or k == target_kind)
+    return [describe(_REGISTRY[(k, n)]) for n, _, k in keys]

@@ -79,7 +79,7 @@ def membership_advantage(labels: np.ndarray, scores: np.ndarray) -> float:
 def best_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     """Threshold maximising TPR - FPR on these labels (an *oracle* choice if these are the evaluation labels)."""
     curve = roc_curve(labels, scores)
-    i = int(np.argmax(curve.tpr - curve.fpr))
+    i = 1 + int(np.argmax((curve.tpr - curve.fpr)[1:]))  # a finite threshold even for a worse-than-random attack
     return float(curve.thresholds[i])
 
 

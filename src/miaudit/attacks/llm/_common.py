@@ -1,0 +1,32 @@
+"""Shared base of the LLM attacks: ``score`` takes a sequence of TokenSignals (one per document)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from miaudit.attacks.base import Attack
+from miaudit.errors import SignalError
+from miaudit.llm.signals import TokenSignals
+
+
+def as_documents(signals: Any) -> list[TokenSignals]:
+    """A list of TokenSignals from one record or a sequence of them; a clear error otherwise."""
+    docs = [signals] if isinstance(signals, TokenSignals) else list(signals) if isinstance(signals, Sequence) else None
+    if not docs or not all(isinstance(d, TokenSignals) for d in docs):
+        raise SignalError(f"LLM attacks score a non-empty sequence of TokenSignals (one per document), got "
+                          f"{type(signals).__name__}; compute them with miaudit.llm.compute_token_signals")
+    return docs
+
+
+class LLMAttack(Attack):
+    """Scores each document independently with :meth:`document_score`."""
+
+    target_kind = "llm"
+
+    def _score(self, signals: Any) -> np.ndarray:
+        return np.array([self.document_score(doc) for doc in as_documents(signals)], dtype=np.float64)
+
+    def document_score(self, sig: TokenSignals) -> float:
+        raise NotImplementedError

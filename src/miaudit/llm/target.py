@@ -1,0 +1,529 @@
+"""Hugging Face causal language models as audit targets.
+
+:class:`HFCausalLM` wraps a causal LM and its tokenizer (a local folder or a hub id, any dtype, any
+device) and turns documents into :class:`~miaudit.llm.signals.TokenSignals` with ONE forward pass per
+document: every reference-free attack reads the same record. The extra passes that some attacks
+need are separate methods: lowercased text (``lowercase``), a reference model (``ref``), a non-member
+prefix (``recall``), per-document gradients (``gradnorm``) and perturbed neighbours
+(``neighbourhood``).
+
+Tokenisation and BOS. Texts are tokenised without the tokenizer's own special tokens; then
+``bos="auto"`` (default) prepends the tokenizer's BOS id when it has one, so that every token of the
+text is scored (the first one is predicted from BOS). A tokenizer without a BOS token (``"auto"``)
+or ``bos="never"`` leaves the first text token as context only: it is never scored, because nothing
+predicts it. ``bos="always"`` demands a BOS token. A document must leave at least one scored token:
+with no BOS, a one-token document is an error.
+
+Long documents. ``max_length`` defaults to the model's context size. ``long_documents="truncate"``
+keeps the first ``max_length`` positions; ``"sliding_window"`` (default) scores every token exactly
+once with windows of ``max_length`` positions moved ``stride`` tokens at a time, so each token after
+the first window sees at least ``max_length - stride`` tokens of context (the usual strided
+perplexity evaluation).
+
+Caching. Signals are cached on disk under ``cache_dir`` by a fingerprint of (model weights,
+tokenizer, texts, pass and its parameters), in shards of ``shard_size`` documents: a second attack or
+a second run costs no forward pass, and an interrupted run resumes at the first missing shard.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from miaudit.errors import ConfigError, DataError
+from miaudit.llm.signals import TokenSignals, compute_token_signals, gradient_norm, token_log_probs
+from miaudit.utils.fingerprint import fingerprint
+
+logger = logging.getLogger(__name__)
+
+BosPolicy = Literal["auto", "always", "never"]
+LongDocuments = Literal["sliding_window", "truncate"]
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+
+# -- loading ----------------------------------------------------------------------------------------
+
+def _transformers():
+    try:
+        import transformers
+    except ImportError:
+        raise ConfigError("language-model audits need Hugging Face transformers; install miaudit[llm]") from None
+    return transformers
+
+
+def load_tokenizer(name_or_path: str, *, revision: str | None = None, local_files_only: bool = False,
+                   trust_remote_code: bool = False) -> Any:
+    """``AutoTokenizer.from_pretrained`` (a folder or hub id), or a single ``tokenizers`` JSON file such as
+    Pythia's ``20B_tokenizer.json``; a one-line error for a path or hub id that does not load."""
+    transformers = _transformers()
+    if str(name_or_path).endswith(".json") and Path(name_or_path).is_file():
+        return transformers.PreTrainedTokenizerFast(tokenizer_file=str(name_or_path))
+    try:
+        return transformers.AutoTokenizer.from_pretrained(name_or_path, revision=revision,
+                                                          local_files_only=local_files_only,
+                                                          trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load tokenizer {name_or_path!r}: {str(exc).splitlines()[0]}; give a local folder "
+                          "with tokenizer files or a hub id (online)") from None
+
+
+def load_causal_lm(name_or_path: str, *, dtype: str = "auto", device: str = "cpu", revision: str | None = None,
+                   local_files_only: bool = False, trust_remote_code: bool = False) -> torch.nn.Module:
+    """``AutoModelForCausalLM.from_pretrained`` in ``dtype`` ("auto" = as saved) on ``device``, in eval mode."""
+    transformers = _transformers()
+    if dtype != "auto" and dtype not in DTYPES:
+        raise ConfigError(f"dtype {dtype!r} is not allowed; choose auto, {', '.join(DTYPES)}")
+    try:
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            name_or_path, revision=revision, local_files_only=local_files_only, trust_remote_code=trust_remote_code,
+            dtype="auto" if dtype == "auto" else DTYPES[dtype])
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load causal LM {name_or_path!r}: {str(exc).splitlines()[0]}; give a local folder "
+                          "with config.json and weights, or a hub id (online)") from None
+    return model.to(_device(device)).eval()
+
+
+def _device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"device {device!r} is not valid; use cpu, cuda, cuda:N or auto") from None
+
+
+# -- tokenisation -------------------------------------------------------------------------------------
+
+def encode_text(tokenizer: Any, text: str, *, bos: BosPolicy = "auto") -> list[int]:
+    """Token ids of ``text`` without the tokenizer's special tokens, BOS first per ``bos`` (module doc)."""
+    if not isinstance(text, str) or not text.strip():
+        raise DataError(f"cannot score an empty or whitespace-only text ({text!r:.30}); remove it from the dataset")
+    ids = list(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+    bos_id = tokenizer.bos_token_id
+    if bos == "always" and bos_id is None:
+        raise ConfigError("bos='always' but the tokenizer has no BOS token; use bos='auto' or 'never'")
+    if bos != "never" and bos_id is not None:
+        ids = [bos_id] + ids
+    return ids
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """Fingerprint of the vocabulary (token -> id) and special tokens: equal means same tokenisation map."""
+    return fingerprint(sorted(tokenizer.get_vocab().items()), tokenizer.bos_token_id, tokenizer.eos_token_id,
+                       type(tokenizer).__name__)
+
+
+def _tensor_digest(t: torch.Tensor) -> list[Any]:
+    """Shape, dtype, exact float64 sum and a strided sample of ``t`` (reads it once on its device)."""
+    flat = t.detach().reshape(-1)
+    step = max(1, flat.numel() // 65536)
+    sample = flat[::step].float().cpu().numpy()
+    return [list(t.shape), str(t.dtype), float(torch.sum(flat, dtype=torch.float64)), sample]
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """Fingerprint of a model's class, config and weights (a strided sample and the sum of each tensor)."""
+    config = getattr(model, "config", None)
+    config_dict = config.to_dict() if hasattr(config, "to_dict") else {}
+    config_dict = {k: v for k, v in config_dict.items() if k not in ("_name_or_path", "transformers_version")}
+    state = {name: _tensor_digest(t) for name, t in model.state_dict().items()}
+    return fingerprint(type(model).__qualname__, json.dumps(config_dict, sort_keys=True, default=str), state)
+
+
+# -- the forward pass -----------------------------------------------------------------------------------
+
+@dataclass
+class _Segment:
+    doc: int  # index of the document in the current chunk
+    ids: list[int]  # model input (one window)
+    first: int  # index in ``ids`` of the first scored target
+    last: bool  # the document's last window
+
+
+def _plan_windows(n: int, first_target: int, max_length: int, stride: int, mode: LongDocuments) -> list[tuple[int, int, int]]:
+    """Windows ``(begin, end, first_target)`` over a sequence of ``n`` tokens scoring targets
+    ``first_target .. n-1`` once each (target j is predicted by the logits at position j - 1)."""
+    if n <= max_length:
+        return [(0, n, first_target)]
+    if mode == "truncate":
+        return [(0, max_length, first_target)] if first_target < max_length else []
+    windows, scored_to, begin = [], first_target, 0
+    while scored_to < n:
+        end = min(begin + max_length, n)
+        if end > scored_to:
+            windows.append((begin, end, max(scored_to, begin + 1)))
+            scored_to = end
+        begin += stride
+    return windows
+
+
+class HFCausalLM:
+    """A Hugging Face causal LM + tokenizer as an audit target (see the module doc for BOS,
+    long documents and caching).
+
+    ``model`` / ``tokenizer``: loaded objects (use :meth:`from_pretrained` for a folder or hub id).
+    ``batch_size``: windows per forward pass. ``max_length``: context size (default: the model's).
+    ``stride``: sliding-window step (default ``max_length // 2``). ``cache_dir``: where signals are
+    cached (None: no cache). ``signal_params``: keyword arguments for the signal engine (e.g. the
+    inverse-temperature grid), part of the cache key.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        *,
+        name: str | None = None,
+        batch_size: int = 8,
+        max_length: int | None = None,
+        long_documents: LongDocuments = "sliding_window",
+        stride: int | None = None,
+        bos: BosPolicy = "auto",
+        cache_dir: str | Path | None = None,
+        shard_size: int = 512,
+        progress: bool = True,
+        signal_params: dict[str, Any] | None = None,
+    ) -> None:
+        if long_documents not in ("sliding_window", "truncate"):
+            raise ConfigError(f"long_documents {long_documents!r} is not allowed; choose sliding_window or truncate")
+        if bos not in ("auto", "always", "never"):
+            raise ConfigError(f"bos {bos!r} is not allowed; choose auto, always or never")
+        if bos == "always" and tokenizer.bos_token_id is None:
+            raise ConfigError("bos='always' but the tokenizer has no BOS token; use bos='auto' or 'never'")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name or getattr(model, "name_or_path", None) or type(model).__name__
+        self.batch_size = int(batch_size)
+        model_max = _model_max_length(model)
+        self.max_length = int(max_length or model_max or 1024)
+        if model_max and self.max_length > model_max:
+            raise ConfigError(f"max_length {self.max_length} exceeds the model's context of {model_max} positions")
+        self.stride = int(stride or max(1, self.max_length // 2))
+        if self.max_length < 2 or not 1 <= self.stride < self.max_length:
+            raise ConfigError(f"need max_length >= 2 and 1 <= stride < max_length; got {self.max_length}, {self.stride}")
+        self.long_documents = long_documents
+        self.bos = bos
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.shard_size = int(shard_size)
+        self.progress = progress
+        self._check_vocabulary()
+        # rows per engine chunk: about 128k logits, so small vocabularies are not overhead-bound
+        self.signal_params = {"chunk_rows": max(8, min(1024, 131072 // self.vocab_size)), **(signal_params or {})}
+        self._fingerprint: str | None = None
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, *, tokenizer: str | Any | None = None, dtype: str = "auto",
+                        device: str = "cpu", revision: str | None = None, local_files_only: bool = False,
+                        trust_remote_code: bool = False, **kwargs: Any) -> "HFCausalLM":
+        """Load a local folder or a hub id (``local_files_only=False`` downloads for online users)."""
+        model = load_causal_lm(name_or_path, dtype=dtype, device=device, revision=revision,
+                               local_files_only=local_files_only, trust_remote_code=trust_remote_code)
+        if tokenizer is None or isinstance(tokenizer, str):
+            tokenizer = load_tokenizer(tokenizer or name_or_path, revision=None if tokenizer else revision,
+                                       local_files_only=local_files_only, trust_remote_code=trust_remote_code)
+        return cls(model, tokenizer, name=kwargs.pop("name", name_or_path), **kwargs)
+
+    # -- checks and identity ------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def _pad_id(self) -> int:
+        """Any id fills padded positions (masked out); the tokenizer's pad id when it has one."""
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.get_output_embeddings().weight.shape[0])
+
+    def _check_vocabulary(self) -> None:
+        n_tokenizer = len(self.tokenizer)
+        if n_tokenizer > self.vocab_size:
+            raise ConfigError(f"the tokenizer has {n_tokenizer} tokens but the model's output layer only "
+                              f"{self.vocab_size}: they do not belong together; load the model's own tokenizer")
+
+    def check_same_tokenizer(self, other: "HFCausalLM") -> None:
+        """A reference model must tokenise identically: same vocabulary, same BOS handling."""
+        if tokenizer_fingerprint(self.tokenizer) != tokenizer_fingerprint(other.tokenizer) or self.bos != other.bos:
+            raise ConfigError(f"the reference model {other.name!r} uses another tokenizer than the target "
+                              f"{self.name!r}; token-level comparisons need the same tokenizer (pick a reference "
+                              "model of the same family)")
+
+    def fingerprint(self) -> str:
+        """Fingerprint of (weights, tokenizer, tokenisation and window settings, engine parameters)."""
+        if self._fingerprint is None:
+            self._fingerprint = fingerprint(model_fingerprint(self.model), tokenizer_fingerprint(self.tokenizer),
+                                            self.bos, self.max_length, self.long_documents, self.stride,
+                                            {k: v for k, v in self.signal_params.items() if k != "chunk_rows"})
+        return self._fingerprint
+
+    # -- tokenisation -------------------------------------------------------------------------------
+    @property
+    def has_bos(self) -> bool:
+        """Whether documents start with a BOS token (then every text token is scored)."""
+        return self.bos != "never" and self.tokenizer.bos_token_id is not None
+
+    def encode(self, text: str) -> list[int]:
+        return encode_text(self.tokenizer, text, bos=self.bos)
+
+    def _document(self, text: str, prefix: Sequence[int] = ()) -> tuple[list[int], int]:
+        """``(ids, first scored target)`` of ``text`` after an optional ``prefix`` of token ids."""
+        ids = self.encode(text)
+        has_bos = self.has_bos
+        if len(ids) < 2:
+            raise DataError(f"document {text!r:.40} has one token and no BOS before it: nothing to score; "
+                            "remove one-token documents or use a tokenizer with a BOS token")
+        if not prefix:
+            return ids, 1
+        bos, body = (ids[:1], ids[1:]) if has_bos else ([], ids)
+        # the prefix's end is kept, next to the document: all that fits beside it; with sliding windows
+        # at least half the context (a long document's later windows slide past the prefix), while a
+        # truncated document keeps exactly the tokens it has without the prefix
+        room = self.max_length - len(bos) - len(body)
+        keep = max(room, (self.max_length - len(bos)) // 2) if self.long_documents == "sliding_window" else room
+        context = list(prefix)[-keep:] if keep > 0 else []
+        # the scored tokens are those of the unprefixed document: without a BOS the first stays context
+        return bos + context + body, len(bos) + len(context) + (0 if has_bos else 1)
+
+    # -- forward ------------------------------------------------------------------------------------
+    def _segments(self, documents: list[tuple[list[int], int]], d: int) -> list[_Segment]:
+        ids, first = documents[d]
+        windows = _plan_windows(len(ids), first, self.max_length, self.stride, self.long_documents)
+        if not windows:
+            raise DataError(f"document {d} has no token left to score after truncation to {self.max_length} "
+                            "positions; raise max_length or use long_documents='sliding_window'")
+        return [_Segment(d, ids[b:e], t - b, k == len(windows) - 1) for k, (b, e, t) in enumerate(windows)]
+
+    @torch.no_grad()
+    def _logits(self, documents: list[tuple[list[int], int]]) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        """``(index, logits (T, V) float32, targets (T,) int64)`` per document, where row t of ``logits``
+        predicts ``targets[t]``; a long document's windows are concatenated.
+
+        Documents come longest first (similar lengths share a batch, little padding) and each is
+        yielded as soon as its last window is through, so only a batch of logits is held at a time.
+        """
+        by_length = sorted(range(len(documents)), key=lambda d: -len(documents[d][0]))
+        segments = [s for d in by_length for s in self._segments(documents, d)]
+        parts: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for start in range(0, len(segments), self.batch_size):
+            batch = segments[start:start + self.batch_size]
+            ids, mask = _pad([s.ids for s in batch], self._pad_id, self.device)
+            logits = self.model(input_ids=ids, attention_mask=mask).logits
+            for row, s in enumerate(batch):
+                parts.append((logits[row, s.first - 1:len(s.ids) - 1].float(), ids[row, s.first:len(s.ids)]))
+                if s.last:
+                    yield s.doc, torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+                    parts = []
+
+
+    # -- signals: the one pass ----------------------------------------------------------------------
+    def token_signals(self, texts: Sequence[str], *, attach_text: bool = True) -> list[TokenSignals]:
+        """One :class:`TokenSignals` per text from ONE forward pass each (cached); ``attach_text`` stores
+        the text in the record (zlib needs it)."""
+        return list(self.iter_token_signals(texts, attach_text=attach_text))
+
+    def iter_token_signals(self, texts: Sequence[str], *, attach_text: bool = True) -> Iterator[TokenSignals]:
+        """Stream the signals shard by shard (``shard_size`` documents): memory stays constant in the
+        number of documents, and shards already in the cache cost no forward pass."""
+        texts = _check_texts(texts)
+        bar = tqdm(total=len(texts), desc=f"signals {self._short_name()}", unit="doc", disable=not self.progress,
+                   leave=False)
+        for start in range(0, len(texts), self.shard_size):
+            chunk = texts[start:start + self.shard_size]
+            shard = self._cached("token_signals", chunk, lambda c: self._compute_signals(c, bar),
+                                 _save_signals, _load_signals)
+            bar.n = min(len(texts), start + len(chunk))
+            bar.refresh()
+            for text, record in zip(chunk, shard):
+                yield record.with_signals(text=text) if attach_text else record
+        bar.close()
+
+    def _compute_signals(self, texts: list[str], bar: Any) -> list[TokenSignals]:
+        out: list[TokenSignals | None] = [None] * len(texts)
+        for i, logits, targets in self._logits([self._document(t) for t in texts]):
+            out[i] = compute_token_signals(logits, targets, **self.signal_params)
+            bar.update(1)
+        return out  # type: ignore[return-value]
+
+    # -- signals: extra passes ----------------------------------------------------------------------
+    def mean_log_likelihoods(self, texts: Sequence[str], *, prefix: Sequence[int] = (), desc: str = "log-likelihood"
+                             ) -> np.ndarray:
+        """Mean log-likelihood per scored token ``(n,)`` of each text, optionally after a ``prefix`` of
+        token ids that is context only (ReCaLL); the scored tokens are the same with and without it."""
+        texts = _check_texts(texts)
+        prefix = [int(t) for t in prefix]
+        out = []
+        bar = tqdm(total=len(texts), desc=f"{desc} {self._short_name()}", unit="doc", disable=not self.progress,
+                   leave=False)
+        for start in range(0, len(texts), self.shard_size):
+            chunk = texts[start:start + self.shard_size]
+            out.append(self._cached("mean_ll", (chunk, prefix), lambda c: self._compute_mean_ll(c[0], c[1], bar),
+                                    _save_array, _load_array))
+            bar.n = min(len(texts), start + len(chunk))
+            bar.refresh()
+        bar.close()
+        return np.concatenate(out)
+
+    def _compute_mean_ll(self, texts: list[str], prefix: list[int], bar: Any) -> np.ndarray:
+        values = np.empty(len(texts))
+        for i, logits, targets in self._logits([self._document(t, prefix) for t in texts]):
+            values[i] = float(token_log_probs(logits, targets).mean())
+            bar.update(1)
+        return values
+
+    def lowercase_log_likelihoods(self, texts: Sequence[str]) -> np.ndarray:
+        """Mean log-likelihood ``(n,)`` of each text lowercased (the Lowercase attack, Carlini et al. 2021)."""
+        return self.mean_log_likelihoods([t.lower() for t in _check_texts(texts)], desc="lowercase")
+
+    def prefix_ids(self, shots: Sequence[str], *, separator: str = "\n\n") -> list[int]:
+        """Token ids of the ReCaLL prefix: the non-member ``shots`` joined by ``separator``, then
+        ``separator`` again so the document starts a new paragraph (no BOS; :meth:`_document` keeps the
+        prefix's end when prefix + document exceed ``max_length``)."""
+        shots = _check_texts(shots)
+        return list(self.tokenizer(separator.join(shots) + separator, add_special_tokens=False,
+                                   verbose=False)["input_ids"])
+
+    def prefix_log_likelihoods(self, texts: Sequence[str], shots: Sequence[str]) -> np.ndarray:
+        """Mean log-likelihood ``(n,)`` of each text after the non-member prefix built from ``shots`` (ReCaLL)."""
+        return self.mean_log_likelihoods(texts, prefix=self.prefix_ids(shots), desc="recall prefix")
+
+    def neighbour_log_likelihoods(self, texts: Sequence[str], perturb: Callable[[str], Sequence[str]]
+                                  ) -> list[np.ndarray]:
+        """Mean log-likelihoods of the neighbours ``perturb(text)`` of each text (Mattern et al. 2023):
+        one ``(n_neighbours,)`` array per text. ``perturb`` is the user's perturbation model (e.g. a
+        masked LM replacing words); it must return at least one non-empty text."""
+        texts = _check_texts(texts)
+        neighbours = []
+        for i, text in enumerate(tqdm(texts, desc="perturb", unit="doc", disable=not self.progress, leave=False)):
+            found = list(perturb(text))
+            if not found or not all(isinstance(n, str) and n.strip() for n in found):
+                raise DataError(f"the perturbation callable returned no neighbours (or an empty one) for document "
+                                f"{i}; it must return a list of non-empty texts")
+            neighbours.append(found)
+        flat = self.mean_log_likelihoods([n for group in neighbours for n in group], desc="neighbours")
+        bounds = np.cumsum([0] + [len(g) for g in neighbours])
+        return [flat[bounds[i]:bounds[i + 1]] for i in range(len(texts))]
+
+    def gradient_norms(self, texts: Sequence[str], *, p: float = math.inf) -> np.ndarray:
+        """GradNorm's signal ``(n,)``: for each text, the mean over parameter tensors of the ``p``-norm of
+        the gradient of its mean token loss (white-box; one forward and backward pass per text)."""
+        texts = _check_texts(texts)
+        out = []
+        bar = tqdm(total=len(texts), desc=f"gradients {self._short_name()}", unit="doc", disable=not self.progress,
+                   leave=False)
+        for start in range(0, len(texts), self.shard_size):
+            chunk = texts[start:start + self.shard_size]
+            out.append(self._cached("grad_norm", (chunk, p), lambda c: self._compute_grad_norms(c[0], c[1], bar),
+                                    _save_array, _load_array))
+            bar.n = min(len(texts), start + len(chunk))
+            bar.refresh()
+        bar.close()
+        return np.concatenate(out)
+
+    def _compute_grad_norms(self, texts: list[str], p: float, bar: Any) -> np.ndarray:
+        params = [q for q in self.model.parameters() if q.requires_grad]
+        values = np.empty(len(texts))
+        for i, text in enumerate(texts):
+            segments = self._segments([self._document(text)], 0)
+            ids, mask = _pad([s.ids for s in segments], self._pad_id, self.device)
+            with torch.enable_grad():
+                logits = self.model(input_ids=ids, attention_mask=mask).logits
+                rows = torch.cat([logits[r, s.first - 1:len(s.ids) - 1] for r, s in enumerate(segments)])
+                targets = torch.cat([ids[r, s.first:len(s.ids)] for r, s in enumerate(segments)])
+                loss = torch.nn.functional.cross_entropy(rows.float(), targets)
+                values[i] = gradient_norm(loss, params, p=p)
+            bar.update(1)
+        return values
+
+    # -- cache --------------------------------------------------------------------------------------
+    def _short_name(self) -> str:
+        return Path(str(self.name)).name or str(self.name)
+
+    def _cached(self, kind: str, payload: Any, compute: Callable[[Any], Any], save: Callable[[Path, Any], None],
+                load: Callable[[Path], Any]) -> Any:
+        if self.cache_dir is None:
+            return compute(payload)
+        path = self.cache_dir / self.fingerprint() / f"{kind}-{fingerprint(kind, payload)}.npz"
+        if path.is_file():
+            try:
+                return load(path)
+            except (OSError, ValueError, KeyError) as exc:
+                logger.warning("ignoring unreadable cache file %s (%s); recomputing", path, exc)
+        value = compute(payload)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+        save(tmp, value)
+        os.replace(tmp, path)
+        return value
+
+
+def _check_texts(texts: Sequence[str]) -> list[str]:
+    texts = list(texts)
+    if not texts:
+        raise DataError("no documents to score; give at least one text")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"document {i} is empty or whitespace-only ({text!r:.30}); remove it before scoring")
+    return texts
+
+
+def _pad(sequences: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ``(B, L)`` input ids and attention mask on ``device``."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, :len(seq)] = torch.tensor(seq)
+        mask[row, :len(seq)] = 1
+    return ids.to(device), mask.to(device)
+
+
+_SIGNAL_ARRAYS = ("token_ids", "log_prob", "entropy", "mean_logp", "var_logp")
+_BETA_ARRAYS = ("beta_log_prob", "beta_mu", "beta_sigma")
+
+
+def _save_signals(path: Path, records: list[TokenSignals]) -> None:
+    arrays = {name: np.concatenate([getattr(r, name) for r in records]) for name in _SIGNAL_ARRAYS}
+    arrays.update({name: np.concatenate([getattr(r, name) for r in records], axis=1) for name in _BETA_ARRAYS})
+    np.savez(path, lengths=np.array([r.n_tokens for r in records]), betas=records[0].betas,
+             vocab_size=np.array(records[0].vocab_size), **arrays)
+
+
+def _load_signals(path: Path) -> list[TokenSignals]:
+    with np.load(path, allow_pickle=False) as data:
+        bounds = np.cumsum(np.r_[0, data["lengths"]])
+        arrays = {name: data[name] for name in _SIGNAL_ARRAYS + _BETA_ARRAYS}
+        betas, vocab = data["betas"], int(data["vocab_size"])
+    records = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        part = {n: arrays[n][a:b] for n in _SIGNAL_ARRAYS} | {n: arrays[n][:, a:b] for n in _BETA_ARRAYS}
+        records.append(TokenSignals(betas=betas, vocab_size=vocab, **part))
+    return records
+
+
+def _save_array(path: Path, values: np.ndarray) -> None:
+    np.savez(path, values=np.asarray(values))
+
+
+def _load_array(path: Path) -> np.ndarray:
+    with np.load(path, allow_pickle=False) as data:
+        return data["values"]
+
+
+def _model_max_length(model: torch.nn.Module) -> int | None:
+    config = getattr(model, "config", None)
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
