@@ -127,4 +127,18 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-__all__ = ["load_yaml", "from_dict", "to_dict"]
+__all__ = ["from_dict", "load_yaml", "refuse_nested_seed", "resolved_without_seed", "to_dict"]
+
+
+def refuse_nested_seed(data: dict[str, Any], section: str) -> None:
+    """Refuse ``<section>.seed``: the top-level ``seed`` derives every model's seed (one seed, one run)."""
+    sub = data.get(section)
+    if isinstance(sub, dict) and "seed" in sub:
+        raise ConfigError(f"config.{section}.seed: remove it; the top-level 'seed' derives every model's seed")
+
+
+def resolved_without_seed(config: Any, section: str) -> dict[str, Any]:
+    """``to_dict(config)`` without ``<section>.seed`` (the config as written to ``config.yaml``)."""
+    resolved = to_dict(config)
+    resolved[section].pop("seed", None)
+    return resolved

@@ -29,7 +29,7 @@ from miaudit.attacks.base import Attack
 from miaudit.attacks.reference.functional import OFFLINE_A_GRID
 from miaudit.audit.config import AuditConfig, derive_seed
 from miaudit.audit.pipeline import AuditOutcome, ScoredAttack, build_attacks, register_kind
-from miaudit.config import from_dict, to_dict
+from miaudit.config import from_dict, refuse_nested_seed, resolved_without_seed
 from miaudit.data import ArrayDataset, MembershipSplit, load_dataset, make_split
 from miaudit.data.datasets import read_npz
 from miaudit.errors import ConfigError, DataError, MiauditError
@@ -48,10 +48,8 @@ ACCESS_ORDER = ("label-only", "probabilities", "logits")  # each level includes 
 
 def parse(data: dict[str, Any]) -> AuditConfig:
     """Strict parse; ``training.seed`` is refused because the top-level ``seed`` drives every random choice."""
+    refuse_nested_seed(data, "training")
     training = data.get("training")
-    if isinstance(training, dict) and "seed" in training:
-        raise ConfigError("config.training.seed: remove it; the top-level 'seed' derives the target's and every "
-                          "shadow model's training seed")
     config = from_dict(AuditConfig, data)
     if config.target.user_model and (config.shadow.n_models or config.reference.n_models) and training is None:
         raise ConfigError("config.training: shadow and reference models are trained by the tool; give the recipe "
@@ -61,9 +59,7 @@ def parse(data: dict[str, Any]) -> AuditConfig:
 
 def resolve(config: AuditConfig) -> dict[str, Any]:
     """The config as written to ``config.yaml`` (re-running it reproduces the run)."""
-    resolved = to_dict(config)
-    resolved["training"].pop("seed", None)
-    return resolved
+    return resolved_without_seed(config, "training")
 
 
 def _check_needs(config: AuditConfig, attacks: list[tuple[str, Attack]], population_available: bool) -> None:

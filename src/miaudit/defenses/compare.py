@@ -34,7 +34,7 @@ from miaudit.attacks.registry import create_attack
 from miaudit.audit.config import (AttackSpec, DatasetConfig, EvaluationConfig, ReferenceConfig, ShadowConfig,
                                   check_attack_specs, derive_seed)
 from miaudit.audit.pipeline import build_attacks
-from miaudit.config import from_dict, load_yaml, to_dict
+from miaudit.config import from_dict, load_yaml, refuse_nested_seed, resolved_without_seed, to_dict
 from miaudit.data import ArrayDataset, MembershipSplit, load_dataset, make_split
 from miaudit.defenses.base import ACCESS_LEVELS, DefenseContext
 from miaudit.defenses.registry import DefenseChain, build_chain
@@ -46,6 +46,7 @@ from miaudit.signals import ClassifierOutputs
 from miaudit.training import TrainConfig, build_model_from_config, predict_logits, train_classifier
 from miaudit.utils.logs import progress as progress_bar
 from miaudit.utils.logs import run_log
+from miaudit.utils.jsonable import json_default
 from miaudit.utils.rundir import atomic_output_dir
 
 log = logging.getLogger(__name__)
@@ -158,9 +159,7 @@ class DefendConfig:
 def parse_defend_config(source: dict[str, Any] | str | Path, *, data_dir: str | None = None) -> DefendConfig:
     """Strict parse of a mapping or YAML file; ``training.seed`` is refused (the top-level ``seed`` drives all)."""
     data = dict(load_yaml(source) if isinstance(source, (str, Path)) else source)
-    training = data.get("training")
-    if isinstance(training, dict) and "seed" in training:
-        raise ConfigError("config.training.seed: remove it; the top-level 'seed' derives every model's seed")
+    refuse_nested_seed(data, "training")
     if data_dir is not None:
         if not isinstance(data.get("dataset"), dict):
             raise ConfigError("--data-dir was given but the config has no 'dataset' mapping to apply it to")
@@ -536,7 +535,7 @@ def run_defense_comparison(config: DefendConfig | dict[str, Any] | str | Path, o
                            "fprs": list(config.evaluation.fprs)},
             "defenses": entries, "seconds": round(time.perf_counter() - start, 2),
         }
-        (folder / "defenses.json").write_text(json.dumps(result, indent=2, default=_jsonable))
+        (folder / "defenses.json").write_text(json.dumps(result, indent=2, default=json_default))
         (folder / "config.yaml").write_text(yaml.safe_dump(result["config"], sort_keys=False))
         (folder / "defenses.md").write_text(render_markdown(result))
         plot_privacy_utility(result, folder / "privacy_utility.png")
@@ -545,17 +544,7 @@ def run_defense_comparison(config: DefendConfig | dict[str, Any] | str | Path, o
 
 
 def _resolved(config: DefendConfig) -> dict[str, Any]:
-    resolved = to_dict(config)
-    resolved["training"].pop("seed", None)
-    return resolved
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)
+    return resolved_without_seed(config, "training")
 
 
 def _log_entry(entry: dict[str, Any]) -> None:
@@ -612,8 +601,8 @@ def render_markdown(result: dict[str, Any]) -> str:
     fprs = [f"{f:g}" for f in ev["fprs"]]
     low = [f for f in fprs if f in ("0.001", "0.01")] or fprs[:2]
     lines += ["", "## Attacks", "",
-              f"Attack accuracy and precision / recall / F1 use the attack's own threshold where it learns one "
-              f"(shadow models) and the best threshold on the audited labels otherwise (marked *oracle*).", "",
+              "Attack accuracy and precision / recall / F1 use the attack's own threshold where it learns one "
+              "(shadow models) and the best threshold on the audited labels otherwise (marked *oracle*).", "",
               "| defense | attack | AUC | " + " | ".join(f"TPR@{float(f) * 100:g}%FPR" for f in low)
               + " | attack acc | P / R / F1 macro | P / R / F1 weighted |",
               "|---|---|---|" + "---|" * len(low) + "---|---|---|"]

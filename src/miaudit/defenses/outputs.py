@@ -244,7 +244,6 @@ class MemGuard(OutputDefense):
         side = torch.sign(g(z))
         current = z.clone()
         running = active.clone()
-        rows = torch.arange(len(z))
         for _ in range(self.max_iter):
             if not running.any():
                 break

@@ -19,7 +19,7 @@ import numpy as np
 
 from miaudit.audit.config import AttackSpec, DatasetConfig, EvaluationConfig, check_attack_specs, derive_seed
 from miaudit.audit.pipeline import AuditOutcome, ScoredAttack, build_attacks, parse_config, register_kind, run_audit
-from miaudit.config import from_dict, to_dict
+from miaudit.config import from_dict, refuse_nested_seed, resolved_without_seed
 from miaudit.data import load_dataset, make_split
 from miaudit.encoders.features import EncoderShadowData, Similarity, similarity_features
 from miaudit.encoders.target import EncoderTarget
@@ -81,17 +81,12 @@ class EncoderAuditConfig:
 
 def parse(data: dict[str, Any]) -> EncoderAuditConfig:
     """Strict parse; ``encoder.seed`` is refused (the top-level seed derives the target's and shadow's)."""
-    encoder = data.get("encoder")
-    if isinstance(encoder, dict) and "seed" in encoder:
-        raise ConfigError("config.encoder.seed: remove it; the top-level 'seed' derives the target and shadow "
-                          "encoders' seeds")
+    refuse_nested_seed(data, "encoder")
     return from_dict(EncoderAuditConfig, data)
 
 
 def resolve(config: EncoderAuditConfig) -> dict[str, Any]:
-    resolved = to_dict(config)
-    resolved["encoder"].pop("seed", None)
-    return resolved
+    return resolved_without_seed(config, "encoder")
 
 
 def _pretrain(recipe: EncoderTrainConfig, x: np.ndarray, seed: int, role: str, progress: bool

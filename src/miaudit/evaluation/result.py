@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from miaudit.errors import DataError
+from miaudit.utils.jsonable import json_default
 
 
 @dataclass
@@ -28,7 +29,7 @@ class AttackResult:
         np.savez(folder / f"{self.name}.scores.npz", ids=self.ids, labels=self.labels, scores=self.scores)
         path = folder / f"{self.name}.json"
         path.write_text(json.dumps({"name": self.name, "params": self.params, "metrics": self.metrics},
-                                   indent=2, default=_jsonable))
+                                   indent=2, default=json_default))
         return path
 
     @classmethod
@@ -42,11 +43,3 @@ class AttackResult:
         with np.load(arrays_path, allow_pickle=False) as arrays:
             return cls(name=meta["name"], ids=arrays["ids"], labels=arrays["labels"], scores=arrays["scores"],
                        params=meta.get("params", {}), metrics=meta.get("metrics", {}))
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)

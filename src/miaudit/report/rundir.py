@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import yaml
 
 from miaudit.errors import DataError
+from miaudit.utils.jsonable import jsonable
 from miaudit.evaluation import AttackResult
 from miaudit.report.markdown import render_report
 from miaudit.report.plots import plot_roc, plot_score_histograms
@@ -34,20 +34,6 @@ from miaudit.report.plots import plot_roc, plot_score_histograms
 RUN_VERSION = 1
 FIGURES = {"ROC (linear)": "roc_linear.png", "ROC (log-log)": "roc_loglog.png",
            "Score histograms": "score_histograms.png"}
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 def write_run_dir(folder: str | Path, metrics: dict[str, Any], results: Sequence[AttackResult],
@@ -62,9 +48,9 @@ def write_run_dir(folder: str | Path, metrics: dict[str, Any], results: Sequence
     names = [r.name for r in results]
     if len(set(names)) != len(names):
         raise DataError(f"attack result names must be unique in a run, got {names}")
-    metrics = _jsonable({"version": RUN_VERSION, **metrics})
+    metrics = jsonable({"version": RUN_VERSION, **metrics})
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    (folder / "config.yaml").write_text(yaml.safe_dump(_jsonable(config), sort_keys=False), encoding="utf-8")
+    (folder / "config.yaml").write_text(yaml.safe_dump(jsonable(config), sort_keys=False), encoding="utf-8")
     for result in results:
         result.save(folder / "scores")
     figures = {}

@@ -21,7 +21,7 @@ import numpy as np
 
 from miaudit.audit.config import AttackSpec, EvaluationConfig, check_attack_specs, derive_seed
 from miaudit.audit.pipeline import AuditOutcome, ScoredAttack, build_attacks, parse_config, register_kind, run_audit
-from miaudit.config import from_dict, to_dict
+from miaudit.config import from_dict, refuse_nested_seed, resolved_without_seed
 from miaudit.data.datasets import find_data_file
 from miaudit.errors import ConfigError, DataError
 from miaudit.text_generation.corpus import UserCorpus, load_shakespeare_users, load_wikitext_users
@@ -119,17 +119,12 @@ class TextGeneratorAuditConfig:
 
 def parse(data: dict[str, Any]) -> TextGeneratorAuditConfig:
     """Strict parse; ``lm.seed`` is refused (the top-level seed derives every model's seed)."""
-    lm = data.get("lm")
-    if isinstance(lm, dict) and "seed" in lm:
-        raise ConfigError("config.lm.seed: remove it; the top-level 'seed' derives the target and shadow models' "
-                          "seeds")
+    refuse_nested_seed(data, "lm")
     return from_dict(TextGeneratorAuditConfig, data)
 
 
 def resolve(config: TextGeneratorAuditConfig) -> dict[str, Any]:
-    resolved = to_dict(config)
-    resolved["lm"].pop("seed", None)
-    return resolved
+    return resolved_without_seed(config, "lm")
 
 
 def load_corpus(config: TextCorpusConfig) -> UserCorpus:

@@ -1,0 +1,29 @@
+"""Turn NumPy values, paths and nested containers into plain JSON / YAML values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def jsonable(obj: Any) -> Any:
+    """Recursively convert NumPy scalars / arrays and paths; other values pass through unchanged."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def json_default(obj: Any) -> Any:
+    """``json.dumps(default=...)``: NumPy and paths converted, anything else as its string."""
+    converted = jsonable(obj)
+    return str(converted) if converted is obj else converted
