@@ -325,7 +325,8 @@ def main(argv: list[str] | None = None) -> None:
         "",
         "Peak memory: the rise of a fresh process's resident memory (sampled every ms) while it runs the "
         "variant once (the forward pass's own (B, T, V) float32 logits are "
-        f"{args.docs * args.length * 50304 * 4 / 2**20:.0f} MiB).",
+        f"{args.docs * args.length * 50304 * 4 / 2**20:.0f} MiB). Resident memory depends on the C allocator "
+        "(freed blocks kept in per-thread arenas), so it can exceed what is allocated at any one time.",
         "",
         f"Accuracy, fast path vs exact (float64) path: largest elementwise relative error over all "
         f"documents, positions and betas **{worst:.2e}** (fused head: {worst_fused:.2e}); per signal: "

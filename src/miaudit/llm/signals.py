@@ -276,8 +276,6 @@ class _Kernel:
     vocabulary (reusing (chunk_rows, V) work buffers) and one matrix product per block."""
 
     def __init__(self, betas: tuple[float, ...], method: Method, chunk_rows: int) -> None:
-        if method not in ("fast", "exact"):
-            raise SignalError(f"method {method!r} is not allowed; choose fast or exact")
         self.betas, self.method, self.chunk_rows = betas, method, max(1, int(chunk_rows))
         # the tempered sums are computed for every beta but 0; beta = 1 gives the base signals
         self.tempered = tuple(sorted(set(b for b in betas if b != 0.0) | {1.0}))
@@ -389,8 +387,9 @@ class _Kernel:
         bound = (moments[:, :, 0] @ bound_table).T  # (n_tempered, n)
         if max(p[3] for p in parts) > DEEP_TAIL:  # a dropped token weighs less than exp(-beta DEEP_TAIL) in S_0
             bound = bound + torch.exp(-self.tempered_grid * DEEP_TAIL)[:, None] * n_deep[None, :]
-        redo = torch.nonzero((bound / (1.0 + s0)).amax(0) > FAST_TOLERANCE)[:, 0]
-        if redo.numel():
+        failed = (bound / (1.0 + s0)).amax(0) > FAST_TOLERANCE
+        if bool(failed.any()):
+            redo = torch.nonzero(failed)[:, 0]
             u_redo, _ = self._exact_u(x[redo], target[redo], offset)
             for s, exact in zip((s0, s1, s2), _exact_sums(u_redo, self.tempered_grid)):
                 s[:, redo] = exact
@@ -401,22 +400,44 @@ class _Kernel:
 Block = tuple[int, Callable[[], tuple[torch.Tensor, torch.Tensor]]]
 
 
+_LOCAL = threading.local()  # per thread: kernels (and their work buffers) by (grid, method, chunk_rows)
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _kernel(betas: tuple[float, ...], method: Method, chunk_rows: int) -> _Kernel:
+    kernels = _LOCAL.__dict__.setdefault("kernels", {})
+    key = (betas, method, chunk_rows)
+    if key not in kernels:
+        kernels[key] = _Kernel(betas, method, chunk_rows)
+    return kernels[key]
+
+
+def _executor(workers: int) -> ThreadPoolExecutor:
+    """One long-lived pool, so that its threads keep their kernels' buffers from call to call."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._max_workers != workers:
+            if _POOL is not None:
+                _POOL.shutdown(wait=False)
+            _POOL = ThreadPoolExecutor(workers, thread_name_prefix="miaudit-signals")
+        return _POOL
+
+
 def _rows_signals(blocks: list[Block], betas: tuple[float, ...], method: Method, chunk_rows: int,
                   workers: int | None) -> dict[str, np.ndarray]:
     """Signals of every row of ``blocks`` in order: (N,) and (n_beta, N) float64 arrays.
 
     With ``workers > 1`` (default: torch's thread count) blocks run in parallel threads, each
     single-threaded: many small kernels scale better across blocks than inside each one."""
+    if method not in ("fast", "exact"):
+        raise SignalError(f"method {method!r} is not allowed; choose fast or exact")
     workers = max(1, min(torch.get_num_threads() if workers is None else int(workers), len(blocks)))
-    local = threading.local()
 
     def work(block: Block) -> _RowStats:
-        kernel = getattr(local, "kernel", None)
-        if kernel is None:
-            kernel = local.kernel = _Kernel(betas, method, chunk_rows)
         with torch.no_grad():
             x, target = block[1]()
-            return kernel(x.cpu(), target.cpu(), block[0])
+            return _kernel(betas, method, chunk_rows)(x.cpu(), target.cpu(), block[0])
 
     if workers == 1:
         parts = [work(block) for block in blocks]
@@ -424,8 +445,7 @@ def _rows_signals(blocks: list[Block], betas: tuple[float, ...], method: Method,
         previous = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            with ThreadPoolExecutor(workers) as pool:
-                parts = list(pool.map(work, blocks))
+            parts = list(_executor(workers).map(work, blocks))
         finally:
             torch.set_num_threads(previous)
     out = {}
