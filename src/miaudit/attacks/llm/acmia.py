@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import numpy as np
 
 from miaudit.attacks.llm._common import LLMAttack, as_documents
 from miaudit.attacks.registry import register
