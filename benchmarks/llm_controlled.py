@@ -16,7 +16,8 @@ calibration split and reported on the other 80%, beside the oracle (best on the 
 The neighbourhood attack's perturbation model is a stand-in (no masked LM is available offline):
 each neighbour replaces 15% of the words by random words of the reference paragraphs.
 
-Run (about 10 minutes on 2 shared CPU cores with the defaults)::
+Run (measured with the defaults: 829 s on 2 CPU cores shared with other jobs, 15-minute load average 3.9;
+the results file records time and load)::
 
     nice -n 10 python benchmarks/llm_controlled.py
 """

@@ -12,7 +12,7 @@ attack on any model can "succeed" up to that level without detecting membership.
 
 DC-PDD's token frequencies come from WikiText-2 (valid split) as a general reference corpus.
 
-Run (about 10 minutes on 2 shared CPU cores)::
+Run (measured: 573 s on 2 CPU cores shared with other jobs, 15-minute load average 5.2)::
 
     nice -n 10 python benchmarks/llm_wikimia.py
 """

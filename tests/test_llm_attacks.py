@@ -219,3 +219,15 @@ def test_acmia_chooses_beta_on_calibration_only():
         create_attack("acmia", target_kind="llm").fit(docs)
     with pytest.raises(ConfigError, match="variant"):
         create_attack("acmia", target_kind="llm", variant="xx").fit(LLMCalibration(cal, cal_labels))
+
+
+def test_ac_selection_grid_excludes_the_constant_beta_one():
+    from miaudit.llm.selection import default_grid
+    from miaudit.llm.signals import compute_token_signals
+
+    rng = np.random.default_rng(0)
+    doc = compute_token_signals(torch.tensor(rng.normal(size=(6, 11)), dtype=torch.float32),
+                                torch.tensor(rng.integers(0, 11, 6)))
+    ac_grid, norm_grid = default_grid("ac", [doc]), default_grid("norm_ac", [doc])
+    assert not np.isclose(ac_grid, 1.0).any() and np.isclose(norm_grid, 1.0).any()
+    assert len(ac_grid) == len(acmia_grid([doc])["ac"].betas) - 1

@@ -51,7 +51,9 @@ def default_grid(attack: str, signals: Sequence[TokenSignals]) -> np.ndarray:
     """Candidates: every beta of the documents' grid that the variant defines, or the authors' k / a."""
     param = _check_attack(attack)
     if param == "beta":
-        return acmia_grid(signals[:1])[attack].betas
+        betas = acmia_grid(signals[:1])[attack].betas
+        # AC is identically 0 at beta = 1 (p_1 = p): a constant scorer is never a candidate
+        return betas[~np.isclose(betas, 1.0)] if attack == "ac" else betas
     return np.asarray(K_GRID if param == "k" else A_GRID, dtype=np.float64)
 
 
