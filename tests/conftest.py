@@ -9,7 +9,18 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 import torch  # noqa: E402
 
-torch.set_num_threads(1)  # tests run as 2 xdist workers on 2 cores: one thread each avoids oversubscription
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Tests run as 2 xdist workers on 2 cores: one torch thread each (tiny models run fastest that way).
+
+    Session scope: set up before module-scoped fixtures, so every model in a worker, fixtures included,
+    computes with the same thread count (scores are compared bit for bit across runs)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
 
 SHARED_DATA = Path(os.environ.get("MIAUDIT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

@@ -18,14 +18,6 @@ from miaudit.errors import ConfigError, DataError, SignalError
 from miaudit.evaluation import roc_auc
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _images(n=16, seed=0):
     return np.random.default_rng(seed).random((n, 1, 12, 12)).astype(np.float32)
 

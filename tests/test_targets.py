@@ -12,15 +12,6 @@ from miaudit.targets import BlackBoxTarget, PrecomputedTarget, SklearnTarget, To
 from miaudit.training import build_model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest single-threaded on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def digits():
     return load_dataset("digits").subset(np.arange(200))

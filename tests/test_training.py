@@ -9,15 +9,6 @@ from miaudit.training import (TrainConfig, TrainingPlugin, accuracy, build_model
                               predict_logits, train_classifier)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models train fastest single-threaded on a busy 2-core machine (no thread spin-waiting)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def digits():
     d = load_dataset("digits")

@@ -360,14 +360,20 @@ class HFCausalLM:
                              ) -> np.ndarray:
         """Mean log-likelihood per scored token ``(n,)`` of each text, optionally after a ``prefix`` of
         token ids that is context only (ReCaLL); the scored tokens are the same with and without it."""
-        texts = _check_texts(texts)
         prefix = [int(t) for t in prefix]
+        return self._per_text_array(texts, "mean_ll", prefix, self._compute_mean_ll, desc)
+
+    def _per_text_array(self, texts: Sequence[str], kind: str, setting: Any,
+                        compute: Callable[[list[str], Any, Any], np.ndarray], desc: str) -> np.ndarray:
+        """``(n,)`` values of an extra pass, computed shard by shard (``compute(texts, setting, bar)``) and
+        cached per shard under ``kind`` and ``setting``, with one progress bar."""
+        texts = _check_texts(texts)
         out = []
         bar = tqdm(total=len(texts), desc=f"{desc} {self._short_name()}", unit="doc", disable=not self.progress,
                    leave=False)
         for start in range(0, len(texts), self.shard_size):
             chunk = texts[start:start + self.shard_size]
-            out.append(self._cached("mean_ll", (chunk, prefix), lambda c: self._compute_mean_ll(c[0], c[1], bar),
+            out.append(self._cached(kind, (chunk, setting), lambda c: compute(c[0], c[1], bar),
                                     _save_array, _load_array))
             bar.n = min(len(texts), start + len(chunk))
             bar.refresh()
@@ -417,18 +423,7 @@ class HFCausalLM:
     def gradient_norms(self, texts: Sequence[str], *, p: float = math.inf) -> np.ndarray:
         """GradNorm's signal ``(n,)``: for each text, the mean over parameter tensors of the ``p``-norm of
         the gradient of its mean token loss (white-box; one forward and backward pass per text)."""
-        texts = _check_texts(texts)
-        out = []
-        bar = tqdm(total=len(texts), desc=f"gradients {self._short_name()}", unit="doc", disable=not self.progress,
-                   leave=False)
-        for start in range(0, len(texts), self.shard_size):
-            chunk = texts[start:start + self.shard_size]
-            out.append(self._cached("grad_norm", (chunk, p), lambda c: self._compute_grad_norms(c[0], c[1], bar),
-                                    _save_array, _load_array))
-            bar.n = min(len(texts), start + len(chunk))
-            bar.refresh()
-        bar.close()
-        return np.concatenate(out)
+        return self._per_text_array(texts, "grad_norm", p, self._compute_grad_norms, "gradients")
 
     def _compute_grad_norms(self, texts: list[str], p: float, bar: Any) -> np.ndarray:
         params = [q for q in self.model.parameters() if q.requires_grad]
