@@ -305,7 +305,7 @@ def test_defend_command_end_to_end(tmp_path, capsys):
     config = tmp_path / "defend.yaml"
     config.write_text(CONFIG)
     out = tmp_path / "out"
-    assert main(["defend", str(config), "--out", str(out), "-q", "--threads", "1"]) == 0
+    assert main(["defend", str(config), "--out", str(out), "-q", "--threads", "1", "--no-store"]) == 0
     result = json.loads((out / "defenses.json").read_text())
     rows = {e["label"]: e for e in result["defenses"]}
     assert list(rows) == ["none", "top_k", "dp+labels"]
@@ -339,6 +339,6 @@ def test_defend_rejects_bad_defense_before_training(tmp_path, capsys):
     config = tmp_path / "bad.yaml"
     config.write_text(CONFIG.replace("name: label_only", "name: memguard").replace("{name: dp_sgd", "{name: label_only}, {name: dp_sgd"))
     out = tmp_path / "out"
-    assert main(["defend", str(config), "--out", str(out), "-q"]) == 2
+    assert main(["defend", str(config), "--out", str(out), "-q", "--no-store"]) == 2
     assert "MemGuard cannot defend a label-only target" in capsys.readouterr().err
     assert not out.exists()

@@ -14,6 +14,10 @@ them explicitly to gate on them). ``epsilon`` is the empirical lower bound on ep
 :func:`miaudit.evaluation.epsilon.empirical_epsilon` (stored per attack as
 ``"empirical_epsilon"`` by :func:`miaudit.tracking.finalize_run`, or computed from the run's
 saved scores).
+
+Defense comparisons (``miaudit defend``): :func:`check_defense_gates` evaluates every gate on
+every defense row of ``defenses.json`` (or on the rows named with ``--gate-defense``), each row
+with its own strongest attack and its own saved scores (``scores/<defense>/<attack>.scores.npz``).
 """
 
 from __future__ import annotations
@@ -84,53 +88,93 @@ def is_baseline(entry: dict[str, Any]) -> bool:
     return entry.get("name") in BASELINE_NAMES or bool(entry.get("baseline"))
 
 
-def _load_metrics(metrics: dict[str, Any] | str | Path) -> tuple[dict[str, Any], Path | None]:
-    if isinstance(metrics, dict):
-        return metrics, None
-    path = Path(metrics)
+def _load_json(source: dict[str, Any] | str | Path, filename: str = "metrics.json"
+               ) -> tuple[dict[str, Any], Path | None]:
+    """``(parsed JSON, its folder)`` from a parsed dict, a run folder holding ``filename``, or the file."""
+    if isinstance(source, dict):
+        return source, None
+    path = Path(source)
     if path.is_dir():
-        path = path / "metrics.json"
+        path = path / filename
     if not path.is_file():
-        raise MiauditError(f"{path} does not exist; pass a run directory or its metrics.json")
+        raise MiauditError(f"{path} does not exist; pass a run directory or its {filename}")
     try:
         return json.loads(path.read_text(encoding="utf-8")), path.parent
     except json.JSONDecodeError as exc:
-        raise MiauditError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); re-run the audit") from None
+        raise MiauditError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); re-run the command") from None
 
 
-def metric_value(attack: dict[str, Any], gate: Gate, run_dir: Path | None = None) -> float:
-    """The gate's metric for one ``metrics.json`` attack entry (from saved scores when not stored)."""
+def metric_value(attack: dict[str, Any], gate: Gate, run_dir: Path | None = None, *,
+                 scores_dir: Path | None = None) -> float:
+    """The gate's metric for one ``metrics.json`` attack entry (from saved scores when not stored).
+
+    Saved scores are read from ``scores_dir`` (default ``run_dir/scores``).
+    """
     name = attack.get("name", "?")
+    if scores_dir is None and run_dir is not None:
+        scores_dir = Path(run_dir) / "scores"
     if gate.metric in ("auc", "advantage", "balanced_accuracy"):
         if gate.metric not in attack:
-            raise MiauditError(f"attack {name!r} has no {gate.metric!r} in metrics.json; re-run the audit")
+            raise MiauditError(f"attack {name!r} has no {gate.metric!r} in its results; re-run the command")
         return float(attack[gate.metric])
     if gate.metric == "epsilon":
         stored = attack.get("empirical_epsilon")
         if isinstance(stored, dict) and stored.get("epsilon") is not None:
             return float(stored["epsilon"])
         from miaudit.evaluation.epsilon import empirical_epsilon
-        labels, scores = _saved_scores(name, run_dir, gate)
+        labels, scores = _saved_scores(name, scores_dir, gate)
         return empirical_epsilon(labels, scores).epsilon
     key = f"{gate.fpr:g}"
     stored = attack.get("tpr_at_fpr", {})
     if key in stored:
         return float(stored[key])
     from miaudit.evaluation.metrics import tpr_at_fpr
-    labels, scores = _saved_scores(name, run_dir, gate, available=sorted(stored))
+    labels, scores = _saved_scores(name, scores_dir, gate, available=sorted(stored))
     return tpr_at_fpr(labels, scores, fpr=gate.fpr)
 
 
-def _saved_scores(name: str, run_dir: Path | None, gate: Gate, available: list[str] | None = None):
+def _saved_scores(name: str, folder: Path | None, gate: Gate, available: list[str] | None = None):
     from miaudit.evaluation.result import AttackResult
 
-    folder = run_dir / "scores" if run_dir is not None else None
     if folder is None or not (folder / f"{name}.scores.npz").is_file():
         extra = f" (stored FPRs: {', '.join(available)})" if available else ""
+        where = f" ({folder / f'{name}.scores.npz'} is missing)" if folder is not None else ""
         raise MiauditError(f"gate {gate.expression!r}: {gate.metric} is not stored for attack {name!r}{extra} and "
-                           "its saved scores are not available; gate on a stored metric or keep scores/")
+                           f"its saved scores are not available{where}; gate on a stored metric or keep scores/")
     result = AttackResult.load(folder, name)
     return result.labels, result.scores
+
+
+def _unknown_attack(gate: Gate, names: list[str], where: str, listed: str = "attacks run") -> MiauditError:
+    return MiauditError(f"gate {gate.expression!r} names attack {gate.attack!r}, which is not in {where}; "
+                        f"{listed}: {', '.join(map(str, names)) or 'none'}")
+
+
+def evaluate_gate(gate: Gate, attacks: list[dict[str, Any]], *, scores_dir: Path | None = None,
+                  where: str = "this run") -> tuple[str, float]:
+    """``(attack name, value)`` of ``gate`` on a list of attack entries (``metrics.json`` ``attacks``).
+
+    The named attack, or the strongest for the gate's metric among the non-baseline entries.
+    ``scores_dir`` holds their ``<name>.scores.npz`` for metrics not stored; ``where`` names the
+    set of attacks in error messages.
+    """
+    if gate.attack is not None:
+        named = next((a for a in attacks if a.get("name") == gate.attack), None)
+        if named is None:
+            raise _unknown_attack(gate, [a.get("name") for a in attacks], where)
+        return gate.attack, metric_value(named, gate, scores_dir=scores_dir)
+    candidates = [a for a in attacks if not is_baseline(a)]
+    if not candidates:
+        raise MiauditError(f"gate {gate.expression!r}: {where} has no attack results to check")
+    values = {a.get("name"): metric_value(a, gate, scores_dir=scores_dir) for a in candidates}
+    chosen = max(values, key=lambda n: values[n])
+    return chosen, values[chosen]
+
+
+def _detail(gate: Gate, attack: str, value: float, **extra: Any) -> dict[str, Any]:
+    return {"expression": gate.expression, **extra, "attack": attack, "strongest": gate.attack is None,
+            "metric": gate.metric, "value": value, "op": gate.op, "threshold": gate.threshold,
+            "tripped": gate.trips(value)}
 
 
 def check_gates(metrics_json: dict[str, Any] | str | Path, expressions: list[str] | tuple[str, ...], *,
@@ -141,39 +185,105 @@ def check_gates(metrics_json: dict[str, Any] | str | Path, expressions: list[str
     (default: the folder of the file) gives access to saved scores for metrics not stored.
     Each detail: expression, attack (the one used), metric, value, op, threshold, tripped.
     """
-    metrics, folder = _load_metrics(metrics_json)
+    metrics, folder = _load_json(metrics_json)
     folder = Path(run_dir) if run_dir is not None else folder
     attacks = metrics.get("attacks")
     if not isinstance(attacks, list):
         raise MiauditError("metrics.json has no 'attacks' list; it is not a miaudit run (or from an older version)")
-    by_name = {a.get("name"): a for a in attacks}
     details = []
     for expression in expressions:
         gate = parse_gate(expression)
-        if gate.attack is not None:
-            if gate.attack not in by_name:
-                raise MiauditError(f"gate {expression!r} names attack {gate.attack!r}, which is not in this run; "
-                                   f"attacks run: {', '.join(map(str, by_name)) or 'none'}")
-            chosen, value = gate.attack, metric_value(by_name[gate.attack], gate, folder)
-        else:
-            candidates = [a for a in attacks if not is_baseline(a)]
-            if not candidates:
-                raise MiauditError(f"gate {expression!r}: the run has no attack results to check")
-            values = {a.get("name"): metric_value(a, gate, folder) for a in candidates}
-            chosen = max(values, key=lambda n: values[n])
-            value = values[chosen]
-        details.append({"expression": gate.expression, "attack": chosen, "strongest": gate.attack is None,
-                        "metric": gate.metric, "value": value, "op": gate.op, "threshold": gate.threshold,
-                        "tripped": gate.trips(value)})
+        chosen, value = evaluate_gate(gate, attacks, scores_dir=folder / "scores" if folder is not None else None)
+        details.append(_detail(gate, chosen, value))
+    return GateResult(tripped=any(d["tripped"] for d in details), details=details)
+
+
+def check_defense_gate_targets(expressions: list[str] | tuple[str, ...], *, attacks: list[str], defenses: list[str],
+                               selected: list[str] | tuple[str, ...] | None = None) -> list[Gate]:
+    """Check gates against a defense comparison's attack names and defense labels (before it runs).
+
+    Raises a :class:`MiauditError` for an unparseable gate, a gate naming an attack not in
+    ``attacks``, a ``selected`` label not in ``defenses``, or ``selected`` without any gate.
+    """
+    gates = [parse_gate(e) for e in expressions]
+    for gate in gates:
+        if gate.attack is not None and gate.attack not in attacks:
+            raise _unknown_attack(gate, attacks, "this comparison", "its attacks")
+    for label in selected or ():
+        if label not in defenses:
+            raise MiauditError(f"--gate-defense {label!r} is not a defense of this comparison; its defenses are: "
+                               f"{', '.join(defenses)}")
+    if selected and not gates:
+        raise MiauditError("--gate-defense chooses the defenses that --fail-if gates check; give at least one "
+                           "--fail-if EXPR")
+    return gates
+
+
+def check_defense_gates(defenses_json: dict[str, Any] | str | Path, expressions: list[str] | tuple[str, ...], *,
+                        run_dir: str | Path | None = None, defenses: list[str] | tuple[str, ...] | None = None
+                        ) -> GateResult:
+    """Evaluate every gate on every defense row of a ``defenses.json`` (``miaudit defend``).
+
+    ``defenses_json`` is the parsed file, its path, or the output folder; ``defenses`` restricts
+    the check to those row labels (default: all rows). Each row is checked on its own attacks:
+    a gate without an attack name applies to that row's strongest attack for the metric. Attacks
+    that could not run on a row (``applicable: false``, e.g. ``loss`` behind ``label_only``) are not
+    candidates; a gate naming one gives a detail with ``value: None`` that does not trip, and is
+    an error when the attack applies to none of the checked rows. An attack that failed on a row
+    (``error``) cannot be gated on. Each detail: expression, defense, attack, strongest, metric,
+    value, op, threshold, tripped (``applicable``/``reason`` when skipped).
+    """
+    result, folder = _load_json(defenses_json, "defenses.json")
+    folder = Path(run_dir) if run_dir is not None else folder
+    rows = result.get("defenses")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "label" in r for r in rows):
+        raise MiauditError("defenses.json has no 'defenses' list of labelled rows; it is not a miaudit defense "
+                           "comparison (or from an older version)")
+    labels = [r["label"] for r in rows]
+    names = list(dict.fromkeys(a.get("name") for r in rows for a in r.get("attacks", [])))
+    gates = check_defense_gate_targets(expressions, attacks=names, defenses=labels, selected=defenses)
+    checked = [r for r in rows if not defenses or r["label"] in defenses]
+    details = []
+    for gate in gates:
+        found = []
+        for row in checked:
+            label = row["label"]
+            named = next((a for a in row.get("attacks", []) if a.get("name") == gate.attack), None)
+            if named is not None and "auc" not in named:
+                if named.get("error"):
+                    raise MiauditError(f"gate {gate.expression!r}: attack {gate.attack!r} failed on defense {label!r} "
+                                       f"({named['error']}); the gate cannot be checked")
+                details.append({"expression": gate.expression, "defense": label, "attack": gate.attack,
+                                "strongest": False, "metric": gate.metric, "value": None, "op": gate.op,
+                                "threshold": gate.threshold, "tripped": False, "applicable": False,
+                                "reason": named.get("reason") or "not applicable"})
+                continue
+            scored = [a for a in row.get("attacks", []) if "auc" in a]
+            scores_dir = folder / "scores" / label if folder is not None else None
+            chosen, value = evaluate_gate(gate, scored, scores_dir=scores_dir, where=f"defense {label!r}")
+            details.append(_detail(gate, chosen, value, defense=label))
+            found.append(label)
+        if not found:
+            raise MiauditError(f"gate {gate.expression!r}: attack {gate.attack!r} applies to none of the checked "
+                               f"defenses ({', '.join(r['label'] for r in checked)}); name another attack or choose "
+                               "other defenses with --gate-defense")
     return GateResult(tripped=any(d["tripped"] for d in details), details=details)
 
 
 def describe(detail: dict[str, Any]) -> str:
-    """One line for a gate detail, e.g. ``TRIPPED tpr@0.01 > 0.05: rmia tpr@0.01 = 0.120``."""
+    """One line for a gate detail, e.g. ``TRIPPED tpr@0.01 > 0.05: rmia tpr@0.01 = 0.120``.
+
+    Details of defense comparisons name their defense (``[dp_sgd]``); a gate whose named attack
+    does not apply to a defense reads ``not applicable``.
+    """
+    where = f" [{detail['defense']}]" if detail.get("defense") else ""
+    if detail.get("value") is None:
+        return (f"gate not applicable: {detail['expression']}{where}  ({detail['attack']}: "
+                f"{detail.get('reason') or 'no result'})")
     word = "TRIPPED" if detail["tripped"] else "holds"
     who = f"{detail['attack']} (strongest)" if detail["strongest"] else detail["attack"]
-    return f"gate {word}: {detail['expression']}  ({who}: {detail['metric']} = {detail['value']:.4g})"
+    return f"gate {word}: {detail['expression']}{where}  ({who}: {detail['metric']} = {detail['value']:.4g})"
 
 
-__all__ = ["BASELINE_NAMES", "GRAMMAR", "Gate", "GateResult", "check_gates", "describe", "is_baseline", "metric_value",
-           "parse_gate"]
+__all__ = ["BASELINE_NAMES", "GRAMMAR", "Gate", "GateResult", "check_defense_gate_targets", "check_defense_gates",
+           "check_gates", "describe", "evaluate_gate", "is_baseline", "metric_value", "parse_gate"]

@@ -15,7 +15,7 @@ Wiring (``miaudit audit`` / ``miaudit demo``)::
 
 The store row is ``running`` inside the ``with`` block and becomes ``completed`` in ``finalize``,
 ``failed`` if the block raises, ``interrupted`` on Ctrl-C or SIGTERM (SIGTERM is turned into
-:class:`Terminated`, a ``KeyboardInterrupt``, while the block runs).
+:class:`Terminated` while the block runs, and leaves the block as a ``KeyboardInterrupt``).
 """
 
 from __future__ import annotations
@@ -40,8 +40,13 @@ DEFAULT_DELTA = 1e-5
 _PACKAGES = ("miaudit", "numpy", "scipy", "scikit-learn", "torch", "transformers", "opacus", "ray")
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM received while a tracked run was in progress."""
+class Terminated(BaseException):
+    """SIGTERM received while a tracked run was in progress.
+
+    Not a ``KeyboardInterrupt``: library code that swallows Ctrl-C to stop early (scikit-learn's
+    ``MLPClassifier.fit``, used by the Shokri attack) must not swallow a termination request.
+    :func:`tracked_run` re-raises it as a ``KeyboardInterrupt`` for the command line.
+    """
 
 
 def _gate_arg(text: str) -> str:
@@ -139,8 +144,10 @@ def tracked_run(args: argparse.Namespace, *, command: str, config: dict[str, Any
     try:
         with _sigterm_as_interrupt():
             yield tracker
-    except KeyboardInterrupt as exc:
+    except (KeyboardInterrupt, Terminated) as exc:
         tracker.finish("interrupted", error=f"{type(exc).__name__}: {exc}".rstrip(": "))
+        if isinstance(exc, Terminated):
+            raise KeyboardInterrupt(str(exc)) from exc
         raise
     except BaseException as exc:
         tracker.finish("failed", error=f"{type(exc).__name__}: {exc}")
@@ -159,33 +166,47 @@ def _dp_claim(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: claim.get(k, target.get(k)) for k in ("epsilon", "delta")}
 
 
+def add_entry_epsilon(entry: dict[str, Any], scores_dir: Path, *, delta: float) -> bool:
+    """Add ``"empirical_epsilon"`` to one attack entry from ``scores_dir/<name>.scores.npz``.
+
+    Returns True when added; entries that already have one, baselines and entries without saved
+    scores are left as they are. The confidence is the entry's own confidence level (default 0.95).
+    """
+    from miaudit.evaluation import AttackResult
+    from miaudit.evaluation.epsilon import empirical_epsilon
+
+    saved = scores_dir / f"{entry['name']}.scores.npz"
+    if is_baseline(entry) or entry.get("empirical_epsilon") or not saved.is_file():
+        return False
+    result = AttackResult.load(scores_dir, entry["name"])
+    bound = empirical_epsilon(result.labels, result.scores, delta=float(delta),
+                              confidence=float(entry.get("confidence_level", 0.95)))
+    entry["empirical_epsilon"] = bound.to_dict()
+    return True
+
+
+def write_json_atomic(path: Path, data: dict[str, Any], *, allow_nan: bool = False) -> None:
+    """Replace ``path`` by ``data`` as indented JSON in one rename (readers never see half a file)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, allow_nan=allow_nan) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def add_empirical_epsilon(run_dir: str | Path, *, delta: float | None = None) -> dict[str, Any]:
     """Add ``"empirical_epsilon"`` to each model attack of ``metrics.json`` that lacks one; return the metrics.
 
     Uses the saved per-example scores; delta defaults to the DP accountant's delta in the run, else
     1e-5; the confidence is the run's own confidence level. ``metrics.json`` is replaced atomically.
     """
-    from miaudit.evaluation import AttackResult
-    from miaudit.evaluation.epsilon import empirical_epsilon
     from miaudit.report.rundir import load_run
 
     run = load_run(run_dir)
     delta = delta if delta is not None else (_dp_claim(run.metrics).get("delta") or DEFAULT_DELTA)
     changed = False
     for entry in run.metrics["attacks"]:
-        scores = run.path / "scores" / f"{entry['name']}.scores.npz"
-        if is_baseline(entry) or entry.get("empirical_epsilon") or not scores.is_file():
-            continue
-        result = AttackResult.load(run.path / "scores", entry["name"])
-        bound = empirical_epsilon(result.labels, result.scores, delta=float(delta),
-                                  confidence=float(entry.get("confidence_level", 0.95)))
-        entry["empirical_epsilon"] = bound.to_dict()
-        changed = True
+        changed |= add_entry_epsilon(entry, run.path / "scores", delta=float(delta))
     if changed:
-        path = run.path / "metrics.json"
-        tmp = path.with_name(".metrics.json.tmp")
-        tmp.write_text(json.dumps(run.metrics, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_json_atomic(run.path / "metrics.json", run.metrics)
     return run.metrics
 
 
@@ -238,7 +259,7 @@ def finalize_run(run_dir: str | Path, args: argparse.Namespace, *, command: str 
             gates, gate_error = GateResult(tripped=False), exc
         tracker.finish("completed", metrics=metrics, run_dir=run_dir,
                        gates={"error": str(gate_error)} if gate_error else gates.to_dict())
-    except KeyboardInterrupt as exc:
+    except (KeyboardInterrupt, Terminated) as exc:
         tracker.finish("interrupted", error=f"{type(exc).__name__}: {exc}")
         raise
     except BaseException as exc:
@@ -261,4 +282,5 @@ def finalize_run(run_dir: str | Path, args: argparse.Namespace, *, command: str 
 
 
 __all__ = ["DEFAULT_DELTA", "RunTracker", "Terminated", "add_common_run_flags", "add_empirical_epsilon",
-           "collect_versions", "finalize_run", "open_store", "summary", "tracked_run"]
+           "add_entry_epsilon", "collect_versions", "finalize_run", "open_store", "summary", "tracked_run",
+           "write_json_atomic"]

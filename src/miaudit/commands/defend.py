@@ -1,37 +1,166 @@
-"""``miaudit defend CONFIG.yaml --out DIR``: compare defenses by utility, cost and adaptive attack success."""
+"""``miaudit defend CONFIG.yaml --out DIR``: compare defenses by utility, cost and adaptive attack success.
+
+A tracked run like ``miaudit audit`` (:mod:`miaudit.tracking`): recorded in the run store
+(``running`` -> ``completed`` / ``failed`` / ``interrupted``), every scored attack of
+``defenses.json`` gets an empirical epsilon lower bound, ``--fail-if`` gates are checked on every
+defense row (or on the rows named with ``--gate-defense``) by
+:func:`miaudit.gate.check_defense_gates` (exit code 1 when one trips), and ``--json`` prints a
+summary on stdout. Gates and ``--gate-defense`` labels are checked before any training.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from miaudit.errors import MiauditError
+from miaudit.gate import (GateResult, check_defense_gate_targets, check_defense_gates, describe, evaluate_gate,
+                           parse_gate)
+
+#: attack fields kept in the ``--json`` summary
+_SUMMARY_KEYS = ("name", "attack", "auc", "auc_ci", "tpr_at_fpr", "tpr_at_fpr_ci", "advantage", "advantage_ci",
+                 "balanced_accuracy", "threshold_source", "warnings", "applicable", "reason", "error", "note")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from miaudit.tracking import add_common_run_flags
+
     parser = subparsers.add_parser(
         "defend", help="compare membership-inference defenses (privacy-utility table and plot)",
         description="Train one architecture on one dataset with each listed defense, run every listed attack "
                     "adaptively (shadow / reference models trained with the same defense) and write defenses.md, "
-                    "defenses.json and privacy_utility.png (see docs/defenses.md and examples/defenses_*.yaml).")
+                    "defenses.json and privacy_utility.png (see docs/defenses.md and examples/defenses_*.yaml). "
+                    "--fail-if gates are checked on every defense row (see docs/reports-and-ci-gate.md).")
     parser.add_argument("config", help="YAML config file")
     parser.add_argument("--out", required=True, help="output folder to create (must be new or empty)")
     parser.add_argument("--data-dir", help="folder with the shared datasets (overrides dataset.data_dir)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("--threads", type=int, help="torch CPU threads; default: torch's choice")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    parser.add_argument("--gate-defense", action="append", default=[], metavar="LABEL",
+                        help="check the --fail-if gates on this defense row only (its label in the config; "
+                             "repeatable; default: every row)")
+    add_common_run_flags(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from miaudit.commands.audit import torch_threads
-    from miaudit.defenses.compare import parse_defend_config, run_defense_comparison, strongest_attack
+    from miaudit.config import resolved_without_seed
+    from miaudit.defenses.compare import parse_defend_config, run_defense_comparison
+    from miaudit.tracking import tracked_run
 
     config = parse_defend_config(args.config, data_dir=args.data_dir)
-    with torch_threads(args.threads):
-        result = run_defense_comparison(config, args.out, overwrite=args.overwrite, progress=not args.quiet)
-    print(f"{'defense':<24} {'test acc':>8} {'epsilon':>8}  strongest attack (TPR@1%FPR, AUC)")
+    # bad gates and unknown labels fail here, before anything is trained or written
+    check_defense_gate_targets(args.fail_if, attacks=[a.key for a in config.attacks],
+                               defenses=[d.key for d in config.defenses], selected=args.gate_defense)
+    out = Path(args.out)
+    stream = sys.stderr if args.json else sys.stdout  # with --json stdout carries only the JSON summary
+    with tracked_run(args, command="defend", config=resolved_without_seed(config, "training"), run_dir=out) as tracker:
+        with torch_threads(args.threads):
+            run_defense_comparison(config, out, overwrite=args.overwrite, progress=not args.quiet)
+        result = add_defense_epsilon(out, delta=args.epsilon_delta)
+        print_table(result, out, file=stream)
+        gate_error = None
+        try:
+            gates = check_defense_gates(result, args.fail_if, run_dir=out, defenses=args.gate_defense)
+        except MiauditError as exc:  # recorded with the completed run, then exit code 2
+            gates, gate_error = GateResult(tripped=False), exc
+        tracker.finish("completed", metrics=result, run_dir=out,
+                       gates={"error": str(gate_error)} if gate_error else gates.to_dict())
+    if gate_error is not None:
+        raise gate_error
+    if args.json:
+        print(json.dumps(summary(result, gates, run_id=tracker.run_id, run_dir=out, gate_defenses=args.gate_defense),
+                         indent=2))
+    else:
+        if tracker.run_id:
+            print(f"run {tracker.run_id}")
+        for detail in gates.details:
+            print(describe(detail))
+    sys.stdout.flush()
+    return 1 if gates.tripped else 0
+
+
+def add_defense_epsilon(out_dir: str | Path, *, delta: float | None = None) -> dict[str, Any]:
+    """Add ``"empirical_epsilon"`` to every scored attack of ``defenses.json``; return the file's content.
+
+    Bounds come from ``scores/<defense>/<attack>.scores.npz``; delta is ``delta`` when given, else
+    that defense's DP accountant delta, else 1e-5. ``defenses.json`` is replaced atomically.
+    """
+    from miaudit.tracking import DEFAULT_DELTA, add_entry_epsilon, write_json_atomic
+
+    path = Path(out_dir) / "defenses.json"
+    result = json.loads(path.read_text(encoding="utf-8"))
+    changed = False
+    for row in result["defenses"]:
+        row_delta = delta if delta is not None else (row.get("delta") or DEFAULT_DELTA)
+        for entry in row["attacks"]:
+            if "auc" in entry:
+                changed |= add_entry_epsilon(entry, path.parent / "scores" / row["label"], delta=float(row_delta))
+    if changed:
+        write_json_atomic(path, result, allow_nan=True)
+    return result
+
+
+def strongest_by_metric(attacks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``{metric: {attack, value}}`` for auc, advantage, each stored tpr@FPR and epsilon (when every attack has one).
+
+    The strongest attack is chosen exactly as an unnamed ``--fail-if`` gate chooses it.
+    """
+    scored = [a for a in attacks if "auc" in a]
+    if not scored:
+        return {}
+    metrics = ["auc", "advantage"] + [f"tpr@{k}" for k in sorted({k for a in scored for k in a["tpr_at_fpr"]},
+                                                                  key=float)
+                                      if all(k in a["tpr_at_fpr"] for a in scored)]
+    if all(a.get("empirical_epsilon") for a in scored):
+        metrics.append("epsilon")
+    out = {}
+    for metric in metrics:
+        name, value = evaluate_gate(parse_gate(f"{metric} > 0"), scored)
+        out[metric] = {"attack": name, "value": value}
+    return out
+
+
+def summary(result: dict[str, Any], gates: GateResult, *, run_id: str | None, run_dir: Path,
+            gate_defenses: list[str]) -> dict[str, Any]:
+    """The JSON summary printed with ``--json``: one entry per defense, the gates and the exit code."""
+    defenses = []
+    for row in result["defenses"]:
+        attacks = []
+        for entry in row["attacks"]:
+            item = {k: entry[k] for k in _SUMMARY_KEYS if k in entry}
+            if entry.get("empirical_epsilon"):
+                item["empirical_epsilon"] = entry["empirical_epsilon"].get("epsilon")
+            attacks.append(item)
+        defenses.append({
+            "label": row["label"], "components": row.get("components"),
+            "test_accuracy": row["target"]["test_accuracy"], "train_accuracy": row["target"].get("train_accuracy"),
+            "dp_accountant": {"epsilon": row.get("epsilon"), "delta": row.get("delta")},
+            "gated": not gate_defenses or row["label"] in gate_defenses,
+            "strongest": strongest_by_metric(row["attacks"]),
+            "gates": [d for d in gates.details if d.get("defense") == row["label"]],
+            "attacks": attacks})
+    return {"run_id": run_id, "run_dir": str(run_dir), "status": "completed", "kind": "defenses",
+            "seed": result.get("seed"), "dataset": result.get("data", {}).get("dataset"),
+            "model": result.get("config", {}).get("training", {}).get("model"),
+            "files": {name: str(run_dir / name) for name in ("defenses.md", "defenses.json", "privacy_utility.png")},
+            "gate_defenses": list(gate_defenses) or None, "gates": gates.to_dict(),
+            "exit_code": 1 if gates.tripped else 0, "defenses": defenses}
+
+
+def print_table(result: dict[str, Any], out: Path, *, file: TextIO) -> None:
+    """The human table: per defense, test accuracy, accountant epsilon and the strongest attack at 1% FPR."""
+    from miaudit.defenses.compare import strongest_attack
+
+    print(f"{'defense':<24} {'test acc':>8} {'epsilon':>8}  strongest attack (TPR@1%FPR, AUC)", file=file)
     for entry in result["defenses"]:
         s = strongest_attack(entry)
         eps = f"{entry['epsilon']:.2f}" if entry["epsilon"] is not None else "-"
         strong = f"{s['name']} ({s['tpr_at_fpr'].get('0.01', float('nan')):.3f}, {s['auc']:.3f})" if s else "-"
-        print(f"{entry['label']:<24} {entry['target']['test_accuracy']:>8.4f} {eps:>8}  {strong}")
-    print(f"\nreport: {args.out}/defenses.md   data: {args.out}/defenses.json   plot: {args.out}/privacy_utility.png")
-    return 0
+        print(f"{entry['label']:<24} {entry['target']['test_accuracy']:>8.4f} {eps:>8}  {strong}", file=file)
+    print(f"\nreport: {out}/defenses.md   data: {out}/defenses.json   plot: {out}/privacy_utility.png", file=file)

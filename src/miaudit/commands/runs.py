@@ -1,6 +1,8 @@
 """``miaudit runs list|show RUN|compare RUN RUN|rm RUN [--json] [--home DIR]``: the run store.
 
-RUN is a run id, a unique prefix of one, or ``latest``.
+RUN is a run id, a unique prefix of one, or ``latest``. Runs of ``miaudit defend`` store their
+``defenses.json``: ``list`` shows the range over defenses of the strongest attack, ``show`` one
+table row per (defense, attack), ``compare`` pairs (defense, attack) between two such runs.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 from miaudit.errors import MiauditError
 from miaudit.gate import is_baseline
 from miaudit.store import STATUSES, RunStore, default_store_path
+from miaudit.store.compare import is_defense_comparison
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,14 +48,25 @@ def run(args: argparse.Namespace) -> int:
         return {"list": _list, "show": _show, "compare": _compare, "rm": _rm}[args.action](store, args)
 
 
-def _best(row: dict[str, Any], metric: str) -> str:
-    attacks = [a for a in (row.get("metrics") or {}).get("attacks", []) if not is_baseline(a)]
+def _strongest(attacks: list[dict[str, Any]], metric: str) -> float | None:
     if metric == "auc":
-        values = [a["auc"] for a in attacks if "auc" in a]
+        values = [a["auc"] for a in attacks if "auc" in a and not is_baseline(a)]
     else:
-        values = [a.get("tpr_at_fpr", {}).get(metric) for a in attacks]
+        values = [a.get("tpr_at_fpr", {}).get(metric) for a in attacks if not is_baseline(a)]
         values = [v for v in values if v is not None]
-    return f"{max(values):.3f}" if values else "-"
+    return max(values) if values else None
+
+
+def _best(row: dict[str, Any], metric: str) -> str:
+    """The strongest attack's value; for a defense comparison its range over the defenses ("lo-hi")."""
+    metrics = row.get("metrics") or {}
+    if is_defense_comparison(metrics):
+        values = [v for d in metrics["defenses"] if (v := _strongest(d.get("attacks", []), metric)) is not None]
+        if not values:
+            return "-"
+        return f"{min(values):.3f}-{max(values):.3f}" if max(values) > min(values) else f"{values[0]:.3f}"
+    value = _strongest(metrics.get("attacks", []), metric)
+    return f"{value:.3f}" if value is not None else "-"
 
 
 def _print_table(head: list[str], rows: list[list[str]]) -> None:
@@ -84,25 +98,52 @@ def _show(store: RunStore, args: argparse.Namespace) -> int:
     for key in ("id", "command", "status", "created", "finished", "run_dir", "error"):
         if row.get(key):
             print(f"{key:9} {row[key]}")
-    report = Path(row["run_dir"]) / "report.html" if row.get("run_dir") else None
-    if report is not None and report.is_file():
-        print(f"report    {report}")
+    for name in ("report.html", "defenses.md"):
+        report = Path(row["run_dir"]) / name if row.get("run_dir") else None
+        if report is not None and report.is_file():
+            print(f"report    {report}")
     print("versions  " + ", ".join(f"{k} {v}" for k, v in (row.get("versions") or {}).items()))
-    attacks = (row.get("metrics") or {}).get("attacks", [])
-    if attacks:
-        keys = sorted({k for a in attacks for k in a.get("tpr_at_fpr", {})}, key=float)
+    metrics = row.get("metrics") or {}
+    if is_defense_comparison(metrics):
+        rows = [(d, a) for d in metrics["defenses"] for a in d.get("attacks", [])]
+    else:
+        rows = [(None, a) for a in metrics.get("attacks", [])]
+    if rows:
+        keys = sorted({k for _, a in rows for k in a.get("tpr_at_fpr", {})}, key=float)
+        head = ["attack", "AUC", "AUC CI"] + [f"TPR@{k}" for k in keys] + ["advantage", "emp. eps"]
+        if is_defense_comparison(metrics):
+            head = ["defense", "test acc", "DP eps"] + head
         print()
-        _print_table(["attack", "AUC", "AUC CI"] + [f"TPR@{k}" for k in keys] + ["advantage", "emp. eps"],
-                     [[a["name"], f"{a.get('auc', float('nan')):.3f}",
-                       "[{:.3f}, {:.3f}]".format(*a["auc_ci"]) if a.get("auc_ci") else "-"]
-                      + [f"{a['tpr_at_fpr'][k]:.3f}" if k in a.get("tpr_at_fpr", {}) else "-" for k in keys]
-                      + [f"{a.get('advantage', float('nan')):.3f}",
-                         f"{a['empirical_epsilon']['epsilon']:.2f}" if a.get("empirical_epsilon") else "-"]
-                      for a in attacks])
-    for detail in (row.get("gates") or {}).get("details", []):
-        print(("TRIPPED " if detail["tripped"] else "holds   ") + f"{detail['expression']}  "
-              f"({detail['attack']}: {detail['value']:.4g})")
+        _print_table(head, [_attack_cells(d, a, keys) for d, a in rows])
+        for d, a in rows:
+            if "auc" not in a:
+                why = a.get("reason") or (f"error: {a['error']}" if a.get("error") else "no result")
+                print(f"n/a: {d['label'] + '/' if d else ''}{a.get('name', '?')}: {why}")
+    gates = row.get("gates") or {}
+    if gates.get("error"):
+        print(f"gates     not checked: {gates['error']}")
+    for detail in gates.get("details", []):
+        where = f" [{detail['defense']}]" if detail.get("defense") else ""
+        value = f"{detail['value']:.4g}" if detail.get("value") is not None else "not applicable"
+        word = "TRIPPED " if detail["tripped"] else "holds   " if detail.get("value") is not None else "n/a     "
+        print(word + f"{detail['expression']}{where}  ({detail['attack']}: {value})")
     return 0
+
+
+def _attack_cells(defense: dict[str, Any] | None, a: dict[str, Any], keys: list[str]) -> list[str]:
+    """One row of ``runs show``'s attack table (prefixed by the defense's columns for a defense comparison)."""
+    first = []
+    if defense is not None:
+        target = defense.get("target") or {}
+        first = [defense["label"], f"{target['test_accuracy']:.4f}" if "test_accuracy" in target else "-",
+                 f"{defense['epsilon']:.2f}" if defense.get("epsilon") is not None else "-"]
+    if "auc" not in a:
+        return first + [a.get("name", "?"), "n/a", "-"] + ["-"] * len(keys) + ["-", "-"]
+    return (first + [a["name"], f"{a['auc']:.3f}",
+                     "[{:.3f}, {:.3f}]".format(*a["auc_ci"]) if a.get("auc_ci") else "-"]
+            + [f"{a['tpr_at_fpr'][k]:.3f}" if k in a.get("tpr_at_fpr", {}) else "-" for k in keys]
+            + [f"{a.get('advantage', float('nan')):.3f}",
+               f"{a['empirical_epsilon']['epsilon']:.2f}" if a.get("empirical_epsilon") else "-"])
 
 
 def _compare(store: RunStore, args: argparse.Namespace) -> int:
@@ -129,8 +170,10 @@ def _compare(store: RunStore, args: argparse.Namespace) -> int:
 def _rm(store: RunStore, args: argparse.Namespace) -> int:
     row = store.get_run(args.run)
     folder = Path(row["run_dir"]) if row.get("run_dir") else None
-    if args.delete_files and folder is not None and folder.is_dir() and not (folder / "metrics.json").is_file():
-        raise MiauditError(f"{folder} does not look like a miaudit run folder (no metrics.json); not deleting it")
+    if (args.delete_files and folder is not None and folder.is_dir()
+            and not any((folder / name).is_file() for name in ("metrics.json", "defenses.json"))):
+        raise MiauditError(f"{folder} does not look like a miaudit run folder (no metrics.json or defenses.json); "
+                           "not deleting it")
     if row["status"] == "running":
         raise MiauditError(f"run {row['id']} is still running (process {row.get('pid')}); stop it first")
     store.remove(row["id"])

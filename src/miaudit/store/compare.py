@@ -13,6 +13,10 @@ Two methods, chosen per attack:
   intervals do not overlap. This is conservative (it misses some real differences).
 
 The empirical epsilon bound is compared without a significance call (it is itself a bound).
+
+Two defense comparisons (``miaudit defend``) are compared per (defense, attack) pair, keyed
+``"<defense>/<attack>"`` with the scores in ``scores/<defense>/``; a defense comparison and an audit
+cannot be compared.
 """
 
 from __future__ import annotations
@@ -28,14 +32,22 @@ from miaudit.evaluation.report import _curve_stats
 from miaudit.evaluation.result import AttackResult
 
 
-def _attacks(row: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def is_defense_comparison(metrics: dict[str, Any] | None) -> bool:
+    """True for the stored ``defenses.json`` of a ``miaudit defend`` run (rows of attacks per defense)."""
+    return bool(metrics) and metrics.get("kind") == "defenses" and isinstance(metrics.get("defenses"), list)
+
+
+def _attacks(row: dict[str, Any]) -> dict[str, tuple[dict[str, Any], Path | None, str]]:
+    """Comparable attack entries by key: ``(entry, folder of its saved scores, its name there)``."""
     metrics = row.get("metrics") or {}
-    return {a["name"]: a for a in metrics.get("attacks", []) if "name" in a}
+    scores = Path(row["run_dir"]) / "scores" if row.get("run_dir") else None
+    if is_defense_comparison(metrics):
+        return {f"{d['label']}/{a['name']}": (a, scores / d["label"] if scores else None, a["name"])
+                for d in metrics["defenses"] for a in d.get("attacks", []) if "auc" in a}
+    return {a["name"]: (a, scores, a["name"]) for a in metrics.get("attacks", []) if "name" in a}
 
 
-def _scores(row: dict[str, Any], name: str) -> AttackResult | None:
-    run_dir = row.get("run_dir")
-    folder = Path(run_dir) / "scores" if run_dir else None
+def _scores(folder: Path | None, name: str) -> AttackResult | None:
     if folder is None or not (folder / f"{name}.scores.npz").is_file():
         return None
     try:
@@ -75,15 +87,23 @@ def _stored(entry: dict[str, Any], metric: str) -> tuple[float, list[float] | No
 
 def compare_runs(run_a: dict[str, Any], run_b: dict[str, Any], *, n_bootstrap: int = 1000,
                  confidence: float = 0.95, seed: int = 0) -> dict[str, Any]:
-    """Rows ``{attack, metric, a, b, diff (= b - a), diff_ci, significant, method}`` for shared attacks."""
+    """Rows ``{attack, metric, a, b, diff (= b - a), diff_ci, significant, method}`` for shared attacks.
+
+    For two defense comparisons ``attack`` is ``"<defense>/<attack>"``.
+    """
+    kinds = [r.get("command") == "defend" or is_defense_comparison(r.get("metrics")) for r in (run_a, run_b)]
+    if kinds[0] != kinds[1]:
+        defend, audit = (run_a, run_b) if kinds[0] else (run_b, run_a)
+        raise MiauditError(f"run {defend['id']} is a defense comparison (miaudit defend) and run {audit['id']} is an "
+                           "audit; compare two audits or two defense comparisons")
     attacks_a, attacks_b = _attacks(run_a), _attacks(run_b)
     shared = [name for name in attacks_a if name in attacks_b]
     rows: list[dict[str, Any]] = []
     for name in shared:
-        ea, eb = attacks_a[name], attacks_b[name]
+        (ea, folder_a, file_a), (eb, folder_b, file_b) = attacks_a[name], attacks_b[name]
         keys = _metric_keys(ea, eb)
         paired = None
-        ra, rb = _scores(run_a, name), _scores(run_b, name)
+        ra, rb = _scores(folder_a, file_a), _scores(folder_b, file_b)
         if ra is not None and rb is not None and keys:
             paired = _align(ra, rb)
         if paired is not None:
@@ -136,4 +156,4 @@ def _overlap_rows(name: str, keys: list[tuple[str, float | None]], ea: dict[str,
     return rows
 
 
-__all__ = ["compare_runs"]
+__all__ = ["compare_runs", "is_defense_comparison"]
