@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from miaudit.errors import SignalError
+from miaudit.llm import histogram
 from miaudit.llm import signals as engine
 from miaudit.llm.signals import (
     DEFAULT_BETAS, compute_token_signals, compute_token_signals_batch, gradient_norm, token_log_probs,
@@ -70,6 +71,16 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 
 
 FIELDS = ("log_prob", "entropy", "mean_logp", "var_logp", "beta_log_prob", "beta_mu", "beta_sigma")
+
+
+@pytest.fixture(autouse=True, params=["compiled", "torch"])
+def kernel_backend(request, monkeypatch):
+    """Every test runs with the fast path's numba kernel and with its torch implementation."""
+    if request.param == "compiled":
+        assert histogram.AVAILABLE, "numba is part of miaudit[llm]; install it to test the compiled kernel"
+    else:
+        monkeypatch.setattr(histogram, "AVAILABLE", False)
+    return request.param
 
 
 @pytest.mark.parametrize("scale", [0.45, 3.0, 10.0])
@@ -154,7 +165,8 @@ def test_one_token_document_is_finite():
 
 
 @pytest.mark.parametrize("bad,match", [
-    ("empty", "no scored token"), ("nan", "NaN"), ("id", "does not match the model's vocabulary"),
+    ("empty", "no scored token"), ("nan", "NaN"), ("posinf", r"\+inf"), ("all_neginf", "all -inf"),
+    ("id", "does not match the model's vocabulary"),
     ("target_zero", "probability 0"), ("shape", "do not match"), ("negative_beta", "non-negative"),
 ])
 def test_bad_input_is_a_clear_error(bad, match):
@@ -164,6 +176,10 @@ def test_bad_input_is_a_clear_error(bad, match):
         logits, ids = logits[:0], ids[:0]
     elif bad == "nan":
         logits[3, 7] = np.nan
+    elif bad == "posinf":
+        logits[5, 2] = np.inf
+    elif bad == "all_neginf":
+        logits[6] = -np.inf
     elif bad == "id":
         ids[2] = V
     elif bad == "target_zero":

@@ -346,15 +346,16 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
         fixed = {}
         if spec.name == "dc_pdd":  # DC-PDD's grid search needs the frequencies as a parameter
             fixed["token_freq"] = params.pop("token_freq") if "token_freq" in params else smooth_counts(counts)
-        runs = [(spec.key, params)]
+        runs = [(spec.key, params, {})]
         if param is not None:
             grid = config.selection.grids.get(spec.key)
             held_out, values, cal_aucs = selection.choose(spec.name, cal_signals, cal_labels, grid, **fixed)
             oracle, _, test_aucs = selection.choose(spec.name, eval_signals, eval_labels, values, **fixed)
             chosen[spec.key] = {"parameter": param, "grid": values.tolist(), "held_out": held_out, "oracle": oracle,
                                 "calibration_aucs": cal_aucs.tolist(), "evaluation_aucs": test_aucs.tolist()}
-            runs = [(spec.key, {**params, param: held_out}), (f"{spec.key}.oracle", {**params, param: oracle})]
-        for key, run_params in runs:
+            runs = [(spec.key, {**params, param: held_out}, {"selection": "held-out", param: held_out}),
+                    (f"{spec.key}.oracle", {**params, param: oracle}, {"selection": "oracle", param: oracle})]
+        for key, run_params, extra in runs:
             t0 = time.perf_counter()
             attack = create_attack(spec.name, target_kind="llm", **run_params)
             if spec.name == "dc_pdd" and counts is None:
@@ -367,7 +368,7 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
                 attack.fit(None)
             scores = attack.score(eval_signals)
             scored.append(ScoredAttack(key, attack, data.ids[evaluation], eval_labels.astype(bool), scores,
-                                       time.perf_counter() - t0))
+                                       time.perf_counter() - t0, extra=extra))
 
     sections: dict[str, Any] = {"selection": {
         "calibration_fraction": config.selection.calibration_fraction if needs_calibration else 0.0,

@@ -18,10 +18,12 @@ and ``beta``: ``S_k(beta) = sum_v u_v**k exp(-beta u_v)``, ``k = 0, 1, 2``; then
 Two ways to get the sums (``method``):
 
 - ``"exact"``: one float64 pass over the vocabulary per ``beta`` (the reference; slow).
-- ``"fast"`` (default): ONE float32 pass builds, per row, a histogram of ``u`` in bins of equal
+- ``"fast"`` (default): ONE pass builds, per row, a histogram of ``u`` in bins of equal
   width in ``sqrt(u)`` (``BIN_WIDTH``; bin ``k`` is expanded around ``c_k = (k * BIN_WIDTH)**2``, so
   the top token sits exactly on the first point) holding the moments ``A_j = sum (u - c_k)**j``,
-  ``j <= 3`` (two complex scatters, of ``1 + i delta`` and its cube). A third-order Taylor expansion of
+  ``j <= 3``: with numba installed (``miaudit[llm]``) a compiled kernel
+  (:mod:`miaudit.llm.histogram`, ``u`` in float64), else torch in float32 (two complex scatters, of
+  ``1 + i delta`` and its cube), about twice as slow. A third-order Taylor expansion of
   ``u**k exp(-beta u)`` around each point turns every ``S_k(beta)`` of the whole grid, ``beta = 1``
   included, into one small matrix product; no exponential is evaluated per vocabulary entry. The
   truncation error of ``S_0`` is bounded per row and ``beta`` (``|R| <= A_0 exp(-beta lo_k)
@@ -54,6 +56,7 @@ import numpy as np
 import torch
 
 from miaudit.errors import SignalError
+from miaudit.llm import histogram
 
 #: ACMIA's inverse-temperature grid: 0 and 2**(0.1 i) for i = -25..25 (52 values, 1.0 included).
 DEFAULT_BETAS: tuple[float, ...] = (0.0,) + tuple(2.0 ** (0.1 * i) for i in range(-25, 26))
@@ -67,8 +70,9 @@ TAYLOR_ORDER = 3
 DEEP_TAIL = 400.0
 #: a row whose certified relative error bound on S_0 exceeds this is recomputed exactly
 FAST_TOLERANCE = 1e-6
-#: positions per chunk: a (chunk_rows, V) float32 block stays in cache
-DEFAULT_CHUNK_ROWS = 8
+#: the torch fast path and the exact path work on chunks of about this many logits, so that a
+#: (chunk_rows, V) block stays in cache and small vocabularies are not overhead-bound
+CHUNK_LOGITS = 131072
 #: positions per block: one Taylor matrix product per block, and with the fused head one output-layer
 #: product (the weight is read once per block); blocks are the unit of parallel work
 BLOCK_ROWS = 128
@@ -77,7 +81,8 @@ _SCALE = BIN_WIDTH ** -2  # u in units of BIN_WIDTH**2
 
 Method = Literal["fast", "exact"]
 
-_OPTIONAL_FIELDS = ("text", "lowercase_logprob", "ref_logprob", "prefix_logprob", "grad_norm", "neighbour_logprobs")
+#: names of the optional signals of :class:`TokenSignals` (set by other passes, ``None`` when absent)
+OPTIONAL_SIGNALS = ("text", "lowercase_logprob", "ref_logprob", "prefix_logprob", "grad_norm", "neighbour_logprobs")
 
 
 @dataclass(frozen=True, eq=False)
@@ -151,9 +156,9 @@ class TokenSignals:
 
     def with_signals(self, **signals: Any) -> "TokenSignals":
         """A copy with optional signals added (``ref_logprob=..., text=...``)."""
-        unknown = sorted(set(signals) - set(_OPTIONAL_FIELDS))
+        unknown = sorted(set(signals) - set(OPTIONAL_SIGNALS))
         if unknown:
-            raise SignalError(f"unknown optional signal {unknown[0]!r}; allowed: {', '.join(_OPTIONAL_FIELDS)}")
+            raise SignalError(f"unknown optional signal {unknown[0]!r}; allowed: {', '.join(OPTIONAL_SIGNALS)}")
         return replace(self, **signals)
 
 
@@ -271,12 +276,18 @@ class _BinTables:
         self.size = n_bins
 
 
+def _n_bins(u_max: float) -> int:
+    """Bins that cover ``u`` up to ``min(u_max, DEEP_TAIL)`` (bin ``k``: ``sqrt(u) / BIN_WIDTH`` rounds to k)."""
+    return int(math.sqrt(min(u_max, DEEP_TAIL)) / BIN_WIDTH + 0.5) + 1
+
+
 class _Kernel:
     """Computes the signals of a block of rows, ``chunk_rows`` rows at a time for the passes over the
     vocabulary (reusing (chunk_rows, V) work buffers) and one matrix product per block."""
 
-    def __init__(self, betas: tuple[float, ...], method: Method, chunk_rows: int) -> None:
+    def __init__(self, betas: tuple[float, ...], method: Method, chunk_rows: int, compiled: bool) -> None:
         self.betas, self.method, self.chunk_rows = betas, method, max(1, int(chunk_rows))
+        self.compiled = compiled  # the fast path's moments from miaudit.llm.histogram's numba kernels
         # the tempered sums are computed for every beta but 0; beta = 1 gives the base signals
         self.tempered = tuple(sorted(set(b for b in betas if b != 0.0) | {1.0}))
         self.tempered_grid = torch.tensor(self.tempered, dtype=torch.float64)
@@ -347,7 +358,7 @@ class _Kernel:
         u_target = us.gather(1, target[:, None])[:, 0].double() / _SCALE
         _check_target(torch.isinf(u_target), offset)
         u_max = float(us.amax()) / _SCALE
-        n_bins = int(math.sqrt(min(u_max, DEEP_TAIL)) / BIN_WIDTH + 0.5) + 1
+        n_bins = _n_bins(u_max)
         # bin k = round(sqrt(us)); tokens beyond the last bin (u > DEEP_TAIL) land in bin n_bins, dropped
         r = torch.sqrt(us, out=self._buffer("r", shape, torch.float32))
         if u_max > DEEP_TAIL:
@@ -370,17 +381,40 @@ class _Kernel:
         moments[:, 0, 0] -= 1  # the top token (u = 0, delta = 0): its term 1 of S_0 is left out, see _from_sums
         return moments, n_deep, u_target, u_max
 
+    def _compiled_moments(self, x: torch.Tensor, target: torch.Tensor, offset: int
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+        """What :meth:`_moments` returns, for a whole block, from the compiled kernels (u in float64)."""
+        x = x.to(torch.float32).contiguous()
+        top, low = x.amax(1), x.amin(1)  # NaN propagates to top (two reductions beat aminmax by 10x on CPU)
+        _check_chunk(top, offset)
+        top = top.double()
+        u_target = top - x.gather(1, target[:, None])[:, 0].double()
+        _check_target(torch.isinf(u_target), offset)
+        u_max = float((top - low.double()).max())
+        n_bins = _n_bins(u_max)
+        out = np.zeros((x.shape[0], n_bins + 1, TAYLOR_ORDER + 1))
+        histogram.accumulate(x.numpy(), top.numpy(), _SCALE, n_bins, out)
+        moments = torch.from_numpy(out[:, :n_bins])
+        moments[:, 0, 0] -= 1  # the top token (u = 0, delta = 0): its term 1 of S_0 is left out, see _from_sums
+        return moments, torch.from_numpy(out[:, n_bins, 0].copy()), u_target, u_max
+
     def _fast_block(self, x: torch.Tensor, target: torch.Tensor, offset: int
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``S_0 - 1, S_1, S_2`` (n_tempered, n) of a block, one matrix product for all its rows, and
         ``u_target`` (n,); rows whose certified error bound on ``S_0`` exceeds ``FAST_TOLERANCE`` are
         recomputed exactly."""
-        parts = [self._moments(x[i:i + self.chunk_rows], target[i:i + self.chunk_rows], offset + i)
-                 for i in range(0, x.shape[0], self.chunk_rows)]
+        if self.compiled:
+            parts = [self._compiled_moments(x, target, offset)]
+        else:
+            parts = [self._moments(x[i:i + self.chunk_rows], target[i:i + self.chunk_rows], offset + i)
+                     for i in range(0, x.shape[0], self.chunk_rows)]
         n_bins = max(p[0].shape[1] for p in parts)
-        moments = torch.cat([torch.nn.functional.pad(p[0], (0, 0, 0, n_bins - p[0].shape[1])) for p in parts])
-        n_deep = torch.cat([p[1] for p in parts])
-        u_target = torch.cat([p[2] for p in parts])
+        if len(parts) == 1:
+            moments, n_deep, u_target = parts[0][:3]
+        else:
+            moments = torch.cat([torch.nn.functional.pad(p[0], (0, 0, 0, n_bins - p[0].shape[1])) for p in parts])
+            n_deep = torch.cat([p[1] for p in parts])
+            u_target = torch.cat([p[2] for p in parts])
         taylor, bound_table = self.tables.get(n_bins)
         sums = moments.reshape(moments.shape[0], -1) @ taylor  # (n, 3 n_tempered)
         s0, s1, s2 = sums.reshape(-1, 3, len(self.tempered)).permute(1, 2, 0)
@@ -407,9 +441,9 @@ _POOL_LOCK = threading.Lock()
 
 def _kernel(betas: tuple[float, ...], method: Method, chunk_rows: int) -> _Kernel:
     kernels = _LOCAL.__dict__.setdefault("kernels", {})
-    key = (betas, method, chunk_rows)
+    key = (betas, method, chunk_rows, histogram.AVAILABLE)
     if key not in kernels:
-        kernels[key] = _Kernel(betas, method, chunk_rows)
+        kernels[key] = _Kernel(*key)
     return kernels[key]
 
 
@@ -456,6 +490,11 @@ def _rows_signals(blocks: list[Block], betas: tuple[float, ...], method: Method,
     return out
 
 
+def chunk_rows_for(vocab_size: int) -> int:
+    """Default positions per chunk: about :data:`CHUNK_LOGITS` logits, between 8 and 1024 rows."""
+    return max(8, min(1024, CHUNK_LOGITS // max(1, vocab_size)))
+
+
 def _block_size(n_rows: int, chunk_rows: int, workers: int | None, limit: int) -> int:
     """Rows per block: at most ``limit``, small enough to give every worker a block, a multiple of chunks."""
     workers = max(1, torch.get_num_threads() if workers is None else int(workers))
@@ -489,7 +528,7 @@ def compute_token_signals(
     *,
     betas: Iterable[float] = DEFAULT_BETAS,
     method: Method = "fast",
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    chunk_rows: int | None = None,
     workers: int | None = None,
     **optional: Any,
 ) -> TokenSignals:
@@ -497,8 +536,9 @@ def compute_token_signals(
 
     ``betas``: inverse-temperature grid (default ACMIA's 52 values; ``()`` skips the tempered
     signals). ``method``: ``"fast"`` or ``"exact"`` (module doc). ``chunk_rows``: positions per
-    chunk; ``workers``: parallel chunk threads (default: torch's thread count). ``optional``: optional
-    signals stored as given (``text=..., ref_logprob=...``).
+    chunk (default: :func:`chunk_rows_for` the vocabulary); ``workers``: parallel chunk threads
+    (default: torch's thread count). ``optional``: optional signals stored as given
+    (``text=..., ref_logprob=...``).
     """
     logits = torch.as_tensor(logits).detach().cpu()
     if logits.ndim != 2:
@@ -513,6 +553,7 @@ def compute_token_signals(
     if logits.shape[1] < 2:
         raise SignalError(f"logits have {logits.shape[1]} column(s); a language model needs a vocabulary of >= 2")
     grid = tuple(check_betas(betas).tolist())
+    chunk_rows = chunk_rows_for(logits.shape[1]) if chunk_rows is None else chunk_rows
     size = _block_size(logits.shape[0], chunk_rows, workers, BLOCK_ROWS)
     blocks = [(a, lambda a=a: (logits[a:a + size], ids[a:a + size])) for a in range(0, logits.shape[0], size)]
     arrays = _rows_signals(blocks, grid, method, chunk_rows, workers)
@@ -526,7 +567,7 @@ def compute_token_signals_batch(
     *,
     betas: Iterable[float] = DEFAULT_BETAS,
     method: Method = "fast",
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    chunk_rows: int | None = None,
     workers: int | None = None,
 ) -> list[TokenSignals]:
     """Signals of a batch: ``logits`` (B, T, V), ``token_ids`` (B, T) with ``logits[b, t]`` predicting
@@ -544,7 +585,7 @@ def token_signals_from_hidden(
     bias: torch.Tensor | None = None,
     betas: Iterable[float] = DEFAULT_BETAS,
     method: Method = "fast",
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    chunk_rows: int | None = None,
     workers: int | None = None,
 ) -> list[TokenSignals]:
     """Like :func:`compute_token_signals_batch`, fused with a linear output layer: ``hidden`` (B, T, H)
@@ -558,7 +599,7 @@ def token_signals_from_hidden(
 
 
 def _batched(inputs: torch.Tensor, token_ids: torch.Tensor, attention_mask: torch.Tensor | None, *,
-             betas: Iterable[float], method: Method, chunk_rows: int, workers: int | None,
+             betas: Iterable[float], method: Method, chunk_rows: int | None, workers: int | None,
              head: tuple[torch.Tensor, torch.Tensor | None] | None = None) -> list[TokenSignals]:
     if inputs.ndim != 3:
         raise SignalError(f"expected a (B, T, V) batch, got shape {tuple(inputs.shape)}")
@@ -577,6 +618,7 @@ def _batched(inputs: torch.Tensor, token_ids: torch.Tensor, attention_mask: torc
         raise SignalError(f"document {empty[0]} of the batch has no scored position; drop empty documents")
     inputs = inputs.detach()
     grid = tuple(check_betas(betas).tolist())
+    chunk_rows = chunk_rows_for(vocab) if chunk_rows is None else chunk_rows
     size = _block_size(sum(counts), chunk_rows, workers, BLOCK_ROWS)
 
     def loader(b: int, where: torch.Tensor | slice) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:

@@ -216,8 +216,7 @@ class HFCausalLM:
         self.shard_size = int(shard_size)
         self.progress = progress
         self._check_vocabulary()
-        # rows per engine chunk: about 128k logits, so small vocabularies are not overhead-bound
-        self.signal_params = {"chunk_rows": max(8, min(1024, 131072 // self.vocab_size)), **(signal_params or {})}
+        self.signal_params = dict(signal_params or {})
         self._fingerprint: str | None = None
 
     @classmethod
