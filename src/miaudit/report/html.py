@@ -139,7 +139,7 @@ def _summary(metrics: dict[str, Any]) -> str:
         lines.append(
             f"<p>{'' if supported else 'Indicative only: '}"
             f"<b>{who}{' and has ' + _e(reference) if reference else ''} identifies "
-            f"{_pct(tpr)} of the training records at a {_pct(fpr)} false alarm rate</b>"
+            f"{_pct(tpr)} of the {_records(metrics)} at a {_pct(fpr)} false alarm rate</b>"
             + (f" (95% CI {_pct(ci[0])} to {_pct(ci[1])})" if ci else "")
             + f"{ratio}; guessing at random flags {_pct(fpr)} of them. Strongest attack here: "
             f"<code>{_e(best['name'])}</code>.</p>")
@@ -160,6 +160,47 @@ def _summary(metrics: dict[str, Any]) -> str:
                      f"(ε, {e['delta']:g})-differentially private for any ε below {e['epsilon']:.2f} "
                      f"(lower bound from <code>{_e(top['name'])}</code>'s error rates).</p>")
     return '<div class="summary">' + "".join(lines) + "</div>"
+
+
+def _records(metrics: dict[str, Any]) -> str:
+    """What the members of this run are, in the headline's words."""
+    return "inserted canaries" if metrics.get("kind") == "dp_canary" else "training records"
+
+
+def _one_run_audit(metrics: dict[str, Any]) -> str:
+    """The one-run canary audit (``kind: dp_canary``): canaries, bound at fixed k, oracle sweep, verdict."""
+    one_run, canaries = metrics.get("one_run_audit"), metrics.get("canaries")
+    if not (isinstance(one_run, dict) and isinstance(canaries, dict)):
+        return ""
+    dp = metrics.get("dp") or {}
+    claimed = dp.get("epsilon")
+    rows = [["fixed in the config (valid bound)", str(one_run["k_pos"]), str(one_run["k_neg"]),
+             f"{one_run['correct']} / {one_run['guesses']}", f"<b>{one_run['epsilon']:.3f}</b>"]]
+    rows += [["oracle sweep", str(b["k_pos"]), str(b["k_neg"]), f"{b['correct']} / {b['guesses']}",
+              f"{b['epsilon']:.3f}"] for b in (one_run.get("oracle") or {}).get("bounds", [])]
+    if claimed is None:
+        verdict = ('<div class="warn">The training has no privacy accountant (defense '
+                   f"<code>{_e(dp.get('defense', '-'))}</code>): the lower bound is compared against nothing.</div>")
+    elif one_run["epsilon"] > claimed:
+        verdict = ('<div class="alert"><b>DP claim violated.</b> The one-run lower bound '
+                   f"ε ≥ {one_run['epsilon']:.3f} exceeds the accountant's ε = {claimed:.3f}: the DP "
+                   "implementation or its accounting is broken (or the audit's assumptions were violated). "
+                   "Do not trust this run's privacy claim.</div>")
+    else:
+        verdict = (f"<p>The accountant's ε = {claimed:.3f} (δ = {_e(dp.get('delta', '-'))}) is an upper bound; the "
+                   f"one-run lower bound is {one_run['epsilon']:.3f}. Consistent: the bound does not exceed the "
+                   "claim.</p>")
+    return ("<h2>One-run canary audit (Steinke, Nasr &amp; Jagielski 2023)</h2>"
+            f"<p>{canaries['n']} {_e(canaries['kind'])} canaries, each inserted into the single training run "
+            f"independently with probability 1/2 ({canaries['n_inserted']} inserted). Each canary is scored by "
+            f"<code>{_e(one_run.get('attack', '-'))}</code> ({_e(one_run.get('score', '-'))}); the auditor guesses "
+            "\"inserted\" for the k+ highest scores and \"left out\" for the k− lowest, and the number of correct "
+            f"guesses gives a lower bound on ε at δ = {one_run['delta']:g} with {one_run['confidence']:.0%} "
+            "confidence. Only the row with k fixed in the config is a valid bound; the oracle rows chose k on these "
+            "scores.</p>"
+            + _table(["guesses", "k+", "k−", "correct", "ε lower bound"], rows) + verdict
+            + "<p>A lower bound never proves privacy: with about a thousand canaries and a black-box score it lies "
+              "far below the accountant's ε even for a correct DP-SGD (so are the paper's black-box audits).</p>")
 
 
 def _audited(run: Run) -> str:
@@ -359,7 +400,7 @@ def render_html(run: Run, *, max_records: int = 20) -> str:
         f"<h1>Membership inference audit</h1><p class=\"meta\">{_e(run.path.name)} &middot; written {created} "
         f"&middot; report by miaudit {_e(__version__)}</p>",
         _summary(run.metrics), _audited(run), _attack_table(run.metrics), figures,
-        _exposed(run.metrics, results, max_records), _epsilon_vs_accountant(run.metrics),
+        _exposed(run.metrics, results, max_records), _one_run_audit(run.metrics), _epsilon_vs_accountant(run.metrics),
         _blind_baseline(run.metrics), _token_views(run.path), _privacy_utility(run.path),
     ])
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"

@@ -95,6 +95,34 @@ def _attack_table(attacks: list[dict[str, Any]], fpr_keys: list[str], confidence
     return lines
 
 
+def _one_run_lines(metrics: dict[str, Any]) -> list[str]:
+    """The one-run canary audit of a ``kind: dp_canary`` run beside the accountant's epsilon (empty otherwise)."""
+    one_run, canaries = metrics.get("one_run_audit"), metrics.get("canaries")
+    if not (isinstance(one_run, dict) and isinstance(canaries, dict)):
+        return []
+    claimed = (metrics.get("dp") or {}).get("epsilon")
+    oracle = (one_run.get("oracle") or {}).get("oracle_best") or {}
+    lines = ["## One-run DP audit (Steinke, Nasr & Jagielski 2023)", "",
+             f"{canaries['n']} {canaries['kind']} canaries, each inserted independently with probability 1/2 "
+             f"({canaries['n_inserted']} inserted); scores from `{one_run.get('attack', '-')}`.", "",
+             "| | k+ / k- | correct / guesses | epsilon lower bound |", "|---|---|---|---|",
+             f"| k fixed in the config (valid) | {one_run['k_pos']} / {one_run['k_neg']} | "
+             f"{one_run['correct']} / {one_run['guesses']} | **{one_run['epsilon']:.3f}** |"]
+    if oracle:
+        lines.append(f"| oracle: best k on these scores (not a valid bound) | {oracle['k_pos']} / {oracle['k_neg']} | "
+                     f"{oracle['correct']} / {oracle['guesses']} | {oracle['epsilon']:.3f} |")
+    lines.append("")
+    if claimed is None:
+        lines.append("No privacy accountant for this training: the bound is compared against nothing.")
+    else:
+        lines.append(f"Accountant epsilon {claimed:.3f} at delta {one_run['delta']:g} (an upper bound) vs one-run "
+                     f"lower bound {one_run['epsilon']:.3f}: "
+                     + ("**DP CLAIM VIOLATED: the DP implementation or its accounting is broken.**"
+                        if one_run["epsilon"] > claimed else "consistent."))
+    return lines + ["", "A lower bound never proves privacy; with about a thousand canaries it lies far below the "
+                        "accountant's epsilon even for a correct DP-SGD.", ""]
+
+
 def render_report(metrics: dict[str, Any], *, figures: dict[str, str] | None = None) -> str:
     """Markdown text for a run; ``figures`` maps a caption to a file name relative to the run folder."""
     target, data = metrics.get("target", {}), metrics.get("data", {})
@@ -146,6 +174,7 @@ def render_report(metrics: dict[str, Any], *, figures: dict[str, str] | None = N
     else:
         out += ["## Attacks", "", "No attack was run.", ""]
 
+    out += _one_run_lines(metrics)
     out += ["## How to read this", "",
             "- **AUC** 0.5 is chance; 1.0 separates members from non-members perfectly.",
             "- **TPR at low FPR** is the figure that matters for privacy: how many members an attacker "
@@ -189,4 +218,8 @@ def summary_table(metrics: dict[str, Any]) -> str:
                     + [_fmt(a.get("balanced_accuracy")), str(a.get("threshold_source", "-"))])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    one_run = metrics.get("one_run_audit")
+    if isinstance(one_run, dict) and "verdict" in one_run:
+        lines.append(f"one-run canary audit: epsilon >= {one_run['epsilon']:.3f} at delta {one_run['delta']:g} "
+                     f"({one_run['correct']} of {one_run['guesses']} guesses correct); {one_run['verdict']}")
     return "\n".join(lines)
