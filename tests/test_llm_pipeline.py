@@ -94,11 +94,24 @@ def test_held_out_choice_and_oracle_are_labelled_and_consistent(run):
         assert chosen["oracle"] == chosen["grid"][int(np.argmax(chosen["evaluation_aucs"]))]
         assert entries[key]["params"][param] == chosen["held_out"]
         assert entries[f"{key}.oracle"]["params"][param] == chosen["oracle"]
+        assert (entries[key]["selection"], entries[f"{key}.oracle"]["selection"]) == ("held-out", "oracle")
+        assert (entries[key][param], entries[f"{key}.oracle"][param]) == (chosen["held_out"], chosen["oracle"])
         assert entries[f"{key}.oracle"]["auc"] >= entries[key]["auc"] - 1e-12
         oracle_scores = AttackResult.load(out / "scores", f"{key}.oracle")
         assert roc_auc(oracle_scores.labels, oracle_scores.scores) == pytest.approx(max(chosen["evaluation_aucs"]))
     assert "min_k.oracle" not in entries and entries["min_k"]["params"]["k"] == 0.5  # fixed by the user: no search
     assert "oracle" in metrics["selection"]["note"]
+    assert "selection" not in entries["min_k"]
+
+
+def test_markdown_report_shows_selection_and_blind_baseline(run):
+    out, metrics = run
+    report = (out / "report.md").read_text()
+    chosen = metrics["selection"]["attacks"]["ac"]
+    row = next(line for line in report.splitlines() if line.startswith("| `ac` | beta |"))
+    assert f"{chosen['held_out']:.4f}" in row and f"{chosen['oracle']:.4f}" in row
+    baseline = metrics["blind_baseline"]
+    assert "## Blind baseline" in report and f"AUC {baseline['auc']:.3f}" in report
 
 
 def test_config_errors_name_the_problem(shared_data, tmp_path):

@@ -123,6 +123,42 @@ def _one_run_lines(metrics: dict[str, Any]) -> list[str]:
                         "accountant's epsilon even for a correct DP-SGD.", ""]
 
 
+def _selection_lines(metrics: dict[str, Any]) -> list[str]:
+    """LLM runs: each tuned hyper-parameter, chosen on the calibration split (reported) and on the
+    evaluation labels ("oracle", optimistic), with both AUCs (empty for runs without a selection)."""
+    selection = metrics.get("selection")
+    if not isinstance(selection, dict) or not selection.get("attacks"):
+        return []
+    auc = {a["name"]: a.get("auc") for a in metrics.get("attacks", [])}
+    lines = ["## Hyper-parameter choice", "",
+             f"Chosen on a stratified calibration split of {selection.get('n_calibration', '?')} documents "
+             "(left out of the evaluation; this is the reported result) and, for comparison only, on the "
+             "evaluation labels themselves (`oracle`, an optimistic bound).", "",
+             "| attack | parameter | held-out choice | AUC | oracle choice | oracle AUC |", "|---|---|---|---|---|---|"]
+    for key, chosen in selection["attacks"].items():
+        lines.append(f"| `{key}` | {chosen['parameter']} | {_fmt(chosen['held_out'], 4)} | {_fmt(auc.get(key))} | "
+                     f"{_fmt(chosen['oracle'], 4)} | {_fmt(auc.get(f'{key}.oracle'))} |")
+    return lines + [""]
+
+
+def _blind_baseline_lines(metrics: dict[str, Any], best: dict[str, Any] | None) -> list[str]:
+    """LLM runs: the bag-of-words classifier that never queries the model, next to the best attack."""
+    baseline = metrics.get("blind_baseline")
+    if not isinstance(baseline, dict) or "auc" not in baseline:
+        return []
+    tprs = ", ".join(f"TPR {_fmt(v)} at {_fpr_label(k)} FPR" for k, v in sorted(
+        baseline.get("tpr_at_fpr", {}).items(), key=lambda kv: float(kv[0])))
+    lines = ["## Blind baseline", "",
+             f"A {baseline.get('classifier', 'text')} classifier on {baseline.get('features', 'the text')} alone, "
+             f"{baseline.get('n_splits', '?')}-fold cross-validated on the evaluation documents, never querying "
+             f"the model: AUC {_with_ci(baseline['auc'], baseline.get('auc_ci'))}; {tprs}.", ""]
+    if best is not None and baseline["auc"] >= best["auc"]:
+        lines += [f"**It does at least as well as the strongest attack (`{best['name']}`, AUC {best['auc']:.3f})**: "
+                  "members and non-members differ in distribution, so these attack scores cannot be read as "
+                  "evidence of membership.", ""]
+    return lines
+
+
 def render_report(metrics: dict[str, Any], *, figures: dict[str, str] | None = None) -> str:
     """Markdown text for a run; ``figures`` maps a caption to a file name relative to the run folder."""
     target, data = metrics.get("target", {}), metrics.get("data", {})
@@ -134,7 +170,7 @@ def render_report(metrics: dict[str, Any], *, figures: dict[str, str] | None = N
 
     what = [f"- **Dataset**: {_fmt(data.get('dataset'))}"
             f" ({_fmt(data.get('n_members'))} members, {_fmt(data.get('n_nonmembers'))} non-members audited)",
-            f"- **Target**: {target.get('description', target.get('source', '-'))}",
+            f"- **Target**: {target.get('description', target.get('source', target.get('model', '-')))}",
             f"- **Seed**: {metrics.get('seed', '-')}; miaudit {metrics.get('miaudit_version', '?')}"]
     if metrics.get("shadow"):
         s = metrics["shadow"]
@@ -174,6 +210,8 @@ def render_report(metrics: dict[str, Any], *, figures: dict[str, str] | None = N
     else:
         out += ["## Attacks", "", "No attack was run.", ""]
 
+    out += _selection_lines(metrics)
+    out += _blind_baseline_lines(metrics, attacks[0] if attacks else None)
     out += _one_run_lines(metrics)
     out += ["## How to read this", "",
             "- **AUC** 0.5 is chance; 1.0 separates members from non-members perfectly.",
