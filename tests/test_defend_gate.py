@@ -1,8 +1,10 @@
-"""`miaudit defend` as a tracked run: --fail-if gates per defense row, --gate-defense, --json, the run store."""
+"""`miaudit defend` as a tracked run: --fail-if gates per defense row, --gate-defense, --json, the run store,
+and its report.html (the defense-comparison page, rendered in headless Chromium)."""
 
 import contextlib
 import io
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -11,6 +13,7 @@ import textwrap
 
 import pytest
 from run_fixtures import make_run_dir
+from test_html_report import NETWORK_REFERENCE, render_in_chromium
 
 from miaudit.cli import main
 from miaudit.errors import MiauditError
@@ -120,6 +123,8 @@ def test_gate_defense_restricts_and_json_summary(config, tripped_run, tmp_path, 
     assert code == 0 == summary["exit_code"] and not summary["gates"]["tripped"]
     assert "strongest attack" in captured.err  # the human table went to stderr
     assert summary["run_id"] is None and summary["kind"] == "defenses" and summary["gate_defenses"] == ["label_only"]
+    assert summary["report"] == summary["files"]["report.html"] == str(tmp_path / "out" / "report.html")
+    assert (tmp_path / "out" / "report.html").is_file() and f"report: {summary['report']}" in captured.err
     rows = {d["label"]: d for d in summary["defenses"]}
     assert set(rows) == {"none", "label_only"} and not rows["none"]["gated"] and rows["label_only"]["gated"]
     assert rows["none"]["gates"] == [] and rows["label_only"]["gates"][0]["attack"] == "correctness"
@@ -129,6 +134,41 @@ def test_gate_defense_restricts_and_json_summary(config, tripped_run, tmp_path, 
     assert 0 < rows["none"]["test_accuracy"] <= 1
     loss = next(a for a in rows["label_only"]["attacks"] if a["name"] == "loss")
     assert loss["applicable"] is False and "label-only" in loss["reason"]
+
+
+def test_defend_writes_a_self_contained_report(tripped_run):
+    out, _, _, stdout = tripped_run
+    report = out / "report.html"
+    assert f"report: {report}" in stdout
+    text = report.read_text(encoding="utf-8")
+    assert not NETWORK_REFERENCE.search(text) and "<script" not in text and "<link" not in text
+    assert text.count('<img src="data:image/png;base64,') == 3  # privacy-utility, ROC, score histograms
+    rows = {r["label"]: r for r in json.loads((out / "defenses.json").read_text())["defenses"]}
+    # 100 non-members support no FPR: the summary quotes the 5% figure of the strongest attack there, as indicative
+    loss = next(a for a in rows["none"]["attacks"] if a["name"] == "loss")
+    assert max(a["tpr_at_fpr"]["0.05"] for a in rows["none"]["attacks"]) == loss["tpr_at_fpr"]["0.05"]
+    summary = re.sub(r"<[^>]+>", "", re.search(r'<div class="summary">(.*?)</div>', text).group(1))
+    assert "Too few non-members" in summary
+    assert (f"Without a defense, the strongest attack (loss) finds {100 * loss['tpr_at_fpr']['0.05']:.1f}% of the "
+            "training records at a 5.0% false alarm rate") in summary
+    assert f"The model's test accuracy is {100 * rows['none']['target']['test_accuracy']:.1f}%" in summary
+    assert "With label_only" in summary
+    for needle in ("Defense comparison: digits, mlp", "What was compared and how", "Utility and cost",
+                   "Attacks per defense", "<h3>label_only</h3>", "n/a: needs probabilities outputs",
+                   f"{loss['auc']:.3f} [{loss['auc_ci'][0]:.3f}, {loss['auc_ci'][1]:.3f}]",
+                   "its strongest attack at 5.0% FPR",
+                   "peak memory (MB)", "empirical ε (lower bound)"):
+        assert needle in text, needle
+
+
+def test_defend_report_renders_in_headless_chromium(tripped_run, tmp_path):
+    attrs = render_in_chromium(tripped_run[0] / "report.html", tmp_path)
+    widths = [int(w) for w in attrs["images"].split(",")]
+    assert len(widths) == 3 and all(w > 100 for w in widths), widths
+    assert {"What was compared and how", "Defenses: privacy vs utility", "Utility and cost", "Attacks per defense",
+            "ROC curves of each defense's strongest attack (log-log)", "Score distributions"
+            } <= set(attrs["sections"].split("|"))
+    assert attrs["summary-bg"] not in ("", "rgba(0, 0, 0, 0)")
 
 
 @pytest.mark.parametrize("flags, message", [

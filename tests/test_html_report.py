@@ -16,6 +16,7 @@ from miaudit.tracking import add_empirical_epsilon
 
 TOKEN_VIEW = ('<html><body><p><span style="background:#f88" title="-0.2">Once</span> '
               '<span style="background:#fee" title="-3.1">upon</span></p></body></html>')
+NETWORK_REFERENCE = re.compile(r"""(?:src|href|url)\s*[=(]\s*["']?\s*(?:https?:|//)""", re.I)
 _PROBE = """<script>window.addEventListener('load', () => {
   const imgs = [...document.images];
   document.body.setAttribute('data-images', imgs.map(i => i.complete ? i.naturalWidth : -1).join(','));
@@ -53,7 +54,7 @@ def full_run(tmp_path_factory) -> Path:
 
 def test_report_is_self_contained_and_complete(full_run):
     text = (full_run / "report.html").read_text(encoding="utf-8")
-    assert not re.search(r"""(?:src|href|url)\s*[=(]\s*["']?\s*(?:https?:|//)""", text, re.I)
+    assert not NETWORK_REFERENCE.search(text)
     assert "<link" not in text and "<script" not in text
     assert text.count('<img src="data:image/png;base64,') == 3  # ROC, histograms, privacy-utility
     for needle in ("false alarm rate", "What was audited", "n members", "Most exposed records", "rec0",
@@ -64,18 +65,26 @@ def test_report_is_self_contained_and_complete(full_run):
     assert "<code>rmia</code>" in exposed[:400]  # the strongest attack's records
 
 
-def test_report_renders_in_headless_chromium(full_run, tmp_path):
+def render_in_chromium(report: Path, workdir: Path) -> dict[str, str]:
+    """Open ``report`` in headless Chromium with DNS disabled; what the page showed once loaded.
+
+    Keys: ``images`` (each image's natural width, -1 when not loaded, comma-separated),
+    ``sections`` (the ``h2`` texts, ``|``-separated), ``iframes``, ``height``, ``summary-bg``.
+    """
     chromium = _chromium()
-    page = tmp_path / "probe.html"
-    page.write_text((full_run / "report.html").read_text(encoding="utf-8").replace("</body>", _PROBE + "</body>"),
-                    encoding="utf-8")
+    page = workdir / "probe.html"
+    page.write_text(report.read_text(encoding="utf-8").replace("</body>", _PROBE + "</body>"), encoding="utf-8")
     cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--host-resolver-rules=MAP * ~NOTFOUND", f"--user-data-dir={tmp_path / 'profile'}",
+           "--host-resolver-rules=MAP * ~NOTFOUND", f"--user-data-dir={workdir / 'profile'}",
            "--virtual-time-budget=5000", "--dump-dom", page.as_uri()]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    attrs = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', out.stdout.split("<body", 1)[1].split(">", 1)[0]))
+    return dict(re.findall(r'data-([a-z-]+)="([^"]*)"', out.stdout.split("<body", 1)[1].split(">", 1)[0]))
+
+
+def test_report_renders_in_headless_chromium(full_run, tmp_path):
+    attrs = render_in_chromium(full_run / "report.html", tmp_path)
     widths = [int(w) for w in attrs["images"].split(",")]
     assert len(widths) == 3 and all(w > 100 for w in widths), widths
     sections = attrs["sections"].split("|")
@@ -140,3 +149,99 @@ def test_headline_quotes_only_an_fpr_the_non_members_support(full_run, tmp_path)
     markdown = _markdown_headline(folder)
     assert f"TPR {rmia['tpr_at_fpr']['0.01']:.3f} [" in markdown and "at 1% FPR (the lowest evaluated FPR that 2000" \
         in markdown
+
+
+# -- the defense-comparison page (miaudit defend folders) ----------------------------------------
+def _defense_row(label, components, accuracy, tpr, ci, *, epsilon=None, empirical=0.2):
+    attack = {"name": "rmia", "access": "probabilities", "auc": 0.61, "auc_ci": [0.58, 0.64], "advantage": 0.2,
+              "advantage_ci": [0.1, 0.3], "tpr_at_fpr": {"0.01": tpr}, "tpr_at_fpr_ci": {"0.01": ci},
+              "threshold_source": "oracle", "empirical_epsilon": {"epsilon": empirical, "delta": 1e-5}}
+    return {"label": label, "training_overrides": {}, "notes": [], "epsilon": epsilon,
+            "delta": 1e-5 if epsilon is not None else None,
+            "components": [{"name": c, "kind": "training", "params": {"p": 1}, "citation": f"{c} et al."}
+                           for c in components],
+            "target": {"test_accuracy": accuracy, "train_accuracy": 1.0, "train_seconds": 1.5, "peak_memory_mb": 50.0,
+                       "postprocess_seconds": 0.0, "seconds_all_models": 2.5, "shared_training": False},
+            "attacks": [attack, {"name": "loss", "applicable": False, "reason": "needs probabilities outputs"}]}
+
+
+def _comparison(folder, rows, **changes):
+    result = {"version": 1, "kind": "defenses", "miaudit_version": "0.0", "seed": 4, "created": "2025-01-01T00:00:00",
+              "config": {"training": {"model": "mlp", "hidden": [8], "epochs": 3},
+                         "shadow": {"n_models": 1}, "reference": {"n_models": 2}},
+              "data": {"dataset": "digits", "n_members": 2000, "n_nonmembers": 2000},
+              "evaluation": {"n_bootstrap": 20, "confidence": 0.95, "fprs": [0.01]},
+              "defenses": rows, "seconds": 9.0, **changes}
+    folder.mkdir()
+    (folder / "defenses.json").write_text(json.dumps(result), encoding="utf-8")
+    return folder
+
+
+def _summary_text(folder):
+    text = build_html_report(folder).read_text(encoding="utf-8")
+    summary = re.search(r'<div class="summary">(.*?)</div>', text).group(1)
+    return text, re.sub(r"<[^>]+>", "", summary)
+
+
+def test_defense_page_summary_states_the_gain_and_the_cost(tmp_path):
+    folder = _comparison(tmp_path / "defend", [
+        _defense_row("none", [], 0.80, 0.30, [0.25, 0.35], empirical=3.1),
+        _defense_row("dp_sgd", ["dp_sgd"], 0.73, 0.04, [0.02, 0.06], epsilon=8.0, empirical=0.5),
+        _defense_row("smooth", ["label_smoothing"], 0.79, 0.28, [0.22, 0.33])])
+    text, summary = _summary_text(folder)
+    assert ("Without a defense, the strongest attack (rmia) finds 30.0% of the training records at a 1.0% false "
+            "alarm rate (95% CI 25.0% to 35.0%)") in summary
+    assert "With dp_sgd" in summary and "finds 4.0% of them" in summary and "ε = 8.00 (δ = 1e-05)" in summary
+    assert "at a cost of 7.0 points of test accuracy (80.0% → 73.0%)" in summary
+    assert "overlap" not in summary and "Too few" not in summary
+    assert not NETWORK_REFERENCE.search(text) and "<script" not in text
+    assert text.count('<img src="data:image/png;base64,') == 1  # the privacy-utility plot, drawn: no scores/ here
+    for needle in ("What was compared and how", "dp_sgd et al.", "Utility and cost", "Attacks per defense",
+                   "<h3>smooth</h3>", "n/a: needs probabilities outputs", "0.040 [0.020, 0.060]", "(reference)",
+                   "-7.0", "8.00 (δ 1e-05)", "3.10 (<code>rmia</code>)", "Full configuration"):
+        assert needle in text, needle
+    assert "DP claim contradicted" not in text and "ROC curves" not in text
+
+
+@pytest.mark.parametrize("rows, expected", [
+    ([_defense_row("none", [], 0.8, 0.30, [0.25, 0.35]), _defense_row("dp", ["dp_sgd"], 0.7, 0.26, [0.2, 0.31])],
+     "The two confidence intervals overlap"),
+    ([_defense_row("none", [], 0.8, 0.30, [0.25, 0.35]), _defense_row("reg", ["l2"], 0.82, 0.31, [0.26, 0.36])],
+     "No defense here lowers"),
+    ([_defense_row("reg", ["l2"], 0.8, 0.30, [0.25, 0.35]), _defense_row("dp", ["dp_sgd"], 0.7, 0.1, [0.05, 0.2])],
+     "no undefended row"),
+    ([_defense_row("none", [], 0.8, 0.30, [0.25, 0.35]), _defense_row("top", ["top_k"], 0.8, 0.1, [0.05, 0.2])],
+     "at the same test accuracy (80.0%)"),
+])
+def test_defense_page_summary_caveats(tmp_path, rows, expected):
+    assert expected in _summary_text(_comparison(tmp_path / "defend", rows))[1]
+
+
+def test_defense_page_flags_too_few_nonmembers_and_a_contradicted_dp_claim(tmp_path):
+    rows = [_defense_row("none", [], 0.8, 0.3, [0.2, 0.4]),
+            _defense_row("dp", ["dp_sgd"], 0.7, 0.1, [0.0, 0.2], epsilon=1.0, empirical=1.7)]
+    for row in rows:
+        row["attacks"][0]["tpr_at_fpr"]["0.05"] = row["attacks"][0]["tpr_at_fpr"]["0.01"] + 0.1
+    text, summary = _summary_text(_comparison(tmp_path / "defend", rows,
+                                              data={"dataset": "digits", "n_nonmembers": 100}))
+    assert "Too few non-members" in summary and "at a 5.0% false alarm rate" in summary
+    assert "finds 40.0% of the training records" in summary  # the 5% figure, not the unsupported 1%
+    assert "dp: DP claim contradicted" in text and "ε ≥ 1.70 exceeds the accountant's ε = 1.00" in text
+
+
+def test_folder_type_decides_the_page_and_bad_folders_are_clear_errors(tmp_path, full_run):
+    assert "Membership inference audit" in (full_run / "report.html").read_text()  # metrics.json wins
+    with pytest.raises(DataError, match="no metrics.json.*nor a defense comparison.*miaudit defend"):
+        build_html_report(tmp_path)
+    with pytest.raises(DataError, match="does not exist"):
+        build_html_report(tmp_path / "missing")
+    folder = _comparison(tmp_path / "old", [_defense_row("none", [], 0.8, 0.3, [0.2, 0.4])], version=0)
+    with pytest.raises(DataError, match="format version 0"):
+        build_html_report(folder)
+    (folder / "defenses.json").write_text('{"kind": "defenses", "defenses": [{"name": "none"}]}')
+    with pytest.raises(DataError, match="not a defense comparison written by miaudit defend"):
+        build_html_report(folder)
+    (folder / "defenses.json").write_text("{broken")
+    with pytest.raises(DataError, match="not valid JSON"):
+        build_html_report(folder)
+    assert not (folder / "report.html").exists()

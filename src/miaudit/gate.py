@@ -2,8 +2,9 @@
 
 Grammar (whitespace free around the parts)::
 
-    gate    := [attack ":"] metric op number
+    gate    := [attack ":"] metric op number  |  run_metric op number
     metric  := "auc" | "advantage" | "balanced_accuracy" | "epsilon" | "tpr@" fpr
+    run_metric := "one_run_epsilon"         (a run-level metric: no attack prefix)
     fpr     := number | number "%"          (tpr@0.01 and tpr@1% are the same)
     op      := ">" | ">=" | "<" | "<="
 
@@ -13,7 +14,9 @@ value of the metric (model-free baselines such as the LLM blind baseline are not
 them explicitly to gate on them). ``epsilon`` is the empirical lower bound on epsilon of
 :func:`miaudit.evaluation.epsilon.empirical_epsilon` (stored per attack as
 ``"empirical_epsilon"`` by :func:`miaudit.tracking.finalize_run`, or computed from the run's
-saved scores).
+saved scores). ``one_run_epsilon`` is the run's one-run canary bound (Steinke, Nasr & Jagielski
+2023), ``metrics.json`` ``"one_run_audit"`` ``"epsilon"``, written by audits of kind ``dp_canary``;
+it belongs to the run, not to an attack, so it takes no attack prefix.
 
 Defense comparisons (``miaudit defend``): :func:`check_defense_gates` evaluates every gate on
 every defense row of ``defenses.json`` (or on the rows named with ``--gate-defense``), each row
@@ -32,23 +35,24 @@ from typing import Any, Callable
 from miaudit.errors import MiauditError
 
 BASELINE_NAMES = frozenset({"blind_baseline"})  # model-free baselines: never "the strongest attack"
+RUN_METRICS = frozenset({"one_run_epsilon"})  # metrics of the run itself: no attack prefix
 GRAMMAR = ('[ATTACK:]METRIC OP NUMBER with METRIC one of auc, advantage, balanced_accuracy, epsilon, '
-           'tpr@FPR (e.g. tpr@0.01 or tpr@1%) and OP one of > >= < <=; e.g. "tpr@0.01 > 0.05" or '
-           '"rmia:auc >= 0.6"')
+           'tpr@FPR (e.g. tpr@0.01 or tpr@1%), or the run-level one_run_epsilon (no ATTACK:), and OP one of '
+           '> >= < <=; e.g. "tpr@0.01 > 0.05", "rmia:auc >= 0.6" or "one_run_epsilon > 8"')
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _PATTERN = re.compile(
     rf"^\s*(?:(?P<attack>[A-Za-z0-9_.\-]+)\s*:\s*)?"
-    rf"(?P<metric>auc|advantage|balanced_accuracy|epsilon|tpr\s*@\s*(?P<fpr>{_NUMBER})\s*(?P<pct>%)?)"
+    rf"(?P<metric>one_run_epsilon|auc|advantage|balanced_accuracy|epsilon|tpr\s*@\s*(?P<fpr>{_NUMBER})\s*(?P<pct>%)?)"
     rf"\s*(?P<op>>=|<=|>|<)\s*(?P<value>{_NUMBER})\s*$")
 
 
 @dataclass(frozen=True)
 class Gate:
     expression: str
-    attack: str | None  # None = the strongest attack for this metric
-    metric: str  # "auc", "advantage", "balanced_accuracy", "epsilon" or "tpr@<fpr>"
+    attack: str | None  # None = the strongest attack for this metric (always None for a run-level metric)
+    metric: str  # "auc", "advantage", "balanced_accuracy", "epsilon", "tpr@<fpr>" or "one_run_epsilon"
     fpr: float | None  # for tpr@ metrics
     op: str
     threshold: float
@@ -79,6 +83,9 @@ def parse_gate(expression: str) -> Gate:
         if not 0.0 < fpr < 1.0:
             raise MiauditError(f"gate {expression!r}: the FPR of tpr@FPR must be in (0, 1), got {fpr:g}")
         metric = f"tpr@{fpr:g}"
+    if metric in RUN_METRICS and match["attack"] is not None:
+        raise MiauditError(f"gate {expression!r}: {metric} belongs to the run (its one-run canary audit), not to an "
+                           f"attack; drop the {match['attack']!r}: prefix, e.g. \"{metric} > 8\"")
     return Gate(expression=expression.strip(), attack=match["attack"], metric=metric, fpr=fpr,
                 op=match["op"], threshold=float(match["value"]))
 
@@ -111,6 +118,8 @@ def metric_value(attack: dict[str, Any], gate: Gate, run_dir: Path | None = None
     Saved scores are read from ``scores_dir`` (default ``run_dir/scores``).
     """
     name = attack.get("name", "?")
+    if gate.metric in RUN_METRICS:
+        raise MiauditError(f"gate {gate.expression!r}: {gate.metric} is a metric of the run, not of attack {name!r}")
     if scores_dir is None and run_dir is not None:
         scores_dir = Path(run_dir) / "scores"
     if gate.metric in ("auc", "advantage", "balanced_accuracy"):
@@ -171,6 +180,22 @@ def evaluate_gate(gate: Gate, attacks: list[dict[str, Any]], *, scores_dir: Path
     return chosen, values[chosen]
 
 
+def run_metric_value(metrics: dict[str, Any], gate: Gate) -> tuple[dict[str, Any], float]:
+    """``(detail fields, value)`` of a run-level gate (``one_run_epsilon``) on a run's ``metrics.json``.
+
+    A clear :class:`MiauditError` when the run has no one-run canary audit (only ``kind: dp_canary``
+    audits write one).
+    """
+    one_run = metrics.get("one_run_audit")
+    if not isinstance(one_run, dict) or one_run.get("epsilon") is None:
+        raise MiauditError(f"gate {gate.expression!r}: this run (kind {metrics.get('kind', '?')!r}) has no one-run "
+                           "canary audit ('one_run_audit' in metrics.json); one_run_epsilon needs an audit of kind "
+                           "dp_canary (see docs/dp-auditing.md)")
+    fields = {"attack": "one_run_audit", "bound_attack": one_run.get("attack"),
+              "accountant_epsilon": (metrics.get("dp") or {}).get("epsilon")}
+    return fields, float(one_run["epsilon"])
+
+
 def _detail(gate: Gate, attack: str, value: float, **extra: Any) -> dict[str, Any]:
     return {"expression": gate.expression, **extra, "attack": attack, "strongest": gate.attack is None,
             "metric": gate.metric, "value": value, "op": gate.op, "threshold": gate.threshold,
@@ -183,7 +208,9 @@ def check_gates(metrics_json: dict[str, Any] | str | Path, expressions: list[str
 
     ``metrics_json`` is the parsed ``metrics.json``, its path, or the run directory. ``run_dir``
     (default: the folder of the file) gives access to saved scores for metrics not stored.
-    Each detail: expression, attack (the one used), metric, value, op, threshold, tripped.
+    Each detail: expression, attack (the one used), metric, value, op, threshold, tripped; a
+    ``one_run_epsilon`` detail has attack ``"one_run_audit"``, ``bound_attack`` (the attack that scored
+    the canaries) and ``accountant_epsilon`` (None without a DP accountant).
     """
     metrics, folder = _load_json(metrics_json)
     folder = Path(run_dir) if run_dir is not None else folder
@@ -193,6 +220,10 @@ def check_gates(metrics_json: dict[str, Any] | str | Path, expressions: list[str
     details = []
     for expression in expressions:
         gate = parse_gate(expression)
+        if gate.metric in RUN_METRICS:
+            fields, value = run_metric_value(metrics, gate)
+            details.append({**_detail(gate, fields.pop("attack"), value), "strongest": False, **fields})
+            continue
         chosen, value = evaluate_gate(gate, attacks, scores_dir=folder / "scores" if folder is not None else None)
         details.append(_detail(gate, chosen, value))
     return GateResult(tripped=any(d["tripped"] for d in details), details=details)
@@ -207,6 +238,10 @@ def check_defense_gate_targets(expressions: list[str] | tuple[str, ...], *, atta
     """
     gates = [parse_gate(e) for e in expressions]
     for gate in gates:
+        if gate.metric in RUN_METRICS:
+            raise MiauditError(f"gate {gate.expression!r}: {gate.metric} is the bound of a one-run canary audit "
+                               "(miaudit audit with kind dp_canary); a defense comparison has none. Gate a defense "
+                               "row on its attacks' empirical bound instead, e.g. \"epsilon > 8\"")
         if gate.attack is not None and gate.attack not in attacks:
             raise _unknown_attack(gate, attacks, "this comparison", "its attacks")
     for label in selected or ():
@@ -282,8 +317,11 @@ def describe(detail: dict[str, Any]) -> str:
                 f"{detail.get('reason') or 'no result'})")
     word = "TRIPPED" if detail["tripped"] else "holds"
     who = f"{detail['attack']} (strongest)" if detail["strongest"] else detail["attack"]
+    if detail.get("bound_attack"):
+        who = f"one-run canary audit, scored by {detail['bound_attack']}"
     return f"gate {word}: {detail['expression']}{where}  ({who}: {detail['metric']} = {detail['value']:.4g})"
 
 
-__all__ = ["BASELINE_NAMES", "GRAMMAR", "Gate", "GateResult", "check_defense_gate_targets", "check_defense_gates",
-           "check_gates", "describe", "evaluate_gate", "is_baseline", "metric_value", "parse_gate"]
+__all__ = ["BASELINE_NAMES", "GRAMMAR", "RUN_METRICS", "Gate", "GateResult", "check_defense_gate_targets",
+           "check_defense_gates", "check_gates", "describe", "evaluate_gate", "is_baseline", "metric_value",
+           "parse_gate", "run_metric_value"]

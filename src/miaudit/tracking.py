@@ -37,6 +37,8 @@ from miaudit.gate import GRAMMAR, GateResult, check_gates, describe, is_baseline
 from miaudit.store import RunStore, default_store_path
 
 DEFAULT_DELTA = 1e-5
+#: fields of ``metrics.json`` ``"one_run_audit"`` kept in the ``--json`` summary
+_ONE_RUN_KEYS = ("epsilon", "delta", "confidence", "correct", "guesses", "verdict")
 _PACKAGES = ("miaudit", "numpy", "scipy", "scikit-learn", "torch", "transformers", "opacus", "ray")
 
 
@@ -212,7 +214,11 @@ def add_empirical_epsilon(run_dir: str | Path, *, delta: float | None = None) ->
 
 def summary(metrics: dict[str, Any], *, run_id: str | None, run_dir: Path, report: Path | None,
             gates: GateResult) -> dict[str, Any]:
-    """The JSON summary printed with ``--json``."""
+    """The JSON summary printed with ``--json``.
+
+    Runs with a one-run canary audit (``kind: dp_canary``) add ``one_run_audit`` (epsilon, delta,
+    confidence, correct, guesses, verdict); runs with a ``"dp"`` section add it as ``dp``.
+    """
     keep = ("name", "auc", "auc_ci", "tpr_at_fpr", "tpr_at_fpr_ci", "advantage", "advantage_ci",
             "balanced_accuracy", "threshold_source", "warnings")
     attacks = []
@@ -229,10 +235,15 @@ def summary(metrics: dict[str, Any], *, run_id: str | None, run_dir: Path, repor
         for key in sorted({k for a in model for k in a.get("tpr_at_fpr", {})}, key=float):
             best = max(model, key=lambda a: a.get("tpr_at_fpr", {}).get(key, -1.0))
             strongest[f"tpr@{key}"] = {"attack": best["name"], "value": best["tpr_at_fpr"].get(key)}
-    return {"run_id": run_id, "run_dir": str(run_dir), "report": str(report) if report else None,
-            "status": "completed", "kind": metrics.get("kind"), "seed": metrics.get("seed"),
-            "gates": gates.to_dict(), "exit_code": 1 if gates.tripped else 0, "strongest": strongest,
-            "dp_accountant": _dp_claim(metrics), "attacks": attacks}
+    out = {"run_id": run_id, "run_dir": str(run_dir), "report": str(report) if report else None,
+           "status": "completed", "kind": metrics.get("kind"), "seed": metrics.get("seed"),
+           "gates": gates.to_dict(), "exit_code": 1 if gates.tripped else 0, "strongest": strongest,
+           "dp_accountant": _dp_claim(metrics), "attacks": attacks}
+    if isinstance(metrics.get("one_run_audit"), dict):  # kind dp_canary: the one-run bound and its verdict
+        out["one_run_audit"] = {k: metrics["one_run_audit"].get(k) for k in _ONE_RUN_KEYS}
+    if isinstance(metrics.get("dp"), dict):  # the DP accountant's full report (defense, epsilon, delta, ...)
+        out["dp"] = metrics["dp"]
+    return out
 
 
 def finalize_run(run_dir: str | Path, args: argparse.Namespace, *, command: str = "audit",

@@ -59,9 +59,15 @@ def torch_threads(n: int | None) -> Iterator[None]:
 def run_and_finalize(config: Any, args: argparse.Namespace, *, command: str) -> int:
     """Run the parsed ``config`` into ``args.out`` as a tracked run; print the summary table; return the exit code."""
     from miaudit.audit import resolved_config, run_audit
+    from miaudit.gate import RUN_METRICS, parse_gate
     from miaudit.report import summary_table
     from miaudit.tracking import tracked_run
 
+    kind = getattr(config, "kind", None)
+    for expression in args.fail_if:
+        if parse_gate(expression).metric in RUN_METRICS and kind != "dp_canary":
+            raise ConfigError(f"gate {expression!r}: one_run_epsilon exists only in audits of kind dp_canary (this "
+                              f"config is kind {kind!r}); gate on epsilon, auc, advantage or tpr@FPR instead")
     with tracked_run(args, command=command, config=resolved_config(config), run_dir=args.out) as tracker:
         with torch_threads(args.threads):
             metrics = run_audit(config, args.out, overwrite=args.overwrite, progress=not args.quiet)

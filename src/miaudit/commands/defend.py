@@ -5,7 +5,9 @@ A tracked run like ``miaudit audit`` (:mod:`miaudit.tracking`): recorded in the 
 ``defenses.json`` gets an empirical epsilon lower bound, ``--fail-if`` gates are checked on every
 defense row (or on the rows named with ``--gate-defense``) by
 :func:`miaudit.gate.check_defense_gates` (exit code 1 when one trips), and ``--json`` prints a
-summary on stdout. Gates and ``--gate-defense`` labels are checked before any training.
+summary on stdout. Gates and ``--gate-defense`` labels are checked before any training. The folder
+gets a self-contained ``report.html`` (:func:`miaudit.report.html.build_html_report`: the
+defense-comparison page) once the bounds are added.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from miaudit.commands.audit import torch_threads
     from miaudit.config import resolved_without_seed
     from miaudit.defenses.compare import parse_defend_config, run_defense_comparison
+    from miaudit.report.html import build_html_report
     from miaudit.tracking import tracked_run
 
     config = parse_defend_config(args.config, data_dir=args.data_dir)
@@ -63,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         with torch_threads(args.threads):
             run_defense_comparison(config, out, overwrite=args.overwrite, progress=not args.quiet)
         result = add_defense_epsilon(out, delta=args.epsilon_delta)
-        print_table(result, out, file=stream)
+        report = build_html_report(out)
+        print_table(result, out, report, file=stream)
         gate_error = None
         try:
             gates = check_defense_gates(result, args.fail_if, run_dir=out, defenses=args.gate_defense)
@@ -74,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
     if gate_error is not None:
         raise gate_error
     if args.json:
-        print(json.dumps(summary(result, gates, run_id=tracker.run_id, run_dir=out, gate_defenses=args.gate_defense),
-                         indent=2))
+        print(json.dumps(summary(result, gates, run_id=tracker.run_id, run_dir=out, report=report,
+                                 gate_defenses=args.gate_defense), indent=2))
     else:
         if tracker.run_id:
             print(f"run {tracker.run_id}")
@@ -126,7 +130,7 @@ def strongest_by_metric(attacks: list[dict[str, Any]]) -> dict[str, dict[str, An
     return out
 
 
-def summary(result: dict[str, Any], gates: GateResult, *, run_id: str | None, run_dir: Path,
+def summary(result: dict[str, Any], gates: GateResult, *, run_id: str | None, run_dir: Path, report: Path,
             gate_defenses: list[str]) -> dict[str, Any]:
     """The JSON summary printed with ``--json``: one entry per defense, the gates and the exit code."""
     defenses = []
@@ -145,15 +149,16 @@ def summary(result: dict[str, Any], gates: GateResult, *, run_id: str | None, ru
             "strongest": strongest_by_metric(row["attacks"]),
             "gates": [d for d in gates.details if d.get("defense") == row["label"]],
             "attacks": attacks})
-    return {"run_id": run_id, "run_dir": str(run_dir), "status": "completed", "kind": "defenses",
-            "seed": result.get("seed"), "dataset": result.get("data", {}).get("dataset"),
+    return {"run_id": run_id, "run_dir": str(run_dir), "report": str(report), "status": "completed",
+            "kind": "defenses", "seed": result.get("seed"), "dataset": result.get("data", {}).get("dataset"),
             "model": result.get("config", {}).get("training", {}).get("model"),
-            "files": {name: str(run_dir / name) for name in ("defenses.md", "defenses.json", "privacy_utility.png")},
+            "files": {name: str(run_dir / name)
+                      for name in ("report.html", "defenses.md", "defenses.json", "privacy_utility.png")},
             "gate_defenses": list(gate_defenses) or None, "gates": gates.to_dict(),
             "exit_code": 1 if gates.tripped else 0, "defenses": defenses}
 
 
-def print_table(result: dict[str, Any], out: Path, *, file: TextIO) -> None:
+def print_table(result: dict[str, Any], out: Path, report: Path, *, file: TextIO) -> None:
     """The human table: per defense, test accuracy, accountant epsilon and the strongest attack at 1% FPR."""
     from miaudit.defenses.compare import strongest_attack
 
@@ -163,4 +168,5 @@ def print_table(result: dict[str, Any], out: Path, *, file: TextIO) -> None:
         eps = f"{entry['epsilon']:.2f}" if entry["epsilon"] is not None else "-"
         strong = f"{s['name']} ({s['tpr_at_fpr'].get('0.01', float('nan')):.3f}, {s['auc']:.3f})" if s else "-"
         print(f"{entry['label']:<24} {entry['target']['test_accuracy']:>8.4f} {eps:>8}  {strong}", file=file)
-    print(f"\nreport: {out}/defenses.md   data: {out}/defenses.json   plot: {out}/privacy_utility.png", file=file)
+    print(f"\nreport: {report}   tables: {out}/defenses.md   data: {out}/defenses.json   plot: "
+          f"{out}/privacy_utility.png", file=file)
