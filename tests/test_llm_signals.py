@@ -217,3 +217,21 @@ def test_token_log_probs_and_gradient_norm():
     for p in (1, 2, math.inf):
         expected_norm = float(np.mean([torch.linalg.vector_norm(g, ord=p) for g in grads]))
         assert gradient_norm(loss(), layer.parameters(), p=p) == pytest.approx(expected_norm, rel=1e-6)
+
+
+def test_compiled_kernel_without_a_writable_cache(monkeypatch):
+    """A read-only install: numba cannot cache on disk, so the kernel is compiled per process instead."""
+    real = histogram.numba.njit
+
+    def njit(**options):
+        if options.get("cache"):
+            raise RuntimeError("cannot cache function '_accumulate': no locator available")
+        return real(**options)
+
+    monkeypatch.setattr(histogram.numba, "njit", njit)
+    kernel = histogram._compile(histogram._accumulate)
+    out = np.zeros((1, 3, 4))
+    kernel(np.array([[0.0, -1.0, -np.inf]], np.float32), np.array([0.0]), 1.0, 2, out)
+    # u = 0 -> bin 0; u = 1 -> bin 1 (delta 0); u = +inf -> the deep-tail bin 2
+    np.testing.assert_array_equal(out[0, :, 0], [1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(out[0, :2, 1:], 0.0)

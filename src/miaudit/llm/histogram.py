@@ -47,9 +47,14 @@ def _accumulate(x: np.ndarray, top: np.ndarray, scale: float, n_bins: int, out: 
             acc[k, 3] += d2 * d
 
 
-if AVAILABLE:
-    accumulate = numba.njit(nogil=True, cache=True)(_accumulate)
-else:
-    accumulate = None
+def _compile(function):
+    """Compile with numba, cached on disk where numba finds a writable place (else once per process)."""
+    try:
+        return numba.njit(nogil=True, cache=True)(function)
+    except RuntimeError:  # "no locator available": read-only install and no writable user cache
+        return numba.njit(nogil=True)(function)
+
+
+accumulate = _compile(_accumulate) if AVAILABLE else None
 
 __all__ = ["AVAILABLE", "accumulate"]
