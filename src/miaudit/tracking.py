@@ -33,12 +33,15 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from miaudit.errors import MiauditError
-from miaudit.gate import GRAMMAR, GateResult, check_gates, describe, is_baseline, parse_gate
+from miaudit.gate import GRAMMAR, GateResult, check_gates, describe, evaluate_gate, is_baseline, parse_gate
 from miaudit.store import RunStore, default_store_path
 
 DEFAULT_DELTA = 1e-5
 #: fields of ``metrics.json`` ``"one_run_audit"`` kept in the ``--json`` summary
 _ONE_RUN_KEYS = ("epsilon", "delta", "confidence", "correct", "guesses", "verdict")
+#: per-attack fields of the ``--json`` summaries (an entry's missing ones are left out)
+SUMMARY_KEYS = ("name", "attack", "auc", "auc_ci", "tpr_at_fpr", "tpr_at_fpr_ci", "advantage", "advantage_ci",
+                "balanced_accuracy", "threshold_source", "warnings", "applicable", "reason", "error", "note")
 _PACKAGES = ("miaudit", "numpy", "scipy", "scikit-learn", "torch", "transformers", "opacus", "ray")
 
 
@@ -212,6 +215,36 @@ def add_empirical_epsilon(run_dir: str | Path, *, delta: float | None = None) ->
     return run.metrics
 
 
+def attack_summaries(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ``--json`` summary's view of attack entries: the :data:`SUMMARY_KEYS` they have, and the
+    empirical epsilon bound as a number."""
+    rows = []
+    for entry in entries:
+        row = {k: entry[k] for k in SUMMARY_KEYS if k in entry}
+        if entry.get("empirical_epsilon"):
+            row["empirical_epsilon"] = entry["empirical_epsilon"].get("epsilon")
+        rows.append(row)
+    return rows
+
+
+def strongest_by_metric(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``{metric: {attack, value}}`` for auc, advantage, each tpr@FPR every attack has, and epsilon (when
+    every attack has a bound), chosen exactly as an unnamed ``--fail-if`` gate chooses the strongest
+    attack (baselines and attacks without results are not candidates)."""
+    scored = [a for a in entries if "auc" in a and not is_baseline(a)]
+    if not scored:
+        return {}
+    fprs = sorted({k for a in scored for k in a.get("tpr_at_fpr", {})}, key=float)
+    metrics = ["auc", "advantage"] + [f"tpr@{k}" for k in fprs if all(k in a.get("tpr_at_fpr", {}) for a in scored)]
+    if all(a.get("empirical_epsilon") for a in scored):
+        metrics.append("epsilon")
+    out = {}
+    for metric in metrics:
+        name, value = evaluate_gate(parse_gate(f"{metric} > 0"), scored)
+        out[metric] = {"attack": name, "value": value}
+    return out
+
+
 def summary(metrics: dict[str, Any], *, run_id: str | None, run_dir: Path, report: Path | None,
             gates: GateResult) -> dict[str, Any]:
     """The JSON summary printed with ``--json``.
@@ -219,26 +252,12 @@ def summary(metrics: dict[str, Any], *, run_id: str | None, run_dir: Path, repor
     Runs with a one-run canary audit (``kind: dp_canary``) add ``one_run_audit`` (epsilon, delta,
     confidence, correct, guesses, verdict); runs with a ``"dp"`` section add it as ``dp``.
     """
-    keep = ("name", "auc", "auc_ci", "tpr_at_fpr", "tpr_at_fpr_ci", "advantage", "advantage_ci",
-            "balanced_accuracy", "threshold_source", "warnings")
-    attacks = []
-    for entry in metrics.get("attacks", []):
-        row = {k: entry[k] for k in keep if k in entry}
-        if entry.get("empirical_epsilon"):
-            row["empirical_epsilon"] = entry["empirical_epsilon"].get("epsilon")
-        attacks.append(row)
-    model = [a for a in metrics.get("attacks", []) if not is_baseline(a)]
-    strongest = {}
-    if model:
-        best = max(model, key=lambda a: a.get("auc", 0.0))
-        strongest["auc"] = {"attack": best["name"], "value": best.get("auc")}
-        for key in sorted({k for a in model for k in a.get("tpr_at_fpr", {})}, key=float):
-            best = max(model, key=lambda a: a.get("tpr_at_fpr", {}).get(key, -1.0))
-            strongest[f"tpr@{key}"] = {"attack": best["name"], "value": best["tpr_at_fpr"].get(key)}
+    entries = metrics.get("attacks", [])
     out = {"run_id": run_id, "run_dir": str(run_dir), "report": str(report) if report else None,
            "status": "completed", "kind": metrics.get("kind"), "seed": metrics.get("seed"),
-           "gates": gates.to_dict(), "exit_code": 1 if gates.tripped else 0, "strongest": strongest,
-           "dp_accountant": _dp_claim(metrics), "attacks": attacks}
+           "gates": gates.to_dict(), "exit_code": 1 if gates.tripped else 0,
+           "strongest": strongest_by_metric(entries), "dp_accountant": _dp_claim(metrics),
+           "attacks": attack_summaries(entries)}
     if isinstance(metrics.get("one_run_audit"), dict):  # kind dp_canary: the one-run bound and its verdict
         out["one_run_audit"] = {k: metrics["one_run_audit"].get(k) for k in _ONE_RUN_KEYS}
     if isinstance(metrics.get("dp"), dict):  # the DP accountant's full report (defense, epsilon, delta, ...)
@@ -292,6 +311,6 @@ def finalize_run(run_dir: str | Path, args: argparse.Namespace, *, command: str 
     return 1 if gates.tripped else 0
 
 
-__all__ = ["DEFAULT_DELTA", "RunTracker", "Terminated", "add_common_run_flags", "add_empirical_epsilon",
-           "add_entry_epsilon", "collect_versions", "finalize_run", "open_store", "summary", "tracked_run",
-           "write_json_atomic"]
+__all__ = ["DEFAULT_DELTA", "SUMMARY_KEYS", "RunTracker", "Terminated", "add_common_run_flags",
+           "add_empirical_epsilon", "add_entry_epsilon", "attack_summaries", "collect_versions", "finalize_run",
+           "open_store", "strongest_by_metric", "summary", "tracked_run", "write_json_atomic"]

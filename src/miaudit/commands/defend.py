@@ -19,13 +19,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from miaudit.errors import MiauditError
-from miaudit.gate import (GateResult, check_defense_gate_targets, check_defense_gates, describe, evaluate_gate,
-                           parse_gate)
+from miaudit.gate import GateResult, check_defense_gate_targets, check_defense_gates, describe
+from miaudit.tracking import attack_summaries, strongest_by_metric
 
 #: attack fields kept in the ``--json`` summary
-_SUMMARY_KEYS = ("name", "attack", "auc", "auc_ci", "tpr_at_fpr", "tpr_at_fpr_ci", "advantage", "advantage_ci",
-                 "balanced_accuracy", "threshold_source", "warnings", "applicable", "reason", "error", "note")
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from miaudit.tracking import add_common_run_flags
@@ -110,37 +107,11 @@ def add_defense_epsilon(out_dir: str | Path, *, delta: float | None = None) -> d
     return result
 
 
-def strongest_by_metric(attacks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """``{metric: {attack, value}}`` for auc, advantage, each stored tpr@FPR and epsilon (when every attack has one).
-
-    The strongest attack is chosen exactly as an unnamed ``--fail-if`` gate chooses it.
-    """
-    scored = [a for a in attacks if "auc" in a]
-    if not scored:
-        return {}
-    metrics = ["auc", "advantage"] + [f"tpr@{k}" for k in sorted({k for a in scored for k in a["tpr_at_fpr"]},
-                                                                  key=float)
-                                      if all(k in a["tpr_at_fpr"] for a in scored)]
-    if all(a.get("empirical_epsilon") for a in scored):
-        metrics.append("epsilon")
-    out = {}
-    for metric in metrics:
-        name, value = evaluate_gate(parse_gate(f"{metric} > 0"), scored)
-        out[metric] = {"attack": name, "value": value}
-    return out
-
-
 def summary(result: dict[str, Any], gates: GateResult, *, run_id: str | None, run_dir: Path, report: Path,
             gate_defenses: list[str]) -> dict[str, Any]:
     """The JSON summary printed with ``--json``: one entry per defense, the gates and the exit code."""
     defenses = []
     for row in result["defenses"]:
-        attacks = []
-        for entry in row["attacks"]:
-            item = {k: entry[k] for k in _SUMMARY_KEYS if k in entry}
-            if entry.get("empirical_epsilon"):
-                item["empirical_epsilon"] = entry["empirical_epsilon"].get("epsilon")
-            attacks.append(item)
         defenses.append({
             "label": row["label"], "components": row.get("components"),
             "test_accuracy": row["target"]["test_accuracy"], "train_accuracy": row["target"].get("train_accuracy"),
@@ -148,7 +119,7 @@ def summary(result: dict[str, Any], gates: GateResult, *, run_id: str | None, ru
             "gated": not gate_defenses or row["label"] in gate_defenses,
             "strongest": strongest_by_metric(row["attacks"]),
             "gates": [d for d in gates.details if d.get("defense") == row["label"]],
-            "attacks": attacks})
+            "attacks": attack_summaries(row["attacks"])})
     return {"run_id": run_id, "run_dir": str(run_dir), "report": str(report), "status": "completed",
             "kind": "defenses", "seed": result.get("seed"), "dataset": result.get("data", {}).get("dataset"),
             "model": result.get("config", {}).get("training", {}).get("model"),
