@@ -30,7 +30,7 @@ import sys
 import threading
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from miaudit.errors import MiauditError
 from miaudit.gate import GRAMMAR, GateResult, check_gates, describe, evaluate_gate, is_baseline, parse_gate
@@ -282,13 +282,9 @@ def finalize_run(run_dir: str | Path, args: argparse.Namespace, *, command: str 
     try:
         metrics = add_empirical_epsilon(run_dir, delta=getattr(args, "epsilon_delta", None))
         report = build_html_report(run_dir)
-        gate_error = None
-        try:
-            gates = check_gates(metrics, list(getattr(args, "fail_if", []) or []), run_dir=run_dir)
-        except MiauditError as exc:
-            gates, gate_error = GateResult(tripped=False), exc
-        tracker.finish("completed", metrics=metrics, run_dir=run_dir,
-                       gates={"error": str(gate_error)} if gate_error else gates.to_dict())
+        gates, gate_error = complete_with_gates(
+            tracker, metrics, run_dir,
+            lambda: check_gates(metrics, list(getattr(args, "fail_if", []) or []), run_dir=run_dir))
     except (KeyboardInterrupt, Terminated) as exc:
         tracker.finish("interrupted", error=f"{type(exc).__name__}: {exc}")
         raise
@@ -298,13 +294,41 @@ def finalize_run(run_dir: str | Path, args: argparse.Namespace, *, command: str 
     finally:
         if own_tracker and tracker.store is not None:
             tracker.store.close()
-    if gate_error is not None:
-        raise gate_error
+    return gate_exit_code(
+        args, gates, gate_error,
+        json_summary=lambda: summary(metrics, run_id=tracker.run_id, run_dir=run_dir, report=report, gates=gates),
+        headline=f"report: {report}" + (f"  (run {tracker.run_id})" if tracker.run_id else ""))
+
+
+def complete_with_gates(tracker: RunTracker, results: dict[str, Any], run_dir: Path,
+                        check: Callable[[], GateResult]) -> tuple[GateResult, MiauditError | None]:
+    """Evaluate the gates (``check()``) and record the run as completed with their outcome.
+
+    A gate that cannot be evaluated is returned as the error (the run itself completed): raise it
+    after the store row is written, through :func:`gate_exit_code`.
+    """
+    try:
+        gates, error = check(), None
+    except MiauditError as exc:
+        gates, error = GateResult(tripped=False), exc
+    tracker.finish("completed", metrics=results, run_dir=run_dir,
+                   gates={"error": str(error)} if error else gates.to_dict())
+    return gates, error
+
+
+def gate_exit_code(args: argparse.Namespace, gates: GateResult, error: MiauditError | None, *,
+                   json_summary: Callable[[], dict[str, Any]], headline: str | None) -> int:
+    """Print the ``--json`` summary, or ``headline`` and one line per gate; 1 when a gate tripped, else 0.
+
+    Raises ``error`` (exit code 2) when a gate could not be evaluated.
+    """
+    if error is not None:
+        raise error
     if getattr(args, "json", False):
-        print(json.dumps(summary(metrics, run_id=tracker.run_id, run_dir=run_dir, report=report, gates=gates),
-                         indent=2))
+        print(json.dumps(json_summary(), indent=2))
     else:
-        print(f"report: {report}" + (f"  (run {tracker.run_id})" if tracker.run_id else ""))
+        if headline:
+            print(headline)
         for detail in gates.details:
             print(describe(detail))
     sys.stdout.flush()
@@ -312,5 +336,6 @@ def finalize_run(run_dir: str | Path, args: argparse.Namespace, *, command: str 
 
 
 __all__ = ["DEFAULT_DELTA", "SUMMARY_KEYS", "RunTracker", "Terminated", "add_common_run_flags",
-           "add_empirical_epsilon", "add_entry_epsilon", "attack_summaries", "collect_versions", "finalize_run",
+           "add_empirical_epsilon", "add_entry_epsilon", "attack_summaries", "collect_versions", "complete_with_gates",
+           "finalize_run", "gate_exit_code",
            "open_store", "strongest_by_metric", "summary", "tracked_run", "write_json_atomic"]

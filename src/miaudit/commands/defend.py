@@ -18,9 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from miaudit.errors import MiauditError
-from miaudit.gate import GateResult, check_defense_gate_targets, check_defense_gates, describe
-from miaudit.tracking import attack_summaries, strongest_by_metric
+from miaudit.gate import GateResult, check_defense_gate_targets, check_defense_gates
+from miaudit.tracking import attack_summaries, complete_with_gates, gate_exit_code, strongest_by_metric
 
 #: attack fields kept in the ``--json`` summary
 
@@ -65,25 +64,14 @@ def run(args: argparse.Namespace) -> int:
         result = add_defense_epsilon(out, delta=args.epsilon_delta)
         report = build_html_report(out)
         print_table(result, out, report, file=stream)
-        gate_error = None
-        try:
-            gates = check_defense_gates(result, args.fail_if, run_dir=out, defenses=args.gate_defense)
-        except MiauditError as exc:  # recorded with the completed run, then exit code 2
-            gates, gate_error = GateResult(tripped=False), exc
-        tracker.finish("completed", metrics=result, run_dir=out,
-                       gates={"error": str(gate_error)} if gate_error else gates.to_dict())
-    if gate_error is not None:
-        raise gate_error
-    if args.json:
-        print(json.dumps(summary(result, gates, run_id=tracker.run_id, run_dir=out, report=report,
-                                 gate_defenses=args.gate_defense), indent=2))
-    else:
-        if tracker.run_id:
-            print(f"run {tracker.run_id}")
-        for detail in gates.details:
-            print(describe(detail))
-    sys.stdout.flush()
-    return 1 if gates.tripped else 0
+        gates, gate_error = complete_with_gates(
+            tracker, result, out,
+            lambda: check_defense_gates(result, args.fail_if, run_dir=out, defenses=args.gate_defense))
+    return gate_exit_code(
+        args, gates, gate_error,
+        json_summary=lambda: summary(result, gates, run_id=tracker.run_id, run_dir=out, report=report,
+                                     gate_defenses=args.gate_defense),
+        headline=f"run {tracker.run_id}" if tracker.run_id else None)
 
 
 def add_defense_epsilon(out_dir: str | Path, *, delta: float | None = None) -> dict[str, Any]:
