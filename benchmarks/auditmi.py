@@ -35,10 +35,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from miaudit.attacks.text_generation.auditmi import AuditMI
+from miaudit.text_generator.attacks.auditmi import AuditMI
 from miaudit.data.datasets import find_data_file
 from miaudit.evaluation import evaluate
-from miaudit.text_generation import (
+from miaudit.text_generator import (
     LMTrainConfig, TextGeneratorTarget, TextShadowData, UserCorpus, UserRanks, Vocabulary, load_wikitext_users,
     train_language_model,
 )

@@ -47,8 +47,8 @@ def settings(base: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 
 def run_one(config: dict[str, Any], out: Path) -> dict[str, Any]:
-    from miaudit.audit import parse_config, run_audit
-    from miaudit.tracking import add_empirical_epsilon
+    from miaudit.runs import parse_config, run_audit
+    from miaudit.runs.tracking import add_empirical_epsilon
 
     start = time.perf_counter()
     run_audit(parse_config(config), out, overwrite=True, progress=False)

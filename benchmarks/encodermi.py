@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from miaudit.attacks.encoder.encodermi import EncoderMISet, EncoderMIThreshold, EncoderMIVector
+from miaudit.encoder.attacks.encodermi import EncoderMISet, EncoderMIThreshold, EncoderMIVector
 from miaudit.data import load_dataset, make_split
-from miaudit.encoders import (
+from miaudit.encoder import (
     AugmentConfig, EncoderShadowData, EncoderTarget, EncoderTrainConfig, SimilarityFeatures, augmented_views,
     build_encoder, pairwise_similarities, train_simclr,
 )

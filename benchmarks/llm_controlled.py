@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from miaudit.data.datasets import find_data_file
-from miaudit.llm.pipeline import run_llm_audit, summary_table
+from miaudit.llm.audit import run_llm_audit, summary_table
 from miaudit.llm.target import load_tokenizer
 from miaudit.llm.tiny_gpt import TinyGPTConfig, train_tiny_gpt
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from miaudit.data.datasets import find_data_file
-from miaudit.llm.pipeline import run_llm_audit, summary_table
+from miaudit.llm.audit import run_llm_audit, summary_table
 
 ATTACKS = ["loss", "zlib", "lowercase", "min_k", "min_k_pp", "dc_pdd", "ac", "deriv_ac", "norm_ac", "recall",
            "gradnorm"]

@@ -42,8 +42,8 @@ import json, resource, sys, time
 import numpy as np
 from miaudit.config import from_dict
 from miaudit.data import load_dataset, paired_keep_matrix
-from miaudit.reference.pool import train_reference_pool
-from miaudit.training import TrainConfig
+from miaudit.classifier.reference.pool import train_reference_pool
+from miaudit.classifier.training import TrainConfig
 
 def main():
     spec = json.loads(sys.argv[1])

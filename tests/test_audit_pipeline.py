@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import yaml
 
-from miaudit.audit import (AttackSpec, AuditOutcome, EvaluationConfig, ScoredAttack, parse_config, register_kind,
+from miaudit.runs import (AttackSpec, AuditOutcome, EvaluationConfig, ScoredAttack, parse_config, register_kind,
                            run_audit)
 from miaudit.attacks.registry import create_attack
 from miaudit.cli import main
 from miaudit.errors import ConfigError
 from miaudit.evaluation import roc_auc
 from miaudit.report import load_run
-from miaudit.store import RunStore, default_store_path
+from miaudit.runs import RunStore, default_store_path
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -225,7 +225,7 @@ def test_registered_kind_runs_through_the_shared_pipeline(tmp_path):
 
 def test_ray_executor_gets_the_cluster_address(tmp_path, monkeypatch):
     """reference.ray_address reaches the Ray executor (stood in for by the sequential one: no cluster in tests)."""
-    from miaudit.reference import executors
+    from miaudit.classifier.reference import executors
 
     calls = []
 

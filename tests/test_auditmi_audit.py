@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import yaml
 
-from miaudit.audit import parse_config
+from miaudit.runs import parse_config
 from miaudit.cli import main
 from miaudit.errors import ConfigError
-from miaudit.text_generation.pipeline import TextCorpusConfig, load_corpus
+from miaudit.text_generator.audit import TextCorpusConfig, load_corpus
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "auditmi.yaml"
 

@@ -10,12 +10,12 @@ from scipy.special import softmax
 from sklearn.datasets import load_digits
 from sklearn.neural_network import MLPClassifier
 
-from miaudit.attacks.classifier import MLLeaksAttack, PopulationAttack, ShokriAttack, attack_features
+from miaudit.classifier.attacks import MLLeaksAttack, PopulationAttack, ShokriAttack, attack_features
 from miaudit.attacks.registry import create_attack, get_attack_class
 from miaudit.errors import ConfigError, DataError, NotFittedError, SignalError
 from miaudit.evaluation import evaluate, roc_auc
-from miaudit.reference import AttackReference, ShadowData
-from miaudit.signals import ClassifierOutputs
+from miaudit.classifier.reference import AttackReference, ShadowData
+from miaudit.classifier.outputs import ClassifierOutputs
 
 METRIC_NAMES = ["correctness", "loss", "confidence", "entropy", "modified_entropy"]
 

@@ -3,7 +3,7 @@ import pytest
 from scipy.special import softmax
 
 from miaudit.errors import SignalError
-from miaudit.signals import ClassifierOutputs
+from miaudit.classifier.outputs import ClassifierOutputs
 
 
 def _logits(n=50, c=4, seed=0):

@@ -17,8 +17,8 @@ from test_html_report import NETWORK_REFERENCE, render_in_chromium
 
 from miaudit.cli import main
 from miaudit.errors import MiauditError
-from miaudit.gate import check_defense_gates
-from miaudit.store import RunStore, default_store_path
+from miaudit.runs.gate import check_defense_gates
+from miaudit.runs import RunStore, default_store_path
 
 # two defenses sharing one tiny MLP: `loss` cannot attack the label-only row
 CONFIG = """
@@ -224,7 +224,7 @@ def test_gates_that_cannot_be_checked_on_the_written_comparison(tripped_run, tmp
 
 _SWALLOWING_CHILD = textwrap.dedent("""
     import argparse, sys, time
-    from miaudit.tracking import tracked_run
+    from miaudit.runs.tracking import tracked_run
     with tracked_run(argparse.Namespace(home=sys.argv[1], no_store=False), command="defend"):
         print("started", flush=True)
         for _ in range(600):

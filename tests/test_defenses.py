@@ -17,8 +17,8 @@ from miaudit.defenses.compare import _train_measured
 from miaudit.defenses.dp import _LayerwiseDPOptimizer
 from miaudit.defenses.procedures import StackedModel
 from miaudit.defenses.regularizers import _rbf_mmd2
-from miaudit.signals import ClassifierOutputs
-from miaudit.training import TrainConfig, accuracy, build_model_from_config, predict_logits, train_classifier
+from miaudit.classifier.outputs import ClassifierOutputs
+from miaudit.classifier.training import TrainConfig, accuracy, build_model_from_config, predict_logits, train_classifier
 
 
 @pytest.fixture(scope="module")

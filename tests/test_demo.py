@@ -5,8 +5,8 @@ import json
 import pytest
 
 from miaudit.attacks.registry import list_attacks
-from miaudit.audit import parse_config
-from miaudit.audit.classifier import SUPPORTED_REFERENCE
+from miaudit.runs import parse_config
+from miaudit.classifier.audit import SUPPORTED_REFERENCE
 from miaudit.cli import main
 from miaudit.commands.demo import VARIANTS, demo_config
 

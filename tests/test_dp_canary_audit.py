@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import yaml
 
-from miaudit.audit import parse_config, run_audit
-from miaudit.audit.dp_canary import CANARIES_FILE, _training_set, _verdict, draw_canaries
+from miaudit.runs import parse_config, run_audit
+from miaudit.defenses.dp_canary import CANARIES_FILE, _training_set, _verdict, draw_canaries
 from miaudit.cli import main
 from miaudit.data import ArrayDataset
 from miaudit.errors import ConfigError, DataError, MiauditError

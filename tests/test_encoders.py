@@ -9,11 +9,11 @@ from scipy.spatial import distance
 
 from contract.encoder import features as synthetic_features
 from miaudit.attacks.registry import create_attack
-from miaudit.encoders import (
+from miaudit.encoder import (
     AugmentConfig, EncoderShadowData, EncoderTarget, EncoderTrainConfig, SimilarityFeatures, augment, augmented_views,
     nt_xent_loss, pairwise_similarities, similarity_features, train_simclr,
 )
-from miaudit.encoders.pipeline import run_encoder_audit
+from miaudit.encoder.audit import run_encoder_audit
 from miaudit.errors import ConfigError, DataError, SignalError
 from miaudit.evaluation import roc_auc
 
@@ -204,7 +204,7 @@ def test_encoder_audit_writes_the_standard_run_directory(tmp_path):
 def test_the_example_config_parses():
     from pathlib import Path
 
-    from miaudit.audit import parse_config
+    from miaudit.runs import parse_config
 
     config = parse_config(Path(__file__).parents[1] / "examples" / "encodermi.yaml")
     assert config.kind == "encoder" and [a.name for a in config.attacks] == ["encodermi_v", "encodermi_s",

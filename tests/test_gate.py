@@ -7,8 +7,8 @@ import pytest
 
 from miaudit.errors import MiauditError
 from miaudit.evaluation import AttackResult
-from miaudit.gate import check_gates, describe, parse_gate
-from miaudit.tracking import add_common_run_flags
+from miaudit.runs.gate import check_gates, describe, parse_gate
+from miaudit.runs.tracking import add_common_run_flags
 
 
 def _entry(name, auc, tpr01, advantage=0.2, eps=None):

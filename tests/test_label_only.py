@@ -7,17 +7,17 @@ import pytest
 import torch
 
 from miaudit.attacks.registry import create_attack
-from miaudit.audit import build_attacks, parse_config
+from miaudit.runs import build_attacks, parse_config
 from miaudit.data import load_dataset, make_split
 from miaudit.errors import ConfigError, DataError, NotFittedError, SignalError
 from miaudit.evaluation import roc_auc
-from miaudit.queried import ShadowModel, compute_signals, run_queried_attacks
-from miaudit.reference import AttackReference, ShadowData
-from miaudit.signals import ClassifierOutputs
-from miaudit.signals.label_only import (AugmentationConfig, BoundaryConfig, LabelQuery, NoiseConfig,
+from miaudit.classifier.queried import ShadowModel, compute_signals, run_queried_attacks
+from miaudit.classifier.reference import AttackReference, ShadowData
+from miaudit.classifier.outputs import ClassifierOutputs
+from miaudit.classifier.signals.label_only import (AugmentationConfig, BoundaryConfig, LabelQuery, NoiseConfig,
                                         label_only_signals, shift_images)
-from miaudit.targets import BlackBoxTarget, TorchClassifierTarget
-from miaudit.training import TrainConfig, build_model_from_config, train_classifier
+from miaudit.classifier.targets import BlackBoxTarget, TorchClassifierTarget
+from miaudit.classifier.training import TrainConfig, build_model_from_config, train_classifier
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "label_only_whitebox.yaml"
 

@@ -15,15 +15,15 @@ def test_run_log_writes_info_to_file_and_quiet_silences_console(tmp_path):
     root.setLevel(logging.WARNING)  # as the CLI does with -q
     try:
         with run_log(tmp_path, quiet=True) as path:
-            logging.getLogger("miaudit.audit").info("training target model")
-            logging.getLogger("miaudit.audit").warning("few non-members")
+            logging.getLogger("miaudit.runs").info("training target model")
+            logging.getLogger("miaudit.runs").warning("few non-members")
             assert not progress_enabled()
             bar_out = io.StringIO()
             for _ in progress(range(3), desc="models", file=bar_out):
                 pass
             assert bar_out.getvalue() == ""
         assert progress_enabled()
-        logging.getLogger("miaudit.audit").info("after the run")
+        logging.getLogger("miaudit.runs").info("after the run")
     finally:
         root.removeHandler(handler)
         root.setLevel(old_level)

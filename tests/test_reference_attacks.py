@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from miaudit.attacks.reference import functional as F
+from miaudit.classifier.attacks import reference_math as F
 from miaudit.attacks.registry import create_attack
 from miaudit.errors import DataError
 from miaudit.evaluation import roc_auc
-from miaudit.reference import AttackReference, ReferencePool
-from miaudit.reference.trained import TrainedReferencePool
-from miaudit.signals import ClassifierOutputs
+from miaudit.classifier.reference import AttackReference, ReferencePool
+from miaudit.classifier.reference.trained import TrainedReferencePool
+from miaudit.classifier.outputs import ClassifierOutputs
 
 N, M, C, NZ = 60, 8, 5, 40
 

@@ -9,14 +9,14 @@ import pytest
 from miaudit.attacks.registry import create_attack
 from miaudit.data import load_dataset, make_split, paired_keep_matrix
 from miaudit.errors import ConfigError, DataError
-from miaudit.reference import AttackReference
-from miaudit.reference import executors
-from miaudit.reference.fidelity import FidelityWarning, check_fidelity
-from miaudit.reference.pool import build_reference_pool_for_audit, check_pool_data, train_reference_pool
-from miaudit.reference.views import query_views
-from miaudit.signals import ClassifierOutputs
-from miaudit.targets import TorchClassifierTarget
-from miaudit.training import TrainConfig, TrainingPlugin, build_model_from_config, train_classifier
+from miaudit.classifier.reference import AttackReference
+from miaudit.classifier.reference import executors
+from miaudit.classifier.reference.fidelity import FidelityWarning, check_fidelity
+from miaudit.classifier.reference.pool import build_reference_pool_for_audit, check_pool_data, train_reference_pool
+from miaudit.classifier.reference.views import query_views
+from miaudit.classifier.outputs import ClassifierOutputs
+from miaudit.classifier.targets import TorchClassifierTarget
+from miaudit.classifier.training import TrainConfig, TrainingPlugin, build_model_from_config, train_classifier
 
 RECIPE = TrainConfig(model="mlp", hidden=[16], epochs=2, batch_size=32, lr=3e-3, seed=0)
 #: largest |logit difference| allowed between vectorised and sequential training (measured ~1e-6 here)

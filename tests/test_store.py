@@ -16,8 +16,8 @@ from run_fixtures import make_run_dir
 
 from miaudit.cli import main
 from miaudit.errors import MiauditError
-from miaudit.store import RunStore, StoreError, default_home, default_store_path
-from miaudit.tracking import finalize_run, tracked_run
+from miaudit.runs import RunStore, StoreError, default_home, default_store_path
+from miaudit.runs.tracking import finalize_run, tracked_run
 
 
 def _args(home, **kw):
@@ -130,7 +130,7 @@ def store_rows(home):
 
 _CHILD = textwrap.dedent("""
     import argparse, sys, time
-    from miaudit.tracking import tracked_run
+    from miaudit.runs.tracking import tracked_run
     args = argparse.Namespace(home=sys.argv[1], no_store=False)
     with tracked_run(args, command=sys.argv[2]):
         print("started", flush=True)

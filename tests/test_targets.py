@@ -7,9 +7,9 @@ from sklearn.svm import SVC
 
 from miaudit.data import ArrayDataset, load_dataset
 from miaudit.errors import ConfigError, DataError, SignalError
-from miaudit.signals.classifier import ClassifierOutputs
-from miaudit.targets import BlackBoxTarget, PrecomputedTarget, SklearnTarget, TorchClassifierTarget
-from miaudit.training import build_model
+from miaudit.classifier.outputs import ClassifierOutputs
+from miaudit.classifier.targets import BlackBoxTarget, PrecomputedTarget, SklearnTarget, TorchClassifierTarget
+from miaudit.classifier.training import build_model
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def test_precomputed_missing_and_pickled_files(tmp_path):
 
 
 def test_signal_cache_computes_once_and_round_trips(tmp_path, digits):
-    from miaudit.signals.cache import SignalCache
+    from miaudit.classifier.signals.cache import SignalCache
     from miaudit.utils.fingerprint import fingerprint
 
     model = build_model("mlp", digits.input_shape, 10, hidden=(8,), seed=0)
@@ -154,7 +154,7 @@ def test_signal_cache_computes_once_and_round_trips(tmp_path, digits):
 
 
 def test_signal_cache_recovers_from_corrupt_entry_and_rejects_bad_keys(tmp_path):
-    from miaudit.signals.cache import SignalCache
+    from miaudit.classifier.signals.cache import SignalCache
 
     cache = SignalCache(tmp_path)
     cache.path("m", "d").write_bytes(b"not a zip")

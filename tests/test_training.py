@@ -5,7 +5,7 @@ import torch
 from miaudit.config import from_dict
 from miaudit.data import ArrayDataset, load_dataset
 from miaudit.errors import ConfigError
-from miaudit.training import (TrainConfig, TrainingPlugin, accuracy, build_model, build_model_from_config,
+from miaudit.classifier.training import (TrainConfig, TrainingPlugin, accuracy, build_model, build_model_from_config,
                               predict_logits, train_classifier)
 
 

@@ -10,12 +10,12 @@ import torch
 import yaml
 from sklearn.linear_model import LogisticRegression
 
-from miaudit.attacks.reference.lira import LiRA
-from miaudit.audit import parse_config, run_audit
+from miaudit.classifier.attacks.lira import LiRA
+from miaudit.runs import parse_config, run_audit
 from miaudit.cli import main
 from miaudit.data import load_dataset
 from miaudit.errors import ConfigError
-from miaudit.targets import TorchClassifierTarget
+from miaudit.classifier.targets import TorchClassifierTarget
 
 MODEL_SOURCE = textwrap.dedent('''
     import torch

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from miaudit.reference import AttackReference
-from miaudit.signals.gradients import GradientSignals
-from miaudit.signals.shadow import ShadowSignals
+from miaudit.classifier.reference import AttackReference
+from miaudit.classifier.signals.gradients import GradientSignals
+from miaudit.classifier.signals.shadow import ShadowSignals
 
 N_AUDIT = 120
 N_SHADOW_MODELS = 3

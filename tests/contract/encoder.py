@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from miaudit.encoders.features import EncoderShadowData, SimilarityFeatures
+from miaudit.encoder.features import EncoderShadowData, SimilarityFeatures
 
 N_VIEWS = 5
 N_AUDIT = 100

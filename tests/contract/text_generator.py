@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from miaudit.text_generation.features import TextShadowData, UserRanks
+from miaudit.text_generator.features import TextShadowData, UserRanks
 
 VOCAB = 50
 TEXTS_PER_USER = 3

@@ -1,7 +1,8 @@
-"""Attacks: one score per example, higher = more likely a member.
+"""Attacks: the interface every attack implements and the registry of all of them.
 
-Sub-packages: ``classifier``, ``llm``, ``encoder``, ``text_generation``. Use
-:func:`miaudit.attacks.registry.create_attack` to build one by name.
+One score per example, higher = more likely a member. The attacks themselves live with their
+model kind (``miaudit.<kind>.attacks``); use :func:`miaudit.attacks.registry.create_attack` to
+build one by name.
 """
 
 from miaudit.attacks.base import Attack

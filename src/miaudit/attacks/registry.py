@@ -1,22 +1,20 @@
 """One registry maps attack names to classes, with each attack's taxonomy.
 
-Attacks register with :func:`register`; every module under ``miaudit.attacks`` is imported on first
-use, so adding an attack is adding a file. A name is unique within a target kind; two kinds may
+Attacks register with :func:`register`; each model kind imports its ``attacks`` package when it is
+loaded (:mod:`miaudit.kinds`, on first use of the registry), so adding an attack is adding a file
+there. A name is unique within a target kind; two kinds may
 share one (``loss`` exists for classifiers and for language models). Pass ``target_kind`` to pick;
 without it, a shared name means the first kind of ``KIND_ORDER`` that has it (classifier first).
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from typing import Any
 
 from miaudit.attacks.base import Attack
 from miaudit.errors import ConfigError
 
 _REGISTRY: dict[tuple[str, str], type[Attack]] = {}  # (target_kind, name) -> class
-_LOADED = False
 #: which kind an unqualified shared name resolves to
 KIND_ORDER = ("classifier", "llm", "encoder", "text_generator")
 
@@ -36,20 +34,9 @@ def register(cls: type[Attack]) -> type[Attack]:
 
 
 def _load_all() -> None:
-    global _LOADED
-    if _LOADED:
-        return
-    import miaudit.attacks as package
+    from miaudit.kinds import load_kinds
 
-    for info in pkgutil.walk_packages(package.__path__, prefix="miaudit.attacks."):
-        try:
-            importlib.import_module(info.name)
-        except ImportError as exc:  # an optional extra is missing: its attacks are simply absent
-            missing = getattr(exc, "name", None) or ""
-            if missing.split(".")[0] in {"transformers", "tokenizers", "opacus", "ray", "safetensors"}:
-                continue
-            raise
-    _LOADED = True
+    load_kinds()
 
 
 def attack_names(*, target_kind: str | None = None) -> list[str]:

@@ -1,6 +1,6 @@
 """``miaudit audit CONFIG.yaml --out DIR``: run any audit described by a YAML config.
 
-After the run directory is written, :func:`miaudit.tracking.finalize_run` adds empirical epsilon
+After the run directory is written, :func:`miaudit.runs.tracking.finalize_run` adds empirical epsilon
 bounds and ``report.html``, records the run in the run store and checks ``--fail-if`` gates (exit
 code 1 when one trips).
 """
@@ -16,7 +16,7 @@ from miaudit.errors import ConfigError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from miaudit.tracking import add_common_run_flags
+    from miaudit.runs.tracking import add_common_run_flags
 
     parser = subparsers.add_parser("audit", help="run a membership audit from a YAML config",
                                    description="Run the audit a YAML config describes (see docs/audit.md and "
@@ -58,10 +58,10 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 def run_and_finalize(config: Any, args: argparse.Namespace, *, command: str) -> int:
     """Run the parsed ``config`` into ``args.out`` as a tracked run; print the summary table; return the exit code."""
-    from miaudit.audit import resolved_config, run_audit
-    from miaudit.gate import RUN_METRICS, parse_gate
+    from miaudit.runs import resolved_config, run_audit
+    from miaudit.runs.gate import RUN_METRICS, parse_gate
     from miaudit.report import summary_table
-    from miaudit.tracking import tracked_run
+    from miaudit.runs.tracking import tracked_run
 
     kind = getattr(config, "kind", None)
     for expression in args.fail_if:
@@ -78,7 +78,7 @@ def run_and_finalize(config: Any, args: argparse.Namespace, *, command: str) -> 
 
 
 def run(args: argparse.Namespace) -> int:
-    from miaudit.audit import parse_config
+    from miaudit.runs import parse_config
 
     config = parse_config(args.config, data_dir=args.data_dir)
     return run_and_finalize(config, args, command="audit")

@@ -1,10 +1,10 @@
 """``miaudit defend CONFIG.yaml --out DIR``: compare defenses by utility, cost and adaptive attack success.
 
-A tracked run like ``miaudit audit`` (:mod:`miaudit.tracking`): recorded in the run store
+A tracked run like ``miaudit audit`` (:mod:`miaudit.runs.tracking`): recorded in the run store
 (``running`` -> ``completed`` / ``failed`` / ``interrupted``), every scored attack of
 ``defenses.json`` gets an empirical epsilon lower bound, ``--fail-if`` gates are checked on every
 defense row (or on the rows named with ``--gate-defense``) by
-:func:`miaudit.gate.check_defense_gates` (exit code 1 when one trips), and ``--json`` prints a
+:func:`miaudit.runs.gate.check_defense_gates` (exit code 1 when one trips), and ``--json`` prints a
 summary on stdout. Gates and ``--gate-defense`` labels are checked before any training. The folder
 gets a self-contained ``report.html`` (:func:`miaudit.report.html.build_html_report`: the
 defense-comparison page) once the bounds are added.
@@ -18,13 +18,13 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from miaudit.gate import GateResult, check_defense_gate_targets, check_defense_gates
-from miaudit.tracking import attack_summaries, complete_with_gates, gate_exit_code, strongest_by_metric
+from miaudit.runs.gate import GateResult, check_defense_gate_targets, check_defense_gates
+from miaudit.runs.tracking import attack_summaries, complete_with_gates, gate_exit_code, strongest_by_metric
 
 #: attack fields kept in the ``--json`` summary
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from miaudit.tracking import add_common_run_flags
+    from miaudit.runs.tracking import add_common_run_flags
 
     parser = subparsers.add_parser(
         "defend", help="compare membership-inference defenses (privacy-utility table and plot)",
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from miaudit.config import resolved_without_seed
     from miaudit.defenses.compare import parse_defend_config, run_defense_comparison
     from miaudit.report.html import build_html_report
-    from miaudit.tracking import tracked_run
+    from miaudit.runs.tracking import tracked_run
 
     config = parse_defend_config(args.config, data_dir=args.data_dir)
     # bad gates and unknown labels fail here, before anything is trained or written
@@ -80,7 +80,7 @@ def add_defense_epsilon(out_dir: str | Path, *, delta: float | None = None) -> d
     Bounds come from ``scores/<defense>/<attack>.scores.npz``; delta is ``delta`` when given, else
     that defense's DP accountant delta, else 1e-5. ``defenses.json`` is replaced atomically.
     """
-    from miaudit.tracking import DEFAULT_DELTA, add_entry_epsilon, write_json_atomic
+    from miaudit.runs.tracking import DEFAULT_DELTA, add_entry_epsilon, write_json_atomic
 
     path = Path(out_dir) / "defenses.json"
     result = json.loads(path.read_text(encoding="utf-8"))

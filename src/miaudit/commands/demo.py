@@ -3,7 +3,7 @@
 The target is an MLP trained to 100% training accuracy on 150 of the 1,797 digits (real data that
 ships with scikit-learn); 150 held-out digits are the audited non-members. Four shadow models are
 trained the same way on disjoint data, 16 reference models on paired halves of the audited digits
-(when :mod:`miaudit.reference.pool` is installed), and every registered classifier attack runs with
+(when :mod:`miaudit.classifier.reference.pool` is installed), and every registered classifier attack runs with
 its default parameters, plus class-dependent and global variants. Runs in under 3 minutes on 2
 CPU cores; the config it used is saved as ``config.yaml`` and can be re-run with ``miaudit audit``.
 """
@@ -25,13 +25,13 @@ VARIANTS = [
 
 
 def reference_pool_available() -> bool:
-    return importlib.util.find_spec("miaudit.reference.pool") is not None
+    return importlib.util.find_spec("miaudit.classifier.reference.pool") is not None
 
 
 def demo_config() -> dict[str, Any]:
     """The demo's audit config (plain data, as it would be written in YAML)."""
     from miaudit.attacks.registry import list_attacks
-    from miaudit.audit.classifier import SUPPORTED_REFERENCE
+    from miaudit.classifier.audit import SUPPORTED_REFERENCE
 
     pool = reference_pool_available()
     usable = [a for a in list_attacks(target_kind="classifier") if a["needs_reference"] in SUPPORTED_REFERENCE
@@ -58,7 +58,7 @@ def demo_config() -> dict[str, Any]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from miaudit.tracking import add_common_run_flags
+    from miaudit.runs.tracking import add_common_run_flags
 
     parser = subparsers.add_parser("demo", help="audit a deliberately overfit classifier on scikit-learn digits",
                                    description="Train a deliberately overfit MLP on scikit-learn's digits, its "
@@ -71,6 +71,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from miaudit.audit import parse_config
+    from miaudit.runs import parse_config
 
     return run_and_finalize(parse_config(demo_config()), args, command="demo")

@@ -1,6 +1,6 @@
 """Defenses against membership inference, and the privacy-utility comparison (``miaudit defend``).
 
-- Training-time plugins of :func:`miaudit.training.train_classifier` (:mod:`.regularizers`,
+- Training-time plugins of :func:`miaudit.classifier.training.train_classifier` (:mod:`.regularizers`,
   :mod:`.procedures`, :mod:`.dp`): ``l2``, ``dropout``, ``label_smoothing``, ``relaxloss``,
   ``mixup_mmd``, ``adv_reg``, ``distillation``, ``stacking``, ``early_stopping``, ``dp_sgd``, ``ladp``.
 - Output post-processors (:mod:`.outputs`): ``trust_score_masking``, ``top_k``, ``rounding``,

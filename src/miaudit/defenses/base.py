@@ -1,6 +1,6 @@
 """What every defense shares: the context it is built in, and the two kinds of defense.
 
-- :class:`TrainingDefense`: a :class:`~miaudit.training.TrainingPlugin` of the training loop
+- :class:`TrainingDefense`: a :class:`~miaudit.classifier.training.TrainingPlugin` of the training loop
   (regularisers, DP-SGD, distillation, ...). A fresh instance is made for every model trained
   (target, shadow and reference models alike), so per-run state (an accountant, an inference
   model) never leaks between models.
@@ -21,10 +21,10 @@ import numpy as np
 
 from miaudit.data import ArrayDataset
 from miaudit.errors import ConfigError
-from miaudit.signals import ClassifierOutputs
-from miaudit.training import TrainConfig, TrainingPlugin
+from miaudit.classifier.outputs import ClassifierOutputs
+from miaudit.classifier.training import TrainConfig, TrainingPlugin
 
-#: access levels from least to most informative (as in ``miaudit.signals.classifier``)
+#: access levels from least to most informative (as in ``miaudit.classifier.outputs``)
 ACCESS_LEVELS = ("label-only", "probabilities", "logits")
 
 

@@ -31,19 +31,20 @@ import yaml
 from miaudit import __version__
 from miaudit.attacks.base import Attack
 from miaudit.attacks.registry import create_attack
-from miaudit.audit.config import (AttackSpec, DatasetConfig, EvaluationConfig, ReferenceConfig, ShadowConfig,
-                                  check_attack_specs, derive_seed)
-from miaudit.audit.pipeline import build_attacks
+from miaudit.runs.config import AttackSpec, DatasetConfig, EvaluationConfig, check_attack_specs
+from miaudit.classifier.config import ReferenceConfig, ShadowConfig
+from miaudit.utils.seed import derive_seed
+from miaudit.runs.pipeline import build_attacks
 from miaudit.config import from_dict, load_yaml, refuse_nested_seed, resolved_without_seed, to_dict
 from miaudit.data import ArrayDataset, MembershipSplit, load_dataset, make_split
 from miaudit.defenses.base import ACCESS_LEVELS, DefenseContext
 from miaudit.defenses.registry import DefenseChain, build_chain
 from miaudit.errors import ConfigError, DataError, MiauditError
 from miaudit.evaluation import AttackResult, evaluate
-from miaudit.queried import ShadowModel, run_queried_attacks, signal_type
-from miaudit.reference.data import AttackReference, ReferencePool, ShadowData
-from miaudit.signals import ClassifierOutputs
-from miaudit.training import TrainConfig, build_model_from_config, predict_logits, train_classifier
+from miaudit.classifier.queried import ShadowModel, run_queried_attacks, signal_type
+from miaudit.classifier.reference.data import AttackReference, ReferencePool, ShadowData
+from miaudit.classifier.outputs import ClassifierOutputs
+from miaudit.classifier.training import TrainConfig, build_model_from_config, predict_logits, train_classifier
 from miaudit.utils.logs import progress as progress_bar
 from miaudit.utils.logs import run_log
 from miaudit.utils.jsonable import json_default
@@ -369,7 +370,7 @@ class _Run:
         return models
 
     def _pool(self, row: _Row) -> tuple[list[_RawModel], np.ndarray]:
-        from miaudit.reference.pool import build_reference_pool_for_audit
+        from miaudit.classifier.reference.pool import build_reference_pool_for_audit
 
         ref = self.config.reference
         split = MembershipSplit(self.split.target_members, self.split.target_nonmembers, np.empty(0, np.int64),

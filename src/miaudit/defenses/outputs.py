@@ -17,7 +17,7 @@ from torch import nn
 
 from miaudit.defenses.base import DefenseError, OutputDefense, output_logits
 from miaudit.defenses.registry import register
-from miaudit.signals import ClassifierOutputs
+from miaudit.classifier.outputs import ClassifierOutputs
 
 SHOKRI_CITATION = ("Shokri, Stronati, Song & Shmatikov, 'Membership Inference Attacks Against Machine Learning "
                    "Models', IEEE S&P 2017 (Sec. VI mitigation: restrict to top-k, coarsen precision)")

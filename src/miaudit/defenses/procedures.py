@@ -1,6 +1,6 @@
 """Defenses that change the training procedure: distillation (DMP), model stacking, early stopping.
 
-They are still plugins of :func:`miaudit.training.train_classifier`: ``setup`` may train auxiliary
+They are still plugins of :func:`miaudit.classifier.training.train_classifier`: ``setup`` may train auxiliary
 models on the private data and hand the loop another model and data loader, so shadow and
 reference models get the very same procedure (adaptive attacks). Auxiliary models are trained
 with the target's recipe; their seeds are drawn from torch's RNG, which the loop seeds from the
@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from miaudit.data import ArrayDataset
 from miaudit.defenses.base import DefenseContext, DefenseError, TrainingDefense
 from miaudit.defenses.registry import register
-from miaudit.training import TrainConfig, build_model_from_config, predict_logits, train_classifier
+from miaudit.classifier.training import TrainConfig, build_model_from_config, predict_logits, train_classifier
 
 
 def _tensors(loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,7 +1,7 @@
 """Training-time regularisers: L2, dropout, label smoothing, RelaxLoss, Mixup + MMD, adversarial regularisation.
 
 Each is a :class:`~miaudit.defenses.base.TrainingDefense` (a plugin of
-:func:`miaudit.training.train_classifier`). Defenses that *replace* the cross-entropy return
+:func:`miaudit.classifier.training.train_classifier`). Defenses that *replace* the cross-entropy return
 ``base_loss - CE + new_loss``, so they compose with defenses that add terms, in any order.
 Randomness (mixup draws, reference batches, inference-model initialisation) comes from torch's
 global RNG, which the training loop seeds from ``TrainConfig.seed``: same config, same model.

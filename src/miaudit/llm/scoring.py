@@ -3,7 +3,7 @@
 
 Every function returns one float, **higher = more likely a member**, and raises
 :class:`~miaudit.errors.SignalError` when a signal it needs is absent or makes the score undefined
-(never NaN). The registered attacks in :mod:`miaudit.attacks.llm` call these functions; their
+(never NaN). The registered attacks in :mod:`miaudit.llm.attacks` call these functions; their
 docstrings give the paper and the authors' code each formula follows.
 """
 

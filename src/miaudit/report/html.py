@@ -31,7 +31,7 @@ import yaml
 from miaudit import __version__
 from miaudit.errors import DataError
 from miaudit.evaluation import AttackResult
-from miaudit.gate import is_baseline
+from miaudit.runs.gate import is_baseline
 from miaudit.report.markdown import MIN_FALSE_POSITIVES, headline_fpr, n_nonmembers, unsupported_fpr_note
 from miaudit.report.plots import plot_roc, plot_score_histograms
 from miaudit.report.rundir import Run, load_run

@@ -1,1 +1,0 @@
-"""Attacks on image encoders that expose embeddings (EncoderMI-V, -S, -T)."""

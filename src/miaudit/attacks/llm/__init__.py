@@ -1,2 +1,0 @@
-"""Membership inference attacks on language models; every score is computed from
-:class:`~miaudit.llm.signals.TokenSignals` (one forward pass, plus optional extra passes)."""

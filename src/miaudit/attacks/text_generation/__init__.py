@@ -1,1 +1,0 @@
-"""Attacks on text-generation models (user-level audits)."""

@@ -1,0 +1,82 @@
+"""Input checks shared by the reference-model attacks: pools, queries, model counts."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Sequence
+
+import numpy as np
+
+from miaudit.errors import DataError
+from miaudit.classifier.reference.data import AttackReference, ReferencePool
+from miaudit.classifier.outputs import ClassifierOutputs
+
+Queries = ClassifierOutputs | Sequence[ClassifierOutputs]
+
+
+def get_pool(reference: AttackReference, attack: str) -> ReferencePool:
+    """``reference.pool`` or a clear error."""
+    if not isinstance(reference, AttackReference):
+        raise DataError(f"attack {attack!r} is fitted on an AttackReference(pool=ReferencePool(...)), "
+                        f"got {type(reference).__name__}")
+    return reference.require("pool", attack)
+
+
+def as_queries(signals: Queries, attack: str) -> list[ClassifierOutputs]:
+    """One or several query views of the same examples, as a list of :class:`ClassifierOutputs`."""
+    queries = [signals] if isinstance(signals, ClassifierOutputs) else list(signals)
+    if not queries or not all(isinstance(q, ClassifierOutputs) for q in queries):
+        raise DataError(f"attack {attack!r} scores ClassifierOutputs (or a list of them, one per query view)")
+    for q in queries[1:]:
+        if not np.array_equal(q.labels, queries[0].labels):
+            raise DataError(f"attack {attack!r}: every query view must cover the same examples with the same labels")
+    return queries
+
+
+def check_same_examples(labels: np.ndarray, pool_labels: np.ndarray, attack: str, what: str = "audited examples"
+                        ) -> None:
+    """The target was queried on the examples the pool was scored on (same count, same labels)."""
+    if labels.shape != pool_labels.shape:
+        raise DataError(f"attack {attack!r}: target outputs on {labels.size} {what} but the reference pool was "
+                        f"scored on {pool_labels.size}; score the pool on the same examples as the target")
+    if not np.array_equal(labels, pool_labels):
+        bad = int((labels != pool_labels).sum())
+        raise DataError(f"attack {attack!r}: labels of {bad} {what} differ between target and reference pool; "
+                        "score the pool on the same examples in the same order")
+
+
+def check_classes(pool_classes: int, n_classes: int, attack: str) -> None:
+    """Target and reference models predict the same number of classes."""
+    if pool_classes != n_classes:
+        raise DataError(f"attack {attack!r}: target has {n_classes} classes but the reference models have "
+                        f"{pool_classes}; train the pool with the target's recipe and label set")
+
+
+def check_counts(mask: np.ndarray, minimum: int, attack: str, what: str, fix: str) -> None:
+    """Every example needs at least ``minimum`` models in ``mask`` (m, n)."""
+    counts = mask.sum(axis=0)
+    if counts.min() < minimum:
+        short = int((counts < minimum).sum())
+        raise DataError(f"attack {attack!r} needs at least {minimum} {what} reference models per example; "
+                        f"{short} examples have only {int(counts.min())}: {fix}")
+
+
+def pool_views(pool: ReferencePool, signal: str) -> np.ndarray:
+    """``(m, n, k)`` values of ``signal`` for every model and query view of the pool."""
+    views = getattr(pool, "views", None)
+    if views is None:
+        return pool.signal_matrix(signal)[:, :, None]
+    return np.stack([np.stack([o.signal(signal) for o in model_views], axis=1) for model_views in views])
+
+
+def match_views(n_target: int, n_pool: int, attack: str) -> int:
+    """How many query views to use: all when target and pool agree; the plain one (with a warning) when
+    the target gave one view and the pool several; otherwise an error."""
+    if n_target == n_pool:
+        return n_pool
+    if n_target == 1:
+        warnings.warn(f"attack {attack!r}: the pool has {n_pool} query views but the target only 1; using the "
+                      "plain query only (give the target's outputs on every view to average them)", stacklevel=3)
+        return 1
+    raise DataError(f"attack {attack!r}: the target has {n_target} query views but the reference pool {n_pool}; "
+                    "score target and pool on the same augmented views")

@@ -1,0 +1,82 @@
+"""Population attack (Ye et al. 2022, "attack P"): the target's loss against its loss on population data.
+
+Population data are examples from the same distribution that the target never trained on; the
+attack needs the target's outputs on them (``AttackReference.population``) and no shadow models.
+
+Score of an audited example with loss ``l`` (``L_pop`` = population losses, of the same true class
+when ``per_class=True``)::
+
+    score(l) = mean(L_pop >= l)          in [0, 1]; higher = member
+
+i.e. one minus the empirical CDF just below ``l``: the fraction of population examples the target
+fits no better than this one. ``threshold_`` is the smallest score at which at most a fraction
+``alpha`` of the population examples themselves is flagged (the attack's FPR on population data),
+so the decision rule ``score >= threshold_`` is Ye et al.'s "loss below the alpha-percentile of the
+population loss". With ``per_class=True`` each class is compared with its own population losses
+(classes absent from the population fall back to all population losses) and one threshold is set on
+the pooled per-class population scores.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from miaudit.attacks.base import Attack
+from miaudit.attacks.registry import register
+from miaudit.errors import ConfigError, DataError
+from miaudit.classifier.reference import AttackReference
+from miaudit.classifier.outputs import ClassifierOutputs
+
+
+def _fraction_at_least(sorted_pop: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``(n,)`` fraction of ``sorted_pop`` (ascending) that is >= each value."""
+    return (sorted_pop.size - np.searchsorted(sorted_pop, values, side="left")) / sorted_pop.size
+
+
+@register
+class PopulationAttack(Attack):
+    """Member when the target's loss is low relative to its population loss distribution."""
+
+    name = "population"
+    target_kind = "classifier"
+    access = "probabilities"
+    needs_reference = "population"
+    requires_fit = True
+    signals = ("loss",)
+    citation = ("Ye, Maddi, Murakonda, Bindschaedler & Shokri, 'Enhanced Membership Inference Attacks "
+                "against Machine Learning Models', ACM CCS 2022 (attack P)")
+
+    def __init__(self, *, alpha: float = 0.05, per_class: bool = False):
+        if not 0 < alpha < 1:
+            raise ConfigError(f"population attack: alpha={alpha!r} must be a false-positive rate in (0, 1)")
+        self.alpha = alpha
+        self.per_class = per_class
+
+    def _fit(self, reference: AttackReference) -> None:
+        population: ClassifierOutputs = (reference or AttackReference()).require("population", self.name)
+        losses = population.signal("loss")
+        self.population_losses_ = np.sort(losses)
+        self.class_losses_ = {int(c): np.sort(losses[population.labels == c])
+                              for c in np.unique(population.labels)} if self.per_class else {}
+        pop_scores = self._quantiles(losses, population.labels)
+        candidates = np.unique(pop_scores)  # ascending; the population FPR of ">= t" falls as t grows
+        fpr = np.array([(pop_scores >= t).mean() for t in candidates])
+        ok = fpr <= self.alpha
+        if not ok.any():
+            where = " of each class (per_class=True)" if self.per_class else ""
+            raise DataError(f"population attack: the lowest population FPR reachable with {losses.size} population "
+                            f"examples is {fpr.min():.3g} > alpha={self.alpha}; give at least "
+                            f"{int(np.ceil(1 / self.alpha))} population examples{where} or raise alpha")
+        self.threshold_ = float(candidates[np.argmax(ok)])
+
+    def _quantiles(self, losses: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        if not self.per_class:
+            return _fraction_at_least(self.population_losses_, losses)
+        out = np.empty(losses.shape)
+        for c in np.unique(labels):
+            rows = labels == c
+            out[rows] = _fraction_at_least(self.class_losses_.get(int(c), self.population_losses_), losses[rows])
+        return out
+
+    def _score(self, signals: ClassifierOutputs) -> np.ndarray:
+        return self._quantiles(signals.signal("loss"), signals.labels)

@@ -1,0 +1,183 @@
+"""Shadow-model attacks: a classifier learns "member or not" from shadow models' outputs.
+
+Shokri et al. (2017) train k shadow models like the target on disjoint data, label each shadow
+model's outputs on its own training set "in" and on held-out data "out", and train one attack
+model per true class on those (pooled over shadow models). Salem et al. (2019, ML-Leaks,
+adversary 1) show that one shadow model and the three largest (sorted) probabilities suffice.
+
+Features (``features`` parameter, concatenated in the given order; ``C`` classes)::
+
+    probs             (C,)  probability vector (Shokri et al.; meaningful per class)
+    sorted_probs      (C,)  probabilities sorted in decreasing order
+    top_k             (k,)  the ``top_k`` largest probabilities (k = min(top_k, C))
+    loss              (1,)  cross-entropy of the true label
+    entropy           (1,)  entropy of the prediction
+    modified_entropy  (1,)  Song & Mittal's Mentr
+    label             (C,)  one-hot true label
+
+The score is the attack model's predicted probability of "member"; ``threshold_ = 0.5``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from miaudit.attacks.base import Attack
+from miaudit.attacks.registry import register
+from miaudit.errors import ConfigError, SignalError
+from miaudit.classifier.reference import AttackReference, ShadowData
+from miaudit.classifier.outputs import ClassifierOutputs
+
+FEATURES = ("probs", "sorted_probs", "top_k", "loss", "entropy", "modified_entropy", "label")
+CLASSIFIERS = ("lr", "mlp", "rf", "gb")
+SHOKRI = ("Shokri, Stronati, Song & Shmatikov, 'Membership Inference Attacks Against Machine Learning "
+          "Models', IEEE S&P 2017")
+SALEM = ("Salem, Zhang, Humbert, Berrang, Fritz & Backes, 'ML-Leaks: Model and Data Independent Membership "
+         "Inference Attacks and Defenses on Machine Learning Models', NDSS 2019 (adversary 1)")
+
+
+def attack_features(outputs: ClassifierOutputs, features: Sequence[str], *, top_k: int = 3) -> np.ndarray:
+    """``(n, d)`` attack-model inputs built from one model's outputs (see the module docstring)."""
+    outputs.require("probs")
+    probs = outputs.probs
+    n_classes = probs.shape[1]
+    columns = []
+    for name in features:
+        if name == "probs":
+            columns.append(probs)
+        elif name == "sorted_probs":
+            columns.append(-np.sort(-probs, axis=1))
+        elif name == "top_k":
+            columns.append(-np.sort(-probs, axis=1)[:, :min(top_k, n_classes)])
+        elif name == "label":
+            columns.append(np.eye(n_classes)[outputs.labels])
+        else:  # loss, entropy, modified_entropy
+            columns.append(outputs.signal(name)[:, None])
+    return np.concatenate(columns, axis=1)
+
+
+def make_attack_model(kind: str, seed: int):
+    """An unfitted scikit-learn binary classifier (inputs standardised for lr / mlp)."""
+    if kind == "lr":
+        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    if kind == "mlp":  # Shokri et al. and Salem et al. use one hidden layer of 64 units
+        return make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(64,), max_iter=500,
+                                                             random_state=seed))
+    if kind == "rf":
+        return RandomForestClassifier(n_estimators=100, min_samples_leaf=2, random_state=seed)
+    return GradientBoostingClassifier(random_state=seed)
+
+
+def _check_choice(attack: str, param: str, value: object, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{attack} attack: {param}={value!r} is not allowed; choose one of {', '.join(allowed)}")
+
+
+@register
+class ShokriAttack(Attack):
+    """Attack classifiers trained on shadow models' member / non-member outputs."""
+
+    name = "shokri"
+    target_kind = "classifier"
+    access = "probabilities"
+    needs_reference = "shadow"
+    requires_fit = True
+    signals = ("probs",)
+    citation = SHOKRI
+
+    def __init__(self, *, classifier: str = "mlp", per_class: bool = True, features: Sequence[str] = ("probs",),
+                 top_k: int = 3, seed: int = 0):
+        _check_choice(self.name, "classifier", classifier, CLASSIFIERS)
+        if isinstance(features, str) or not features:
+            raise ConfigError(f"{self.name} attack: features must be a non-empty list drawn from {', '.join(FEATURES)}")
+        for f in features:
+            _check_choice(self.name, "features", f, FEATURES)
+        if int(top_k) != top_k or top_k < 1:
+            raise ConfigError(f"{self.name} attack: top_k={top_k!r} must be a positive integer")
+        self.classifier = classifier
+        self.per_class = per_class
+        self.features = features
+        self.top_k = top_k
+        self.seed = seed
+
+    def _train(self, x: np.ndarray, y: np.ndarray):
+        model = make_attack_model(self.classifier, self.seed)
+        with warnings.catch_warnings():  # a not-quite-converged attack MLP is still a valid attack model
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return model.fit(x, y)
+
+    def _fit(self, reference: AttackReference) -> None:
+        shadow: ShadowData = (reference or AttackReference()).require("shadow", self.name)
+        widths = {o.n_classes for o in shadow.outputs}
+        if len(widths) != 1:
+            raise SignalError(f"{self.name} attack: shadow models output different numbers of classes {sorted(widths)}")
+        self.n_classes_ = widths.pop()
+        x = np.concatenate([attack_features(o, self.features, top_k=self.top_k) for o in shadow.outputs])
+        labels = np.concatenate([o.labels for o in shadow.outputs])
+        y = np.concatenate(shadow.membership).astype(int)
+        self.models_ = {}
+        if self.per_class:
+            for c in range(self.n_classes_):
+                rows = labels == c
+                if y[rows].any() and not y[rows].all():
+                    self.models_[c] = self._train(x[rows], y[rows])
+        # the global model; per class it serves classes without both shadow members and non-members
+        self.global_model_ = (self._train(x, y) if not self.per_class or len(self.models_) < self.n_classes_
+                              else None)
+        self.threshold_ = 0.5
+
+    def _score(self, signals: ClassifierOutputs) -> np.ndarray:
+        signals.require("probs")
+        if signals.n_classes != self.n_classes_:
+            raise SignalError(f"{self.name} attack: the target outputs {signals.n_classes} classes but the shadow "
+                              f"models {self.n_classes_}; train shadow models on the target's label set")
+        x = attack_features(signals, self.features, top_k=self.top_k)
+        scores = np.empty(len(signals))
+        groups = np.unique(signals.labels) if self.per_class else [None]
+        for c in groups:
+            rows = slice(None) if c is None else signals.labels == c
+            model = self.models_.get(c, self.global_model_)
+            scores[rows] = model.predict_proba(x[rows])[:, list(model.classes_).index(1)]
+        return scores
+
+
+@register
+class MLLeaksAttack(Attack):
+    """ML-Leaks adversary 1: one shadow model, a global attack model on the top-3 sorted probabilities."""
+
+    name = "ml_leaks"
+    target_kind = "classifier"
+    access = "probabilities"
+    needs_reference = "shadow"
+    requires_fit = True
+    signals = ("probs",)
+    citation = SALEM
+
+    def __init__(self, *, classifier: str = "mlp", top_k: int = 3, shadow_index: int = 0, seed: int = 0):
+        _check_choice(self.name, "classifier", classifier, ("mlp", "lr"))
+        self.classifier = classifier
+        self.top_k = top_k
+        self.shadow_index = shadow_index
+        self.seed = seed
+
+    def _fit(self, reference: AttackReference) -> None:
+        shadow: ShadowData = (reference or AttackReference()).require("shadow", self.name)
+        if not 0 <= self.shadow_index < shadow.n_models:
+            raise ConfigError(f"{self.name} attack: shadow_index={self.shadow_index} but there are "
+                              f"{shadow.n_models} shadow models")
+        one = ShadowData([shadow.outputs[self.shadow_index]], [shadow.membership[self.shadow_index]])
+        self.attack_ = ShokriAttack(classifier=self.classifier, per_class=False, features=("top_k",),
+                                    top_k=self.top_k, seed=self.seed).fit(AttackReference(shadow=one))
+        self.threshold_ = 0.5
+
+    def _score(self, signals: ClassifierOutputs) -> np.ndarray:
+        return self.attack_.score(signals)

@@ -1,0 +1,223 @@
+"""Classifier audit configuration (``kind: classifier``): what to audit and how to build the attacker's knowledge.
+
+Parsed strictly from YAML (``miaudit.config.from_dict``): unknown keys and wrong types are errors
+that name the key. The sections every kind shares (``attacks``, ``evaluation``, ``dataset``) are in
+:mod:`miaudit.runs.config`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from miaudit.classifier.training import TrainConfig
+from miaudit.errors import ConfigError
+from miaudit.runs.config import AttackSpec, DatasetConfig, EvaluationConfig, check_attack_specs
+
+
+@dataclass
+class SplitConfig:
+    """Sizes of the disjoint parts drawn from the dataset with the run's seed.
+
+    ``n_members``: the target's training set; ``n_nonmembers``: held-out examples audited as
+    non-members; ``n_shadow``: data for shadow models; ``n_population``: data the target never saw
+    (population attacks). With a precomputed target the audited examples come from the file, so
+    only ``n_shadow`` and ``n_population`` apply.
+    """
+
+    n_members: int | None = None
+    n_nonmembers: int | None = None
+    n_shadow: int = 0
+    n_population: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("n_members", "n_nonmembers", "n_shadow", "n_population"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"config.split.{name}: must be >= 0, got {value}")
+
+
+_TORCH_MODULE_KEYS = ("path", "class", "kwargs")
+_CLASS_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+
+
+@dataclass
+class TargetConfig:
+    """Where the audited model's outputs come from: trained by the tool, precomputed, or the user's own model.
+
+    Without ``precomputed``, ``torch_module`` or ``sklearn`` the tool trains the target itself with
+    the ``training`` recipe on ``split.n_members`` examples.
+
+    - ``precomputed``: an ``.npz`` with ``logits``, ``probs`` or ``predictions``, ``labels`` and
+      ``membership`` (1 = member), for models the tool cannot load. ``population`` then is an
+      ``.npz`` with the same model's outputs and ``labels`` on data it never trained on.
+    - ``torch_module``: ``{path: weights.pt, class: "pkg.module:ClassName", kwargs: {...}}``: the
+      class (importable) is built with ``kwargs`` and the state dict at ``path`` is loaded with
+      ``torch.load(weights_only=True)``; whole pickled modules are refused.
+    - ``sklearn``: a fitted scikit-learn estimator saved with pickle / joblib. Loading a pickle runs
+      any code it contains, so it is loaded only with ``trust_pickle: true``.
+
+    A user's model (``torch_module`` / ``sklearn``) is audited on ``members`` and ``nonmembers``,
+    ``.npz`` files with ``x`` ``(n, ...)`` and ``y`` ``(n,)`` (optional ``ids``); ``population``
+    then is an ``.npz`` with ``x``, ``y`` the model never trained on. Paths are relative to the
+    working directory.
+    """
+
+    precomputed: str | None = None
+    population: str | None = None
+    torch_module: dict[str, Any] | None = None
+    sklearn: str | None = None
+    trust_pickle: bool = False
+    members: str | None = None
+    nonmembers: str | None = None
+
+    def __post_init__(self) -> None:
+        given = [k for k in ("precomputed", "torch_module", "sklearn") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ConfigError(f"config.target: give one of precomputed, torch_module, sklearn, not "
+                              f"{' and '.join(given)}")
+        if self.torch_module is not None:
+            _check_torch_module(self.torch_module)
+        if self.sklearn is not None and not self.trust_pickle:
+            raise ConfigError("config.target.sklearn: scikit-learn models are pickles, and loading a pickle runs any "
+                              "code inside it; add 'trust_pickle: true' to target only for a file you made or trust")
+        if self.trust_pickle and self.sklearn is None:
+            raise ConfigError("config.target.trust_pickle: only applies to target.sklearn; remove it")
+        for name in ("members", "nonmembers"):
+            if self.user_model and getattr(self, name) is None:
+                raise ConfigError(f"config.target.{name}: give the .npz (x, y) of the examples your model was "
+                                  f"{'trained on' if name == 'members' else 'not trained on'}")
+            if not self.user_model and getattr(self, name) is not None:
+                raise ConfigError(f"config.target.{name}: only for target.torch_module or target.sklearn; remove it")
+
+    @property
+    def source(self) -> Literal["trained", "precomputed", "torch_module", "sklearn"]:
+        """Which kind of target this is."""
+        for name in ("precomputed", "torch_module", "sklearn"):
+            if getattr(self, name) is not None:
+                return name  # type: ignore[return-value]
+        return "trained"
+
+    @property
+    def user_model(self) -> bool:
+        """A model the user trained and the tool loads (``torch_module`` or ``sklearn``)."""
+        return self.source in ("torch_module", "sklearn")
+
+
+def _check_torch_module(spec: dict[str, Any]) -> None:
+    where = "config.target.torch_module"
+    unknown = sorted(set(spec) - set(_TORCH_MODULE_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed keys are {', '.join(_TORCH_MODULE_KEYS)}")
+    for key in ("path", "class"):
+        if not isinstance(spec.get(key), str) or not spec[key]:
+            raise ConfigError(f"{where}.{key}: required, a string (path: the state dict file; class: "
+                              "\"pkg.module:ClassName\")")
+    if not _CLASS_SPEC.fullmatch(spec["class"]):
+        raise ConfigError(f"{where}.class: {spec['class']!r} must read \"pkg.module:ClassName\" (module path, "
+                          "a colon, the class name)")
+    if not isinstance(spec.get("kwargs", {}), dict):
+        raise ConfigError(f"{where}.kwargs: expected a mapping of constructor arguments, got {spec['kwargs']!r}")
+
+
+@dataclass
+class ShadowConfig:
+    """``n_models`` shadow models (Shokri et al. 2017), trained like the target on the shadow data.
+
+    Each draws ``members_per_model`` training examples (default: as many as the target trained on)
+    and ``nonmembers_per_model`` held-out ones (default: as many non-members as audited), from the
+    shadow data, with its own seed.
+    """
+
+    n_models: int = 0
+    members_per_model: int | None = None
+    nonmembers_per_model: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_models < 0:
+            raise ConfigError(f"config.shadow.n_models: must be >= 0, got {self.n_models}")
+
+
+@dataclass
+class ReferenceConfig:
+    """A pool of ``n_models`` reference models for LiRA / RMIA-style attacks (``miaudit.classifier.reference.pool``).
+
+    Trained with the target's recipe on paired halves of the audited examples (``n_models`` even),
+    scored on them and on the population data. ``views``: augmented queries ("none", or the
+    kinds :func:`miaudit.classifier.reference.views.query_views` accepts), used by the reference models and
+    the target alike; ``executor``: "sequential", "vectorised", "process" (``n_workers``
+    processes) or "ray" (a local Ray instance with ``n_workers`` CPUs, or the running cluster at
+    ``ray_address``, whose own resources decide); ``cache_dir``: keep trained models there, so an
+    interrupted or repeated run resumes.
+    """
+
+    n_models: int = 0
+    views: str = "none"
+    executor: Literal["sequential", "vectorised", "process", "ray"] = "sequential"
+    n_workers: int | None = None
+    ray_address: str | None = None
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_models < 0 or self.n_models % 2:
+            raise ConfigError(f"config.reference.n_models: must be an even number >= 0 (paired halves), "
+                              f"got {self.n_models}")
+        if self.n_workers is not None and self.n_workers < 1:
+            raise ConfigError(f"config.reference.n_workers: must be >= 1, got {self.n_workers}")
+        if self.ray_address is not None:
+            if self.executor != "ray":
+                raise ConfigError(f"config.reference.ray_address: only for executor: ray (got executor: "
+                                  f"{self.executor}); set executor: ray or remove it")
+            if self.n_workers is not None:
+                raise ConfigError("config.reference.n_workers: sets the CPUs of a local Ray instance; a cluster at "
+                                  "ray_address uses its own resources, so remove n_workers")
+
+
+@dataclass
+class AuditConfig:
+    """A membership audit of a classifier (``kind: classifier``)."""
+
+    attacks: list[AttackSpec]
+    kind: Literal["classifier"] = "classifier"
+    seed: int = 0
+    dataset: DatasetConfig | None = None
+    split: SplitConfig = field(default_factory=SplitConfig)
+    target: TargetConfig = field(default_factory=TargetConfig)
+    training: TrainConfig = field(default_factory=TrainConfig)
+    shadow: ShadowConfig = field(default_factory=ShadowConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+    def __post_init__(self) -> None:
+        check_attack_specs(self.attacks)
+        source = self.target.source
+        if source == "trained":
+            if self.dataset is None:
+                raise ConfigError("config: give a 'dataset' to train the target on, 'target.precomputed' with the "
+                                  "outputs of your own model, or your model itself (target.torch_module / sklearn)")
+            for name in ("n_members", "n_nonmembers"):
+                if not getattr(self.split, name):
+                    raise ConfigError(f"config.split.{name}: give a positive size; the tool trains the target "
+                                      "and needs members and non-members")
+        else:
+            origin = ("the precomputed file's membership" if source == "precomputed"
+                      else "target.members / target.nonmembers")
+            if self.split.n_members is not None or self.split.n_nonmembers is not None:
+                raise ConfigError(f"config.split: n_members / n_nonmembers come from {origin}; remove them")
+            if self.split.n_population:
+                raise ConfigError("config.split.n_population: population data of a target the tool did not train "
+                                  "comes from target.population; remove it")
+        if self.target.population is not None and source == "trained":
+            raise ConfigError("config.target.population: only for a precomputed target or your own model; a target "
+                              "trained by the tool gets population data from split.n_population")
+        if (self.shadow.n_models or self.split.n_population) and self.dataset is None:
+            raise ConfigError("config: shadow models and population data need a 'dataset'")
+        if self.shadow.n_models and not self.split.n_shadow:
+            raise ConfigError("config.split.n_shadow: shadow models need shadow data; give a positive size")
+        if self.reference.n_models and source == "precomputed":
+            raise ConfigError("config.reference: reference models are trained on the audited examples, which a "
+                              "precomputed target does not provide; remove reference.n_models")
+
+
+__all__ = ["AuditConfig", "ReferenceConfig", "ShadowConfig", "SplitConfig", "TargetConfig"]

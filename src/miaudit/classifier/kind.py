@@ -1,0 +1,6 @@
+"""Plug the classifiers: metric, shadow-model, reference-model (LiRA, RMIA, ...), label-only and white-box attacks; audit kind ``classifier`` into the core (see :mod:`miaudit.kinds`)."""
+
+import miaudit.classifier.audit  # noqa: F401  (registers the audit kind)
+from miaudit.kinds import import_submodules
+
+import_submodules("miaudit.classifier.attacks")

@@ -1,0 +1,94 @@
+"""Outputs computed elsewhere, read from a file: audit a model the tool cannot load.
+
+File format (``.npz``, written e.g. with ``numpy.savez``): exactly one of ``logits`` ``(n, K)``,
+``probs`` ``(n, K)`` (rows sum to 1) or ``predictions`` ``(n,)`` (label-only); ``labels`` ``(n,)``
+true classes; ``membership`` ``(n,)`` 1/True = the model trained on that example; optional ``ids``
+``(n,)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from miaudit.data.datasets import ArrayDataset, read_npz
+from miaudit.errors import DataError, SignalError
+from miaudit.classifier.signals.cache import output_arrays
+from miaudit.classifier.outputs import ClassifierOutputs
+from miaudit.utils.fingerprint import fingerprint
+
+OUTPUT_KEYS = ("logits", "probs", "predictions")
+
+
+class PrecomputedTarget:
+    """Fixed outputs on ``n`` examples plus their membership ground truth ``(n,)`` bool."""
+
+    def __init__(self, outputs: ClassifierOutputs, membership: np.ndarray, *, ids: np.ndarray | None = None,
+                 source: str = "precomputed"):
+        membership = np.asarray(membership)
+        if membership.shape != (len(outputs),):
+            raise DataError(f"{source}: membership has shape {membership.shape}, expected ({len(outputs)},) "
+                            "to match the outputs")
+        if membership.dtype != bool and not np.isin(membership, (0, 1)).all():
+            raise DataError(f"{source}: membership must be boolean or 0/1")
+        self.membership = membership.astype(bool)
+        if self.membership.all() or not self.membership.any():
+            kind = "non-member" if self.membership.all() else "member"
+            raise DataError(f"{source}: there is no {kind} example; an audit needs both members and non-members")
+        self._outputs = outputs
+        self.ids = np.arange(len(outputs)) if ids is None else np.asarray(ids)
+        if self.ids.shape != self.membership.shape:
+            raise DataError(f"{source}: ids have shape {self.ids.shape}, expected {self.membership.shape}")
+        self.source = source
+        self.access = outputs.access
+
+    @classmethod
+    def from_npz(cls, path: str | Path) -> "PrecomputedTarget":
+        """Read and validate a file in the format above; each problem is a one-line :class:`DataError`."""
+        path = Path(path)
+        arrays = read_npz(path)
+        given = [k for k in OUTPUT_KEYS if k in arrays]
+        if len(given) != 1:
+            raise DataError(f"{path} must hold exactly one of {', '.join(OUTPUT_KEYS)} (found "
+                            f"{', '.join(given) or 'none'}; keys: {', '.join(arrays) or 'none'})")
+        missing = [k for k in ("labels", "membership") if k not in arrays]
+        if missing:
+            raise DataError(f"{path} lacks {' and '.join(missing)} (keys: {', '.join(arrays)}); add the true labels "
+                            "and membership (1 = trained on) arrays")
+        n = len(arrays["labels"])
+        for key in (given[0], "membership", "ids"):
+            if key in arrays and (arrays[key].ndim == 0 or arrays[key].shape[0] != n):
+                raise DataError(f"{path}: {key} has shape {arrays[key].shape} but labels has {n} rows; "
+                                "every array needs one row per example")
+        try:
+            outputs = ClassifierOutputs(arrays["labels"], **{given[0]: arrays[given[0]]})
+        except SignalError as exc:
+            raise DataError(f"{path}: {exc}") from None
+        return cls(outputs, arrays["membership"], ids=arrays.get("ids"), source=str(path))
+
+    @staticmethod
+    def save_npz(path: str | Path, outputs: ClassifierOutputs, membership: np.ndarray,
+                 ids: np.ndarray | None = None) -> None:
+        """Write ``outputs`` and ``membership`` in the format :meth:`from_npz` reads."""
+        arrays = {**output_arrays(outputs), "membership": np.asarray(membership, dtype=bool)}
+        if ids is not None:
+            arrays["ids"] = np.asarray(ids)
+        np.savez(path, **arrays)
+
+    def fingerprint(self) -> str:
+        """Fingerprint of the stored outputs and membership."""
+        o = self._outputs
+        return fingerprint(o.labels, o.logits, o.probs_given, o.predictions, self.membership)
+
+    def outputs(self, dataset_or_x: ArrayDataset | np.ndarray | None = None, y: np.ndarray | None = None) -> ClassifierOutputs:
+        """The stored outputs; pass integer row indices (or a boolean mask) to select rows, not inputs."""
+        if y is not None or isinstance(dataset_or_x, ArrayDataset):
+            raise DataError("a precomputed target cannot run on new inputs; call outputs() with no data "
+                            "or with row indices")
+        if dataset_or_x is None:
+            return self._outputs
+        index = np.asarray(dataset_or_x)
+        if index.dtype != bool and not np.issubdtype(index.dtype, np.integer):
+            raise DataError("a precomputed target selects rows by integer indices or a boolean mask, not by inputs")
+        return self._outputs.subset(index)

@@ -1,0 +1,59 @@
+"""A fitted scikit-learn classifier as an audit target (probabilities, or labels only)."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from typing import Any
+
+import numpy as np
+
+from miaudit.data.datasets import ArrayDataset
+from miaudit.errors import ConfigError, SignalError
+from miaudit.classifier.outputs import ClassifierOutputs
+from miaudit.classifier.targets.base import unpack
+
+
+class SklearnTarget:
+    """Wraps a fitted estimator; inputs with more than 2 dimensions are flattened to ``(n, d)``.
+
+    ``output``: "probabilities" (``predict_proba``), "labels" (``predict``, label-only access) or
+    "auto" (probabilities when the estimator has ``predict_proba``). ``predict_proba`` columns follow
+    ``estimator.classes_``; they are placed at those class indices in an ``(n, K)`` array, so a model
+    fitted on a subset of the classes still lines up with the labels.
+    """
+
+    def __init__(self, estimator: Any, *, output: str = "auto", n_classes: int | None = None):
+        if output not in ("auto", "probabilities", "labels"):
+            raise ConfigError(f"SklearnTarget output {output!r} is not allowed; choose 'auto', 'probabilities' or 'labels'")
+        if output == "auto":
+            output = "probabilities" if hasattr(estimator, "predict_proba") else "labels"
+        if output == "probabilities" and not hasattr(estimator, "predict_proba"):
+            raise ConfigError(f"{type(estimator).__name__} has no predict_proba; use output='labels'")
+        self.estimator = estimator
+        self.output = output
+        self.n_classes = n_classes
+        self.access = "probabilities" if output == "probabilities" else "label-only"
+
+    def fingerprint(self) -> str:
+        """Hash of the pickled estimator (its parameters and fitted state)."""
+        return hashlib.sha256(pickle.dumps(self.estimator)).hexdigest()[:16]
+
+    def outputs(self, dataset_or_x: ArrayDataset | np.ndarray, y: np.ndarray | None = None) -> ClassifierOutputs:
+        x, y = unpack(dataset_or_x, y)
+        x = x.reshape(len(x), -1)
+        classes = getattr(self.estimator, "classes_", None)
+        if classes is None:
+            raise SignalError(f"{type(self.estimator).__name__} is not fitted; call fit before auditing it")
+        if self.output == "labels":
+            return ClassifierOutputs(y, predictions=np.asarray(self.estimator.predict(x)))
+        proba = np.asarray(self.estimator.predict_proba(x), dtype=np.float64)  # (n, len(classes_))
+        classes = np.asarray(classes)
+        if not np.issubdtype(classes.dtype, np.integer) or classes.min() < 0:
+            raise SignalError(f"estimator classes {classes[:5]}... are not class indices 0..K-1; refit it on integer labels")
+        n_classes = self.n_classes or int(max(classes.max(), y.max())) + 1
+        if n_classes <= classes.max():
+            raise SignalError(f"estimator knows class {classes.max()} but n_classes={n_classes}")
+        probs = np.zeros((len(x), n_classes))
+        probs[:, classes] = proba
+        return ClassifierOutputs(y, probs=probs)

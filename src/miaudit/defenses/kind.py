@@ -1,0 +1,6 @@
+"""Plug the one-run DP canary audit (audit kind ``dp_canary``) into the core (see :mod:`miaudit.kinds`).
+
+Defenses are applied to classifiers; this package adds no attacks of its own.
+"""
+
+import miaudit.defenses.dp_canary  # noqa: F401  (registers the audit kind)

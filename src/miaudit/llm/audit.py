@@ -1,0 +1,500 @@
+"""LLM audits (``kind: llm``): documents + a causal LM + attacks -> a run directory.
+
+Steps of :func:`run_llm` (the runner registered with :func:`miaudit.runs.pipeline.register_kind`):
+
+1. Load the documents (:mod:`miaudit.llm.datasets`), optionally a stratified subsample.
+2. ReCaLL (if asked): draw ``recall.n_shots`` non-members as the prefix and take them out of the
+   evaluation set (a prefix document scored after itself would be trivially "member"-like).
+3. Honest selection: a stratified calibration split (``selection.calibration_fraction``) is set
+   aside when an attack has hyper-parameters to choose. Each such attack is reported twice on the
+   SAME evaluation documents: with the value chosen on the calibration split (label = attack key,
+   the result) and with the value that is best on the evaluation labels themselves (label
+   ``<key>.oracle``, an optimistic bound, as in the authors' code of several papers).
+4. One forward pass per document gives every reference-free signal; the extra passes run only for
+   the attacks that need them (lowercase, reference model, ReCaLL prefix, gradients, neighbours).
+5. Evaluation (``miaudit.evaluation.evaluate`` through the shared audit pipeline), the blind
+   bag-of-words baseline on the same evaluation documents (``blind_baseline`` in metrics.json), and
+   a token-level HTML view of a few documents (``token_view.html``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping, Sequence
+
+import numpy as np
+
+from miaudit.attacks.registry import create_attack, get_attack_class
+from miaudit.runs.config import AttackSpec, EvaluationConfig, check_attack_specs
+from miaudit.utils.seed import derive_seed
+from miaudit.runs.pipeline import AuditOutcome, ScoredAttack, parse_config, register_kind, run_audit
+from miaudit.config import to_dict
+from miaudit.errors import ConfigError, DataError
+from miaudit.llm import selection
+from miaudit.llm.scoring import smooth_counts, token_counts
+from miaudit.llm.baseline import blind_baseline
+from miaudit.llm.datasets import TextDataset, load_text_dataset, read_corpus
+from miaudit.llm.signals import TokenSignals
+from miaudit.llm.target import HFCausalLM
+from miaudit.llm.token_view import token_view, write_html
+
+log = logging.getLogger(__name__)
+
+#: optional TokenSignals fields (default None) that need an extra pass; ``text`` comes with every record
+EXTRA_PASSES = tuple(f.name for f in dataclasses.fields(TokenSignals) if f.default is None and f.name != "text")
+
+
+# -- configuration --------------------------------------------------------------------------------
+
+@dataclass
+class LLMDatasetConfig:
+    """Which documents: ``source`` wikimia | arxivmia | mimir | table | text (see
+    :func:`miaudit.llm.datasets.load_text_dataset`); ``max_documents`` draws a stratified subsample."""
+
+    source: str
+    path: str | None = None
+    members: str | None = None
+    nonmembers: str | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    file_name: str | None = None
+    separator: str = "line"
+    on_empty: Literal["error", "skip"] = "error"
+    data_dir: str | None = None
+    max_documents: int | None = None
+
+
+@dataclass
+class LLMModelConfig:
+    """A causal LM: a local folder or a hub id (downloaded unless ``local_files_only``)."""
+
+    name_or_path: str
+    tokenizer: str | None = None
+    revision: str | None = None
+    dtype: str = "auto"
+    device: str = "cpu"
+    local_files_only: bool = False
+    trust_remote_code: bool = False
+    batch_size: int = 8
+    max_length: int | None = None
+    long_documents: Literal["sliding_window", "truncate"] = "sliding_window"
+    stride: int | None = None
+    bos: Literal["auto", "always", "never"] = "auto"
+
+
+@dataclass
+class SignalConfig:
+    """Signal engine: the ACMIA inverse-temperature grid (default: the authors' 52 values) and method."""
+
+    betas: list[float] | None = None
+    method: Literal["fast", "exact"] = "fast"
+
+
+@dataclass
+class SelectionConfig:
+    """``calibration_fraction`` of the documents (stratified) choose hyper-parameters: ACMIA's ``beta``,
+    Min-K%'s and Min-K%++'s ``k``, DC-PDD's ``a`` (:data:`miaudit.llm.selection.TUNED`), unless the
+    attack's ``params`` fix them. ``grids`` overrides an attack key's candidates, e.g.
+    ``{min_k_pp: [0.1, 0.2]}`` (default: the authors' grids, every beta of the signal grid)."""
+
+    calibration_fraction: float = 0.2
+    grids: dict[str, list[float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.calibration_fraction < 1:
+            raise ConfigError(f"config.selection.calibration_fraction: must lie in (0, 1), got "
+                              f"{self.calibration_fraction}")
+
+
+@dataclass
+class RecallConfig:
+    """ReCaLL's prefix: ``n_shots`` random non-members (taken out of the evaluation set), joined by
+    ``separator``."""
+
+    n_shots: int = 5
+    separator: str = "\n\n"
+
+
+@dataclass
+class NeighbourhoodConfig:
+    """The neighbourhood attack's perturbation model: ``perturb`` = ``"package.module:function"``, a
+    function ``text -> list of neighbour texts`` (the Python API also takes the callable itself)."""
+
+    perturb: str | None = None
+
+
+@dataclass
+class DcPddConfig:
+    """DC-PDD's reference corpus (a text file, one document per line, or a JSONL/CSV with ``text_column``),
+    whose Laplace-smoothed token frequencies the attack needs."""
+
+    corpus: str | None = None
+    text_column: str = "text"
+
+
+@dataclass
+class BaselineConfig:
+    enabled: bool = True
+    n_splits: int = 5
+
+
+@dataclass
+class TokenViewConfig:
+    """``n_documents`` documents (half members) coloured token by token in ``token_view.html``."""
+
+    n_documents: int = 4
+    method: Literal["min_k_pp", "loss"] = "min_k_pp"
+
+
+@dataclass
+class LLMAuditConfig:
+    """A membership audit of a causal language model (``kind: llm``)."""
+
+    attacks: list[AttackSpec]
+    model: LLMModelConfig
+    dataset: LLMDatasetConfig
+    kind: Literal["llm"] = "llm"
+    seed: int = 0
+    reference_model: LLMModelConfig | None = None
+    signals: SignalConfig = field(default_factory=SignalConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    recall: RecallConfig = field(default_factory=RecallConfig)
+    neighbourhood: NeighbourhoodConfig = field(default_factory=NeighbourhoodConfig)
+    dc_pdd: DcPddConfig = field(default_factory=DcPddConfig)
+    gradnorm_p: Literal["inf", 1, 2] = "inf"
+    blind_baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    token_view: TokenViewConfig = field(default_factory=TokenViewConfig)
+    cache_dir: str | None = None
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+    def __post_init__(self) -> None:
+        check_attack_specs(self.attacks)
+        names = {a.name for a in self.attacks}
+        if "ref" in names and self.reference_model is None:
+            raise ConfigError("config.reference_model: attack 'ref' needs a reference model (same tokenizer)")
+        if self.recall.n_shots < 1:
+            raise ConfigError(f"config.recall.n_shots: must be >= 1, got {self.recall.n_shots}")
+        unknown = sorted(set(self.selection.grids) - {a.key for a in self.attacks})
+        if unknown:
+            raise ConfigError(f"config.selection.grids: {unknown[0]!r} is not an attack of this config")
+
+
+# -- steps ------------------------------------------------------------------------------------------
+
+def _load_documents(config: LLMAuditConfig) -> TextDataset:
+    d = config.dataset
+    data = load_text_dataset(d.source, path=d.path, members=d.members, nonmembers=d.nonmembers,
+                             text_column=d.text_column, label_column=d.label_column, file_name=d.file_name,
+                             separator=d.separator, data_dir=d.data_dir, on_empty=d.on_empty)
+    data.require_both_classes()
+    if d.max_documents is not None and d.max_documents < len(data):
+        data = data.subset(_stratified_take(data.labels, d.max_documents, derive_seed(config.seed, "subsample")))
+    return data
+
+
+def _stratified_take(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``n`` indices (sorted), members and non-members in their original proportion."""
+    rng = np.random.default_rng(seed)
+    n_members = min(max(int(round(n * labels.mean())), 1), n - 1)  # both classes whenever n >= 2
+    picked = [rng.choice(np.flatnonzero(labels == c), size=k, replace=False)
+              for c, k in ((1, n_members), (0, n - n_members))]
+    return np.sort(np.concatenate(picked))
+
+
+def _build_target(model: LLMModelConfig, config: LLMAuditConfig, progress: bool) -> HFCausalLM:
+    params: dict[str, Any] = {"method": config.signals.method}
+    if config.signals.betas is not None:
+        params["betas"] = tuple(config.signals.betas)
+    return HFCausalLM.from_pretrained(
+        model.name_or_path, tokenizer=model.tokenizer, dtype=model.dtype, device=model.device,
+        revision=model.revision, local_files_only=model.local_files_only, trust_remote_code=model.trust_remote_code,
+        batch_size=model.batch_size, max_length=model.max_length, long_documents=model.long_documents,
+        stride=model.stride, bos=model.bos, cache_dir=config.cache_dir, progress=progress, signal_params=params)
+
+
+def _import_callable(path: str) -> Callable[[str], Sequence[str]]:
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"config.neighbourhood.perturb: {path!r} must look like 'package.module:function'")
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"config.neighbourhood.perturb: cannot import {path!r} ({exc})") from None
+    if not callable(fn):
+        raise ConfigError(f"config.neighbourhood.perturb: {path!r} is not callable")
+    return fn
+
+
+def _split_recall_prefix(data: TextDataset, config: LLMAuditConfig) -> tuple[TextDataset, list[str], list[str]]:
+    """Draw the ReCaLL shots from the non-members; return (remaining data, shots, their ids)."""
+    nonmembers = np.flatnonzero(data.labels == 0)
+    n = config.recall.n_shots
+    if n >= nonmembers.size:
+        raise DataError(f"ReCaLL needs {n} non-member prefix documents but the dataset has {nonmembers.size} "
+                        "non-members; lower recall.n_shots")
+    rng = np.random.default_rng(derive_seed(config.seed, "recall"))
+    shots = rng.choice(nonmembers, size=n, replace=False)
+    keep = np.setdiff1d(np.arange(len(data)), shots)
+    return data.subset(keep), [data.texts[i] for i in shots], [str(data.ids[i]) for i in shots]
+
+
+def _extra_signals(target: HFCausalLM, texts: list[str], needed: set[str], *, config: LLMAuditConfig,
+                   reference: HFCausalLM | None, shots: list[str], perturb: Callable | None) -> dict[str, Any]:
+    """Per-document values ``{field: (n,) array or list of arrays}`` of the extra passes in ``needed``."""
+    out: dict[str, Any] = {}
+    if "lowercase_logprob" in needed:
+        out["lowercase_logprob"] = target.lowercase_log_likelihoods(texts)
+    if "ref_logprob" in needed:
+        assert reference is not None
+        out["ref_logprob"] = reference.mean_log_likelihoods(texts, desc="reference")
+    if "prefix_logprob" in needed:
+        out["prefix_logprob"] = target.mean_log_likelihoods(
+            texts, prefix=target.prefix_ids(shots, separator=config.recall.separator), desc="recall prefix")
+    if "grad_norm" in needed:
+        out["grad_norm"] = target.gradient_norms(texts, p=math.inf if config.gradnorm_p == "inf"
+                                                 else float(config.gradnorm_p))
+    if "neighbour_logprobs" in needed:
+        out["neighbour_logprobs"] = target.neighbour_log_likelihoods(texts, perturb)
+    return out
+
+
+def _attach(signals: list[TokenSignals], extra: dict[str, Any]) -> list[TokenSignals]:
+    if not extra:
+        return signals
+    return [s.with_signals(**{k: (v[i] if isinstance(v, list) else float(v[i])) for k, v in extra.items()})
+            for i, s in enumerate(signals)]
+
+
+def _dc_pdd_counts(config: LLMAuditConfig, target: HFCausalLM) -> np.ndarray:
+    """Token counts ``(V,)`` of the user's DC-PDD reference corpus under the target's tokenizer."""
+    if config.dc_pdd.corpus is None:
+        raise ConfigError("attack 'dc_pdd' needs a reference corpus for token frequencies: set dc_pdd.corpus to a "
+                          "text file (one document per line) or a .jsonl/.csv with a text column")
+    texts = read_corpus(config.dc_pdd.corpus, text_column=config.dc_pdd.text_column)
+    return token_counts([target.tokenizer(t, add_special_tokens=False, verbose=False)["input_ids"] for t in texts],
+                        target.vocab_size)
+
+
+# -- the runner ------------------------------------------------------------------------------------
+
+def _tuned_parameter(spec: AttackSpec) -> str | None:
+    """The hyper-parameter chosen on calibration data for this attack, unless its params fix it."""
+    param = selection.TUNED.get(spec.name)
+    return param if param is not None and param not in spec.params else None
+
+
+def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
+            perturb: Callable[[str], Sequence[str]] | None = None) -> AuditOutcome:
+    """The ``kind: llm`` runner: returns the scored attacks and metrics sections; writes token_view.html."""
+    start = time.perf_counter()
+    classes = {}
+    for spec in config.attacks:
+        classes[spec.key] = get_attack_class(spec.name, "llm")
+        create_attack(spec.name, target_kind="llm", **spec.params)  # a bad parameter fails before any forward pass
+    tuned = {spec.key: _tuned_parameter(spec) for spec in config.attacks}
+    needs_calibration = any(tuned.values()) or any(classes[s.key].needs_reference == "calibration"
+                                                    for s in config.attacks)
+
+    data = _load_documents(config)
+    warnings: list[str] = []
+    shots, shot_ids = [], []
+    if any(spec.name == "recall" for spec in config.attacks):
+        data, shots, shot_ids = _split_recall_prefix(data, config)
+    n, labels = len(data), data.labels
+    if needs_calibration:
+        size = max(4, int(round(config.selection.calibration_fraction * n)))
+        calibration = _stratified_take(labels, size, derive_seed(config.seed, "calibration"))
+    else:
+        calibration = np.array([], dtype=np.int64)
+    evaluation = np.setdiff1d(np.arange(n), calibration)
+    for part, index in (("calibration", calibration), ("evaluation", evaluation)):
+        if index.size and (labels[index].all() or not labels[index].any()):
+            raise DataError(f"the {part} split has only one class; add documents or change "
+                            "selection.calibration_fraction")
+
+    target = _build_target(config.model, config, progress)
+    reference = None
+    if config.reference_model is not None:
+        reference = _build_target(config.reference_model, config, progress)
+        target.check_same_tokenizer(reference)
+    needed = {f for cls in classes.values() for f in cls.signals if f in EXTRA_PASSES}
+    if perturb is None and config.neighbourhood.perturb:
+        perturb = _import_callable(config.neighbourhood.perturb)
+    if "neighbour_logprobs" in needed and perturb is None:
+        raise ConfigError("attack 'neighbourhood' needs a perturbation model: set neighbourhood.perturb to "
+                          "'package.module:function' (or pass perturb= to run_llm_audit)")
+    counts = _dc_pdd_counts(config, target) if any(s.name == "dc_pdd" and "token_freq" not in s.params
+                                                  for s in config.attacks) else None
+
+    log.info("%s: %d documents (%d members): %d for calibration, %d evaluated", data.name, n, int(labels.sum()),
+             calibration.size, evaluation.size)
+    signals = target.token_signals(data.texts)
+    signals = _attach(signals, _extra_signals(target, data.texts, needed, config=config, reference=reference,
+                                              shots=shots, perturb=perturb))
+    cal_signals, eval_signals = [signals[i] for i in calibration], [signals[i] for i in evaluation]
+    cal_labels, eval_labels = labels[calibration], labels[evaluation]
+
+    scored: list[ScoredAttack] = []
+    chosen: dict[str, Any] = {}
+    for spec in config.attacks:
+        cls, params, param = classes[spec.key], dict(spec.params), tuned[spec.key]
+        fixed = {}
+        if spec.name == "dc_pdd":  # DC-PDD's grid search needs the frequencies as a parameter
+            fixed["token_freq"] = params.pop("token_freq") if "token_freq" in params else smooth_counts(counts)
+        runs = [(spec.key, params, {})]
+        if param is not None:
+            grid = config.selection.grids.get(spec.key)
+            held_out, values, cal_aucs = selection.choose(spec.name, cal_signals, cal_labels, grid, **fixed)
+            oracle, _, test_aucs = selection.choose(spec.name, eval_signals, eval_labels, values, **fixed)
+            chosen[spec.key] = {"parameter": param, "grid": values.tolist(), "held_out": held_out, "oracle": oracle,
+                                "calibration_aucs": cal_aucs.tolist(), "evaluation_aucs": test_aucs.tolist()}
+            runs = [(spec.key, {**params, param: held_out}, {"selection": "held-out", param: held_out}),
+                    (f"{spec.key}.oracle", {**params, param: oracle}, {"selection": "oracle", param: oracle})]
+        for key, run_params, extra in runs:
+            t0 = time.perf_counter()
+            attack = create_attack(spec.name, target_kind="llm", **run_params)
+            if spec.name == "dc_pdd" and counts is None:
+                attack = create_attack(spec.name, target_kind="llm", **run_params, **fixed)
+            if cls.needs_reference == "calibration":
+                attack.fit(selection.LLMCalibration(cal_signals, cal_labels))
+            elif spec.name == "dc_pdd" and counts is not None:
+                attack.fit(counts)
+            elif cls.requires_fit:
+                attack.fit(None)
+            scores = attack.score(eval_signals)
+            scored.append(ScoredAttack(key, attack, data.ids[evaluation], eval_labels.astype(bool), scores,
+                                       time.perf_counter() - t0, extra=extra))
+
+    sections: dict[str, Any] = {"selection": {
+        "calibration_fraction": config.selection.calibration_fraction if needs_calibration else 0.0,
+        "n_calibration": int(calibration.size), "calibration_ids": data.ids[calibration].tolist(),
+        "note": "'<attack>' uses the hyper-parameter chosen on the calibration split (the result); "
+                "'<attack>.oracle' uses the best value on the evaluation labels themselves (optimistic: not a "
+                "result, shown for comparison with papers that tune on the test set)",
+        "attacks": chosen}}
+    if shots:
+        sections["recall"] = {"prefix_ids": shot_ids, "n_shots": len(shots), "separator": config.recall.separator,
+                              "note": "the prefix documents are non-members taken out of the evaluation set"}
+    if config.blind_baseline.enabled:
+        baseline = blind_baseline([data.texts[i] for i in evaluation], eval_labels, ids=data.ids[evaluation],
+                                  n_splits=config.blind_baseline.n_splits, seed=derive_seed(config.seed, "baseline"),
+                                  n_bootstrap=config.evaluation.n_bootstrap, confidence=config.evaluation.confidence)
+        sections["blind_baseline"] = {**baseline.params, **baseline.metrics}
+        if baseline.metrics["auc_ci"][0] > 0.5:
+            warnings.append(f"the blind bag-of-words baseline reaches AUC {baseline.metrics['auc']:.3f} from the text "
+                            "alone: members and non-members differ in distribution, so attack AUCs measure that "
+                            "shift as well as membership")
+    _write_token_view(folder, config, target, data, evaluation, signals, scored)
+    n_tokens = np.array([s.n_tokens for s in signals])
+    target_info = {"model": config.model.name_or_path, "n_parameters": sum(p.numel() for p in target.model.parameters()),
+                   "dtype": str(next(target.model.parameters()).dtype).replace("torch.", ""),
+                   "vocab_size": target.vocab_size, "max_length": target.max_length, "bos": target.has_bos,
+                   "long_documents": target.long_documents, "fingerprint": target.fingerprint(),
+                   "reference_model": config.reference_model.name_or_path if config.reference_model else None}
+    data_info = {"dataset": data.name, "n_members": int(eval_labels.sum()),  # audited = evaluated documents
+                 "n_nonmembers": int(evaluation.size - eval_labels.sum()), "n_documents": n,
+                 "n_members_total": int(labels.sum()), "n_evaluated": int(evaluation.size),
+                 "n_calibration": int(calibration.size), "n_recall_prefix": len(shots),
+                 "skipped": [list(s) for s in data.skipped], "tokens_per_document_mean": float(n_tokens.mean()),
+                 "tokens_per_document_max": int(n_tokens.max()), "seconds": round(time.perf_counter() - start, 2)}
+    return AuditOutcome(target=target_info, data=data_info, attacks=scored, sections=sections, warnings=warnings)
+
+
+def _write_token_view(folder: Path, config: LLMAuditConfig, target: HFCausalLM, data: TextDataset,
+                      evaluation: np.ndarray, signals: list[TokenSignals], scored: list[ScoredAttack]) -> None:
+    n = min(config.token_view.n_documents, evaluation.size)
+    if n <= 0:
+        return
+    rng = np.random.default_rng(derive_seed(config.seed, "token_view"))
+    labels = data.labels[evaluation]
+    members, nonmembers = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    k = min(members.size, (n + 1) // 2)
+    picks = np.r_[rng.choice(members, k, replace=False), rng.choice(nonmembers, min(nonmembers.size, n - k),
+                                                                    replace=False)]
+    first = scored[0] if scored else None
+    views = [token_view(target, data.texts[evaluation[p]], signals[evaluation[p]], doc_id=str(data.ids[evaluation[p]]),
+                        label=int(labels[p]), document_score=float(first.scores[p]) if first else None,
+                        method=config.token_view.method) for p in picks]
+    title = f"Token-level membership view: {data.name} on {Path(config.model.name_or_path).name}"
+    if first is not None:
+        title += f" (document score: {first.key})"
+    write_html(folder / "token_view.html", views, title=title)
+
+
+def summary_table(metrics: Mapping[str, Any]) -> list[str]:
+    """Markdown rows of an LLM run's ``metrics.json``: every attack (held-out choice, oracle, or no
+    hyper-parameter) by AUC with its CI and TPR at 1% / 5% FPR, then the blind baseline."""
+    chosen = metrics["selection"]["attacks"]
+    rows = ["| attack | hyper-parameter choice | AUC [95% CI] | TPR@1%FPR | TPR@5%FPR |", "|---|---|---|---|---|"]
+
+    def cells(entry: Mapping[str, Any]) -> str:
+        low, high = entry["auc_ci"]
+        return (f"{entry['auc']:.3f} [{low:.3f}, {high:.3f}] | {entry['tpr_at_fpr']['0.01']:.3f} | "
+                f"{entry['tpr_at_fpr']['0.05']:.3f}")
+
+    for entry in sorted(metrics["attacks"], key=lambda e: -e["auc"]):
+        key = entry["name"]
+        base = key.removesuffix(".oracle")
+        if base in chosen:
+            which = "oracle" if key.endswith(".oracle") else "held_out"
+            choice = f"{which.replace('_', '-')}: {chosen[base]['parameter']}={chosen[base][which]:.4g}"
+        elif entry["needs_reference"] == "calibration":
+            choice = "fitted on the calibration split"
+        else:
+            choice = "none"
+        rows.append(f"| {base} | {choice} | {cells(entry)} |")
+    if "blind_baseline" in metrics:
+        rows.append(f"| blind bag-of-words baseline | cross-validated on the text only | "
+                    f"{cells(metrics['blind_baseline'])} |")
+    return rows
+
+
+# -- public entry point and registration ----------------------------------------------------------
+
+def parse_llm_config(data: Mapping[str, Any]) -> LLMAuditConfig:
+    """Strictly parse a ``kind: llm`` config mapping."""
+    from miaudit.config import from_dict
+
+    return from_dict(LLMAuditConfig, dict(data))
+
+
+def run_llm_audit(config: Mapping[str, Any] | str | Path | LLMAuditConfig, out_dir: str | Path, *,
+                  progress: bool = True, overwrite: bool = False,
+                  perturb: Callable[[str], Sequence[str]] | None = None) -> dict[str, Any]:
+    """Run an LLM audit from a config (mapping, YAML path or parsed) into ``out_dir``; return metrics.json.
+
+    ``perturb`` (``text -> neighbour texts``) is the neighbourhood attack's perturbation model when
+    given from Python rather than as ``neighbourhood.perturb`` in the config.
+    """
+    if not isinstance(config, LLMAuditConfig):
+        if isinstance(config, Mapping):
+            config = {"kind": "llm", **config}
+        config = parse_config(config)
+    if not isinstance(config, LLMAuditConfig):
+        raise ConfigError(f"run_llm_audit needs a kind: llm config, got kind {getattr(config, 'kind', None)!r}")
+    if perturb is None:
+        return run_audit(config, out_dir, overwrite=overwrite, progress=progress)
+    _PERTURB[id(config)] = perturb
+    try:
+        return run_audit(config, out_dir, overwrite=overwrite, progress=progress)
+    finally:
+        _PERTURB.pop(id(config), None)
+
+
+_PERTURB: dict[int, Callable[[str], Sequence[str]]] = {}
+
+
+def _runner(config: LLMAuditConfig, folder: Path, *, progress: bool = True) -> AuditOutcome:
+    return run_llm(config, Path(folder), progress=progress, perturb=_PERTURB.get(id(config)))
+
+
+register_kind("llm", LLMAuditConfig, _runner, parse=parse_llm_config, resolve=to_dict)
+
+__all__ = ["LLMAuditConfig", "LLMDatasetConfig", "LLMModelConfig", "parse_llm_config", "run_llm", "run_llm_audit",
+           "summary_table"]

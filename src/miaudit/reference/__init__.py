@@ -1,9 +1,0 @@
-"""Reference data for attacks that learn: shadow models, reference pools, population data.
-
-Training reference pools (torch) lives in :mod:`miaudit.reference.pool`; import it explicitly.
-"""
-
-from miaudit.reference.data import AttackReference, ReferencePool, ShadowData
-from miaudit.reference.trained import TrainedReferencePool
-
-__all__ = ["AttackReference", "ReferencePool", "ShadowData", "TrainedReferencePool"]

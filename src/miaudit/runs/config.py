@@ -1,0 +1,80 @@
+"""Config sections every audit kind shares: the attacks to run, how to evaluate, and a dataset to load.
+
+Every kind's config has ``kind``, ``seed``, ``attacks`` (a list of :class:`AttackSpec`) and
+``evaluation`` (:class:`EvaluationConfig`); :func:`check_attack_specs` validates the list.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from miaudit.errors import ConfigError
+from miaudit.evaluation import DEFAULT_FPRS
+
+_LABEL = re.compile(r"[A-Za-z0-9_.\-]+")
+
+
+@dataclass
+class DatasetConfig:
+    """``source``: "digits", "mnist", "location", or a path to ``.npz`` / ``.csv`` / an image folder.
+
+    ``data_dir`` overrides where the shared data lives; ``options`` go to the loader (e.g.
+    ``{split: train, limit: 5000}`` for MNIST, ``{label: income}`` for CSV).
+    """
+
+    source: str
+    data_dir: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AttackSpec:
+    """One attack to run: registry ``name``, constructor ``params``, and a ``label`` that is unique in the run.
+
+    ``label`` defaults to ``name``; give one when the same attack runs twice with different params.
+    """
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
+
+
+@dataclass
+class EvaluationConfig:
+    """Bootstrap resamples (0 disables CIs), confidence level of the intervals, FPRs at which TPR is reported."""
+
+    n_bootstrap: int = 1000
+    confidence: float = 0.95
+    fprs: list[float] = field(default_factory=lambda: list(DEFAULT_FPRS))
+
+    def __post_init__(self) -> None:
+        if self.n_bootstrap < 0:
+            raise ConfigError(f"config.evaluation.n_bootstrap: must be >= 0, got {self.n_bootstrap}")
+        if not 0 < self.confidence < 1:
+            raise ConfigError(f"config.evaluation.confidence: must lie in (0, 1), got {self.confidence}")
+        if not self.fprs or not all(0 < f < 1 for f in self.fprs):
+            raise ConfigError(f"config.evaluation.fprs: give FPRs in (0, 1), got {self.fprs}")
+
+
+def check_attack_specs(attacks: list[AttackSpec]) -> None:
+    """At least one attack, labels unique and safe as file names."""
+    if not attacks:
+        raise ConfigError("config.attacks: list at least one attack; run 'miaudit list attacks' for names")
+    seen: set[str] = set()
+    for i, spec in enumerate(attacks):
+        key = spec.key
+        if not _LABEL.fullmatch(key) or key.startswith("."):
+            raise ConfigError(f"config.attacks[{i}]: label {key!r} must use only letters, digits, '_', '.' and "
+                              "'-' (it names files)")
+        if key in seen:
+            raise ConfigError(f"config.attacks[{i}]: {key!r} appears twice; give each repeat a distinct 'label'")
+        seen.add(key)
+
+
+__all__ = ["AttackSpec", "DatasetConfig", "EvaluationConfig", "check_attack_specs"]

@@ -1,0 +1,327 @@
+"""CI gates: ``--fail-if "[ATTACK:]METRIC OP NUMBER"`` evaluated on a run's ``metrics.json``.
+
+Grammar (whitespace free around the parts)::
+
+    gate    := [attack ":"] metric op number  |  run_metric op number
+    metric  := "auc" | "advantage" | "balanced_accuracy" | "epsilon" | "tpr@" fpr
+    run_metric := "one_run_epsilon"         (a run-level metric: no attack prefix)
+    fpr     := number | number "%"          (tpr@0.01 and tpr@1% are the same)
+    op      := ">" | ">=" | "<" | "<="
+
+A gate *trips* when its comparison is true ("fail if ..."). Without an attack name the gate
+applies to the strongest attack of the run for that metric, i.e. the attack with the largest
+value of the metric (model-free baselines such as the LLM blind baseline are not candidates; name
+them explicitly to gate on them). ``epsilon`` is the empirical lower bound on epsilon of
+:func:`miaudit.evaluation.epsilon.empirical_epsilon` (stored per attack as
+``"empirical_epsilon"`` by :func:`miaudit.runs.tracking.finalize_run`, or computed from the run's
+saved scores). ``one_run_epsilon`` is the run's one-run canary bound (Steinke, Nasr & Jagielski
+2023), ``metrics.json`` ``"one_run_audit"`` ``"epsilon"``, written by audits of kind ``dp_canary``;
+it belongs to the run, not to an attack, so it takes no attack prefix.
+
+Defense comparisons (``miaudit defend``): :func:`check_defense_gates` evaluates every gate on
+every defense row of ``defenses.json`` (or on the rows named with ``--gate-defense``), each row
+with its own strongest attack and its own saved scores (``scores/<defense>/<attack>.scores.npz``).
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from miaudit.errors import MiauditError
+
+BASELINE_NAMES = frozenset({"blind_baseline"})  # model-free baselines: never "the strongest attack"
+RUN_METRICS = frozenset({"one_run_epsilon"})  # metrics of the run itself: no attack prefix
+GRAMMAR = ('[ATTACK:]METRIC OP NUMBER with METRIC one of auc, advantage, balanced_accuracy, epsilon, '
+           'tpr@FPR (e.g. tpr@0.01 or tpr@1%), or the run-level one_run_epsilon (no ATTACK:), and OP one of '
+           '> >= < <=; e.g. "tpr@0.01 > 0.05", "rmia:auc >= 0.6" or "one_run_epsilon > 8"')
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_PATTERN = re.compile(
+    rf"^\s*(?:(?P<attack>[A-Za-z0-9_.\-]+)\s*:\s*)?"
+    rf"(?P<metric>one_run_epsilon|auc|advantage|balanced_accuracy|epsilon|tpr\s*@\s*(?P<fpr>{_NUMBER})\s*(?P<pct>%)?)"
+    rf"\s*(?P<op>>=|<=|>|<)\s*(?P<value>{_NUMBER})\s*$")
+
+
+@dataclass(frozen=True)
+class Gate:
+    expression: str
+    attack: str | None  # None = the strongest attack for this metric (always None for a run-level metric)
+    metric: str  # "auc", "advantage", "balanced_accuracy", "epsilon", "tpr@<fpr>" or "one_run_epsilon"
+    fpr: float | None  # for tpr@ metrics
+    op: str
+    threshold: float
+
+    def trips(self, value: float) -> bool:
+        """True when the comparison holds for ``value``, i.e. the gate fails the run."""
+        return _OPS[self.op](value, self.threshold)
+
+
+@dataclass
+class GateResult:
+    tripped: bool
+    details: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_gate(expression: str) -> Gate:
+    """Parse one gate expression; a :class:`MiauditError` naming the grammar if it does not parse."""
+    match = _PATTERN.match(expression or "")
+    if not match:
+        raise MiauditError(f"cannot parse gate {expression!r}; expected {GRAMMAR}")
+    fpr = None
+    metric = match["metric"]
+    if match["fpr"] is not None:
+        fpr = float(match["fpr"]) / (100.0 if match["pct"] else 1.0)
+        if not 0.0 < fpr < 1.0:
+            raise MiauditError(f"gate {expression!r}: the FPR of tpr@FPR must be in (0, 1), got {fpr:g}")
+        metric = f"tpr@{fpr:g}"
+    if metric in RUN_METRICS and match["attack"] is not None:
+        raise MiauditError(f"gate {expression!r}: {metric} belongs to the run (its one-run canary audit), not to an "
+                           f"attack; drop the {match['attack']!r}: prefix, e.g. \"{metric} > 8\"")
+    return Gate(expression=expression.strip(), attack=match["attack"], metric=metric, fpr=fpr,
+                op=match["op"], threshold=float(match["value"]))
+
+
+def is_baseline(entry: dict[str, Any]) -> bool:
+    """True for a model-free baseline entry (the LLM blind baseline), which gates name explicitly or not at all."""
+    return entry.get("name") in BASELINE_NAMES or bool(entry.get("baseline"))
+
+
+def _load_json(source: dict[str, Any] | str | Path, filename: str = "metrics.json"
+               ) -> tuple[dict[str, Any], Path | None]:
+    """``(parsed JSON, its folder)`` from a parsed dict, a run folder holding ``filename``, or the file."""
+    if isinstance(source, dict):
+        return source, None
+    path = Path(source)
+    if path.is_dir():
+        path = path / filename
+    if not path.is_file():
+        raise MiauditError(f"{path} does not exist; pass a run directory or its {filename}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8")), path.parent
+    except json.JSONDecodeError as exc:
+        raise MiauditError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); re-run the command") from None
+
+
+def metric_value(attack: dict[str, Any], gate: Gate, run_dir: Path | None = None, *,
+                 scores_dir: Path | None = None) -> float:
+    """The gate's metric for one ``metrics.json`` attack entry (from saved scores when not stored).
+
+    Saved scores are read from ``scores_dir`` (default ``run_dir/scores``).
+    """
+    name = attack.get("name", "?")
+    if gate.metric in RUN_METRICS:
+        raise MiauditError(f"gate {gate.expression!r}: {gate.metric} is a metric of the run, not of attack {name!r}")
+    if scores_dir is None and run_dir is not None:
+        scores_dir = Path(run_dir) / "scores"
+    if gate.metric in ("auc", "advantage", "balanced_accuracy"):
+        if gate.metric not in attack:
+            raise MiauditError(f"attack {name!r} has no {gate.metric!r} in its results; re-run the command")
+        return float(attack[gate.metric])
+    if gate.metric == "epsilon":
+        stored = attack.get("empirical_epsilon")
+        if isinstance(stored, dict) and stored.get("epsilon") is not None:
+            return float(stored["epsilon"])
+        from miaudit.evaluation.epsilon import empirical_epsilon
+        labels, scores = _saved_scores(name, scores_dir, gate)
+        return empirical_epsilon(labels, scores).epsilon
+    key = f"{gate.fpr:g}"
+    stored = attack.get("tpr_at_fpr", {})
+    if key in stored:
+        return float(stored[key])
+    from miaudit.evaluation.metrics import tpr_at_fpr
+    labels, scores = _saved_scores(name, scores_dir, gate, available=sorted(stored))
+    return tpr_at_fpr(labels, scores, fpr=gate.fpr)
+
+
+def _saved_scores(name: str, folder: Path | None, gate: Gate, available: list[str] | None = None):
+    from miaudit.evaluation.result import AttackResult
+
+    if folder is None or not (folder / f"{name}.scores.npz").is_file():
+        extra = f" (stored FPRs: {', '.join(available)})" if available else ""
+        where = f" ({folder / f'{name}.scores.npz'} is missing)" if folder is not None else ""
+        raise MiauditError(f"gate {gate.expression!r}: {gate.metric} is not stored for attack {name!r}{extra} and "
+                           f"its saved scores are not available{where}; gate on a stored metric or keep scores/")
+    result = AttackResult.load(folder, name)
+    return result.labels, result.scores
+
+
+def _unknown_attack(gate: Gate, names: list[str], where: str, listed: str = "attacks run") -> MiauditError:
+    return MiauditError(f"gate {gate.expression!r} names attack {gate.attack!r}, which is not in {where}; "
+                        f"{listed}: {', '.join(map(str, names)) or 'none'}")
+
+
+def evaluate_gate(gate: Gate, attacks: list[dict[str, Any]], *, scores_dir: Path | None = None,
+                  where: str = "this run") -> tuple[str, float]:
+    """``(attack name, value)`` of ``gate`` on a list of attack entries (``metrics.json`` ``attacks``).
+
+    The named attack, or the strongest for the gate's metric among the non-baseline entries.
+    ``scores_dir`` holds their ``<name>.scores.npz`` for metrics not stored; ``where`` names the
+    set of attacks in error messages.
+    """
+    if gate.attack is not None:
+        named = next((a for a in attacks if a.get("name") == gate.attack), None)
+        if named is None:
+            raise _unknown_attack(gate, [a.get("name") for a in attacks], where)
+        return gate.attack, metric_value(named, gate, scores_dir=scores_dir)
+    candidates = [a for a in attacks if not is_baseline(a)]
+    if not candidates:
+        raise MiauditError(f"gate {gate.expression!r}: {where} has no attack results to check")
+    values = {a.get("name"): metric_value(a, gate, scores_dir=scores_dir) for a in candidates}
+    chosen = max(values, key=lambda n: values[n])
+    return chosen, values[chosen]
+
+
+def run_metric_value(metrics: dict[str, Any], gate: Gate) -> tuple[dict[str, Any], float]:
+    """``(detail fields, value)`` of a run-level gate (``one_run_epsilon``) on a run's ``metrics.json``.
+
+    A clear :class:`MiauditError` when the run has no one-run canary audit (only ``kind: dp_canary``
+    audits write one).
+    """
+    one_run = metrics.get("one_run_audit")
+    if not isinstance(one_run, dict) or one_run.get("epsilon") is None:
+        raise MiauditError(f"gate {gate.expression!r}: this run (kind {metrics.get('kind', '?')!r}) has no one-run "
+                           "canary audit ('one_run_audit' in metrics.json); one_run_epsilon needs an audit of kind "
+                           "dp_canary (see docs/dp-auditing.md)")
+    fields = {"attack": "one_run_audit", "bound_attack": one_run.get("attack"),
+              "accountant_epsilon": (metrics.get("dp") or {}).get("epsilon")}
+    return fields, float(one_run["epsilon"])
+
+
+def _detail(gate: Gate, attack: str, value: float, **extra: Any) -> dict[str, Any]:
+    return {"expression": gate.expression, **extra, "attack": attack, "strongest": gate.attack is None,
+            "metric": gate.metric, "value": value, "op": gate.op, "threshold": gate.threshold,
+            "tripped": gate.trips(value)}
+
+
+def check_gates(metrics_json: dict[str, Any] | str | Path, expressions: list[str] | tuple[str, ...], *,
+                run_dir: str | Path | None = None) -> GateResult:
+    """Evaluate every gate on a run's metrics; ``tripped`` when any gate trips.
+
+    ``metrics_json`` is the parsed ``metrics.json``, its path, or the run directory. ``run_dir``
+    (default: the folder of the file) gives access to saved scores for metrics not stored.
+    Each detail: expression, attack (the one used), metric, value, op, threshold, tripped; a
+    ``one_run_epsilon`` detail has attack ``"one_run_audit"``, ``bound_attack`` (the attack that scored
+    the canaries) and ``accountant_epsilon`` (None without a DP accountant).
+    """
+    metrics, folder = _load_json(metrics_json)
+    folder = Path(run_dir) if run_dir is not None else folder
+    attacks = metrics.get("attacks")
+    if not isinstance(attacks, list):
+        raise MiauditError("metrics.json has no 'attacks' list; it is not a miaudit run (or from an older version)")
+    details = []
+    for expression in expressions:
+        gate = parse_gate(expression)
+        if gate.metric in RUN_METRICS:
+            fields, value = run_metric_value(metrics, gate)
+            details.append({**_detail(gate, fields.pop("attack"), value), "strongest": False, **fields})
+            continue
+        chosen, value = evaluate_gate(gate, attacks, scores_dir=folder / "scores" if folder is not None else None)
+        details.append(_detail(gate, chosen, value))
+    return GateResult(tripped=any(d["tripped"] for d in details), details=details)
+
+
+def check_defense_gate_targets(expressions: list[str] | tuple[str, ...], *, attacks: list[str], defenses: list[str],
+                               selected: list[str] | tuple[str, ...] | None = None) -> list[Gate]:
+    """Check gates against a defense comparison's attack names and defense labels (before it runs).
+
+    Raises a :class:`MiauditError` for an unparseable gate, a gate naming an attack not in
+    ``attacks``, a ``selected`` label not in ``defenses``, or ``selected`` without any gate.
+    """
+    gates = [parse_gate(e) for e in expressions]
+    for gate in gates:
+        if gate.metric in RUN_METRICS:
+            raise MiauditError(f"gate {gate.expression!r}: {gate.metric} is the bound of a one-run canary audit "
+                               "(miaudit audit with kind dp_canary); a defense comparison has none. Gate a defense "
+                               "row on its attacks' empirical bound instead, e.g. \"epsilon > 8\"")
+        if gate.attack is not None and gate.attack not in attacks:
+            raise _unknown_attack(gate, attacks, "this comparison", "its attacks")
+    for label in selected or ():
+        if label not in defenses:
+            raise MiauditError(f"--gate-defense {label!r} is not a defense of this comparison; its defenses are: "
+                               f"{', '.join(defenses)}")
+    if selected and not gates:
+        raise MiauditError("--gate-defense chooses the defenses that --fail-if gates check; give at least one "
+                           "--fail-if EXPR")
+    return gates
+
+
+def check_defense_gates(defenses_json: dict[str, Any] | str | Path, expressions: list[str] | tuple[str, ...], *,
+                        run_dir: str | Path | None = None, defenses: list[str] | tuple[str, ...] | None = None
+                        ) -> GateResult:
+    """Evaluate every gate on every defense row of a ``defenses.json`` (``miaudit defend``).
+
+    ``defenses_json`` is the parsed file, its path, or the output folder; ``defenses`` restricts
+    the check to those row labels (default: all rows). Each row is checked on its own attacks:
+    a gate without an attack name applies to that row's strongest attack for the metric. Attacks
+    that could not run on a row (``applicable: false``, e.g. ``loss`` behind ``label_only``) are not
+    candidates; a gate naming one gives a detail with ``value: None`` that does not trip, and is
+    an error when the attack applies to none of the checked rows. An attack that failed on a row
+    (``error``) cannot be gated on. Each detail: expression, defense, attack, strongest, metric,
+    value, op, threshold, tripped (``applicable``/``reason`` when skipped).
+    """
+    result, folder = _load_json(defenses_json, "defenses.json")
+    folder = Path(run_dir) if run_dir is not None else folder
+    rows = result.get("defenses")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "label" in r for r in rows):
+        raise MiauditError("defenses.json has no 'defenses' list of labelled rows; it is not a miaudit defense "
+                           "comparison (or from an older version)")
+    labels = [r["label"] for r in rows]
+    names = list(dict.fromkeys(a.get("name") for r in rows for a in r.get("attacks", [])))
+    gates = check_defense_gate_targets(expressions, attacks=names, defenses=labels, selected=defenses)
+    checked = [r for r in rows if not defenses or r["label"] in defenses]
+    details = []
+    for gate in gates:
+        found = []
+        for row in checked:
+            label = row["label"]
+            named = next((a for a in row.get("attacks", []) if a.get("name") == gate.attack), None)
+            if named is not None and "auc" not in named:
+                if named.get("error"):
+                    raise MiauditError(f"gate {gate.expression!r}: attack {gate.attack!r} failed on defense {label!r} "
+                                       f"({named['error']}); the gate cannot be checked")
+                details.append({"expression": gate.expression, "defense": label, "attack": gate.attack,
+                                "strongest": False, "metric": gate.metric, "value": None, "op": gate.op,
+                                "threshold": gate.threshold, "tripped": False, "applicable": False,
+                                "reason": named.get("reason") or "not applicable"})
+                continue
+            scored = [a for a in row.get("attacks", []) if "auc" in a]
+            scores_dir = folder / "scores" / label if folder is not None else None
+            chosen, value = evaluate_gate(gate, scored, scores_dir=scores_dir, where=f"defense {label!r}")
+            details.append(_detail(gate, chosen, value, defense=label))
+            found.append(label)
+        if not found:
+            raise MiauditError(f"gate {gate.expression!r}: attack {gate.attack!r} applies to none of the checked "
+                               f"defenses ({', '.join(r['label'] for r in checked)}); name another attack or choose "
+                               "other defenses with --gate-defense")
+    return GateResult(tripped=any(d["tripped"] for d in details), details=details)
+
+
+def describe(detail: dict[str, Any]) -> str:
+    """One line for a gate detail, e.g. ``TRIPPED tpr@0.01 > 0.05: rmia tpr@0.01 = 0.120``.
+
+    Details of defense comparisons name their defense (``[dp_sgd]``); a gate whose named attack
+    does not apply to a defense reads ``not applicable``.
+    """
+    where = f" [{detail['defense']}]" if detail.get("defense") else ""
+    if detail.get("value") is None:
+        return (f"gate not applicable: {detail['expression']}{where}  ({detail['attack']}: "
+                f"{detail.get('reason') or 'no result'})")
+    word = "TRIPPED" if detail["tripped"] else "holds"
+    who = f"{detail['attack']} (strongest)" if detail["strongest"] else detail["attack"]
+    if detail.get("bound_attack"):
+        who = f"one-run canary audit, scored by {detail['bound_attack']}"
+    return f"gate {word}: {detail['expression']}{where}  ({who}: {detail['metric']} = {detail['value']:.4g})"
+
+
+__all__ = ["BASELINE_NAMES", "GRAMMAR", "RUN_METRICS", "Gate", "GateResult", "check_defense_gate_targets",
+           "check_defense_gates", "check_gates", "describe", "evaluate_gate", "is_baseline", "metric_value",
+           "parse_gate", "run_metric_value"]

@@ -1,0 +1,210 @@
+"""``run_audit``: config -> attacks' scores -> evaluation with CIs -> a complete run directory.
+
+Audits of different kinds of target (``kind: classifier``, ``kind: llm``, ...) differ in how they
+obtain scores and share everything after: evaluation, ``metrics.json``, figures and report. A kind
+is a row of a small table::
+
+    register_kind("llm", LLMAuditConfig, run_llm_audit)
+
+where ``run_llm_audit(config, folder, *, progress) -> AuditOutcome`` fills an :class:`AuditOutcome`
+(it may also write extra files into ``folder``, the run directory being built). The config class
+must have ``kind``, ``seed``, ``attacks`` (list of :class:`~miaudit.classifier.config.AttackSpec`) and
+``evaluation`` (:class:`~miaudit.classifier.config.EvaluationConfig`) fields. Modules of the
+``miaudit.runs`` package are imported on first use, so a kind may register itself from a module
+there; code elsewhere registers by calling :func:`register_kind` before :func:`run_audit`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from miaudit import __version__
+from miaudit.attacks.base import Attack
+from miaudit.attacks.registry import create_attack, get_attack_class
+from miaudit.runs.config import AttackSpec
+from miaudit.utils.seed import derive_seed
+from miaudit.config import from_dict, load_yaml, to_dict
+from miaudit.errors import ConfigError
+from miaudit.evaluation import AttackResult, evaluate
+from miaudit.report.rundir import write_run_dir
+from miaudit.utils.logs import run_log
+from miaudit.utils.rundir import atomic_output_dir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ScoredAttack:
+    """One fitted attack's scores on the audited examples.
+
+    ``ids`` ``(n,)`` example identifiers, ``membership`` ``(n,)`` bool ground truth, ``scores``
+    ``(n,)`` higher = member; ``key`` is the attack's unique label in the run; ``extra`` is added
+    to the attack's ``metrics.json`` entry (e.g. ``{"cost": ...}``).
+    """
+
+    key: str
+    attack: Attack
+    ids: np.ndarray
+    membership: np.ndarray
+    scores: np.ndarray
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AuditOutcome:
+    """What a kind's runner hands back: sections of ``metrics.json`` and the scored attacks.
+
+    ``target`` and ``data`` become the top-level ``"target"`` / ``"data"`` objects; ``sections``
+    are further top-level objects (e.g. ``"shadow"``); ``warnings`` are run-level warnings.
+    """
+
+    target: dict[str, Any]
+    data: dict[str, Any]
+    attacks: list[ScoredAttack]
+    sections: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+Runner = Callable[..., AuditOutcome]
+
+
+@dataclass(frozen=True)
+class AuditKind:
+    config_cls: type
+    runner: Runner
+    parse: Callable[[dict[str, Any]], Any] | None = None  # default: strict from_dict(config_cls, data)
+    resolve: Callable[[Any], dict[str, Any]] = to_dict  # the config as written to config.yaml
+
+
+_KINDS: dict[str, AuditKind] = {}
+
+
+def register_kind(kind: str, config_cls: type, runner: Runner, *, parse: Callable[[dict[str, Any]], Any] | None = None,
+                  resolve: Callable[[Any], dict[str, Any]] = to_dict) -> None:
+    """Add an audit kind: configs with ``kind: <kind>`` parse into ``config_cls`` and run with ``runner``."""
+    existing = _KINDS.get(kind)
+    if existing is not None and existing.runner is not runner:
+        raise TypeError(f"audit kind {kind!r} is registered twice")
+    _KINDS[kind] = AuditKind(config_cls, runner, parse, resolve)
+
+
+def _discover() -> None:
+    from miaudit.kinds import load_kinds
+
+    load_kinds()
+
+
+def audit_kinds() -> list[str]:
+    _discover()
+    return sorted(_KINDS)
+
+
+def _kind_of(config: Any) -> AuditKind:
+    _discover()
+    kind = getattr(config, "kind", None)
+    if kind not in _KINDS:
+        raise ConfigError(f"config.kind: {kind!r} is not an audit kind; choose one of {', '.join(sorted(_KINDS))}")
+    return _KINDS[kind]
+
+
+def parse_config(source: Mapping[str, Any] | str | Path, *, data_dir: str | None = None) -> Any:
+    """Strictly parse a config mapping (or YAML file) into the dataclass of its ``kind`` (default "classifier").
+
+    ``data_dir`` (the CLI's ``--data-dir``) overrides ``dataset.data_dir``.
+    """
+    _discover()
+    data = dict(load_yaml(source) if isinstance(source, (str, Path)) else source)
+    kind = data.get("kind", "classifier")
+    if kind not in _KINDS:
+        raise ConfigError(f"config.kind: {kind!r} is not an audit kind; choose one of {', '.join(sorted(_KINDS))}")
+    if data_dir is not None:
+        if not isinstance(data.get("dataset"), dict):
+            raise ConfigError("--data-dir was given but the config has no 'dataset' mapping to apply it to")
+        data["dataset"] = {**data["dataset"], "data_dir": str(data_dir)}
+    entry = _KINDS[kind]
+    return entry.parse(data) if entry.parse else from_dict(entry.config_cls, data)
+
+
+def resolved_config(config: Any) -> dict[str, Any]:
+    """The parsed ``config`` as plain data, as written to ``config.yaml`` (re-running it reproduces the run)."""
+    return _kind_of(config).resolve(config)
+
+
+def build_attacks(specs: list[AttackSpec], *, kind: str, seed: int) -> list[tuple[str, Attack]]:
+    """Instantiate every attack before any heavy work, so a bad name or parameter fails at once.
+
+    An attack with a ``seed`` parameter the config leaves unset gets one derived from the run's seed.
+    """
+    attacks = []
+    for i, spec in enumerate(specs):
+        cls = get_attack_class(spec.name)
+        if cls.target_kind != kind:
+            raise ConfigError(f"config.attacks[{i}]: attack {spec.name!r} is for {cls.target_kind} targets, not "
+                              f"{kind}; run 'miaudit list attacks --kind {kind}'")
+        params = dict(spec.params)
+        if "seed" in cls.param_names() and "seed" not in params:
+            params["seed"] = derive_seed(seed, "attack", spec.key)
+        attacks.append((spec.key, create_attack(spec.name, **params)))
+    return attacks
+
+
+def _attack_entry(scored: ScoredAttack, config: Any) -> dict[str, Any]:
+    ev = config.evaluation
+    cls = type(scored.attack)
+    metrics = evaluate(scored.membership, scored.scores, threshold=scored.attack.decision_threshold,
+                       fprs=tuple(ev.fprs), n_bootstrap=ev.n_bootstrap, confidence=ev.confidence,
+                       seed=derive_seed(config.seed, "bootstrap"))
+    return {"name": scored.key, "attack": cls.name, "params": scored.attack.get_params(),
+            "target_kind": cls.target_kind, "access": cls.access, "needs_reference": cls.needs_reference,
+            "citation": cls.citation, "seconds": round(scored.seconds, 3), **scored.extra, **metrics}
+
+
+def run_audit(config: Any, out_dir: str | Path, *, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run the audit ``config`` describes and write its run directory at ``out_dir``; return ``metrics.json``.
+
+    ``config`` is a parsed config (see :func:`parse_config`), a mapping or a YAML path. The folder is
+    built in a temporary sibling and appears only when everything succeeded.
+    """
+    if isinstance(config, (Mapping, str, Path)):
+        config = parse_config(config)
+    entry = _kind_of(config)
+    resolved = entry.resolve(config)
+    start = time.perf_counter()
+    with atomic_output_dir(out_dir, overwrite=overwrite) as folder, run_log(folder, quiet=not progress):
+        log.info("miaudit %s: %s audit, seed %d -> %s", __version__, config.kind, config.seed, out_dir)
+        outcome = entry.runner(config, folder, progress=progress)
+        log.info("evaluating %d attacks (%d bootstrap resamples each)", len(outcome.attacks),
+                 config.evaluation.n_bootstrap)
+        entries, results = [], []
+        for scored in outcome.attacks:
+            attack_metrics = _attack_entry(scored, config)
+            log.info("%s: AUC %.4f [%.4f, %.4f]", scored.key, attack_metrics["auc"], *attack_metrics["auc_ci"])
+            entries.append(attack_metrics)
+            results.append(AttackResult(name=scored.key, ids=np.asarray(scored.ids),
+                                        labels=np.asarray(scored.membership).astype(np.int64),
+                                        scores=scored.scores, params=attack_metrics["params"],
+                                        metrics=attack_metrics))
+        ev = config.evaluation
+        metrics = {
+            "kind": config.kind, "miaudit_version": __version__, "seed": config.seed,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "config": resolved, "target": outcome.target, "data": outcome.data, **outcome.sections,
+            "evaluation": {"n_bootstrap": ev.n_bootstrap, "confidence": ev.confidence, "fprs": list(ev.fprs)},
+            "attacks": entries, "warnings": outcome.warnings,
+            "seconds": round(time.perf_counter() - start, 2),
+        }
+        written = write_run_dir(folder, metrics, results, resolved)
+        log.info("wrote %s in %.1f s", out_dir, metrics["seconds"])
+    return written
+
+
+__all__ = ["AuditKind", "AuditOutcome", "ScoredAttack", "audit_kinds", "build_attacks", "parse_config",
+           "register_kind", "resolved_config", "run_audit"]

@@ -1,8 +1,0 @@
-"""Training: a readable, deterministic torch loop with defense plugins, and a small model zoo."""
-
-from miaudit.training.loop import (TrainConfig, TrainingPlugin, TrainResult, accuracy, build_model_from_config,
-                                   predict_logits, train_classifier)
-from miaudit.training.models import MLP, MODEL_NAMES, ResNet18, SmallCNN, build_model
-
-__all__ = ["TrainConfig", "TrainingPlugin", "TrainResult", "train_classifier", "predict_logits", "accuracy",
-           "build_model", "build_model_from_config", "MLP", "SmallCNN", "ResNet18", "MODEL_NAMES"]
