@@ -35,13 +35,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from miaudit.text_generator.attacks.auditmi import AuditMI
 from miaudit.data.datasets import find_data_file
 from miaudit.evaluation import evaluate
 from miaudit.text_generator import (
-    LMTrainConfig, TextGeneratorTarget, TextShadowData, UserCorpus, UserRanks, Vocabulary, load_wikitext_users,
+    LMTrainConfig,
+    TextGeneratorTarget,
+    TextShadowData,
+    UserCorpus,
+    UserRanks,
+    Vocabulary,
+    load_wikitext_users,
     train_language_model,
 )
+from miaudit.text_generator.attacks.auditmi import AuditMI
 
 
 def train_and_rank(train: UserCorpus, audited: UserCorpus, vocab: Vocabulary, config: LMTrainConfig
@@ -105,7 +111,7 @@ def main() -> None:
         shadow = TextShadowData([r for r, _, _ in shadow_results], shadow_members)
         top1 = np.array([np.mean(r == 0) for r in target_ranks.flat()])
         models.append(f"| {epochs} | {target_loss:.3f} ({target_s:.0f} s) | "
-                      f"{np.mean([l for _, l, _ in shadow_results]):.3f} | {top1[labels].mean():.3f} | "
+                      f"{np.mean([loss for _, loss, _ in shadow_results]):.3f} | {top1[labels].mean():.3f} | "
                       f"{top1[~labels].mean():.3f} |")
         for k in sorted({k for k in (1, 2, 4, 8) if k < args.texts} | {args.texts}):
             for binning in ("linear", "log"):

@@ -33,12 +33,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from miaudit.encoder.attacks.encodermi import EncoderMISet, EncoderMIThreshold, EncoderMIVector
 from miaudit.data import load_dataset, make_split
 from miaudit.encoder import (
-    AugmentConfig, EncoderShadowData, EncoderTarget, EncoderTrainConfig, SimilarityFeatures, augmented_views,
-    build_encoder, pairwise_similarities, train_simclr,
+    AugmentConfig,
+    EncoderShadowData,
+    EncoderTarget,
+    EncoderTrainConfig,
+    SimilarityFeatures,
+    augmented_views,
+    build_encoder,
+    pairwise_similarities,
+    train_simclr,
 )
+from miaudit.encoder.attacks.encodermi import EncoderMISet, EncoderMIThreshold, EncoderMIVector
 from miaudit.evaluation import evaluate
 
 ATTACKS = (EncoderMIVector, EncoderMISet, EncoderMIThreshold)  # imported directly: no other module is loaded

@@ -6,7 +6,7 @@ compare after. Each example runs through the command line (``miaudit audit`` / `
 scores bit for bit.
 
     python benchmarks/example_scores.py save --dir /tmp/scores-before      # before the change
-    python benchmarks/example_scores.py compare --dir /tmp/scores-before   # after: prints a table, exit 1 on a difference
+    python benchmarks/example_scores.py compare --dir /tmp/scores-before   # after: a table; exit 1 on a difference
 
 Only examples that run in a few minutes on 2 CPU cores are included (the MNIST defense
 comparisons and the user-model template are left out).

@@ -27,12 +27,12 @@ import numpy as np
 import torch
 
 from miaudit.attacks.registry import create_attack
-from miaudit.data import load_dataset, make_split
-from miaudit.evaluation import evaluate
 from miaudit.classifier.queried import ShadowModel, run_queried_attacks
 from miaudit.classifier.reference import AttackReference, ShadowData
 from miaudit.classifier.targets import TorchClassifierTarget
 from miaudit.classifier.training import TrainConfig, build_model_from_config, train_classifier
+from miaudit.data import load_dataset, make_split
+from miaudit.evaluation import evaluate
 
 DATASETS = {
     "location": {"source": "location", "options": {}, "hidden": [128], "epochs": 30},

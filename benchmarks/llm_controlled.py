@@ -25,8 +25,8 @@ the results file records time and load)::
 from __future__ import annotations
 
 import argparse
-import os
 import json
+import os
 import platform
 import tempfile
 import time

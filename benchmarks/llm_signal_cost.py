@@ -34,15 +34,19 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from miaudit.attacks.registry import create_attack
 from miaudit.llm import (
-    acmia_grid, compute_token_signals_batch, token_frequencies, token_signals_from_hidden,
+    acmia_grid,
+    compute_token_signals_batch,
+    token_frequencies,
+    token_signals_from_hidden,
 )
 from miaudit.llm.signals import DEFAULT_BETAS, TokenSignals
 

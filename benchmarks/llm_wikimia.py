@@ -86,8 +86,9 @@ def main() -> None:
             seconds = time.perf_counter() - t0
             d = metrics["data"]
             lines += [f"## {name}: {what}", "",
-                      f"{d['n_documents']} documents ({d['n_members_total']} labelled members), {d['n_calibration']} for "
-                      f"calibration, {d['n_evaluated']} evaluated; {d['tokens_per_document_mean']:.0f} tokens per "
+                      f"{d['n_documents']} documents ({d['n_members_total']} labelled members), "
+                      f"{d['n_calibration']} for calibration, {d['n_evaluated']} evaluated; "
+                      f"{d['tokens_per_document_mean']:.0f} tokens per "
                       f"document on average (max {d['tokens_per_document_max']}); {seconds:.0f} s.", ""]
             lines += summary_table(metrics) + [""]
             print(f"{name}: {seconds:.0f} s, blind baseline AUC {metrics['blind_baseline']['auc']:.3f}", flush=True)

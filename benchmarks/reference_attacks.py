@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from miaudit.attacks.registry import attack_names, create_attack
-from miaudit.data import load_dataset, paired_keep_matrix
-from miaudit.evaluation import evaluate
 from miaudit.classifier.reference import AttackReference, ShadowData
 from miaudit.classifier.reference.pool import train_reference_pool
 from miaudit.classifier.training import TrainConfig
+from miaudit.data import load_dataset, paired_keep_matrix
+from miaudit.evaluation import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = {

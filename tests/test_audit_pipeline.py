@@ -8,14 +8,22 @@ import numpy as np
 import pytest
 import yaml
 
-from miaudit.runs import (AttackSpec, AuditOutcome, EvaluationConfig, ScoredAttack, parse_config, register_kind,
-                           run_audit)
 from miaudit.attacks.registry import create_attack
 from miaudit.cli import main
 from miaudit.errors import ConfigError
 from miaudit.evaluation import roc_auc
 from miaudit.report import load_run
-from miaudit.runs import RunStore, default_store_path
+from miaudit.runs import (
+    AttackSpec,
+    AuditOutcome,
+    EvaluationConfig,
+    RunStore,
+    ScoredAttack,
+    default_store_path,
+    parse_config,
+    register_kind,
+    run_audit,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

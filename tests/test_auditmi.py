@@ -9,8 +9,17 @@ from miaudit.attacks.registry import create_attack
 from miaudit.errors import DataError, SignalError
 from miaudit.evaluation import roc_auc
 from miaudit.text_generator import (
-    LMTrainConfig, TextGeneratorTarget, TextShadowData, UserCorpus, UserRanks, Vocabulary, bin_edges,
-    load_shakespeare_users, load_wikitext_users, rank_histograms, train_language_model,
+    LMTrainConfig,
+    TextGeneratorTarget,
+    TextShadowData,
+    UserCorpus,
+    UserRanks,
+    Vocabulary,
+    bin_edges,
+    load_shakespeare_users,
+    load_wikitext_users,
+    rank_histograms,
+    train_language_model,
 )
 
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import yaml
 
-from miaudit.runs import parse_config
 from miaudit.cli import main
 from miaudit.errors import ConfigError
+from miaudit.runs import parse_config
 from miaudit.text_generator.audit import TextCorpusConfig, load_corpus
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "auditmi.yaml"

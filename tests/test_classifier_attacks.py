@@ -5,17 +5,17 @@ import warnings
 
 import numpy as np
 import pytest
-from contract.classifier import make_case
 from scipy.special import softmax
 from sklearn.datasets import load_digits
 from sklearn.neural_network import MLPClassifier
 
-from miaudit.classifier.attacks import MLLeaksAttack, PopulationAttack, ShokriAttack, attack_features
+from contract.classifier import make_case
 from miaudit.attacks.registry import create_attack, get_attack_class
+from miaudit.classifier.attacks import MLLeaksAttack, PopulationAttack, ShokriAttack, attack_features
+from miaudit.classifier.outputs import ClassifierOutputs
+from miaudit.classifier.reference import AttackReference, ShadowData
 from miaudit.errors import ConfigError, DataError, NotFittedError, SignalError
 from miaudit.evaluation import evaluate, roc_auc
-from miaudit.classifier.reference import AttackReference, ShadowData
-from miaudit.classifier.outputs import ClassifierOutputs
 
 METRIC_NAMES = ["correctness", "loss", "confidence", "entropy", "modified_entropy"]
 
@@ -145,7 +145,7 @@ def test_population_scores_and_threshold_match_naive(case):
     pop_loss, loss = reference.population.loss, target.loss
     np.testing.assert_allclose(attack.score(target), [(pop_loss >= v).mean() for v in loss])
     pop_scores = np.array([(pop_loss >= v).mean() for v in pop_loss])
-    fpr = lambda t: (pop_scores >= t).mean()  # noqa: E731
+    fpr = lambda t: (pop_scores >= t).mean()
     assert fpr(attack.threshold_) <= 0.1
     assert all(fpr(t) > 0.1 for t in np.unique(pop_scores) if t < attack.threshold_)
 

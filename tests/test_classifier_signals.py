@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
-from miaudit.errors import SignalError
 from miaudit.classifier.outputs import ClassifierOutputs
+from miaudit.errors import SignalError
 
 
 def _logits(n=50, c=4, seed=0):

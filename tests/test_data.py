@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from miaudit.data import (ArrayDataset, find_data_file, load_dataset, make_split, paired_keep_matrix)
+from miaudit.data import ArrayDataset, find_data_file, load_dataset, make_split, paired_keep_matrix
 from miaudit.errors import ConfigError, DataError
 
 

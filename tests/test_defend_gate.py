@@ -12,13 +12,13 @@ import sys
 import textwrap
 
 import pytest
-from run_fixtures import make_run_dir
-from test_html_report import NETWORK_REFERENCE, render_in_chromium
 
 from miaudit.cli import main
 from miaudit.errors import MiauditError
-from miaudit.runs.gate import check_defense_gates
 from miaudit.runs import RunStore, default_store_path
+from miaudit.runs.gate import check_defense_gates
+from run_fixtures import make_run_dir
+from test_html_report import NETWORK_REFERENCE, render_in_chromium
 
 # two defenses sharing one tiny MLP: `loss` cannot attack the label-only row
 CONFIG = """

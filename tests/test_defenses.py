@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from miaudit.classifier.outputs import ClassifierOutputs
+from miaudit.classifier.training import TrainConfig, accuracy, build_model_from_config, predict_logits, train_classifier
 from miaudit.cli import main
 from miaudit.data import load_dataset
 from miaudit.defenses import DefenseContext, DefenseError, build_chain, create_defense
@@ -17,8 +19,6 @@ from miaudit.defenses.compare import _train_measured
 from miaudit.defenses.dp import _LayerwiseDPOptimizer
 from miaudit.defenses.procedures import StackedModel
 from miaudit.defenses.regularizers import _rbf_mmd2
-from miaudit.classifier.outputs import ClassifierOutputs
-from miaudit.classifier.training import TrainConfig, accuracy, build_model_from_config, predict_logits, train_classifier
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +174,8 @@ def test_ladp_accounts_like_one_gaussian_mechanism(digits):
                      reference)
     dp, _ = _train(train, recipe, [("dp_sgd", {"noise_multiplier": 1.3, "target_epsilon": None, "delta": 1e-4})])
     rep = ladp.reports["ladp"]
-    assert abs(rep["epsilon"] - dp.reports["dp_sgd"]["epsilon"]) < 1e-9 and rep["steps"] == dp.reports["dp_sgd"]["steps"]
+    assert abs(rep["epsilon"] - dp.reports["dp_sgd"]["epsilon"]) < 1e-9
+    assert rep["steps"] == dp.reports["dp_sgd"]["steps"]
     sigmas = np.array([layer["noise_multiplier"] for layer in rep["layers"]])
     clips = np.array([layer["clip"] for layer in rep["layers"]])
     assert abs(sum(layer["budget_share"] for layer in rep["layers"]) - 1) < 1e-3
@@ -337,7 +338,8 @@ def test_training_process_reports_its_own_time_and_memory(digits):
 
 def test_defend_rejects_bad_defense_before_training(tmp_path, capsys):
     config = tmp_path / "bad.yaml"
-    config.write_text(CONFIG.replace("name: label_only", "name: memguard").replace("{name: dp_sgd", "{name: label_only}, {name: dp_sgd"))
+    config.write_text(CONFIG.replace("name: label_only", "name: memguard")
+                      .replace("{name: dp_sgd", "{name: label_only}, {name: dp_sgd"))
     out = tmp_path / "out"
     assert main(["defend", str(config), "--out", str(out), "-q", "--no-store"]) == 2
     assert "MemGuard cannot defend a label-only target" in capsys.readouterr().err

@@ -5,10 +5,10 @@ import json
 import pytest
 
 from miaudit.attacks.registry import list_attacks
-from miaudit.runs import parse_config
 from miaudit.classifier.audit import SUPPORTED_REFERENCE
 from miaudit.cli import main
 from miaudit.commands.demo import VARIANTS, demo_config
+from miaudit.runs import parse_config
 
 ISSUE_ATTACKS = {"correctness", "loss", "confidence", "entropy", "modified_entropy", "population", "shokri", "ml_leaks"}
 

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import yaml
 
-from miaudit.runs import parse_config, run_audit
-from miaudit.defenses.dp_canary import CANARIES_FILE, _training_set, _verdict, draw_canaries
 from miaudit.cli import main
 from miaudit.data import ArrayDataset
+from miaudit.defenses.dp_canary import CANARIES_FILE, _training_set, _verdict, draw_canaries
 from miaudit.errors import ConfigError, DataError, MiauditError
 from miaudit.evaluation import AttackResult
 from miaudit.evaluation.epsilon import one_run_epsilon
 from miaudit.report.html import build_html_report
 from miaudit.report.markdown import render_report
+from miaudit.runs import parse_config, run_audit
 
 TRAINING = {"model": "mlp", "hidden": [256], "epochs": 30, "batch_size": 32, "lr": 0.003}
 

@@ -10,8 +10,17 @@ from scipy.spatial import distance
 from contract.encoder import features as synthetic_features
 from miaudit.attacks.registry import create_attack
 from miaudit.encoder import (
-    AugmentConfig, EncoderShadowData, EncoderTarget, EncoderTrainConfig, SimilarityFeatures, augment, augmented_views,
-    nt_xent_loss, pairwise_similarities, similarity_features, train_simclr,
+    AugmentConfig,
+    EncoderShadowData,
+    EncoderTarget,
+    EncoderTrainConfig,
+    SimilarityFeatures,
+    augment,
+    augmented_views,
+    nt_xent_loss,
+    pairwise_similarities,
+    similarity_features,
+    train_simclr,
 )
 from miaudit.encoder.audit import run_encoder_audit
 from miaudit.errors import ConfigError, DataError, SignalError

@@ -8,7 +8,11 @@ import scipy.stats
 
 from miaudit.errors import MiauditError
 from miaudit.evaluation.epsilon import (
-    clopper_pearson_upper, empirical_epsilon, one_run_epsilon, one_run_epsilon_from_counts, one_run_epsilon_sweep,
+    clopper_pearson_upper,
+    empirical_epsilon,
+    one_run_epsilon,
+    one_run_epsilon_from_counts,
+    one_run_epsilon_sweep,
     one_run_p_value,
 )
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from run_fixtures import make_run_dir
 
 from miaudit.cli import main
 from miaudit.errors import MiauditError
 from miaudit.runs.gate import check_defense_gate_targets, check_gates, describe, parse_gate
 from miaudit.runs.tracking import add_common_run_flags, finalize_run
+from run_fixtures import make_run_dir
 
 # the smallest canary audit that still leaks: 100 mislabeled canaries, undefended MLP, about 4 s
 TINY = {"kind": "dp_canary", "seed": 3, "dataset": {"source": "digits"}, "n_train": 200, "n_test": 100,

@@ -7,12 +7,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from run_fixtures import make_run_dir
 
 from miaudit.errors import DataError
 from miaudit.report import load_run, render_report
 from miaudit.report.html import build_html_report
 from miaudit.runs.tracking import add_empirical_epsilon
+from run_fixtures import make_run_dir
 
 TOKEN_VIEW = ('<html><body><p><span style="background:#f88" title="-0.2">Once</span> '
               '<span style="background:#fee" title="-3.1">upon</span></p></body></html>')

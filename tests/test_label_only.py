@@ -7,17 +7,23 @@ import pytest
 import torch
 
 from miaudit.attacks.registry import create_attack
-from miaudit.runs import build_attacks, parse_config
+from miaudit.classifier.outputs import ClassifierOutputs
+from miaudit.classifier.queried import ShadowModel, compute_signals, run_queried_attacks
+from miaudit.classifier.reference import AttackReference, ShadowData
+from miaudit.classifier.signals.label_only import (
+    AugmentationConfig,
+    BoundaryConfig,
+    LabelQuery,
+    NoiseConfig,
+    label_only_signals,
+    shift_images,
+)
+from miaudit.classifier.targets import BlackBoxTarget, TorchClassifierTarget
+from miaudit.classifier.training import TrainConfig, build_model_from_config, train_classifier
 from miaudit.data import load_dataset, make_split
 from miaudit.errors import ConfigError, DataError, NotFittedError, SignalError
 from miaudit.evaluation import roc_auc
-from miaudit.classifier.queried import ShadowModel, compute_signals, run_queried_attacks
-from miaudit.classifier.reference import AttackReference, ShadowData
-from miaudit.classifier.outputs import ClassifierOutputs
-from miaudit.classifier.signals.label_only import (AugmentationConfig, BoundaryConfig, LabelQuery, NoiseConfig,
-                                        label_only_signals, shift_images)
-from miaudit.classifier.targets import BlackBoxTarget, TorchClassifierTarget
-from miaudit.classifier.training import TrainConfig, build_model_from_config, train_classifier
+from miaudit.runs import build_attacks, parse_config
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "label_only_whitebox.yaml"
 
@@ -104,7 +110,7 @@ def test_augmentation_views_identity_first_and_counted():
 
 def test_identical_augmentations_are_errors():
     images = np.random.default_rng(0).random((10, 1, 6, 6)).astype(np.float32)
-    fn = lambda z: np.zeros(len(z), np.int64)  # noqa: E731
+    fn = lambda z: np.zeros(len(z), np.int64)
     y = np.zeros(10, np.int64)
     with pytest.raises(ConfigError, match="identical views"):
         label_only_signals(fn, images, y, augmentation=AugmentationConfig(max_shift=0, flip=False))
@@ -182,7 +188,7 @@ def test_anchors_start_the_search_where_random_directions_fail():
     """A model that labels every noisy input 0: random directions never leave class 0, anchors of class 1 do."""
     rng = np.random.default_rng(5)
     x = np.r_[rng.uniform(0.0, 0.1, (20, 30)), rng.uniform(0.45, 0.55, (20, 30))].astype(np.float32)
-    predict = lambda z: (z.reshape(len(z), -1).mean(1) < 0.3).astype(np.int64)  # noqa: E731
+    predict = lambda z: (z.reshape(len(z), -1).mean(1) < 0.3).astype(np.int64)
     y = predict(x)
     blind = label_only_signals(predict, x, y, boundary=BoundaryConfig(max_queries=100, n_anchors=0))
     assert blind.boundary_censored[y == 0].all() and not blind.boundary_censored[y == 1].any()

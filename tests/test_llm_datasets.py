@@ -8,8 +8,15 @@ import pytest
 from miaudit.errors import DataError
 from miaudit.evaluation import roc_auc
 from miaudit.llm.baseline import blind_baseline, blind_baseline_scores
-from miaudit.llm.datasets import (TextDataset, load_arxivmia, load_mimir, load_table, load_text_dataset,
-                                  load_text_files, load_wikimia)
+from miaudit.llm.datasets import (
+    TextDataset,
+    load_arxivmia,
+    load_mimir,
+    load_table,
+    load_text_dataset,
+    load_text_files,
+    load_wikimia,
+)
 
 
 def _write_jsonl(path, rows):

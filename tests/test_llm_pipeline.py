@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from miaudit.runs import parse_config
 from miaudit.errors import ConfigError
 from miaudit.evaluation import AttackResult, roc_auc
 from miaudit.llm.audit import LLMAuditConfig, run_llm_audit
+from miaudit.runs import parse_config
 
 ATTACKS = ["loss", "zlib", "lowercase", "min_k_pp", "ac", "deriv_ac", "recall", "gradnorm", "neighbourhood",
            "dc_pdd"]

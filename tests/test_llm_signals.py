@@ -10,7 +10,11 @@ from miaudit.errors import SignalError
 from miaudit.llm import histogram
 from miaudit.llm import signals as engine
 from miaudit.llm.signals import (
-    DEFAULT_BETAS, compute_token_signals, compute_token_signals_batch, gradient_norm, token_log_probs,
+    DEFAULT_BETAS,
+    compute_token_signals,
+    compute_token_signals_batch,
+    gradient_norm,
+    token_log_probs,
     token_signals_from_hidden,
 )
 

@@ -2,11 +2,18 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sklearn.metrics import roc_auc_score, roc_curve as sk_roc_curve
+from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_curve as sk_roc_curve
 
 from miaudit.errors import DataError
 from miaudit.evaluation import (
-    decision_metrics, evaluate, membership_advantage, roc_auc, roc_curve, stratified_bootstrap, tpr_at_fpr,
+    decision_metrics,
+    evaluate,
+    membership_advantage,
+    roc_auc,
+    roc_curve,
+    stratified_bootstrap,
+    tpr_at_fpr,
 )
 
 
@@ -85,7 +92,7 @@ def test_bad_input_is_a_clear_error(labels, scores, msg):
 
 
 label_score_lists = st.integers(4, 60).flatmap(lambda n: st.tuples(
-    st.lists(st.integers(0, 1), min_size=n, max_size=n).filter(lambda l: 0 < sum(l) < len(l)),
+    st.lists(st.integers(0, 1), min_size=n, max_size=n).filter(lambda bits: 0 < sum(bits) < len(bits)),
     st.lists(st.integers(-500, 500).map(lambda v: v / 100), min_size=n, max_size=n)))
 
 

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from miaudit.classifier.attacks import reference_math as F
 from miaudit.attacks.registry import create_attack
-from miaudit.errors import DataError
-from miaudit.evaluation import roc_auc
+from miaudit.classifier.attacks import reference_math as F
+from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.reference import AttackReference, ReferencePool
 from miaudit.classifier.reference.trained import TrainedReferencePool
-from miaudit.classifier.outputs import ClassifierOutputs
+from miaudit.errors import DataError
+from miaudit.evaluation import roc_auc
 
 N, M, C, NZ = 60, 8, 5, 40
 
@@ -66,7 +66,7 @@ def _naive_lira(target, values, keep, online, variance):
     for i in range(n):
         per_view = []
         for v in range(k):
-            def sd(inside):
+            def sd(inside, i=i, v=v):
                 s = np.std(resid[inside]) if variance == "global" else params[inside, i, v][1]
                 return max(s, F.MIN_STD)
             mu_in, mu_out = params[True, i, v][0], params[False, i, v][0]

@@ -7,16 +7,15 @@ import numpy as np
 import pytest
 
 from miaudit.attacks.registry import create_attack
-from miaudit.data import load_dataset, make_split, paired_keep_matrix
-from miaudit.errors import ConfigError, DataError
-from miaudit.classifier.reference import AttackReference
-from miaudit.classifier.reference import executors
+from miaudit.classifier.outputs import ClassifierOutputs
+from miaudit.classifier.reference import AttackReference, executors
 from miaudit.classifier.reference.fidelity import FidelityWarning, check_fidelity
 from miaudit.classifier.reference.pool import build_reference_pool_for_audit, check_pool_data, train_reference_pool
 from miaudit.classifier.reference.views import query_views
-from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.targets import TorchClassifierTarget
 from miaudit.classifier.training import TrainConfig, TrainingPlugin, build_model_from_config, train_classifier
+from miaudit.data import load_dataset, make_split, paired_keep_matrix
+from miaudit.errors import ConfigError, DataError
 
 RECIPE = TrainConfig(model="mlp", hidden=[16], epochs=2, batch_size=32, lr=3e-3, seed=0)
 #: largest |logit difference| allowed between vectorised and sequential training (measured ~1e-6 here)

@@ -12,12 +12,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from run_fixtures import make_run_dir
 
 from miaudit.cli import main
 from miaudit.errors import MiauditError
 from miaudit.runs import RunStore, StoreError, default_home, default_store_path
 from miaudit.runs.tracking import finalize_run, tracked_run
+from run_fixtures import make_run_dir
 
 
 def _args(home, **kw):

@@ -5,11 +5,11 @@ from scipy.special import softmax
 from sklearn.linear_model import LogisticRegression
 from sklearn.svm import SVC
 
-from miaudit.data import ArrayDataset, load_dataset
-from miaudit.errors import ConfigError, DataError, SignalError
 from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.targets import BlackBoxTarget, PrecomputedTarget, SklearnTarget, TorchClassifierTarget
 from miaudit.classifier.training import build_model
+from miaudit.data import ArrayDataset, load_dataset
+from miaudit.errors import ConfigError, DataError, SignalError
 
 
 @pytest.fixture(scope="module")

@@ -2,11 +2,18 @@ import numpy as np
 import pytest
 import torch
 
+from miaudit.classifier.training import (
+    TrainConfig,
+    TrainingPlugin,
+    accuracy,
+    build_model,
+    build_model_from_config,
+    predict_logits,
+    train_classifier,
+)
 from miaudit.config import from_dict
 from miaudit.data import ArrayDataset, load_dataset
 from miaudit.errors import ConfigError
-from miaudit.classifier.training import (TrainConfig, TrainingPlugin, accuracy, build_model, build_model_from_config,
-                              predict_logits, train_classifier)
 
 
 @pytest.fixture(scope="module")

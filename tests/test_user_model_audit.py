@@ -11,11 +11,11 @@ import yaml
 from sklearn.linear_model import LogisticRegression
 
 from miaudit.classifier.attacks.lira import LiRA
-from miaudit.runs import parse_config, run_audit
+from miaudit.classifier.targets import TorchClassifierTarget
 from miaudit.cli import main
 from miaudit.data import load_dataset
 from miaudit.errors import ConfigError
-from miaudit.classifier.targets import TorchClassifierTarget
+from miaudit.runs import parse_config, run_audit
 
 MODEL_SOURCE = textwrap.dedent('''
     import torch

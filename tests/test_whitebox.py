@@ -7,16 +7,16 @@ import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 
 from miaudit.attacks.registry import create_attack
-from miaudit.data import load_dataset, make_split
-from miaudit.errors import ConfigError, DataError, NotFittedError, SignalError
-from miaudit.evaluation import roc_auc
+from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.queried import ShadowModel, compute_signals, run_queried_attacks
 from miaudit.classifier.reference import AttackReference, ShadowData
-from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.signals.gradients import GradientSignals, gradient_signals
 from miaudit.classifier.signals.shadow import ShadowSignals
 from miaudit.classifier.targets import BlackBoxTarget, SklearnTarget, TorchClassifierTarget
 from miaudit.classifier.training import TrainConfig, build_model, build_model_from_config, train_classifier
+from miaudit.data import load_dataset, make_split
+from miaudit.errors import ConfigError, DataError, NotFittedError, SignalError
+from miaudit.evaluation import roc_auc
 
 
 def naive_norms(model, x, y):

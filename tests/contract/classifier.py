@@ -19,8 +19,8 @@ import importlib
 
 import numpy as np
 
-from miaudit.classifier.reference import AttackReference, ReferencePool, ShadowData
 from miaudit.classifier.outputs import ClassifierOutputs
+from miaudit.classifier.reference import AttackReference, ReferencePool, ShadowData
 
 N_CLASSES = 4
 N_AUDIT = 120

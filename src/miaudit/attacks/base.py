@@ -47,7 +47,7 @@ class Attack:
         return f"{type(self).__name__}({args})"
 
     # -- learning -----------------------------------------------------------------------------
-    def fit(self, reference: Any) -> "Attack":
+    def fit(self, reference: Any) -> Attack:
         """Learn from reference data (shadow / reference models, population, calibration split)."""
         self._fit(reference)
         self.fitted_ = True

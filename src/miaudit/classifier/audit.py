@@ -27,20 +27,20 @@ from torch import nn
 
 from miaudit.attacks.base import Attack
 from miaudit.classifier.attacks.reference_math import OFFLINE_A_GRID
-from miaudit.utils.seed import derive_seed
 from miaudit.classifier.config import AuditConfig
-from miaudit.runs.pipeline import AuditOutcome, ScoredAttack, build_attacks, register_kind
+from miaudit.classifier.outputs import ClassifierOutputs
+from miaudit.classifier.queried import ShadowModel, run_queried_attacks, signal_type
+from miaudit.classifier.reference import AttackReference, ShadowData
+from miaudit.classifier.reference.views import query_views
+from miaudit.classifier.targets import PrecomputedTarget, SklearnTarget, TorchClassifierTarget
+from miaudit.classifier.training import TrainConfig, build_model_from_config, train_classifier
 from miaudit.config import from_dict, refuse_nested_seed, resolved_without_seed
 from miaudit.data import ArrayDataset, MembershipSplit, load_dataset, make_split
 from miaudit.data.datasets import read_npz
 from miaudit.errors import ConfigError, DataError, MiauditError
-from miaudit.classifier.queried import ShadowModel, run_queried_attacks, signal_type
-from miaudit.classifier.reference import AttackReference, ShadowData
-from miaudit.classifier.reference.views import query_views
-from miaudit.classifier.outputs import ClassifierOutputs
-from miaudit.classifier.targets import PrecomputedTarget, SklearnTarget, TorchClassifierTarget
-from miaudit.classifier.training import TrainConfig, build_model_from_config, train_classifier
+from miaudit.runs.pipeline import AuditOutcome, ScoredAttack, build_attacks, register_kind
 from miaudit.utils.logs import progress as progress_bar
+from miaudit.utils.seed import derive_seed
 
 log = logging.getLogger(__name__)
 SUPPORTED_REFERENCE = ("none", "population", "shadow", "reference-pool")
@@ -489,7 +489,8 @@ def _view_outputs(target: _Target, views: str) -> list[ClassifierOutputs]:
 
 def _score_attacks(attacks: list[tuple[str, Attack]], target: _Target, reference: AttackReference,
                    shadow_models: list[ShadowModel], *, views: str, progress: bool) -> list[ScoredAttack]:
-    """Fit and score every attack; those that query the model (label-only, white-box) go through miaudit.classifier.queried.
+    """Fit and score every attack; those that query the model (label-only, white-box) go through
+    :mod:`miaudit.classifier.queried`.
 
     Attacks that accept query views (LiRA) score the target's outputs on every view of ``views``,
     the same augmentations the reference pool was scored on.

@@ -1,4 +1,5 @@
-"""Plug the classifiers: metric, shadow-model, reference-model (LiRA, RMIA, ...), label-only and white-box attacks; audit kind ``classifier`` into the core (see :mod:`miaudit.kinds`)."""
+"""The classifier kind: metric, shadow-model, reference-model (LiRA, RMIA, ...), label-only and white-box
+attacks, and the audit kind ``classifier``; loaded by :mod:`miaudit.kinds`."""
 
 import miaudit.classifier.audit  # noqa: F401  (registers the audit kind)
 from miaudit.kinds import import_submodules

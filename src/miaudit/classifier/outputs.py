@@ -89,7 +89,7 @@ class ClassifierOutputs:
             return int(max(self.labels.max(), self.predictions.max()) + 1)
         return (self.logits if self.logits is not None else self.probs_given).shape[1]
 
-    def subset(self, index: np.ndarray) -> "ClassifierOutputs":
+    def subset(self, index: np.ndarray) -> ClassifierOutputs:
         """Outputs of the same model on ``index`` (indices or a boolean mask)."""
         if self.predictions is not None:
             return ClassifierOutputs(self.labels[index], predictions=self.predictions[index])

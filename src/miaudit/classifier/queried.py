@@ -22,18 +22,19 @@ label-only attacks only). Signals shared by several attacks with identical reque
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from miaudit.attacks.base import Attack
-from miaudit.data.datasets import ArrayDataset
-from miaudit.errors import ConfigError, DataError
 from miaudit.classifier.reference import AttackReference
 from miaudit.classifier.signals.gradients import gradient_signals
 from miaudit.classifier.signals.label_only import label_only_signals
 from miaudit.classifier.signals.shadow import ShadowSignals
+from miaudit.data.datasets import ArrayDataset
+from miaudit.errors import ConfigError, DataError
 from miaudit.utils.logs import progress as progress_bar
 
 SIGNAL_FUNCTIONS = {"label_only": label_only_signals, "whitebox": gradient_signals}

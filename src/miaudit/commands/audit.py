@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from miaudit.errors import ConfigError
 
@@ -58,9 +59,9 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 def run_and_finalize(config: Any, args: argparse.Namespace, *, command: str) -> int:
     """Run the parsed ``config`` into ``args.out`` as a tracked run; print the summary table; return the exit code."""
+    from miaudit.report import summary_table
     from miaudit.runs import resolved_config, run_audit
     from miaudit.runs.gate import RUN_METRICS, parse_gate
-    from miaudit.report import summary_table
     from miaudit.runs.tracking import tracked_run
 
     kind = getattr(config, "kind", None)

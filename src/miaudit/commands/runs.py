@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from miaudit.errors import MiauditError
-from miaudit.runs.gate import is_baseline
 from miaudit.runs import STATUSES, RunStore, default_store_path
 from miaudit.runs.compare import is_defense_comparison
+from miaudit.runs.gate import is_baseline
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

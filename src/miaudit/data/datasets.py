@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -77,13 +78,13 @@ class ArrayDataset:
         """Shape of one example, e.g. ``(1, 28, 28)`` or ``(446,)``."""
         return tuple(self.x.shape[1:])
 
-    def subset(self, index: np.ndarray) -> "ArrayDataset":
+    def subset(self, index: np.ndarray) -> ArrayDataset:
         """The examples at ``index`` (integer indices or a boolean mask), keeping ids and metadata."""
         index = np.asarray(index)
         return ArrayDataset(self.x[index], self.y[index], n_classes=self.n_classes, name=self.name,
                             ids=self.ids[index], class_names=self.class_names, feature_names=self.feature_names)
 
-    def flatten(self) -> "ArrayDataset":
+    def flatten(self) -> ArrayDataset:
         """The same examples with features reshaped to ``(n, prod(input_shape))`` (for scikit-learn)."""
         return ArrayDataset(self.x.reshape(len(self), -1), self.y, n_classes=self.n_classes, name=self.name,
                             ids=self.ids, class_names=self.class_names,
@@ -322,11 +323,11 @@ def load_dataset(source: str | Path, *, data_dir: str | Path | None = None, **op
     else:
         path = Path(source)
         if path.is_dir():
-            loader = lambda **kw: load_image_folder(path, **kw)  # noqa: E731
+            loader = lambda **kw: load_image_folder(path, **kw)
         elif path.suffix.lower() == ".npz":
-            loader = lambda **kw: load_npz(path, **kw)  # noqa: E731
+            loader = lambda **kw: load_npz(path, **kw)
         elif path.suffix.lower() == ".csv":
-            loader = lambda **kw: load_csv(path, **kw)  # noqa: E731
+            loader = lambda **kw: load_csv(path, **kw)
         elif not path.exists():
             raise DataError(f"dataset {key!r} is neither a built-in ({', '.join(BUILTIN)}) nor an existing "
                             "path; give a .npz, .csv or image folder path")

@@ -10,8 +10,14 @@
 """
 
 from miaudit.defenses.base import DefenseContext, DefenseError, OutputDefense, TrainingDefense
-from miaudit.defenses.registry import (DefenseChain, build_chain, create_defense, defense_names, describe,
-                                       get_defense_class)
+from miaudit.defenses.registry import (
+                                       DefenseChain,
+                                       build_chain,
+                                       create_defense,
+                                       defense_names,
+                                       describe,
+                                       get_defense_class,
+)
 
 __all__ = ["DefenseChain", "DefenseContext", "DefenseError", "OutputDefense", "TrainingDefense", "build_chain",
            "create_defense", "defense_names", "describe", "get_defense_class"]

@@ -19,10 +19,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from miaudit.data import ArrayDataset
-from miaudit.errors import ConfigError
 from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.training import TrainConfig, TrainingPlugin
+from miaudit.data import ArrayDataset
+from miaudit.errors import ConfigError
 
 #: access levels from least to most informative (as in ``miaudit.classifier.outputs``)
 ACCESS_LEVELS = ("label-only", "probabilities", "logits")
@@ -92,7 +92,7 @@ class TrainingDefense(_Defense, TrainingPlugin):
     #: False when the defense touches data outside the per-example gradient (breaks DP accounting)
     dp_compatible: ClassVar[bool] = False
 
-    def bind(self, context: DefenseContext) -> "TrainingDefense":
+    def bind(self, context: DefenseContext) -> TrainingDefense:
         self._context = context
         return self
 
@@ -117,7 +117,7 @@ class OutputDefense(_Defense):
     min_access: ClassVar[str] = "probabilities"
     output_access: ClassVar[str] = "probabilities"
 
-    def fit(self, members: ClassifierOutputs, nonmembers: ClassifierOutputs, *, seed: int = 0) -> "OutputDefense":
+    def fit(self, members: ClassifierOutputs, nonmembers: ClassifierOutputs, *, seed: int = 0) -> OutputDefense:
         """Learn from the model's outputs on its own members and on data it never saw (default: nothing)."""
         self.fitted_ = True
         return self

@@ -31,24 +31,24 @@ import yaml
 from miaudit import __version__
 from miaudit.attacks.base import Attack
 from miaudit.attacks.registry import create_attack
-from miaudit.runs.config import AttackSpec, DatasetConfig, EvaluationConfig, check_attack_specs
 from miaudit.classifier.config import ReferenceConfig, ShadowConfig
-from miaudit.utils.seed import derive_seed
-from miaudit.runs.pipeline import build_attacks
+from miaudit.classifier.outputs import ClassifierOutputs
+from miaudit.classifier.queried import ShadowModel, run_queried_attacks, signal_type
+from miaudit.classifier.reference.data import AttackReference, ReferencePool, ShadowData
+from miaudit.classifier.training import TrainConfig, build_model_from_config, predict_logits, train_classifier
 from miaudit.config import from_dict, load_yaml, refuse_nested_seed, resolved_without_seed, to_dict
 from miaudit.data import ArrayDataset, MembershipSplit, load_dataset, make_split
 from miaudit.defenses.base import ACCESS_LEVELS, DefenseContext
 from miaudit.defenses.registry import DefenseChain, build_chain
 from miaudit.errors import ConfigError, DataError, MiauditError
 from miaudit.evaluation import AttackResult, evaluate
-from miaudit.classifier.queried import ShadowModel, run_queried_attacks, signal_type
-from miaudit.classifier.reference.data import AttackReference, ReferencePool, ShadowData
-from miaudit.classifier.outputs import ClassifierOutputs
-from miaudit.classifier.training import TrainConfig, build_model_from_config, predict_logits, train_classifier
+from miaudit.runs.config import AttackSpec, DatasetConfig, EvaluationConfig, check_attack_specs
+from miaudit.runs.pipeline import build_attacks
+from miaudit.utils.jsonable import json_default
 from miaudit.utils.logs import progress as progress_bar
 from miaudit.utils.logs import run_log
-from miaudit.utils.jsonable import json_default
 from miaudit.utils.rundir import atomic_output_dir
+from miaudit.utils.seed import derive_seed
 
 log = logging.getLogger(__name__)
 SUPPORTED_REFERENCE = ("none", "population", "shadow", "reference-pool")
@@ -401,7 +401,8 @@ class _Run:
                                 [membership for _, membership in trained.shadow])
         pool = None
         if trained.pool:
-            defended = [_defend(chain, raw, seed + 1000 + j, with_population=True) for j, raw in enumerate(trained.pool)]
+            defended = [_defend(chain, raw, seed + 1000 + j, with_population=True)
+                        for j, raw in enumerate(trained.pool)]
             pool = ReferencePool([d.scored for d in defended], trained.keep,
                                  [d.population for d in defended] if defended[0].population is not None else None)
         postprocess_seconds = time.perf_counter() - start
@@ -439,7 +440,8 @@ class _Run:
                            "(rounding up to ties)" if cls.access == "label-only"
                            else "white-box: reads the weights, so output post-processors do not apply")
         elif ACCESS_LEVELS.index(cls.access) > ACCESS_LEVELS.index(outputs.access):
-            row.update(applicable=False, reason=f"needs {cls.access} outputs; the defended model gives {outputs.access}")
+            row.update(applicable=False,
+                       reason=f"needs {cls.access} outputs; the defended model gives {outputs.access}")
             return row
         else:
             start = time.perf_counter()
@@ -466,8 +468,11 @@ def _defend(chain: DefenseChain, raw: _RawModel, seed: int, *, with_population: 
     for k, post in enumerate(chain.postprocessors()):
         if post.requires_fit:
             post.fit(out.members, out.reference, seed=seed)
-        apply = lambda o: post.apply(o, seed=seed + 7919 * (k + 1))  # noqa: E731
-        out = _RawModel(apply(out.members), apply(out.scored), apply(out.reference) if out.reference is not None else None,
+        def apply(o: ClassifierOutputs, post: Any = post, k: int = k) -> ClassifierOutputs:
+            return post.apply(o, seed=seed + 7919 * (k + 1))
+
+        out = _RawModel(apply(out.members), apply(out.scored),
+                        apply(out.reference) if out.reference is not None else None,
                         apply(out.population) if out.population is not None else None)
     return out
 

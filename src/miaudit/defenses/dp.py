@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from miaudit.classifier.training import build_model_from_config
 from miaudit.defenses.base import DefenseContext, DefenseError, TrainingDefense
 from miaudit.defenses.registry import register
-from miaudit.classifier.training import build_model_from_config
 
 OPACUS_CITATION = ("Abadi, Chu, Goodfellow, McMahan, Mironov, Talwar & Zhang, 'Deep Learning with Differential "
                    "Privacy', ACM CCS 2016; Yousefpour et al., 'Opacus: User-Friendly Differential Privacy Library "

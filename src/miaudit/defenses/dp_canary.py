@@ -43,20 +43,20 @@ from typing import Any, Literal
 import numpy as np
 
 from miaudit.attacks.base import Attack
-from miaudit.runs.config import AttackSpec, DatasetConfig, EvaluationConfig, check_attack_specs
-from miaudit.utils.seed import derive_seed
-from miaudit.runs.pipeline import AuditOutcome, ScoredAttack, build_attacks, register_kind
+from miaudit.classifier.outputs import ClassifierOutputs
+from miaudit.classifier.queried import signal_type
+from miaudit.classifier.reference import AttackReference
+from miaudit.classifier.targets import TorchClassifierTarget
+from miaudit.classifier.training import TrainConfig, build_model_from_config, train_classifier
 from miaudit.config import from_dict, refuse_nested_seed, resolved_without_seed
 from miaudit.data import ArrayDataset, load_dataset
 from miaudit.defenses.base import DefenseContext, DefenseError, OutputDefense, TrainingDefense
 from miaudit.defenses.registry import NONE, build_chain, create_defense
 from miaudit.errors import ConfigError, DataError
 from miaudit.evaluation.epsilon import one_run_epsilon, one_run_epsilon_sweep
-from miaudit.classifier.queried import signal_type
-from miaudit.classifier.reference import AttackReference
-from miaudit.classifier.outputs import ClassifierOutputs
-from miaudit.classifier.targets import TorchClassifierTarget
-from miaudit.classifier.training import TrainConfig, build_model_from_config, train_classifier
+from miaudit.runs.config import AttackSpec, DatasetConfig, EvaluationConfig, check_attack_specs
+from miaudit.runs.pipeline import AuditOutcome, ScoredAttack, build_attacks, register_kind
+from miaudit.utils.seed import derive_seed
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Plug the one-run DP canary audit (audit kind ``dp_canary``) into the core (see :mod:`miaudit.kinds`).
+"""The one-run DP canary audit (audit kind ``dp_canary``), loaded by :mod:`miaudit.kinds`.
 
 Defenses are applied to classifiers; this package adds no attacks of its own.
 """

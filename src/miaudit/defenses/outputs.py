@@ -15,9 +15,9 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 from torch import nn
 
+from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.defenses.base import DefenseError, OutputDefense, output_logits
 from miaudit.defenses.registry import register
-from miaudit.classifier.outputs import ClassifierOutputs
 
 SHOKRI_CITATION = ("Shokri, Stronati, Song & Shmatikov, 'Membership Inference Attacks Against Machine Learning "
                    "Models', IEEE S&P 2017 (Sec. VI mitigation: restrict to top-k, coarsen precision)")
@@ -77,7 +77,8 @@ class TopK(OutputDefense):
         probs = outputs.probs
         mask = _top_k_mask(probs, self.k)
         n_rest = probs.shape[1] - mask.sum(axis=1, keepdims=True)
-        rest = np.where(n_rest > 0, (1 - np.where(mask, probs, 0).sum(axis=1, keepdims=True)) / np.maximum(n_rest, 1), 0)
+        kept_mass = np.where(mask, probs, 0).sum(axis=1, keepdims=True)
+        rest = np.where(n_rest > 0, (1 - kept_mass) / np.maximum(n_rest, 1), 0)
         return ClassifierOutputs(outputs.labels, probs=np.where(mask, probs, rest))
 
 
@@ -275,7 +276,8 @@ class MemGuard(OutputDefense):
         with torch.no_grad():
             closer = (torch.sigmoid(g(best)) - 0.5).abs() < (torch.sigmoid(g(z)) - 0.5).abs()
         distortion = np.abs(noisy - probs).sum(1)
-        p_noise = np.where(found.numpy() & closer.numpy(), np.minimum(self.epsilon / np.maximum(distortion, 1e-12), 1), 0)
+        p_noise = np.where(found.numpy() & closer.numpy(),
+                           np.minimum(self.epsilon / np.maximum(distortion, 1e-12), 1), 0)
         released = np.where((rng.random(len(z)) < p_noise)[:, None], noisy, probs)
         self.last_success_rate_ = float(found.float().mean())
         self.last_mean_distortion_ = float((np.abs(released - probs).sum(1)).mean())

@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from miaudit.classifier.training import TrainConfig, build_model_from_config, predict_logits, train_classifier
 from miaudit.data import ArrayDataset
 from miaudit.defenses.base import DefenseContext, DefenseError, TrainingDefense
 from miaudit.defenses.registry import register
-from miaudit.classifier.training import TrainConfig, build_model_from_config, predict_logits, train_classifier
 
 
 def _tensors(loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,7 +118,7 @@ class StackedModel(nn.Module):
             self.meta.weight.copy_(torch.eye(n_classes).repeat(1, len(bases)) / len(bases))
             self.meta.bias.zero_()
 
-    def train(self, mode: bool = True) -> "StackedModel":
+    def train(self, mode: bool = True) -> StackedModel:
         super().train(mode)
         self.bases.eval()  # base models are fixed: no dropout / batch-norm updates
         return self

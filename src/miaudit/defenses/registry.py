@@ -16,8 +16,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from miaudit.defenses.base import (ACCESS_LEVELS, DefenseContext, DefenseError, OutputDefense, TrainingDefense,
-                                   _Defense)
+from miaudit.defenses.base import ACCESS_LEVELS, DefenseContext, DefenseError, OutputDefense, TrainingDefense, _Defense
 
 _REGISTRY: dict[str, type[_Defense]] = {}
 _MODULES = ("regularizers", "procedures", "dp", "outputs")
@@ -57,7 +56,8 @@ def create_defense(name: str, params: dict[str, Any] | None = None) -> _Defense:
     allowed = cls.param_names()
     unknown = sorted(set(params) - set(allowed))
     if unknown:
-        raise DefenseError(f"defense {name!r} has no parameter {unknown[0]!r}; allowed: {', '.join(allowed) or '(none)'}")
+        raise DefenseError(f"defense {name!r} has no parameter {unknown[0]!r}; allowed: "
+                           f"{', '.join(allowed) or '(none)'}")
     return cls(**params)
 
 

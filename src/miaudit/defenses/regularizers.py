@@ -21,7 +21,8 @@ from miaudit.defenses.registry import register
 
 def _positive(value: float, what: str, *, upper: float | None = None, allow_zero: bool = False) -> None:
     ok = value >= 0 if allow_zero else value > 0
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not ok or (upper is not None and value > upper):
+    too_large = upper is not None and value > upper
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not ok or too_large:
         bound = f" and <= {upper}" if upper is not None else ""
         raise DefenseError(f"{what} must be a number {'>= 0' if allow_zero else '> 0'}{bound}, got {value!r}")
 
@@ -288,7 +289,8 @@ class AdversarialRegularization(TrainingDefense):
             rows = torch.randint(len(self._ref[0]), (len(y),))
             with torch.no_grad():
                 ref_logits = model(self._ref[0][rows].to(x.device))
-            scores = torch.cat([self._h_logit(logits.detach(), y), self._h_logit(ref_logits, self._ref[1][rows].to(y.device))])
+            scores = torch.cat([self._h_logit(logits.detach(), y),
+                                self._h_logit(ref_logits, self._ref[1][rows].to(y.device))])
             truth = torch.cat([torch.ones(len(y)), torch.zeros(len(y))]).to(scores.device)
             self._h_opt.zero_grad(set_to_none=True)
             F.binary_cross_entropy_with_logits(scores, truth).backward()

@@ -3,7 +3,11 @@ EncoderMI membership features (pairwise similarities of augmented views' embeddi
 
 from miaudit.encoder.augment import AugmentConfig, augment, augmented_views
 from miaudit.encoder.features import (
-    SIMILARITIES, EncoderShadowData, SimilarityFeatures, pairwise_similarities, similarity_features,
+    SIMILARITIES,
+    EncoderShadowData,
+    SimilarityFeatures,
+    pairwise_similarities,
+    similarity_features,
 )
 from miaudit.encoder.model import ConvEncoder, MLPEncoder, SimCLRModel, build_encoder
 from miaudit.encoder.target import EncoderTarget

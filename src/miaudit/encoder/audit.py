@@ -11,22 +11,23 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import numpy as np
 
-from miaudit.runs.config import AttackSpec, DatasetConfig, EvaluationConfig, check_attack_specs
-from miaudit.utils.seed import derive_seed
-from miaudit.runs.pipeline import AuditOutcome, ScoredAttack, build_attacks, parse_config, register_kind, run_audit
 from miaudit.config import from_dict, refuse_nested_seed, resolved_without_seed
 from miaudit.data import load_dataset, make_split
 from miaudit.encoder.features import EncoderShadowData, Similarity, similarity_features
 from miaudit.encoder.target import EncoderTarget
 from miaudit.encoder.train import EncoderTrainConfig, train_simclr
 from miaudit.errors import ConfigError, DataError
+from miaudit.runs.config import AttackSpec, DatasetConfig, EvaluationConfig, check_attack_specs
+from miaudit.runs.pipeline import AuditOutcome, ScoredAttack, build_attacks, parse_config, register_kind, run_audit
 from miaudit.utils.fingerprint import module_fingerprint
+from miaudit.utils.seed import derive_seed
 
 log = logging.getLogger(__name__)
 

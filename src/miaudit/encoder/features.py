@@ -66,10 +66,10 @@ class SimilarityFeatures:
     def __len__(self) -> int:
         return self.values.shape[0]
 
-    def subset(self, index: np.ndarray) -> "SimilarityFeatures":
+    def subset(self, index: np.ndarray) -> SimilarityFeatures:
         return SimilarityFeatures(self.values[index], self.measure, self.n_views)
 
-    def with_views(self, n_views: int) -> "SimilarityFeatures":
+    def with_views(self, n_views: int) -> SimilarityFeatures:
         """The features the first ``n_views`` views alone would give (pairs among them)."""
         if not 2 <= n_views <= self.n_views:
             raise ConfigError(f"n_views must be in [2, {self.n_views}], got {n_views}")

@@ -1,4 +1,5 @@
-"""Plug the contrastive image encoders: EncoderMI; audit kind ``encoder`` into the core (see :mod:`miaudit.kinds`)."""
+"""The encoder kind: EncoderMI against contrastive image encoders and the audit kind ``encoder``; loaded by
+:mod:`miaudit.kinds`."""
 
 import miaudit.encoder.audit  # noqa: F401  (registers the audit kind)
 from miaudit.kinds import import_submodules

@@ -6,7 +6,8 @@ output must be 2-D with one row per input, finite, and keep the same ``d`` acros
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch

@@ -2,8 +2,15 @@
 
 from miaudit.evaluation.bootstrap import stratified_bootstrap
 from miaudit.evaluation.metrics import (
-    DEFAULT_FPRS, RocCurve, best_threshold, decision_metrics, low_fpr_warnings, membership_advantage, roc_auc,
-    roc_curve, tpr_at_fpr,
+    DEFAULT_FPRS,
+    RocCurve,
+    best_threshold,
+    decision_metrics,
+    low_fpr_warnings,
+    membership_advantage,
+    roc_auc,
+    roc_curve,
+    tpr_at_fpr,
 )
 from miaudit.evaluation.report import evaluate
 from miaudit.evaluation.result import AttackResult

@@ -8,7 +8,13 @@ import numpy as np
 
 from miaudit.evaluation.bootstrap import stratified_bootstrap
 from miaudit.evaluation.metrics import (
-    DEFAULT_FPRS, _tpr_at, best_threshold, check_labels_scores, decision_metrics, low_fpr_warnings, roc_curve,
+    DEFAULT_FPRS,
+    _tpr_at,
+    best_threshold,
+    check_labels_scores,
+    decision_metrics,
+    low_fpr_warnings,
+    roc_curve,
 )
 
 
@@ -44,7 +50,7 @@ def evaluate(
     if threshold is None:
         threshold, source = best_threshold(labels, scores), "oracle"
     decision = decision_metrics(labels, scores >= threshold)
-    key = lambda f: f"{f:g}"  # noqa: E731 - "0.001", "0.01", "0.05"
+    key = lambda f: f"{f:g}"
     return {
         "auc": float(point[0]),
         "auc_ci": [float(low[0]), float(high[0])],

@@ -33,7 +33,7 @@ class AttackResult:
         return path
 
     @classmethod
-    def load(cls, folder: str | Path, name: str) -> "AttackResult":
+    def load(cls, folder: str | Path, name: str) -> AttackResult:
         folder = Path(folder)
         meta_path, arrays_path = folder / f"{name}.json", folder / f"{name}.scores.npz"
         if not meta_path.is_file() or not arrays_path.is_file():

@@ -8,12 +8,19 @@ reads; :func:`acmia_grid` evaluates AC / DerivAC / NormAC over the whole beta gr
 from miaudit.llm.scoring import BetaGrid, acmia_grid, score_logits, token_counts, token_frequencies
 from miaudit.llm.selection import LLMCalibration, select_and_evaluate
 from miaudit.llm.signals import (
-    DEFAULT_BETAS, OPTIONAL_SIGNALS, TokenSignals, compute_token_signals, compute_token_signals_batch, gradient_norm,
-    token_log_probs, token_signals_from_hidden,
+    DEFAULT_BETAS,
+    OPTIONAL_SIGNALS,
+    TokenSignals,
+    compute_token_signals,
+    compute_token_signals_batch,
+    gradient_norm,
+    token_log_probs,
+    token_signals_from_hidden,
 )
 
 __all__ = [
-    "DEFAULT_BETAS", "OPTIONAL_SIGNALS", "BetaGrid", "LLMCalibration", "TokenSignals", "acmia_grid", "compute_token_signals",
+    "DEFAULT_BETAS", "OPTIONAL_SIGNALS", "BetaGrid", "LLMCalibration", "TokenSignals", "acmia_grid",
+    "compute_token_signals",
     "compute_token_signals_batch", "gradient_norm", "score_logits", "select_and_evaluate", "token_counts",
     "token_frequencies", "token_log_probs", "token_signals_from_hidden",
 ]

@@ -24,25 +24,26 @@ import importlib
 import logging
 import math
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
 from miaudit.attacks.registry import create_attack, get_attack_class
-from miaudit.runs.config import AttackSpec, EvaluationConfig, check_attack_specs
-from miaudit.utils.seed import derive_seed
-from miaudit.runs.pipeline import AuditOutcome, ScoredAttack, parse_config, register_kind, run_audit
 from miaudit.config import to_dict
 from miaudit.errors import ConfigError, DataError
 from miaudit.llm import selection
-from miaudit.llm.scoring import smooth_counts, token_counts
 from miaudit.llm.baseline import blind_baseline
 from miaudit.llm.datasets import TextDataset, load_text_dataset, read_corpus
+from miaudit.llm.scoring import smooth_counts, token_counts
 from miaudit.llm.signals import TokenSignals
 from miaudit.llm.target import HFCausalLM
 from miaudit.llm.token_view import token_view, write_html
+from miaudit.runs.config import AttackSpec, EvaluationConfig, check_attack_specs
+from miaudit.runs.pipeline import AuditOutcome, ScoredAttack, parse_config, register_kind, run_audit
+from miaudit.utils.seed import derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -392,7 +393,8 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
                             "shift as well as membership")
     _write_token_view(folder, config, target, data, evaluation, signals, scored)
     n_tokens = np.array([s.n_tokens for s in signals])
-    target_info = {"model": config.model.name_or_path, "n_parameters": sum(p.numel() for p in target.model.parameters()),
+    target_info = {"model": config.model.name_or_path,
+                   "n_parameters": sum(p.numel() for p in target.model.parameters()),
                    "dtype": str(next(target.model.parameters()).dtype).replace("torch.", ""),
                    "vocab_size": target.vocab_size, "max_length": target.max_length, "bos": target.has_bos,
                    "long_documents": target.long_documents, "fingerprint": target.fingerprint(),

@@ -10,7 +10,7 @@ Foundation Models"; Duan et al. 2024, MIMIR).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -23,9 +23,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -65,7 +66,7 @@ class TextDataset:
     def __len__(self) -> int:
         return len(self.texts)
 
-    def subset(self, index: Sequence[int] | np.ndarray) -> "TextDataset":
+    def subset(self, index: Sequence[int] | np.ndarray) -> TextDataset:
         """The rows ``index`` (integer positions or a boolean mask), in that order."""
         index = np.asarray(index)
         if index.dtype == bool:

@@ -1,4 +1,5 @@
-"""Plug the language models: the one-pass token-signal attacks; audit kind ``llm`` into the core (see :mod:`miaudit.kinds`)."""
+"""The language-model kind: the one-pass token-signal attacks and the audit kind ``llm``; loaded by
+:mod:`miaudit.kinds`."""
 
 import miaudit.llm.audit  # noqa: F401  (registers the audit kind)
 from miaudit.kinds import import_submodules

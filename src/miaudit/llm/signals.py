@@ -47,10 +47,11 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any, Callable, Iterable, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -154,7 +155,7 @@ class TokenSignals:
                               "pick a grid value or compute the signals with betas=... including it")
         return int(hits[0])
 
-    def with_signals(self, **signals: Any) -> "TokenSignals":
+    def with_signals(self, **signals: Any) -> TokenSignals:
         """A copy with optional signals added (``ref_logprob=..., text=...``)."""
         unknown = sorted(set(signals) - set(OPTIONAL_SIGNALS))
         if unknown:
@@ -233,7 +234,7 @@ class _BinTables:
     - ``bound[:n]`` (n_bins, n_beta): the Taylor remainder bound per token of bin k.
     """
 
-    _shared: dict[tuple[float, ...], "_BinTables"] = {}
+    _shared: dict[tuple[float, ...], _BinTables] = {}
     _lock = threading.Lock()
 
     def __init__(self, betas: tuple[float, ...]) -> None:
@@ -242,7 +243,7 @@ class _BinTables:
         self.taylor = self.bound = torch.empty(0)
 
     @classmethod
-    def for_betas(cls, betas: tuple[float, ...]) -> "_BinTables":
+    def for_betas(cls, betas: tuple[float, ...]) -> _BinTables:
         """One shared instance per grid, so that every call and thread reuses the tables."""
         with cls._lock:
             return cls._shared.setdefault(betas, cls(betas))
@@ -644,7 +645,7 @@ def _batched(inputs: torch.Tensor, token_ids: torch.Tensor, attention_mask: torc
     arrays = _rows_signals(blocks, grid, method, chunk_rows, workers)
     flat_ids = torch.cat(flat_ids)
     out, start = [], 0
-    for b, n in enumerate(counts):
+    for n in counts:
         part = {k: (v[start:start + n] if v.ndim == 1 else v[:, start:start + n]) for k, v in arrays.items()}
         out.append(_make_signals(flat_ids[start:start + n], part, grid, vocab))
         start += n

@@ -31,9 +31,10 @@ import json
 import logging
 import math
 import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -149,7 +150,8 @@ class _Segment:
     last: bool  # the document's last window
 
 
-def _plan_windows(n: int, first_target: int, max_length: int, stride: int, mode: LongDocuments) -> list[tuple[int, int, int]]:
+def _plan_windows(n: int, first_target: int, max_length: int, stride: int,
+                  mode: LongDocuments) -> list[tuple[int, int, int]]:
     """Windows ``(begin, end, first_target)`` over a sequence of ``n`` tokens scoring targets
     ``first_target .. n-1`` once each (target j is predicted by the logits at position j - 1)."""
     if n <= max_length:
@@ -209,7 +211,8 @@ class HFCausalLM:
             raise ConfigError(f"max_length {self.max_length} exceeds the model's context of {model_max} positions")
         self.stride = int(stride or max(1, self.max_length // 2))
         if self.max_length < 2 or not 1 <= self.stride < self.max_length:
-            raise ConfigError(f"need max_length >= 2 and 1 <= stride < max_length; got {self.max_length}, {self.stride}")
+            raise ConfigError(f"need max_length >= 2 and 1 <= stride < max_length; got {self.max_length}, "
+                              f"{self.stride}")
         self.long_documents = long_documents
         self.bos = bos
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
@@ -222,7 +225,7 @@ class HFCausalLM:
     @classmethod
     def from_pretrained(cls, name_or_path: str, *, tokenizer: str | Any | None = None, dtype: str = "auto",
                         device: str = "cpu", revision: str | None = None, local_files_only: bool = False,
-                        trust_remote_code: bool = False, **kwargs: Any) -> "HFCausalLM":
+                        trust_remote_code: bool = False, **kwargs: Any) -> HFCausalLM:
         """Load a local folder or a hub id (``local_files_only=False`` downloads for online users)."""
         model = load_causal_lm(name_or_path, dtype=dtype, device=device, revision=revision,
                                local_files_only=local_files_only, trust_remote_code=trust_remote_code)
@@ -251,7 +254,7 @@ class HFCausalLM:
             raise ConfigError(f"the tokenizer has {n_tokenizer} tokens but the model's output layer only "
                               f"{self.vocab_size}: they do not belong together; load the model's own tokenizer")
 
-    def check_same_tokenizer(self, other: "HFCausalLM") -> None:
+    def check_same_tokenizer(self, other: HFCausalLM) -> None:
         """A reference model must tokenise identically: same vocabulary, same BOS handling."""
         if tokenizer_fingerprint(self.tokenizer) != tokenizer_fingerprint(other.tokenizer) or self.bos != other.bos:
             raise ConfigError(f"the reference model {other.name!r} uses another tokenizer than the target "

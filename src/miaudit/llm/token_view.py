@@ -17,9 +17,10 @@ blue (non-member-like), with the score in a tooltip.
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -50,7 +51,7 @@ def text_pieces(tokenizer: Any, text: str) -> list[str]:
         offsets = None
     if offsets is not None:
         pieces, previous = [], 0
-        for start, end in offsets:
+        for _start, end in offsets:
             end = max(end, previous)
             pieces.append(text[previous:end])
             previous = end

@@ -22,8 +22,9 @@ import html
 import json
 import os
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import yaml
@@ -31,10 +32,10 @@ import yaml
 from miaudit import __version__
 from miaudit.errors import DataError
 from miaudit.evaluation import AttackResult
-from miaudit.runs.gate import is_baseline
 from miaudit.report.markdown import MIN_FALSE_POSITIVES, headline_fpr, n_nonmembers, unsupported_fpr_note
 from miaudit.report.plots import plot_roc, plot_score_histograms
 from miaudit.report.rundir import Run, load_run
+from miaudit.runs.gate import is_baseline
 
 REPORT_NAME = "report.html"
 _ACCESS = {"label-only": "only the predicted labels", "probabilities": "the output probabilities",

@@ -8,16 +8,16 @@ low-FPR corner of the log-log plot shows what the attack really achieves there (
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from miaudit.evaluation import AttackResult, roc_auc, roc_curve  # noqa: E402
+from miaudit.evaluation import AttackResult, roc_auc, roc_curve
 
 
 def _legend_label(result: AttackResult) -> str:

@@ -19,17 +19,18 @@ folder is complete or absent.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
 from miaudit.errors import DataError
-from miaudit.utils.jsonable import jsonable
 from miaudit.evaluation import AttackResult
 from miaudit.report.markdown import render_report
 from miaudit.report.plots import plot_roc, plot_score_histograms
+from miaudit.utils.jsonable import jsonable
 
 RUN_VERSION = 1
 FIGURES = {"ROC (linear)": "roc_linear.png", "ROC (log-log)": "roc_loglog.png",

@@ -7,8 +7,16 @@ and the run store.
 
 from miaudit.runs.compare import compare_runs
 from miaudit.runs.config import AttackSpec, DatasetConfig, EvaluationConfig, check_attack_specs
-from miaudit.runs.pipeline import (AuditOutcome, ScoredAttack, audit_kinds, build_attacks, parse_config,
-                                   register_kind, resolved_config, run_audit)
+from miaudit.runs.pipeline import (
+                                   AuditOutcome,
+                                   ScoredAttack,
+                                   audit_kinds,
+                                   build_attacks,
+                                   parse_config,
+                                   register_kind,
+                                   resolved_config,
+                                   run_audit,
+)
 from miaudit.runs.store import DB_NAME, STATUSES, RunStore, StoreError, default_home, default_store_path
 
 __all__ = ["DB_NAME", "STATUSES", "AttackSpec", "AuditOutcome", "DatasetConfig", "EvaluationConfig", "RunStore",

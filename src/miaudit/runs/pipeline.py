@@ -19,23 +19,24 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
 from miaudit import __version__
 from miaudit.attacks.base import Attack
 from miaudit.attacks.registry import create_attack, get_attack_class
-from miaudit.runs.config import AttackSpec
-from miaudit.utils.seed import derive_seed
 from miaudit.config import from_dict, load_yaml, to_dict
 from miaudit.errors import ConfigError
 from miaudit.evaluation import AttackResult, evaluate
 from miaudit.report.rundir import write_run_dir
+from miaudit.runs.config import AttackSpec
 from miaudit.utils.logs import run_log
 from miaudit.utils.rundir import atomic_output_dir
+from miaudit.utils.seed import derive_seed
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,9 @@ import secrets
 import socket
 import sqlite3
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from miaudit.errors import MiauditError
 
@@ -149,13 +150,13 @@ class RunStore:
         def __exit__(self, exc_type, exc, tb) -> None:
             self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
 
-    def _transaction(self) -> "RunStore._Tx":
+    def _transaction(self) -> RunStore._Tx:
         return RunStore._Tx(self._conn)
 
     def close(self) -> None:
         self._conn.close()
 
-    def __enter__(self) -> "RunStore":
+    def __enter__(self) -> RunStore:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -28,13 +28,14 @@ import platform
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from miaudit.errors import MiauditError
-from miaudit.runs.gate import GRAMMAR, GateResult, check_gates, describe, evaluate_gate, is_baseline, parse_gate
 from miaudit.runs import RunStore, default_store_path
+from miaudit.runs.gate import GRAMMAR, GateResult, check_gates, describe, evaluate_gate, is_baseline, parse_gate
 
 DEFAULT_DELTA = 1e-5
 #: fields of ``metrics.json`` ``"one_run_audit"`` kept in the ``--json`` summary

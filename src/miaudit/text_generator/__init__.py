@@ -5,7 +5,11 @@ rank-histogram features."""
 from miaudit.text_generator.corpus import UserCorpus, load_shakespeare_users, load_wikitext_users
 from miaudit.text_generator.features import TextShadowData, UserRanks, bin_edges, rank_histograms
 from miaudit.text_generator.lm import (
-    LMTrainConfig, LMTrainResult, LSTMLanguageModel, Vocabulary, train_language_model,
+    LMTrainConfig,
+    LMTrainResult,
+    LSTMLanguageModel,
+    Vocabulary,
+    train_language_model,
 )
 from miaudit.text_generator.target import TextGeneratorTarget
 

@@ -13,23 +13,24 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import numpy as np
 
-from miaudit.runs.config import AttackSpec, EvaluationConfig, check_attack_specs
-from miaudit.utils.seed import derive_seed
-from miaudit.runs.pipeline import AuditOutcome, ScoredAttack, build_attacks, parse_config, register_kind, run_audit
 from miaudit.config import from_dict, refuse_nested_seed, resolved_without_seed
 from miaudit.data.datasets import find_data_file
 from miaudit.errors import ConfigError, DataError
+from miaudit.runs.config import AttackSpec, EvaluationConfig, check_attack_specs
+from miaudit.runs.pipeline import AuditOutcome, ScoredAttack, build_attacks, parse_config, register_kind, run_audit
 from miaudit.text_generator.corpus import UserCorpus, load_shakespeare_users, load_wikitext_users
 from miaudit.text_generator.features import TextShadowData, UserRanks
 from miaudit.text_generator.lm import LMTrainConfig, Vocabulary, train_language_model
 from miaudit.text_generator.target import TextGeneratorTarget
 from miaudit.utils.fingerprint import module_fingerprint
+from miaudit.utils.seed import derive_seed
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -49,7 +49,7 @@ class UserCorpus:
     def __len__(self) -> int:
         return len(self.user_ids)
 
-    def subset(self, index: Sequence[int] | np.ndarray) -> "UserCorpus":
+    def subset(self, index: Sequence[int] | np.ndarray) -> UserCorpus:
         index = [int(i) for i in index]
         return UserCorpus([self.user_ids[i] for i in index], [self.texts[i] for i in index], self.source)
 

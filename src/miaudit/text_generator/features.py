@@ -43,7 +43,7 @@ class UserRanks:
     def __len__(self) -> int:
         return len(self.ranks)
 
-    def subset(self, index: np.ndarray) -> "UserRanks":
+    def subset(self, index: np.ndarray) -> UserRanks:
         index = [int(i) for i in np.arange(len(self))[index]]
         return UserRanks([self.ranks[i] for i in index], self.vocab_size, [self.user_ids[i] for i in index])
 

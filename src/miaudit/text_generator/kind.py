@@ -1,4 +1,5 @@
-"""Plug the text generators: AuditMI user-level audits; audit kind ``text_generator`` into the core (see :mod:`miaudit.kinds`)."""
+"""The text-generator kind: AuditMI user-level audits and the audit kind ``text_generator``; loaded by
+:mod:`miaudit.kinds`."""
 
 import miaudit.text_generator.audit  # noqa: F401  (registers the audit kind)
 from miaudit.kinds import import_submodules

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ class Vocabulary:
         self.index = {w: i for i, w in enumerate(self.words)}
 
     @classmethod
-    def build(cls, texts: Sequence[str], size: int) -> "Vocabulary":
+    def build(cls, texts: Sequence[str], size: int) -> Vocabulary:
         """The ``size - 2`` most frequent words of ``texts`` plus the two special tokens."""
         if size < 3:
             raise ConfigError(f"vocabulary size must be >= 3, got {size}")

@@ -8,7 +8,8 @@ scores over its vocabulary (e.g. one that only returns generated text) has no ra
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,7 +44,7 @@ class TextGeneratorTarget:
         self.vocab_size_: int | None = None
 
     @classmethod
-    def from_trained(cls, result: LMTrainResult, *, max_length: int = 128) -> "TextGeneratorTarget":
+    def from_trained(cls, result: LMTrainResult, *, max_length: int = 128) -> TextGeneratorTarget:
         """A target over a model from :func:`~miaudit.text_generator.lm.train_language_model`."""
         eos = result.vocab.eos_id
         return cls(result.model, result.vocab.encode, start_id=eos, end_id=eos, max_length=max_length)

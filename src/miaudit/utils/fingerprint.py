@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 
-def _update(h: "hashlib._Hash", obj: Any) -> None:
+def _update(h: hashlib._Hash, obj: Any) -> None:
     if isinstance(obj, np.ndarray):
         arr = np.ascontiguousarray(obj)
         h.update(f"nd{arr.dtype.str}{arr.shape}".encode())

@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
@@ -41,7 +42,7 @@ def progress_enabled() -> bool:
 
 
 def progress(iterable: Iterable[T] | None = None, *, desc: str | None = None, total: int | None = None,
-             unit: str = "it", enabled: bool | None = None, **kwargs: Any) -> "tqdm[T]":
+             unit: str = "it", enabled: bool | None = None, **kwargs: Any) -> tqdm[T]:
     """A tqdm bar (rate and ETA) on stderr; disabled when quiet or ``enabled=False``."""
     disable = not (progress_enabled() if enabled is None else enabled and progress_enabled())
     return tqdm(iterable, desc=desc, total=total, unit=unit, disable=disable, dynamic_ncols=True, **kwargs)

@@ -10,7 +10,11 @@ examples) and learn, where they learn, from :class:`miaudit.classifier.reference
 """
 
 from miaudit.classifier.attacks.metric import (
-    ConfidenceAttack, CorrectnessAttack, EntropyAttack, LossAttack, ModifiedEntropyAttack,
+    ConfidenceAttack,
+    CorrectnessAttack,
+    EntropyAttack,
+    LossAttack,
+    ModifiedEntropyAttack,
 )
 from miaudit.classifier.attacks.population import PopulationAttack
 from miaudit.classifier.attacks.shokri import MLLeaksAttack, ShokriAttack, attack_features

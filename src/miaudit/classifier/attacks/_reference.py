@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from miaudit.errors import DataError
-from miaudit.classifier.reference.data import AttackReference, ReferencePool
 from miaudit.classifier.outputs import ClassifierOutputs
+from miaudit.classifier.reference.data import AttackReference, ReferencePool
+from miaudit.errors import DataError
 
 Queries = ClassifierOutputs | Sequence[ClassifierOutputs]
 

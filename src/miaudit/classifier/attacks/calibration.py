@@ -5,14 +5,18 @@ from __future__ import annotations
 import numpy as np
 
 from miaudit.attacks.base import Attack
+from miaudit.attacks.registry import register
 from miaudit.classifier.attacks import reference_math as F
 from miaudit.classifier.attacks._reference import (
-    as_queries, check_classes, check_counts, check_same_examples, get_pool,
+    as_queries,
+    check_classes,
+    check_counts,
+    check_same_examples,
+    get_pool,
 )
-from miaudit.attacks.registry import register
-from miaudit.errors import ConfigError
-from miaudit.classifier.reference.data import AttackReference
 from miaudit.classifier.outputs import ClassifierOutputs
+from miaudit.classifier.reference.data import AttackReference
+from miaudit.errors import ConfigError
 
 
 class _PoolLossAttack(Attack):

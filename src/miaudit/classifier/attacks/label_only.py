@@ -30,19 +30,25 @@ target and for the shadow models (``miaudit.classifier.queried`` does this).
 from __future__ import annotations
 
 import warnings
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier
 
 from miaudit.attacks.base import Attack
-from miaudit.classifier.attacks.metric import shadow_threshold
 from miaudit.attacks.registry import register
-from miaudit.errors import ConfigError, NotFittedError
-from miaudit.classifier.signals.label_only import (AugmentationConfig, BoundaryConfig, LabelOnlySignals, NoiseConfig,
-                                        check_bounds)
+from miaudit.classifier.attacks.metric import shadow_threshold
+from miaudit.classifier.signals.label_only import (
+    AugmentationConfig,
+    BoundaryConfig,
+    LabelOnlySignals,
+    NoiseConfig,
+    check_bounds,
+)
 from miaudit.classifier.signals.shadow import check_signals, shadow_from_reference
+from miaudit.errors import ConfigError, NotFittedError
 
 CHOQUETTE_CHOO = ("Choquette-Choo, Tramèr, Carlini & Papernot, 'Label-Only Membership Inference Attacks', "
                   "ICML 2021")

@@ -5,13 +5,20 @@ from __future__ import annotations
 import numpy as np
 
 from miaudit.attacks.base import Attack
+from miaudit.attacks.registry import register
 from miaudit.classifier.attacks import reference_math as F
 from miaudit.classifier.attacks._reference import (
-    Queries, as_queries, check_classes, check_counts, check_same_examples, get_pool, match_views, pool_views,
+    Queries,
+    as_queries,
+    check_classes,
+    check_counts,
+    check_same_examples,
+    get_pool,
+    match_views,
+    pool_views,
 )
-from miaudit.attacks.registry import register
-from miaudit.errors import ConfigError
 from miaudit.classifier.reference.data import AttackReference
+from miaudit.errors import ConfigError
 
 #: fewest IN (online) / OUT reference models per example for per-example variances
 MIN_MODELS_PER_EXAMPLE = 4

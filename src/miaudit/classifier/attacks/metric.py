@@ -30,10 +30,10 @@ import numpy as np
 
 from miaudit.attacks.base import Attack
 from miaudit.attacks.registry import register
+from miaudit.classifier.outputs import ClassifierOutputs
+from miaudit.classifier.reference import AttackReference
 from miaudit.errors import NotFittedError
 from miaudit.evaluation import roc_curve
-from miaudit.classifier.reference import AttackReference
-from miaudit.classifier.outputs import ClassifierOutputs
 
 SONG_MITTAL = ("Song & Mittal, 'Systematic Evaluation of Privacy Risks of Machine Learning Models', "
                "USENIX Security 2021")

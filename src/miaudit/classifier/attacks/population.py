@@ -23,9 +23,9 @@ import numpy as np
 
 from miaudit.attacks.base import Attack
 from miaudit.attacks.registry import register
-from miaudit.errors import ConfigError, DataError
-from miaudit.classifier.reference import AttackReference
 from miaudit.classifier.outputs import ClassifierOutputs
+from miaudit.classifier.reference import AttackReference
+from miaudit.errors import ConfigError, DataError
 
 
 def _fraction_at_least(sorted_pop: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -33,9 +33,9 @@ from sklearn.preprocessing import StandardScaler
 
 from miaudit.attacks.base import Attack
 from miaudit.attacks.registry import register
-from miaudit.errors import ConfigError, SignalError
-from miaudit.classifier.reference import AttackReference, ShadowData
 from miaudit.classifier.outputs import ClassifierOutputs
+from miaudit.classifier.reference import AttackReference, ShadowData
+from miaudit.errors import ConfigError, SignalError
 
 FEATURES = ("probs", "sorted_probs", "top_k", "loss", "entropy", "modified_entropy", "label")
 CLASSIFIERS = ("lr", "mlp", "rf", "gb")

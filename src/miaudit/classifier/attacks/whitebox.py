@@ -26,11 +26,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from miaudit.attacks.base import Attack
-from miaudit.classifier.attacks.metric import shadow_threshold
 from miaudit.attacks.registry import register
-from miaudit.errors import ConfigError, DataError, SignalError
+from miaudit.classifier.attacks.metric import shadow_threshold
 from miaudit.classifier.signals.gradients import GradientSignals
 from miaudit.classifier.signals.shadow import check_signals, shadow_from_reference
+from miaudit.errors import ConfigError, DataError, SignalError
 
 NASR = ("Nasr, Shokri & Houmansadr, 'Comprehensive Privacy Analysis of Deep Learning: Passive and Active White-box "
         "Inference Attacks against Centralized and Federated Learning', IEEE S&P 2019")
@@ -45,7 +45,8 @@ class WhiteBoxAttack(Attack):
     signal_type: ClassVar[str] = "whitebox"
 
     def signal_request(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`~miaudit.classifier.signals.gradients.gradient_signals` (none are attack-specific)."""
+        """Keyword arguments of :func:`~miaudit.classifier.signals.gradients.gradient_signals` (none are
+        attack-specific)."""
         return {}
 
 

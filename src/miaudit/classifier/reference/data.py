@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from miaudit.errors import DataError
 from miaudit.classifier.outputs import ClassifierOutputs
+from miaudit.errors import DataError
 
 
 @dataclass
@@ -65,7 +65,8 @@ class ReferencePool:
             raise DataError("reference pool is empty; train reference models first")
         n = len(self.outputs[0])
         if self.keep.shape != (m, n):
-            raise DataError(f"keep matrix has shape {self.keep.shape}, expected ({m}, {n}) for {m} models on {n} examples")
+            raise DataError(f"keep matrix has shape {self.keep.shape}, expected ({m}, {n}) for {m} models on {n} "
+                            "examples")
         if any(len(o) != n for o in self.outputs):
             raise DataError("every reference model must be scored on the same audited examples")
         if self.population is not None and len(self.population) != m:

@@ -12,17 +12,23 @@ from __future__ import annotations
 import copy
 import os
 import time
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
+from miaudit.classifier.training import (
+    TrainConfig,
+    TrainingPlugin,
+    build_model_from_config,
+    predict_logits,
+    train_classifier,
+)
 from miaudit.data import ArrayDataset
 from miaudit.errors import ConfigError
-from miaudit.classifier.training import TrainConfig, TrainingPlugin, build_model_from_config, predict_logits, train_classifier
 
 EXECUTORS = ("sequential", "vectorised", "process", "ray")
 

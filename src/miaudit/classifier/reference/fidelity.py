@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from miaudit.errors import DataError
-from miaudit.classifier.reference.data import ReferencePool
 from miaudit.classifier.outputs import ClassifierOutputs
+from miaudit.classifier.reference.data import ReferencePool
+from miaudit.errors import DataError
 
 
 class FidelityWarning(UserWarning):

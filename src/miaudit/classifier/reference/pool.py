@@ -26,23 +26,24 @@ import os
 import tempfile
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from miaudit.config import to_dict
-from miaudit.data import ArrayDataset, MembershipSplit, paired_keep_matrix
-from miaudit.errors import ConfigError, DataError
+from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.reference import executors
 from miaudit.classifier.reference.executors import ModelResult, ModelTask, PoolContext
 from miaudit.classifier.reference.fidelity import FidelityWarning, check_fidelity
 from miaudit.classifier.reference.trained import TrainedReferencePool
 from miaudit.classifier.reference.views import query_views
-from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.training import TrainConfig, TrainingPlugin
+from miaudit.config import to_dict
+from miaudit.data import ArrayDataset, MembershipSplit, paired_keep_matrix
+from miaudit.errors import ConfigError, DataError
 from miaudit.utils.fingerprint import fingerprint
 
 CACHE_VERSION = 1
@@ -106,7 +107,7 @@ class _Cache:
             return None
         try:
             return torch.load(self.folder / f"{key}.pt", map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file means: train again
+        except Exception as exc:
             warnings.warn(f"ignoring unreadable cached weights {self.folder / (key + '.pt')} ({exc}); retraining",
                           stacklevel=3)
             return None

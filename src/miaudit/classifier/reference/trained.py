@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from miaudit.errors import DataError
-from miaudit.classifier.reference.data import ReferencePool
 from miaudit.classifier.outputs import ClassifierOutputs
+from miaudit.classifier.reference.data import ReferencePool
+from miaudit.errors import DataError
 
 
 @dataclass
@@ -49,16 +49,16 @@ class TrainedReferencePool(ReferencePool):
     def n_views(self) -> int:
         return 1 if self.views is None else len(self.views[0])
 
-    def select_models(self, index: np.ndarray) -> "TrainedReferencePool":
+    def select_models(self, index: np.ndarray) -> TrainedReferencePool:
         """The pool made of models ``index`` only (e.g. the first 16 of 64: ``np.arange(16)``)."""
         index = np.asarray(index)
-        pick = lambda items: None if items is None else [items[j] for j in index]  # noqa: E731
+        pick = lambda items: None if items is None else [items[j] for j in index]
         return TrainedReferencePool(
             outputs=pick(self.outputs), keep=self.keep[index], population=pick(self.population),
             views=pick(self.views), ids=self.ids, train_ids=pick(self.train_ids), population_ids=self.population_ids,
             fingerprint=self.fingerprint, fidelity=self.fidelity, seconds=self.seconds, info=dict(self.info))
 
-    def subset(self, index: np.ndarray) -> "TrainedReferencePool":
+    def subset(self, index: np.ndarray) -> TrainedReferencePool:
         """The same pool restricted to scored examples ``index`` (indices or a boolean mask)."""
         return TrainedReferencePool(
             outputs=[o.subset(index) for o in self.outputs], keep=self.keep[:, index], population=self.population,

@@ -16,7 +16,7 @@ group-norm ResNet). Batch-norm models are refused: their running statistics cann
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -26,9 +26,9 @@ from torch.func import functional_call, vmap
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
+from miaudit.classifier.training import TrainConfig, build_model_from_config
 from miaudit.data import ArrayDataset
 from miaudit.errors import ConfigError
-from miaudit.classifier.training import TrainConfig, build_model_from_config
 
 
 def check_vectorisable(model: nn.Module, name: str) -> None:

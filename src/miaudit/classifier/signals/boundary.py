@@ -28,7 +28,7 @@ distance. Examples with no adversarial point within the budget are *censored* at
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

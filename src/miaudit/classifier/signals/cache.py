@@ -12,13 +12,13 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from miaudit.errors import ConfigError, MiauditError
 from miaudit.classifier.outputs import ClassifierOutputs
+from miaudit.errors import ConfigError, MiauditError
 
 _KEY = re.compile(r"^[A-Za-z0-9_.]+$")
 

@@ -29,14 +29,15 @@ its index, so an example's signal does not depend on how the examples are split 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 from torch import nn
 
-from miaudit.errors import ConfigError, DataError, SignalError
 from miaudit.classifier.training.loop import predict_logits
+from miaudit.errors import ConfigError, DataError, SignalError
 from miaudit.utils.logs import progress as progress_bar
 
 Perturbation = Literal["auto", "gaussian", "bitflip"]
@@ -131,7 +132,8 @@ class NoiseConfig:
 
 @dataclass(frozen=True)
 class BoundaryConfig:
-    """Decision-boundary search (:mod:`miaudit.classifier.signals.boundary`); ``max_queries`` per example, clean query included."""
+    """Decision-boundary search (:mod:`miaudit.classifier.signals.boundary`); ``max_queries`` per example, clean
+    query included."""
 
     max_queries: int = 300
     n_directions: int = 10

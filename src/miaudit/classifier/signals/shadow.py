@@ -10,8 +10,9 @@ shadow model, with the same membership convention, and goes into
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -58,8 +59,9 @@ def check_signals(signals: Any, expected: type, attack: str) -> None:
     """SignalError unless ``signals`` is an ``expected`` instance (e.g. refuse ClassifierOutputs)."""
     if not isinstance(signals, expected):
         raise SignalError(f"attack {attack!r} scores {expected.__name__} computed from the model itself, got "
-                          f"{type(signals).__name__}; compute them with miaudit.classifier.queried.compute_signals(attack, model, "
-                          "data) or run the attack with miaudit.classifier.queried.run_queried_attacks")
+                          f"{type(signals).__name__}; compute them with "
+                          "miaudit.classifier.queried.compute_signals(attack, model, data) or run the attack with "
+                          "miaudit.classifier.queried.run_queried_attacks")
 
 
 def shadow_from_reference(reference: Any, expected: type, attack: str, *, required: bool) -> ShadowSignals | None:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
-from miaudit.data.datasets import ArrayDataset
-from miaudit.errors import ConfigError, SignalError
 from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.targets.base import unpack
+from miaudit.data.datasets import ArrayDataset
+from miaudit.errors import ConfigError, SignalError
 
 OUTPUTS = {"probabilities": "probabilities", "logits": "logits", "labels": "label-only"}
 
@@ -51,8 +51,8 @@ class BlackBoxTarget:
             answers.append(answer)
         out = np.concatenate(answers)
         if not np.isfinite(out).all():
-            raise SignalError(f"black-box returned NaN or inf in {int((~np.isfinite(out)).reshape(len(out), -1).any(1).sum())} "
-                              "rows; fix the model or drop those examples")
+            bad_rows = int((~np.isfinite(out)).reshape(len(out), -1).any(1).sum())
+            raise SignalError(f"black-box returned NaN or inf in {bad_rows} rows; fix the model or drop those examples")
         if self.output == "labels" and (np.any(out < 0) or np.any(np.mod(out, 1) != 0)):
             raise SignalError("black-box labels must be whole numbers >= 0 (class indices)")
         if self.output == "probabilities":

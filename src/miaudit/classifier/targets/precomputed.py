@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from miaudit.classifier.outputs import ClassifierOutputs
+from miaudit.classifier.signals.cache import output_arrays
 from miaudit.data.datasets import ArrayDataset, read_npz
 from miaudit.errors import DataError, SignalError
-from miaudit.classifier.signals.cache import output_arrays
-from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.utils.fingerprint import fingerprint
 
 OUTPUT_KEYS = ("logits", "probs", "predictions")
@@ -44,7 +44,7 @@ class PrecomputedTarget:
         self.access = outputs.access
 
     @classmethod
-    def from_npz(cls, path: str | Path) -> "PrecomputedTarget":
+    def from_npz(cls, path: str | Path) -> PrecomputedTarget:
         """Read and validate a file in the format above; each problem is a one-line :class:`DataError`."""
         path = Path(path)
         arrays = read_npz(path)
@@ -81,7 +81,8 @@ class PrecomputedTarget:
         o = self._outputs
         return fingerprint(o.labels, o.logits, o.probs_given, o.predictions, self.membership)
 
-    def outputs(self, dataset_or_x: ArrayDataset | np.ndarray | None = None, y: np.ndarray | None = None) -> ClassifierOutputs:
+    def outputs(self, dataset_or_x: ArrayDataset | np.ndarray | None = None,
+                y: np.ndarray | None = None) -> ClassifierOutputs:
         """The stored outputs; pass integer row indices (or a boolean mask) to select rows, not inputs."""
         if y is not None or isinstance(dataset_or_x, ArrayDataset):
             raise DataError("a precomputed target cannot run on new inputs; call outputs() with no data "

@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from miaudit.data.datasets import ArrayDataset
-from miaudit.errors import ConfigError, SignalError
 from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.targets.base import unpack
+from miaudit.data.datasets import ArrayDataset
+from miaudit.errors import ConfigError, SignalError
 
 
 class SklearnTarget:
@@ -25,7 +25,8 @@ class SklearnTarget:
 
     def __init__(self, estimator: Any, *, output: str = "auto", n_classes: int | None = None):
         if output not in ("auto", "probabilities", "labels"):
-            raise ConfigError(f"SklearnTarget output {output!r} is not allowed; choose 'auto', 'probabilities' or 'labels'")
+            raise ConfigError(f"SklearnTarget output {output!r} is not allowed; choose 'auto', 'probabilities' or "
+                              "'labels'")
         if output == "auto":
             output = "probabilities" if hasattr(estimator, "predict_proba") else "labels"
         if output == "probabilities" and not hasattr(estimator, "predict_proba"):
@@ -50,7 +51,8 @@ class SklearnTarget:
         proba = np.asarray(self.estimator.predict_proba(x), dtype=np.float64)  # (n, len(classes_))
         classes = np.asarray(classes)
         if not np.issubdtype(classes.dtype, np.integer) or classes.min() < 0:
-            raise SignalError(f"estimator classes {classes[:5]}... are not class indices 0..K-1; refit it on integer labels")
+            raise SignalError(f"estimator classes {classes[:5]}... are not class indices 0..K-1; refit it on integer "
+                              "labels")
         n_classes = self.n_classes or int(max(classes.max(), y.max())) + 1
         if n_classes <= classes.max():
             raise SignalError(f"estimator knows class {classes.max()} but n_classes={n_classes}")

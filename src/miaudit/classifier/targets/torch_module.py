@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
-from miaudit.data.datasets import ArrayDataset
 from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.targets.base import unpack
 from miaudit.classifier.training.loop import predict_logits
+from miaudit.data.datasets import ArrayDataset
 from miaudit.utils.fingerprint import module_fingerprint
 
 
@@ -22,7 +22,8 @@ class TorchClassifierTarget:
         self.batch_size = batch_size
 
     def fingerprint(self) -> str:
-        """Fingerprint of the module's class and weights (for :class:`~miaudit.classifier.signals.cache.SignalCache`)."""
+        """Fingerprint of the module's class and weights (for
+        :class:`~miaudit.classifier.signals.cache.SignalCache`)."""
         return module_fingerprint(self.model)
 
     def outputs(self, dataset_or_x: ArrayDataset | np.ndarray, y: np.ndarray | None = None) -> ClassifierOutputs:

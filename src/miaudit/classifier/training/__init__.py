@@ -1,7 +1,14 @@
 """Training: a readable, deterministic torch loop with defense plugins, and a small model zoo."""
 
-from miaudit.classifier.training.loop import (TrainConfig, TrainingPlugin, TrainResult, accuracy, build_model_from_config,
-                                   predict_logits, train_classifier)
+from miaudit.classifier.training.loop import (
+                                   TrainConfig,
+                                   TrainingPlugin,
+                                   TrainResult,
+                                   accuracy,
+                                   build_model_from_config,
+                                   predict_logits,
+                                   train_classifier,
+)
 from miaudit.classifier.training.models import MLP, MODEL_NAMES, ResNet18, SmallCNN, build_model
 
 __all__ = ["TrainConfig", "TrainingPlugin", "TrainResult", "train_classifier", "predict_logits", "accuracy",

@@ -11,8 +11,9 @@ from __future__ import annotations
 import resource
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -21,9 +22,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
+from miaudit.classifier.training.models import build_model
 from miaudit.data.datasets import ArrayDataset
 from miaudit.errors import ConfigError, DataError
-from miaudit.classifier.training.models import build_model
 
 
 @dataclass

@@ -6,7 +6,7 @@ Shapes in comments: ``B`` batch, ``C`` channels, ``H x W`` image size, ``K`` cla
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -65,7 +65,8 @@ class BasicBlock(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, stride: int, norm: str):
         super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)  # (B, c_in, h, w) -> (B, c_out, h/s, w/s)
+        # (B, c_in, h, w) -> (B, c_out, h/s, w/s)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
         self.bn1 = _norm(norm, c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
         self.bn2 = _norm(norm, c_out)

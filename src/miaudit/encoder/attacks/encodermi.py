@@ -17,7 +17,8 @@ The two classifiers keep the weights of the epoch with the lowest loss on a held
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

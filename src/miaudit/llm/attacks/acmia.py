@@ -4,13 +4,13 @@ the authors' code (github.com/Salehzz/ACMIA). ``acmia`` chooses beta on labelled
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-
-from miaudit.llm.attacks._common import LLMAttack, as_documents
 from miaudit.attacks.registry import register
 from miaudit.errors import ConfigError, DataError
 from miaudit.llm import scoring
+from miaudit.llm.attacks._common import LLMAttack, as_documents
 from miaudit.llm.signals import TokenSignals
 
 CITATION = ("Zare Zade, Qiang, Zhou, Zhu, Roshani, Khanduri, Zhu. Automatic Calibration for Membership "

@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from miaudit.llm.attacks._common import LLMAttack
 from miaudit.attacks.registry import register
 from miaudit.llm import scoring
+from miaudit.llm.attacks._common import LLMAttack
 from miaudit.llm.signals import TokenSignals
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from miaudit.llm.attacks._common import LLMAttack
 from miaudit.attacks.registry import register
 from miaudit.llm import scoring
+from miaudit.llm.attacks._common import LLMAttack
 from miaudit.llm.signals import TokenSignals
 
 
