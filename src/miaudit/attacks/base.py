@@ -13,10 +13,15 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from miaudit.errors import NotFittedError, SignalError
+from miaudit.errors import ConfigError, NotFittedError, SignalError
 
 TargetKind = Literal["classifier", "llm", "encoder", "text_generator"]
-Access = Literal["label-only", "probabilities", "logits", "embeddings", "white-box"]
+Access = Literal["label-only", "top-k log-probs", "probabilities", "logits", "embeddings", "white-box"]
+#: output access from least to most informative ("embeddings" stands apart). For language models:
+#: ``top-k log-probs`` = an API's log-probability of each observed token (and its k most likely
+#: alternatives); ``probabilities`` / ``logits`` = the whole next-token distribution; ``white-box`` =
+#: weights and gradients. An attack runs on a target whose access is at least the attack's.
+ACCESS_ORDER: tuple[str, ...] = ("label-only", "top-k log-probs", "probabilities", "logits", "white-box")
 ReferenceNeed = Literal["none", "population", "shadow", "reference-pool", "calibration"]
 
 
@@ -84,3 +89,20 @@ class Attack:
     def decision_threshold(self) -> float | None:
         """Score threshold learned on reference data (predict member when score >= it), if any."""
         return getattr(self, "threshold_", None)
+
+
+def access_allows(given: str, needed: str) -> bool:
+    """Whether a target with ``given`` access can serve an attack that needs ``needed`` (:data:`ACCESS_ORDER`;
+    ``embeddings`` serves only ``embeddings``)."""
+    if given == needed:
+        return True
+    if given not in ACCESS_ORDER or needed not in ACCESS_ORDER:
+        return False
+    return ACCESS_ORDER.index(given) >= ACCESS_ORDER.index(needed)
+
+
+def check_access(attack: type[Attack] | Attack, given: str, target: str = "this target") -> None:
+    """A one-line :class:`ConfigError` when ``attack`` needs more access than ``given``."""
+    if not access_allows(given, attack.access):
+        raise ConfigError(f"attack {attack.name!r} needs {attack.access} access but {target} gives {given}; "
+                          "drop the attack or audit a target that exposes more of the model")

@@ -31,13 +31,16 @@ from typing import Any, Literal
 
 import numpy as np
 
+from miaudit.attacks.base import check_access
 from miaudit.attacks.registry import create_attack, get_attack_class
 from miaudit.config import to_dict
 from miaudit.errors import ConfigError, DataError
 from miaudit.llm import selection
+from miaudit.llm.api import ACCESS as API_ACCESS
+from miaudit.llm.api import APICausalLM, APITargetConfig
 from miaudit.llm.baseline import blind_baseline
 from miaudit.llm.datasets import TextDataset, load_text_dataset, read_corpus
-from miaudit.llm.scoring import smooth_counts, token_counts
+from miaudit.llm.scoring import smooth_counts
 from miaudit.llm.signals import TokenSignals
 from miaudit.llm.target import HFCausalLM
 from miaudit.llm.token_view import token_view, write_html
@@ -155,11 +158,13 @@ class TokenViewConfig:
 
 @dataclass
 class LLMAuditConfig:
-    """A membership audit of a causal language model (``kind: llm``)."""
+    """A membership audit of a causal language model (``kind: llm``): local weights (``model``) or an
+    OpenAI-compatible completions endpoint (``api``, top-k log-prob access), exactly one of them."""
 
     attacks: list[AttackSpec]
-    model: LLMModelConfig
     dataset: LLMDatasetConfig
+    model: LLMModelConfig | None = None
+    api: APITargetConfig | None = None
     kind: Literal["llm"] = "llm"
     seed: int = 0
     reference_model: LLMModelConfig | None = None
@@ -176,6 +181,9 @@ class LLMAuditConfig:
 
     def __post_init__(self) -> None:
         check_attack_specs(self.attacks)
+        if (self.model is None) == (self.api is None):
+            raise ConfigError("config: give exactly one target, 'model' (local weights or a hub id) or 'api' (an "
+                              "OpenAI-compatible completions endpoint)")
         names = {a.name for a in self.attacks}
         if "ref" in names and self.reference_model is None:
             raise ConfigError("config.reference_model: attack 'ref' needs a reference model (same tokenizer)")
@@ -206,6 +214,19 @@ def _stratified_take(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     picked = [rng.choice(np.flatnonzero(labels == c), size=k, replace=False)
               for c, k in ((1, n_members), (0, n - n_members))]
     return np.sort(np.concatenate(picked))
+
+
+Target = HFCausalLM | APICausalLM
+
+
+def _target_name(config: LLMAuditConfig) -> str:
+    return config.model.name_or_path if config.model is not None else f"{config.api.model} at {config.api.endpoint}"
+
+
+def _build_main_target(config: LLMAuditConfig, progress: bool) -> Target:
+    if config.api is not None:
+        return APICausalLM(config.api, cache_dir=config.cache_dir, progress=progress)
+    return _build_target(config.model, config, progress)
 
 
 def _build_target(model: LLMModelConfig, config: LLMAuditConfig, progress: bool) -> HFCausalLM:
@@ -245,7 +266,7 @@ def _split_recall_prefix(data: TextDataset, config: LLMAuditConfig) -> tuple[Tex
     return data.subset(keep), [data.texts[i] for i in shots], [str(data.ids[i]) for i in shots]
 
 
-def _extra_signals(target: HFCausalLM, texts: list[str], needed: set[str], *, config: LLMAuditConfig,
+def _extra_signals(target: Target, texts: list[str], needed: set[str], *, config: LLMAuditConfig,
                    reference: HFCausalLM | None, shots: list[str], perturb: Callable | None) -> dict[str, Any]:
     """Per-document values ``{field: (n,) array or list of arrays}`` of the extra passes in ``needed``."""
     out: dict[str, Any] = {}
@@ -255,8 +276,7 @@ def _extra_signals(target: HFCausalLM, texts: list[str], needed: set[str], *, co
         assert reference is not None
         out["ref_logprob"] = reference.mean_log_likelihoods(texts, desc="reference")
     if "prefix_logprob" in needed:
-        out["prefix_logprob"] = target.mean_log_likelihoods(
-            texts, prefix=target.prefix_ids(shots, separator=config.recall.separator), desc="recall prefix")
+        out["prefix_logprob"] = target.prefix_log_likelihoods(texts, shots, separator=config.recall.separator)
     if "grad_norm" in needed:
         out["grad_norm"] = target.gradient_norms(texts, p=math.inf if config.gradnorm_p == "inf"
                                                  else float(config.gradnorm_p))
@@ -272,14 +292,52 @@ def _attach(signals: list[TokenSignals], extra: dict[str, Any]) -> list[TokenSig
             for i, s in enumerate(signals)]
 
 
-def _dc_pdd_counts(config: LLMAuditConfig, target: HFCausalLM) -> np.ndarray:
-    """Token counts ``(V,)`` of the user's DC-PDD reference corpus under the target's tokenizer."""
+def _dc_pdd_counts(config: LLMAuditConfig, target: Target) -> np.ndarray:
+    """Token counts ``(V,)`` of the user's DC-PDD reference corpus under the target's tokenizer (an API
+    target's: the server's)."""
     if config.dc_pdd.corpus is None:
         raise ConfigError("attack 'dc_pdd' needs a reference corpus for token frequencies: set dc_pdd.corpus to a "
                           "text file (one document per line) or a .jsonl/.csv with a text column")
-    texts = read_corpus(config.dc_pdd.corpus, text_column=config.dc_pdd.text_column)
-    return token_counts([target.tokenizer(t, add_special_tokens=False, verbose=False)["input_ids"] for t in texts],
-                        target.vocab_size)
+    return target.token_counts(read_corpus(config.dc_pdd.corpus, text_column=config.dc_pdd.text_column))
+
+
+def _api_estimate(target: APICausalLM, config: LLMAuditConfig, texts: list[str], needed: set[str],
+                  shots: list[str]) -> Any:
+    """The requests an audit through an API will send, pass by pass (neighbours: not counted, they
+    exist only once the perturbation model has run)."""
+    passes = {"signals": texts}
+    if "lowercase_logprob" in needed:
+        passes["lowercase"] = [t.lower() for t in texts]
+    if "prefix_logprob" in needed:
+        prefix = config.recall.separator.join(shots) + config.recall.separator
+        passes["recall prefix"] = [prefix + t for t in texts]
+    if any(s.name == "dc_pdd" and "token_freq" not in s.params for s in config.attacks) and config.dc_pdd.corpus:
+        passes["dc_pdd corpus"] = read_corpus(config.dc_pdd.corpus, text_column=config.dc_pdd.text_column)
+    return target.estimate(passes)
+
+
+def estimate_llm(config: LLMAuditConfig) -> dict[str, Any]:
+    """Dry run (``miaudit audit --dry-run``): the documents, and for an API target the requests and rough
+    prompt tokens the audit would send (cached prompts excluded); nothing is queried."""
+    data = _load_documents(config)
+    shots: list[str] = []
+    if any(spec.name == "recall" for spec in config.attacks):
+        data, shots, _ = _split_recall_prefix(data, config)
+    out: dict[str, Any] = {"documents": len(data), "members": int(data.labels.sum()), "target": _target_name(config)}
+    if config.api is None:
+        out["note"] = "a local model: no requests are sent"
+        return out
+    for spec in config.attacks:
+        check_access(get_attack_class(spec.name, "llm"), API_ACCESS, "an API target")
+    needed = {f for s in config.attacks for f in get_attack_class(s.name, "llm").signals if f in EXTRA_PASSES}
+    target = APICausalLM(config.api, cache_dir=config.cache_dir, progress=False)
+    try:
+        out.update(_api_estimate(target, config, data.texts, needed, shots).as_dict())
+    finally:
+        target.close()
+    if "neighbour_logprobs" in needed:
+        out["note"] += "; plus one request per neighbour text of the neighbourhood attack"
+    return out
 
 
 # -- the runner ------------------------------------------------------------------------------------
@@ -297,6 +355,8 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
     classes = {}
     for spec in config.attacks:
         classes[spec.key] = get_attack_class(spec.name, "llm")
+        if config.api is not None:  # refused before any request
+            check_access(classes[spec.key], API_ACCESS, f"an API target ({config.api.model} at {config.api.endpoint})")
         create_attack(spec.name, target_kind="llm", **spec.params)  # a bad parameter fails before any forward pass
     tuned = {spec.key: _tuned_parameter(spec) for spec in config.attacks}
     needs_calibration = any(tuned.values()) or any(classes[s.key].needs_reference == "calibration"
@@ -319,11 +379,12 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
             raise DataError(f"the {part} split has only one class; add documents or change "
                             "selection.calibration_fraction")
 
-    target = _build_target(config.model, config, progress)
+    target = _build_main_target(config, progress)
     reference = None
     if config.reference_model is not None:
         reference = _build_target(config.reference_model, config, progress)
-        target.check_same_tokenizer(reference)
+        if isinstance(target, HFCausalLM):
+            target.check_same_tokenizer(reference)
     needed = {f for cls in classes.values() for f in cls.signals if f in EXTRA_PASSES}
     if perturb is None and config.neighbourhood.perturb:
         perturb = _import_callable(config.neighbourhood.perturb)
@@ -335,6 +396,10 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
 
     log.info("%s: %d documents (%d members): %d for calibration, %d evaluated", data.name, n, int(labels.sum()),
              calibration.size, evaluation.size)
+    if isinstance(target, APICausalLM):
+        plan = _api_estimate(target, config, data.texts, needed, shots)
+        log.info("API target %s: about %d requests, ~%d prompt tokens to send (%s)", target.name, plan.requests,
+                 plan.prompt_tokens, plan.note)
     signals = target.token_signals(data.texts)
     signals = _attach(signals, _extra_signals(target, data.texts, needed, config=config, reference=reference,
                                               shots=shots, perturb=perturb))
@@ -393,12 +458,19 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
                             "shift as well as membership")
     _write_token_view(folder, config, target, data, evaluation, signals, scored)
     n_tokens = np.array([s.n_tokens for s in signals])
-    target_info = {"model": config.model.name_or_path,
-                   "n_parameters": sum(p.numel() for p in target.model.parameters()),
-                   "dtype": str(next(target.model.parameters()).dtype).replace("torch.", ""),
-                   "vocab_size": target.vocab_size, "max_length": target.max_length, "bos": target.has_bos,
-                   "long_documents": target.long_documents, "fingerprint": target.fingerprint(),
-                   "reference_model": config.reference_model.name_or_path if config.reference_model else None}
+    if isinstance(target, APICausalLM):
+        target_info = target.info()
+        target.close()
+        if shots or any(s.name == "dc_pdd" for s in config.attacks):
+            warnings.append("API target: the server tokenises; ReCaLL's prefix is joined to each document as text "
+                            "and DC-PDD counts the server's token strings")
+    else:
+        target_info = {"model": config.model.name_or_path, "access": "white-box",
+                       "n_parameters": sum(p.numel() for p in target.model.parameters()),
+                       "dtype": str(next(target.model.parameters()).dtype).replace("torch.", ""),
+                       "vocab_size": target.vocab_size, "max_length": target.max_length, "bos": target.has_bos,
+                       "long_documents": target.long_documents, "fingerprint": target.fingerprint()}
+    target_info["reference_model"] = config.reference_model.name_or_path if config.reference_model else None
     data_info = {"dataset": data.name, "n_members": int(eval_labels.sum()),  # audited = evaluated documents
                  "n_nonmembers": int(evaluation.size - eval_labels.sum()), "n_documents": n,
                  "n_members_total": int(labels.sum()), "n_evaluated": int(evaluation.size),
@@ -408,7 +480,7 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
     return AuditOutcome(target=target_info, data=data_info, attacks=scored, sections=sections, warnings=warnings)
 
 
-def _write_token_view(folder: Path, config: LLMAuditConfig, target: HFCausalLM, data: TextDataset,
+def _write_token_view(folder: Path, config: LLMAuditConfig, target: Target, data: TextDataset,
                       evaluation: np.ndarray, signals: list[TokenSignals], scored: list[ScoredAttack]) -> None:
     n = min(config.token_view.n_documents, evaluation.size)
     if n <= 0:
@@ -420,10 +492,11 @@ def _write_token_view(folder: Path, config: LLMAuditConfig, target: HFCausalLM, 
     picks = np.r_[rng.choice(members, k, replace=False), rng.choice(nonmembers, min(nonmembers.size, n - k),
                                                                     replace=False)]
     first = scored[0] if scored else None
+    method = config.token_view.method if isinstance(target, HFCausalLM) else "loss"  # an API gives no moments
     views = [token_view(target, data.texts[evaluation[p]], signals[evaluation[p]], doc_id=str(data.ids[evaluation[p]]),
                         label=int(labels[p]), document_score=float(first.scores[p]) if first else None,
-                        method=config.token_view.method) for p in picks]
-    title = f"Token-level membership view: {data.name} on {Path(config.model.name_or_path).name}"
+                        method=method) for p in picks]
+    title = f"Token-level membership view: {data.name} on {Path(_target_name(config)).name}"
     if first is not None:
         title += f" (document score: {first.key})"
     write_html(folder / "token_view.html", views, title=title)
@@ -496,7 +569,7 @@ def _runner(config: LLMAuditConfig, folder: Path, *, progress: bool = True) -> A
     return run_llm(config, Path(folder), progress=progress, perturb=_PERTURB.get(id(config)))
 
 
-register_kind("llm", LLMAuditConfig, _runner, parse=parse_llm_config, resolve=to_dict)
+register_kind("llm", LLMAuditConfig, _runner, parse=parse_llm_config, resolve=to_dict, estimate=estimate_llm)
 
 __all__ = ["LLMAuditConfig", "LLMDatasetConfig", "LLMModelConfig", "parse_llm_config", "run_llm", "run_llm_audit",
            "summary_table"]

@@ -41,6 +41,7 @@ import torch
 from tqdm.auto import tqdm
 
 from miaudit.errors import ConfigError, DataError
+from miaudit.llm.scoring import token_counts
 from miaudit.llm.signals import TokenSignals, compute_token_signals, gradient_norm, token_log_probs
 from miaudit.utils.fingerprint import fingerprint
 
@@ -401,9 +402,17 @@ class HFCausalLM:
         return list(self.tokenizer(separator.join(shots) + separator, add_special_tokens=False,
                                    verbose=False)["input_ids"])
 
-    def prefix_log_likelihoods(self, texts: Sequence[str], shots: Sequence[str]) -> np.ndarray:
+    def prefix_log_likelihoods(self, texts: Sequence[str], shots: Sequence[str], *, separator: str = "\n\n"
+                               ) -> np.ndarray:
         """Mean log-likelihood ``(n,)`` of each text after the non-member prefix built from ``shots`` (ReCaLL)."""
-        return self.mean_log_likelihoods(texts, prefix=self.prefix_ids(shots), desc="recall prefix")
+        return self.mean_log_likelihoods(texts, prefix=self.prefix_ids(shots, separator=separator),
+                                         desc="recall prefix")
+
+    def token_counts(self, texts: Sequence[str]) -> np.ndarray:
+        """Occurrences ``(vocab_size,)`` of each token id in ``texts`` (DC-PDD's reference corpus), tokenised
+        without special tokens."""
+        return token_counts([self.tokenizer(t, add_special_tokens=False, verbose=False)["input_ids"] for t in texts],
+                            self.vocab_size)
 
     def neighbour_log_likelihoods(self, texts: Sequence[str], perturb: Callable[[str], Sequence[str]]
                                   ) -> list[np.ndarray]:

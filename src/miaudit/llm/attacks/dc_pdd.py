@@ -22,7 +22,7 @@ class DcPdd(LLMAttack):
     """
 
     name = "dc_pdd"
-    access = "probabilities"
+    access = "top-k log-probs"
     needs_reference = "population"
     requires_fit = True
     signals = ("log_prob", "token_ids")
