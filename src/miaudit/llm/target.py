@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,15 +41,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from miaudit.errors import ConfigError, DataError
+from miaudit.errors import ConfigError, DataError, SignalError
 from miaudit.llm.scoring import token_counts
-from miaudit.llm.signals import TokenSignals, compute_token_signals, gradient_norm, token_log_probs
+from miaudit.llm.signals import TokenSignals, compute_token_signals, token_log_probs
 from miaudit.utils.fingerprint import fingerprint
 
 logger = logging.getLogger(__name__)
 
 BosPolicy = Literal["auto", "always", "never"]
 LongDocuments = Literal["sliding_window", "truncate"]
+#: GradNorm: most bytes of per-window float32 gradients held at once (with batch_size windows at most)
+GRAD_BATCH_BYTES = 1 << 30
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
@@ -433,23 +436,80 @@ class HFCausalLM:
 
     def gradient_norms(self, texts: Sequence[str], *, p: float = math.inf) -> np.ndarray:
         """GradNorm's signal ``(n,)``: for each text, the mean over parameter tensors of the ``p``-norm of
-        the gradient of its mean token loss (white-box; one forward and backward pass per text)."""
+        the gradient of its mean token loss (white-box), as :func:`~miaudit.llm.signals.gradient_norm`.
+
+        Per-document gradients come in batches: ``torch.func.vmap`` of ``grad`` over the windows of several
+        documents (longest first, right-padded: a causal model's real tokens never see the padding),
+        at most ``batch_size`` windows and :data:`GRAD_BATCH_BYTES` of per-window gradients at a time;
+        a long document's windows are summed, weighted by their share of its scored tokens."""
+        if p not in (1, 2, math.inf):
+            raise ConfigError(f"gradient norm order p={p!r} is not allowed; choose 1, 2 or inf")
         return self._per_text_array(texts, "grad_norm", p, self._compute_grad_norms, "gradients")
 
     def _compute_grad_norms(self, texts: list[str], p: float, bar: Any) -> np.ndarray:
-        params = [q for q in self.model.parameters() if q.requires_grad]
+        from torch.func import functional_call, grad, vmap
+
+        model, pad = self.model, self._pad_id
+        names = self._grad_parameters()
+        params = {n: q.detach() for n, q in model.named_parameters() if n in names}
+        buffers = {n: b.detach() for n, b in model.named_buffers()}
+
+        def window_loss(params: dict[str, torch.Tensor], ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+            """``sum_t weights[t] * loss_t`` of one window ``ids`` (L,), ``weights`` (L - 1,)."""
+            logits = functional_call(model, (params, buffers), (ids[None],)).logits[0, :-1]
+            return (torch.nn.functional.cross_entropy(logits.float(), ids[1:], reduction="none") * weights).sum()
+
+        per_window = vmap(grad(window_loss), in_dims=(None, 0, 0))
+        documents = [self._document(t) for t in texts]
+        rows = []  # (document, window, its weight per target, last window of the document)
+        for d in sorted(range(len(texts)), key=lambda d: -len(documents[d][0])):
+            segments = self._segments(documents, d)
+            n_targets = sum(len(s.ids) - s.first for s in segments)
+            rows += [(d, s, 1.0 / n_targets, s.last) for s in segments]
+        n_params = sum(q.numel() for q in params.values())
+        step = max(1, min(self.batch_size, GRAD_BATCH_BYTES // (4 * n_params)))
         values = np.empty(len(texts))
-        for i, text in enumerate(texts):
-            segments = self._segments([self._document(text)], 0)
-            ids, mask = _pad([s.ids for s in segments], self._pad_id, self.device)
-            with torch.enable_grad():
-                logits = self.model(input_ids=ids, attention_mask=mask).logits
-                rows = torch.cat([logits[r, s.first - 1:len(s.ids) - 1] for r, s in enumerate(segments)])
-                targets = torch.cat([ids[r, s.first:len(s.ids)] for r, s in enumerate(segments)])
-                loss = torch.nn.functional.cross_entropy(rows.float(), targets)
-                values[i] = gradient_norm(loss, params, p=p)
-            bar.update(1)
+        pending: dict[int, dict[str, torch.Tensor]] = {}
+        for a in range(0, len(rows), step):
+            chunk = rows[a:a + step]
+            width = max(len(s.ids) for _, s, _, _ in chunk)
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            weights = torch.zeros(len(chunk), width - 1)
+            for r, (_, s, w, _) in enumerate(chunk):
+                ids[r, :len(s.ids)] = torch.tensor(s.ids)
+                weights[r, s.first - 1:len(s.ids) - 1] = w
+            with torch.enable_grad(), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*batching rule.*")  # vmap's loop for fused attention
+                grads = per_window(params, ids.to(self.device), weights.to(self.device))
+            for r, (d, _, _, last) in enumerate(chunk):
+                total = pending.setdefault(d, {})
+                for name, g in grads.items():
+                    total[name] = total[name] + g[r].double() if name in total else g[r].double()
+                if last:
+                    norms = [torch.linalg.vector_norm(total[name], ord=p) for name in params]
+                    values[d] = float(torch.stack(norms).mean())
+                    if not math.isfinite(values[d]):
+                        raise SignalError("the gradient norm is not finite; check the model's dtype (overflow) and "
+                                          "inputs")
+                    del pending[d]
+                    bar.update(1)
         return values
+
+    def _grad_parameters(self) -> set[str]:
+        """Names of the parameters that require a gradient and that the loss depends on (found by one
+        backward pass on a two-token input), as :func:`~miaudit.llm.signals.gradient_norm` counts them."""
+        named = [(n, q) for n, q in self.model.named_parameters() if q.requires_grad]
+        if not named:
+            raise SignalError("no parameter requires a gradient; GradNorm needs white-box access (requires_grad=True)")
+        ids = torch.tensor([[self._pad_id, self._pad_id]], device=self.device)
+        with torch.enable_grad():
+            logits = self.model(input_ids=ids).logits[0, :-1]
+            loss = torch.nn.functional.cross_entropy(logits.float(), ids[0, 1:])
+            grads = torch.autograd.grad(loss, [q for _, q in named], allow_unused=True)
+        used = {n for (n, _), g in zip(named, grads) if g is not None}
+        if not used:
+            raise SignalError("the loss does not depend on any parameter; check the forward pass")
+        return used
 
     # -- cache --------------------------------------------------------------------------------------
     def _short_name(self) -> str:
