@@ -35,6 +35,7 @@ from miaudit.attacks.base import check_access
 from miaudit.attacks.registry import create_attack, get_attack_class
 from miaudit.config import to_dict
 from miaudit.errors import ConfigError, DataError
+from miaudit.evaluation import roc_auc
 from miaudit.llm import selection
 from miaudit.llm.api import ACCESS as API_ACCESS
 from miaudit.llm.api import APICausalLM, APITargetConfig
@@ -51,6 +52,8 @@ from miaudit.utils.seed import derive_seed
 log = logging.getLogger(__name__)
 
 #: optional TokenSignals fields (default None) that need an extra pass; ``text`` comes with every record
+#: documents scored together while streaming; their records are dropped afterwards
+STREAM_BLOCK = 512
 EXTRA_PASSES = tuple(f.name for f in dataclasses.fields(TokenSignals) if f.default is None and f.name != "text")
 
 
@@ -285,11 +288,68 @@ def _extra_signals(target: Target, texts: list[str], needed: set[str], *, config
     return out
 
 
-def _attach(signals: list[TokenSignals], extra: dict[str, Any]) -> list[TokenSignals]:
+def _with_extra(record: TokenSignals, extra: dict[str, Any], i: int) -> TokenSignals:
+    """Document ``i``'s record with its values of the extra passes attached."""
     if not extra:
-        return signals
-    return [s.with_signals(**{k: (v[i] if isinstance(v, list) else float(v[i])) for k, v in extra.items()})
-            for i, s in enumerate(signals)]
+        return record
+    return record.with_signals(**{k: (v[i] if isinstance(v, list) else float(v[i])) for k, v in extra.items()})
+
+
+class _Plan:
+    """How one attack of the config is scored while the documents stream by, a block at a time.
+
+    A tuned attack (``param``) keeps its scores at every candidate value, ``(grid, n)``, from which the
+    held-out choice and the oracle are read after the stream; an attack fitted on calibration
+    documents (``acmia``, :attr:`holds_records`) needs their records, so the runner keeps every record
+    for it; any other attack keeps its ``(1, n)`` scores.
+    """
+
+    def __init__(self, spec: AttackSpec, cls: type, param: str | None, counts: np.ndarray | None,
+                 grid: Sequence[float] | None) -> None:
+        self.spec, self.cls, self.param, self.counts = spec, cls, param, counts
+        self.params, self.fixed = dict(spec.params), {}
+        if spec.name == "dc_pdd":  # DC-PDD's grid search needs the frequencies as a parameter
+            self.fixed["token_freq"] = (self.params.pop("token_freq") if "token_freq" in self.params
+                                        else smooth_counts(counts))
+        self.grid = None if grid is None else np.asarray(grid, dtype=np.float64)
+        self.holds_records = cls.needs_reference == "calibration"
+        self.parts: list[np.ndarray] = []
+        self.seconds = 0.0
+        self._attack: Any = None
+
+    def fitted_attack(self, calibration: selection.LLMCalibration | None, **override: Any) -> Any:
+        """The attack with the config's parameters (and ``override``), fitted as it needs."""
+        params = {**self.params, **override}
+        attack = create_attack(self.spec.name, target_kind="llm", **params)
+        if self.spec.name == "dc_pdd" and self.counts is None:
+            attack = create_attack(self.spec.name, target_kind="llm", **params, **self.fixed)
+        if self.holds_records:
+            attack.fit(calibration)
+        elif self.spec.name == "dc_pdd" and self.counts is not None:
+            attack.fit(self.counts)
+        elif self.cls.requires_fit:
+            attack.fit(None)
+        return attack
+
+    def add(self, block: list[TokenSignals]) -> None:
+        """Score a block of documents (no-op for attacks that hold records)."""
+        if self.holds_records:
+            return
+        t0 = time.perf_counter()
+        if self.param is None:
+            if self._attack is None:
+                self._attack = self.fitted_attack(None)
+            self.parts.append(self._attack.score(block)[None, :])
+        else:
+            if self.grid is None:
+                self.grid = selection.default_grid(self.spec.name, block)
+            self.parts.append(selection.grid_scores(self.spec.name, block, self.grid, **self.params,
+                                                    **self.fixed)[1])
+        self.seconds += time.perf_counter() - t0
+
+    def scores(self) -> np.ndarray:
+        """``(grid or 1, n)`` scores of every document, in order."""
+        return np.concatenate(self.parts, axis=1)
 
 
 def _dc_pdd_counts(config: LLMAuditConfig, target: Target) -> np.ndarray:
@@ -400,42 +460,53 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
         plan = _api_estimate(target, config, data.texts, needed, shots)
         log.info("API target %s: about %d requests, ~%d prompt tokens to send (%s)", target.name, plan.requests,
                  plan.prompt_tokens, plan.note)
-    signals = target.token_signals(data.texts)
-    signals = _attach(signals, _extra_signals(target, data.texts, needed, config=config, reference=reference,
-                                              shots=shots, perturb=perturb))
-    cal_signals, eval_signals = [signals[i] for i in calibration], [signals[i] for i in evaluation]
+    extra = _extra_signals(target, data.texts, needed, config=config, reference=reference, shots=shots,
+                           perturb=perturb)
+    plans = [_Plan(spec, classes[spec.key], tuned[spec.key], counts, config.selection.grids.get(spec.key))
+             for spec in config.attacks]
+    view_docs = _token_view_documents(config, labels, evaluation)
+    keep = set(evaluation[view_docs].tolist()) | (set(range(n)) if any(p.holds_records for p in plans) else set())
+    kept: dict[int, TokenSignals] = {}
+    n_tokens = np.empty(n, dtype=np.int64)
+    # documents stream through scoring a block at a time: only scores (and the few kept records) stay
+    records = target.iter_token_signals(data.texts)
+    for first in range(0, n, STREAM_BLOCK):
+        block = [_with_extra(next(records), extra, first + i) for i in range(min(STREAM_BLOCK, n - first))]
+        for plan in plans:
+            plan.add(block)
+        for i, record in enumerate(block):
+            n_tokens[first + i] = record.n_tokens
+            if first + i in keep:
+                kept[first + i] = record
     cal_labels, eval_labels = labels[calibration], labels[evaluation]
 
     scored: list[ScoredAttack] = []
     chosen: dict[str, Any] = {}
-    for spec in config.attacks:
-        cls, params, param = classes[spec.key], dict(spec.params), tuned[spec.key]
-        fixed = {}
-        if spec.name == "dc_pdd":  # DC-PDD's grid search needs the frequencies as a parameter
-            fixed["token_freq"] = params.pop("token_freq") if "token_freq" in params else smooth_counts(counts)
-        runs = [(spec.key, params, {})]
-        if param is not None:
-            grid = config.selection.grids.get(spec.key)
-            held_out, values, cal_aucs = selection.choose(spec.name, cal_signals, cal_labels, grid, **fixed)
-            oracle, _, test_aucs = selection.choose(spec.name, eval_signals, eval_labels, values, **fixed)
-            chosen[spec.key] = {"parameter": param, "grid": values.tolist(), "held_out": held_out, "oracle": oracle,
-                                "calibration_aucs": cal_aucs.tolist(), "evaluation_aucs": test_aucs.tolist()}
-            runs = [(spec.key, {**params, param: held_out}, {"selection": "held-out", param: held_out}),
-                    (f"{spec.key}.oracle", {**params, param: oracle}, {"selection": "oracle", param: oracle})]
-        for key, run_params, extra in runs:
-            t0 = time.perf_counter()
-            attack = create_attack(spec.name, target_kind="llm", **run_params)
-            if spec.name == "dc_pdd" and counts is None:
-                attack = create_attack(spec.name, target_kind="llm", **run_params, **fixed)
-            if cls.needs_reference == "calibration":
-                attack.fit(selection.LLMCalibration(cal_signals, cal_labels))
-            elif spec.name == "dc_pdd" and counts is not None:
-                attack.fit(counts)
-            elif cls.requires_fit:
-                attack.fit(None)
-            scores = attack.score(eval_signals)
+    for plan in plans:
+        spec = plan.spec
+        t0 = time.perf_counter()
+        if plan.param is None:
+            attack = plan.fitted_attack(selection.LLMCalibration([kept[i] for i in calibration], cal_labels)
+                                        if plan.holds_records else None)
+            scores = (attack.score([kept[i] for i in evaluation]) if plan.holds_records
+                      else plan.scores()[0, evaluation])
+            scored.append(ScoredAttack(spec.key, attack, data.ids[evaluation], eval_labels.astype(bool), scores,
+                                       time.perf_counter() - t0 + plan.seconds))
+            continue
+        # the held-out choice (the result) and the oracle, both from the same (grid, n) score table
+        table = plan.scores()
+        cal_aucs = np.array([roc_auc(cal_labels, row[calibration]) for row in table])
+        test_aucs = np.array([roc_auc(eval_labels, row[evaluation]) for row in table])
+        held_out, oracle = (float(plan.grid[int(np.argmax(aucs))]) for aucs in (cal_aucs, test_aucs))
+        chosen[spec.key] = {"parameter": plan.param, "grid": plan.grid.tolist(), "held_out": held_out,
+                            "oracle": oracle, "calibration_aucs": cal_aucs.tolist(),
+                            "evaluation_aucs": test_aucs.tolist()}
+        for key, value, which in ((spec.key, held_out, "held-out"), (f"{spec.key}.oracle", oracle, "oracle")):
+            attack = plan.fitted_attack(None, **{plan.param: value})
+            scores = table[int(np.flatnonzero(plan.grid == value)[0]), evaluation]
             scored.append(ScoredAttack(key, attack, data.ids[evaluation], eval_labels.astype(bool), scores,
-                                       time.perf_counter() - t0, extra=extra))
+                                       time.perf_counter() - t0 + plan.seconds,
+                                       extra={"selection": which, plan.param: value}))
 
     sections: dict[str, Any] = {"selection": {
         "calibration_fraction": config.selection.calibration_fraction if needs_calibration else 0.0,
@@ -456,8 +527,7 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
             warnings.append(f"the blind bag-of-words baseline reaches AUC {baseline.metrics['auc']:.3f} from the text "
                             "alone: members and non-members differ in distribution, so attack AUCs measure that "
                             "shift as well as membership")
-    _write_token_view(folder, config, target, data, evaluation, signals, scored)
-    n_tokens = np.array([s.n_tokens for s in signals])
+    _write_token_view(folder, config, target, data, evaluation, view_docs, kept, scored)
     if isinstance(target, APICausalLM):
         target_info = target.info()
         target.close()
@@ -480,22 +550,30 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
     return AuditOutcome(target=target_info, data=data_info, attacks=scored, sections=sections, warnings=warnings)
 
 
-def _write_token_view(folder: Path, config: LLMAuditConfig, target: Target, data: TextDataset,
-                      evaluation: np.ndarray, signals: list[TokenSignals], scored: list[ScoredAttack]) -> None:
+def _token_view_documents(config: LLMAuditConfig, labels: np.ndarray, evaluation: np.ndarray) -> np.ndarray:
+    """Positions in ``evaluation`` of the documents shown in ``token_view.html`` (half members)."""
     n = min(config.token_view.n_documents, evaluation.size)
     if n <= 0:
-        return
+        return np.array([], dtype=np.int64)
     rng = np.random.default_rng(derive_seed(config.seed, "token_view"))
-    labels = data.labels[evaluation]
+    labels = labels[evaluation]
     members, nonmembers = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
     k = min(members.size, (n + 1) // 2)
-    picks = np.r_[rng.choice(members, k, replace=False), rng.choice(nonmembers, min(nonmembers.size, n - k),
-                                                                    replace=False)]
+    return np.r_[rng.choice(members, k, replace=False), rng.choice(nonmembers, min(nonmembers.size, n - k),
+                                                                   replace=False)].astype(np.int64)
+
+
+def _write_token_view(folder: Path, config: LLMAuditConfig, target: Target, data: TextDataset,
+                      evaluation: np.ndarray, picks: np.ndarray, kept: Mapping[int, TokenSignals],
+                      scored: list[ScoredAttack]) -> None:
+    if picks.size == 0:
+        return
+    labels = data.labels[evaluation]
     first = scored[0] if scored else None
     method = config.token_view.method if isinstance(target, HFCausalLM) else "loss"  # an API gives no moments
-    views = [token_view(target, data.texts[evaluation[p]], signals[evaluation[p]], doc_id=str(data.ids[evaluation[p]]),
-                        label=int(labels[p]), document_score=float(first.scores[p]) if first else None,
-                        method=method) for p in picks]
+    views = [token_view(target, data.texts[evaluation[p]], kept[int(evaluation[p])],
+                        doc_id=str(data.ids[evaluation[p]]), label=int(labels[p]),
+                        document_score=float(first.scores[p]) if first else None, method=method) for p in picks]
     title = f"Token-level membership view: {data.name} on {Path(_target_name(config)).name}"
     if first is not None:
         title += f" (document score: {first.key})"
