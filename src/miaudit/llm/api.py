@@ -498,19 +498,16 @@ class APICausalLM:
                                ) -> np.ndarray:
         """ReCaLL: mean log-likelihood ``(n,)`` of each text's tokens after the prefix ``shots`` joined by
         ``separator`` (and ``separator`` once more). The server tokenises prefix + text as one string;
-        the text's tokens are those from its first character on (``text_offset``), less as many leading
+        the text's tokens are those from its first character on (:func:`_first_token_at`), less as many leading
         tokens as the server leaves unscored at a prompt's start, so that the same tokens are scored
         with and without the prefix."""
         texts, prefix = _check_texts(texts), separator.join(_check_texts(shots)) + separator
         out = np.empty(len(texts))
-        for i, r in enumerate(self._map([prefix + t for t in texts], "recall prefix",
-                                        lambda i: f"recall prefix + document {i}")):
-            if r.offsets is None:
-                raise APIError("ReCaLL through an API needs logprobs.text_offset in the responses, which this server "
-                               "does not send; drop the recall attack")
-            scored_offsets = r.offsets[r.unscored:]
-            first = next((j for j, o in enumerate(scored_offsets) if o >= len(prefix)), len(scored_offsets))
-            values = r.log_prob[first + r.unscored:]  # the server's first-token policy, applied to the text
+        prompts = [prefix + t for t in texts]
+        for i, r in enumerate(self._map(prompts, "recall prefix", lambda i: f"recall prefix + document {i}")):
+            # the text's tokens start at token `first`; the server's unscored leading tokens are dropped from
+            # them too (log_prob[j] belongs to token j + unscored)
+            values = r.log_prob[_first_token_at(r, prompts[i], len(prefix)):]
             if values.size == 0:
                 raise DataError(f"document {i}: no token of it is scored after the ReCaLL prefix; remove one-token "
                                 "documents")
@@ -579,6 +576,23 @@ def topk_signals(token_ids: np.ndarray, log_prob: np.ndarray, *, vocab_size: int
     return TokenSignals(token_ids=np.asarray(token_ids, dtype=np.int64), log_prob=np.asarray(log_prob, np.float64),
                         entropy=None, mean_logp=None, var_logp=None, betas=np.empty(0), beta_log_prob=empty,
                         beta_mu=empty, beta_sigma=empty, vocab_size=vocab_size, text=text, access=ACCESS)
+
+
+def _first_token_at(result: ServerTokens, prompt: str, position: int) -> int:
+    """Index of the first token of ``result`` that starts at or after character ``position`` of ``prompt``.
+
+    Token starts come from ``text_offset`` (else the token strings' lengths) in the server's own text,
+    which may carry a leading space that the prompt lacks (SentencePiece's dummy prefix, as llama.cpp
+    reports it); that shift is measured from the text's total length."""
+    if result.offsets is not None:
+        starts = list(result.offsets)
+    else:
+        starts = np.r_[0, np.cumsum([len(t) for t in result.tokens])[:-1]].astype(int).tolist()
+    shift = starts[-1] + len(result.tokens[-1]) - len(prompt)
+    if shift not in (0, 1):
+        raise APIError(f"cannot locate the document inside the prompt from the server's tokens (their text is "
+                       f"{shift:+d} characters off the prompt); drop the recall attack for this server")
+    return next((j for j, start in enumerate(starts) if start >= position + shift), len(starts))
 
 
 def _no_token(i: int, texts: Sequence[str]) -> float:

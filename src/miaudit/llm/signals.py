@@ -165,6 +165,16 @@ class TokenSignals:
                               "pick a grid value or compute the signals with betas=... including it")
         return int(hits[0])
 
+    def without_first(self, n: int = 1) -> TokenSignals:
+        """A copy whose first ``n`` scored positions are dropped (context only), e.g. to compare with a
+        server that gives no log-probability for a prompt's first token; optional signals are kept."""
+        if not 0 <= n < self.n_tokens:
+            raise SignalError(f"cannot drop {n} of the document's {self.n_tokens} scored tokens")
+        cut = {name: getattr(self, name)[n:] for name in ("token_ids", "log_prob", "entropy", "mean_logp", "var_logp")
+               if getattr(self, name) is not None}
+        cut.update({name: getattr(self, name)[:, n:] for name in ("beta_log_prob", "beta_mu", "beta_sigma")})
+        return replace(self, **cut)
+
     def with_signals(self, **signals: Any) -> TokenSignals:
         """A copy with optional signals added (``ref_logprob=..., text=...``)."""
         unknown = sorted(set(signals) - set(OPTIONAL_SIGNALS))
