@@ -46,7 +46,7 @@ def documents(n: int, seed: int = 0) -> list[str]:
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
-        pick = lambda xs: xs[int(rng.integers(len(xs)))]  # noqa: E731
+        pick = lambda xs: xs[int(rng.integers(len(xs)))]
         text = f"{pick(NAMES)} {pick(VERBS)} a {pick(ADJECTIVES)} {pick(THINGS)} in the {pick(PLACES)}."
         if rng.random() < 0.6:
             text += f" {pick(NAMES)} was {pick(FEELINGS)} and gave it {i % 97} {pick(THINGS)}s."
@@ -86,6 +86,8 @@ def child(n: int, baseline: bool, work: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 50000])
+    parser.add_argument("--jobs", type=int, default=1, help="audits run at the same time (their seconds then "
+                                                                "include the contention)")
     parser.add_argument("--no-baseline", action="store_true", help="turn the blind bag-of-words baseline off")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "llm_memory.md"))
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
@@ -96,20 +98,27 @@ def main() -> int:
         return 0
     rows = []
     with tempfile.TemporaryDirectory() as work:
-        for n in args.sizes:
+        running = []
+        for n in args.sizes:  # --jobs audits at a time, each in its own process (its own ru_maxrss)
             command = [sys.executable, __file__, "--child", str(n), "--work", work]
             command += ["--no-baseline"] if args.no_baseline else []
-            done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
-            if done.returncode != 0:
-                raise SystemExit(f"the audit of {n} documents failed:\n{done.stderr[-3000:]}")
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-            print(rows[-1], flush=True)
+            running.append((n, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                                env={**os.environ, "TQDM_DISABLE": "1"})))
+            if len(running) == args.jobs or n == args.sizes[-1]:
+                for size, process in running:
+                    out, err = process.communicate()
+                    if process.returncode != 0:
+                        raise SystemExit(f"the audit of {size} documents failed:\n{err[-3000:]}")
+                    rows.append(json.loads(out.strip().splitlines()[-1]))
+                    print(rows[-1], flush=True)
+                running = []
     smallest = rows[0]["peak_mib"]
     lines = [f"# LLM audit peak memory against the number of documents ({'without' if args.no_baseline else 'with'} "
              "the blind baseline)", "",
              f"stories260K, short TinyStories-like documents, attacks loss / zlib / min_k / min_k_pp / norm_ac with "
              f"held-out selection, 200 bootstrap resamples; {platform.processor() or platform.machine()}, "
-             f"{os.cpu_count()} cores (shared), 1 torch thread. Each size in a fresh process (`ru_maxrss`).", "",
+             f"{os.cpu_count()} cores (shared), 1 torch thread. Each size in a fresh process (`ru_maxrss`), "
+             f"{args.jobs} at a time.", "",
              "| documents | tokens / doc | peak RSS (MiB) | ratio to the smallest | seconds | documents / s |",
              "|---|---|---|---|---|---|"]
     for r in rows:

@@ -9,11 +9,12 @@ import os
 
 import numpy as np
 import pytest
-from llama_server import llama_server
+import torch
 
 from miaudit.attacks.registry import create_attack
 from miaudit.errors import ConfigError
 from miaudit.llm.api import APICausalLM, APITargetConfig
+from miaudit.llm.llama_server import llama_server
 from miaudit.llm.scoring import smooth_counts
 from miaudit.llm.target import HFCausalLM
 
@@ -65,7 +66,6 @@ def test_token_log_probs_agree_with_the_hf_path_except_the_unscored_first_token(
 
 
 def test_every_top_k_attack_scores_as_on_the_hf_path(api, hf):
-    shots = CORPUS[:2]
     counts_api, counts_hf = api.token_counts(CORPUS), hf.token_counts(CORPUS)
     assert sorted(counts_api[counts_api > 0].tolist()) == sorted(counts_hf[counts_hf > 0].tolist())
     extra_api = {"lowercase_logprob": api.lowercase_log_likelihoods(TEXTS), "ref_logprob": np.full(len(TEXTS), -3.0),
@@ -74,7 +74,8 @@ def test_every_top_k_attack_scores_as_on_the_hf_path(api, hf):
                 "ref_logprob": np.full(len(TEXTS), -3.0),
                 "neighbour_logprobs": [_hf_mean_ll_without_first(hf, [t.replace("a", "the", 1), t.upper()])
                                        for t in TEXTS]}
-    api_docs = [r.with_signals(**{k: v[i] for k, v in extra_api.items()}) for i, r in enumerate(api.token_signals(TEXTS))]
+    api_docs = [r.with_signals(**{k: v[i] for k, v in extra_api.items()})
+                for i, r in enumerate(api.token_signals(TEXTS))]
     hf_docs = [r.without_first(1).with_signals(**{k: v[i] for k, v in extra_hf.items()})
                for i, r in enumerate(hf.token_signals(TEXTS))]
     attacks = {"loss": {}, "zlib": {}, "lowercase": {}, "ref": {}, "min_k": {"k": 0.3}, "neighbourhood": {},
@@ -99,8 +100,6 @@ def test_recall_prefix_scores_the_documents_tokens_after_the_prefix(api, hf):
         enc = tokenizer(prefix + text, add_special_tokens=False, return_offsets_mapping=True)
         ids = [tokenizer.bos_token_id] + enc["input_ids"]
         first = 1 + next(j for j, (start, _) in enumerate(enc["offset_mapping"]) if start >= len(prefix))
-        import torch
-
         with torch.no_grad():
             logp = torch.log_softmax(hf.model(torch.tensor([ids])).logits[0].double(), -1)
         expected.append(float(np.mean([logp[j - 1, ids[j]] for j in range(first + 1, len(ids))])))

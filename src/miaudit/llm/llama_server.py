@@ -1,4 +1,6 @@
-"""Start and stop llama-cpp-python's OpenAI-compatible server on 127.0.0.1 (tests and benchmarks)."""
+"""Start and stop llama-cpp-python's OpenAI-compatible server on 127.0.0.1 for a local GGUF model: the API
+target's tests and benchmark use it, and so can anyone who wants to audit GGUF weights through
+:class:`~miaudit.llm.api.APICausalLM` (needs ``pip install 'miaudit[server]'``)."""
 
 from __future__ import annotations
 
