@@ -12,6 +12,9 @@ Steps of :func:`run_llm` (the runner registered with :func:`miaudit.runs.pipelin
    ``<key>.oracle``, an optimistic bound, as in the authors' code of several papers).
 4. One forward pass per document gives every reference-free signal; the extra passes run only for
    the attacks that need them (lowercase, reference model, ReCaLL prefix, gradients, neighbours).
+   Documents stream through the attacks a block at a time; only scores stay in memory (``_Plan``).
+   The target is local weights (``model:``) or an OpenAI-compatible API (``api:``, top-k log-probs:
+   attacks that need more access are refused before any request).
 5. Evaluation (``miaudit.evaluation.evaluate`` through the shared audit pipeline), the blind
    bag-of-words baseline on the same evaluation documents (``blind_baseline`` in metrics.json), and
    a token-level HTML view of a few documents (``token_view.html``).
@@ -51,9 +54,9 @@ from miaudit.utils.seed import derive_seed
 
 log = logging.getLogger(__name__)
 
-#: optional TokenSignals fields (default None) that need an extra pass; ``text`` comes with every record
 #: documents scored together while streaming; their records are dropped afterwards
 STREAM_BLOCK = 512
+#: optional TokenSignals fields (default None) that need an extra pass; ``text`` comes with every record
 EXTRA_PASSES = tuple(f.name for f in dataclasses.fields(TokenSignals) if f.default is None and f.name != "text")
 
 
