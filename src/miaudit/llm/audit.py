@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from miaudit.attacks.base import check_access
+from miaudit.attacks.base import Attack, check_access
 from miaudit.attacks.registry import create_attack, get_attack_class
 from miaudit.config import to_dict
 from miaudit.errors import ConfigError, DataError
@@ -226,12 +226,16 @@ Target = HFCausalLM | APICausalLM
 
 
 def _target_name(config: LLMAuditConfig) -> str:
-    return config.model.name_or_path if config.model is not None else f"{config.api.model} at {config.api.endpoint}"
+    if config.model is not None:
+        return config.model.name_or_path
+    assert config.api is not None  # exactly one target (LLMAuditConfig.__post_init__)
+    return f"{config.api.model} at {config.api.endpoint}"
 
 
 def _build_main_target(config: LLMAuditConfig, progress: bool) -> Target:
     if config.api is not None:
         return APICausalLM(config.api, cache_dir=config.cache_dir, progress=progress)
+    assert config.model is not None  # exactly one target (LLMAuditConfig.__post_init__)
     return _build_target(config.model, config, progress)
 
 
@@ -284,9 +288,11 @@ def _extra_signals(target: Target, texts: list[str], needed: set[str], *, config
     if "prefix_logprob" in needed:
         out["prefix_logprob"] = target.prefix_log_likelihoods(texts, shots, separator=config.recall.separator)
     if "grad_norm" in needed:
+        assert isinstance(target, HFCausalLM)  # white-box: an API target refuses gradnorm before this
         out["grad_norm"] = target.gradient_norms(texts, p=math.inf if config.gradnorm_p == "inf"
                                                  else float(config.gradnorm_p))
     if "neighbour_logprobs" in needed:
+        assert perturb is not None  # run_llm refuses the neighbourhood attack without one
         out["neighbour_logprobs"] = target.neighbour_log_likelihoods(texts, perturb)
     return out
 
@@ -307,14 +313,14 @@ class _Plan:
     for it; any other attack keeps its ``(1, n)`` scores.
     """
 
-    def __init__(self, spec: AttackSpec, cls: type, param: str | None, counts: np.ndarray | None,
+    def __init__(self, spec: AttackSpec, cls: type[Attack], param: str | None, counts: np.ndarray | None,
                  grid: Sequence[float] | None) -> None:
         self.spec, self.cls, self.param, self.counts = spec, cls, param, counts
         self.params, self.fixed = dict(spec.params), {}
         if spec.name == "dc_pdd":  # DC-PDD's grid search needs the frequencies as a parameter
             self.fixed["token_freq"] = (self.params.pop("token_freq") if "token_freq" in self.params
-                                        else smooth_counts(counts))
-        self.grid = None if grid is None else np.asarray(grid, dtype=np.float64)
+                                        else smooth_counts(counts) if counts is not None else None)
+        self.grid: np.ndarray | None = None if grid is None else np.asarray(grid, dtype=np.float64)
         self.holds_records = cls.needs_reference == "calibration"
         self.parts: list[np.ndarray] = []
         self.seconds = 0.0
@@ -346,7 +352,7 @@ class _Plan:
         else:
             if self.grid is None:
                 self.grid = selection.default_grid(self.spec.name, block)
-            self.parts.append(selection.grid_scores(self.spec.name, block, self.grid, **self.params,
+            self.parts.append(selection.grid_scores(self.spec.name, block, self.grid.tolist(), **self.params,
                                                     **self.fixed)[1])
         self.seconds += time.perf_counter() - t0
 
@@ -368,7 +374,7 @@ def _api_estimate(target: APICausalLM, config: LLMAuditConfig, texts: list[str],
                   shots: list[str]) -> Any:
     """The requests an audit through an API will send, pass by pass (neighbours: not counted, they
     exist only once the perturbation model has run)."""
-    passes = {"signals": texts}
+    passes: dict[str, Sequence[str]] = {"signals": texts}
     if "lowercase_logprob" in needed:
         passes["lowercase"] = [t.lower() for t in texts]
     if "prefix_logprob" in needed:
@@ -427,7 +433,8 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
 
     data = _load_documents(config)
     warnings: list[str] = []
-    shots, shot_ids = [], []
+    shots: list[str] = []
+    shot_ids: list[str] = []
     if any(spec.name == "recall" for spec in config.attacks):
         data, shots, shot_ids = _split_recall_prefix(data, config)
     n, labels = len(data), data.labels
@@ -497,16 +504,17 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
                                        time.perf_counter() - t0 + plan.seconds))
             continue
         # the held-out choice (the result) and the oracle, both from the same (grid, n) score table
-        table = plan.scores()
+        table, grid = plan.scores(), plan.grid
+        assert grid is not None  # set by the first block
         cal_aucs = np.array([roc_auc(cal_labels, row[calibration]) for row in table])
         test_aucs = np.array([roc_auc(eval_labels, row[evaluation]) for row in table])
-        held_out, oracle = (float(plan.grid[int(np.argmax(aucs))]) for aucs in (cal_aucs, test_aucs))
-        chosen[spec.key] = {"parameter": plan.param, "grid": plan.grid.tolist(), "held_out": held_out,
+        held_out, oracle = (float(grid[int(np.argmax(aucs))]) for aucs in (cal_aucs, test_aucs))
+        chosen[spec.key] = {"parameter": plan.param, "grid": grid.tolist(), "held_out": held_out,
                             "oracle": oracle, "calibration_aucs": cal_aucs.tolist(),
                             "evaluation_aucs": test_aucs.tolist()}
         for key, value, which in ((spec.key, held_out, "held-out"), (f"{spec.key}.oracle", oracle, "oracle")):
             attack = plan.fitted_attack(None, **{plan.param: value})
-            scores = table[int(np.flatnonzero(plan.grid == value)[0]), evaluation]
+            scores = table[int(np.flatnonzero(grid == value)[0]), evaluation]
             scored.append(ScoredAttack(key, attack, data.ids[evaluation], eval_labels.astype(bool), scores,
                                        time.perf_counter() - t0 + plan.seconds,
                                        extra={"selection": which, plan.param: value}))
@@ -538,7 +546,7 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
             warnings.append("API target: the server tokenises; ReCaLL's prefix is joined to each document as text "
                             "and DC-PDD counts the server's token strings")
     else:
-        target_info = {"model": config.model.name_or_path, "access": "white-box",
+        target_info = {"model": _target_name(config), "access": "white-box",
                        "n_parameters": sum(p.numel() for p in target.model.parameters()),
                        "dtype": str(next(target.model.parameters()).dtype).replace("torch.", ""),
                        "vocab_size": target.vocab_size, "max_length": target.max_length, "bos": target.has_bos,
