@@ -1,12 +1,13 @@
 """GradNorm in batches vs one backward pass per document.
 
-``--docs`` ArxivMIA abstracts (from ``../shared/data`` or ``$MIAUDIT_DATA``) on the real stories260K
-weights. Timed side by side, interleaved, ``--repeats`` times (median):
+Two document sets on the real stories260K weights (from ``../shared/data`` or ``$MIAUDIT_DATA``):
+``--docs`` ArxivMIA abstracts (long: several windows of 512 positions each, compute-bound) and
+``--docs`` WikiMIA-32 excerpts (short). Timed side by side, interleaved, ``--repeats`` times (median):
 
 - per document: the definition, one forward and backward pass per document through all its windows
   (right-padded with an attention mask), :func:`miaudit.llm.signals.gradient_norm`;
-- batched: :meth:`HFCausalLM.gradient_norms`, ``torch.func.vmap`` of ``grad`` over the windows of
-  ``--batch-size`` windows at a time.
+- batched: :meth:`HFCausalLM.gradient_norms`, per-row gradients of ``--batch-size`` windows at a time
+  from one batched forward and backward pass (:func:`miaudit.llm.target.per_row_gradients`).
 
 Both give MIMIR's signal (mean over parameter tensors of the inf-norm of the gradient of the mean
 token loss); the table reports their largest relative difference. Run:
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from miaudit.llm.datasets import load_arxivmia
+from miaudit.llm.datasets import load_arxivmia, load_wikimia
 from miaudit.llm.signals import gradient_norm
 from miaudit.llm.target import HFCausalLM, _pad
 
@@ -57,31 +58,32 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "llm_gradnorm.md"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    texts = load_arxivmia("all", data_dir=DATA).texts[:args.docs]
     target = HFCausalLM.from_pretrained(str(DATA / "models" / "stories260K"), local_files_only=True, progress=False,
                                         batch_size=args.batch_size)
-    n_tokens = [len(target.encode(t)) - 1 for t in texts]
-    n_windows = sum(len(target._segments([target._document(t)], 0)) for t in texts)
-    times: dict[str, list[float]] = {"per document": [], "batched": []}
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        reference = per_document(target, texts)
-        times["per document"].append(time.perf_counter() - start)
-        start = time.perf_counter()
-        batched = target.gradient_norms(texts)
-        times["batched"].append(time.perf_counter() - start)
-    error = float(np.max(np.abs(batched - reference) / np.abs(reference)))
-    median = {k: statistics.median(v) for k, v in times.items()}
+    sets = {"ArxivMIA abstracts": load_arxivmia("all", data_dir=DATA).texts[:args.docs],
+            "WikiMIA-32 excerpts": load_wikimia(32, data_dir=DATA).texts[:args.docs]}
     lines = ["# GradNorm: batched per-document gradients vs one backward pass per document", "",
-             f"{len(texts)} ArxivMIA abstracts on stories260K ({np.mean(n_tokens):.0f} scored tokens per document on "
-             f"average, {n_windows} windows of at most {target.max_length} positions), batch of {args.batch_size} "
-             f"windows, {args.threads} torch thread(s), {platform.processor() or platform.machine()}, "
-             f"{os.cpu_count()} cores (shared); median of {args.repeats} interleaved repeats.", "",
-             "| path | seconds | seconds / document | documents / s |", "|---|---|---|---|"]
-    for name, seconds in median.items():
-        lines.append(f"| {name} | {seconds:.2f} | {seconds / len(texts):.3f} | {len(texts) / seconds:.1f} |")
-    lines += ["", f"Speed-up: **{median['per document'] / median['batched']:.2f}x**; largest relative difference "
-              f"of the signal: {error:.1e}."]
+             f"stories260K, batches of {args.batch_size} windows, {args.threads} torch thread(s), "
+             f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared); median of "
+             f"{args.repeats} interleaved repeats.", "",
+             "| documents | tokens / document | windows | per document (s) | batched (s) | speed-up | "
+             "largest relative difference |", "|---|---|---|---|---|---|---|"]
+    for name, texts in sets.items():
+        n_tokens = [len(target.encode(t)) - 1 for t in texts]
+        n_windows = sum(len(target._segments([target._document(t)], 0)) for t in texts)
+        times: dict[str, list[float]] = {"per document": [], "batched": []}
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            reference = per_document(target, texts)
+            times["per document"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            batched = target.gradient_norms(texts)
+            times["batched"].append(time.perf_counter() - start)
+        error = float(np.max(np.abs(batched - reference) / np.abs(reference)))
+        median = {k: statistics.median(v) for k, v in times.items()}
+        lines.append(f"| {len(texts)} {name} | {np.mean(n_tokens):.0f} | {n_windows} | {median['per document']:.2f} | "
+                     f"{median['batched']:.2f} | **{median['per document'] / median['batched']:.2f}x** | "
+                     f"{error:.1e} |")
     text = "\n".join(lines) + "\n"
     Path(args.out).write_text(text, encoding="utf-8")
     print(text)

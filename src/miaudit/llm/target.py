@@ -31,7 +31,6 @@ import json
 import logging
 import math
 import os
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,6 +169,62 @@ def _plan_windows(n: int, first_target: int, max_length: int, stride: int,
             scored_to = end
         begin += stride
     return windows
+
+
+def per_row_gradients(model: torch.nn.Module, ids: torch.Tensor, weights: torch.Tensor, names: set[str]
+                      ) -> dict[str, torch.Tensor]:
+    """Per-row parameter gradients ``{name: (B, *shape)}`` of ``sum_t weights[b, t] * loss[b, t]`` for each
+    row ``b`` of a right-padded batch ``ids`` (B, L) of a causal LM (``weights`` (B, L - 1), 0 on padding;
+    the real tokens of a row never see its padding, so no attention mask is needed), for the
+    parameters ``names`` (as ``model.named_parameters()`` names them).
+
+    One batched forward and backward pass gives the gradient of the loss at the output of every module
+    that owns parameters; each such module's per-row parameter gradients then come from
+    ``torch.func.vmap`` of ``vjp`` through that module alone (a Linear layer: one batched matrix
+    product), the standard per-sample-gradient construction. A parameter shared by several modules or
+    calls sums their parts."""
+    from torch.func import functional_call, vjp, vmap
+
+    canonical = {id(q): n for n, q in model.named_parameters() if n in names}
+    owners: dict[torch.nn.Module, dict[str, str]] = {}
+    for module in model.modules():
+        own = {n: canonical[id(q)] for n, q in module.named_parameters(recurse=False) if id(q) in canonical}
+        if own:
+            owners[module] = own
+    captured: list[tuple[torch.nn.Module, tuple[Any, ...], dict[str, Any], torch.Tensor]] = []
+
+    def keep(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+        if isinstance(output, torch.Tensor) and output.requires_grad:
+            captured.append((module, args, kwargs, output))
+
+    handles = [m.register_forward_hook(keep, with_kwargs=True) for m in owners]
+    try:
+        with torch.enable_grad():
+            logits = model(input_ids=ids).logits[:, :-1]
+            losses = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                                       ids[:, 1:].reshape(-1), reduction="none")
+            loss = (losses.view(weights.shape) * weights).sum()
+            outputs = torch.autograd.grad(loss, [c[3] for c in captured], allow_unused=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    grads: dict[str, torch.Tensor] = {}
+    for (module, args, kwargs, _), g_out in zip(captured, outputs):
+        if g_out is None:
+            continue
+        params = {n: q.detach() for n, q in module.named_parameters(recurse=False) if n in owners[module]}
+        inputs = tuple(a.detach() for a in args)
+
+        def row(xs: tuple[torch.Tensor, ...], g: torch.Tensor, module: torch.nn.Module = module,
+                params: dict[str, torch.Tensor] = params, kwargs: dict[str, Any] = kwargs) -> dict[str, torch.Tensor]:
+            def through_module(weights: dict[str, torch.Tensor]) -> torch.Tensor:
+                return functional_call(module, weights, tuple(x[None] for x in xs), kwargs)[0]
+            return vjp(through_module, params)[1](g)[0]
+
+        for local, value in vmap(row)(inputs, g_out.detach()).items():
+            name = owners[module][local]
+            grads[name] = grads[name] + value if name in grads else value
+    return grads
 
 
 class HFCausalLM:
@@ -438,55 +493,47 @@ class HFCausalLM:
         """GradNorm's signal ``(n,)``: for each text, the mean over parameter tensors of the ``p``-norm of
         the gradient of its mean token loss (white-box), as :func:`~miaudit.llm.signals.gradient_norm`.
 
-        Per-document gradients come in batches: ``torch.func.vmap`` of ``grad`` over the windows of several
-        documents (longest first, right-padded: a causal model's real tokens never see the padding),
-        at most ``batch_size`` windows and :data:`GRAD_BATCH_BYTES` of per-window gradients at a time;
-        a long document's windows are summed, weighted by their share of its scored tokens."""
+        Per-document gradients come in batches (:func:`per_row_gradients`): windows of several documents
+        (longest first, right-padded: a causal model's real tokens never see the padding), at most
+        ``batch_size`` windows and :data:`GRAD_BATCH_BYTES` of per-window gradients at a time; a long
+        document's windows are summed, weighted by their share of its scored tokens."""
         if p not in (1, 2, math.inf):
             raise ConfigError(f"gradient norm order p={p!r} is not allowed; choose 1, 2 or inf")
         return self._per_text_array(texts, "grad_norm", p, self._compute_grad_norms, "gradients")
 
     def _compute_grad_norms(self, texts: list[str], p: float, bar: Any) -> np.ndarray:
-        from torch.func import functional_call, grad, vmap
-
-        model, pad = self.model, self._pad_id
         names = self._grad_parameters()
-        params = {n: q.detach() for n, q in model.named_parameters() if n in names}
-        buffers = {n: b.detach() for n, b in model.named_buffers()}
-
-        def window_loss(params: dict[str, torch.Tensor], ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-            """``sum_t weights[t] * loss_t`` of one window ``ids`` (L,), ``weights`` (L - 1,)."""
-            logits = functional_call(model, (params, buffers), (ids[None],)).logits[0, :-1]
-            return (torch.nn.functional.cross_entropy(logits.float(), ids[1:], reduction="none") * weights).sum()
-
-        per_window = vmap(grad(window_loss), in_dims=(None, 0, 0))
+        shapes = {n: q.shape for n, q in self.model.named_parameters() if n in names}
         documents = [self._document(t) for t in texts]
-        rows = []  # (document, window, its weight per target, last window of the document)
-        for d in sorted(range(len(texts)), key=lambda d: -len(documents[d][0])):
+        rows = []  # (document, window, its weight per target)
+        remaining = np.zeros(len(texts), dtype=np.int64)  # windows of each document not yet through
+        for d in range(len(texts)):
             segments = self._segments(documents, d)
             n_targets = sum(len(s.ids) - s.first for s in segments)
-            rows += [(d, s, 1.0 / n_targets, s.last) for s in segments]
-        n_params = sum(q.numel() for q in params.values())
+            rows += [(d, s, 1.0 / n_targets) for s in segments]
+            remaining[d] = len(segments)
+        rows.sort(key=lambda row: -len(row[1].ids))  # windows of similar length share a batch: little padding
+        n_params = sum(math.prod(shape) for shape in shapes.values())
         step = max(1, min(self.batch_size, GRAD_BATCH_BYTES // (4 * n_params)))
         values = np.empty(len(texts))
         pending: dict[int, dict[str, torch.Tensor]] = {}
         for a in range(0, len(rows), step):
             chunk = rows[a:a + step]
-            width = max(len(s.ids) for _, s, _, _ in chunk)
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            width = max(len(s.ids) for _, s, _ in chunk)
+            ids = torch.full((len(chunk), width), self._pad_id, dtype=torch.long)
             weights = torch.zeros(len(chunk), width - 1)
-            for r, (_, s, w, _) in enumerate(chunk):
+            for r, (_, s, w) in enumerate(chunk):
                 ids[r, :len(s.ids)] = torch.tensor(s.ids)
                 weights[r, s.first - 1:len(s.ids) - 1] = w
-            with torch.enable_grad(), warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*batching rule.*")  # vmap's loop for fused attention
-                grads = per_window(params, ids.to(self.device), weights.to(self.device))
-            for r, (d, _, _, last) in enumerate(chunk):
+            grads = per_row_gradients(self.model, ids.to(self.device), weights.to(self.device), names)
+            for r, (d, _, _) in enumerate(chunk):
                 total = pending.setdefault(d, {})
                 for name, g in grads.items():
                     total[name] = total[name] + g[r].double() if name in total else g[r].double()
-                if last:
-                    norms = [torch.linalg.vector_norm(total[name], ord=p) for name in params]
+                remaining[d] -= 1
+                if remaining[d] == 0:
+                    norms = [torch.linalg.vector_norm(total[name], ord=p) if name in total
+                             else torch.zeros((), dtype=torch.float64) for name in shapes]
                     values[d] = float(torch.stack(norms).mean())
                     if not math.isfinite(values[d]):
                         raise SignalError("the gradient norm is not finite; check the model's dtype (overflow) and "
