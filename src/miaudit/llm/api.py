@@ -308,8 +308,9 @@ class CompletionsClient:
             hint = {401: "the server refused the credentials: check the key in the environment variable named by "
                          "api.api_key_env", 403: "access denied: check the key's permissions",
                     404: "no such endpoint or model: check api.endpoint (up to /v1) and api.model"}.get(
-                exc.code, "the server rejected the request: check api.model, api.top_k (servers cap logprobs) and "
-                          "api.max_tokens")
+                exc.code, "the server rejected the request: a prompt longer than the model's context (ReCaLL's "
+                          "prefix + document: lower recall.n_shots), or check api.model, api.top_k (servers cap "
+                          "logprobs) and api.max_tokens")
             raise APIError(f"HTTP {exc.code} from {self.url}: {hint} ({detail})") from None
         except TimeoutError as exc:
             raise _Retryable(f"timed out after {self.config.timeout_s:g} s ({exc})") from None
@@ -347,7 +348,7 @@ class CompletionsClient:
         raise AssertionError("unreachable")
 
 
-def _excerpt(raw: bytes, limit: int = 160) -> str:
+def _excerpt(raw: bytes, limit: int = 240) -> str:
     text = raw.decode("utf-8", errors="replace").strip().replace("\n", " ")
     return (text[:limit] + "...") if len(text) > limit else (text or "(empty body)")
 
