@@ -214,6 +214,13 @@ def per_row_gradients(model: torch.nn.Module, ids: torch.Tensor, weights: torch.
             continue
         params = {n: q.detach() for n, q in module.named_parameters(recurse=False) if n in owners[module]}
         inputs = tuple(a.detach() for a in args)
+        explicit = _explicit_row_gradients(module, inputs, kwargs, g_out.detach())
+        if explicit is not None:  # Linear and Embedding: the closed forms, no vmap
+            for local, value in explicit.items():
+                if local in owners[module]:
+                    name = owners[module][local]
+                    grads[name] = grads[name] + value if name in grads else value
+            continue
 
         def row(xs: tuple[torch.Tensor, ...], g: torch.Tensor, module: torch.nn.Module = module,
                 params: dict[str, torch.Tensor] = params, kwargs: dict[str, Any] = kwargs) -> dict[str, torch.Tensor]:
@@ -225,6 +232,26 @@ def per_row_gradients(model: torch.nn.Module, ids: torch.Tensor, weights: torch.
             name = owners[module][local]
             grads[name] = grads[name] + value if name in grads else value
     return grads
+
+
+def _explicit_row_gradients(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], kwargs: dict[str, Any],
+                            g: torch.Tensor) -> dict[str, torch.Tensor] | None:
+    """Per-row parameter gradients of an ``nn.Linear`` (``W``: ``g^T x`` per row, ``b``: ``sum_t g``) or a
+    plain ``nn.Embedding`` (``g`` added at each row's ids), from its input ``x`` (B, T, in) or ids (B, T)
+    and output gradient ``g`` (B, T, out); None for any other module."""
+    if kwargs or len(inputs) != 1:
+        return None
+    (x,) = inputs
+    if type(module) is torch.nn.Linear and x.ndim == 3:
+        out = {"weight": torch.einsum("bto,bti->boi", g, x)}
+        if module.bias is not None:
+            out["bias"] = g.sum(1)
+        return out
+    if (type(module) is torch.nn.Embedding and x.ndim == 2 and module.max_norm is None
+            and not module.scale_grad_by_freq and module.padding_idx is None):
+        weight = torch.zeros((x.shape[0],) + tuple(module.weight.shape), dtype=g.dtype, device=g.device)
+        return {"weight": weight.scatter_add_(1, x[..., None].expand(-1, -1, g.shape[-1]), g)}
+    return None
 
 
 class HFCausalLM:
