@@ -228,6 +228,21 @@ def test_cosine_loss_and_retrieval_by_hand():
     assert own[0, 0] and index[0, 0] == 3  # the identical "extra" caption ranks first for image 0
 
 
+@pytest.mark.parametrize("top_k", [1, 3])
+def test_retrieve_matches_brute_force(top_k):
+    rng = np.random.default_rng(1)
+    base = pair_signals(np.array([True, False, True, False]), rng)
+    owner = np.array([0, 0, 1, 2, 3, 3, 3])
+    s = PairSignals(base.ids, base.image_emb, rng.standard_normal((7, 16)), owner, [str(i) for i in range(7)],
+                    base.gallery_image_emb, base.gallery_text_emb, base.gallery_captions, 5.0)
+    own, index = retrieve(s, top_k)
+    for r in range(4):
+        candidates = [(s.image_emb[r] @ s.text_emb[j], True, j) for j in np.flatnonzero(owner == r)]
+        candidates += [(s.image_emb[r] @ g, False, k) for k, g in enumerate(s.gallery_text_emb)]
+        best = sorted(candidates, key=lambda c: -c[0])[:top_k]
+        assert [(o, i) for _, o, i in best] == [(bool(o), int(i)) for o, i in zip(own[r], index[r])]
+
+
 def test_pair_signals_refuse_bad_embeddings():
     s = pair_signals(np.array([True, False]), np.random.default_rng(0))
     bad = s.image_emb.copy()
@@ -450,3 +465,18 @@ def test_cli_bad_dataset_exit_code_2_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "no images" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_the_example_config_parses_and_list_knows_the_kind(capsys):
+    from pathlib import Path
+
+    from miaudit.runs import parse_config
+
+    config = parse_config(Path(__file__).parents[1] / "examples" / "multimodal_flickr8k.yaml")
+    assert config.kind == "multimodal" and config.split.unit == "pair" and config.model.epochs == 30
+    assert [a.name for a in config.attacks] == ["cosine_similarity", "cosine_calibrated", "contrastive_loss",
+                                                "m4i_metric", "m4i_feature"]
+    assert main(["list", "attacks", "--kind", "multimodal"]) == 0
+    assert "m4i_feature" in capsys.readouterr().out
+    assert main(["list", "attacks", "--kind", "nope"]) == 2
+    assert "choose one of" in capsys.readouterr().err

@@ -161,7 +161,8 @@ def retrieve(signals: PairSignals, top_k: int = 1) -> tuple[np.ndarray, np.ndarr
         best = np.argsort(-sims, kind="stable")[:top_k]
         is_own = best < rows.size
         own_idx[r] = is_own
-        index[r] = np.where(is_own, rows[np.minimum(best, rows.size - 1)], gallery_top[r][best - rows.size])
+        from_gallery = gallery_top[r][np.maximum(best - rows.size, 0)]
+        index[r] = np.where(is_own, rows[np.minimum(best, rows.size - 1)], from_gallery)
     return own_idx, index
 
 

@@ -14,6 +14,7 @@ random horizontal flips and random crops after reflect-padding by ``size / 16`` 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,10 +87,14 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 def train_dual_encoder(images: np.ndarray, caption_ids: np.ndarray, captions_of: list[np.ndarray], vocab_size: int,
-                       config: DualEncoderTrainConfig, *, progress: bool = True, desc: str = "clip"
-                       ) -> DualEncoderTrainResult:
+                       config: DualEncoderTrainConfig, *, progress: bool = True, desc: str = "clip",
+                       on_epoch: Callable[[int, DualEncoder], None] | None = None) -> DualEncoderTrainResult:
     """Train on ``images`` ``(n, 3, s, s)`` float in [0, 1]; ``captions_of[i]`` are rows of ``caption_ids``
-    ``(m, L)`` (token ids) that describe image ``i`` (its training captions). Deterministic on CPU."""
+    ``(m, L)`` (token ids) that describe image ``i`` (its training captions). Deterministic on CPU.
+
+    ``on_epoch(epoch, model)`` runs after each epoch (1-based) with the model in eval mode, e.g. to
+    measure leakage along training; it must not change the model.
+    """
     if images.ndim != 4 or images.shape[0] != len(captions_of):
         raise DataError(f"training needs images (n, 3, s, s) and one caption list per image; got {images.shape} "
                         f"and {len(captions_of)} lists")
@@ -113,9 +118,9 @@ def train_dual_encoder(images: np.ndarray, caption_ids: np.ndarray, captions_of:
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
     history: list[dict[str, Any]] = []
     start = time.perf_counter()
-    model.train()
     bar = tqdm(range(config.epochs), desc=desc, disable=not progress, leave=False)
     for epoch in bar:
+        model.train()
         order = rng.permutation(n)
         picked = np.array([c[rng.integers(len(c))] for c in captions_of])
         total = 0.0
@@ -132,6 +137,9 @@ def train_dual_encoder(images: np.ndarray, caption_ids: np.ndarray, captions_of:
             total += loss.item()
         history.append({"epoch": epoch + 1, "loss": total / steps_per_epoch})
         bar.set_postfix(loss=f"{total / steps_per_epoch:.3f}")
+        if on_epoch is not None:
+            with torch.random.fork_rng():
+                on_epoch(epoch + 1, model.eval())
     return DualEncoderTrainResult(model.eval(), history, time.perf_counter() - start)
 
 
