@@ -191,13 +191,15 @@ def run_multimodal_outcome(config: MultimodalAuditConfig, folder: Path, *, progr
     log.info("%s: %d images, %d captions, vocabulary %d words (from all captions, before the split); unit %s",
              dataset.name, dataset.n_images, len(dataset.captions), tokenizer.vocab_size - 2, split.unit)
 
+    target: DualEncoderTarget
     if trained:
         assert split.target.train is not None
         target, target_info = _train(dataset, tokenizer, caption_ids, split.target.train, recipe,
                                      derive_seed(config.seed, "target"), "target", progress)
     else:
         target, target_info = _load_target(config.target), {}
-    shadow = mfe = None
+    shadow: DualEncoderTarget | None = None
+    mfe: DualEncoderTarget | None = None
     sections: dict[str, Any] = {}
     if split.shadow is not None:
         assert split.shadow.train is not None

@@ -81,8 +81,10 @@ class ImageTextDataset:
             raise DataError(f"{self.name}: {self.image_ids.size} image ids for {n} images; give one id per image")
         if self.membership is not None:
             self.membership = np.asarray(self.membership)
+            if self.membership.dtype.kind in "iu" and np.isin(self.membership, (0, 1)).all():
+                self.membership = self.membership.astype(bool)
             if self.membership.shape != (n,) or self.membership.dtype != bool:
-                raise DataError(f"{self.name}: 'membership' must be a bool array with one entry per image ({n}), got "
+                raise DataError(f"{self.name}: 'membership' must hold one bool (or 0/1) per image ({n}), got "
                                 f"{self.membership.dtype} {self.membership.shape}")
 
     @property
