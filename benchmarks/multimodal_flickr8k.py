@@ -56,7 +56,7 @@ from miaudit.multimodal import (
 )
 from miaudit.multimodal.attacks.cosine import CalibratedCosine, CosineSimilarity
 from miaudit.multimodal.attacks.loss import ContrastiveLoss
-from miaudit.multimodal.attacks.m4i import M4IFeature, M4IMetric
+from miaudit.multimodal.attacks.m4i import M4IFeature, M4IMetric, mfe_features
 from miaudit.multimodal.signals import MFEEmbeddings
 
 ATTACKS = (CosineSimilarity, CalibratedCosine, ContrastiveLoss, M4IMetric, M4IFeature)
@@ -131,11 +131,7 @@ def utility(signals: PairSignals, labels: np.ndarray) -> dict[str, float]:
 def mfe_distance(signals: PairSignals) -> np.ndarray:
     """``-|MFE_img(x) - MFE_txt(t_out)|^2`` (the squared norm of FB M4I's feature): how well the MFE alone
     tells the retrieved caption from a true one."""
-    own, index = retrieve(signals, 1)
-    assert signals.mfe is not None
-    text = np.where(own[:, :1], signals.mfe.text[np.where(own[:, 0], index[:, 0], 0)],
-                    signals.mfe.gallery_text[np.where(own[:, 0], 0, index[:, 0])])
-    return -((signals.mfe.image - text) ** 2).sum(axis=1)
+    return -(mfe_features(signals) ** 2).sum(axis=1)
 
 
 def fmt_ci(value: float, ci: list[float]) -> str:
@@ -196,7 +192,7 @@ def main() -> None:
     pair = done["pair", "target"]
     lines = [
         "# Membership inference against a CLIP-style dual encoder on Flickr8k", "",
-        f"`nice -n 10 python benchmarks/multimodal_flickr8k.py` (seed {args.seed}); {platform.machine()}, torch "
+        f"`python benchmarks/multimodal_flickr8k.py` (seed {args.seed}, run under nice); {platform.machine()}, torch "
         f"{torch.__version__}, 1 torch thread per process, 2 processes; total {total:.0f} s (training and signals "
         f"{t_train:.0f} s) on a shared 2-core machine.", "",
         "## Setup", "",

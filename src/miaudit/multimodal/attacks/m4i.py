@@ -58,7 +58,7 @@ def metric_features(signals: PairSignals, top_k: int = 1) -> np.ndarray:
     return out
 
 
-def feature_features(signals: PairSignals) -> np.ndarray:
+def mfe_features(signals: PairSignals) -> np.ndarray:
     """``(n, e)`` ``|MFE_img(x) - MFE_txt(top-1 retrieved caption)|``."""
     if signals.mfe is None:
         raise SignalError("attack 'm4i_feature' needs the attacker's feature extractor (MFE) embeddings in the "
@@ -138,7 +138,7 @@ class M4IFeature(_M4I):
         self.seed = seed
 
     def _features(self, signals: PairSignals) -> np.ndarray:
-        return feature_features(signals)
+        return mfe_features(signals)
 
     def _classifier(self) -> Pipeline:
         hidden = tuple(int(h) for h in self.hidden)
