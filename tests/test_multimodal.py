@@ -461,7 +461,7 @@ def test_cli_bad_dataset_exit_code_2_one_line(tmp_path, capsys):
     folder = write_folder(tmp_path / "captions-only", images=False)
     config = tmp_path / "audit.yaml"
     config.write_text(json.dumps({"kind": "multimodal", "dataset": {"source": str(folder)}}))
-    assert main(["audit", str(config), "--out", str(tmp_path / "out"), "-q"]) == 2
+    assert main(["audit", str(config), "--out", str(tmp_path / "out"), "-q", "--no-store"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "no images" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
