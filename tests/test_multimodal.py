@@ -386,6 +386,15 @@ def test_m4i_features_need_their_inputs():
         create_attack("contrastive_loss").score(np.zeros(3))
 
 
+def test_m4i_parameters_are_validated_and_the_learned_state_is_reported():
+    with pytest.raises(ConfigError, match="top_k"):
+        create_attack("m4i_metric", top_k=0)
+    with pytest.raises(ConfigError, match="hidden"):
+        create_attack("m4i_feature", hidden=[])
+    state = create_attack("m4i_metric").fit(make_case(None)[0]).learned_state()
+    assert state["n_features"] == 3 and 0.5 < state["shadow_train_auc"] <= 1
+
+
 # -- the audit ---------------------------------------------------------------------------------
 def _audit_config(folder, **changes):
     config = {"seed": 2, "dataset": {"source": str(folder), "options": {"image_size": 16}},

@@ -39,6 +39,7 @@ class CosineSimilarity(Attack):
     target_kind = "multimodal"
     access = "embeddings"
     needs_reference = "none"  # shadow data is optional: it only supplies a decision threshold
+    fit_input = ("shadow",)
     signals = ("cosine",)
     citation = KO_ET_AL
 
@@ -57,6 +58,7 @@ class CalibratedCosine(Attack):
     target_kind = "multimodal"
     access = "embeddings"
     needs_reference = "shadow"
+    fit_input = ("shadow",)  # the shadow model's signals on the audited records (MultimodalReference.calibration)
     signals = ("cosine",)
     requires_fit = True
     citation = (f"{KO_ET_AL}; difficulty calibration: Watson, Guo, Cormode, Sablayrolles. On the Importance of "
@@ -67,6 +69,9 @@ class CalibratedCosine(Attack):
         assert calibration is not None
         self.reference_ids_ = calibration.ids
         self.reference_cosine_ = record_cosine(calibration)
+
+    def _learned_state(self) -> dict[str, Any]:
+        return {"mean_reference_cosine": float(self.reference_cosine_.mean())}
 
     def _score(self, signals: Any) -> np.ndarray:
         target = as_signals(signals, self.name)

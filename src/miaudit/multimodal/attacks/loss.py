@@ -32,6 +32,7 @@ class ContrastiveLoss(Attack):
     target_kind = "multimodal"
     access = "embeddings"
     needs_reference = "none"  # shadow data is optional: it only supplies a decision threshold
+    fit_input = ("shadow",)
     signals = ("contrastive_loss",)
     citation = ("Yeom, Giacomelli, Fredrikson, Jha. Privacy Risk in Machine Learning: Analyzing the Connection to "
                 "Overfitting. IEEE CSF 2018; contrastive loss: Radford et al. Learning Transferable Visual Models From "

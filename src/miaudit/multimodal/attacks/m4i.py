@@ -29,9 +29,10 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from miaudit.attacks.base import Attack
+from miaudit.attacks.base import Attack, Check, Interval
 from miaudit.attacks.registry import register
-from miaudit.errors import ConfigError, SignalError
+from miaudit.errors import SignalError
+from miaudit.evaluation import roc_auc
 from miaudit.multimodal.attacks._common import as_reference, as_signals
 from miaudit.multimodal.signals import PairSignals, retrieve
 from miaudit.multimodal.textmetrics import rouge_scores
@@ -79,6 +80,7 @@ class _M4I(Attack):
     target_kind = "multimodal"
     access = "embeddings"
     needs_reference = "shadow"
+    fit_input = ("shadow",)
     requires_fit = True
     citation = CITATION
 
@@ -94,7 +96,12 @@ class _M4I(Attack):
         y = np.concatenate(shadow.shadow_membership)
         self.model_ = self._classifier().fit(x, y)
         self.n_features_ = x.shape[1]
+        self.shadow_auc_ = float(roc_auc(y, _logit(self.model_, x)))
         self.threshold_ = 0.0  # logit 0 = probability 1/2
+
+    def _learned_state(self) -> dict[str, Any]:
+        """The classifier's AUC on the shadow records it was fitted on (far above the target's: over-fitting)."""
+        return {"n_features": self.n_features_, "shadow_train_auc": self.shadow_auc_}
 
     def _score(self, signals: Any) -> np.ndarray:
         x = self._features(as_signals(signals, self.name))
@@ -110,6 +117,8 @@ class M4IMetric(_M4I):
 
     name = "m4i_metric"
     signals = ("retrieval", "rouge")
+    param_constraints = {"top_k": Interval(1, None, what="retrieved captions per image"),
+                         "C": Interval(0, None, closed="neither", what="inverse regularisation strength")}
 
     def __init__(self, *, top_k: int = 1, C: float = 1.0):
         self.top_k = top_k
@@ -119,8 +128,6 @@ class M4IMetric(_M4I):
         return metric_features(signals, self.top_k)
 
     def _classifier(self) -> Pipeline:
-        if self.top_k < 1 or self.C <= 0:
-            raise ConfigError(f"attack {self.name!r}: need top_k >= 1 and C > 0, got top_k={self.top_k}, C={self.C}")
         return make_pipeline(StandardScaler(), LogisticRegression(C=self.C, max_iter=1000))
 
 
@@ -130,6 +137,10 @@ class M4IFeature(_M4I):
 
     name = "m4i_feature"
     signals = ("retrieval", "mfe")
+    param_constraints = {"hidden": Check(lambda h: len(h) > 0 and all(v >= 1 for v in h),
+                                         "a non-empty list of positive hidden-layer sizes"),
+                         "alpha": Interval(0, None, what="L2 penalty"),
+                         "max_iter": Interval(1, None, what="training epochs")}
 
     def __init__(self, *, hidden: Sequence[int] = (64,), alpha: float = 1e-3, max_iter: int = 300, seed: int = 0):
         self.hidden = hidden
@@ -142,7 +153,5 @@ class M4IFeature(_M4I):
 
     def _classifier(self) -> Pipeline:
         hidden = tuple(int(h) for h in self.hidden)
-        if not hidden or min(hidden) < 1 or self.alpha < 0 or self.max_iter < 1:
-            raise ConfigError(f"attack {self.name!r}: hidden must list positive sizes, alpha >= 0, max_iter >= 1")
         return make_pipeline(StandardScaler(), MLPClassifier(hidden, alpha=self.alpha, max_iter=self.max_iter,
                                                              early_stopping=True, random_state=self.seed))
