@@ -266,8 +266,9 @@ def run_multimodal_outcome(config: MultimodalAuditConfig, folder: Path, *, progr
 
 
 def run_multimodal_audit(config_dict: Mapping[str, Any], out_dir: str | Path, *, progress: bool = True,
-                         overwrite: bool = False) -> dict[str, Any]:
-    """Run a multimodal audit from a config mapping into the run directory ``out_dir``; return ``metrics.json``."""
+                         overwrite: bool = False) -> Mapping[str, Any]:
+    """Run a multimodal audit from a config mapping into the run directory ``out_dir``; return its metrics
+    (``metrics.json``, read-only)."""
     config = parse_config({**config_dict, "kind": "multimodal"})
     return run_audit(config, out_dir, overwrite=overwrite, progress=progress)
 
