@@ -226,3 +226,49 @@ def test_resolved_config_round_trips_without_seed_and_epochs():
     resolved = resolved_config(config)
     assert "seed" not in resolved["training"] and "epochs" not in resolved["training"]
     assert resolved_config(parse_config(resolved)) == resolved
+
+
+def test_a_defense_row_cannot_change_the_local_epochs(tmp_path):
+    from miaudit.runs import run_audit
+
+    config = {**BASE, "defenses": [{"name": "dp_sgd", "training": {"epochs": 3}}]}
+    with pytest.raises(ConfigError, match=r"training.epochs: every row's clients train federation.local_epochs"):
+        run_audit(config, tmp_path / "run", progress=False)
+
+
+# -- report ----------------------------------------------------------------------------------------
+def _round(r, auc, si=None, attacks=True):
+    entry = {"round": r, "privacy": {"epsilon": None, "epsilon_against_server": None}}
+    if attacks:
+        entry.update(train_accuracy=0.9, test_accuracy=0.5 + r / 100, attacks=[
+            {"name": "loss", "auc": auc, "auc_ci": [auc - 0.02, auc + 0.02], "tpr_at_fpr": {"0.01": 0.03},
+             "tpr_at_fpr_ci": {"0.01": [0.01, 0.05]}}])
+    if si is not None:
+        entry["source_inference"] = {"accuracy": si, "accuracy_ci": [si - 0.05, si + 0.05], "chance": 0.25,
+                                     "largest_client_baseline": 0.3, "label_baseline": 0.4, "p_value_vs_chance": 1e-9,
+                                     "p_value_vs_label_baseline": 0.2}
+    return entry
+
+
+def _section(per_round=True, source=True):
+    rounds = [_round(r, 0.5 + r / 20, si=0.5 if source else None, attacks=per_round or r == 3) for r in (1, 2, 3)]
+    final = rounds[-1]
+    defense = {"label": "none", "notes": ["a note"], "train_accuracy": 0.9, "test_accuracy": final["test_accuracy"],
+               "privacy": final["privacy"], "source_inference": final.get("source_inference"), "rounds": rounds}
+    return {"client_sizes": [10, 20, 30, 40], "client_label_counts": [[10, 0], [5, 15], [30, 0], [20, 20]],
+            "n_federations": 1, "simulation_seconds": 12.0, "n_clients": 4, "defenses": [defense],
+            "source_inference": {"citation": "Hu et al.", "n_records": 100, "chance": 0.25} if source else None}
+
+
+@pytest.mark.parametrize("per_round,source", [(True, True), (False, True), (True, False)])
+def test_the_federated_report_renders_every_layout(tmp_path, per_round, source):
+    from miaudit.federated.report import plot_rounds, render_federated
+
+    section = _section(per_round, source)
+    text = render_federated(section, {"model": "mlp", "description": "FedAvg"},
+                            {"dataset": "digits", "n_members": 100, "n_nonmembers": 50}, [0.001, 0.01])
+    assert "| none | 0.5300 | 0.9000 | - | - | - | loss | 0.650 [0.630, 0.670] | 0.030 [0.010, 0.050] |" in text
+    assert ("| none | 1 | 0.5100 |" if per_round else "| none | 1 | - | - | - | - | - |") in text
+    assert ("## Source inference" in text) == source
+    assert "classes per client 1, 2, 1, 2" in text and "- a note" in text
+    assert plot_rounds(section, tmp_path / "rounds.png").stat().st_size > 0

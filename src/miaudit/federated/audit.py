@@ -91,7 +91,7 @@ def resolve(config: FederatedConfig) -> dict[str, Any]:
 
 # -- data -----------------------------------------------------------------------------------------
 @dataclass
-class _Data:
+class FederatedData:
     """Dataset rows of every part of the split, and every federation's partition over the clients."""
 
     dataset: ArrayDataset
@@ -135,7 +135,7 @@ def _partition(config: FederatedConfig, dataset: ArrayDataset, rows: np.ndarray,
     return [rows[p] for p in positions]
 
 
-def _prepare_data(config: FederatedConfig, dataset: ArrayDataset) -> _Data:
+def prepare_data(config: FederatedConfig, dataset: ArrayDataset) -> FederatedData:
     """Split, partition the target's, shadow and reference federations' data, pick the SIA records."""
     sp = config.split
     split = make_split(len(dataset), n_members=sp.n_members, n_nonmembers=sp.n_nonmembers, n_shadow=sp.n_shadow,
@@ -145,7 +145,7 @@ def _prepare_data(config: FederatedConfig, dataset: ArrayDataset) -> _Data:
         raise DataError(f"split.n_reference={sp.n_reference} but only {free.size} examples of {dataset.name} are "
                         "left after the other parts; lower the sizes")
     public = np.sort(np.random.default_rng(derive_seed(config.seed, "public")).permutation(free)[:sp.n_reference])
-    data = _Data(dataset, split.target_members, split.target_nonmembers, split.population, public,
+    data = FederatedData(dataset, split.target_members, split.target_nonmembers, split.population, public,
                  _partition(config, dataset, split.target_members, "the target federation", "partition", "target"))
     sh = config.shadow
     if sh.n_models:
@@ -196,11 +196,14 @@ class _Row:
         return None
 
 
-def _row(config: FederatedConfig, index: int, data: _Data) -> _Row:
+def _row(config: FederatedConfig, index: int, data: FederatedData) -> _Row:
     """Build and check one defense row before any training."""
     spec = config.defenses[index]
     label = defense_label(spec)
     where = f"config.defenses[{index}] ({label!r})"
+    if "epochs" in spec.training:
+        raise ConfigError(f"{where}.training.epochs: every row's clients train federation.local_epochs per round; "
+                          "remove it")
     try:
         recipe = dataclasses.replace(config.training, **spec.training, epochs=config.federation.local_epochs)
     except TypeError as exc:
@@ -240,7 +243,7 @@ def _row(config: FederatedConfig, index: int, data: _Data) -> _Row:
 
 
 # -- jobs -----------------------------------------------------------------------------------------
-def _jobs(config: FederatedConfig, row: _Row, data: _Data, keep_models: bool) -> list[FederationJob]:
+def _jobs(config: FederatedConfig, row: _Row, data: FederatedData, keep_models: bool) -> list[FederationJob]:
     """The target, shadow and reference federations of one defense row."""
     rounds = config.federation.rounds
     audit_rounds = tuple(range(1, rounds + 1)) if config.federation.per_round else (rounds,)
@@ -295,7 +298,7 @@ class _Signals:
     reference: AttackReference
 
 
-def _signals(round_: int, data: _Data, target: FederationResult, shadows: list[FederationResult],
+def _signals(round_: int, data: FederatedData, target: FederationResult, shadows: list[FederationResult],
              references: list[FederationResult]) -> _Signals:
     ds = data.dataset
     population = (_outputs(ds, data.population, target.logits[round_]["population"])
@@ -314,7 +317,7 @@ def _signals(round_: int, data: _Data, target: FederationResult, shadows: list[F
                     AttackReference(shadow=shadow, pool=pool, population=population))
 
 
-def _model(row: _Row, data: _Data, state: Any) -> TorchClassifierTarget:
+def _model(row: _Row, data: FederatedData, state: Any) -> TorchClassifierTarget:
     """The zoo model of ``row`` with the weights ``state`` (a global model the server recorded)."""
     private = row.chain is not None and is_private(row.chain.training)
     model = federated_model(row.recipe, data.dataset.input_shape, data.dataset.n_classes, private=private)
@@ -322,7 +325,7 @@ def _model(row: _Row, data: _Data, state: Any) -> TorchClassifierTarget:
     return TorchClassifierTarget(model.eval())
 
 
-def _queried_attacks(config: FederatedConfig, row: _Row, data: _Data, target: FederationResult,
+def _queried_attacks(config: FederatedConfig, row: _Row, data: FederatedData, target: FederationResult,
                      shadows: list[FederationResult], progress: bool) -> list[tuple[str, Attack, np.ndarray, float,
                                                                                dict[str, Any]]]:
     """Attacks that query the model itself (label-only robustness, white-box), on the final global model.
@@ -388,7 +391,7 @@ def _privacy(row: _Row, target: FederationResult, round_: int) -> dict[str, Any]
     return out
 
 
-def _evaluate_row(config: FederatedConfig, row: _Row, data: _Data, results: dict[str, FederationResult],
+def _evaluate_row(config: FederatedConfig, row: _Row, data: FederatedData, results: dict[str, FederationResult],
                   qualify: bool, progress: bool) -> tuple[dict[str, Any], list[ScoredAttack]]:
     """Per-round leakage, source inference and privacy of one defense row; the final round's scored attacks."""
     target = results[f"{row.label}/target"]
@@ -463,7 +466,7 @@ def run_federated_audit(config: FederatedConfig, folder: Path, *, progress: bool
     dataset = load_dataset(ds.source, data_dir=ds.data_dir, **ds.options)
     log.info("dataset %s: %d examples, %d classes, input shape %s", dataset.name, len(dataset), dataset.n_classes,
              dataset.input_shape)
-    data = _prepare_data(config, dataset)
+    data = prepare_data(config, dataset)
     rows = [_row(config, i, data) for i in range(len(config.defenses))]
     for note in (n for r in rows for n in r.notes):
         log.info("note: %s", note)
@@ -516,4 +519,4 @@ def run_federated_audit(config: FederatedConfig, folder: Path, *, progress: bool
 
 register_kind("federated", FederatedConfig, run_federated_audit, parse=parse, resolve=resolve)
 
-__all__ = ["parse", "resolve", "run_federated_audit"]
+__all__ = ["FederatedData", "parse", "prepare_data", "resolve", "run_federated_audit"]
