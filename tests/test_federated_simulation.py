@@ -1,8 +1,9 @@
 """Federations run by Flower's simulation engine (Ray): the audit end to end, and FedAvg checked by hand.
 
 Each Flower simulation starts (and, when it ends, shuts down) one Ray session, which costs tens of
-seconds on 2 cores; this module runs two: a module-scoped audit shared by its tests, and one
-``run_federations`` call with a plain FedAvg and a DP-FedAvg job compared with FedAvg computed here.
+seconds on 2 cores; this module runs three: a module-scoped audit shared by its tests, one
+``run_federations`` call whose FedAvg, DP-FedAvg and DP-SGD jobs are checked against computations
+done here, and one audit whose client fails on bad input.
 """
 
 import dataclasses
@@ -184,6 +185,17 @@ def test_flower_fedavg_matches_fedavg_by_hand_and_dp_fedavg_adds_calibrated_nois
     reports = results["client-dp"].client_reports
     assert all(r["noise_multiplier"] == 1.0 and r["steps"] > 0 for rr in reports.values() for r in rr)
     assert client_epsilon([reports[1][0], reports[2][0]], 1e-5) > client_epsilon([reports[1][0]], 1e-5)
+
+
+def test_a_client_failing_on_bad_input_stops_the_run_with_its_one_line_error(tmp_path):
+    config = {"kind": "federated", "dataset": {"source": "digits"}, "split": {"n_members": 60, "n_nonmembers": 50},
+              "federation": {"n_clients": 2, "rounds": 1, "local_epochs": 3, "num_cpus": 2},
+              "training": {"model": "mlp", "hidden": [16], "lr": 1e30, "optimizer": "sgd", "momentum": 0.0},
+              "attacks": [{"name": "loss"}]}
+    with pytest.raises(DataError, match=r"^federation 'none/target', round 1, client \d: training loss became nan "
+                                        r"in epoch 2; lower training.lr$"):
+        run_audit(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 # -- bad input, before any simulation --------------------------------------------------------------

@@ -33,7 +33,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -50,7 +50,7 @@ from miaudit.defenses.registry import DefenseChain, build_chain, get_defense_cla
 from miaudit.errors import ConfigError, DataError
 from miaudit.evaluation import evaluate
 from miaudit.federated.config import DP_FEDAVG, FederatedConfig, defense_label
-from miaudit.federated.local import federated_model, is_private
+from miaudit.federated.local import federated_model, is_private, n_classes_of
 from miaudit.federated.partition import HSU_2019, MCMAHAN_2017, label_counts, partition
 from miaudit.federated.privacy import DP_FEDAVG_CITATION, ServerDP, client_epsilon
 from miaudit.federated.report import plot_rounds, render_federated
@@ -113,10 +113,14 @@ class FederatedData:
     def membership(self) -> np.ndarray:
         return np.r_[np.ones(self.members.size, bool), np.zeros(self.nonmembers.size, bool)]
 
-    def owners(self) -> np.ndarray:
-        """The client holding each source-inference record."""
+    @property
+    def n_classes(self) -> int:
+        return n_classes_of(self.dataset)
+
+    def owners(self, records: np.ndarray) -> np.ndarray:
+        """The client holding each of ``records`` (dataset rows of members)."""
         client_of = {int(row): k for k, part in enumerate(self.target_parts) for row in part}
-        return np.array([client_of[int(row)] for row in self.source_records])
+        return np.array([client_of[int(row)] for row in records])
 
     def client_sizes(self) -> list[int]:
         return [int(p.size) for p in self.target_parts]
@@ -192,7 +196,7 @@ class _Row:
         """``delta`` of the clients' private optimiser, if any."""
         for plugin in self.chain.training if self.chain else []:
             if getattr(plugin, "stage", None) == 3:
-                return float(plugin.delta)
+                return float(cast(Any, plugin).delta)
         return None
 
 
@@ -221,7 +225,7 @@ def _row(config: FederatedConfig, index: int, data: FederatedData) -> _Row:
     server_dp = ServerDP.from_params(server[0], rounds, where) if server else None
     reference = data.dataset.subset(data.reference) if data.reference.size else None
     context = DefenseContext(dataclasses.replace(recipe, epochs=recipe.epochs * rounds), data.dataset.input_shape,
-                             data.dataset.n_classes, data.all_client_sizes(), reference)
+                             data.n_classes, data.all_client_sizes(), reference)
     chain = build_chain(client, context, label=label) if client else None
     described = chain.components() if chain else []
     if server_dp is not None:
@@ -231,7 +235,7 @@ def _row(config: FederatedConfig, index: int, data: FederatedData) -> _Row:
     private = next((p for p in chain.training if getattr(p, "stage", None) == 3), None) if chain else None
     if private is not None:  # one line instead of one per training-set size
         sizes = data.client_sizes()
-        sigmas = [private.noise_for(n) for n in sizes]
+        sigmas = [cast(Any, private).noise_for(n) for n in sizes]
         notes.append(f"{label}: the target's clients ({min(sizes)}-{max(sizes)} examples) train with noise multiplier "
                      f"{min(sigmas):.4g}-{max(sigmas):.4g}, accounted over {rounds} rounds x "
                      f"{recipe.epochs} local epochs")
@@ -309,7 +313,7 @@ def _signals(round_: int, data: FederatedData, target: FederationResult, shadows
                              zip(data.shadow, shadows)],
                             [np.r_[np.ones(m.size, bool), np.zeros(n.size, bool)] for m, n, _ in data.shadow])
     pool = None
-    if references:
+    if references and data.keep is not None:
         pool = ReferencePool([_outputs(ds, data.audited, r.logits[round_]["audited"]) for r in references], data.keep,
                              [_outputs(ds, data.population, r.logits[round_]["population"]) for r in references]
                              if data.population.size else None)
@@ -320,7 +324,7 @@ def _signals(round_: int, data: FederatedData, target: FederationResult, shadows
 def _model(row: _Row, data: FederatedData, state: Any) -> TorchClassifierTarget:
     """The zoo model of ``row`` with the weights ``state`` (a global model the server recorded)."""
     private = row.chain is not None and is_private(row.chain.training)
-    model = federated_model(row.recipe, data.dataset.input_shape, data.dataset.n_classes, private=private)
+    model = federated_model(row.recipe, data.dataset.input_shape, data.n_classes, private=private)
     model.load_state_dict(state)
     return TorchClassifierTarget(model.eval())
 
@@ -398,8 +402,15 @@ def _evaluate_row(config: FederatedConfig, row: _Row, data: FederatedData, resul
     shadows = [results[f"{row.label}/shadow-{m}"] for m in range(len(data.shadow))]
     references = [results[f"{row.label}/reference-{j}"] for j in range(len(data.reference_parts))]
     membership = data.membership
-    counts = label_counts(data.dataset.y, data.target_parts, data.dataset.n_classes)
-    owners = data.owners() if data.source_records is not None else None
+    counts = label_counts(data.dataset.y, data.target_parts, data.n_classes)
+    records = data.source_records
+
+    def source_inference(round_: int) -> dict[str, Any] | None:
+        if records is None:
+            return None
+        return evaluate_source_inference(target.source_losses[round_], data.owners(records), data.dataset.y[records],
+                                         counts, confidence=config.evaluation.confidence)
+
     rounds, final_fits = [], []
     for round_ in sorted(target.logits):
         signals = _signals(round_, data, target, shadows, references)
@@ -408,26 +419,23 @@ def _evaluate_row(config: FederatedConfig, row: _Row, data: FederatedData, resul
                                  "test_accuracy": _accuracy(signals.target, ~membership),
                                  "privacy": _privacy(row, target, round_),
                                  "attacks": [_round_metrics(config, k, a, sc, membership) for k, a, sc, _ in fits]}
-        if owners is not None:
-            entry["source_inference"] = evaluate_source_inference(
-                target.source_losses[round_], owners, data.dataset.y[data.source_records], counts,
-                confidence=config.evaluation.confidence)
+        si = source_inference(round_)
+        if si is not None:
+            entry["source_inference"] = si
         rounds.append(entry)
         final_fits = fits
         log.info("[%s] round %d: test accuracy %.4f%s", row.label, round_, entry["test_accuracy"],
-                 f", source inference accuracy {entry['source_inference']['accuracy']:.3f}" if owners is not None
-                 else "")
+                 f", source inference accuracy {si['accuracy']:.3f}" if si is not None else "")
     final = rounds[-1]
     queried = _queried_attacks(config, row, data, target, shadows, progress)
     final["attacks"] += [{**_round_metrics(config, k, a, sc, membership), "final_only": True}
                          for k, a, sc, _, _ in queried]
-    if owners is not None:  # rounds not audited for membership still have the server's source-inference view
-        for round_ in sorted(set(target.source_losses) - set(target.logits)):
-            rounds.append({"round": round_, "source_inference": evaluate_source_inference(
-                target.source_losses[round_], owners, data.dataset.y[data.source_records], counts,
-                confidence=config.evaluation.confidence), "privacy": _privacy(row, target, round_)})
-        rounds.sort(key=lambda r: r["round"])
-    ids = data.dataset.ids[data.audited]
+    # rounds not audited for membership (per_round: false) still have the server's source-inference view
+    for round_ in sorted(set(target.source_losses) - set(target.logits)):
+        rounds.append({"round": round_, "source_inference": source_inference(round_),
+                       "privacy": _privacy(row, target, round_)})
+    rounds.sort(key=lambda r: r["round"])
+    ids = np.asarray(data.dataset.ids)[data.audited]
     by_key = {k: ScoredAttack(f"{k}.{row.label}" if qualify else k, a, ids, membership, sc, sec,
                               extra={"defense": row.label}) for k, a, sc, sec in final_fits}
     by_key.update({k: ScoredAttack(f"{k}.{row.label}" if qualify else k, a, ids, membership, sc, sec,
@@ -486,7 +494,7 @@ def run_federated_audit(config: FederatedConfig, folder: Path, *, progress: bool
         entry, row_scored = _evaluate_row(config, row, data, results, qualify, progress)
         entries.append(entry)
         scored += row_scored
-    counts = label_counts(dataset.y, data.target_parts, dataset.n_classes)
+    counts = label_counts(dataset.y, data.target_parts, data.n_classes)
     section = {
         "framework": {"name": "flower", "version": flower_version, "engine": "simulation (Ray backend)",
                       "ray_version": ray_version, "citation": FLOWER_CITATION, "strategy": "FedAvg",

@@ -17,9 +17,17 @@ from torch import nn
 
 from miaudit.classifier.training import TrainConfig, TrainingPlugin, build_model_from_config, train_classifier
 from miaudit.data import ArrayDataset
+from miaudit.errors import DataError
 
 #: plugin report keys that describe a private optimiser's accounting (Opacus DP-SGD, LADP)
 DP_REPORT_KEYS = ("noise_multiplier", "sample_rate", "steps")
+
+
+def n_classes_of(data: ArrayDataset) -> int:
+    """The dataset's number of classes (an :class:`ArrayDataset` always infers one)."""
+    if data.n_classes is None:
+        raise DataError(f"{data.name}: the number of classes is unknown; give n_classes")
+    return int(data.n_classes)
 
 
 def federated_model(recipe: TrainConfig, input_shape: Sequence[int], n_classes: int, *, private: bool) -> nn.Module:
@@ -52,7 +60,7 @@ def train_client(state: dict[str, torch.Tensor], data: ArrayDataset, recipe: Tra
     state and a report: ``num-examples``, the last local epoch's ``train-loss`` / ``train-accuracy``,
     and for a private optimiser its round's ``noise_multiplier``, ``sample_rate`` and ``steps``.
     """
-    model = federated_model(recipe, data.input_shape, data.n_classes, private=private)
+    model = federated_model(recipe, data.input_shape, n_classes_of(data), private=private)
     model.load_state_dict(state)
     result = train_classifier(model, data, recipe, plugins=plugins, progress=False)
     last = result.history[-1]
@@ -69,4 +77,4 @@ def is_private(plugins: Sequence[Any]) -> bool:
     return any(getattr(p, "stage", None) == 3 for p in plugins)
 
 
-__all__ = ["DP_REPORT_KEYS", "federated_model", "is_private", "state_of", "train_client"]
+__all__ = ["DP_REPORT_KEYS", "federated_model", "is_private", "n_classes_of", "state_of", "train_client"]

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from miaudit.defenses.base import DefenseError
 
@@ -76,8 +76,9 @@ class ServerDP:
         if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not 0 < delta < 1:
             raise DefenseError(f"{where}: dp_fedavg delta must lie in (0, 1), got {delta!r}")
         if target is not None:
-            z = noise_for_epsilon(float(target), rounds, float(delta), where)
-        return cls(float(z), float(clip), float(delta), None if target is None else float(target))
+            return cls(noise_for_epsilon(float(target), rounds, float(delta), where), float(clip), float(delta),
+                       float(target))
+        return cls(float(cast(float, z)), float(clip), float(delta))
 
     def noise_std(self, n_clients: int) -> float:
         """Standard deviation Flower adds to each coordinate of the averaged model: ``z C / m``."""

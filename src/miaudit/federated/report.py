@@ -121,7 +121,7 @@ def plot_rounds(section: dict[str, Any], path: str | Path) -> Path:
         audited = [r for r in d["rounds"] if r.get("attacks")]
         x = [r["round"] for r in audited]
         axes[0].plot(x, [r["test_accuracy"] for r in audited], marker="o", label=d["label"])
-        best = [strongest(r["attacks"]) for r in audited]
+        best = [b for b in (strongest(r["attacks"]) for r in audited) if b is not None]
         line, = axes[1].plot(x, [b["auc"] for b in best], marker="o", label=d["label"])
         axes[1].fill_between(x, [b["auc_ci"][0] for b in best], [b["auc_ci"][1] for b in best],
                              color=line.get_color(), alpha=0.2)

@@ -34,7 +34,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -44,7 +44,7 @@ from miaudit.classifier.training import TrainConfig, predict_logits
 from miaudit.data import ArrayDataset
 from miaudit.defenses.registry import DefenseChain
 from miaudit.errors import ConfigError, DataError, MiauditError
-from miaudit.federated.local import federated_model, is_private, state_of, train_client
+from miaudit.federated.local import federated_model, is_private, n_classes_of, state_of, train_client
 from miaudit.federated.privacy import ServerDP
 from miaudit.federated.source_inference import cross_entropy
 from miaudit.utils.logs import progress as progress_bar
@@ -136,7 +136,7 @@ def _chain_for(chain: DefenseChain | None, n: int) -> DefenseChain | None:
     for plugin in chain.training:
         params = plugin.get_params()
         if params.get("target_epsilon") is not None and "noise_multiplier" in params:
-            params.update(target_epsilon=None, noise_multiplier=plugin.noise_for(n))
+            params.update(target_epsilon=None, noise_multiplier=cast(Any, plugin).noise_for(n))
             plugin = type(plugin)(**params).bind(plugin.context)
         training.append(plugin)
     return DefenseChain(chain.label, training, list(chain.outputs), list(chain.notes))
@@ -238,7 +238,7 @@ class _Recorder:
         self.job = job
         self.dataset = dataset
         self.bar = bar
-        self.model = federated_model(job.recipe, dataset.input_shape, dataset.n_classes, private=job.private)
+        self.model = federated_model(job.recipe, dataset.input_shape, n_classes_of(dataset), private=job.private)
         self.result = FederationResult(job.key, {}, {}, {}, None, 0.0)
         if job.source_records is not None:
             self.source_x = dataset.x[job.source_records]
@@ -306,18 +306,18 @@ def _strategy(job: FederationJob, recorder: _Recorder) -> Any:
                                                            num_sampled_clients=n)
 
     class RecordingStrategy(Strategy):
-        def configure_train(self, server_round, arrays, config, grid):  # type: ignore[no-untyped-def]
+        def configure_train(self, server_round: int, arrays: Any, config: Any, grid: Any) -> Any:
             return inner.configure_train(server_round, arrays, config, grid)
 
-        def aggregate_train(self, server_round, replies):  # type: ignore[no-untyped-def]
+        def aggregate_train(self, server_round: int, replies: Any) -> Any:
             ordered = recorder.replies(server_round, list(replies))
             with _seeded_numpy(derive_seed(job.recipe.seed, "server-noise", server_round)):
                 return inner.aggregate_train(server_round, ordered)
 
-        def configure_evaluate(self, server_round, arrays, config, grid):  # type: ignore[no-untyped-def]
-            return []
+        def configure_evaluate(self, server_round: int, arrays: Any, config: Any, grid: Any) -> Any:
+            return []  # no federated evaluation: the server evaluates the global model itself
 
-        def aggregate_evaluate(self, server_round, replies):  # type: ignore[no-untyped-def]
+        def aggregate_evaluate(self, server_round: int, replies: Any) -> Any:
             return None
 
         def summary(self) -> None:
