@@ -272,3 +272,19 @@ def test_the_federated_report_renders_every_layout(tmp_path, per_round, source):
     assert ("## Source inference" in text) == source
     assert "classes per client 1, 2, 1, 2" in text and "- a note" in text
     assert plot_rounds(section, tmp_path / "rounds.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("model,options", [("cnn", {"channels": [4, 8]}), ("resnet18", {"width": 4, "norm": "batch"})])
+def test_private_clients_and_server_share_one_architecture_for_image_models(model, options):
+    from torch import nn
+
+    rng = np.random.default_rng(0)
+    data = ArrayDataset(rng.random((32, 1, 8, 8), dtype=np.float32), rng.integers(3, size=32), n_classes=3)
+    recipe = TrainConfig(model=model, hidden=[8], epochs=1, batch_size=16, lr=0.01, seed=1, model_options=options)
+    server = federated_model(recipe, data.input_shape, 3, private=True)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in server.modules())  # GroupNorm for DP-SGD
+    chain = build_chain([("dp_sgd", {"noise_multiplier": 1.0, "target_epsilon": None})],
+                        DefenseContext(recipe, data.input_shape, 3, (32,)))
+    state, report = train_client(state_of(server), data, recipe, chain.plugins(), private=True)
+    server.load_state_dict(state)  # the client's update fits the server's model
+    assert report["steps"] > 0

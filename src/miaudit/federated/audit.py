@@ -33,7 +33,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +50,7 @@ from miaudit.defenses.registry import DefenseChain, build_chain, get_defense_cla
 from miaudit.errors import ConfigError, DataError
 from miaudit.evaluation import evaluate
 from miaudit.federated.config import DP_FEDAVG, FederatedConfig, defense_label
-from miaudit.federated.local import federated_model, is_private, n_classes_of
+from miaudit.federated.local import federated_model, is_private, n_classes_of, private_optimiser
 from miaudit.federated.partition import HSU_2019, MCMAHAN_2017, label_counts, partition
 from miaudit.federated.privacy import DP_FEDAVG_CITATION, ServerDP, client_epsilon
 from miaudit.federated.report import plot_rounds, render_federated
@@ -194,10 +194,8 @@ class _Row:
 
     def client_delta(self) -> float | None:
         """``delta`` of the clients' private optimiser, if any."""
-        for plugin in self.chain.training if self.chain else []:
-            if getattr(plugin, "stage", None) == 3:
-                return float(cast(Any, plugin).delta)
-        return None
+        private = private_optimiser(self.chain.training) if self.chain else None
+        return None if private is None else float(private.delta)
 
 
 def _row(config: FederatedConfig, index: int, data: FederatedData) -> _Row:
@@ -232,16 +230,16 @@ def _row(config: FederatedConfig, index: int, data: FederatedData) -> _Row:
         described.append({"name": DP_FEDAVG, "kind": "server", "citation": DP_FEDAVG_CITATION,
                           "params": dataclasses.asdict(server_dp)})
     notes = [n for n in chain.notes if "training examples -> noise multiplier" not in n] if chain else []
-    private = next((p for p in chain.training if getattr(p, "stage", None) == 3), None) if chain else None
+    private = private_optimiser(chain.training) if chain else None
     if private is not None:  # one line instead of one per training-set size
         sizes = data.client_sizes()
-        sigmas = [cast(Any, private).noise_for(n) for n in sizes]
+        sigmas = [private.noise_for(n) for n in sizes]
         notes.append(f"{label}: the target's clients ({min(sizes)}-{max(sizes)} examples) train with noise multiplier "
                      f"{min(sigmas):.4g}-{max(sigmas):.4g}, accounted over {rounds} rounds x "
                      f"{recipe.epochs} local epochs")
     if server_dp is not None:
-        notes.append(f"{label}: dp_fedavg adds N(0, {server_dp.noise_std(config.federation.n_clients):.4g}^2) to every "
-                     f"coordinate of the averaged model (z={server_dp.noise_multiplier:.4g}, "
+        notes.append(f"{label}: the server adds N(0, {server_dp.noise_std(config.federation.n_clients):.4g}^2) to "
+                     f"every coordinate of the averaged model (z={server_dp.noise_multiplier:.4g}, "
                      f"C={server_dp.clipping_norm:g}, {config.federation.n_clients} clients)")
     return _Row(label, recipe, chain if chain and chain.training else None, server_dp, described, notes)
 

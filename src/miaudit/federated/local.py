@@ -72,9 +72,15 @@ def train_client(state: dict[str, torch.Tensor], data: ArrayDataset, recipe: Tra
     return state_of(result.model), report
 
 
+def private_optimiser(plugins: Sequence[Any]) -> Any | None:
+    """The private optimiser (DP-SGD, LADP: a stage-3 training defense) among ``plugins``, if any."""
+    return next((p for p in plugins if getattr(p, "stage", None) == 3), None)
+
+
 def is_private(plugins: Sequence[Any]) -> bool:
-    """True when one of the training plugins is a private optimiser (DP-SGD, LADP: stage 3)."""
-    return any(getattr(p, "stage", None) == 3 for p in plugins)
+    """True when one of the training plugins is a private optimiser."""
+    return private_optimiser(plugins) is not None
 
 
-__all__ = ["DP_REPORT_KEYS", "federated_model", "is_private", "n_classes_of", "state_of", "train_client"]
+__all__ = ["DP_REPORT_KEYS", "federated_model", "is_private", "n_classes_of", "private_optimiser", "state_of",
+           "train_client"]
