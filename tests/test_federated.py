@@ -288,3 +288,17 @@ def test_private_clients_and_server_share_one_architecture_for_image_models(mode
     state, report = train_client(state_of(server), data, recipe, chain.plugins(), private=True)
     server.load_state_dict(state)  # the client's update fits the server's model
     assert report["steps"] > 0
+
+
+def test_each_client_gets_the_noise_multiplier_its_own_dp_plugin_would_compute():
+    from miaudit.federated.simulation import ClientJob, FederationJob
+
+    recipe = TrainConfig(epochs=2, batch_size=16)
+    chain = build_chain([("dp_sgd", {"target_epsilon": 8.0})], DefenseContext(recipe, (8,), 4, (40, 80)))
+    job = FederationJob("j", [np.arange(40), np.arange(40, 120)], recipe, rounds=1, chain=chain)
+    for part, client_chain in zip(job.partitions, ClientJob.of(job).chains):
+        plugin = client_chain.training[0]
+        assert plugin.target_epsilon is None and plugin.context is chain.training[0].context
+        assert plugin.noise_multiplier == chain.training[0].noise_for(len(part))
+    small, large = (c.training[0].noise_multiplier for c in ClientJob.of(job).chains)
+    assert small > large  # fewer examples: a larger sampling rate, more noise for the same epsilon
