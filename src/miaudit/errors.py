@@ -22,3 +22,12 @@ class SignalError(MiauditError):
 
 class NotFittedError(MiauditError):
     """An attack that learns from reference data was asked to score before ``fit``."""
+
+
+class Terminated(BaseException):
+    """SIGTERM received (the command line exits with code 143).
+
+    Not a ``KeyboardInterrupt``: library code that swallows Ctrl-C to stop early (scikit-learn's
+    ``MLPClassifier.fit``, used by the Shokri attack) must not swallow a termination request.
+    :func:`miaudit.runs.tracking.tracked_run` re-raises it as a ``KeyboardInterrupt`` caused by it.
+    """

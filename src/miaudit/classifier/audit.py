@@ -11,7 +11,6 @@ initialisation and batch order, each shadow model's data, the reference pool, at
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import pickle
 import time
@@ -40,6 +39,7 @@ from miaudit.errors import ConfigError, DataError, MiauditError
 from miaudit.runs.pipeline import AuditOutcome, ScoredAttack, build_attacks, register_kind
 from miaudit.utils.logs import progress as progress_bar
 from miaudit.utils.seed import derive_seed
+from miaudit.utils.trusted_code import import_trusted_callable
 
 log = logging.getLogger(__name__)
 SUPPORTED_REFERENCE = ("none", "population", "shadow", "reference-pool")
@@ -262,21 +262,11 @@ def _few(items: list[str], k: int = 3) -> str:
 
 
 def _import_class(spec: str) -> type[nn.Module]:
-    """The class ``"pkg.module:ClassName"`` names, imported; a one-line ConfigError when it cannot be."""
-    where = "config.target.torch_module.class"
-    module_name, _, attr = spec.partition(":")
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except Exception as exc:  # the user's module may raise anything while it is imported
-        raise ConfigError(f"{where}: cannot import {module_name!r} ({_one_line(exc)}); install it or add its folder "
-                          "to PYTHONPATH") from None
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise ConfigError(f"{where}: module {module_name!r} has no {attr!r}; check the class name")
-        obj = getattr(obj, part)
-    if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
-        raise ConfigError(f"{where}: {spec} is not a torch.nn.Module subclass")
-    return obj
+    """The class ``"pkg.module:ClassName"`` names, imported under the rules of :mod:`miaudit.utils.trusted_code`
+    (``target.trust_code: true`` is checked when the config is parsed); a one-line ConfigError when it cannot be."""
+    return import_trusted_callable(spec, trust_code=True, where="config.target.torch_module.class",
+                                   accept=lambda obj: isinstance(obj, type) and issubclass(obj, nn.Module),
+                                   expected="a torch.nn.Module subclass")
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -17,6 +17,7 @@ import datetime as _dt
 import functools
 import json
 import logging
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -50,7 +51,8 @@ from miaudit.runs.pipeline import build_attacks
 from miaudit.utils.atomic import atomic_output_dir
 from miaudit.utils.jsonable import json_default
 from miaudit.utils.logs import progress as progress_bar
-from miaudit.utils.logs import run_log
+from miaudit.utils.logs import progress_enabled, run_log
+from miaudit.utils.processes import exit_when_parent_dies
 from miaudit.utils.seed import derive_seed
 
 log = logging.getLogger(__name__)
@@ -192,8 +194,8 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def _train_measured(plugins: list[Any], recipe: TrainConfig, data: ArrayDataset, threads: int | None
-                    ) -> tuple[Any, dict[str, Any]]:
+def _train_measured(plugins: list[Any], recipe: TrainConfig, data: ArrayDataset, threads: int | None,
+                    progress: bool = False) -> tuple[Any, dict[str, Any]]:
     """Train one target and measure its peak memory: ``VmHWM`` after training minus ``VmRSS`` before it.
 
     ``VmHWM`` belongs to the process's own address space (unlike ``ru_maxrss``, which a spawned
@@ -204,7 +206,7 @@ def _train_measured(plugins: list[Any], recipe: TrainConfig, data: ArrayDataset,
     model = build_model_from_config(recipe, data.input_shape, data.n_classes)
     reset = _reset_peak_rss()
     before = _proc_status_mb("VmRSS")
-    result = train_classifier(model, data, recipe, plugins=plugins, progress=False)
+    result = train_classifier(model, data, recipe, plugins=plugins, progress=progress)
     info = {"seconds": result.seconds, "history": result.history, "reports": result.reports,
             "peak_memory_mb": result.peak_memory_mb, "memory_source": result.memory_source}
     peak = _proc_status_mb("VmHWM")
@@ -214,9 +216,11 @@ def _train_measured(plugins: list[Any], recipe: TrainConfig, data: ArrayDataset,
     return result.model, info
 
 
-def _train_isolated(plugins: list[Any], recipe: TrainConfig, data: ArrayDataset) -> tuple[Any, dict[str, Any]]:
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(_train_measured, plugins, recipe, data, torch.get_num_threads()).result()
+def _train_isolated(plugins: list[Any], recipe: TrainConfig, data: ArrayDataset, progress: bool = False
+                    ) -> tuple[Any, dict[str, Any]]:
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"), initializer=exit_when_parent_dies,
+                             initargs=(os.getpid(),)) as pool:
+        return pool.submit(_train_measured, plugins, recipe, data, torch.get_num_threads(), progress).result()
 
 
 # -- trained models (shared by defenses with the same training part) ----------------------------
@@ -335,7 +339,7 @@ class _Run:
                  len(members))
         isolate = self.config.isolate_training and not recipe.device.startswith("cuda")
         train = _train_isolated if isolate else functools.partial(_train_measured, threads=None)
-        model, result = train(row.chain.plugins(), recipe, members)
+        model, result = train(row.chain.plugins(), recipe, members, progress=self.progress and progress_enabled())
         target = self._raw(model, members, self.audited)
         if self.population is not None:
             target.population = _outputs(model, self.population)
