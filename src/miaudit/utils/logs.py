@@ -33,6 +33,14 @@ _ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _quiet = False
 
 
+def _in_notebook() -> bool:
+    """Whether tqdm draws notebook widgets here (Jupyter), where bars are neither escape codes nor log lines."""
+    import tqdm.autonotebook
+    import tqdm.std
+
+    return tqdm.autonotebook.tqdm is not tqdm.std.tqdm
+
+
 def _stderr_is_terminal() -> bool:
     isatty = getattr(sys.stderr, "isatty", None)
     try:
@@ -116,7 +124,7 @@ def progress(iterable: Iterable[T] | None = None, *, desc: str | None = None, to
     every :data:`NON_TERMINAL_INTERVAL` seconds while it runs, and when it ends.
     """
     disable = not (progress_enabled() if enabled is None else enabled and progress_enabled())
-    if not disable and not _stderr_is_terminal() and "file" not in kwargs:
+    if not disable and not _stderr_is_terminal() and not _in_notebook() and "file" not in kwargs:
         kwargs.update(file=_LineWriter(sys.stderr), mininterval=NON_TERMINAL_INTERVAL,
                       maxinterval=NON_TERMINAL_INTERVAL, ascii=True, ncols=100, position=0, leave=True)
         return _PlainBar(iterable, desc=desc, total=total, unit=unit, disable=False, **kwargs)

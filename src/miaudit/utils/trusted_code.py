@@ -115,13 +115,13 @@ def import_trusted_callable(spec: str, *, trust_code: bool, where: str, trust_ke
         if not hasattr(obj, part):
             raise ConfigError(f"{where}: {module_name!r} has no {attr!r}; check the name after the colon")
         obj = getattr(obj, part)
+    if not callable(obj) or (accept is not None and not accept(obj)):
+        raise ConfigError(f"{where}: {spec!r} is not {expected}")
     refused = [m for m in _origins(obj) if is_standard_library(m)]
     if refused:
         origin = refused[0] or "an unknown module"
         raise ConfigError(f"{where}: {spec!r} resolves to a callable of Python's standard library or builtins "
                           f"({origin}), which is never run from a config; name a function of your own package")
-    if not callable(obj) or (accept is not None and not accept(obj)):
-        raise ConfigError(f"{where}: {spec!r} is not {expected}")
     return obj
 
 
