@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import pickle
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from miaudit.errors import ConfigError, DataError, MiauditError
+from miaudit.errors import ConfigError, DataError, model_load_error
 from miaudit.llm.signals import TokenSignals, compute_token_signals, gradient_norm, token_log_probs
 from miaudit.utils.cache import load_verified_npz, save_verified_npz, warn_damaged
 from miaudit.utils.device import resolve_device
@@ -69,20 +68,6 @@ def _transformers():
     return transformers
 
 
-def _load_error(what: str, name_or_path: str, exc: BaseException) -> MiauditError:
-    """One line for a model or tokenizer that does not load: pickled code, a damaged file, or anything else."""
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-    if isinstance(exc, pickle.UnpicklingError):
-        return DataError(f"cannot load {what} {name_or_path!r}: its weights file holds pickled code or objects, "
-                         "which miaudit never runs (torch.load weights_only); get the model as model.safetensors, "
-                         "or re-save it from trusted code with save_pretrained(safe_serialization=True)")
-    if type(exc).__name__ == "SafetensorError" or isinstance(exc, (EOFError, RuntimeError)):
-        return DataError(f"cannot load {what} {name_or_path!r}: a weights file is damaged or incomplete "
-                         f"({type(exc).__name__}: {first}); download or copy it again")
-    return ConfigError(f"cannot load {what} {name_or_path!r}: {first}; give a local folder with config.json and "
-                       "weights (and tokenizer files), or a hub id (online)")
-
-
 def load_tokenizer(name_or_path: str, *, revision: str | None = None, local_files_only: bool = False,
                    trust_remote_code: bool = False) -> Any:
     """``AutoTokenizer.from_pretrained`` (a folder or hub id), or a single ``tokenizers`` JSON file such as
@@ -95,7 +80,7 @@ def load_tokenizer(name_or_path: str, *, revision: str | None = None, local_file
                                                           local_files_only=local_files_only,
                                                           trust_remote_code=trust_remote_code)
     except Exception as exc:  # transformers and tokenizers raise many types for files they cannot parse
-        raise _load_error("tokenizer", name_or_path, exc) from None
+        raise model_load_error("tokenizer", name_or_path, exc) from None
 
 
 def load_causal_lm(name_or_path: str, *, dtype: str = "auto", device: str = "cpu", revision: str | None = None,
@@ -114,7 +99,7 @@ def load_causal_lm(name_or_path: str, *, dtype: str = "auto", device: str = "cpu
             name_or_path, revision=revision, local_files_only=local_files_only, trust_remote_code=trust_remote_code,
             dtype="auto" if dtype == "auto" else DTYPES[dtype])
     except Exception as exc:  # transformers, safetensors and torch raise many types for files they cannot load
-        raise _load_error("causal LM", name_or_path, exc) from None
+        raise model_load_error("causal LM", name_or_path, exc) from None
     return model.to(target).eval()
 
 
