@@ -70,7 +70,7 @@ def save_verified_npz(path: str | Path, arrays: Mapping[str, Any], *, key: str |
     for name in arrays:
         if name in (HASH_KEY, KEY_KEY):
             raise ValueError(f"{name!r} is reserved by the verified cache format")
-    data = {name: np.asarray(value) for name, value in arrays.items()}
+    data: dict[str, Any] = {name: np.asarray(value) for name, value in arrays.items()}
     if key is not None:
         data[KEY_KEY] = np.array(key)
     data[HASH_KEY] = np.array(content_digest(data))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,7 +29,13 @@ PARENT_CHECK_INTERVAL = 1.0
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this id exists on this machine (one we may not signal counts as alive)."""
+    """Whether a process with this id exists on this machine (one we may not signal counts as alive).
+
+    On Windows, where signal 0 is not a probe (``os.kill`` would send Ctrl-C), every process counts
+    as alive: nothing of another process is ever swept or taken over there.
+    """
+    if sys.platform == "win32":
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

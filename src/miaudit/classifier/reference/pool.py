@@ -193,8 +193,8 @@ def train_reference_pool(
             tasks.append(task)
         else:
             logits[j], n_cached = cached, n_cached + 1
-    bar = progress_bar(total=keep.shape[0], initial=n_cached, desc=f"reference models ({executor})", enabled=progress,
-               unit="model")
+    bar = progress_bar(total=keep.shape[0], initial=n_cached, desc=f"reference models ({executor})",
+                       enabled=progress, unit="model")
     for result in executors.run(executor, context, tasks, n_workers=n_workers, ray_address=ray_address,
                                 group_size=group_size, progress=progress):
         meta = {"index": result.index, "seed": model_seed(seed, result.index), "numerics": numerics,

@@ -179,7 +179,7 @@ def _run_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Data
                 device: torch.device) -> list[dict[str, Any]]:
     history = []
     bar = progress_bar(total=config.epochs * len(loader), desc=f"train {config.model}", enabled=progress,
-               leave=False, unit="batch")
+                       leave=False, unit="batch")
     for epoch in range(config.epochs):
         model.train()
         epoch_start, total_loss, correct, seen = time.perf_counter(), 0.0, 0, 0
