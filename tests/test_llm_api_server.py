@@ -14,8 +14,8 @@ import torch
 from miaudit.attacks.registry import create_attack
 from miaudit.errors import ConfigError
 from miaudit.llm.api import APICausalLM, APITargetConfig
+from miaudit.llm.attacks.dc_pdd import smooth_counts
 from miaudit.llm.llama_server import llama_server
-from miaudit.llm.scoring import smooth_counts
 from miaudit.llm.target import HFCausalLM
 
 if os.environ.get("CI"):

@@ -11,7 +11,6 @@ initialisation and batch order, each shadow model's data, the reference pool, at
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import pickle
 import time
@@ -25,8 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from miaudit.attacks.base import Attack
-from miaudit.classifier.attacks.reference_math import OFFLINE_A_GRID
+from miaudit.attacks.base import ACCESS_ORDER, Attack, access_allows
 from miaudit.classifier.config import AuditConfig
 from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.queried import ShadowModel, run_queried_attacks, signal_type
@@ -41,10 +39,10 @@ from miaudit.errors import ConfigError, DataError, MiauditError
 from miaudit.runs.pipeline import AuditOutcome, ScoredAttack, build_attacks, register_kind
 from miaudit.utils.logs import progress as progress_bar
 from miaudit.utils.seed import derive_seed
+from miaudit.utils.trusted_code import import_trusted_callable
 
 log = logging.getLogger(__name__)
 SUPPORTED_REFERENCE = ("none", "population", "shadow", "reference-pool")
-ACCESS_ORDER = ("label-only", "probabilities", "logits")  # each level includes the ones before it
 
 
 def parse(data: dict[str, Any]) -> AuditConfig:
@@ -86,7 +84,8 @@ def _check_needs(config: AuditConfig, attacks: list[tuple[str, Attack]], populat
 def _check_access(attacks: list[tuple[str, Attack]], available: str, *, has_weights: bool) -> None:
     """Refuse, before any shadow training, attacks that need more of the model than the target gives."""
     for key, attack in attacks:
-        if attack.access in ACCESS_ORDER and ACCESS_ORDER.index(attack.access) > ACCESS_ORDER.index(available):
+        output_level = attack.access in ACCESS_ORDER and attack.access != "white-box"  # weights: checked below
+        if output_level and not access_allows(available, attack.access):
             raise ConfigError(f"attack {key!r} needs {attack.access} access but the target gives only {available}; "
                               "drop it or provide more of the model's outputs")
         if attack.access == "white-box" and not has_weights:
@@ -263,21 +262,11 @@ def _few(items: list[str], k: int = 3) -> str:
 
 
 def _import_class(spec: str) -> type[nn.Module]:
-    """The class ``"pkg.module:ClassName"`` names, imported; a one-line ConfigError when it cannot be."""
-    where = "config.target.torch_module.class"
-    module_name, _, attr = spec.partition(":")
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except Exception as exc:  # the user's module may raise anything while it is imported
-        raise ConfigError(f"{where}: cannot import {module_name!r} ({_one_line(exc)}); install it or add its folder "
-                          "to PYTHONPATH") from None
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise ConfigError(f"{where}: module {module_name!r} has no {attr!r}; check the class name")
-        obj = getattr(obj, part)
-    if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
-        raise ConfigError(f"{where}: {spec} is not a torch.nn.Module subclass")
-    return obj
+    """The class ``"pkg.module:ClassName"`` names, imported under the rules of :mod:`miaudit.utils.trusted_code`
+    (``target.trust_code: true`` is checked when the config is parsed); a one-line ConfigError when it cannot be."""
+    return import_trusted_callable(spec, trust_code=True, where="config.target.torch_module.class",
+                                   accept=lambda obj: isinstance(obj, type) and issubclass(obj, nn.Module),
+                                   expected="a torch.nn.Module subclass")
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -434,51 +423,6 @@ def _user_model_target(config: AuditConfig, dataset: ArrayDataset | None, run_wa
 
 # -- attacks ---------------------------------------------------------------------------------------
 
-def _jsonable(value: Any) -> Any:
-    """numpy scalars / arrays as plain floats / ints / lists; non-finite floats as None."""
-    if isinstance(value, np.ndarray):
-        return [_jsonable(v) for v in value.tolist()]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if np.isfinite(value) else None
-    return value
-
-
-def learned_state(attack: Attack) -> dict[str, Any]:
-    """What a fitted attack learned that a reader needs to interpret its result; small and JSON-able.
-
-    ``class_thresholds_`` (one per class, learned on shadow data) and ``global_threshold_`` (used
-    for classes without one); RMIA's ``offline_a_`` and ``tuning_auc_`` (mean AUC on the reference
-    models for each candidate ``a``: it was chosen there, not on the target's members); LiRA's
-    ``variance`` mode, its standard deviations (``std_in_`` / ``std_out_`` pooled for "global",
-    their medians over examples for "per_example") and ``n_views``. The decision threshold
-    itself is the entry's ``threshold``.
-    """
-    out: dict[str, Any] = {}
-    for name in ("class_thresholds_", "global_threshold_", "offline_a_"):
-        value = getattr(attack, name, None)
-        if value is not None:
-            out[name] = _jsonable(value)
-    tuning = getattr(attack, "tuning_auc_", None)
-    if tuning is not None:
-        tuning = np.asarray(tuning)
-        out["tuning_auc_"] = ({f"{a:g}": _jsonable(v) for a, v in zip(OFFLINE_A_GRID, tuning)}
-                              if tuning.size == len(OFFLINE_A_GRID) else _jsonable(tuning))
-    std_out = getattr(attack, "std_out_", None)
-    if std_out is not None:  # LiRA's Gaussians, (n, n_views)
-        out["variance"] = attack.variance
-        out["n_views"] = int(std_out.shape[1])
-        for name in ("std_in_", "std_out_"):
-            std = getattr(attack, name, None)
-            if std is not None:
-                pooled = attack.variance == "global"
-                out[name if pooled else f"{name}median"] = _jsonable(std.flat[0] if pooled else np.median(std))
-    return out
-
-
 def _view_outputs(target: _Target, views: str) -> list[ClassifierOutputs]:
     """The target's outputs on every query view of the audited examples; view 0 is the plain query."""
     x, y = target.audited.x, target.audited.y
@@ -511,13 +455,13 @@ def _score_attacks(attacks: list[tuple[str, Attack]], target: _Target, reference
         if key in queried:
             r = queried[key]
             scored.append(ScoredAttack(key, attack, target.ids, target.membership, r.scores, r.seconds,
-                                       extra={"cost": r.cost, "learned": learned_state(attack)}))
+                                       extra={"cost": r.cost, "learned": attack.learned_state()}))
             continue
         start = time.perf_counter()
         signals = view_outputs if view_outputs is not None and key in with_views else target.outputs
         scores = attack.fit(reference).score(signals)
         scored.append(ScoredAttack(key, attack, target.ids, target.membership, scores, time.perf_counter() - start,
-                                   extra={"learned": learned_state(attack)}))
+                                   extra={"learned": attack.learned_state()}))
     return scored
 
 
@@ -579,4 +523,4 @@ def run_classifier_audit(config: AuditConfig, folder: Path, *, progress: bool = 
 
 register_kind("classifier", AuditConfig, run_classifier_audit, parse=parse, resolve=resolve)
 
-__all__ = ["learned_state", "parse", "resolve", "run_classifier_audit"]
+__all__ = ["parse", "resolve", "run_classifier_audit"]

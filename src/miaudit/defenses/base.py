@@ -19,13 +19,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from miaudit.attacks.base import access_allows
 from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.training import TrainConfig, TrainingPlugin
 from miaudit.data import ArrayDataset
 from miaudit.errors import ConfigError
-
-#: access levels from least to most informative (as in ``miaudit.classifier.outputs``)
-ACCESS_LEVELS = ("label-only", "probabilities", "logits")
+from miaudit.utils.fingerprint import fingerprint
 
 
 class DefenseError(ConfigError):
@@ -75,8 +74,14 @@ class _Defense:
                                "set split.n_reference > 0")
 
     def fingerprint(self) -> list[Any]:
-        """Identity of this defense for caches (name and parameters)."""
-        return [self.name, self.get_params()]
+        """Identity of this defense for caches: name, parameters and, for a defense that uses the
+        defender's reference data (a distillation transfer set, a validation split...), that data, so
+        models trained with other reference data (e.g. another ``split.n_reference``) are never reused."""
+        identity: list[Any] = [self.name, self.get_params()]
+        reference = getattr(getattr(self, "_context", None), "reference", None)
+        if self.needs_reference and reference is not None:
+            identity.append({"reference_data": fingerprint(reference.x, reference.y)})
+        return identity
 
 
 class TrainingDefense(_Defense, TrainingPlugin):
@@ -136,7 +141,7 @@ class OutputDefense(_Defense):
 
 def check_access(outputs: ClassifierOutputs, needed: str, what: str) -> None:
     """:class:`DefenseError` when ``outputs`` give less than ``needed`` access."""
-    if ACCESS_LEVELS.index(outputs.access) < ACCESS_LEVELS.index(needed):
+    if not access_allows(outputs.access, needed):
         raise DefenseError(f"{what} needs {needed} outputs but the target gives {outputs.access}; "
                            "remove it or expose more of the model's output")
 
@@ -146,5 +151,5 @@ def output_logits(outputs: ClassifierOutputs) -> np.ndarray:
     return outputs.logits if outputs.logits is not None else outputs.log_probs
 
 
-__all__ = ["ACCESS_LEVELS", "DefenseContext", "DefenseError", "OutputDefense", "TrainingDefense", "check_access",
+__all__ = ["DefenseContext", "DefenseError", "OutputDefense", "TrainingDefense", "check_access",
            "output_logits"]

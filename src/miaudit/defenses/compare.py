@@ -17,6 +17,7 @@ import datetime as _dt
 import functools
 import json
 import logging
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ import torch
 import yaml
 
 from miaudit import __version__
-from miaudit.attacks.base import Attack
+from miaudit.attacks.base import Attack, access_allows
 from miaudit.attacks.registry import create_attack
 from miaudit.classifier.config import ReferenceConfig, ShadowConfig
 from miaudit.classifier.outputs import ClassifierOutputs
@@ -38,16 +39,20 @@ from miaudit.classifier.reference.data import AttackReference, ReferencePool, Sh
 from miaudit.classifier.training import TrainConfig, build_model_from_config, predict_logits, train_classifier
 from miaudit.config import from_dict, load_yaml, refuse_nested_seed, resolved_without_seed, to_dict
 from miaudit.data import ArrayDataset, MembershipSplit, load_dataset, make_split
-from miaudit.defenses.base import ACCESS_LEVELS, DefenseContext
+from miaudit.defenses.base import DefenseContext
 from miaudit.defenses.registry import DefenseChain, build_chain
+from miaudit.defenses.report import render_defense_html
 from miaudit.errors import ConfigError, DataError, MiauditError
 from miaudit.evaluation import AttackResult, evaluate
+from miaudit.evaluation.epsilon import DEFAULT_DELTA, empirical_epsilon
+from miaudit.evaluation.run_result import strongest
 from miaudit.runs.config import AttackSpec, DatasetConfig, EvaluationConfig, check_attack_specs
 from miaudit.runs.pipeline import build_attacks
+from miaudit.utils.atomic import atomic_output_dir
 from miaudit.utils.jsonable import json_default
 from miaudit.utils.logs import progress as progress_bar
-from miaudit.utils.logs import run_log
-from miaudit.utils.rundir import atomic_output_dir
+from miaudit.utils.logs import progress_enabled, run_log
+from miaudit.utils.processes import exit_when_parent_dies
 from miaudit.utils.seed import derive_seed
 
 log = logging.getLogger(__name__)
@@ -189,8 +194,8 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def _train_measured(plugins: list[Any], recipe: TrainConfig, data: ArrayDataset, threads: int | None
-                    ) -> tuple[Any, dict[str, Any]]:
+def _train_measured(plugins: list[Any], recipe: TrainConfig, data: ArrayDataset, threads: int | None,
+                    progress: bool = False) -> tuple[Any, dict[str, Any]]:
     """Train one target and measure its peak memory: ``VmHWM`` after training minus ``VmRSS`` before it.
 
     ``VmHWM`` belongs to the process's own address space (unlike ``ru_maxrss``, which a spawned
@@ -201,7 +206,7 @@ def _train_measured(plugins: list[Any], recipe: TrainConfig, data: ArrayDataset,
     model = build_model_from_config(recipe, data.input_shape, data.n_classes)
     reset = _reset_peak_rss()
     before = _proc_status_mb("VmRSS")
-    result = train_classifier(model, data, recipe, plugins=plugins, progress=False)
+    result = train_classifier(model, data, recipe, plugins=plugins, progress=progress)
     info = {"seconds": result.seconds, "history": result.history, "reports": result.reports,
             "peak_memory_mb": result.peak_memory_mb, "memory_source": result.memory_source}
     peak = _proc_status_mb("VmHWM")
@@ -211,9 +216,11 @@ def _train_measured(plugins: list[Any], recipe: TrainConfig, data: ArrayDataset,
     return result.model, info
 
 
-def _train_isolated(plugins: list[Any], recipe: TrainConfig, data: ArrayDataset) -> tuple[Any, dict[str, Any]]:
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(_train_measured, plugins, recipe, data, torch.get_num_threads()).result()
+def _train_isolated(plugins: list[Any], recipe: TrainConfig, data: ArrayDataset, progress: bool = False
+                    ) -> tuple[Any, dict[str, Any]]:
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"), initializer=exit_when_parent_dies,
+                             initargs=(os.getpid(),)) as pool:
+        return pool.submit(_train_measured, plugins, recipe, data, torch.get_num_threads(), progress).result()
 
 
 # -- trained models (shared by defenses with the same training part) ----------------------------
@@ -332,7 +339,7 @@ class _Run:
                  len(members))
         isolate = self.config.isolate_training and not recipe.device.startswith("cuda")
         train = _train_isolated if isolate else functools.partial(_train_measured, threads=None)
-        model, result = train(row.chain.plugins(), recipe, members)
+        model, result = train(row.chain.plugins(), recipe, members, progress=self.progress and progress_enabled())
         target = self._raw(model, members, self.audited)
         if self.population is not None:
             target.population = _outputs(model, self.population)
@@ -389,7 +396,8 @@ class _Run:
         return raws, pool.keep
 
     # -- one defense ---------------------------------------------------------------------------
-    def evaluate_defense(self, row: _Row, attacks: list[tuple[str, Attack]], folder: Path) -> dict[str, Any]:
+    def evaluate_defense(self, row: _Row, attacks: list[tuple[str, Attack]], folder: Path, *,
+                         epsilon_delta: float | None = None) -> dict[str, Any]:
         chain = row.chain
         trained, shared = self.trained(row)
         start = time.perf_counter()
@@ -425,12 +433,15 @@ class _Run:
             log.info("[%s] querying the model for %s", chain.label, ", ".join(k for k, _ in queried))
             trained.queried = {q.key: (q.scores, q.attack, q.seconds) for q in run_queried_attacks(
                 queried, trained.target_model, self.audited, shadow=trained.shadow_models, progress=self.progress)}
+        delta = epsilon_delta if epsilon_delta is not None else (entry["delta"] or DEFAULT_DELTA)
         for key, attack in attacks:
-            entry["attacks"].append(self._attack(key, attack, reference, outputs, trained, chain, folder))
+            entry["attacks"].append(self._attack(key, attack, reference, outputs, trained, chain, folder,
+                                                 delta=float(delta)))
         return entry
 
     def _attack(self, key: str, attack: Attack, reference: AttackReference, outputs: ClassifierOutputs,
-                trained: _Trained, chain: DefenseChain, folder: Path) -> dict[str, Any]:
+                trained: _Trained, chain: DefenseChain, folder: Path, *, delta: float) -> dict[str, Any]:
+        """One attack's row of a defense: metrics with CIs and the empirical epsilon bound at ``delta``."""
         cls = type(attack)
         row: dict[str, Any] = {"name": key, "attack": cls.name, "access": cls.access,
                                "needs_reference": cls.needs_reference}
@@ -439,7 +450,7 @@ class _Run:
             row["note"] = ("queries the model's labels on perturbed inputs, which the output post-processors keep "
                            "(rounding up to ties)" if cls.access == "label-only"
                            else "white-box: reads the weights, so output post-processors do not apply")
-        elif ACCESS_LEVELS.index(cls.access) > ACCESS_LEVELS.index(outputs.access):
+        elif not access_allows(outputs.access, cls.access):
             row.update(applicable=False,
                        reason=f"needs {cls.access} outputs; the defended model gives {outputs.access}")
             return row
@@ -459,6 +470,8 @@ class _Run:
         row.update(applicable=True, seconds=round(seconds, 3), params=attack.get_params(), **metrics)
         AttackResult(key, self.audited.ids, self.membership.astype(np.int64), scores, attack.get_params(),
                      metrics).save(folder / "scores" / chain.label)
+        row["empirical_epsilon"] = empirical_epsilon(self.membership, scores, delta=delta,
+                                                     confidence=ev.confidence).to_dict()
         return row
 
 
@@ -494,7 +507,7 @@ def _check_attacks(config: DefendConfig, chains: list[DefenseChain], attacks: li
                               "set shadow.n_models >= 1")
     for chain in chains:
         usable = [k for k, a in attacks if signal_type(a)
-                  or ACCESS_LEVELS.index(a.access) <= ACCESS_LEVELS.index(chain.output_access)]
+                  or access_allows(chain.output_access, a.access)]
         if not usable:
             raise ConfigError(f"defense {chain.label!r} returns {chain.output_access} outputs and none of the attacks "
                               "can use them; add a label-only attack (e.g. correctness)")
@@ -513,8 +526,12 @@ def prepare(config: DefendConfig, *, progress: bool = True) -> tuple[_Run, list[
 
 
 def run_defense_comparison(config: DefendConfig | dict[str, Any] | str | Path, out_dir: str | Path, *,
-                           overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run the comparison ``config`` describes and write its folder at ``out_dir``; return ``defenses.json``."""
+                           overwrite: bool = False, progress: bool = True,
+                           epsilon_delta: float | None = None) -> dict[str, Any]:
+    """Run the comparison ``config`` describes and write its complete folder at ``out_dir`` (``defenses.json``
+    with every attack's metrics and empirical epsilon, ``defenses.md``, ``privacy_utility.png``,
+    ``report.html``); return ``defenses.json``. ``epsilon_delta``: delta of the empirical epsilon bounds
+    (default: each defense's DP accountant delta, else 1e-5)."""
     if not isinstance(config, DefendConfig):
         config = parse_defend_config(config)
     run, rows = prepare(config, progress=progress)
@@ -527,7 +544,7 @@ def run_defense_comparison(config: DefendConfig | dict[str, Any] | str | Path, o
         entries = []
         for row in progress_bar(rows, desc="defenses", enabled=progress, unit="defense"):
             attacks = build_attacks(config.attacks, kind="classifier", seed=config.seed)
-            entries.append(run.evaluate_defense(row, attacks, folder))
+            entries.append(run.evaluate_defense(row, attacks, folder, epsilon_delta=epsilon_delta))
             _log_entry(entries[-1])
         result = {
             "version": 1, "kind": "defenses", "miaudit_version": __version__, "seed": config.seed,
@@ -545,6 +562,7 @@ def run_defense_comparison(config: DefendConfig | dict[str, Any] | str | Path, o
         (folder / "config.yaml").write_text(yaml.safe_dump(result["config"], sort_keys=False))
         (folder / "defenses.md").write_text(render_markdown(result))
         plot_privacy_utility(result, folder / "privacy_utility.png")
+        (folder / "report.html").write_text(render_defense_html(folder, result), encoding="utf-8")
         log.info("wrote %s in %.1f s", out_dir, result["seconds"])
     return result
 
@@ -565,11 +583,10 @@ def _log_entry(entry: dict[str, Any]) -> None:
 
 # -- summaries ----------------------------------------------------------------------------------
 def strongest_attack(entry: dict[str, Any], fpr: str = "0.01") -> dict[str, Any] | None:
-    """The scored attack with the highest TPR at ``fpr`` (ties: higher AUC)."""
-    scored = [a for a in entry["attacks"] if "auc" in a]
-    if not scored:
-        return None
-    return max(scored, key=lambda a: (a["tpr_at_fpr"].get(fpr, 0.0), a["auc"]))
+    """A defense row's strongest attack at ``fpr``, by the one rule of
+    :func:`miaudit.evaluation.run_result.strongest`."""
+    best = strongest(entry["attacks"], f"tpr@{fpr}")
+    return best.fields if best is not None else None
 
 
 def _ci(value: float, ci: list[float] | None) -> str:

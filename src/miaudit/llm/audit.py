@@ -3,15 +3,18 @@
 Steps of :func:`run_llm` (the runner registered with :func:`miaudit.runs.pipeline.register_kind`):
 
 1. Load the documents (:mod:`miaudit.llm.datasets`), optionally a stratified subsample.
-2. ReCaLL (if asked): draw ``recall.n_shots`` non-members as the prefix and take them out of the
-   evaluation set (a prefix document scored after itself would be trivially "member"-like).
+2. ReCaLL (an attack reading ``prefix_logprob``): draw ``recall.n_shots`` non-members as the prefix and
+   take them out of the evaluation set (a prefix document scored after itself would be trivially
+   "member"-like).
 3. Honest selection: a stratified calibration split (``selection.calibration_fraction``) is set
-   aside when an attack has hyper-parameters to choose. Each such attack is reported twice on the
+   aside when an attack has a tunable hyper-parameter its params leave unset (the attack's
+   ``tunable``), or learns from calibration documents (``fit_input``). Each tuned attack is reported twice on the
    SAME evaluation documents: with the value chosen on the calibration split (label = attack key,
    the result) and with the value that is best on the evaluation labels themselves (label
    ``<key>.oracle``, an optimistic bound, as in the authors' code of several papers).
 4. One forward pass per document gives every reference-free signal; the extra passes run only for
-   the attacks that need them (lowercase, reference model, ReCaLL prefix, gradients, neighbours).
+   the signals the attacks read (lowercase, reference model, ReCaLL prefix, gradients, neighbours).
+   Attacks that learn from token counts of a reference corpus (DC-PDD) get those of ``dc_pdd.corpus``.
    Documents stream through the attacks a block at a time; only scores stay in memory (``_Plan``).
    The target is local weights (``model:``) or an OpenAI-compatible API (``api:``, top-k log-probs:
    attacks that need more access are refused before any request).
@@ -23,7 +26,6 @@ Steps of :func:`run_llm` (the runner registered with :func:`miaudit.runs.pipelin
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import math
 import time
@@ -38,19 +40,18 @@ from miaudit.attacks.base import Attack, check_access
 from miaudit.attacks.registry import create_attack, get_attack_class
 from miaudit.config import to_dict
 from miaudit.errors import ConfigError, DataError
-from miaudit.evaluation import roc_auc
 from miaudit.llm import selection
 from miaudit.llm.api import ACCESS as API_ACCESS
 from miaudit.llm.api import APICausalLM, APITargetConfig
 from miaudit.llm.baseline import blind_baseline
 from miaudit.llm.datasets import TextDataset, load_text_dataset, read_corpus
-from miaudit.llm.scoring import smooth_counts
 from miaudit.llm.signals import TokenSignals
 from miaudit.llm.target import HFCausalLM
 from miaudit.llm.token_view import token_view, write_html
 from miaudit.runs.config import AttackSpec, EvaluationConfig, check_attack_specs
 from miaudit.runs.pipeline import AuditOutcome, ScoredAttack, parse_config, register_kind, run_audit
 from miaudit.utils.seed import derive_seed
+from miaudit.utils.trusted_code import check_callable_spec, import_trusted_callable
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ log = logging.getLogger(__name__)
 STREAM_BLOCK = 512
 #: optional TokenSignals fields (default None) that need an extra pass; ``text`` comes with every record
 EXTRA_PASSES = tuple(f.name for f in dataclasses.fields(TokenSignals) if f.default is None and f.name != "text")
+#: what an LLM audit can give an attack's ``fit``: the calibration split, token counts of ``dc_pdd.corpus``
+FIT_INPUTS = ("calibration", "token-counts")
 
 
 # -- configuration --------------------------------------------------------------------------------
@@ -108,10 +111,11 @@ class SignalConfig:
 
 @dataclass
 class SelectionConfig:
-    """``calibration_fraction`` of the documents (stratified) choose hyper-parameters: ACMIA's ``beta``,
-    Min-K%'s and Min-K%++'s ``k``, DC-PDD's ``a`` (:data:`miaudit.llm.selection.TUNED`), unless the
-    attack's ``params`` fix them. ``grids`` overrides an attack key's candidates, e.g.
-    ``{min_k_pp: [0.1, 0.2]}`` (default: the authors' grids, every beta of the signal grid)."""
+    """``calibration_fraction`` of the documents (stratified) choose the hyper-parameters attacks declare
+    tunable (ACMIA's ``beta``, Min-K%'s and Min-K%++'s ``k``, DC-PDD's ``a``; ``miaudit list attacks``
+    shows them), unless the attack's ``params`` fix them. ``grids`` overrides an attack key's candidates,
+    e.g. ``{min_k_pp: [0.1, 0.2]}`` (default: the attack's declared grid; for beta every grid point of the
+    signals where the variant is defined)."""
 
     calibration_fraction: float = 0.2
     grids: dict[str, list[float]] = field(default_factory=dict)
@@ -134,9 +138,16 @@ class RecallConfig:
 @dataclass
 class NeighbourhoodConfig:
     """The neighbourhood attack's perturbation model: ``perturb`` = ``"package.module:function"``, a
-    function ``text -> list of neighbour texts`` (the Python API also takes the callable itself)."""
+    function ``text -> list of neighbour texts`` (the Python API also takes the callable itself). Naming
+    code to run needs ``trust_code: true``; standard-library callables are refused
+    (:mod:`miaudit.utils.trusted_code`)."""
 
     perturb: str | None = None
+    trust_code: bool = False
+
+    def __post_init__(self) -> None:
+        if self.perturb is not None:
+            check_callable_spec(self.perturb, trust_code=self.trust_code, where="config.neighbourhood.perturb")
 
 
 @dataclass
@@ -190,9 +201,10 @@ class LLMAuditConfig:
         if (self.model is None) == (self.api is None):
             raise ConfigError("config: give exactly one target, 'model' (local weights or a hub id) or 'api' (an "
                               "OpenAI-compatible completions endpoint)")
-        names = {a.name for a in self.attacks}
-        if "ref" in names and self.reference_model is None:
-            raise ConfigError("config.reference_model: attack 'ref' needs a reference model (same tokenizer)")
+        for spec in self.attacks:
+            if "ref_logprob" in get_attack_class(spec.name, "llm").signals and self.reference_model is None:
+                raise ConfigError(f"config.reference_model: attack {spec.name!r} needs a reference model (same "
+                                  "tokenizer)")
         if self.recall.n_shots < 1:
             raise ConfigError(f"config.recall.n_shots: must be >= 1, got {self.recall.n_shots}")
         unknown = sorted(set(self.selection.grids) - {a.key for a in self.attacks})
@@ -250,19 +262,6 @@ def _build_target(model: LLMModelConfig, config: LLMAuditConfig, progress: bool)
         stride=model.stride, bos=model.bos, cache_dir=config.cache_dir, progress=progress, signal_params=params)
 
 
-def _import_callable(path: str) -> Callable[[str], Sequence[str]]:
-    module_name, _, attr = path.partition(":")
-    if not module_name or not attr:
-        raise ConfigError(f"config.neighbourhood.perturb: {path!r} must look like 'package.module:function'")
-    try:
-        fn = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"config.neighbourhood.perturb: cannot import {path!r} ({exc})") from None
-    if not callable(fn):
-        raise ConfigError(f"config.neighbourhood.perturb: {path!r} is not callable")
-    return fn
-
-
 def _split_recall_prefix(data: TextDataset, config: LLMAuditConfig) -> tuple[TextDataset, list[str], list[str]]:
     """Draw the ReCaLL shots from the non-members; return (remaining data, shots, their ids)."""
     nonmembers = np.flatnonzero(data.labels == 0)
@@ -305,55 +304,59 @@ def _with_extra(record: TokenSignals, extra: dict[str, Any], i: int) -> TokenSig
 
 
 class _Plan:
-    """How one attack of the config is scored while the documents stream by, a block at a time.
+    """How one attack of the config is scored while the documents stream by, a block at a time, read from
+    the attack's declarations.
 
-    A tuned attack (``param``) keeps its scores at every candidate value, ``(grid, n)``, from which the
-    held-out choice and the oracle are read after the stream; an attack fitted on calibration
-    documents (``acmia``, :attr:`holds_records`) needs their records, so the runner keeps every record
-    for it; any other attack keeps its ``(1, n)`` scores.
+    A tuned attack (``param``: a ``tunable`` parameter its params leave unset) keeps its scores at every
+    candidate value, ``(grid, n)``, from which the held-out choice and the oracle are read after the stream;
+    any other attack keeps its ``(1, n)`` scores. An attack fitted on calibration documents (``fit_input``
+    ``"calibration"``, :attr:`holds_records`) is scored once the stream has passed, from the records the
+    runner keeps for it (:meth:`finish`); one that learns from token counts gets ``counts``.
     """
 
-    def __init__(self, spec: AttackSpec, cls: type[Attack], param: str | None, counts: np.ndarray | None,
-                 grid: Sequence[float] | None) -> None:
-        self.spec, self.cls, self.param, self.counts = spec, cls, param, counts
-        self.params, self.fixed = dict(spec.params), {}
-        if spec.name == "dc_pdd":  # DC-PDD's grid search needs the frequencies as a parameter
-            self.fixed["token_freq"] = (self.params.pop("token_freq") if "token_freq" in self.params
-                                        else smooth_counts(counts) if counts is not None else None)
+    def __init__(self, spec: AttackSpec, attack: Attack, param: str | None, grid: Sequence[float] | None,
+                 counts: np.ndarray | None) -> None:
+        self.spec, self.param, self.params = spec, param, dict(spec.params)
+        self.holds_records = "calibration" in attack.fit_input and attack.fit_required()
+        self.counts = counts if "token-counts" in attack.fit_input else None
         self.grid: np.ndarray | None = None if grid is None else np.asarray(grid, dtype=np.float64)
-        self.holds_records = cls.needs_reference == "calibration"
         self.parts: list[np.ndarray] = []
         self.seconds = 0.0
-        self._attack: Any = None
+        self.fitted: Attack | None = None  # the attack that scored, when no parameter is tuned
 
-    def fitted_attack(self, calibration: selection.LLMCalibration | None, **override: Any) -> Any:
-        """The attack with the config's parameters (and ``override``), fitted as it needs."""
-        params = {**self.params, **override}
-        attack = create_attack(self.spec.name, target_kind="llm", **params)
-        if self.spec.name == "dc_pdd" and self.counts is None:
-            attack = create_attack(self.spec.name, target_kind="llm", **params, **self.fixed)
-        if self.holds_records:
-            attack.fit(calibration)
-        elif self.spec.name == "dc_pdd" and self.counts is not None:
-            attack.fit(self.counts)
-        elif self.cls.requires_fit:
-            attack.fit(None)
+    def fit_data(self, calibration: selection.LLMCalibration | None) -> Any:
+        """What the attack's ``fit`` receives (its ``fit_input``)."""
+        return calibration if self.holds_records else self.counts
+
+    def attack(self, calibration: selection.LLMCalibration | None, **override: Any) -> Attack:
+        """The attack with the config's parameters (and ``override``), fitted if it must be."""
+        attack = create_attack(self.spec.name, target_kind="llm", **{**self.params, **override})
+        if attack.fit_required():
+            attack.fit(self.fit_data(calibration))
         return attack
 
     def add(self, block: list[TokenSignals]) -> None:
-        """Score a block of documents (no-op for attacks that hold records)."""
+        """Score a block of documents while they stream by (attacks that hold records wait for :meth:`finish`)."""
+        if not self.holds_records:
+            self._score(block, None)
+
+    def finish(self, records: list[TokenSignals], calibration: selection.LLMCalibration | None) -> None:
+        """Score every document (``records``, in order) of an attack that holds records, fitted on ``calibration``."""
         if self.holds_records:
-            return
+            self._score(records, calibration)
+
+    def _score(self, docs: list[TokenSignals], calibration: selection.LLMCalibration | None) -> None:
         t0 = time.perf_counter()
         if self.param is None:
-            if self._attack is None:
-                self._attack = self.fitted_attack(None)
-            self.parts.append(self._attack.score(block)[None, :])
+            if self.fitted is None:
+                self.fitted = self.attack(calibration)
+            self.parts.append(self.fitted.score(docs)[None, :])
         else:
             if self.grid is None:
-                self.grid = selection.default_grid(self.spec.name, block)
-            self.parts.append(selection.grid_scores(self.spec.name, block, self.grid.tolist(), **self.params,
-                                                    **self.fixed)[1])
+                self.grid = selection.default_grid(self.spec.name, docs)
+            _, table = selection.grid_scores(self.spec.name, docs, self.grid, fit_data=self.fit_data(calibration),
+                                             **self.params)
+            self.parts.append(table)
         self.seconds += time.perf_counter() - t0
 
     def scores(self) -> np.ndarray:
@@ -361,17 +364,22 @@ class _Plan:
         return np.concatenate(self.parts, axis=1)
 
 
-def _dc_pdd_counts(config: LLMAuditConfig, target: Target) -> np.ndarray:
-    """Token counts ``(V,)`` of the user's DC-PDD reference corpus under the target's tokenizer (an API
-    target's: the server's)."""
+def _corpus_counts(config: LLMAuditConfig, target: Target, keys: list[str]) -> np.ndarray:
+    """Token counts ``(V,)`` of the user's reference corpus (``dc_pdd.corpus``) under the target's tokenizer (an
+    API target's: the server's)."""
     if config.dc_pdd.corpus is None:
-        raise ConfigError("attack 'dc_pdd' needs a reference corpus for token frequencies: set dc_pdd.corpus to a "
-                          "text file (one document per line) or a .jsonl/.csv with a text column")
+        raise ConfigError(f"attack {keys[0]!r} needs a reference corpus for token frequencies: set dc_pdd.corpus to "
+                          "a text file (one document per line) or a .jsonl/.csv with a text column")
     return target.token_counts(read_corpus(config.dc_pdd.corpus, text_column=config.dc_pdd.text_column))
 
 
+def _counted(attacks: Mapping[str, Attack]) -> list[str]:
+    """Keys of the attacks that learn from token counts of the reference corpus."""
+    return [k for k, a in attacks.items() if "token-counts" in a.fit_input and a.fit_required()]
+
+
 def _api_estimate(target: APICausalLM, config: LLMAuditConfig, texts: list[str], needed: set[str],
-                  shots: list[str]) -> Any:
+                  shots: list[str], counted: bool) -> Any:
     """The requests an audit through an API will send, pass by pass (neighbours: not counted, they
     exist only once the perturbation model has run)."""
     passes: dict[str, Sequence[str]] = {"signals": texts}
@@ -380,7 +388,7 @@ def _api_estimate(target: APICausalLM, config: LLMAuditConfig, texts: list[str],
     if "prefix_logprob" in needed:
         prefix = config.recall.separator.join(shots) + config.recall.separator
         passes["recall prefix"] = [prefix + t for t in texts]
-    if any(s.name == "dc_pdd" and "token_freq" not in s.params for s in config.attacks) and config.dc_pdd.corpus:
+    if counted and config.dc_pdd.corpus:
         passes["dc_pdd corpus"] = read_corpus(config.dc_pdd.corpus, text_column=config.dc_pdd.text_column)
     return target.estimate(passes)
 
@@ -388,20 +396,20 @@ def _api_estimate(target: APICausalLM, config: LLMAuditConfig, texts: list[str],
 def estimate_llm(config: LLMAuditConfig) -> dict[str, Any]:
     """Dry run (``miaudit audit --dry-run``): the documents, and for an API target the requests and rough
     prompt tokens the audit would send (cached prompts excluded); nothing is queried."""
+    attacks = _build_attacks(config)  # bad parameters and attacks the API cannot serve fail here too
+    signal_names = {f for a in attacks.values() for f in a.signals}
     data = _load_documents(config)
     shots: list[str] = []
-    if any(spec.name == "recall" for spec in config.attacks):
+    if "prefix_logprob" in signal_names:
         data, shots, _ = _split_recall_prefix(data, config)
     out: dict[str, Any] = {"documents": len(data), "members": int(data.labels.sum()), "target": _target_name(config)}
     if config.api is None:
         out["note"] = "a local model: no requests are sent"
         return out
-    for spec in config.attacks:
-        check_access(get_attack_class(spec.name, "llm"), API_ACCESS, "an API target")
-    needed = {f for s in config.attacks for f in get_attack_class(s.name, "llm").signals if f in EXTRA_PASSES}
+    needed = {f for f in signal_names if f in EXTRA_PASSES}
     target = APICausalLM(config.api, cache_dir=config.cache_dir, progress=False)
     try:
-        out.update(_api_estimate(target, config, data.texts, needed, shots).as_dict())
+        out.update(_api_estimate(target, config, data.texts, needed, shots, bool(_counted(attacks))).as_dict())
     finally:
         target.close()
     if "neighbour_logprobs" in needed:
@@ -411,31 +419,64 @@ def estimate_llm(config: LLMAuditConfig) -> dict[str, Any]:
 
 # -- the runner ------------------------------------------------------------------------------------
 
-def _tuned_parameter(spec: AttackSpec) -> str | None:
+def _build_attacks(config: LLMAuditConfig) -> dict[str, Attack]:
+    """Every attack of the config, by key, with its parameters validated before any forward pass; an attack
+    whose ``fit`` needs data an LLM audit does not build is refused, and so is one that needs more access
+    than an API target gives (before any request)."""
+    attacks = {}
+    for i, spec in enumerate(config.attacks):
+        try:
+            attacks[spec.key] = attack = create_attack(spec.name, target_kind="llm", **spec.params)
+            if config.api is not None:
+                check_access(attack, API_ACCESS, f"an API target ({_target_name(config)})")
+        except ConfigError as exc:
+            raise ConfigError(f"config.attacks[{i}]: {exc}") from None
+        missing = [need for need in attack.fit_input if need not in FIT_INPUTS]
+        if missing:
+            raise ConfigError(f"config.attacks[{i}]: attack {spec.name!r} learns from {missing[0]} data, which an LLM "
+                              f"audit does not build (it gives {' and '.join(FIT_INPUTS)})")
+    return attacks
+
+
+def _tuned_parameter(spec: AttackSpec, attack: Attack) -> str | None:
     """The hyper-parameter chosen on calibration data for this attack, unless its params fix it."""
-    param = selection.TUNED.get(spec.name)
+    param = next(iter(attack.tunable), None)
     return param if param is not None and param not in spec.params else None
+
+
+def _check_grids(config: LLMAuditConfig, attacks: dict[str, Attack], tuned: dict[str, str | None]) -> None:
+    """``selection.grids`` only for attacks with a parameter to choose, and with values it allows."""
+    for key, grid in config.selection.grids.items():
+        param = tuned[key]
+        if param is None:
+            raise ConfigError(f"config.selection.grids.{key}: attack {attacks[key].name!r} has no hyper-parameter "
+                              "left to choose (none is tunable, or its params fix it); remove the grid")
+        for value in grid:
+            try:
+                type(attacks[key]).check_param(param, value)
+            except ConfigError as exc:
+                raise ConfigError(f"config.selection.grids.{key}: {exc}") from None
 
 
 def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
             perturb: Callable[[str], Sequence[str]] | None = None) -> AuditOutcome:
     """The ``kind: llm`` runner: returns the scored attacks and metrics sections; writes token_view.html."""
     start = time.perf_counter()
-    classes = {}
-    for spec in config.attacks:
-        classes[spec.key] = get_attack_class(spec.name, "llm")
-        if config.api is not None:  # refused before any request
-            check_access(classes[spec.key], API_ACCESS, f"an API target ({config.api.model} at {config.api.endpoint})")
-        create_attack(spec.name, target_kind="llm", **spec.params)  # a bad parameter fails before any forward pass
-    tuned = {spec.key: _tuned_parameter(spec) for spec in config.attacks}
-    needs_calibration = any(tuned.values()) or any(classes[s.key].needs_reference == "calibration"
-                                                    for s in config.attacks)
+    attacks = _build_attacks(config)  # a bad parameter fails before any forward pass
+    tuned = {spec.key: _tuned_parameter(spec, attacks[spec.key]) for spec in config.attacks}
+    _check_grids(config, attacks, tuned)
+    needs_calibration = any(tuned.values()) or any("calibration" in a.fit_input for a in attacks.values())
+    counted = _counted(attacks)
+    signal_names = {f for a in attacks.values() for f in a.signals}
 
+    if perturb is None and config.neighbourhood.perturb:  # the user's code is imported before any heavy work
+        perturb = import_trusted_callable(config.neighbourhood.perturb, trust_code=config.neighbourhood.trust_code,
+                                          where="config.neighbourhood.perturb")
     data = _load_documents(config)
     warnings: list[str] = []
     shots: list[str] = []
     shot_ids: list[str] = []
-    if any(spec.name == "recall" for spec in config.attacks):
+    if "prefix_logprob" in signal_names:
         data, shots, shot_ids = _split_recall_prefix(data, config)
     n, labels = len(data), data.labels
     if needs_calibration:
@@ -455,24 +496,22 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
         reference = _build_target(config.reference_model, config, progress)
         if isinstance(target, HFCausalLM):
             target.check_same_tokenizer(reference)
-    needed = {f for cls in classes.values() for f in cls.signals if f in EXTRA_PASSES}
-    if perturb is None and config.neighbourhood.perturb:
-        perturb = _import_callable(config.neighbourhood.perturb)
+    needed = {f for f in signal_names if f in EXTRA_PASSES}
     if "neighbour_logprobs" in needed and perturb is None:
-        raise ConfigError("attack 'neighbourhood' needs a perturbation model: set neighbourhood.perturb to "
+        key = next(k for k, a in attacks.items() if "neighbour_logprobs" in a.signals)
+        raise ConfigError(f"attack {key!r} needs a perturbation model: set neighbourhood.perturb to "
                           "'package.module:function' (or pass perturb= to run_llm_audit)")
-    counts = _dc_pdd_counts(config, target) if any(s.name == "dc_pdd" and "token_freq" not in s.params
-                                                  for s in config.attacks) else None
+    counts = _corpus_counts(config, target, counted) if counted else None
 
     log.info("%s: %d documents (%d members): %d for calibration, %d evaluated", data.name, n, int(labels.sum()),
              calibration.size, evaluation.size)
     if isinstance(target, APICausalLM):
-        plan = _api_estimate(target, config, data.texts, needed, shots)
+        plan = _api_estimate(target, config, data.texts, needed, shots, bool(counted))
         log.info("API target %s: about %d requests, ~%d prompt tokens to send (%s)", target.name, plan.requests,
                  plan.prompt_tokens, plan.note)
     extra = _extra_signals(target, data.texts, needed, config=config, reference=reference, shots=shots,
                            perturb=perturb)
-    plans = [_Plan(spec, classes[spec.key], tuned[spec.key], counts, config.selection.grids.get(spec.key))
+    plans = [_Plan(spec, attacks[spec.key], tuned[spec.key], config.selection.grids.get(spec.key), counts)
              for spec in config.attacks]
     view_docs = _token_view_documents(config, labels, evaluation)
     keep = set(evaluation[view_docs].tolist()) | (set(range(n)) if any(p.holds_records for p in plans) else set())
@@ -489,35 +528,37 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
             if first + i in keep:
                 kept[first + i] = record
     cal_labels, eval_labels = labels[calibration], labels[evaluation]
+    held = [plan for plan in plans if plan.holds_records]
+    calibration_docs = selection.LLMCalibration([kept[i] for i in calibration], cal_labels) if held else None
+    for plan in held:
+        plan.finish([kept[i] for i in range(n)], calibration_docs)
 
     scored: list[ScoredAttack] = []
     chosen: dict[str, Any] = {}
     for plan in plans:
-        spec = plan.spec
+        spec, table = plan.spec, plan.scores()
         t0 = time.perf_counter()
         if plan.param is None:
-            attack = plan.fitted_attack(selection.LLMCalibration([kept[i] for i in calibration], cal_labels)
-                                        if plan.holds_records else None)
-            scores = (attack.score([kept[i] for i in evaluation]) if plan.holds_records
-                      else plan.scores()[0, evaluation])
-            scored.append(ScoredAttack(spec.key, attack, data.ids[evaluation], eval_labels.astype(bool), scores,
-                                       time.perf_counter() - t0 + plan.seconds))
+            assert plan.fitted is not None  # set by the first scored block
+            scored.append(ScoredAttack(spec.key, plan.fitted, data.ids[evaluation], eval_labels.astype(bool),
+                                       table[0, evaluation], plan.seconds,
+                                       extra={"learned": plan.fitted.learned_state()}))
             continue
         # the held-out choice (the result) and the oracle, both from the same (grid, n) score table
-        table, grid = plan.scores(), plan.grid
-        assert grid is not None  # set by the first block
-        cal_aucs = np.array([roc_auc(cal_labels, row[calibration]) for row in table])
-        test_aucs = np.array([roc_auc(eval_labels, row[evaluation]) for row in table])
-        held_out, oracle = (float(grid[int(np.argmax(aucs))]) for aucs in (cal_aucs, test_aucs))
+        grid = plan.grid
+        assert grid is not None  # set by the first scored block
+        held_out, cal_aucs = selection.best_value(grid, table[:, calibration], cal_labels)
+        oracle, test_aucs = selection.best_value(grid, table[:, evaluation], eval_labels)
         chosen[spec.key] = {"parameter": plan.param, "grid": grid.tolist(), "held_out": held_out,
                             "oracle": oracle, "calibration_aucs": cal_aucs.tolist(),
                             "evaluation_aucs": test_aucs.tolist()}
         for key, value, which in ((spec.key, held_out, "held-out"), (f"{spec.key}.oracle", oracle, "oracle")):
-            attack = plan.fitted_attack(None, **{plan.param: value})
+            attack = plan.attack(calibration_docs, **{plan.param: value})
             scores = table[int(np.flatnonzero(grid == value)[0]), evaluation]
             scored.append(ScoredAttack(key, attack, data.ids[evaluation], eval_labels.astype(bool), scores,
                                        time.perf_counter() - t0 + plan.seconds,
-                                       extra={"selection": which, plan.param: value}))
+                                       extra={"selection": which, plan.param: value,
+                                              "learned": attack.learned_state()}))
 
     sections: dict[str, Any] = {"selection": {
         "calibration_fraction": config.selection.calibration_fraction if needs_calibration else 0.0,
@@ -542,7 +583,7 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
     if isinstance(target, APICausalLM):
         target_info = target.info()
         target.close()
-        if shots or any(s.name == "dc_pdd" for s in config.attacks):
+        if shots or counted:
             warnings.append("API target: the server tokenises; ReCaLL's prefix is joined to each document as text "
                             "and DC-PDD counts the server's token strings")
     else:
