@@ -1,6 +1,7 @@
 """What attacks that learn receive in ``fit``.
 
-- :class:`ShadowData`: shadow models (Shokri et al. 2017) scored on their own members and non-members.
+- :class:`ShadowData`: shadow models (Shokri et al. 2017) scored on their own members and non-members
+  (a :class:`~miaudit.attacks.shadow.ShadowSet` of :class:`ClassifierOutputs`).
 - :class:`ReferencePool`: ``m`` reference models scored on the *audited* examples, with
   ``keep[m, n]`` saying which examples each model trained on (LiRA, RMIA, calibration attacks).
 - ``population``: the target's outputs on data known not to be members (population attacks).
@@ -8,42 +9,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from miaudit.attacks.shadow import ShadowSet
 from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.errors import DataError
 
 
-@dataclass
-class ShadowData:
+class ShadowData(ShadowSet[ClassifierOutputs]):
     """Each shadow model's outputs on its own examples and their membership (True = trained on)."""
 
-    outputs: list[ClassifierOutputs]
-    membership: list[np.ndarray]
-
-    def __post_init__(self) -> None:
-        if not self.outputs:
-            raise DataError("shadow data is empty; train at least one shadow model")
-        if len(self.outputs) != len(self.membership):
-            raise DataError(f"{len(self.outputs)} shadow outputs but {len(self.membership)} membership arrays")
-        self.membership = [np.asarray(m, dtype=bool) for m in self.membership]
-        for k, (o, m) in enumerate(zip(self.outputs, self.membership)):
-            if m.shape != (len(o),):
-                raise DataError(f"shadow model {k}: membership shape {m.shape} does not match {len(o)} outputs")
-            if m.all() or not m.any():
-                raise DataError(f"shadow model {k} needs both member and non-member examples")
+    def __init__(self, outputs: Sequence[ClassifierOutputs], membership: Sequence[np.ndarray]):
+        super().__init__(outputs, membership)
 
     @property
-    def n_models(self) -> int:
-        return len(self.outputs)
-
-    def pooled(self, signal: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(values, true labels, membership)`` of ``signal`` over all shadow models, concatenated."""
-        values = np.concatenate([o.signal(signal) for o in self.outputs])
-        labels = np.concatenate([o.labels for o in self.outputs])
-        return values, labels, np.concatenate(self.membership)
+    def outputs(self) -> list[ClassifierOutputs]:
+        """``outputs[k]``: shadow model k's outputs on its own examples."""
+        return self.signals
 
 
 @dataclass

@@ -159,7 +159,7 @@ class _LearnedEncoderMI(_EncoderMI):
 
     def _fit(self, reference: Any) -> None:
         hidden = self._check_params()
-        values, membership = self._shadow(reference).pooled()
+        values, membership = self._shadow(reference).pooled(lambda features: features.values)
         self._fit_scaler(values)
         with torch.random.fork_rng():
             torch.manual_seed(self.seed)
@@ -238,7 +238,7 @@ class EncoderMIThreshold(_EncoderMI):
     name = "encodermi_t"
 
     def _fit(self, reference: Any) -> None:
-        values, membership = self._shadow(reference).pooled()
+        values, membership = self._shadow(reference).pooled(lambda features: features.values)
         mean = values.mean(axis=1)
         curve = roc_curve(membership, mean)
         n_pos, n_neg = int(membership.sum()), int((~membership).sum())
