@@ -37,6 +37,9 @@ class ReferencePool:
 
     ``population`` optionally holds each reference model's outputs on population examples ``z``
     (RMIA), aligned with ``AttackReference.population`` (the target's outputs on the same ``z``).
+    Outputs that carry ids must carry the same ids for every model; attacks then line the target
+    up with the pool by ids (:func:`miaudit.classifier.attacks._reference.align_examples`), else by
+    position.
     """
 
     outputs: list[ClassifierOutputs]
@@ -54,8 +57,11 @@ class ReferencePool:
                             "examples")
         if any(len(o) != n for o in self.outputs):
             raise DataError("every reference model must be scored on the same audited examples")
-        if self.population is not None and len(self.population) != m:
-            raise DataError(f"population outputs for {len(self.population)} models, expected {m}")
+        _check_same_ids(self.outputs, "audited examples")
+        if self.population is not None:
+            if len(self.population) != m:
+                raise DataError(f"population outputs for {len(self.population)} models, expected {m}")
+            _check_same_ids(self.population, "population examples z")
 
     @property
     def n_models(self) -> int:
@@ -64,6 +70,15 @@ class ReferencePool:
     def signal_matrix(self, signal: str) -> np.ndarray:
         """``(m, n)`` matrix of one signal across reference models."""
         return np.stack([o.signal(signal) for o in self.outputs])
+
+
+def _check_same_ids(outputs: list[ClassifierOutputs], what: str) -> None:
+    """Every model's outputs carry the same ids in the same order, or none carries ids."""
+    first = outputs[0].ids
+    for j, o in enumerate(outputs[1:], 1):
+        if (o.ids is None) != (first is None) or (first is not None and not np.array_equal(o.ids, first)):
+            raise DataError(f"reference model {j} was scored on other {what} than model 0 (their ids differ); score "
+                            "every reference model on the same examples in the same order")
 
 
 @dataclass

@@ -36,10 +36,15 @@ class PrecomputedTarget:
         if self.membership.all() or not self.membership.any():
             kind = "non-member" if self.membership.all() else "member"
             raise DataError(f"{source}: there is no {kind} example; an audit needs both members and non-members")
-        self._outputs = outputs
-        self.ids = np.arange(len(outputs)) if ids is None else np.asarray(ids)
+        if ids is None:
+            ids = np.arange(len(outputs)) if outputs.ids is None else outputs.ids
+        self.ids = np.asarray(ids)
         if self.ids.shape != self.membership.shape:
             raise DataError(f"{source}: ids have shape {self.ids.shape}, expected {self.membership.shape}")
+        try:
+            self._outputs = outputs.with_ids(self.ids)
+        except DataError as exc:
+            raise DataError(f"{source}: {exc}") from None
         self.source = source
         self.access = outputs.access
 
