@@ -132,7 +132,7 @@ class ExperimentModels:
         """Each reference model's outputs: on the audited examples, its IN ones (``members``), its OUT ones."""
         if self.pool is None:
             return []
-        population = self.pool.population or [None] * self.pool.n_models
+        population: Sequence[ClassifierOutputs | None] = self.pool.population or [None] * self.pool.n_models
         return [ModelOutputs(out, keep, members=out.subset(keep), unseen=out.subset(~keep), population=z)
                 for out, keep, z in zip(self.pool.outputs, self.pool.keep, population)]
 
@@ -146,6 +146,7 @@ class ExperimentModels:
         wanted = [(k, a) for k, a in attacks if signal_type(a)]
         todo = [(k, a) for k, a in wanted if k not in self._queried]
         if todo:
+            assert self.target.audited is not None  # checked: attacks that query need a model the tool can run
             log.info("computing query / gradient signals for %s", ", ".join(k for k, _ in todo))
             self._queried.update({r.key: r for r in run_queried_attacks(
                 todo, self.target.model, self.target.audited, shadow=self.shadow_models, progress=self.progress)})
@@ -219,6 +220,7 @@ class ClassifierExperiment:
             self.split = make_split(len(self.dataset), n_members=split.n_members, n_nonmembers=split.n_nonmembers,
                                     n_shadow=split.n_shadow, n_population=split.n_population,
                                     seed=derive_seed(seed, "split"))
+        self._check_setup()
         self.shadow_sizes = self._shadow_sizes()
         self._check_attacks()
 
@@ -269,6 +271,15 @@ class ClassifierExperiment:
         pool = (n_audited // 2, n_audited - n_audited // 2) if self.reference_config.n_models else ()
         return (n_target, *([self.shadow_sizes[0]] if self.shadow_sizes else []), *pool)
 
+    def _check_setup(self) -> None:
+        """Shadow models need a dataset; a reference pool needs the audited examples themselves."""
+        if self.shadow_config.n_models and self.dataset is None:
+            raise ConfigError("config: shadow models need a 'dataset' to draw their data from")
+        if self.reference_config.n_models and (self.given is not None or
+                                               (self.loaded is not None and self.loaded.split is None)):
+            raise ConfigError("config.reference: reference models are trained on the audited examples, which this "
+                              "target does not provide; remove reference.n_models")
+
     def _shadow_sizes(self) -> tuple[int, int] | None:
         """Members and non-members per shadow model (``None`` without shadow models)."""
         sh = self.shadow_config
@@ -283,51 +294,55 @@ class ClassifierExperiment:
         return n_in, n_out
 
     def _check_attacks(self) -> None:
-        """Refuse, before any training, attacks this experiment cannot give what they need."""
-        if self.loaded is not None:
-            access, model = self.loaded.outputs.access, self.loaded.model
-        else:
-            access, model = "logits", "torch"
-        population = (self.split is not None and self.split.population.size > 0) or \
-            (self.loaded is not None and self.loaded.population is not None)
+        """Refuse, before any training, every attack this experiment cannot give what it needs."""
         for key, attack in self.attacks:
-            need = attack.needs_reference
-            queries = signal_type(attack) is not None
             if self.outputs_only is not None:
-                more = [what for what, used in ((_NEEDS.get(need, f"{need} data"), need != "none"),
-                                                 ("queries of the model", queries),
-                                                 ("the model's weights", attack.access == "white-box"),
-                                                 ("shadow models", getattr(attack, "per_class", False))) if used]
-                if more:
-                    raise ConfigError(f"config.attacks: {key!r} needs more than the target's outputs ({more[0]}); "
-                                      f"{self.outputs_only}")
-                continue
-            if need not in SUPPORTED_REFERENCE:
-                raise ConfigError(f"attack {key!r} needs {need} data, which the classifier experiment does not "
-                                  f"build; use attacks whose reference is one of {', '.join(SUPPORTED_REFERENCE)}")
-            if need == "shadow" and not self.shadow_config.n_models:
-                raise ConfigError(f"attack {key!r} learns from shadow models; set shadow.n_models >= 1 and "
-                                  "split.n_shadow")
-            if need == "reference-pool" and not self.reference_config.n_models:
-                raise ConfigError(f"attack {key!r} compares the target with reference models; set reference.n_models "
-                                  "(an even number, e.g. 16)")
-            if need == "population" and not population:
-                fix = ("split.n_population (data the target never saw)" if self.trains_target else
-                       "target.population (your model's outputs on, or examples of, data it never saw)")
-                raise ConfigError(f"attack {key!r} needs population data the target never saw; set {fix}")
-            if getattr(attack, "per_class", False) and need == "none" and not self.shadow_config.n_models:
-                raise ConfigError(f"attack {key!r} with per_class=true learns class thresholds from shadow models; "
-                                  "set shadow.n_models >= 1")
-            if queries and model is None:
-                raise ConfigError(f"attack {key!r} queries the model itself (perturbed inputs or gradients); a "
-                                  "precomputed target cannot be queried: audit the model with the tool instead")
-            if attack.access in ACCESS_ORDER and ACCESS_ORDER.index(attack.access) > ACCESS_ORDER.index(access):
-                raise ConfigError(f"attack {key!r} needs {attack.access} access but the target gives only {access}; "
-                                  "drop it or provide more of the model's outputs")
-            if attack.access == "white-box" and not (model == "torch" or isinstance(model, TorchClassifierTarget)):
-                raise ConfigError(f"attack {key!r} needs the model's weights and gradients (white-box), which this "
-                                  "target does not give; audit a torch model (trained by the tool or "
-                                  "target.torch_module)")
+                self._check_outputs_only(key, attack)
+            else:
+                self._check_needs(key, attack)
+
+    def _check_outputs_only(self, key: str, attack: Attack) -> None:
+        need = attack.needs_reference
+        more = [what for what, used in ((_NEEDS.get(need, f"{need} data"), need != "none"),
+                                         ("queries of the model", signal_type(attack) is not None),
+                                         ("the model's weights", attack.access == "white-box"),
+                                         ("shadow models", getattr(attack, "per_class", False))) if used]
+        if more:
+            raise ConfigError(f"config.attacks: {key!r} needs more than the target's outputs ({more[0]}); "
+                              f"{self.outputs_only}")
+
+    def _check_needs(self, key: str, attack: Attack) -> None:
+        """Reference data, access level, queries and weights ``attack`` needs against what this run gives."""
+        loaded, need = self.loaded, attack.needs_reference
+        access = loaded.outputs.access if loaded is not None else "logits"
+        queryable = loaded is None or loaded.model is not None
+        weights = loaded is None or isinstance(loaded.model, TorchClassifierTarget)
+        population = loaded.population is not None if loaded is not None else \
+            self.split is not None and self.split.population.size > 0
+        if need not in SUPPORTED_REFERENCE:
+            raise ConfigError(f"attack {key!r} needs {need} data, which the classifier experiment does not build; "
+                              f"use attacks whose reference is one of {', '.join(SUPPORTED_REFERENCE)}")
+        if need == "shadow" and not self.shadow_config.n_models:
+            raise ConfigError(f"attack {key!r} learns from shadow models; set shadow.n_models >= 1 and split.n_shadow")
+        if need == "reference-pool" and not self.reference_config.n_models:
+            raise ConfigError(f"attack {key!r} compares the target with reference models; set reference.n_models "
+                              "(an even number, e.g. 16)")
+        if need == "population" and not population:
+            fix = ("target.population (your model's outputs on, or examples of, data it never saw)" if loaded
+                   else "split.n_population (data the target never saw)")
+            raise ConfigError(f"attack {key!r} needs population data the target never saw; set {fix}")
+        if getattr(attack, "per_class", False) and need == "none" and not self.shadow_config.n_models:
+            raise ConfigError(f"attack {key!r} with per_class=true learns class thresholds from shadow models; "
+                              "set shadow.n_models >= 1")
+        if signal_type(attack) and not queryable:
+            raise ConfigError(f"attack {key!r} queries the model itself (perturbed inputs or gradients); a "
+                              "precomputed target cannot be queried: audit the model with the tool instead")
+        if attack.access in ACCESS_ORDER and ACCESS_ORDER.index(attack.access) > ACCESS_ORDER.index(access):
+            raise ConfigError(f"attack {key!r} needs {attack.access} access but the target gives only {access}; "
+                              "drop it or provide more of the model's outputs")
+        if attack.access == "white-box" and not weights:
+            raise ConfigError(f"attack {key!r} needs the model's weights and gradients (white-box), which this "
+                              "target does not give; audit a torch model (trained by the tool or target.torch_module)")
 
     @property
     def keeps_models(self) -> bool:
@@ -359,8 +374,7 @@ class ClassifierExperiment:
         target.info["test_accuracy"] = _accuracy(outputs, ~membership)
         log.info("%starget: train accuracy %.4f, test accuracy %.4f", tag, target.info["train_accuracy"],
                  target.info["test_accuracy"])
-        side = _side_outputs(target.model, target.examples.subset(target.split.target_members)
-                             if member_outputs and target.split is not None else None, unseen)
+        side = _side_outputs(target.model, target.train if member_outputs else None, unseen)
         models = ExperimentModels(target, ModelOutputs(outputs, membership, *side, population=target.population),
                                   progress=self.progress)
         if self.shadow_config.n_models:
@@ -401,8 +415,8 @@ class ClassifierExperiment:
                                                                     train.n_classes)).outputs(audited)
         module, record = self._train(recipe, train, plugins)
         model = TorchClassifierTarget(module)
-        where = f"{len(train)} examples of {train.name}" if self.given is not None else \
-            f"{len(train)} {self.dataset.name} examples"
+        where = f"{len(train)} examples of {train.name}" if examples is None else \
+            f"{len(train)} {examples.name} examples"
         info = {"source": "trained", "model": recipe.model, "access": model.access,
                 "description": f"{recipe.model} trained by miaudit on {where} ({recipe.epochs} epochs, "
                                f"{recipe.optimizer}, lr {recipe.lr:g}, weight decay {recipe.weight_decay:g})",
@@ -410,7 +424,8 @@ class ClassifierExperiment:
                 "final_train_loss": record["history"][-1]["loss"], "fingerprint": model.fingerprint()}
         return AuditedTarget(model.outputs(audited), membership, info, self.shadow_pool,
                              model.outputs(population) if population is not None else None, model=model,
-                             audited=audited, split=split, examples=examples, training=record, initial=initial)
+                             audited=audited, split=split, examples=examples, train=train, training=record,
+                             initial=initial)
 
     def _train_shadow_models(self, models: ExperimentModels, recipe: TrainConfig, plugins: PluginFactory | None,
                              member_outputs: bool, unseen: ArrayDataset | None, *, tag: str) -> None:
@@ -452,9 +467,7 @@ class ClassifierExperiment:
         from miaudit.classifier.reference.pool import build_reference_pool_for_audit
 
         target, ref = models.target, self.reference_config
-        if target.examples is None or target.split is None:
-            raise ConfigError("config.reference: reference models are trained on the audited examples, which this "
-                              "target does not provide; remove reference.n_models")
+        assert target.examples is not None and target.split is not None  # checked in _check_setup
         log.info("%straining %d reference models (%s executor%s)", tag, ref.n_models, ref.executor,
                  f" at {ref.ray_address}" if ref.ray_address else "")
         with warnings.catch_warnings(record=True) as caught:

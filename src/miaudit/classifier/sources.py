@@ -38,9 +38,9 @@ class AuditedTarget:
     goes to ``metrics.json`` ``"target"``; ``shadow_pool``: dataset indices for shadow models;
     ``population``: the target on data it never saw. ``model`` (``None`` for a precomputed target)
     answers queries on ``audited``; reference pools are trained on ``split.audited`` of
-    ``examples``. ``training``: what training cost, for a target the tool trained
-    (:mod:`miaudit.classifier.training.measured`); ``initial``: its initial weights' outputs on the
-    audited examples, when asked for.
+    ``examples``. For a target the tool trained: ``train``, its training set; ``training``, what
+    training cost (:mod:`miaudit.classifier.training.measured`); ``initial``, its initial weights'
+    outputs on the audited examples, when asked for.
     """
 
     outputs: ClassifierOutputs
@@ -52,12 +52,14 @@ class AuditedTarget:
     audited: ArrayDataset | None = None
     split: MembershipSplit | None = None
     examples: ArrayDataset | None = None
+    train: ArrayDataset | None = None
     training: dict[str, Any] | None = None
     initial: ClassifierOutputs | None = None
 
     @property
     def ids(self) -> np.ndarray:
         """``(n,)`` ids of the audited examples."""
+        assert self.outputs.ids is not None  # every source gives its outputs the audited examples' ids
         return self.outputs.ids
 
 
@@ -115,6 +117,7 @@ def _n_parameters(model: Any) -> int:
 def user_model_target(target: TargetConfig, dataset: ArrayDataset | None, *, n_shadow: int, seed: int,
                       run_warnings: list[str]) -> AuditedTarget:
     """The user's torch module or scikit-learn estimator, audited on its member and non-member files."""
+    assert target.members is not None and target.nonmembers is not None  # required with a user model (config)
     members = read_examples(target.members, "members", "member")
     nonmembers = read_examples(target.nonmembers, "nonmembers", "nonmember")
     population = read_examples(target.population, "population", "population") if target.population else None
@@ -123,6 +126,7 @@ def user_model_target(target: TargetConfig, dataset: ArrayDataset | None, *, n_s
     model: TorchClassifierTarget | SklearnTarget
     if target.source == "torch_module":
         spec = target.torch_module
+        assert spec is not None
         model = load_torch_module(spec)
         n_classes = run_model(model, members.subset(np.arange(1))).n_classes
         if n_classes < n_labels:
@@ -132,6 +136,7 @@ def user_model_target(target: TargetConfig, dataset: ArrayDataset | None, *, n_s
                 "description": f"{spec['class']} loaded from {spec['path']} (state dict)",
                 "n_parameters": _n_parameters(model.model), "fingerprint": model.fingerprint()}
     else:
+        assert target.sklearn is not None
         estimator = load_sklearn(target.sklearn)
         classes = np.asarray(getattr(estimator, "classes_", [0]))
         known = int(classes.max()) + 1 if np.issubdtype(classes.dtype, np.integer) else 0

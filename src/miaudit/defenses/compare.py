@@ -35,8 +35,10 @@ from miaudit.classifier.experiment import ClassifierExperiment, ExperimentModels
 from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.queried import QueriedScores, signal_type
 from miaudit.classifier.reference.data import AttackReference, ReferencePool, ShadowData
+from miaudit.classifier.targets import TorchClassifierTarget
 from miaudit.classifier.training import TrainConfig
 from miaudit.config import from_dict, load_yaml, refuse_nested_seed, resolved_without_seed, to_dict
+from miaudit.data import ArrayDataset
 from miaudit.defenses.base import ACCESS_LEVELS, DefenseContext
 from miaudit.defenses.registry import DefenseChain, build_chain
 from miaudit.errors import ConfigError, DataError, MiauditError
@@ -202,8 +204,9 @@ class _Run:
         self.progress = progress
         self.experiment = ClassifierExperiment.from_config(config, attacks, isolate_training=config.isolate_training,
                                                            measure_memory=True, progress=progress)
-        self.dataset, split = self.experiment.dataset, self.experiment.split
-        assert self.dataset is not None and split is not None
+        dataset, split = self.experiment.dataset, self.experiment.split
+        assert dataset is not None and split is not None  # defend trains its target on a dataset's split
+        self.dataset: ArrayDataset = dataset
         used = np.concatenate([split.audited, split.shadow, split.population])
         free = np.setdiff1d(np.arange(len(self.dataset)), used)
         n_reference = config.split.n_reference
@@ -234,7 +237,9 @@ class _Run:
                                      member_outputs=True, label=row.label)
         for warning in models.warnings:
             log.warning("[%s] %s", row.label, warning)
-        record, module = models.target.training, models.target.model.model
+        record, target = models.target.training, models.target.model
+        assert record is not None and isinstance(target, TorchClassifierTarget)  # trained by the experiment
+        module = target.model
         info = {"train_seconds": round(record["seconds"], 3), "peak_memory_mb": round(record["peak_memory_mb"], 1),
                 "memory_source": record["memory_source"], "final_train_loss": record["history"][-1]["loss"],
                 "epochs": len(record["history"]), "n_parameters": int(sum(p.numel() for p in module.parameters())),
@@ -260,15 +265,13 @@ class _Run:
         epsilon = next((r for r in info["reports"].values() if "epsilon" in r), None)
         base = to_dict(self.config.training)
         overrides = {k: v for k, v in to_dict(row.recipe).items() if k != "seed" and base[k] != v}
-        entry = {"label": chain.label, "components": chain.components(), "training_overrides": overrides,
-                 "notes": chain.notes, "target": info,
-                 "epsilon": epsilon["epsilon"] if epsilon else None, "delta": epsilon["delta"] if epsilon else None,
-                 "attacks": []}
         queried = models.queried(attacks)
-        for key, attack in attacks:
-            entry["attacks"].append(self._attack(key, attack, reference, outputs, models, queried.get(key), chain,
-                                                 folder))
-        return entry
+        rows = [self._attack(key, attack, reference, outputs, models, queried.get(key), chain, folder)
+                for key, attack in attacks]
+        return {"label": chain.label, "components": chain.components(), "training_overrides": overrides,
+                "notes": chain.notes, "target": info,
+                "epsilon": epsilon["epsilon"] if epsilon else None, "delta": epsilon["delta"] if epsilon else None,
+                "attacks": rows}
 
     def _attack(self, key: str, attack: Attack, reference: AttackReference, outputs: ClassifierOutputs,
                 models: ExperimentModels, queried: QueriedScores | None, chain: DefenseChain,
@@ -323,8 +326,8 @@ def _defended(chain: DefenseChain, models: ExperimentModels, seed: int) -> tuple
     if models.pool is not None:
         defended = [_defend(chain, raw, seed + 1000 + j, with_population=True)
                     for j, raw in enumerate(models.pool_outputs())]
-        pool = ReferencePool([d.scored for d in defended], models.pool.keep,
-                             [d.population for d in defended] if defended[0].population is not None else None)
+        population = [d.population for d in defended if d.population is not None]
+        pool = ReferencePool([d.scored for d in defended], models.pool.keep, population or None)
     return target.scored, AttackReference(shadow=shadow, pool=pool, population=target.population)
 
 
@@ -332,13 +335,14 @@ def _defend(chain: DefenseChain, raw: ModelOutputs, seed: int, *, with_populatio
     """Apply ``chain``'s post-processors (fresh, fitted on this model's members vs unseen outputs)."""
     out = dataclasses.replace(raw, population=raw.population if with_population else None)
     for k, post in enumerate(chain.postprocessors()):
-        if post.requires_fit:
+        if post.requires_fit:  # on data only the defender holds (checked by the chain) and the model's members
+            assert out.members is not None and out.unseen is not None
             post.fit(out.members, out.unseen, seed=seed)
 
         def apply(o: ClassifierOutputs, post: Any = post, k: int = k) -> ClassifierOutputs:
             return post.apply(o, seed=seed + 7919 * (k + 1))
 
-        out = ModelOutputs(apply(out.scored), out.membership, apply(out.members),
+        out = ModelOutputs(apply(out.scored), out.membership, apply(out.members) if out.members is not None else None,
                            apply(out.unseen) if out.unseen is not None else None,
                            apply(out.population) if out.population is not None else None)
     return out
