@@ -1,6 +1,7 @@
 """The classifier experiment shared by ``audit``, ``defend`` and the DP canary audit."""
 
 import copy
+import itertools
 
 import numpy as np
 import pytest
@@ -56,15 +57,17 @@ def _experiment(attacks, **overrides):
 
 
 class CountingPlugin(TrainingPlugin):
-    """Records which plugin instance saw which model (a fresh one per model is expected)."""
+    """Records, for every model trained, the serial number of the plugin instance that set it up."""
 
     name = "counting"
+    made = itertools.count()
 
     def __init__(self, seen):
         self.seen = seen
+        self.serial = next(CountingPlugin.made)
 
     def setup(self, model, optimizer, loader):
-        self.seen.append(id(self))
+        self.seen.append(self.serial)
         return model, optimizer, loader
 
     def __deepcopy__(self, memo):  # the reference pool copies its plugins per model; they share the record
@@ -95,12 +98,15 @@ def test_outputs_carry_ids_and_every_model_gets_fresh_plugins():
 
 
 @pytest.mark.parametrize("attacks, overrides, message", [
-    ([{"name": "rmia"}], {"split": {"n_members": 50, "n_nonmembers": 50}}, "set split.n_population"),
+    ([{"name": "population"}], {"split": {"n_members": 50, "n_nonmembers": 50, "n_shadow": 100}},
+     "set split.n_population"),
     ([{"name": "lira"}], {"reference": {"n_models": 0}}, "set reference.n_models"),
     ([{"name": "shokri"}], {"shadow": {"n_models": 0}, "split": {"n_members": 50, "n_nonmembers": 50}},
      "set shadow.n_models >= 1"),
+    ([{"name": "loss"}], {"shadow": {"n_models": 2, "members_per_model": 200, "nonmembers_per_model": 200}},
+     "need 200 members \\+ 200 non-members each but split.n_shadow is 300"),
     ([{"name": "loss"}], {"shadow": {"n_models": 2, "members_per_model": 400}},
-     "need 400 members + 100 non-members each but split.n_shadow is 300"),
+     "need 400 members \\+ 0 non-members each but split.n_shadow is 300"),
 ])
 def test_needs_are_refused_before_any_training(attacks, overrides, message, monkeypatch):
     from miaudit.classifier import experiment as module

@@ -289,8 +289,8 @@ class ClassifierExperiment:
         n_in = sh.members_per_model or min(int(membership.sum()), pool // 2)
         n_out = sh.nonmembers_per_model or min(int((~membership).sum()), pool - n_in)
         if n_in < 1 or n_out < 1 or n_in + n_out > pool:
-            raise ConfigError(f"shadow models need {n_in} members + {n_out} non-members each but split.n_shadow is "
-                              f"{pool}; raise split.n_shadow or lower shadow.members_per_model")
+            raise ConfigError(f"shadow models need {n_in} members + {max(n_out, 0)} non-members each but "
+                              f"split.n_shadow is {pool}; raise split.n_shadow or lower shadow.members_per_model")
         return n_in, n_out
 
     def _check_attacks(self) -> None:
