@@ -1,8 +1,8 @@
 """``miaudit audit CONFIG.yaml --out DIR``: run any audit described by a YAML config.
 
-After the run directory is written, :func:`miaudit.runs.tracking.finalize_run` adds empirical epsilon
-bounds and ``report.html``, records the run in the run store and checks ``--fail-if`` gates (exit
-code 1 when one trips).
+:func:`miaudit.runs.pipeline.run_audit` writes the complete run directory (metrics with empirical
+epsilon bounds, ``report.md``, ``report.html``); :func:`miaudit.runs.tracking.finalize_run` then
+records the run in the run store and checks ``--fail-if`` gates (exit code 1 when one trips).
 """
 
 from __future__ import annotations
@@ -62,16 +62,18 @@ def run_and_finalize(config: Any, args: argparse.Namespace, *, command: str) -> 
     from miaudit.report import summary_table
     from miaudit.runs import resolved_config, run_audit
     from miaudit.runs.gate import RUN_METRICS, parse_gate
-    from miaudit.runs.tracking import tracked_run
+    from miaudit.runs.tracking import RunOptions, tracked_run
 
     kind = getattr(config, "kind", None)
     for expression in args.fail_if:
         if parse_gate(expression).metric in RUN_METRICS and kind != "dp_canary":
             raise ConfigError(f"gate {expression!r}: one_run_epsilon exists only in audits of kind dp_canary (this "
                               f"config is kind {kind!r}); gate on epsilon, auc, advantage or tpr@FPR instead")
-    with tracked_run(args, command=command, config=resolved_config(config), run_dir=args.out) as tracker:
+    options = RunOptions.from_args(args)
+    with tracked_run(options, command=command, config=resolved_config(config), run_dir=args.out) as tracker:
         with torch_threads(args.threads):
-            metrics = run_audit(config, args.out, overwrite=args.overwrite, progress=not args.quiet)
+            metrics = run_audit(config, args.out, overwrite=args.overwrite, progress=not args.quiet,
+                                epsilon_delta=options.epsilon_delta)
         # with --json stdout carries only the JSON summary
         print(summary_table(metrics), file=sys.stderr if args.json else sys.stdout)
         print(f"markdown report: {args.out}/report.md", file=sys.stderr if args.json else sys.stdout)

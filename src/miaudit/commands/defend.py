@@ -13,7 +13,6 @@ defense-comparison page) once the bounds are added.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -49,50 +48,30 @@ def run(args: argparse.Namespace) -> int:
     from miaudit.commands.audit import torch_threads
     from miaudit.config import resolved_without_seed
     from miaudit.defenses.compare import parse_defend_config, run_defense_comparison
-    from miaudit.report.html import build_html_report
-    from miaudit.runs.tracking import tracked_run
+    from miaudit.runs.tracking import RunOptions, tracked_run
 
     config = parse_defend_config(args.config, data_dir=args.data_dir)
     # bad gates and unknown labels fail here, before anything is trained or written
     check_defense_gate_targets(args.fail_if, attacks=[a.key for a in config.attacks],
                                defenses=[d.key for d in config.defenses], selected=args.gate_defense)
     out = Path(args.out)
+    options = RunOptions.from_args(args)
     stream = sys.stderr if args.json else sys.stdout  # with --json stdout carries only the JSON summary
-    with tracked_run(args, command="defend", config=resolved_without_seed(config, "training"), run_dir=out) as tracker:
+    with tracked_run(options, command="defend", config=resolved_without_seed(config, "training"),
+                     run_dir=out) as tracker:
         with torch_threads(args.threads):
-            run_defense_comparison(config, out, overwrite=args.overwrite, progress=not args.quiet)
-        result = add_defense_epsilon(out, delta=args.epsilon_delta)
-        report = build_html_report(out)
+            result = run_defense_comparison(config, out, overwrite=args.overwrite, progress=not args.quiet,
+                                            epsilon_delta=options.epsilon_delta)
+        report = out / "report.html"
         print_table(result, out, report, file=stream)
         gates, gate_error = complete_with_gates(
             tracker, result, out,
             lambda: check_defense_gates(result, args.fail_if, run_dir=out, defenses=args.gate_defense))
     return gate_exit_code(
-        args, gates, gate_error,
+        options, gates, gate_error,
         json_summary=lambda: summary(result, gates, run_id=tracker.run_id, run_dir=out, report=report,
                                      gate_defenses=args.gate_defense),
         headline=f"run {tracker.run_id}" if tracker.run_id else None)
-
-
-def add_defense_epsilon(out_dir: str | Path, *, delta: float | None = None) -> dict[str, Any]:
-    """Add ``"empirical_epsilon"`` to every scored attack of ``defenses.json``; return the file's content.
-
-    Bounds come from ``scores/<defense>/<attack>.scores.npz``; delta is ``delta`` when given, else
-    that defense's DP accountant delta, else 1e-5. ``defenses.json`` is replaced atomically.
-    """
-    from miaudit.runs.tracking import DEFAULT_DELTA, add_entry_epsilon, write_json_atomic
-
-    path = Path(out_dir) / "defenses.json"
-    result = json.loads(path.read_text(encoding="utf-8"))
-    changed = False
-    for row in result["defenses"]:
-        row_delta = delta if delta is not None else (row.get("delta") or DEFAULT_DELTA)
-        for entry in row["attacks"]:
-            if "auc" in entry:
-                changed |= add_entry_epsilon(entry, path.parent / "scores" / row["label"], delta=float(row_delta))
-    if changed:
-        write_json_atomic(path, result, allow_nan=True)
-    return result
 
 
 def summary(result: dict[str, Any], gates: GateResult, *, run_id: str | None, run_dir: Path, report: Path,

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from miaudit.errors import MiauditError
+from miaudit.evaluation.run_result import strongest
 from miaudit.runs import STATUSES, RunStore, default_store_path
 from miaudit.runs.compare import is_defense_comparison
-from miaudit.runs.gate import is_baseline
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,12 +49,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _strongest(attacks: list[dict[str, Any]], metric: str) -> float | None:
-    if metric == "auc":
-        values = [a["auc"] for a in attacks if "auc" in a and not is_baseline(a)]
-    else:
-        values = [a.get("tpr_at_fpr", {}).get(metric) for a in attacks if not is_baseline(a)]
-        values = [v for v in values if v is not None]
-    return max(values) if values else None
+    """The value of ``metric`` (``auc`` or an FPR key such as ``0.01``) of the strongest attack, by the one
+    rule of :func:`miaudit.evaluation.run_result.strongest`."""
+    name = metric if metric == "auc" else f"tpr@{metric}"
+    best = strongest(attacks, name)
+    return best.value(name) if best is not None else None
 
 
 def _best(row: dict[str, Any], metric: str) -> str:

@@ -41,14 +41,17 @@ from miaudit.config import from_dict, load_yaml, refuse_nested_seed, resolved_wi
 from miaudit.data import ArrayDataset
 from miaudit.defenses.base import ACCESS_LEVELS, DefenseContext
 from miaudit.defenses.registry import DefenseChain, build_chain
+from miaudit.defenses.report import render_defense_html
 from miaudit.errors import ConfigError, DataError, MiauditError
 from miaudit.evaluation import AttackResult, evaluate
+from miaudit.evaluation.epsilon import DEFAULT_DELTA, empirical_epsilon
+from miaudit.evaluation.run_result import strongest
 from miaudit.runs.config import AttackSpec, DatasetConfig, EvaluationConfig, check_attack_specs
 from miaudit.runs.pipeline import build_attacks
+from miaudit.utils.atomic import atomic_output_dir
 from miaudit.utils.jsonable import json_default
 from miaudit.utils.logs import progress as progress_bar
 from miaudit.utils.logs import run_log
-from miaudit.utils.rundir import atomic_output_dir
 from miaudit.utils.seed import derive_seed
 
 log = logging.getLogger(__name__)
@@ -249,7 +252,8 @@ class _Run:
         return self.cache[key], False
 
     # -- one defense ---------------------------------------------------------------------------
-    def evaluate_defense(self, row: _Row, attacks: list[tuple[str, Attack]], folder: Path) -> dict[str, Any]:
+    def evaluate_defense(self, row: _Row, attacks: list[tuple[str, Attack]], folder: Path, *,
+                         epsilon_delta: float | None = None) -> dict[str, Any]:
         chain = row.chain
         trained, shared = self.trained(row)
         models = trained.models
@@ -266,16 +270,18 @@ class _Run:
         base = to_dict(self.config.training)
         overrides = {k: v for k, v in to_dict(row.recipe).items() if k != "seed" and base[k] != v}
         queried = models.queried(attacks)
-        rows = [self._attack(key, attack, reference, outputs, models, queried.get(key), chain, folder)
-                for key, attack in attacks]
+        delta = epsilon_delta if epsilon_delta is not None else ((epsilon or {}).get("delta") or DEFAULT_DELTA)
+        rows = [self._attack(key, attack, reference, outputs, models, queried.get(key), chain, folder,
+                             delta=float(delta)) for key, attack in attacks]
         return {"label": chain.label, "components": chain.components(), "training_overrides": overrides,
                 "notes": chain.notes, "target": info,
                 "epsilon": epsilon["epsilon"] if epsilon else None, "delta": epsilon["delta"] if epsilon else None,
                 "attacks": rows}
 
     def _attack(self, key: str, attack: Attack, reference: AttackReference, outputs: ClassifierOutputs,
-                models: ExperimentModels, queried: QueriedScores | None, chain: DefenseChain,
-                folder: Path) -> dict[str, Any]:
+                models: ExperimentModels, queried: QueriedScores | None, chain: DefenseChain, folder: Path, *,
+                delta: float) -> dict[str, Any]:
+        """One attack's row of a defense: metrics with CIs and the empirical epsilon bound at ``delta``."""
         cls = type(attack)
         row: dict[str, Any] = {"name": key, "attack": cls.name, "access": cls.access,
                                "needs_reference": cls.needs_reference}
@@ -305,6 +311,8 @@ class _Run:
         row.update(applicable=True, seconds=round(seconds, 3), params=attack.get_params(), **metrics)
         AttackResult(key, models.target.ids, membership.astype(np.int64), scores, attack.get_params(),
                      metrics).save(folder / "scores" / chain.label)
+        row["empirical_epsilon"] = empirical_epsilon(membership, scores, delta=delta,
+                                                     confidence=ev.confidence).to_dict()
         return row
 
 
@@ -372,8 +380,12 @@ def prepare(config: DefendConfig, *, progress: bool = True) -> tuple[_Run, list[
 
 
 def run_defense_comparison(config: DefendConfig | dict[str, Any] | str | Path, out_dir: str | Path, *,
-                           overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run the comparison ``config`` describes and write its folder at ``out_dir``; return ``defenses.json``."""
+                           overwrite: bool = False, progress: bool = True,
+                           epsilon_delta: float | None = None) -> dict[str, Any]:
+    """Run the comparison ``config`` describes and write its complete folder at ``out_dir`` (``defenses.json``
+    with every attack's metrics and empirical epsilon, ``defenses.md``, ``privacy_utility.png``,
+    ``report.html``); return ``defenses.json``. ``epsilon_delta``: delta of the empirical epsilon bounds
+    (default: each defense's DP accountant delta, else 1e-5)."""
     if not isinstance(config, DefendConfig):
         config = parse_defend_config(config)
     run, rows = prepare(config, progress=progress)
@@ -386,7 +398,7 @@ def run_defense_comparison(config: DefendConfig | dict[str, Any] | str | Path, o
         entries = []
         for row in progress_bar(rows, desc="defenses", enabled=progress, unit="defense"):
             attacks = build_attacks(config.attacks, kind="classifier", seed=config.seed)
-            entries.append(run.evaluate_defense(row, attacks, folder))
+            entries.append(run.evaluate_defense(row, attacks, folder, epsilon_delta=epsilon_delta))
             _log_entry(entries[-1])
         result = {
             "version": 1, "kind": "defenses", "miaudit_version": __version__, "seed": config.seed,
@@ -404,6 +416,7 @@ def run_defense_comparison(config: DefendConfig | dict[str, Any] | str | Path, o
         (folder / "config.yaml").write_text(yaml.safe_dump(result["config"], sort_keys=False))
         (folder / "defenses.md").write_text(render_markdown(result))
         plot_privacy_utility(result, folder / "privacy_utility.png")
+        (folder / "report.html").write_text(render_defense_html(folder, result), encoding="utf-8")
         log.info("wrote %s in %.1f s", out_dir, result["seconds"])
     return result
 
@@ -424,11 +437,10 @@ def _log_entry(entry: dict[str, Any]) -> None:
 
 # -- summaries ----------------------------------------------------------------------------------
 def strongest_attack(entry: dict[str, Any], fpr: str = "0.01") -> dict[str, Any] | None:
-    """The scored attack with the highest TPR at ``fpr`` (ties: higher AUC)."""
-    scored = [a for a in entry["attacks"] if "auc" in a]
-    if not scored:
-        return None
-    return max(scored, key=lambda a: (a["tpr_at_fpr"].get(fpr, 0.0), a["auc"]))
+    """A defense row's strongest attack at ``fpr``, by the one rule of
+    :func:`miaudit.evaluation.run_result.strongest`."""
+    best = strongest(entry["attacks"], f"tpr@{fpr}")
+    return best.fields if best is not None else None
 
 
 def _ci(value: float, ci: list[float] | None) -> str:

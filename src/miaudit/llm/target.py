@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ from tqdm.auto import tqdm
 
 from miaudit.errors import ConfigError, DataError
 from miaudit.llm.signals import TokenSignals, compute_token_signals, gradient_norm, token_log_probs
+from miaudit.utils.atomic import save_npz_atomic
 from miaudit.utils.fingerprint import fingerprint
 
 logger = logging.getLogger(__name__)
@@ -457,10 +457,7 @@ class HFCausalLM:
             except (OSError, ValueError, KeyError) as exc:
                 logger.warning("ignoring unreadable cache file %s (%s); recomputing", path, exc)
         value = compute(payload)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-        save(tmp, value)
-        os.replace(tmp, path)
+        save(path, value)
         return value
 
 
@@ -492,8 +489,8 @@ _BETA_ARRAYS = ("beta_log_prob", "beta_mu", "beta_sigma")
 def _save_signals(path: Path, records: list[TokenSignals]) -> None:
     arrays = {name: np.concatenate([getattr(r, name) for r in records]) for name in _SIGNAL_ARRAYS}
     arrays.update({name: np.concatenate([getattr(r, name) for r in records], axis=1) for name in _BETA_ARRAYS})
-    np.savez(path, lengths=np.array([r.n_tokens for r in records]), betas=records[0].betas,
-             vocab_size=np.array(records[0].vocab_size), **arrays)
+    save_npz_atomic(path, {"lengths": np.array([r.n_tokens for r in records]), "betas": records[0].betas,
+                           "vocab_size": np.array(records[0].vocab_size), **arrays})
 
 
 def _load_signals(path: Path) -> list[TokenSignals]:
@@ -509,7 +506,7 @@ def _load_signals(path: Path) -> list[TokenSignals]:
 
 
 def _save_array(path: Path, values: np.ndarray) -> None:
-    np.savez(path, values=np.asarray(values))
+    save_npz_atomic(path, {"values": np.asarray(values)})
 
 
 def _load_array(path: Path) -> np.ndarray:

@@ -6,6 +6,8 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+from miaudit.evaluation.run_result import RunResult, strongest
+
 _FPR_NAMES = {"0.001": "0.1%", "0.01": "1%", "0.05": "5%", "0.1": "10%"}
 #: fewest expected false positives (``n_nonmembers * fpr``) for a TPR at that FPR to make a headline;
 #: the same bound below which ``miaudit.evaluation.low_fpr_warnings`` warns
@@ -36,8 +38,7 @@ def _fpr_label(key: str) -> str:
 
 def n_nonmembers(metrics: dict[str, Any]) -> int | None:
     """Non-members behind the run's TPR figures: the fewest of any attack entry, else ``data.n_nonmembers``."""
-    counts = [a["n_nonmembers"] for a in metrics.get("attacks", []) if a.get("n_nonmembers") is not None]
-    return min(counts) if counts else metrics.get("data", {}).get("n_nonmembers")
+    return RunResult(metrics).n_nonmembers
 
 
 def headline_fpr(fpr_keys: Iterable[str], n_nonmembers: int | None) -> tuple[str | None, bool]:
@@ -84,14 +85,15 @@ def _key_values(rows: dict[str, Any]) -> list[str]:
 def _attack_table(attacks: list[dict[str, Any]], fpr_keys: list[str], confidence: float) -> list[str]:
     head = (["attack", "access", "reference", f"AUC [{confidence:.0%} CI]"]
             + [f"TPR @ {_fpr_label(k)} FPR" for k in fpr_keys]
-            + ["balanced acc. (threshold)", "advantage"])
+            + ["balanced acc. (threshold)", "advantage", "empirical ε (lower bound)"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for a in attacks:
         tprs = [_with_ci(a["tpr_at_fpr"].get(k), a.get("tpr_at_fpr_ci", {}).get(k)) for k in fpr_keys]
+        eps = (a.get("empirical_epsilon") or {}).get("epsilon")
         row = ([f"`{a['name']}`", a.get("access", "-"), a.get("needs_reference", "-"),
                 _with_ci(a["auc"], a.get("auc_ci"))] + tprs
                + [f"{_fmt(a.get('balanced_accuracy'))} ({a.get('threshold_source', '-')})",
-                  _with_ci(a.get("advantage"), a.get("advantage_ci"))])
+                  _with_ci(a.get("advantage"), a.get("advantage_ci")), _fmt(eps, 2)])
         lines.append("| " + " | ".join(row) + " |")
     return lines
 
@@ -164,7 +166,8 @@ def render_report(metrics: dict[str, Any], *, figures: dict[str, str] | None = N
     """Markdown text for a run; ``figures`` maps a caption to a file name relative to the run folder."""
     target, data = metrics.get("target", {}), metrics.get("data", {})
     evaluation = metrics.get("evaluation", {})
-    attacks = sorted(metrics.get("attacks", []), key=lambda a: -a["auc"])
+    run = RunResult(metrics)
+    attacks = [a.fields for a in run.ranked() if a.scored]
     fpr_keys = [f"{f:g}" for f in evaluation.get("fprs", [0.001, 0.01, 0.05])]
     confidence = float(evaluation.get("confidence", 0.95))
     out = [f"# Membership inference audit ({metrics.get('kind', '?')})", ""]
@@ -190,8 +193,9 @@ def render_report(metrics: dict[str, Any], *, figures: dict[str, str] | None = N
                 "means the model memorised its training set, which membership inference exploits.", ""]
     out += [*_key_values(target), ""]
 
-    if attacks:
-        best = attacks[0]
+    best_entry = run.strongest("auc")
+    best = best_entry.fields if best_entry is not None else None
+    if best is not None:
         n_non = n_nonmembers(metrics)
         key, supported = headline_fpr(fpr_keys, n_non)
         tpr = _with_ci(best["tpr_at_fpr"].get(key), best.get("tpr_at_fpr_ci", {}).get(key))
@@ -202,6 +206,12 @@ def render_report(metrics: dict[str, Any], *, figures: dict[str, str] | None = N
         else:
             headline += (f". **Too few non-members for a low-FPR figure**: "
                          f"{unsupported_fpr_note(fpr_keys, n_non, key)}. Its TPR at {_fpr_label(key)} FPR is {tpr}.")
+        bound = strongest(run.attacks, "epsilon")
+        if bound is not None and bound.empirical_epsilon:
+            e = bound.fields["empirical_epsilon"]
+            headline += (f"\n\nEmpirical privacy: with {e['confidence']:.0%} confidence, the training is not "
+                         f"(ε, {e['delta']:g})-differentially private for any ε below {bound.empirical_epsilon:.2f} "
+                         f"(a lower bound from `{bound.name}`'s error rates, Clopper-Pearson).")
         out += ["## Attacks", "", headline, "",
                 *_attack_table(attacks, fpr_keys, confidence), "",
                 f"Brackets: {confidence:.0%} bootstrap confidence intervals "
@@ -212,7 +222,7 @@ def render_report(metrics: dict[str, Any], *, figures: dict[str, str] | None = N
         out += ["## Attacks", "", "No attack was run.", ""]
 
     out += _selection_lines(metrics)
-    out += _blind_baseline_lines(metrics, attacks[0] if attacks else None)
+    out += _blind_baseline_lines(metrics, best)
     out += _one_run_lines(metrics)
     out += ["## How to read this", "",
             "- **AUC** 0.5 is chance; 1.0 separates members from non-members perfectly.",
@@ -251,7 +261,7 @@ def summary_table(metrics: dict[str, Any]) -> str:
                      f"{target['test_accuracy']:.4f}")
     head = ["attack", "AUC [CI]"] + [f"TPR@{_fpr_label(k)}" for k in fpr_keys] + ["bal.acc", "threshold"]
     rows = [head]
-    for a in sorted(metrics.get("attacks", []), key=lambda a: -a["auc"]):
+    for a in (entry.fields for entry in RunResult(metrics).ranked() if entry.scored):
         rows.append([a["name"], _with_ci(a["auc"], a.get("auc_ci"))]
                     + [_fmt(a["tpr_at_fpr"].get(k)) for k in fpr_keys]
                     + [_fmt(a.get("balanced_accuracy")), str(a.get("threshold_source", "-"))])

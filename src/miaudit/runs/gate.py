@@ -9,14 +9,14 @@ Grammar (whitespace free around the parts)::
     op      := ">" | ">=" | "<" | "<="
 
 A gate *trips* when its comparison is true ("fail if ..."). Without an attack name the gate
-applies to the strongest attack of the run for that metric, i.e. the attack with the largest
-value of the metric (model-free baselines such as the LLM blind baseline are not candidates; name
-them explicitly to gate on them). ``epsilon`` is the empirical lower bound on epsilon of
-:func:`miaudit.evaluation.epsilon.empirical_epsilon` (stored per attack as
-``"empirical_epsilon"`` by :func:`miaudit.runs.tracking.finalize_run`, or computed from the run's
-saved scores). ``one_run_epsilon`` is the run's one-run canary bound (Steinke, Nasr & Jagielski
-2023), ``metrics.json`` ``"one_run_audit"`` ``"epsilon"``, written by audits of kind ``dp_canary``;
-it belongs to the run, not to an attack, so it takes no attack prefix.
+applies to the strongest attack of the run for that metric, chosen by the one rule of
+:func:`miaudit.evaluation.run_result.strongest` (model-free baselines such as the LLM blind baseline
+and ``oracle`` entries are not candidates; name them explicitly to gate on them). ``epsilon`` is the
+empirical lower bound on epsilon of :func:`miaudit.evaluation.epsilon.empirical_epsilon` (stored per
+attack as ``"empirical_epsilon"`` by the pipeline, or computed from the run's saved scores).
+``one_run_epsilon`` is the run's one-run canary bound (Steinke, Nasr & Jagielski 2023),
+``metrics.json`` ``"one_run_audit"`` ``"epsilon"``, written by audits of kind ``dp_canary``; it belongs
+to the run, not to an attack, so it takes no attack prefix.
 
 Defense comparisons (``miaudit defend``): :func:`check_defense_gates` evaluates every gate on
 every defense row of ``defenses.json`` (or on the rows named with ``--gate-defense``), each row
@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from miaudit.errors import MiauditError
+from miaudit.evaluation.run_result import strongest
 
-BASELINE_NAMES = frozenset({"blind_baseline"})  # model-free baselines: never "the strongest attack"
 RUN_METRICS = frozenset({"one_run_epsilon"})  # metrics of the run itself: no attack prefix
 GRAMMAR = ('[ATTACK:]METRIC OP NUMBER with METRIC one of auc, advantage, balanced_accuracy, epsilon, '
            'tpr@FPR (e.g. tpr@0.01 or tpr@1%), or the run-level one_run_epsilon (no ATTACK:), and OP one of '
@@ -89,11 +89,6 @@ def parse_gate(expression: str) -> Gate:
                            f"attack; drop the {match['attack']!r}: prefix, e.g. \"{metric} > 8\"")
     return Gate(expression=expression.strip(), attack=match["attack"], metric=metric, fpr=fpr,
                 op=match["op"], threshold=float(match["value"]))
-
-
-def is_baseline(entry: dict[str, Any]) -> bool:
-    """True for a model-free baseline entry (the LLM blind baseline), which gates name explicitly or not at all."""
-    return entry.get("name") in BASELINE_NAMES or bool(entry.get("baseline"))
 
 
 def _load_json(source: dict[str, Any] | str | Path, filename: str = "metrics.json"
@@ -164,21 +159,20 @@ def evaluate_gate(gate: Gate, attacks: list[dict[str, Any]], *, scores_dir: Path
                   where: str = "this run") -> tuple[str, float]:
     """``(attack name, value)`` of ``gate`` on a list of attack entries (``metrics.json`` ``attacks``).
 
-    The named attack, or the strongest for the gate's metric among the non-baseline entries.
-    ``scores_dir`` holds their ``<name>.scores.npz`` for metrics not stored; ``where`` names the
-    set of attacks in error messages.
+    The named attack, or the strongest for the gate's metric by the one rule of
+    :func:`~miaudit.evaluation.run_result.strongest`. ``scores_dir`` holds their
+    ``<name>.scores.npz`` for metrics not stored; ``where`` names the set of attacks in error messages.
     """
     if gate.attack is not None:
         named = next((a for a in attacks if a.get("name") == gate.attack), None)
         if named is None:
             raise _unknown_attack(gate, [a.get("name") for a in attacks], where)
         return gate.attack, metric_value(named, gate, scores_dir=scores_dir)
-    candidates = [a for a in attacks if not is_baseline(a)]
-    if not candidates:
+    chosen = strongest(attacks, gate.metric,
+                       value=lambda entry: metric_value(entry.fields, gate, scores_dir=scores_dir))
+    if chosen is None:
         raise MiauditError(f"gate {gate.expression!r}: {where} has no attack results to check")
-    values = {a.get("name"): metric_value(a, gate, scores_dir=scores_dir) for a in candidates}
-    chosen = max(values, key=lambda n: values[n])
-    return chosen, values[chosen]
+    return chosen.name, metric_value(chosen.fields, gate, scores_dir=scores_dir)
 
 
 def run_metric_value(metrics: dict[str, Any], gate: Gate) -> tuple[dict[str, Any], float]:
@@ -323,6 +317,5 @@ def describe(detail: dict[str, Any]) -> str:
     return f"gate {word}: {detail['expression']}{where}  ({who}: {detail['metric']} = {detail['value']:.4g})"
 
 
-__all__ = ["BASELINE_NAMES", "GRAMMAR", "RUN_METRICS", "Gate", "GateResult", "check_defense_gate_targets",
-           "check_defense_gates", "check_gates", "describe", "evaluate_gate", "is_baseline", "metric_value",
-           "parse_gate", "run_metric_value"]
+__all__ = ["GRAMMAR", "RUN_METRICS", "Gate", "GateResult", "check_defense_gate_targets", "check_defense_gates",
+           "check_gates", "describe", "evaluate_gate", "metric_value", "parse_gate", "run_metric_value"]

@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +42,7 @@ from miaudit.classifier.training import TrainConfig, TrainingPlugin
 from miaudit.config import to_dict
 from miaudit.data import ArrayDataset, MembershipSplit, paired_keep_matrix
 from miaudit.errors import ConfigError, DataError
+from miaudit.utils.atomic import atomic_write, save_npz_atomic, write_text_atomic
 from miaudit.utils.fingerprint import fingerprint
 
 CACHE_VERSION = 1
@@ -64,18 +63,6 @@ def _plugin_fingerprint(plugins: Sequence[TrainingPlugin]) -> list[Any]:
             public = {k: v for k, v in vars(plugin).items() if not k.startswith("_")}
             out.append([type(plugin).__module__, type(plugin).__qualname__, public])
     return out
-
-
-# -- atomic files -------------------------------------------------------------------------------
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class _Cache:
@@ -116,15 +103,11 @@ class _Cache:
         if self.folder is None:
             return
         state = {k: torch.from_numpy(v) for k, v in result.state.items()}
-        _atomic_write(self.folder / f"{key}.pt", lambda p: torch.save(state, p))
-
-        def write_logits(path: Path) -> None:
-            with path.open("wb") as handle:  # a handle: np.savez would append ".npz" to a bare path
-                np.savez(handle, __key__=np.array(f"{key}.{query_key}"), **result.logits)
-
-        _atomic_write(self.folder / f"{key}.{query_key}.npz", write_logits)
+        atomic_write(self.folder / f"{key}.pt", lambda handle: torch.save(state, handle))
+        save_npz_atomic(self.folder / f"{key}.{query_key}.npz", {"__key__": np.array(f"{key}.{query_key}"),
+                                                                **result.logits})
         text = json.dumps({**meta, "seconds": result.seconds, "history": result.history}, indent=1, default=str)
-        _atomic_write(self.folder / f"{key}.json", lambda p: p.write_text(text))
+        write_text_atomic(self.folder / f"{key}.json", text)
 
 
 # -- training -----------------------------------------------------------------------------------

@@ -9,9 +9,7 @@ leaves a half-written entry; an unreadable entry is recomputed and replaced.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import numpy as np
 
 from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.errors import ConfigError, MiauditError
+from miaudit.utils.atomic import save_npz_atomic
 
 _KEY = re.compile(r"^[A-Za-z0-9_.]+$")
 
@@ -35,17 +34,7 @@ def output_arrays(outputs: ClassifierOutputs) -> dict[str, np.ndarray]:
 
 def save_outputs(path: str | Path, outputs: ClassifierOutputs) -> None:
     """Write ``outputs`` to ``path`` atomically (temporary file + rename)."""
-    path = Path(path)
-    arrays = output_arrays(outputs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    save_npz_atomic(path, output_arrays(outputs))
 
 
 def load_outputs(path: str | Path) -> ClassifierOutputs:
