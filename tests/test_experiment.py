@@ -100,6 +100,8 @@ def test_outputs_carry_ids_and_every_model_gets_fresh_plugins():
 @pytest.mark.parametrize("attacks, overrides, message", [
     ([{"name": "population"}], {"split": {"n_members": 50, "n_nonmembers": 50, "n_shadow": 100}},
      "set split.n_population"),
+    ([{"name": "rmia"}], {"split": {"n_members": 50, "n_nonmembers": 50, "n_shadow": 100}},
+     "'rmia' needs population data the target never saw; set split.n_population"),
     ([{"name": "lira"}], {"reference": {"n_models": 0}}, "set reference.n_models"),
     ([{"name": "shokri"}], {"shadow": {"n_models": 0}, "split": {"n_members": 50, "n_nonmembers": 50}},
      "set shadow.n_models >= 1"),

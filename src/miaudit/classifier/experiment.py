@@ -322,12 +322,13 @@ class ClassifierExperiment:
         if need not in SUPPORTED_REFERENCE:
             raise ConfigError(f"attack {key!r} needs {need} data, which the classifier experiment does not build; "
                               f"use attacks whose reference is one of {', '.join(SUPPORTED_REFERENCE)}")
-        if need == "shadow" and not self.shadow_config.n_models:
+        needed = {need, *(attack.fit_input if attack.fit_required() else ())}  # RMIA: a pool and population data
+        if "shadow" in needed and not self.shadow_config.n_models:
             raise ConfigError(f"attack {key!r} learns from shadow models; set shadow.n_models >= 1 and split.n_shadow")
-        if need == "reference-pool" and not self.reference_config.n_models:
+        if "reference-pool" in needed and not self.reference_config.n_models:
             raise ConfigError(f"attack {key!r} compares the target with reference models; set reference.n_models "
                               "(an even number, e.g. 16)")
-        if need == "population" and not population:
+        if "population" in needed and not population:
             fix = ("target.population (your model's outputs on, or examples of, data it never saw)" if loaded
                    else "split.n_population (data the target never saw)")
             raise ConfigError(f"attack {key!r} needs population data the target never saw; set {fix}")
