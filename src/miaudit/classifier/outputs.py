@@ -16,7 +16,7 @@ from functools import cached_property
 import numpy as np
 from scipy.special import log_softmax, logsumexp, softmax
 
-from miaudit.errors import DataError, SignalError
+from miaudit.errors import SignalError
 
 EPS = 1e-12
 #: signal name -> access level it needs
@@ -35,7 +35,7 @@ CLASSIFIER_SIGNALS = {
 class ClassifierOutputs:
     """One classifier's outputs on ``n`` examples (give exactly one of logits, probs, predictions).
 
-    ``ids`` ``(n,)``: unique identifiers of the examples (``None``: unknown, and attacks line up
+    ``ids`` ``(n,)``: identifiers of the examples, unique (``None``: unknown, and attacks line up
     outputs of different models by position).
     """
 
@@ -190,13 +190,10 @@ class ClassifierOutputs:
 
 
 def _checked_ids(ids: np.ndarray | None, n: int) -> np.ndarray | None:
-    """``ids`` as an ``(n,)`` array of unique values (``None`` stays ``None``)."""
+    """``ids`` as an ``(n,)`` array (``None`` stays ``None``); uniqueness is checked where ids are looked up."""
     if ids is None:
         return None
     ids = np.asarray(ids)
     if ids.shape != (n,):
         raise SignalError(f"ids have shape {ids.shape}, expected ({n},) to match the labels")
-    repeats = n - np.unique(ids).size
-    if repeats:
-        raise DataError(f"ids repeat ({repeats} duplicates among {n} examples); give every example its own id")
     return ids

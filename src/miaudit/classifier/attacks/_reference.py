@@ -57,18 +57,29 @@ def align_examples(target: ClassifierOutputs, pool_ids: np.ndarray | None, pool_
     return index
 
 
+def _shown(ids: np.ndarray) -> str:
+    """Up to three ids for a message, with how many more there are."""
+    more = f" (+{ids.size - 3} more)" if ids.size > 3 else ""
+    return ", ".join(repr(str(i)) for i in ids[:3]) + more
+
+
 def _positions(ids: np.ndarray, pool_ids: np.ndarray, attack: str, what: str) -> np.ndarray:
-    """``(n,)`` position of each of ``ids`` in ``pool_ids`` (compared as strings), or a DataError naming the missing."""
+    """``(n,)`` position of each of ``ids`` in ``pool_ids`` (compared as strings); a DataError names ids the pool
+    lacks, and ids that repeat on either side (they cannot be looked up)."""
     wanted, pool = ids.astype(str), pool_ids.astype(str)
     order = np.argsort(pool, kind="stable")
-    found = np.searchsorted(pool[order], wanted).clip(max=pool.size - 1)
-    missing = wanted[pool[order][found] != wanted]
+    ordered = pool[order]
+    for side, sorted_ids in (("reference pool's", ordered), ("target's", np.sort(wanted))):
+        repeated = np.unique(sorted_ids[1:][sorted_ids[1:] == sorted_ids[:-1]])
+        if repeated.size:
+            raise DataError(f"attack {attack!r}: ids of the {side} {what} repeat ({_shown(repeated)}); give every "
+                            "example its own id")
+    found = np.searchsorted(ordered, wanted).clip(max=pool.size - 1)
+    missing = wanted[ordered[found] != wanted]
     if missing.size:
-        more = f" (+{missing.size - 3} more)" if missing.size > 3 else ""
-        shown = ", ".join(repr(str(i)) for i in missing[:3]) + more
         raise DataError(f"attack {attack!r}: {missing.size} of the target's {ids.size} {what} are not among the "
-                        f"reference pool's {pool.size} (ids {shown}); score the pool on the target's examples "
-                        "(the same ids)")
+                        f"reference pool's {pool.size} (ids {_shown(missing)}); score the pool on the target's "
+                        "examples (the same ids)")
     return order[found]
 
 
