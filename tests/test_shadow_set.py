@@ -9,6 +9,7 @@ from miaudit.classifier.reference import ShadowData
 from miaudit.classifier.signals.shadow import ShadowSignals
 from miaudit.encoder.features import EncoderShadowData, SimilarityFeatures
 from miaudit.errors import DataError
+from miaudit.multimodal.signals import MultimodalShadow
 from miaudit.text_generator.features import TextShadowData
 
 
@@ -18,7 +19,7 @@ def _outputs(n, seed=0):
 
 
 def test_every_kind_of_shadow_data_is_one_shadow_set():
-    for cls in (ShadowData, ShadowSignals, EncoderShadowData, TextShadowData):
+    for cls in (ShadowData, ShadowSignals, EncoderShadowData, TextShadowData, MultimodalShadow):
         assert issubclass(cls, ShadowSet)
     shadow = ShadowData([_outputs(4), _outputs(6, 1)], [[1, 0, 1, 0], np.arange(6) < 2])
     assert shadow.n_models == 2 and shadow.signal_type is ClassifierOutputs and shadow.outputs is shadow.signals
