@@ -76,7 +76,8 @@ def _check_same_ids(outputs: list[ClassifierOutputs], what: str) -> None:
     """Every model's outputs carry the same ids in the same order, or none carries ids."""
     first = outputs[0].ids
     for j, o in enumerate(outputs[1:], 1):
-        if (o.ids is None) != (first is None) or (first is not None and not np.array_equal(o.ids, first)):
+        same = o.ids is None if first is None else o.ids is not None and np.array_equal(o.ids, first)
+        if not same:
             raise DataError(f"reference model {j} was scored on other {what} than model 0 (their ids differ); score "
                             "every reference model on the same examples in the same order")
 
