@@ -162,6 +162,32 @@ class ExperimentModels:
             for i, v in enumerate(query_views(audited.x, views)[1:], 1)]
 
 
+def check_reference_needs(key: str, attack: Attack, *, shadow: bool, pool: bool, population: bool,
+                          population_fix: str, models: str = "models") -> None:
+    """Refuse ``attack`` (config label ``key``) when a run lacks the reference data it needs.
+
+    What it needs: its ``needs_reference`` and, when it must be fitted, every ``fit_input`` (RMIA:
+    a pool and population data); a ``per_class`` threshold needs shadow models. ``shadow`` /
+    ``pool`` / ``population``: whether the run builds them; ``population_fix`` says how to get
+    population data; ``models`` names what shadow and reference models are ("federations").
+    """
+    need = attack.needs_reference
+    if need not in SUPPORTED_REFERENCE:
+        raise ConfigError(f"attack {key!r} needs {need} data, which this audit does not build; use attacks whose "
+                          f"reference is one of {', '.join(SUPPORTED_REFERENCE)}")
+    needed = {need, *(attack.fit_input if attack.fit_required() else ())}
+    if "shadow" in needed and not shadow:
+        raise ConfigError(f"attack {key!r} learns from shadow {models}; set shadow.n_models >= 1 and split.n_shadow")
+    if "reference-pool" in needed and not pool:
+        raise ConfigError(f"attack {key!r} compares the target with reference {models}; set reference.n_models "
+                          "(an even number, e.g. 16)")
+    if "population" in needed and not population:
+        raise ConfigError(f"attack {key!r} needs population data the target never saw; set {population_fix}")
+    if getattr(attack, "per_class", False) and need == "none" and not shadow:
+        raise ConfigError(f"attack {key!r} with per_class=true learns class thresholds from shadow {models}; set "
+                          "shadow.n_models >= 1")
+
+
 def _accuracy(outputs: ClassifierOutputs, rows: np.ndarray) -> float:
     return float(outputs.correctness[rows].mean())
 
@@ -313,28 +339,17 @@ class ClassifierExperiment:
 
     def _check_needs(self, key: str, attack: Attack) -> None:
         """Reference data, access level, queries and weights ``attack`` needs against what this run gives."""
-        loaded, need = self.loaded, attack.needs_reference
+        loaded = self.loaded
         access = loaded.outputs.access if loaded is not None else "logits"
         queryable = loaded is None or loaded.model is not None
         weights = loaded is None or isinstance(loaded.model, TorchClassifierTarget)
         population = loaded.population is not None if loaded is not None else \
             self.split is not None and self.split.population.size > 0
-        if need not in SUPPORTED_REFERENCE:
-            raise ConfigError(f"attack {key!r} needs {need} data, which the classifier experiment does not build; "
-                              f"use attacks whose reference is one of {', '.join(SUPPORTED_REFERENCE)}")
-        needed = {need, *(attack.fit_input if attack.fit_required() else ())}  # RMIA: a pool and population data
-        if "shadow" in needed and not self.shadow_config.n_models:
-            raise ConfigError(f"attack {key!r} learns from shadow models; set shadow.n_models >= 1 and split.n_shadow")
-        if "reference-pool" in needed and not self.reference_config.n_models:
-            raise ConfigError(f"attack {key!r} compares the target with reference models; set reference.n_models "
-                              "(an even number, e.g. 16)")
-        if "population" in needed and not population:
-            fix = ("target.population (your model's outputs on, or examples of, data it never saw)" if loaded
-                   else "split.n_population (data the target never saw)")
-            raise ConfigError(f"attack {key!r} needs population data the target never saw; set {fix}")
-        if getattr(attack, "per_class", False) and need == "none" and not self.shadow_config.n_models:
-            raise ConfigError(f"attack {key!r} with per_class=true learns class thresholds from shadow models; "
-                              "set shadow.n_models >= 1")
+        check_reference_needs(key, attack, shadow=bool(self.shadow_config.n_models),
+                              pool=bool(self.reference_config.n_models), population=population,
+                              population_fix="target.population (your model's outputs on, or examples of, data it "
+                                             "never saw)" if loaded else "split.n_population (data the target never "
+                                             "saw)")
         if signal_type(attack) and not queryable:
             raise ConfigError(f"attack {key!r} queries the model itself (perturbed inputs or gradients); a "
                               "precomputed target cannot be queried: audit the model with the tool instead")
@@ -498,4 +513,4 @@ def _side_outputs(model: Any, members: ArrayDataset | None,
 
 
 __all__ = ["ACCESS_ORDER", "SUPPORTED_REFERENCE", "ClassifierExperiment", "ExperimentModels", "GivenData",
-           "ModelOutputs", "PluginFactory", "SplitSizes"]
+           "ModelOutputs", "PluginFactory", "SplitSizes", "check_reference_needs"]
