@@ -47,6 +47,7 @@ from miaudit.data import ArrayDataset, MembershipSplit, load_dataset, make_split
 from miaudit.errors import ConfigError
 from miaudit.runs.config import DatasetConfig
 from miaudit.utils.logs import progress as progress_bar
+from miaudit.utils.logs import progress_enabled
 from miaudit.utils.seed import derive_seed
 
 log = logging.getLogger(__name__)
@@ -403,11 +404,12 @@ class ClassifierExperiment:
     def _train(self, recipe: TrainConfig, data: ArrayDataset, plugins: PluginFactory | None) -> tuple[Any, dict]:
         """Train the target: in a fresh process, measured in this one, or plainly (its epochs shown)."""
         fresh = list(plugins()) if plugins is not None else []
+        progress = self.progress and progress_enabled()  # decided here: a spawned process does not inherit -q
         if self.isolate_training and not recipe.device.startswith("cuda"):
-            return train_isolated(fresh, recipe, data)
+            return train_isolated(fresh, recipe, data, progress=progress)
         if self.measure_memory:
-            return train_measured(fresh, recipe, data, threads=None)
-        return train_model(fresh, recipe, data, progress=self.progress)
+            return train_measured(fresh, recipe, data, threads=None, progress=progress)
+        return train_model(fresh, recipe, data, progress=progress)
 
     def _target(self, recipe: TrainConfig, plugins: PluginFactory | None, *, initial_outputs: bool,
                 tag: str) -> AuditedTarget:

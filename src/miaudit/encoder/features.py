@@ -17,12 +17,12 @@ from typing import Literal, get_args
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from miaudit.attacks.shadow import ShadowSet
 from miaudit.encoder.augment import AugmentConfig, augmented_views
 from miaudit.encoder.target import EncoderTarget
 from miaudit.errors import ConfigError, DataError, SignalError
+from miaudit.utils.logs import progress as progress_bar
 
 Similarity = Literal["cosine", "correlation", "euclidean"]
 SIMILARITIES: tuple[str, ...] = get_args(Similarity)
@@ -92,7 +92,7 @@ def similarity_features(target: EncoderTarget, x: np.ndarray, *, n_views: int = 
         raise DataError(f"EncoderMI features need images of shape (n, C, H, W) with n >= 1, got {tuple(data.shape)}")
     generator = torch.Generator().manual_seed(seed)
     out = []
-    for start in tqdm(range(0, data.shape[0], chunk), desc="views", disable=not progress, leave=False):
+    for start in progress_bar(range(0, data.shape[0], chunk), desc="views", enabled=progress, leave=False):
         xb = data[start:start + chunk]
         views = augmented_views(xb, n_views, augment, generator)  # (c, k, C, H, W)
         emb = target.embed(views.flatten(0, 1)).reshape(xb.shape[0], n_views, -1)

@@ -21,13 +21,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from miaudit.attacks.shadow import ShadowSet
 from miaudit.errors import DataError, SignalError
 from miaudit.multimodal.data import ImageTextDataset
 from miaudit.multimodal.split import Records
 from miaudit.multimodal.targets import DualEncoderTarget
+from miaudit.utils.logs import progress as progress_bar
 
 
 def _unit_rows(x: np.ndarray, what: str) -> np.ndarray:
@@ -177,7 +177,7 @@ def compute_pair_signals(target: DualEncoderTarget, dataset: ImageTextDataset, r
     gallery_captions = [dataset.captions[j] for j in gallery.captions]
     steps = [target, mfe] if mfe is not None else [target]
     out = []
-    for model in tqdm(steps, desc=desc, disable=not progress, leave=False):
+    for model in progress_bar(steps, desc=desc, enabled=progress, leave=False):
         out.append((model.embed_images(dataset.pixels(records.image)), model.embed_texts(captions),
                     model.embed_images(dataset.pixels(gallery.image)), model.embed_texts(gallery_captions)))
     mfe_emb = MFEEmbeddings(out[1][0], out[1][1], out[1][3]) if mfe is not None else None

@@ -1,8 +1,15 @@
-"""A readable Markdown report of one run, built from its ``metrics.json`` content only."""
+"""A readable Markdown report of one run, built from its ``metrics.json`` content only.
+
+Strings that come from the user (attack labels, dataset and model names, file paths, warnings that
+quote them) go through :func:`md_text` / :func:`md_code`, so a name can neither inject HTML into a
+viewer that renders it nor break the tables.
+"""
 
 from __future__ import annotations
 
+import html
 import math
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -14,6 +21,22 @@ _FPR_NAMES = {"0.001": "0.1%", "0.01": "1%", "0.05": "5%", "0.1": "10%"}
 MIN_FALSE_POSITIVES = 10
 
 
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*\[\]|~])|(?<!\w)_|_(?!\w)")
+_PLAIN_CODE = re.compile(r"[\w.:+@/ -]*")
+
+
+def md_text(value: Any) -> str:
+    """``value`` as literal Markdown text on one line: HTML characters as entities, Markdown syntax escaped."""
+    text = " ".join(str(value).split())
+    return _MARKDOWN_SPECIAL.sub(lambda m: "\\" + m.group(0), html.escape(text, quote=False))
+
+
+def md_code(value: Any) -> str:
+    """``value`` as inline code when it is a plain name (letters, digits, ``_.:+@/-``), else as :func:`md_text`."""
+    text = str(value)
+    return f"`{text}`" if _PLAIN_CODE.fullmatch(text) else md_text(text)
+
+
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None:
         return "-"
@@ -21,7 +44,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
         return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.{digits}f}"
-    return str(value)
+    return md_text(value)
 
 
 def _with_ci(value: float | None, ci: list[float] | None, digits: int = 3) -> str:
@@ -90,9 +113,9 @@ def _attack_table(attacks: list[dict[str, Any]], fpr_keys: list[str], confidence
     for a in attacks:
         tprs = [_with_ci(a["tpr_at_fpr"].get(k), a.get("tpr_at_fpr_ci", {}).get(k)) for k in fpr_keys]
         eps = (a.get("empirical_epsilon") or {}).get("epsilon")
-        row = ([f"`{a['name']}`", a.get("access", "-"), a.get("needs_reference", "-"),
+        row = ([md_code(a["name"]), _fmt(a.get("access", "-")), _fmt(a.get("needs_reference", "-")),
                 _with_ci(a["auc"], a.get("auc_ci"))] + tprs
-               + [f"{_fmt(a.get('balanced_accuracy'))} ({a.get('threshold_source', '-')})",
+               + [f"{_fmt(a.get('balanced_accuracy'))} ({_fmt(a.get('threshold_source', '-'))})",
                   _with_ci(a.get("advantage"), a.get("advantage_ci")), _fmt(eps, 2)])
         lines.append("| " + " | ".join(row) + " |")
     return lines
@@ -107,7 +130,7 @@ def _one_run_lines(metrics: dict[str, Any]) -> list[str]:
     oracle = (one_run.get("oracle") or {}).get("oracle_best") or {}
     lines = ["## One-run DP audit (Steinke, Nasr & Jagielski 2023)", "",
              f"{canaries['n']} {canaries['kind']} canaries, each inserted independently with probability 1/2 "
-             f"({canaries['n_inserted']} inserted); scores from `{one_run.get('attack', '-')}`.", "",
+             f"({canaries['n_inserted']} inserted); scores from {md_code(one_run.get('attack', '-'))}.", "",
              "| | k+ / k- | correct / guesses | epsilon lower bound |", "|---|---|---|---|",
              f"| k fixed in the config (valid) | {one_run['k_pos']} / {one_run['k_neg']} | "
              f"{one_run['correct']} / {one_run['guesses']} | **{one_run['epsilon']:.3f}** |"]
@@ -159,7 +182,8 @@ def _selection_lines(metrics: dict[str, Any]) -> list[str]:
              "evaluation labels themselves (`oracle`, an optimistic bound).", "",
              "| attack | parameter | held-out choice | AUC | oracle choice | oracle AUC |", "|---|---|---|---|---|---|"]
     for key, chosen in selection["attacks"].items():
-        lines.append(f"| `{key}` | {chosen['parameter']} | {_fmt(chosen['held_out'], 4)} | {_fmt(auc.get(key))} | "
+        lines.append(f"| {md_code(key)} | {_fmt(chosen['parameter'])} | {_fmt(chosen['held_out'], 4)} | "
+                     f"{_fmt(auc.get(key))} | "
                      f"{_fmt(chosen['oracle'], 4)} | {_fmt(auc.get(f'{key}.oracle'))} |")
     return lines + [""]
 
@@ -176,7 +200,8 @@ def _blind_baseline_lines(metrics: dict[str, Any], best: dict[str, Any] | None) 
              f"{baseline.get('n_splits', '?')}-fold cross-validated on the evaluation documents, never querying "
              f"the model: AUC {_with_ci(baseline['auc'], baseline.get('auc_ci'))}; {tprs}.", ""]
     if best is not None and baseline["auc"] >= best["auc"]:
-        lines += [f"**It does at least as well as the strongest attack (`{best['name']}`, AUC {best['auc']:.3f})**: "
+        lines += [f"**It does at least as well as the strongest attack ({md_code(best['name'])}, AUC "
+                  f"{best['auc']:.3f})**: "
                   "members and non-members differ in distribution, so these attack scores cannot be read as "
                   "evidence of membership.", ""]
     return lines
@@ -194,7 +219,7 @@ def render_report(metrics: dict[str, Any], *, figures: dict[str, str] | None = N
 
     what = [f"- **Dataset**: {_fmt(data.get('dataset'))}"
             f" ({_fmt(data.get('n_members'))} members, {_fmt(data.get('n_nonmembers'))} non-members audited)",
-            f"- **Target**: {target.get('description', target.get('source', target.get('model', '-')))}",
+            f"- **Target**: {_fmt(target.get('description', target.get('source', target.get('model', '-'))))}",
             f"- **Seed**: {metrics.get('seed', '-')}; miaudit {metrics.get('miaudit_version', '?')}"]
     if metrics.get("shadow"):
         s = metrics["shadow"]
@@ -219,7 +244,8 @@ def render_report(metrics: dict[str, Any], *, figures: dict[str, str] | None = N
         n_non = n_nonmembers(metrics)
         key, supported = headline_fpr(fpr_keys, n_non)
         tpr = _with_ci(best["tpr_at_fpr"].get(key), best.get("tpr_at_fpr_ci", {}).get(key))
-        headline = f"Strongest attack by AUC: `{best['name']}` with AUC {_with_ci(best['auc'], best.get('auc_ci'))}"
+        headline = (f"Strongest attack by AUC: {md_code(best['name'])} with AUC "
+                    f"{_with_ci(best['auc'], best.get('auc_ci'))}")
         if supported:
             headline += (f" and TPR {tpr} at {_fpr_label(key)} FPR (the lowest evaluated FPR that {n_non} "
                          f"non-members support, with at least {MIN_FALSE_POSITIVES} expected false positives).")
@@ -231,7 +257,7 @@ def render_report(metrics: dict[str, Any], *, figures: dict[str, str] | None = N
             e = bound.fields["empirical_epsilon"]
             headline += (f"\n\nEmpirical privacy: with {e['confidence']:.0%} confidence, the training is not "
                          f"(ε, {e['delta']:g})-differentially private for any ε below {bound.empirical_epsilon:.2f} "
-                         f"(a lower bound from `{bound.name}`'s error rates, Clopper-Pearson).")
+                         f"(a lower bound from {md_code(bound.name)}'s error rates, Clopper-Pearson).")
         out += ["## Attacks", "", headline, "",
                 *_attack_table(attacks, fpr_keys, confidence), "",
                 f"Brackets: {confidence:.0%} bootstrap confidence intervals "
@@ -255,9 +281,10 @@ def render_report(metrics: dict[str, Any], *, figures: dict[str, str] | None = N
     warnings = list(metrics.get("warnings", []))
     per_attack = [a.get("warnings", []) for a in attacks]
     shared = [w for w in per_attack[0] if all(w in ws for ws in per_attack)] if per_attack else []
-    warnings += [f"all attacks: {w}" if len(attacks) > 1 else w for w in shared]
+    warnings = [md_text(w) for w in warnings]
+    warnings += [f"all attacks: {md_text(w)}" if len(attacks) > 1 else md_text(w) for w in shared]
     for a, ws in zip(attacks, per_attack):
-        warnings += [f"`{a['name']}`: {w}" for w in ws if w not in shared]
+        warnings += [f"{md_code(a['name'])}: {md_text(w)}" for w in ws if w not in shared]
     if warnings:
         out += ["## Warnings", "", *[f"- {w}" for w in dict.fromkeys(warnings)], ""]
 
@@ -268,7 +295,8 @@ def render_report(metrics: dict[str, Any], *, figures: dict[str, str] | None = N
 
     cited = {a.get("attack", a["name"]): a["citation"] for a in attacks if a.get("citation")}
     if cited:
-        out += ["## Attacks' references", "", *[f"- `{n}`: {c}" for n, c in sorted(cited.items())], ""]
+        out += ["## Attacks' references", "",
+                *[f"- {md_code(n)}: {md_text(c)}" for n, c in sorted(cited.items())], ""]
     return "\n".join(out)
 
 

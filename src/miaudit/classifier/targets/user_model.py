@@ -9,7 +9,6 @@ files with ``x``, ``y`` and optional ``ids``. Every problem is a one-line error 
 
 from __future__ import annotations
 
-import importlib
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +24,7 @@ from miaudit.classifier.targets.torch_module import TorchClassifierTarget
 from miaudit.data import ArrayDataset
 from miaudit.data.datasets import read_npz
 from miaudit.errors import ConfigError, DataError, MiauditError
+from miaudit.utils.trusted_code import import_trusted_callable
 
 
 def _one_line(exc: BaseException) -> str:
@@ -37,21 +37,11 @@ def _few(items: list[str], k: int = 3) -> str:
 
 
 def _import_class(spec: str) -> type[nn.Module]:
-    """The class ``"pkg.module:ClassName"`` names, imported; a one-line ConfigError when it cannot be."""
-    where = "config.target.torch_module.class"
-    module_name, _, attr = spec.partition(":")
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except Exception as exc:  # the user's module may raise anything while it is imported
-        raise ConfigError(f"{where}: cannot import {module_name!r} ({_one_line(exc)}); install it or add its folder "
-                          "to PYTHONPATH") from None
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise ConfigError(f"{where}: module {module_name!r} has no {attr!r}; check the class name")
-        obj = getattr(obj, part)
-    if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
-        raise ConfigError(f"{where}: {spec} is not a torch.nn.Module subclass")
-    return obj
+    """The class ``"pkg.module:ClassName"`` names, imported under the rules of :mod:`miaudit.utils.trusted_code`
+    (``target.trust_code: true`` is checked when the config is parsed); a one-line ConfigError when it cannot be."""
+    return import_trusted_callable(spec, trust_code=True, where="config.target.torch_module.class",
+                                   accept=lambda obj: isinstance(obj, type) and issubclass(obj, nn.Module),
+                                   expected="a torch.nn.Module subclass")
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -13,6 +13,7 @@ dict per epoch), ``reports`` (per training plugin, e.g. a DP accountant's epsilo
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -30,6 +31,7 @@ from miaudit.classifier.training.loop import (
     train_classifier,
 )
 from miaudit.data.datasets import ArrayDataset
+from miaudit.utils.processes import exit_when_parent_dies
 
 
 def _proc_status_mb(key: str) -> float | None:
@@ -86,11 +88,13 @@ def train_measured(plugins: Sequence[TrainingPlugin], recipe: TrainConfig, data:
     return result.model, record
 
 
-def train_isolated(plugins: Sequence[TrainingPlugin], recipe: TrainConfig,
-                   data: ArrayDataset) -> tuple[nn.Module, dict[str, Any]]:
-    """:func:`train_measured` in a fresh (spawned) process with this process's torch thread count."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(train_measured, plugins, recipe, data, torch.get_num_threads()).result()
+def train_isolated(plugins: Sequence[TrainingPlugin], recipe: TrainConfig, data: ArrayDataset, *,
+                   progress: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+    """:func:`train_measured` in a fresh (spawned) process with this process's torch thread count; the process
+    exits when this one dies. ``progress`` is decided here (a spawned process does not inherit ``-q``)."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"), initializer=exit_when_parent_dies,
+                             initargs=(os.getpid(),)) as pool:
+        return pool.submit(train_measured, plugins, recipe, data, torch.get_num_threads(), progress=progress).result()
 
 
 __all__ = ["train_isolated", "train_measured", "train_model", "training_record"]
