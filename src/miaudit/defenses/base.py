@@ -130,12 +130,12 @@ class OutputDefense(_Defense):
         return self
 
     def apply(self, outputs: ClassifierOutputs, *, seed: int = 0) -> ClassifierOutputs:
-        """The defended outputs on the same ``n`` examples (same labels)."""
+        """The defended outputs on the same ``n`` examples (same labels, same ids)."""
         check_access(outputs, self.min_access, self.name)
         if self.requires_fit and not getattr(self, "fitted_", False):
             raise DefenseError(f"output defense {self.name!r} must be fitted on the model's member and non-member "
                                "outputs first: call fit(members, nonmembers)")
-        return self._apply(outputs, np.random.default_rng(seed))
+        return self._apply(outputs, np.random.default_rng(seed)).with_ids(outputs.ids)
 
     def _apply(self, outputs: ClassifierOutputs, rng: np.random.Generator) -> ClassifierOutputs:
         raise NotImplementedError

@@ -49,14 +49,16 @@ class PrecomputedTarget:
         if self.membership.all() or not self.membership.any():
             kind = "non-member" if self.membership.all() else "member"
             raise DataError(f"{source}: there is no {kind} example; an audit needs both members and non-members")
-        self._outputs = outputs
-        self.ids = np.arange(len(outputs)) if ids is None else np.asarray(ids)
+        if ids is None:
+            ids = np.arange(len(outputs)) if outputs.ids is None else outputs.ids
+        self.ids = np.asarray(ids)
         if self.ids.shape != self.membership.shape:
             raise DataError(f"{source}: ids have shape {self.ids.shape}, expected {self.membership.shape}")
         values, counts = np.unique(self.ids, return_counts=True)
         if (counts > 1).any():
             raise DataError(f"{source}: {int((counts > 1).sum())} ids occur more than once (e.g. "
                             f"{values[counts > 1][0].item()!r}); each example needs its own id")
+        self._outputs = outputs.with_ids(self.ids)
         self.source = source
         self.access = outputs.access
 
