@@ -73,10 +73,10 @@ def run_and_finalize(config: Any, args: argparse.Namespace, *, command: str) -> 
     options = RunOptions.from_args(args)
     with tracked_run(options, command=command, config=resolved_config(config), run_dir=args.out) as tracker:
         with torch_threads(args.threads):
-            metrics = run_audit(config, args.out, overwrite=args.overwrite, progress=not args.quiet,
-                                epsilon_delta=options.epsilon_delta)
+            result = run_audit(config, args.out, overwrite=args.overwrite, progress=not args.quiet,
+                               epsilon_delta=options.epsilon_delta)
         # with --json stdout carries only the JSON summary
-        print(summary_table(metrics), file=sys.stderr if args.json else sys.stdout)
+        print(summary_table(result.metrics), file=sys.stderr if args.json else sys.stdout)
         print(f"markdown report: {args.out}/report.md", file=sys.stderr if args.json else sys.stdout)
         return tracker.finalize(args.out)
 
