@@ -80,8 +80,12 @@ class _Defense:
     #: attribute with a class-level default) so that training defenses, which are both, agree on it
     name: str
     citation: ClassVar[str]
-    #: True when the defense needs ``DefenseContext.reference``
-    needs_reference: ClassVar[bool] = False
+
+    @property
+    def needs_reference(self) -> bool:
+        """True when the defense needs ``DefenseContext.reference`` (a class constant in most defenses, set
+        as ``needs_reference = True``; a property where it depends on the parameters)."""
+        return False
 
     @classmethod
     def param_names(cls) -> list[str]:
@@ -149,9 +153,14 @@ class OutputDefense(_Defense):
     ``output_access``: access level of what ``apply`` returns.
     """
 
-    requires_fit: ClassVar[bool] = False
     min_access: ClassVar[str] = "probabilities"
     output_access: ClassVar[str] = "probabilities"
+
+    @property
+    def requires_fit(self) -> bool:
+        """True when ``fit`` must run before ``apply`` (a class constant or, where it depends on the
+        parameters, a property)."""
+        return False
 
     def fit(self, members: ClassifierOutputs, nonmembers: ClassifierOutputs, *, seed: int = 0) -> OutputDefense:
         """Learn from the model's outputs on its own members and on data it never saw (default: nothing)."""
