@@ -180,3 +180,19 @@ def test_population_attack_blames_ties_before_the_sample_size():
     few = population.subset(np.arange(400, 410))
     with pytest.raises(DataError, match="give at least 20 population examples"):
         PopulationAttack(alpha=0.05).fit(AttackReference(population=few))
+
+
+def test_heavy_tailed_histograms_are_clipped_and_labelled(tmp_path):
+    from miaudit.evaluation import AttackResult
+    from miaudit.report.plots import histogram_range, plot_score_histograms
+
+    rng = np.random.default_rng(0)
+    normal = rng.normal(size=1000)
+    assert histogram_range(normal)[2] == 0  # no clipping of well-behaved scores
+    heavy = np.r_[rng.normal(size=996), 1e6, 2e6, 5e5, -3e6]  # four huge likelihood ratios
+    lo, hi, outside = histogram_range(heavy)
+    assert outside >= 4 and hi - lo < 10
+    labels = np.r_[np.ones(500, int), np.zeros(500, int)]
+    result = AttackResult("lira", np.arange(1000), labels, heavy)
+    plot_score_histograms([result], tmp_path / "h.png")
+    assert (tmp_path / "h.png").stat().st_size > 0

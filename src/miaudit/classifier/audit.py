@@ -199,6 +199,7 @@ class _Target:
     audited: ArrayDataset | None = None
     split: MembershipSplit | None = None  # indexes `examples`; reference pools are trained on split.audited
     examples: ArrayDataset | None = None
+    groups: np.ndarray | None = None  # (n,) group ids of the audited examples, when the data has them
 
 
 def _external_shadow_pool(config: AuditConfig, dataset: ArrayDataset | None, outputs: ClassifierOutputs,
@@ -227,7 +228,7 @@ def _precomputed_target(config: AuditConfig, dataset: ArrayDataset | None, run_w
     info = {"source": "precomputed", "path": path, "access": target.access,
             "description": f"precomputed outputs from {path} ({target.access})", "fingerprint": target.fingerprint()}
     shadow_pool = _external_shadow_pool(config, dataset, outputs, run_warnings)
-    return _Target(outputs, target.membership, target.ids, info, shadow_pool, population)
+    return _Target(outputs, target.membership, target.ids, info, shadow_pool, population, groups=target.groups)
 
 
 def _trained_target(config: AuditConfig, dataset: ArrayDataset, *, progress: bool) -> _Target:
@@ -248,7 +249,7 @@ def _trained_target(config: AuditConfig, dataset: ArrayDataset, *, progress: boo
             "n_parameters": _n_parameters(model.model), "train_seconds": round(result.seconds, 2),
             "final_train_loss": result.history[-1]["loss"], "fingerprint": model.fingerprint()}
     return _Target(model.outputs(audited), split.membership, audited.ids, info, split.shadow, population,
-                   model=model, audited=audited, split=split, examples=dataset)
+                   model=model, audited=audited, split=split, examples=dataset, groups=audited.groups)
 
 
 # -- the user's own model -------------------------------------------------------------------------
@@ -345,7 +346,8 @@ def _load_sklearn(path_str: str) -> Any:
 
 
 def _read_examples(path_str: str, key: str, role: str) -> ArrayDataset:
-    """``x`` ``(n, ...)``, ``y`` ``(n,)`` and optional ``ids`` of ``target.<key>`` (default ``"<role>/<row>"``)."""
+    """``x`` ``(n, ...)``, ``y`` ``(n,)``, optional ``ids`` (default ``"<role>/<row>"``) and ``groups`` of
+    ``target.<key>``."""
     path = Path(path_str)
     if not path.is_file():
         raise DataError(f"config.target.{key}: {path} does not exist; give an .npz with x (n, ...) and y (n,)")
@@ -358,7 +360,7 @@ def _read_examples(path_str: str, key: str, role: str) -> ArrayDataset:
         raise DataError(f"config.target.{key}: x in {path} has dtype {arrays['x'].dtype}; features must be numeric")
     n = len(arrays["y"])
     ids = arrays["ids"].astype(str) if "ids" in arrays else np.array([f"{role}/{i}" for i in range(n)])
-    return ArrayDataset(arrays["x"], arrays["y"], name=f"{path.name}", ids=ids)
+    return ArrayDataset(arrays["x"], arrays["y"], name=f"{path.name}", ids=ids, groups=arrays.get("groups"))
 
 
 def _join(parts: list[ArrayDataset], n_classes: int | None) -> ArrayDataset:
@@ -371,8 +373,16 @@ def _join(parts: list[ArrayDataset], n_classes: int | None) -> ArrayDataset:
     if np.unique(ids).size != ids.size:
         raise DataError("config.target: example ids repeat across members, nonmembers and population; give unique "
                         "'ids' in the .npz files (or none)")
+    grouped = [p.groups is not None for p in parts[:2]]
+    if grouped[0] != grouped[1]:
+        raise DataError("config.target: only one of the members / nonmembers files has 'groups'; give group ids in "
+                        "both (or neither)")
+    groups = None
+    if grouped[0]:
+        groups = np.concatenate([p.groups.astype(str) if p.groups is not None else
+                                 np.array([f"{p.name}/{i}" for i in range(len(p))]) for p in parts])
     return ArrayDataset(np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]),
-                        n_classes=n_classes, name=" + ".join(p.name for p in parts), ids=ids)
+                        n_classes=n_classes, name=" + ".join(p.name for p in parts), ids=ids, groups=groups)
 
 
 def _run_model(model: TorchClassifierTarget | SklearnTarget, data: ArrayDataset) -> ClassifierOutputs:
@@ -429,7 +439,7 @@ def _user_model_target(config: AuditConfig, dataset: ArrayDataset | None, run_wa
     population_outputs = _run_model(model, examples.subset(split.population)) if population is not None else None
     shadow_pool = _external_shadow_pool(config, dataset, outputs, run_warnings)
     return _Target(outputs, split.membership, audited.ids, info, shadow_pool, population_outputs, model=model,
-                   audited=audited, split=split, examples=examples)
+                   audited=audited, split=split, examples=examples, groups=audited.groups)
 
 
 # -- attacks ---------------------------------------------------------------------------------------
@@ -511,13 +521,13 @@ def _score_attacks(attacks: list[tuple[str, Attack]], target: _Target, reference
         if key in queried:
             r = queried[key]
             scored.append(ScoredAttack(key, attack, target.ids, target.membership, r.scores, r.seconds,
-                                       extra={"cost": r.cost, "learned": learned_state(attack)}))
+                                       extra={"cost": r.cost, "learned": learned_state(attack)}, groups=target.groups))
             continue
         start = time.perf_counter()
         signals = view_outputs if view_outputs is not None and key in with_views else target.outputs
         scores = attack.fit(reference).score(signals)
         scored.append(ScoredAttack(key, attack, target.ids, target.membership, scores, time.perf_counter() - start,
-                                   extra={"learned": learned_state(attack)}))
+                                   extra={"learned": learned_state(attack)}, groups=target.groups))
     return scored
 
 
@@ -551,7 +561,7 @@ def run_classifier_audit(config: AuditConfig, folder: Path, *, progress: bool = 
     target.info["test_accuracy"] = _accuracy(outputs, ~membership)
     log.info("target: train accuracy %.4f, test accuracy %.4f", target.info["train_accuracy"],
              target.info["test_accuracy"])
-    PrecomputedTarget.save_npz(folder / "target_outputs.npz", outputs, membership, ids=target.ids)
+    PrecomputedTarget.save_npz(folder / "target_outputs.npz", outputs, membership, ids=target.ids, groups=target.groups)
 
     sections: dict[str, Any] = {}
     shadow, shadow_models, pool = None, [], None

@@ -77,7 +77,16 @@ def run_and_finalize(config: Any, args: argparse.Namespace, *, command: str) -> 
         # with --json stdout carries only the JSON summary
         print(summary_table(metrics), file=sys.stderr if args.json else sys.stdout)
         print(f"markdown report: {args.out}/report.md", file=sys.stderr if args.json else sys.stdout)
+        print_warnings(metrics)
         return tracker.finalize(args.out)
+
+
+def print_warnings(metrics: Any) -> None:
+    """The run's and its attacks' warnings on stderr, one ``warning:`` line each (also with ``-q``)."""
+    from miaudit.evaluation.run_result import RunResult
+
+    for warning in RunResult(dict(metrics)).all_warnings:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
