@@ -141,6 +141,15 @@ def _rule(t: RiskThresholds, confidence: float) -> str:
             "inconclusive when the blind baseline shows a distribution shift")
 
 
+def defense_verdict(comparison: Mapping[str, Any], row: Mapping[str, Any]) -> dict[str, Any]:
+    """The risk verdict of one defense row of a ``defenses.json`` (its attacks, the comparison's evaluation
+    settings and data sizes), by the same rule and thresholds as an audit."""
+    evaluation = comparison.get("evaluation") or {}
+    risk = (comparison.get("config") or {}).get("evaluation", {}).get("risk")
+    return risk_verdict({"attacks": row.get("attacks") or [], "evaluation": evaluation,
+                         "data": comparison.get("data") or {}}, RiskThresholds(**risk) if risk else None)
+
+
 def verdict_of(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """The stored verdict of a run, or one computed with the default thresholds (runs written before it existed)."""
     stored = metrics.get("verdict")
@@ -149,4 +158,4 @@ def verdict_of(metrics: Mapping[str, Any]) -> dict[str, Any]:
     return risk_verdict(metrics)
 
 
-__all__ = ["LEVELS", "RiskThresholds", "risk_verdict", "verdict_of"]
+__all__ = ["LEVELS", "RiskThresholds", "defense_verdict", "risk_verdict", "verdict_of"]
