@@ -7,7 +7,9 @@ given and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import types
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -32,11 +34,28 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _type_name(tp: Any) -> str:
+def type_name(tp: Any) -> str:
+    """A type as a config user reads it: ``float``, ``list[int] | null``, ``'out' | 'all'``."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return "any"
+    if tp is type(None):
+        return "null"
+    if origin in (Union, types.UnionType):
+        return " | ".join(type_name(o) for o in get_args(tp))
+    if origin is Literal:
+        return " | ".join(map(repr, get_args(tp)))
+    if origin in (list, tuple, Sequence):
+        return f"list[{type_name((get_args(tp) or (Any,))[0])}]"
+    if origin is dict:
+        return "mapping"
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _convert(value: Any, tp: Any, where: str) -> Any:
+def convert(value: Any, tp: Any, where: str) -> Any:
+    """``value`` checked against type ``tp`` strictly (a string is not a number or a boolean; an int is
+    accepted for a float), converted where the type asks (float, tuple, dataclass); a :class:`ConfigError`
+    that starts with ``where`` otherwise. A ``Sequence[...]`` keeps the list or tuple it was given."""
     origin = get_origin(tp)
     if tp is Any:
         return value
@@ -49,39 +68,38 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             if option is type(None):
                 continue
             try:
-                return _convert(value, option, where)
+                return convert(value, option, where)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of "
-                          f"{', '.join(_type_name(o) for o in options)}")
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: expected {type_name(tp)}, got {value!r}")
     if origin is Literal:
         allowed = get_args(tp)
         if value not in allowed:
             raise ConfigError(f"{where}: {value!r} is not allowed; choose one of {', '.join(map(repr, allowed))}")
         return value
-    if origin in (list, tuple):
+    if origin in (list, tuple, Sequence):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
         (item_type, *rest) = get_args(tp) or (Any,)
-        items = [_convert(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
+        items = [convert(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple or (origin is Sequence and isinstance(value, tuple)) else items
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
         key_type, value_type = get_args(tp) or (Any, Any)
-        return {_convert(k, key_type, where): _convert(v, value_type, f"{where}.{k}") for k, v in value.items()}
+        return {convert(k, key_type, where): convert(v, value_type, f"{where}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, where)
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
         return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
+    if tp is int:  # NumPy integers too (from Python callers); YAML gives plain ints
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
     if tp is str:
@@ -89,7 +107,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value
     if isinstance(tp, type) and not isinstance(value, tp):
-        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{where}: expected {type_name(tp)}, got {value!r}")
     return value
 
 
@@ -105,7 +123,7 @@ def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
     kwargs = {}
     for name, field in fields.items():
         if name in data:
-            kwargs[name] = _convert(data[name], hints[name], f"{where}.{name}")
+            kwargs[name] = convert(data[name], hints[name], f"{where}.{name}")
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{where}: missing required key {name!r}")
     try:
@@ -127,7 +145,7 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-__all__ = ["from_dict", "load_yaml", "refuse_nested_seed", "resolved_without_seed", "to_dict"]
+__all__ = ["convert", "from_dict", "load_yaml", "refuse_nested_seed", "resolved_without_seed", "to_dict", "type_name"]
 
 
 def refuse_nested_seed(data: dict[str, Any], section: str) -> None:

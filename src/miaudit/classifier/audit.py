@@ -26,7 +26,6 @@ import torch
 from torch import nn
 
 from miaudit.attacks.base import Attack
-from miaudit.classifier.attacks.reference_math import OFFLINE_A_GRID
 from miaudit.classifier.config import AuditConfig
 from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.queried import ShadowModel, run_queried_attacks, signal_type
@@ -444,51 +443,6 @@ def _user_model_target(config: AuditConfig, dataset: ArrayDataset | None, run_wa
 
 # -- attacks ---------------------------------------------------------------------------------------
 
-def _jsonable(value: Any) -> Any:
-    """numpy scalars / arrays as plain floats / ints / lists; non-finite floats as None."""
-    if isinstance(value, np.ndarray):
-        return [_jsonable(v) for v in value.tolist()]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if np.isfinite(value) else None
-    return value
-
-
-def learned_state(attack: Attack) -> dict[str, Any]:
-    """What a fitted attack learned that a reader needs to interpret its result; small and JSON-able.
-
-    ``class_thresholds_`` (one per class, learned on shadow data) and ``global_threshold_`` (used
-    for classes without one); RMIA's ``offline_a_`` and ``tuning_auc_`` (mean AUC on the reference
-    models for each candidate ``a``: it was chosen there, not on the target's members); LiRA's
-    ``variance`` mode, its standard deviations (``std_in_`` / ``std_out_`` pooled for "global",
-    their medians over examples for "per_example") and ``n_views``. The decision threshold
-    itself is the entry's ``threshold``.
-    """
-    out: dict[str, Any] = {}
-    for name in ("class_thresholds_", "global_threshold_", "offline_a_"):
-        value = getattr(attack, name, None)
-        if value is not None:
-            out[name] = _jsonable(value)
-    tuning = getattr(attack, "tuning_auc_", None)
-    if tuning is not None:
-        tuning = np.asarray(tuning)
-        out["tuning_auc_"] = ({f"{a:g}": _jsonable(v) for a, v in zip(OFFLINE_A_GRID, tuning)}
-                              if tuning.size == len(OFFLINE_A_GRID) else _jsonable(tuning))
-    std_out = getattr(attack, "std_out_", None)
-    if std_out is not None:  # LiRA's Gaussians, (n, n_views)
-        out["variance"] = attack.variance
-        out["n_views"] = int(std_out.shape[1])
-        for name in ("std_in_", "std_out_"):
-            std = getattr(attack, name, None)
-            if std is not None:
-                pooled = attack.variance == "global"
-                out[name if pooled else f"{name}median"] = _jsonable(std.flat[0] if pooled else np.median(std))
-    return out
-
-
 def _view_outputs(target: _Target, views: str) -> list[ClassifierOutputs]:
     """The target's outputs on every query view of the audited examples; view 0 is the plain query."""
     x, y = target.audited.x, target.audited.y
@@ -521,13 +475,13 @@ def _score_attacks(attacks: list[tuple[str, Attack]], target: _Target, reference
         if key in queried:
             r = queried[key]
             scored.append(ScoredAttack(key, attack, target.ids, target.membership, r.scores, r.seconds,
-                                       extra={"cost": r.cost, "learned": learned_state(attack)}, groups=target.groups))
+                                       extra={"cost": r.cost, "learned": attack.learned_state()}, groups=target.groups))
             continue
         start = time.perf_counter()
         signals = view_outputs if view_outputs is not None and key in with_views else target.outputs
         scores = attack.fit(reference).score(signals)
         scored.append(ScoredAttack(key, attack, target.ids, target.membership, scores, time.perf_counter() - start,
-                                   extra={"learned": learned_state(attack)}, groups=target.groups))
+                                   extra={"learned": attack.learned_state()}, groups=target.groups))
     return scored
 
 
@@ -589,4 +543,4 @@ def run_classifier_audit(config: AuditConfig, folder: Path, *, progress: bool = 
 
 register_kind("classifier", AuditConfig, run_classifier_audit, parse=parse, resolve=resolve)
 
-__all__ = ["learned_state", "parse", "resolve", "run_classifier_audit"]
+__all__ = ["parse", "resolve", "run_classifier_audit"]

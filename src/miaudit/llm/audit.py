@@ -3,15 +3,18 @@
 Steps of :func:`run_llm` (the runner registered with :func:`miaudit.runs.pipeline.register_kind`):
 
 1. Load the documents (:mod:`miaudit.llm.datasets`), optionally a stratified subsample.
-2. ReCaLL (if asked): draw ``recall.n_shots`` non-members as the prefix and take them out of the
-   evaluation set (a prefix document scored after itself would be trivially "member"-like).
+2. ReCaLL (an attack reading ``prefix_logprob``): draw ``recall.n_shots`` non-members as the prefix and
+   take them out of the evaluation set (a prefix document scored after itself would be trivially
+   "member"-like).
 3. Honest selection: a stratified calibration split (``selection.calibration_fraction``) is set
-   aside when an attack has hyper-parameters to choose. Each such attack is reported twice on the
+   aside when an attack has a tunable hyper-parameter its params leave unset (the attack's
+   ``tunable``), or learns from calibration documents (``fit_input``). Each tuned attack is reported twice on the
    SAME evaluation documents: with the value chosen on the calibration split (label = attack key,
    the result) and with the value that is best on the evaluation labels themselves (label
    ``<key>.oracle``, an optimistic bound, as in the authors' code of several papers).
 4. One forward pass per document gives every reference-free signal; the extra passes run only for
-   the attacks that need them (lowercase, reference model, ReCaLL prefix, gradients, neighbours).
+   the signals the attacks read (lowercase, reference model, ReCaLL prefix, gradients, neighbours).
+   Attacks that learn from token counts of a reference corpus (DC-PDD) get those of ``dc_pdd.corpus``.
 5. Evaluation (``miaudit.evaluation.evaluate`` through the shared audit pipeline), the blind
    bag-of-words baseline on the same evaluation documents (``blind_baseline`` in metrics.json), and
    a token-level HTML view of a few documents (``token_view.html``).
@@ -31,13 +34,14 @@ from typing import Any, Literal
 
 import numpy as np
 
+from miaudit.attacks.base import Attack
 from miaudit.attacks.registry import create_attack, get_attack_class
 from miaudit.config import to_dict
 from miaudit.errors import ConfigError, DataError
 from miaudit.llm import selection
+from miaudit.llm.attacks.dc_pdd import token_counts
 from miaudit.llm.baseline import blind_baseline, compare_with_baseline
 from miaudit.llm.datasets import TextDataset, load_text_dataset, read_corpus
-from miaudit.llm.scoring import smooth_counts, token_counts
 from miaudit.llm.signals import TokenSignals
 from miaudit.llm.target import HFCausalLM
 from miaudit.llm.token_view import token_view, write_html
@@ -49,6 +53,8 @@ log = logging.getLogger(__name__)
 
 #: optional TokenSignals fields (default None) that need an extra pass; ``text`` comes with every record
 EXTRA_PASSES = tuple(f.name for f in dataclasses.fields(TokenSignals) if f.default is None and f.name != "text")
+#: what an LLM audit can give an attack's ``fit``: the calibration split, token counts of ``dc_pdd.corpus``
+FIT_INPUTS = ("calibration", "token-counts")
 
 
 # -- configuration --------------------------------------------------------------------------------
@@ -103,10 +109,11 @@ class SignalConfig:
 
 @dataclass
 class SelectionConfig:
-    """``calibration_fraction`` of the documents (stratified) choose hyper-parameters: ACMIA's ``beta``,
-    Min-K%'s and Min-K%++'s ``k``, DC-PDD's ``a`` (:data:`miaudit.llm.selection.TUNED`), unless the
-    attack's ``params`` fix them. ``grids`` overrides an attack key's candidates, e.g.
-    ``{min_k_pp: [0.1, 0.2]}`` (default: the authors' grids, every beta of the signal grid)."""
+    """``calibration_fraction`` of the documents (stratified) choose the hyper-parameters attacks declare
+    tunable (ACMIA's ``beta``, Min-K%'s and Min-K%++'s ``k``, DC-PDD's ``a``; ``miaudit list attacks``
+    shows them), unless the attack's ``params`` fix them. ``grids`` overrides an attack key's candidates,
+    e.g. ``{min_k_pp: [0.1, 0.2]}`` (default: the attack's declared grid; for beta every grid point of the
+    signals where the variant is defined)."""
 
     calibration_fraction: float = 0.2
     grids: dict[str, list[float]] = field(default_factory=dict)
@@ -190,9 +197,10 @@ class LLMAuditConfig:
 
     def __post_init__(self) -> None:
         check_attack_specs(self.attacks)
-        names = {a.name for a in self.attacks}
-        if "ref" in names and self.reference_model is None:
-            raise ConfigError("config.reference_model: attack 'ref' needs a reference model (same tokenizer)")
+        for spec in self.attacks:
+            if "ref_logprob" in get_attack_class(spec.name, "llm").signals and self.reference_model is None:
+                raise ConfigError(f"config.reference_model: attack {spec.name!r} needs a reference model (same "
+                                  "tokenizer)")
         if self.recall.n_shots < 1:
             raise ConfigError(f"config.recall.n_shots: must be >= 1, got {self.recall.n_shots}")
         unknown = sorted(set(self.selection.grids) - {a.key for a in self.attacks})
@@ -287,11 +295,11 @@ def _attach(signals: list[TokenSignals], extra: dict[str, Any]) -> list[TokenSig
             for i, s in enumerate(signals)]
 
 
-def _dc_pdd_counts(config: LLMAuditConfig, target: HFCausalLM) -> np.ndarray:
-    """Token counts ``(V,)`` of the user's DC-PDD reference corpus under the target's tokenizer."""
+def _corpus_counts(config: LLMAuditConfig, target: HFCausalLM, keys: list[str]) -> np.ndarray:
+    """Token counts ``(V,)`` of the user's reference corpus (``dc_pdd.corpus``) under the target's tokenizer."""
     if config.dc_pdd.corpus is None:
-        raise ConfigError("attack 'dc_pdd' needs a reference corpus for token frequencies: set dc_pdd.corpus to a "
-                          "text file (one document per line) or a .jsonl/.csv with a text column")
+        raise ConfigError(f"attack {keys[0]!r} needs a reference corpus for token frequencies: set dc_pdd.corpus to "
+                          "a text file (one document per line) or a .jsonl/.csv with a text column")
     texts = read_corpus(config.dc_pdd.corpus, text_column=config.dc_pdd.text_column)
     return token_counts([target.tokenizer(t, add_special_tokens=False, verbose=False)["input_ids"] for t in texts],
                         target.vocab_size)
@@ -299,28 +307,58 @@ def _dc_pdd_counts(config: LLMAuditConfig, target: HFCausalLM) -> np.ndarray:
 
 # -- the runner ------------------------------------------------------------------------------------
 
-def _tuned_parameter(spec: AttackSpec) -> str | None:
+def _build_attacks(config: LLMAuditConfig) -> dict[str, Attack]:
+    """Every attack of the config, by key, with its parameters validated before any forward pass; an attack
+    whose ``fit`` needs data an LLM audit does not build is refused."""
+    attacks = {}
+    for i, spec in enumerate(config.attacks):
+        try:
+            attacks[spec.key] = attack = create_attack(spec.name, target_kind="llm", **spec.params)
+        except ConfigError as exc:
+            raise ConfigError(f"config.attacks[{i}]: {exc}") from None
+        missing = [need for need in attack.fit_input if need not in FIT_INPUTS]
+        if missing:
+            raise ConfigError(f"config.attacks[{i}]: attack {spec.name!r} learns from {missing[0]} data, which an LLM "
+                              f"audit does not build (it gives {' and '.join(FIT_INPUTS)})")
+    return attacks
+
+
+def _tuned_parameter(spec: AttackSpec, attack: Attack) -> str | None:
     """The hyper-parameter chosen on calibration data for this attack, unless its params fix it."""
-    param = selection.TUNED.get(spec.name)
+    param = next(iter(attack.tunable), None)
     return param if param is not None and param not in spec.params else None
+
+
+def _check_grids(config: LLMAuditConfig, attacks: dict[str, Attack], tuned: dict[str, str | None]) -> None:
+    """``selection.grids`` only for attacks with a parameter to choose, and with values it allows."""
+    for key, grid in config.selection.grids.items():
+        param = tuned[key]
+        if param is None:
+            raise ConfigError(f"config.selection.grids.{key}: attack {attacks[key].name!r} has no hyper-parameter "
+                              "left to choose (none is tunable, or its params fix it); remove the grid")
+        for value in grid:
+            try:
+                type(attacks[key]).check_param(param, value)
+            except ConfigError as exc:
+                raise ConfigError(f"config.selection.grids.{key}: {exc}") from None
 
 
 def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
             perturb: Callable[[str], Sequence[str]] | None = None) -> AuditOutcome:
     """The ``kind: llm`` runner: returns the scored attacks and metrics sections; writes token_view.html."""
     start = time.perf_counter()
-    classes = {}
-    for spec in config.attacks:
-        classes[spec.key] = get_attack_class(spec.name, "llm")
-        create_attack(spec.name, target_kind="llm", **spec.params)  # a bad parameter fails before any forward pass
-    tuned = {spec.key: _tuned_parameter(spec) for spec in config.attacks}
-    needs_calibration = any(tuned.values()) or any(classes[s.key].needs_reference == "calibration"
-                                                    for s in config.attacks)
+    attacks = _build_attacks(config)  # a bad parameter fails before any forward pass
+    tuned = {spec.key: _tuned_parameter(spec, attacks[spec.key]) for spec in config.attacks}
+    _check_grids(config, attacks, tuned)
+    needs_calibration = any(tuned.values()) or any("calibration" in a.fit_input for a in attacks.values())
+    counted = [k for k, a in attacks.items() if "token-counts" in a.fit_input and a.fit_required()]
+    signal_names = {f for a in attacks.values() for f in a.signals}
 
     data = _load_documents(config)
     warnings: list[str] = []
-    shots, shot_ids = [], []
-    if any(spec.name == "recall" for spec in config.attacks):
+    shots: list[str] = []
+    shot_ids: list[str] = []
+    if "prefix_logprob" in signal_names:
         data, shots, shot_ids = _split_recall_prefix(data, config)
     n, labels = len(data), data.labels
     if needs_calibration:
@@ -339,14 +377,14 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
     if config.reference_model is not None:
         reference = _build_target(config.reference_model, config, progress)
         target.check_same_tokenizer(reference)
-    needed = {f for cls in classes.values() for f in cls.signals if f in EXTRA_PASSES}
+    needed = {f for f in signal_names if f in EXTRA_PASSES}
     if perturb is None and config.neighbourhood.perturb:
         perturb = _import_callable(config.neighbourhood.perturb)
     if "neighbour_logprobs" in needed and perturb is None:
-        raise ConfigError("attack 'neighbourhood' needs a perturbation model: set neighbourhood.perturb to "
+        key = next(k for k, a in attacks.items() if "neighbour_logprobs" in a.signals)
+        raise ConfigError(f"attack {key!r} needs a perturbation model: set neighbourhood.perturb to "
                           "'package.module:function' (or pass perturb= to run_llm_audit)")
-    counts = _dc_pdd_counts(config, target) if any(s.name == "dc_pdd" and "token_freq" not in s.params
-                                                  for s in config.attacks) else None
+    counts = _corpus_counts(config, target, counted) if counted else None
 
     log.info("%s: %d documents (%d members): %d for calibration, %d evaluated", data.name, n, int(labels.sum()),
              calibration.size, evaluation.size)
@@ -357,18 +395,24 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
     cal_labels, eval_labels = labels[calibration], labels[evaluation]
     eval_groups = None if data.groups is None else data.groups[evaluation]
 
+    def fit_data(attack: Attack) -> Any:
+        """What the attack's ``fit`` receives (its ``fit_input``)."""
+        if "calibration" in attack.fit_input:
+            return selection.LLMCalibration(cal_signals, cal_labels)
+        return counts if "token-counts" in attack.fit_input else None
+
     scored: list[ScoredAttack] = []
     chosen: dict[str, Any] = {}
     for spec in config.attacks:
-        cls, params, param = classes[spec.key], dict(spec.params), tuned[spec.key]
-        fixed = {}
-        if spec.name == "dc_pdd":  # DC-PDD's grid search needs the frequencies as a parameter
-            fixed["token_freq"] = params.pop("token_freq") if "token_freq" in params else smooth_counts(counts)
-        runs = [(spec.key, params, {})]
+        params, param = dict(spec.params), tuned[spec.key]
+        runs: list[tuple[str, dict[str, Any], dict[str, Any]]] = [(spec.key, params, {})]
         if param is not None:
             grid = config.selection.grids.get(spec.key)
-            held_out, values, cal_aucs = selection.choose(spec.name, cal_signals, cal_labels, grid, **fixed)
-            oracle, _, test_aucs = selection.choose(spec.name, eval_signals, eval_labels, values, **fixed)
+            fit_with = fit_data(attacks[spec.key])
+            held_out, values, cal_aucs = selection.choose(spec.name, cal_signals, cal_labels, grid, fit_data=fit_with,
+                                                          **params)
+            oracle, _, test_aucs = selection.choose(spec.name, eval_signals, eval_labels, values, fit_data=fit_with,
+                                                    **params)
             chosen[spec.key] = {"parameter": param, "grid": values.tolist(), "held_out": held_out, "oracle": oracle,
                                 "calibration_aucs": cal_aucs.tolist(), "evaluation_aucs": test_aucs.tolist()}
             runs = [(spec.key, {**params, param: held_out}, {"selection": "held-out", param: held_out}),
@@ -376,17 +420,12 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
         for key, run_params, extra in runs:
             t0 = time.perf_counter()
             attack = create_attack(spec.name, target_kind="llm", **run_params)
-            if spec.name == "dc_pdd" and counts is None:
-                attack = create_attack(spec.name, target_kind="llm", **run_params, **fixed)
-            if cls.needs_reference == "calibration":
-                attack.fit(selection.LLMCalibration(cal_signals, cal_labels))
-            elif spec.name == "dc_pdd" and counts is not None:
-                attack.fit(counts)
-            elif cls.requires_fit:
-                attack.fit(None)
+            if attack.fit_required():
+                attack.fit(fit_data(attack))
             scores = attack.score(eval_signals)
             scored.append(ScoredAttack(key, attack, data.ids[evaluation], eval_labels.astype(bool), scores,
-                                       time.perf_counter() - t0, extra=extra, groups=eval_groups))
+                                       time.perf_counter() - t0, extra={**extra, "learned": attack.learned_state()},
+                                       groups=eval_groups))
 
     sections: dict[str, Any] = {"selection": {
         "calibration_fraction": config.selection.calibration_fraction if needs_calibration else 0.0,

@@ -145,7 +145,8 @@ def resolved_config(config: Any) -> dict[str, Any]:
 
 
 def build_attacks(specs: list[AttackSpec], *, kind: str, seed: int) -> list[tuple[str, Attack]]:
-    """Instantiate every attack before any heavy work, so a bad name or parameter fails at once.
+    """Instantiate every attack before any heavy work, so a bad name or parameter (type or value, see
+    :meth:`~miaudit.attacks.base.Attack.check_param`) fails at once, naming the attack's place in the config.
 
     An attack with a ``seed`` parameter the config leaves unset gets one derived from the run's seed.
     """
@@ -158,7 +159,10 @@ def build_attacks(specs: list[AttackSpec], *, kind: str, seed: int) -> list[tupl
         params = dict(spec.params)
         if "seed" in cls.param_names() and "seed" not in params:
             params["seed"] = derive_seed(seed, "attack", spec.key)
-        attacks.append((spec.key, create_attack(spec.name, **params)))
+        try:
+            attacks.append((spec.key, create_attack(spec.name, **params)))
+        except ConfigError as exc:
+            raise ConfigError(f"config.attacks[{i}]: {exc}") from None
     return attacks
 
 

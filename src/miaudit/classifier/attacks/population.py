@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from miaudit.attacks.base import Attack
+from miaudit.attacks.base import Attack, Interval
 from miaudit.attacks.registry import register
 from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.reference import AttackReference
-from miaudit.errors import ConfigError, DataError
+from miaudit.errors import DataError
 
 
 def _fraction_at_least(sorted_pop: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -41,14 +41,14 @@ class PopulationAttack(Attack):
     target_kind = "classifier"
     access = "probabilities"
     needs_reference = "population"
+    fit_input = ("population",)
     requires_fit = True
     signals = ("loss",)
     citation = ("Ye, Maddi, Murakonda, Bindschaedler & Shokri, 'Enhanced Membership Inference Attacks "
                 "against Machine Learning Models', ACM CCS 2022 (attack P)")
+    param_constraints = {"alpha": Interval(0.0, 1.0, closed="neither", what="a false-positive rate")}
 
     def __init__(self, *, alpha: float = 0.05, per_class: bool = False):
-        if not 0 < alpha < 1:
-            raise ConfigError(f"population attack: alpha={alpha!r} must be a false-positive rate in (0, 1)")
         self.alpha = alpha
         self.per_class = per_class
 
