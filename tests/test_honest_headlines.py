@@ -255,3 +255,17 @@ def test_llm_example_headlines_a_held_out_entry_and_carries_the_baseline(llm_exa
     assert "warning: " in captured.err
     page = (out / "report.html").read_text()
     assert "Risk: INCONCLUSIVE" in page and "<h2>Warnings</h2>" in page and "Oracle entries" in page
+
+
+def test_each_defense_row_gets_a_verdict_by_the_same_rule():
+    from miaudit.evaluation.verdict import defense_verdict
+
+    strong, weak = _verdict_metrics(4.0), _verdict_metrics(0.0, seed=1)
+    comparison = {"evaluation": strong["evaluation"], "data": strong["data"],
+                  "config": {"evaluation": {"risk": {"high_tpr_ratio": 10.0, "medium_tpr_ratio": 2.0,
+                                                     "high_epsilon": 2.0, "medium_epsilon": 0.5,
+                                                     "min_false_positives": 10}}},
+                  "defenses": [{"label": "none", "attacks": strong["attacks"]},
+                               {"label": "dp_sgd", "attacks": weak["attacks"]}]}
+    levels = [defense_verdict(comparison, row)["level"] for row in comparison["defenses"]]
+    assert levels == ["high", "none demonstrated"]

@@ -196,3 +196,9 @@ def test_heavy_tailed_histograms_are_clipped_and_labelled(tmp_path):
     result = AttackResult("lira", np.arange(1000), labels, heavy)
     plot_score_histograms([result], tmp_path / "h.png")
     assert (tmp_path / "h.png").stat().st_size > 0
+
+
+def test_too_few_groups_are_warned_about():
+    labels, scores, _ = _grouped_fixture()
+    m = evaluate(labels, scores, n_bootstrap=50, groups=np.arange(labels.size) % 3)
+    assert any("only 3 groups" in w for w in m["warnings"])

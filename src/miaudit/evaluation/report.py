@@ -26,6 +26,9 @@ from miaudit.evaluation.metrics import (
     tie_warnings,
 )
 
+#: fewest groups for which cluster-bootstrap intervals are quoted without a warning
+MIN_GROUPS = 10
+
 
 def _curve_stats(fprs: tuple[float, ...]):
     """``stats(labels, scores) -> [auc, advantage, tpr@fprs...]``, TPRs tie-aware (the bootstrap uses it too)."""
@@ -109,7 +112,12 @@ def evaluate(
                         f"the decision threshold's score ({threshold:.6g}); all of them are predicted members")
     resampling = "members and non-members resampled separately"
     if groups is not None:
-        resampling = f"cluster bootstrap over {np.unique(groups).size} groups of records"
+        n_groups = int(np.unique(groups).size)
+        resampling = f"cluster bootstrap over {n_groups} groups of records"
+        if n_groups < MIN_GROUPS:
+            warnings.append(f"the records form only {n_groups} groups: a cluster bootstrap over fewer than "
+                            f"{MIN_GROUPS} groups gives unreliable intervals; group by a finer id (a person, a "
+                            "document), not a category")
     out: dict[str, Any] = {
         "auc": float(point[0]),
         "auc_ci": [float(low[0]), float(high[0])],
