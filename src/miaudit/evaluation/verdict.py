@@ -88,10 +88,15 @@ def risk_verdict(metrics: Mapping[str, Any], thresholds: RiskThresholds | None =
     out: dict[str, Any] = {"thresholds": asdict(t), "rule": _rule(t, confidence), "supported_fprs": keys}
     baseline = run.baseline
     if baseline is not None and (baseline.fields.get("verdict") or {}).get("shift"):
+        beating = [a for a in run.attacks if a.candidate and (a.fields.get("vs_blind_baseline") or {}).get("beats")]
+        reasons = [baseline.fields["verdict"]["text"]]
+        reasons += [f"`{a.name}` beats the blind baseline (AUC difference "
+                    f"{a.fields['vs_blind_baseline']['auc_difference']:+.3f}, interval above 0): a signal beyond the "
+                    "shift, though not a clean measure of membership" for a in beating]
         out |= {"level": "inconclusive",
                 "summary": "Inconclusive: members and non-members differ in distribution (the blind baseline tells "
                            "them apart from the text alone), so attack scores are not evidence of membership.",
-                "reasons": [baseline.fields["verdict"]["text"]]}
+                "reasons": reasons}
         return out
     if not any(a.candidate for a in run.attacks):
         return out | {"level": "none demonstrated", "summary": "No attack result to judge.", "reasons": []}

@@ -13,8 +13,9 @@ so it misses the variance of fitting the classifier and of the cross-validation 
 random split, 20 random relabellings of the same 1,000 texts gave AUCs from 0.451 to 0.561 while
 one run's interval was [0.507, 0.600]. The verdict therefore compares the observed AUC with a
 permutation null (Ojala & Garriga 2010, "Permutation tests for studying classifier performance"):
-the same procedure (same folds and features) run on ``n_permutations`` random relabellings
-(permuting whole groups' labels when every group is all-member or all-non-member). "The label groups
+the same procedure (same folds and features) run on ``n_permutations`` random relabellings that keep
+every fold's class counts, as the stratified folds of the observed labels do (permuting whole groups'
+labels when every group is all-member or all-non-member). "The label groups
 differ in distribution" only when the permutation p-value is at most ``1 - confidence`` *and* the
 AUC's interval excludes 0.5; otherwise there is no evidence of a shift.
 
@@ -122,14 +123,28 @@ def blind_baseline_scores(
     return _out_of_fold(features, folds, labels, C)
 
 
-def _relabel(labels: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
-    """A random relabelling: whole groups' labels permuted when every group holds one class, else records'."""
+def _relabel(labels: np.ndarray, groups: np.ndarray | None, folds: Folds, rng: np.random.Generator) -> np.ndarray:
+    """A random relabelling that keeps every fold's class counts: labels permuted among each fold's held-out
+    records (among its groups when every group holds one class).
+
+    The observed labels were cross-validated with stratified folds, so every training fold has the
+    overall class balance; a relabelling must too. Permuting across folds would unbalance the training
+    folds, shift each fold model's scores against its held-out fold's class balance and bias the null
+    AUC below 0.5, which makes the test claim shifts too often.
+    """
+    out = labels.copy()
+    pure = False
     if groups is not None:
-        names, inverse = np.unique(groups, return_inverse=True)
+        _, inverse = np.unique(groups, return_inverse=True)
         share = np.bincount(inverse, weights=labels) / np.bincount(inverse)
-        if np.all((share == 0) | (share == 1)):
-            return rng.permutation(share)[inverse].astype(int)
-    return rng.permutation(labels)
+        pure = bool(np.all((share == 0) | (share == 1)))
+    for _, test in folds:
+        if pure:
+            names, local = np.unique(inverse[test], return_inverse=True)
+            out[test] = rng.permutation(share[names])[local].astype(int)
+        else:
+            out[test] = rng.permutation(labels[test])
+    return out
 
 
 def permutation_null(texts: Sequence[str], labels: np.ndarray, *, groups: np.ndarray | None = None,
@@ -152,7 +167,7 @@ def _null(features: list[tuple[Any, Any]], folds: Folds, labels: np.ndarray, gro
     rng = np.random.default_rng(seed)
     aucs = []
     for _ in range(n_permutations):
-        relabelled = _relabel(labels, groups, rng)
+        relabelled = _relabel(labels, groups, folds, rng)
         aucs.append(roc_auc(relabelled, _out_of_fold(features, folds, relabelled, C)))
     null = np.asarray(aucs)
     out: dict[str, Any] = {"n_permutations": n_permutations, "aucs": null.tolist(),
