@@ -35,7 +35,7 @@ from miaudit.config import convert, type_name
 from miaudit.errors import ConfigError, NotFittedError, SignalError
 from miaudit.utils.jsonable import jsonable
 
-TargetKind = Literal["classifier", "llm", "encoder", "text_generator"]
+TargetKind = Literal["classifier", "llm", "encoder", "text_generator", "multimodal"]
 #: What an attack reads from the target, weakest first: a target that gives one level gives every level
 #: before it. A new access level (an API's top-k log-probabilities, say) is one entry here, in its place.
 Access = Literal["label-only", "probabilities", "logits", "embeddings", "white-box"]

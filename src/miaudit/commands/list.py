@@ -7,13 +7,14 @@ import json
 from typing import Any
 
 from miaudit.attacks.registry import list_attacks
+from miaudit.errors import ConfigError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("list", help="list registered attacks, their taxonomy and parameters")
     parser.add_argument("what", choices=["attacks"], help="what to list")
-    parser.add_argument("--kind", choices=["classifier", "llm", "encoder", "text_generator"],
-                        help="only attacks on this kind of target")
+    parser.add_argument("--kind", metavar="KIND",
+                        help="only attacks on this kind of target (classifier, llm, encoder, multimodal, ...)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(func=run)
 
@@ -38,6 +39,10 @@ def param_line(param: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    kinds = sorted({row["target_kind"] for row in list_attacks()})
+    if args.kind is not None and args.kind not in kinds:
+        raise ConfigError(f"--kind {args.kind!r} is not a kind of target with attacks; choose one of "
+                          f"{', '.join(kinds)}")
     rows = list_attacks(target_kind=args.kind)
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -14,6 +14,7 @@ refuses such combinations).
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from typing import Any
@@ -51,6 +52,15 @@ def _quiet_opacus() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
+@functools.lru_cache(maxsize=1024)
+def _noise_multiplier(target_epsilon: float, delta: float, sample_rate: float, epochs: int) -> float:
+    """Opacus's ``get_noise_multiplier`` (RDP), memoised: its search takes seconds and every model of a run
+    (every client of every round, in a federation) asks again for the same few sizes."""
+    _, _, get_noise_multiplier = _opacus()
+    return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta, sample_rate=sample_rate,
+                                      epochs=epochs, accountant="rdp"))
+
+
 def _rebuild_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module) -> torch.optim.Optimizer:
     return type(optimizer)(model.parameters(), **optimizer.defaults)
 
@@ -83,11 +93,9 @@ class _PrivateBase(TrainingDefense):
         """The noise multiplier for ``n`` training examples (from ``target_epsilon`` when one is set)."""
         if self.noise_multiplier is not None:
             return float(self.noise_multiplier)
-        _, _, get_noise_multiplier = _opacus()
         q, _ = self.sample_rate(n, self.context.recipe.batch_size)
         try:
-            return float(get_noise_multiplier(target_epsilon=self.target_epsilon, target_delta=self.delta,
-                                              sample_rate=q, epochs=self.context.recipe.epochs, accountant="rdp"))
+            return _noise_multiplier(float(self.target_epsilon), float(self.delta), q, self.context.recipe.epochs)
         except ValueError:
             raise DefenseError(
                 f"{self.name}: target_epsilon={self.target_epsilon:g} at delta={self.delta:g} cannot be reached with "

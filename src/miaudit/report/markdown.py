@@ -148,6 +148,26 @@ def _one_run_lines(metrics: dict[str, Any]) -> list[str]:
                         "accountant's epsilon even for a correct DP-SGD.", ""]
 
 
+def _federated_lines(metrics: dict[str, Any]) -> list[str]:
+    """A ``kind: federated`` run: each defense row's final global model and source inference (empty otherwise);
+    the per-round tables are in ``federated.md``."""
+    fed = metrics.get("federated")
+    if not (isinstance(fed, dict) and isinstance(fed.get("defenses"), list)):
+        return []
+    lines = ["## Federated learning", "",
+             f"{fed['n_clients']} clients, {fed['rounds']} rounds of FedAvg ({fed['framework']['name']} "
+             f"{fed['framework']['version']}); client sizes {', '.join(map(str, fed['client_sizes']))}.", "",
+             "| defense | test acc | epsilon (global models) | epsilon vs server | source inference acc (chance) |",
+             "|---|---|---|---|---|"]
+    for d in fed["defenses"]:
+        eps = d["privacy"]
+        si = d.get("source_inference")
+        source = f"{_with_ci(si['accuracy'], si['accuracy_ci'])} ({si['chance']:.3f})" if si else "-"
+        lines.append(f"| {d['label']} | {d['test_accuracy']:.4f} | {_fmt(eps.get('epsilon'))} | "
+                     f"{_fmt(eps.get('epsilon_against_server'))} | {source} |")
+    return lines + ["", "Per-round leakage, privacy spent and source inference: `federated.md`.", ""]
+
+
 def _selection_lines(metrics: dict[str, Any]) -> list[str]:
     """LLM runs: each tuned hyper-parameter, chosen on the calibration split (reported) and on the
     evaluation labels ("oracle", optimistic), with both AUCs (empty for runs without a selection)."""
@@ -267,6 +287,7 @@ def render_report(metrics: dict[str, Any], *, figures: dict[str, str] | None = N
     out += _selection_lines(metrics)
     out += _blind_baseline_lines(metrics, best)
     out += _one_run_lines(metrics)
+    out += _federated_lines(metrics)
     out += ["## How to read this", "",
             "- **AUC** 0.5 is chance; 1.0 separates members from non-members perfectly.",
             "- **TPR at low FPR** is the figure that matters for privacy: how many members an attacker "
