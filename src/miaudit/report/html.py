@@ -128,8 +128,8 @@ def _summary(metrics: dict[str, Any]) -> str:
                 f"<b>{who}{' and has ' + esc(reference) if reference else ''} identifies "
                 f"{pct(tpr)} of the {_records(metrics)} at a {pct(fpr)} false alarm rate</b>"
                 + (f" (95% CI {pct(ci[0])} to {pct(ci[1])})" if ci else "")
-                + f"{ratio}; guessing at random flags {pct(fpr)} of them. Strongest attack here: "
-                f"<code>{esc(best['name'])}</code>.</p>")
+                + f"{ratio}; guessing at random flags {pct(fpr)} of them. Strongest attack at this false alarm "
+                f"rate: <code>{esc(best['name'])}</code>.</p>")
         lower = [k for k in fpr_keys if float(k) < fpr]
         if supported and lower:
             lines.append(f"<p>Lower false alarm rates ({', '.join(pct(float(k)) for k in lower)}) are not quoted "

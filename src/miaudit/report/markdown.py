@@ -225,6 +225,11 @@ def _headline(run: RunResult, best: dict[str, Any], fpr_keys: list[str]) -> str:
     else:
         headline += (f". **Too few non-members for a low-FPR figure**: "
                      f"{unsupported_fpr_note(fpr_keys, n_non, key)}. Its TPR at {_fpr_label(key)} FPR is {tpr}.")
+    at_fpr = run.strongest(f"tpr@{key}")
+    if at_fpr is not None and at_fpr.name != best["name"]:
+        ci = at_fpr.tpr_at_fpr_ci.get(key)
+        headline += (f" At {_fpr_label(key)} FPR the strongest attack is `{at_fpr.name}` (TPR "
+                     f"{_with_ci(at_fpr.tpr_at_fpr[key], list(ci) if ci else None)}).")
     baseline = baseline_sentence(run)
     if baseline:
         headline += f"\n\n{baseline}"
