@@ -269,3 +269,26 @@ def test_each_defense_row_gets_a_verdict_by_the_same_rule():
                                {"label": "dp_sgd", "attacks": weak["attacks"]}]}
     levels = [defense_verdict(comparison, row)["level"] for row in comparison["defenses"]]
     assert levels == ["high", "none demonstrated"]
+
+
+def test_run_store_views_show_risk_baseline_and_mark_oracle_entries(tmp_path, capsys):
+    from miaudit.report.rundir import RUN_VERSION
+    from miaudit.runs.tracking import RunOptions, finalize_run
+
+    metrics = _llm_like_metrics()
+    labels = np.r_[np.ones(50, int), np.zeros(50, int)]
+    metrics["blind_baseline"] = {**evaluate(labels, labels + np.linspace(0, 0.5, 100), n_bootstrap=50),
+                                 "verdict": {"shift": True, "text": "members and non-members differ", "rule": "r"}}
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metrics.json").write_text(json.dumps({"version": RUN_VERSION, **metrics}))
+    home = tmp_path / "home"
+    assert finalize_run(run_dir, RunOptions(home=str(home)), command="audit") == 0
+    capsys.readouterr()
+    assert main(["runs", "list", "--home", str(home)]) == 0
+    listed = capsys.readouterr().out
+    assert "risk" in listed and "inconclusive" in listed and "1.000 (shift)" in listed
+    assert main(["runs", "show", "latest", "--home", str(home)]) == 0
+    shown = capsys.readouterr().out
+    assert "risk      inconclusive" in shown and "baseline  blind baseline: members and non-members differ" in shown
+    assert shown.index("min_k_pp ") < shown.index("min_k_pp.oracle (oracle)")
