@@ -230,6 +230,7 @@ def test_llm_example_headlines_a_held_out_entry_and_carries_the_baseline(llm_exa
     code = main(["audit", str(config), "--out", str(out), "--json", "--no-store", "-q", "--threads", "1",
                  "--fail-if", "blind_baseline:auc > 0.6"])
     captured = capsys.readouterr()
+    assert captured.out, (code, captured.err[-2000:])
     summary = json.loads(captured.out)
     names = {a["name"]: a for a in summary["attacks"]}
     assert any(n.endswith(".oracle") for n in names)
@@ -292,3 +293,14 @@ def test_run_store_views_show_risk_baseline_and_mark_oracle_entries(tmp_path, ca
     shown = capsys.readouterr().out
     assert "risk      inconclusive" in shown and "baseline  blind baseline: members and non-members differ" in shown
     assert shown.index("min_k_pp ") < shown.index("min_k_pp.oracle (oracle)")
+
+
+def test_a_gate_on_the_blind_baseline_is_checked_before_the_run():
+    from miaudit.errors import MiauditError
+    from miaudit.runs.gate import check_run_gate_targets
+
+    gates = check_run_gate_targets(["blind_baseline:auc > 0.6"], attacks=["loss"], kind="llm",
+                                   baselines=["blind_baseline"])
+    assert gates[0].attack == "blind_baseline"
+    with pytest.raises(MiauditError, match="its attacks: loss$"):
+        check_run_gate_targets(["blind_baseline:auc > 0.6"], attacks=["loss"], kind="classifier")

@@ -16,6 +16,7 @@ from miaudit.cli import main
 from miaudit.errors import MiauditError
 from miaudit.runs import RunStore, StoreError, default_home, default_store_path
 from miaudit.runs.tracking import RunOptions, finalize_run, tracked_run
+from miaudit.utils.atomic import MARKER
 from run_fixtures import make_run_dir
 
 
@@ -225,5 +226,8 @@ def test_runs_cli(tmp_path, capsys):
     assert "no run 'zzz'" in capsys.readouterr().err
     assert main(["runs", "rm", second, "--json", *home]) == 0
     assert json.loads(capsys.readouterr().out)["removed"] == second
+    assert main(["runs", "rm", first, "--delete-files", *home]) == 2  # no marker: not a folder a run wrote
+    assert "no miaudit marker" in capsys.readouterr().err and run_dir.exists()
+    (run_dir / MARKER).write_text(json.dumps({"tool": "miaudit", "run_id": first}))
     assert main(["runs", "rm", first, "--delete-files", *home]) == 0
     assert not run_dir.exists()

@@ -20,15 +20,98 @@ from miaudit.errors import ConfigError
 T = TypeVar("T")
 
 
+#: largest config file read (bytes)
+MAX_CONFIG_BYTES = 4 * 2**20
+#: most values (mappings, lists and scalars) a config may hold once YAML anchors and aliases are expanded
+MAX_CONFIG_NODES = 100_000
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that stops once merge keys (``<<: *anchor``) have copied too many entries."""
+
+    merged = 0
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        super().flatten_mapping(node)
+        self.merged += len(node.value)
+        if self.merged > MAX_CONFIG_NODES:
+            raise _TooLarge()
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _expanded_size(data: Any) -> int:
+    """Number of values in ``data`` with every alias expanded, stopping past :data:`MAX_CONFIG_NODES`.
+
+    Shared sub-trees (YAML aliases) are counted once per use but measured once; a structure that
+    contains itself raises ``_TooLarge``.
+    """
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(data, False)]
+    while stack:
+        obj, done = stack.pop()
+        if not isinstance(obj, (dict, list)):
+            continue
+        ident = id(obj)
+        children = list(obj.keys()) + list(obj.values()) if isinstance(obj, dict) else obj
+        if done:
+            active.discard(ident)
+            total = 1 + sum(sizes.get(id(c), 1) if isinstance(c, (dict, list)) else 1 for c in children)
+            sizes[ident] = min(total, MAX_CONFIG_NODES + 1)
+            continue
+        if ident in sizes:
+            continue
+        if ident in active:
+            raise _TooLarge("refers to itself")
+        active.add(ident)
+        stack.append((obj, True))
+        stack.extend((c, False) for c in children if isinstance(c, (dict, list)) and id(c) not in sizes)
+    return sizes.get(id(data), 1)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping with ``safe_load``; a clear error for a missing or malformed file."""
+    """Read a YAML mapping safely; a one-line :class:`ConfigError` for a file that is missing, not UTF-8,
+    not valid YAML (with line and column), too large, or an alias bomb (expanded past
+    :data:`MAX_CONFIG_NODES` values)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; pass the path of a YAML file")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is {path.stat().st_size / 2**20:.1f} MiB; a config is at most "
+                          f"{MAX_CONFIG_BYTES // 2**20} MiB (put data in files and name them in the config)")
+    raw = path.read_bytes()
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {raw[exc.start:exc.start + 1]!r} on line "
+                          f"{line}); save it with UTF-8 encoding") from None
+    loader = _BoundedLoader(text)
+    try:
+        data = loader.get_single_data()
+        too_large = _expanded_size(data) > MAX_CONFIG_NODES
+    except yaml.MarkedYAMLError as exc:
+        def at(mark: Any) -> str:
+            return f"line {mark.line + 1}, column {mark.column + 1}"
+
+        mark = exc.problem_mark or exc.context_mark
+        text = f"{at(mark)}: " if mark is not None else ""
+        text += exc.problem or "syntax error"
+        if exc.context:
+            text += f" ({exc.context}" + (f" that starts at {at(exc.context_mark)}" if exc.context_mark else "") + ")"
+        raise ConfigError(f"config file {path} is not valid YAML: {text}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    except (_TooLarge, RecursionError):
+        too_large = True
+    finally:
+        loader.dispose()
+    if too_large:
+        raise ConfigError(f"config file {path} expands to more than {MAX_CONFIG_NODES} values (YAML anchors and "
+                          "aliases that copy each other, or nesting that refers to itself); refusing to read it")
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must contain a mapping of keys to values at the top level")
     return data

@@ -2,12 +2,15 @@
 
 A :class:`ClassifierOutputs` holds what one model produced on ``n`` examples: logits
 ``(n, C)``, or probabilities ``(n, C)``, or only predicted labels ``(n,)`` (label-only access),
-plus the true labels ``(n,)``. Derived signals are computed lazily, once, and are pure functions
-of those arrays.
+plus the true labels ``(n,)`` and, optionally, the examples' ids ``(n,)`` (unique; targets add the
+ids of the :class:`~miaudit.data.ArrayDataset` they run on), by which attacks line up a target
+with its reference models. Derived signals are computed lazily, once, and are pure functions of
+those arrays.
 """
 
 from __future__ import annotations
 
+import copy
 from functools import cached_property
 
 import numpy as np
@@ -30,10 +33,14 @@ CLASSIFIER_SIGNALS = {
 
 
 class ClassifierOutputs:
-    """One classifier's outputs on ``n`` examples (give exactly one of logits, probs, predictions)."""
+    """One classifier's outputs on ``n`` examples (give exactly one of logits, probs, predictions).
+
+    ``ids`` ``(n,)``: identifiers of the examples, unique (``None``: unknown, and attacks line up
+    outputs of different models by position).
+    """
 
     def __init__(self, labels: np.ndarray, *, logits: np.ndarray | None = None, probs: np.ndarray | None = None,
-                 predictions: np.ndarray | None = None, prob_tolerance: float = 1e-3):
+                 predictions: np.ndarray | None = None, ids: np.ndarray | None = None, prob_tolerance: float = 1e-3):
         given = [name for name, v in (("logits", logits), ("probs", probs), ("predictions", predictions))
                  if v is not None]
         if len(given) != 1:
@@ -46,6 +53,7 @@ class ClassifierOutputs:
                 raise SignalError("labels must be integer class indices")
             self.labels = self.labels.astype(np.int64)
         n = self.labels.size
+        self.ids = _checked_ids(ids, n)
         self.logits = self.probs_given = self.predictions = None
         if predictions is not None:
             self.predictions = np.asarray(predictions).astype(np.int64)
@@ -90,12 +98,19 @@ class ClassifierOutputs:
         return (self.logits if self.logits is not None else self.probs_given).shape[1]
 
     def subset(self, index: np.ndarray) -> ClassifierOutputs:
-        """Outputs of the same model on ``index`` (indices or a boolean mask)."""
+        """Outputs of the same model on ``index`` (indices or a boolean mask), ids included."""
+        ids = None if self.ids is None else self.ids[index]
         if self.predictions is not None:
-            return ClassifierOutputs(self.labels[index], predictions=self.predictions[index])
+            return ClassifierOutputs(self.labels[index], predictions=self.predictions[index], ids=ids)
         if self.logits is not None:
-            return ClassifierOutputs(self.labels[index], logits=self.logits[index])
-        return ClassifierOutputs(self.labels[index], probs=self.probs_given[index])
+            return ClassifierOutputs(self.labels[index], logits=self.logits[index], ids=ids)
+        return ClassifierOutputs(self.labels[index], probs=self.probs_given[index], ids=ids)
+
+    def with_ids(self, ids: np.ndarray | None) -> ClassifierOutputs:
+        """The same outputs (arrays shared, not copied) on examples identified by ``ids`` ``(n,)``."""
+        out = copy.copy(self)
+        out.ids = _checked_ids(ids, len(self))
+        return out
 
     def require(self, signal: str) -> None:
         """Raise :class:`SignalError` if this access level cannot produce ``signal``."""
@@ -206,3 +221,13 @@ class ClassifierOutputs:
             return z[rows, self.labels] - logsumexp(others, axis=1)
         p_y = np.clip(self.probs[rows, self.labels], EPS, 1 - EPS)
         return np.log(p_y) - np.log1p(-p_y)
+
+
+def _checked_ids(ids: np.ndarray | None, n: int) -> np.ndarray | None:
+    """``ids`` as an ``(n,)`` array (``None`` stays ``None``); uniqueness is checked where ids are looked up."""
+    if ids is None:
+        return None
+    ids = np.asarray(ids)
+    if ids.shape != (n,):
+        raise SignalError(f"ids have shape {ids.shape}, expected ({n},) to match the labels")
+    return ids

@@ -61,14 +61,17 @@ def run_and_finalize(config: Any, args: argparse.Namespace, *, command: str) -> 
     """Run the parsed ``config`` into ``args.out`` as a tracked run; print the summary table; return the exit code."""
     from miaudit.report import summary_table
     from miaudit.runs import resolved_config, run_audit
-    from miaudit.runs.gate import RUN_METRICS, parse_gate
+    from miaudit.runs.gate import check_run_gate_targets
     from miaudit.runs.tracking import RunOptions, tracked_run
+    from miaudit.utils.atomic import check_output_path
 
-    kind = getattr(config, "kind", None)
-    for expression in args.fail_if:
-        if parse_gate(expression).metric in RUN_METRICS and kind != "dp_canary":
-            raise ConfigError(f"gate {expression!r}: one_run_epsilon exists only in audits of kind dp_canary (this "
-                              f"config is kind {kind!r}); gate on epsilon, auc, advantage or tpr@FPR instead")
+    # a gate that could never be checked, or an output folder that may not be written, fails now: before
+    # anything is trained, written or stored
+    baseline = getattr(config, "blind_baseline", None)  # LLM audits: the model-free baseline can be gated by name
+    check_run_gate_targets(args.fail_if, attacks=[spec.key for spec in getattr(config, "attacks", [])],
+                           kind=getattr(config, "kind", None),
+                           baselines=["blind_baseline"] if getattr(baseline, "enabled", False) else [])
+    check_output_path(args.out, overwrite=args.overwrite)
     options = RunOptions.from_args(args)
     with tracked_run(options, command=command, config=resolved_config(config), run_dir=args.out) as tracker:
         with torch_threads(args.threads):

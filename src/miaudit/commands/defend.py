@@ -50,11 +50,13 @@ def run(args: argparse.Namespace) -> int:
     from miaudit.config import resolved_without_seed
     from miaudit.defenses.compare import parse_defend_config, run_defense_comparison
     from miaudit.runs.tracking import RunOptions, tracked_run
+    from miaudit.utils.atomic import check_output_path
 
     config = parse_defend_config(args.config, data_dir=args.data_dir)
     # bad gates and unknown labels fail here, before anything is trained or written
     check_defense_gate_targets(args.fail_if, attacks=[a.key for a in config.attacks],
                                defenses=[d.key for d in config.defenses], selected=args.gate_defense)
+    check_output_path(args.out, overwrite=args.overwrite)
     out = Path(args.out)
     options = RunOptions.from_args(args)
     stream = sys.stderr if args.json else sys.stdout  # with --json stdout carries only the JSON summary

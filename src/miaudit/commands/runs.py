@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--confidence", type=float, default=0.95, help="confidence level of the difference intervals")
     p = actions.add_parser("rm", parents=[common], help="remove a run from the store")
     p.add_argument("run", metavar="RUN")
-    p.add_argument("--delete-files", action="store_true", help="also delete its run directory")
+    p.add_argument("--delete-files", action="store_true",
+                   help="also delete its run directory (only while the folder's marker names this run)")
     parser.set_defaults(func=run)
 
 
@@ -198,21 +198,10 @@ def _compare(store: RunStore, args: argparse.Namespace) -> int:
 
 
 def _rm(store: RunStore, args: argparse.Namespace) -> int:
-    row = store.get_run(args.run)
-    folder = Path(row["run_dir"]) if row.get("run_dir") else None
-    if (args.delete_files and folder is not None and folder.is_dir()
-            and not any((folder / name).is_file() for name in ("metrics.json", "defenses.json"))):
-        raise MiauditError(f"{folder} does not look like a miaudit run folder (no metrics.json or defenses.json); "
-                           "not deleting it")
-    if row["status"] == "running":
-        raise MiauditError(f"run {row['id']} is still running (process {row.get('pid')}); stop it first")
-    store.remove(row["id"])
-    deleted = False
-    if args.delete_files and folder is not None and folder.is_dir():
-        shutil.rmtree(folder)
-        deleted = True
+    removed = store.remove(args.run, delete_files=args.delete_files)
+    folder = removed["deleted_files"]
     if args.json:
-        print(json.dumps({"removed": row["id"], "deleted_files": str(folder) if deleted else None}))
+        print(json.dumps({"removed": removed["id"], "deleted_files": folder}))
     else:
-        print(f"removed run {row['id']}" + (f" and deleted {folder}" if deleted else ""))
+        print(f"removed run {removed['id']}" + (f" and deleted {folder}" if folder else ""))
     return 0

@@ -23,6 +23,7 @@ from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.training import TrainConfig, TrainingPlugin
 from miaudit.data import ArrayDataset
 from miaudit.errors import ConfigError
+from miaudit.utils.fingerprint import fingerprint
 
 #: access levels from least to most informative (as in ``miaudit.classifier.outputs``)
 ACCESS_LEVELS = ("label-only", "probabilities", "logits")
@@ -75,8 +76,14 @@ class _Defense:
                                "set split.n_reference > 0")
 
     def fingerprint(self) -> list[Any]:
-        """Identity of this defense for caches (name and parameters)."""
-        return [self.name, self.get_params()]
+        """Identity of this defense for caches: name, parameters and, for a defense that uses the
+        defender's reference data (a distillation transfer set, a validation split...), that data, so
+        models trained with other reference data (e.g. another ``split.n_reference``) are never reused."""
+        identity: list[Any] = [self.name, self.get_params()]
+        reference = getattr(getattr(self, "_context", None), "reference", None)
+        if self.needs_reference and reference is not None:
+            identity.append({"reference_data": fingerprint(reference.x, reference.y)})
+        return identity
 
 
 class TrainingDefense(_Defense, TrainingPlugin):
@@ -123,12 +130,12 @@ class OutputDefense(_Defense):
         return self
 
     def apply(self, outputs: ClassifierOutputs, *, seed: int = 0) -> ClassifierOutputs:
-        """The defended outputs on the same ``n`` examples (same labels)."""
+        """The defended outputs on the same ``n`` examples (same labels, same ids)."""
         check_access(outputs, self.min_access, self.name)
         if self.requires_fit and not getattr(self, "fitted_", False):
             raise DefenseError(f"output defense {self.name!r} must be fitted on the model's member and non-member "
                                "outputs first: call fit(members, nonmembers)")
-        return self._apply(outputs, np.random.default_rng(seed))
+        return self._apply(outputs, np.random.default_rng(seed)).with_ids(outputs.ids)
 
     def _apply(self, outputs: ClassifierOutputs, rng: np.random.Generator) -> ClassifierOutputs:
         raise NotImplementedError

@@ -32,7 +32,6 @@ violated); the run says so loudly.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import time
@@ -43,11 +42,10 @@ from typing import Any, Literal
 import numpy as np
 
 from miaudit.attacks.base import Attack
+from miaudit.classifier.experiment import ClassifierExperiment, GivenData
 from miaudit.classifier.outputs import ClassifierOutputs
-from miaudit.classifier.queried import signal_type
 from miaudit.classifier.reference import AttackReference
-from miaudit.classifier.targets import TorchClassifierTarget
-from miaudit.classifier.training import TrainConfig, build_model_from_config, train_classifier
+from miaudit.classifier.training import TrainConfig
 from miaudit.config import from_dict, refuse_nested_seed, resolved_without_seed
 from miaudit.data import ArrayDataset, load_dataset
 from miaudit.defenses.base import DefenseContext, DefenseError, OutputDefense, TrainingDefense
@@ -63,7 +61,6 @@ log = logging.getLogger(__name__)
 STEINKE_2023 = ("Steinke, Nasr & Jagielski, 'Privacy Auditing with One (1) Training Run', NeurIPS 2023 "
                 "(Algorithm 1, Theorem 5.2)")
 CANARIES_FILE = "canaries.npz"
-_SCORE_ACCESS = ("label-only", "probabilities", "logits")
 
 
 # -- configuration ------------------------------------------------------------------------------
@@ -260,14 +257,9 @@ def _training_set(fixed: ArrayDataset, canaries: ArrayDataset, included: np.ndar
 
 
 # -- the audit ----------------------------------------------------------------------------------
-def _check_attacks(attacks: list[tuple[str, Attack]]) -> None:
-    for key, attack in attacks:
-        ok = (attack.needs_reference == "none" and not signal_type(attack) and attack.access in _SCORE_ACCESS
-              and not getattr(attack, "per_class", False))
-        if not ok:
-            raise ConfigError(f"config.attacks: {key!r} needs more than the final model's outputs on the canaries "
-                              "(reference data, shadow models or queries); the canary audit scores each canary from "
-                              "those outputs alone: use loss, confidence, entropy, modified_entropy or correctness")
+#: why the canary audit takes no attack that needs more than the final model's outputs on the canaries
+OUTPUTS_ONLY = ("the canary audit scores each canary from those outputs alone (the final model's, on the canaries): "
+                "use loss, confidence, entropy, modified_entropy or correctness")
 
 
 def _score(attacks: list[tuple[str, Attack]], final: ClassifierOutputs, initial: ClassifierOutputs | None,
@@ -321,7 +313,6 @@ def _verdict(bound: float, oracle: float, dp: dict[str, Any]) -> tuple[str, list
 def run_dp_canary_audit(config: DPCanaryConfig, folder: Path, *, progress: bool = True) -> AuditOutcome:
     """Insert canaries, train the target once with the defense, score the canaries, bound epsilon."""
     attacks = build_attacks(config.attacks, kind="classifier", seed=config.seed)
-    _check_attacks(attacks)
     ds = config.dataset
     dataset = load_dataset(ds.source, data_dir=ds.data_dir, **ds.options)
     cc = config.canaries
@@ -330,21 +321,21 @@ def run_dp_canary_audit(config: DPCanaryConfig, folder: Path, *, progress: bool 
     canaries = _canary_set(dataset, draw)
     fixed = dataset.subset(draw.train)
     train_set = _training_set(fixed, canaries, draw.included)
+    experiment = ClassifierExperiment(attacks, seed=config.seed, training=config.training,
+                                      given=GivenData(train_set, canaries, draw.included), outputs_only=OUTPUTS_ONLY,
+                                      progress=progress)
     log.info("dataset %s: %d fixed training examples, %d %s canaries (%d inserted), %d test examples",
              dataset.name, len(fixed), cc.n, cc.kind, int(draw.included.sum()), draw.test.size)
 
     recipe = dataclasses.replace(config.training, seed=derive_seed(config.seed, "target"))
-    context = DefenseContext(recipe, dataset.input_shape, dataset.n_classes, (len(train_set),))
+    context = DefenseContext(recipe, dataset.input_shape, dataset.n_classes, experiment.train_sizes)
     chain = build_chain([(config.defense.name, dict(config.defense.params))], context, label=config.defense.name)
     private = next((d for d in chain.training if d.stage == 3), None)
     delta = config.delta if config.delta is not None else accountant_delta(private)
-    model = build_model_from_config(recipe, dataset.input_shape, dataset.n_classes)
-    initial = TorchClassifierTarget(copy.deepcopy(model)).outputs(canaries) if config.calibrate == "initial" else None
-    log.info("training the target (%s, %d epochs, defense %s) on %d examples", recipe.model, recipe.epochs,
-             config.defense.name, len(train_set))
-    result = train_classifier(model, train_set, recipe, plugins=chain.plugins(), progress=progress)
-    target = TorchClassifierTarget(result.model)
-    final = target.outputs(canaries)
+    models = experiment.run(plugins=chain.plugins, initial_outputs=config.calibrate == "initial",
+                            label=f"defense {config.defense.name}")
+    target, record = models.target.model, models.target.training
+    final, initial = models.target.outputs, models.target.initial
 
     scored = _score(attacks, final, initial, draw, canaries.ids)
     chosen = next(s for s in scored if s.key == config.bound_attack)
@@ -354,7 +345,7 @@ def run_dp_canary_audit(config: DPCanaryConfig, folder: Path, *, progress: bool 
     ks = tuple(k for k in config.sweep_ks if 2 * k <= cc.n)
     oracle = one_run_epsilon_sweep(chosen.scores, draw.included, ks=ks, delta=delta, confidence=config.confidence,
                                    seed=tie_seed)
-    dp = _accountant(result.reports, config.defense, delta, chain.notes)
+    dp = _accountant(record["reports"], config.defense, delta, chain.notes)
     verdict, run_warnings = _verdict(bound.epsilon, oracle["oracle_best"]["epsilon"], dp)
     log.info("one-run bound epsilon >= %.3f (%d of %d guesses correct; oracle best %.3f); %s", bound.epsilon,
              bound.correct, bound.guesses, oracle["oracle_best"]["epsilon"], verdict)
@@ -367,13 +358,11 @@ def run_dp_canary_audit(config: DPCanaryConfig, folder: Path, *, progress: bool 
     test = dataset.subset(draw.test) if draw.test.size else None
     inc = draw.included
     target_info = {
-        "source": "trained", "model": recipe.model, "access": target.access,
+        **models.target.info,
         "description": (f"{recipe.model} trained by miaudit with defense {config.defense.name} on {len(fixed)} "
                         f"{dataset.name} examples + {int(inc.sum())} of {cc.n} {cc.kind} canaries ({recipe.epochs} "
                         f"epochs, {recipe.optimizer}, lr {recipe.lr:g}, batch {recipe.batch_size})"),
-        "defense": config.defense.name, "n_parameters": int(sum(p.numel() for p in result.model.parameters())),
-        "train_seconds": round(result.seconds, 2), "final_train_loss": result.history[-1]["loss"],
-        "fingerprint": target.fingerprint(),
+        "defense": config.defense.name,
         "train_accuracy": float(target.outputs(fixed).correctness.mean()),
         "test_accuracy": float(target.outputs(test).correctness.mean()) if test is not None else None,
         "canary_accuracy_inserted": float(final.correctness[inc].mean()) if inc.any() else None,

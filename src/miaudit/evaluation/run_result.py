@@ -197,7 +197,7 @@ class RunResult(Mapping[str, Any]):
         shared = [w for w in per_attack[0] if all(w in ws for ws in per_attack)] if per_attack else []
         out = self.warnings + [f"all attacks: {w}" if len(attacks) > 1 else w for w in shared]
         for a, ws in zip(attacks, per_attack):
-            out += [f"`{a.name}`: {w}" for w in ws if w not in shared]
+            out += [f"{a.name}: {w}" for w in ws if w not in shared]
         return list(dict.fromkeys(out))
 
     @property

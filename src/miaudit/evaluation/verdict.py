@@ -90,7 +90,7 @@ def risk_verdict(metrics: Mapping[str, Any], thresholds: RiskThresholds | None =
     if baseline is not None and (baseline.fields.get("verdict") or {}).get("shift"):
         beating = [a for a in run.attacks if a.candidate and (a.fields.get("vs_blind_baseline") or {}).get("beats")]
         reasons = [baseline.fields["verdict"]["text"]]
-        reasons += [f"`{a.name}` beats the blind baseline (AUC difference "
+        reasons += [f"{a.name} beats the blind baseline (AUC difference "
                     f"{a.fields['vs_blind_baseline']['auc_difference']:+.3f}, interval above 0): a signal beyond the "
                     "shift, though not a clean measure of membership" for a in beating]
         out |= {"level": "inconclusive",
@@ -108,11 +108,11 @@ def risk_verdict(metrics: Mapping[str, Any], thresholds: RiskThresholds | None =
     level = "none demonstrated"
     if ratio is not None and ratio[0] >= 1.0:
         r, entry, key = ratio
-        reasons.append(f"`{entry.name}` identifies at least {_pct(r * float(key))} of the members at a "
+        reasons.append(f"{entry.name} identifies at least {_pct(r * float(key))} of the members at a "
                        f"{_pct(float(key))} false positive rate ({confidence:.0%} lower bound; {r:.1f} times the FPR)")
     if eps > 0 and eps_entry is not None:
         delta = (eps_entry.fields.get("empirical_epsilon") or {}).get("delta", "δ")
-        reasons.append(f"from `{eps_entry.name}`'s error rates, the training is not (ε, {delta:g})-differentially "
+        reasons.append(f"from {eps_entry.name}'s error rates, the training is not (ε, {delta:g})-differentially "
                        f"private for any ε below {eps:.2f} ({confidence:.0%} confidence)")
     r = ratio[0] if ratio is not None else 0.0
     if r >= t.high_tpr_ratio or eps >= t.high_epsilon:
@@ -122,7 +122,7 @@ def risk_verdict(metrics: Mapping[str, Any], thresholds: RiskThresholds | None =
     elif r > 1.0 or (auc_entry is not None and auc_entry.auc_ci and auc_entry.auc_ci[0] > 0.5):
         level = "low"
         if auc_entry is not None and auc_entry.auc_ci and auc_entry.auc_ci[0] > 0.5:
-            reasons.append(f"`{auc_entry.name}` separates members from non-members better than chance (AUC "
+            reasons.append(f"{auc_entry.name} separates members from non-members better than chance (AUC "
                            f"{auc_entry.auc:.3f}, {confidence:.0%} interval from {auc_entry.auc_ci[0]:.3f})")
     if not keys:
         reasons.append(f"no evaluated FPR has {t.min_false_positives} expected false positives among {n_non} "

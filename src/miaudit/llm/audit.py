@@ -23,7 +23,6 @@ Steps of :func:`run_llm` (the runner registered with :func:`miaudit.runs.pipelin
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import math
 import time
@@ -48,6 +47,7 @@ from miaudit.llm.token_view import token_view, write_html
 from miaudit.runs.config import AttackSpec, EvaluationConfig, check_attack_specs
 from miaudit.runs.pipeline import AuditOutcome, ScoredAttack, parse_config, register_kind, run_audit
 from miaudit.utils.seed import derive_seed
+from miaudit.utils.trusted_code import check_callable_spec, import_trusted_callable
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +136,16 @@ class RecallConfig:
 @dataclass
 class NeighbourhoodConfig:
     """The neighbourhood attack's perturbation model: ``perturb`` = ``"package.module:function"``, a
-    function ``text -> list of neighbour texts`` (the Python API also takes the callable itself)."""
+    function ``text -> list of neighbour texts`` (the Python API also takes the callable itself). Naming
+    code to run needs ``trust_code: true``; standard-library callables are refused
+    (:mod:`miaudit.utils.trusted_code`)."""
 
     perturb: str | None = None
+    trust_code: bool = False
+
+    def __post_init__(self) -> None:
+        if self.perturb is not None:
+            check_callable_spec(self.perturb, trust_code=self.trust_code, where="config.neighbourhood.perturb")
 
 
 @dataclass
@@ -242,19 +249,6 @@ def _build_target(model: LLMModelConfig, config: LLMAuditConfig, progress: bool)
         stride=model.stride, bos=model.bos, cache_dir=config.cache_dir, progress=progress, signal_params=params)
 
 
-def _import_callable(path: str) -> Callable[[str], Sequence[str]]:
-    module_name, _, attr = path.partition(":")
-    if not module_name or not attr:
-        raise ConfigError(f"config.neighbourhood.perturb: {path!r} must look like 'package.module:function'")
-    try:
-        fn = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"config.neighbourhood.perturb: cannot import {path!r} ({exc})") from None
-    if not callable(fn):
-        raise ConfigError(f"config.neighbourhood.perturb: {path!r} is not callable")
-    return fn
-
-
 def _split_recall_prefix(data: TextDataset, config: LLMAuditConfig) -> tuple[TextDataset, list[str], list[str]]:
     """Draw the ReCaLL shots from the non-members; return (remaining data, shots, their ids)."""
     nonmembers = np.flatnonzero(data.labels == 0)
@@ -354,6 +348,9 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
     counted = [k for k, a in attacks.items() if "token-counts" in a.fit_input and a.fit_required()]
     signal_names = {f for a in attacks.values() for f in a.signals}
 
+    if perturb is None and config.neighbourhood.perturb:  # the user's code is imported before any heavy work
+        perturb = import_trusted_callable(config.neighbourhood.perturb, trust_code=config.neighbourhood.trust_code,
+                                          where="config.neighbourhood.perturb")
     data = _load_documents(config)
     warnings: list[str] = []
     shots: list[str] = []
@@ -378,8 +375,6 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
         reference = _build_target(config.reference_model, config, progress)
         target.check_same_tokenizer(reference)
     needed = {f for f in signal_names if f in EXTRA_PASSES}
-    if perturb is None and config.neighbourhood.perturb:
-        perturb = _import_callable(config.neighbourhood.perturb)
     if "neighbour_logprobs" in needed and perturb is None:
         key = next(k for k, a in attacks.items() if "neighbour_logprobs" in a.signals)
         raise ConfigError(f"attack {key!r} needs a perturbation model: set neighbourhood.perturb to "

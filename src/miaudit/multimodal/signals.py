@@ -21,12 +21,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from miaudit.attacks.shadow import ShadowSet
 from miaudit.errors import DataError, SignalError
 from miaudit.multimodal.data import ImageTextDataset
 from miaudit.multimodal.split import Records
 from miaudit.multimodal.targets import DualEncoderTarget
+from miaudit.utils.logs import progress as progress_bar
 
 
 def _unit_rows(x: np.ndarray, what: str) -> np.ndarray:
@@ -176,13 +177,19 @@ def compute_pair_signals(target: DualEncoderTarget, dataset: ImageTextDataset, r
     gallery_captions = [dataset.captions[j] for j in gallery.captions]
     steps = [target, mfe] if mfe is not None else [target]
     out = []
-    for model in tqdm(steps, desc=desc, disable=not progress, leave=False):
+    for model in progress_bar(steps, desc=desc, enabled=progress, leave=False):
         out.append((model.embed_images(dataset.pixels(records.image)), model.embed_texts(captions),
                     model.embed_images(dataset.pixels(gallery.image)), model.embed_texts(gallery_captions)))
     mfe_emb = MFEEmbeddings(out[1][0], out[1][1], out[1][3]) if mfe is not None else None
     image, text, gallery_image, gallery_text = out[0]
     return PairSignals(records.ids, image, text, records.owner, captions, gallery_image, gallery_text,
                        gallery_captions, target.logit_scale, mfe_emb)
+
+
+class MultimodalShadow(ShadowSet[PairSignals]):
+    """Shadow dual encoders' signals on their own records, with membership (True = trained on the pair)."""
+
+    examples = "records"
 
 
 @dataclass
@@ -199,16 +206,9 @@ class MultimodalReference:
     calibration: PairSignals | None = None
 
     def __post_init__(self) -> None:
-        if len(self.shadow) != len(self.shadow_membership):
-            raise DataError(f"{len(self.shadow)} shadow signal sets but {len(self.shadow_membership)} membership "
-                            "arrays; give one per shadow model")
-        self.shadow_membership = [np.asarray(m, dtype=bool) for m in self.shadow_membership]
-        for k, (s, m) in enumerate(zip(self.shadow, self.shadow_membership)):
-            if m.shape != (len(s),):
-                raise DataError(f"shadow set {k}: membership shape {m.shape} does not match {len(s)} records")
-            if m.all() or not m.any():
-                raise DataError(f"shadow set {k} needs both members and non-members")
+        if self.shadow or self.shadow_membership:  # checked as every kind's shadow data is
+            self.shadow_membership = MultimodalShadow(self.shadow, self.shadow_membership).membership
 
 
-__all__ = ["MFEEmbeddings", "MultimodalReference", "PairSignals", "compute_pair_signals", "pair_contrastive_loss",
-           "pair_cosine", "per_record", "retrieve"]
+__all__ = ["MFEEmbeddings", "MultimodalReference", "MultimodalShadow", "PairSignals", "compute_pair_signals",
+           "pair_contrastive_loss", "pair_cosine", "per_record", "retrieve"]

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from miaudit.errors import ConfigError, SignalError
+from miaudit.errors import ConfigError, SignalError, model_load_error
 from miaudit.multimodal.model import DualEncoder, WordTokenizer
+from miaudit.utils.device import resolve_device
 
 #: OpenAI CLIP's image normalisation (used when a model folder does not say otherwise)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -125,15 +126,6 @@ def _resize_normalise(x: torch.Tensor, size: int, mean: Sequence[float], std: Se
     return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
 
-def _device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"device {device!r} is not valid; use cpu, cuda, cuda:N or auto") from None
-
-
 class HFCLIPTarget(DualEncoderTarget):
     """A Hugging Face CLIP model (``CLIPModel`` or a class with ``get_image_features`` /
     ``get_text_features`` and ``logit_scale``) and its tokenizer."""
@@ -145,7 +137,7 @@ class HFCLIPTarget(DualEncoderTarget):
         for method in ("get_image_features", "get_text_features"):
             if not callable(getattr(model, method, None)):
                 raise SignalError(f"{type(model).__name__} has no {method}(); load a CLIP-like dual encoder")
-        self.device = _device(device)
+        self.device = resolve_device(device, where="target.device")
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.image_size, self.mean, self.std = image_size, tuple(mean), tuple(std)
@@ -169,9 +161,8 @@ class HFCLIPTarget(DualEncoderTarget):
                                                            local_files_only=local_files_only)
             tokenizer = transformers.AutoTokenizer.from_pretrained(name_or_path, revision=revision,
                                                                    local_files_only=local_files_only)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot load CLIP model {name_or_path!r}: {str(exc).splitlines()[0]}; give a local "
-                              "folder with config.json, weights and tokenizer files, or a hub id (online)") from None
+        except Exception as exc:  # transformers, safetensors and torch raise many types for files they cannot load
+            raise model_load_error("CLIP model", name_or_path, exc) from None
         vision = getattr(model.config, "vision_config", None)
         if vision is None or not hasattr(vision, "image_size"):
             raise ConfigError(f"{name_or_path!r} is a {type(model).__name__}, not a CLIP-like dual encoder (its config "
@@ -230,7 +221,7 @@ class OpenCLIPTarget(DualEncoderTarget):
     def __init__(self, model: Any, tokenizer: Any, *, image_size: int, mean: Sequence[float] = CLIP_MEAN,
                  std: Sequence[float] = CLIP_STD, device: str = "cpu", batch_size: int = 64, description: str = ""):
         super().__init__(batch_size=batch_size, description=description)
-        self.device = _device(device)
+        self.device = resolve_device(device, where="target.device")
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.image_size, self.mean, self.std = image_size, tuple(mean), tuple(std)

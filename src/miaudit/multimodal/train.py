@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from miaudit.errors import ConfigError, DataError
 from miaudit.multimodal.model import DualEncoder
+from miaudit.utils.logs import progress as progress_bar
 
 
 @dataclass
@@ -118,7 +118,7 @@ def train_dual_encoder(images: np.ndarray, caption_ids: np.ndarray, captions_of:
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
     history: list[dict[str, Any]] = []
     start = time.perf_counter()
-    bar = tqdm(range(config.epochs), desc=desc, disable=not progress, leave=False)
+    bar = progress_bar(range(config.epochs), desc=desc, enabled=progress, leave=False)
     for epoch in bar:
         model.train()
         order = rng.permutation(n)

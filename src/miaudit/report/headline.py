@@ -7,7 +7,7 @@ empirical epsilon bound of 0, and quotes the blind baseline and the risk level t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from miaudit.evaluation.run_result import AttackEntry, RunResult
@@ -21,8 +21,9 @@ def ci_text(value: float | None, ci: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
 
 
-def epsilon_sentence(entry: AttackEntry | None) -> str | None:
-    """The empirical-privacy sentence of the entry with the largest bound (None without any bound).
+def epsilon_sentence(entry: AttackEntry | None, *, name: Callable[[str], str] = str) -> str | None:
+    """The empirical-privacy sentence of the entry with the largest bound (None without any bound);
+    ``name`` formats the attack's name (Markdown: inline code).
 
     A bound of 0 is no finding: it says that no privacy loss could be demonstrated, never "not DP for
     any epsilon below 0.00".
@@ -36,7 +37,7 @@ def epsilon_sentence(entry: AttackEntry | None) -> str | None:
                 "proves nothing about privacy.")
     return (f"Empirical privacy: with {e['confidence']:.0%} confidence, the training is not "
             f"(ε, {e['delta']:g})-differentially private for any ε below {entry.empirical_epsilon:.2f} "
-            f"(a lower bound from `{entry.name}`'s error rates, Clopper-Pearson).")
+            f"(a lower bound from {name(entry.name)}'s error rates, Clopper-Pearson).")
 
 
 def tpr_degenerate(entry: Mapping[str, Any], key: str) -> bool:

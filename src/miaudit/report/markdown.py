@@ -1,8 +1,15 @@
-"""A readable Markdown report of one run, built from its ``metrics.json`` content only."""
+"""A readable Markdown report of one run, built from its ``metrics.json`` content only.
+
+Strings that come from the user (attack labels, dataset and model names, file paths, warnings that
+quote them) go through :func:`md_text` / :func:`md_code`, so a name can neither inject HTML into a
+viewer that renders it nor break the tables.
+"""
 
 from __future__ import annotations
 
+import html
 import math
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -23,6 +30,22 @@ _FPR_NAMES = {"0.001": "0.1%", "0.01": "1%", "0.05": "5%", "0.1": "10%"}
 MIN_FALSE_POSITIVES = 10
 
 
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*\[\]|~])|(?<!\w)_|_(?!\w)")
+_PLAIN_CODE = re.compile(r"[\w.:+@/ -]*")
+
+
+def md_text(value: Any) -> str:
+    """``value`` as literal Markdown text on one line: HTML characters as entities, Markdown syntax escaped."""
+    text = " ".join(str(value).split())
+    return _MARKDOWN_SPECIAL.sub(lambda m: "\\" + m.group(0), html.escape(text, quote=False))
+
+
+def md_code(value: Any) -> str:
+    """``value`` as inline code when it is a plain name (letters, digits, ``_.:+@/-``), else as :func:`md_text`."""
+    text = str(value)
+    return f"`{text}`" if _PLAIN_CODE.fullmatch(text) else md_text(text)
+
+
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None:
         return "-"
@@ -30,7 +53,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
         return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.{digits}f}"
-    return str(value)
+    return md_text(value)
 
 
 def _with_ci(value: float | None, ci: list[float] | None, digits: int = 3) -> str:
@@ -101,9 +124,9 @@ def _attack_table(attacks: list[dict[str, Any]], fpr_keys: list[str], confidence
     for a in attacks:
         tprs = [_with_ci(a["tpr_at_fpr"].get(k), a.get("tpr_at_fpr_ci", {}).get(k)) for k in fpr_keys]
         eps = (a.get("empirical_epsilon") or {}).get("epsilon")
-        row = ([f"`{a['name']}`", a.get("access", "-"), a.get("needs_reference", "-"),
+        row = ([md_code(a["name"]), _fmt(a.get("access", "-")), _fmt(a.get("needs_reference", "-")),
                 _with_ci(a["auc"], a.get("auc_ci"))] + tprs
-               + [f"{_fmt(a.get('balanced_accuracy'))} ({a.get('threshold_source', '-')})",
+               + [f"{_fmt(a.get('balanced_accuracy'))} ({_fmt(a.get('threshold_source', '-'))})",
                   _with_ci(a.get("advantage"), a.get("advantage_ci")), _fmt(eps, 2)]
                + ([beats_baseline(a)] if versus else []))
         lines.append("| " + " | ".join(row) + " |")
@@ -113,11 +136,11 @@ def _attack_table(attacks: list[dict[str, Any]], fpr_keys: list[str], confidence
 def _verdict_lines(metrics: dict[str, Any]) -> list[str]:
     """The plain verdict for a compliance reader: risk level, why, and the rule (thresholds configurable)."""
     verdict = verdict_of(metrics)
-    lines = ["## Verdict", "", f"**Risk: {verdict['level'].upper()}.** {verdict['summary']}", ""]
-    lines += [f"- {r}" for r in verdict.get("reasons", [])]
+    lines = ["## Verdict", "", f"**Risk: {verdict['level'].upper()}.** {md_text(verdict['summary'])}", ""]
+    lines += [f"- {md_text(r)}" for r in verdict.get("reasons", [])]
     if verdict.get("reasons"):
         lines.append("")
-    return lines + [f"Rule: {verdict['rule']} (thresholds: `evaluation.risk` in the config).", ""]
+    return lines + [f"Rule: {md_text(verdict['rule'])} (thresholds: `evaluation.risk` in the config).", ""]
 
 
 def _one_run_lines(metrics: dict[str, Any]) -> list[str]:
@@ -129,7 +152,7 @@ def _one_run_lines(metrics: dict[str, Any]) -> list[str]:
     oracle = (one_run.get("oracle") or {}).get("oracle_best") or {}
     lines = ["## One-run DP audit (Steinke, Nasr & Jagielski 2023)", "",
              f"{canaries['n']} {canaries['kind']} canaries, each inserted independently with probability 1/2 "
-             f"({canaries['n_inserted']} inserted); scores from `{one_run.get('attack', '-')}`.", "",
+             f"({canaries['n_inserted']} inserted); scores from {md_code(one_run.get('attack', '-'))}.", "",
              "| | k+ / k- | correct / guesses | epsilon lower bound |", "|---|---|---|---|",
              f"| k fixed in the config (valid) | {one_run['k_pos']} / {one_run['k_neg']} | "
              f"{one_run['correct']} / {one_run['guesses']} | **{one_run['epsilon']:.3f}** |"]
@@ -181,7 +204,8 @@ def _selection_lines(metrics: dict[str, Any]) -> list[str]:
              "evaluation labels themselves (`oracle`, an optimistic bound).", "",
              "| attack | parameter | held-out choice | AUC | oracle choice | oracle AUC |", "|---|---|---|---|---|---|"]
     for key, chosen in selection["attacks"].items():
-        lines.append(f"| `{key}` | {chosen['parameter']} | {_fmt(chosen['held_out'], 4)} | {_fmt(auc.get(key))} | "
+        lines.append(f"| {md_code(key)} | {_fmt(chosen['parameter'])} | {_fmt(chosen['held_out'], 4)} | "
+                     f"{_fmt(auc.get(key))} | "
                      f"{_fmt(chosen['oracle'], 4)} | {_fmt(auc.get(f'{key}.oracle'))} |")
     return lines + [""]
 
@@ -200,9 +224,10 @@ def _blind_baseline_lines(metrics: dict[str, Any], best: dict[str, Any] | None) 
              f"querying the model: AUC {_with_ci(baseline['auc'], baseline.get('auc_ci'))}; {tprs}.", ""]
     verdict = baseline.get("verdict") or {}
     if verdict.get("text"):
-        lines += [f"**Verdict: {verdict['text']}.**", "", f"Rule: {verdict['rule']}.", ""]
+        lines += [f"**Verdict: {verdict['text']}.**", "", f"Rule: {md_text(verdict['rule'])}.", ""]
     if best is not None and baseline["auc"] >= best["auc"]:
-        lines += [f"It does at least as well as the strongest attack (`{best['name']}`, AUC {best['auc']:.3f}).", ""]
+        lines += [f"It does at least as well as the strongest attack ({md_code(best['name'])}, AUC "
+                  f"{best['auc']:.3f}).", ""]
     return lines
 
 
@@ -213,7 +238,7 @@ def _headline(run: RunResult, best: dict[str, Any], fpr_keys: list[str]) -> str:
     key, supported = headline_fpr(fpr_keys, n_non)
     auc = _with_ci(best["auc"], best.get("auc_ci"))
     tpr = _with_ci(best["tpr_at_fpr"].get(key), best.get("tpr_at_fpr_ci", {}).get(key))
-    headline = f"Strongest attack by AUC (held-out choices only): `{best['name']}` with AUC {auc}"
+    headline = f"Strongest attack by AUC (held-out choices only): {md_code(best['name'])} with AUC {auc}"
     if supported and tpr_degenerate(best, key):
         headline += (f". At {_fpr_label(key)} FPR it identifies no member with confidence (TPR {tpr}): the "
                      "attacks separate members from non-members overall"
@@ -228,12 +253,12 @@ def _headline(run: RunResult, best: dict[str, Any], fpr_keys: list[str]) -> str:
     at_fpr = run.strongest(f"tpr@{key}")
     if at_fpr is not None and at_fpr.name != best["name"]:
         ci = at_fpr.tpr_at_fpr_ci.get(key)
-        headline += (f" At {_fpr_label(key)} FPR the strongest attack is `{at_fpr.name}` (TPR "
+        headline += (f" At {_fpr_label(key)} FPR the strongest attack is {md_code(at_fpr.name)} (TPR "
                      f"{_with_ci(at_fpr.tpr_at_fpr[key], list(ci) if ci else None)}).")
     baseline = baseline_sentence(run)
     if baseline:
         headline += f"\n\n{baseline}"
-    bound = epsilon_sentence(strongest(run.attacks, "epsilon"))
+    bound = epsilon_sentence(strongest(run.attacks, "epsilon"), name=md_code)
     if bound:
         headline += f"\n\n{bound}"
     return headline
@@ -255,7 +280,7 @@ def render_report(metrics: dict[str, Any], *, figures: dict[str, str] | None = N
 
     what = [f"- **Dataset**: {_fmt(data.get('dataset'))}"
             f" ({_fmt(data.get('n_members'))} members, {_fmt(data.get('n_nonmembers'))} non-members audited)",
-            f"- **Target**: {target.get('description', target.get('source', target.get('model', '-')))}",
+            f"- **Target**: {_fmt(target.get('description', target.get('source', target.get('model', '-'))))}",
             f"- **Seed**: {metrics.get('seed', '-')}; miaudit {metrics.get('miaudit_version', '?')}"]
     if metrics.get("shadow"):
         s = metrics["shadow"]
@@ -300,7 +325,7 @@ def render_report(metrics: dict[str, Any], *, figures: dict[str, str] | None = N
             "- **Balanced accuracy** = (TPR + TNR) / 2 at the decision threshold; **advantage** = max TPR - FPR "
             "(Yeom et al. 2018).", ""]
 
-    warnings = run.all_warnings
+    warnings = [md_text(w) for w in run.all_warnings]
     if warnings:
         out += ["## Warnings", "", *[f"- {w}" for w in warnings], ""]
 
@@ -311,7 +336,8 @@ def render_report(metrics: dict[str, Any], *, figures: dict[str, str] | None = N
 
     cited = {a.get("attack", a["name"]): a["citation"] for a in attacks + oracles if a.get("citation")}
     if cited:
-        out += ["## Attacks' references", "", *[f"- `{n}`: {c}" for n, c in sorted(cited.items())], ""]
+        out += ["## Attacks' references", "",
+                *[f"- {md_code(n)}: {md_text(c)}" for n, c in sorted(cited.items())], ""]
     return "\n".join(out)
 
 

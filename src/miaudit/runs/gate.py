@@ -228,6 +228,23 @@ def check_gates(metrics_json: dict[str, Any] | str | Path, expressions: list[str
     return GateResult(tripped=any(d["tripped"] for d in details), details=details)
 
 
+def check_run_gate_targets(expressions: list[str] | tuple[str, ...], *, attacks: list[str], kind: str | None,
+                           baselines: list[str] | tuple[str, ...] = ()) -> list[Gate]:
+    """Check an audit's gates against its config before it runs: each parses, a named attack is one the
+    config runs (``attacks``: their labels; ``<label>.oracle`` is the oracle entry of a tuned attack) or a
+    model-free baseline the run writes (``baselines``, e.g. ``blind_baseline``), and ``one_run_epsilon``
+    needs ``kind: dp_canary``. A one-line :class:`MiauditError` otherwise."""
+    gates = [parse_gate(e) for e in expressions]
+    for gate in gates:
+        if gate.metric in RUN_METRICS and kind != "dp_canary":
+            raise MiauditError(f"gate {gate.expression!r}: one_run_epsilon exists only in audits of kind dp_canary "
+                               f"(this config is kind {kind!r}); gate on epsilon, auc, advantage or tpr@FPR instead")
+        named = gate.attack
+        if named is not None and named not in baselines and named.removesuffix(".oracle") not in attacks:
+            raise _unknown_attack(gate, [*attacks, *baselines], "this config", "its attacks")
+    return gates
+
+
 def check_defense_gate_targets(expressions: list[str] | tuple[str, ...], *, attacks: list[str], defenses: list[str],
                                selected: list[str] | tuple[str, ...] | None = None) -> list[Gate]:
     """Check gates against a defense comparison's attack names and defense labels (before it runs).
@@ -322,4 +339,5 @@ def describe(detail: dict[str, Any]) -> str:
 
 
 __all__ = ["GRAMMAR", "RUN_METRICS", "Gate", "GateResult", "check_defense_gate_targets", "check_defense_gates",
-           "check_gates", "describe", "evaluate_gate", "metric_value", "parse_gate", "run_metric_value"]
+           "check_gates", "check_run_gate_targets", "describe", "evaluate_gate", "metric_value", "parse_gate",
+           "run_metric_value"]

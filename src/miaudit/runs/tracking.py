@@ -19,20 +19,20 @@ import argparse
 import contextlib
 import json
 import platform
-import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from miaudit.errors import MiauditError
+from miaudit.errors import MiauditError, Terminated
 from miaudit.evaluation.run_result import RANKED_METRICS, AttackEntry, RunResult, accountant_claim, strongest
 from miaudit.evaluation.verdict import verdict_of
 from miaudit.runs.gate import GRAMMAR, GateResult, check_gates, describe, parse_gate
 from miaudit.runs.store import RunStore, default_store_path
+from miaudit.utils.atomic import output_owner
+from miaudit.utils.processes import sigterm_raises
 
 #: fields of ``metrics.json`` ``"one_run_audit"`` kept in the ``--json`` summary
 _ONE_RUN_KEYS = ("epsilon", "delta", "confidence", "correct", "guesses", "verdict")
@@ -66,15 +66,6 @@ class RunOptions:
         """The options of a command whose parser has :func:`add_common_run_flags`."""
         return cls(fail_if=tuple(args.fail_if or ()), json=bool(args.json), home=args.home, store=not args.no_store,
                    epsilon_delta=args.epsilon_delta)
-
-
-class Terminated(BaseException):
-    """SIGTERM received while a tracked run was in progress.
-
-    Not a ``KeyboardInterrupt``: library code that swallows Ctrl-C to stop early (scikit-learn's
-    ``MLPClassifier.fit``, used by the Shokri attack) must not swallow a termination request.
-    :func:`tracked_run` re-raises it as a ``KeyboardInterrupt`` for the command line.
-    """
 
 
 def _gate_arg(text: str) -> str:
@@ -126,10 +117,14 @@ def open_store(options: RunOptions) -> RunStore | None:
 
 
 class RunTracker:
-    """A run recorded in the store while it executes; :meth:`finalize` completes it."""
+    """A run recorded in the store while it executes; :meth:`finalize` completes it.
+
+    ``run_dir`` is a folder that already exists and is recorded as this run's (:func:`finalize_run`
+    on a finished folder); a run that writes its folder records it when it completes.
+    """
 
     def __init__(self, options: RunOptions, *, command: str, config: dict[str, Any] | None,
-                 run_dir: str | Path | None):
+                 run_dir: str | Path | None = None):
         self.options, self.command, self.config = options, command, config or {}
         self.store = open_store(options)
         self.run_id: str | None = None
@@ -148,28 +143,17 @@ class RunTracker:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise Terminated(f"received signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
 def tracked_run(options: RunOptions, *, command: str, config: dict[str, Any] | None = None,
                 run_dir: str | Path | None = None) -> Iterator[RunTracker]:
-    """Record the run as ``running``; mark it ``failed`` / ``interrupted`` if the block raises."""
-    tracker = RunTracker(options, command=command, config=config, run_dir=run_dir)
+    """Record the run as ``running``; mark it ``failed`` / ``interrupted`` if the block raises.
+
+    ``run_dir`` is the folder the block will write: it is recorded only when the run completes
+    (:meth:`RunTracker.finalize`), and folders written inside the block carry the run id in their
+    marker (:func:`miaudit.utils.atomic.output_owner`), which ``miaudit runs rm --delete-files`` checks.
+    """
+    tracker = RunTracker(options, command=command, config=config)
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_raises(), output_owner(run_id=tracker.run_id, command=command):
             yield tracker
     except (KeyboardInterrupt, Terminated) as exc:
         tracker.finish("interrupted", error=f"{type(exc).__name__}: {exc}".rstrip(": "))

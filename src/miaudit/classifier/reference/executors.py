@@ -29,6 +29,7 @@ from miaudit.classifier.training import (
 )
 from miaudit.data import ArrayDataset
 from miaudit.errors import ConfigError
+from miaudit.utils.processes import exit_when_parent_dies
 
 EXECUTORS = ("sequential", "vectorised", "process", "ray")
 
@@ -116,8 +117,9 @@ def run_vectorised(context: PoolContext, tasks: Sequence[ModelTask], *, group_si
 _WORKER_CONTEXT: PoolContext | None = None
 
 
-def _init_worker(context: PoolContext, threads: int) -> None:
+def _init_worker(context: PoolContext, threads: int, parent_pid: int) -> None:
     global _WORKER_CONTEXT
+    exit_when_parent_dies(parent_pid)  # a killed driver never leaves its workers behind
     torch.set_num_threads(threads)
     _WORKER_CONTEXT = context
 
@@ -131,15 +133,24 @@ def run_process(context: PoolContext, tasks: Sequence[ModelTask], *, n_workers: 
                 ) -> Iterator[ModelResult]:
     """Train in ``n_workers`` spawned processes (one torch thread each); results arrive as they finish."""
     n_workers = n_workers or os.cpu_count() or 1
-    with ProcessPoolExecutor(max_workers=n_workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                             initargs=(context, 1)) as pool:
+    pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=get_context("spawn"), initializer=_init_worker,
+                               initargs=(context, 1, os.getpid()))
+    try:
         futures = [pool.submit(_worker_task, task) for task in tasks]
-        try:
-            for future in as_completed(futures):
-                yield future.result()
-        finally:
-            for future in futures:
-                future.cancel()
+        for future in as_completed(futures):
+            yield future.result()
+    except BaseException:
+        _stop_workers(pool)
+        raise
+    pool.shutdown()
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """End a pool at once (an error, Ctrl-C, SIGTERM): queued models are dropped, running ones killed."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
 
 
 # -- Ray ----------------------------------------------------------------------------------------

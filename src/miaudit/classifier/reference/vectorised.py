@@ -24,11 +24,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 from torch.utils.data import DataLoader, TensorDataset
-from tqdm.auto import tqdm
 
 from miaudit.classifier.training import TrainConfig, build_model_from_config
 from miaudit.data import ArrayDataset
 from miaudit.errors import ConfigError
+from miaudit.utils.device import resolve_device
+from miaudit.utils.logs import progress as progress_bar
 
 
 def check_vectorisable(model: nn.Module, name: str) -> None:
@@ -62,7 +63,7 @@ def train_vectorised(dataset: ArrayDataset, train_indices: Sequence[np.ndarray],
     for r in recipes[1:]:
         if {**vars(r), "seed": 0} != {**vars(base_recipe), "seed": 0}:
             raise ConfigError("vectorised training needs one recipe for every model (only the seed may differ)")
-    device = torch.device(base_recipe.device)
+    device = resolve_device(base_recipe.device, where="training.device")
     start = time.perf_counter()
     models = [build_model_from_config(r, dataset.input_shape, dataset.n_classes) for r in recipes]
     template = models[0].to(device)
@@ -85,7 +86,7 @@ def train_vectorised(dataset: ArrayDataset, train_indices: Sequence[np.ndarray],
     rows = torch.from_numpy(np.stack([np.asarray(ix, dtype=np.int64) for ix in train_indices])).to(device)  # (G, n)
     orders = [_batch_orders(rows.shape[1], r) for r in recipes]
     n_steps = sum(len(epoch) for epoch in orders[0])
-    bar = tqdm(total=n_steps, desc=f"vectorised x{len(recipes)}", disable=not progress, leave=False, unit="step")
+    bar = progress_bar(total=n_steps, desc=f"vectorised x{len(recipes)}", enabled=progress, leave=False, unit="step")
     template.train()
     for epoch in range(base_recipe.epochs):
         for step in range(len(orders[0][epoch])):

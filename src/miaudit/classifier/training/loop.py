@@ -20,11 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
-from tqdm.auto import tqdm
 
 from miaudit.classifier.training.models import build_model
 from miaudit.data.datasets import ArrayDataset
 from miaudit.errors import ConfigError, DataError
+from miaudit.utils.device import resolve_device
+from miaudit.utils.logs import progress as progress_bar
 
 
 @dataclass
@@ -147,10 +148,8 @@ def train_classifier(model: nn.Module, dataset: ArrayDataset, config: TrainConfi
     """Train ``model`` with cross-entropy on ``dataset`` (``x`` ``(n, ...)``, ``y`` ``(n,)``) as ``config`` says."""
     if len(dataset) == 0:
         raise DataError("cannot train on an empty dataset")
-    device = torch.device(config.device)
+    device = resolve_device(config.device, where="training.device")
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"training.device={config.device!r} but CUDA is not available; use 'cpu'")
         torch.cuda.reset_peak_memory_stats(device)
     model = model.to(device)
     tensors = TensorDataset(torch.from_numpy(dataset.x), torch.from_numpy(dataset.y))
@@ -179,8 +178,8 @@ def _run_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Data
                 config: TrainConfig, plugins: Sequence[TrainingPlugin], progress: bool,
                 device: torch.device) -> list[dict[str, Any]]:
     history = []
-    bar = tqdm(total=config.epochs * len(loader), desc=f"train {config.model}", disable=not progress,
-               leave=False, unit="batch")
+    bar = progress_bar(total=config.epochs * len(loader), desc=f"train {config.model}", enabled=progress,
+                       leave=False, unit="batch")
     for epoch in range(config.epochs):
         model.train()
         epoch_start, total_loss, correct, seen = time.perf_counter(), 0.0, 0, 0
