@@ -20,6 +20,7 @@ from miaudit import __version__
 from miaudit.errors import DataError
 from miaudit.evaluation import AttackResult
 from miaudit.evaluation.run_result import strongest
+from miaudit.evaluation.verdict import defense_verdict
 from miaudit.report.html import register_page
 from miaudit.report.markdown import headline_fpr, unsupported_fpr_note
 from miaudit.report.page import esc, figure, num, page, pct, table, with_ci
@@ -182,6 +183,20 @@ def _defense_summary(result: dict[str, Any]) -> str:
     return '<div class="summary">' + "".join(lines) + "</div>"
 
 
+def _defense_verdicts(result: dict[str, Any]) -> str:
+    """The plain verdict per defense (risk level and its reasons), by the audit's rule and thresholds."""
+    rows, rule = [], ""
+    for row in result["defenses"]:
+        verdict = defense_verdict(result, row)
+        rule = verdict["rule"]
+        rows.append([esc(row["label"]), f"<b>{esc(verdict['level'].upper())}</b>",
+                     esc("; ".join(verdict["reasons"]) or verdict["summary"])])
+    if not rows:
+        return ""
+    return ("<h2>Verdict per defense</h2>" + table(["defense", "risk", "why"], rows, numeric_from=9)
+            + f'<p class="meta">Rule: {esc(rule)}.</p>')
+
+
 def _setting(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
@@ -331,7 +346,7 @@ def render_defense_html(folder: str | Path, result: dict[str, Any] | None = None
         f"&middot; written {esc(result.get('created', '-'))} by miaudit {esc(result.get('miaudit_version', '-'))} "
         "&middot; report by "
         f"miaudit {esc(__version__)}</p>",
-        _defense_summary(result), _compared(result, folder), _privacy_utility(folder),
+        _defense_verdicts(result), _defense_summary(result), _compared(result, folder), _privacy_utility(folder),
         _utility_cost(result), _defense_attacks(result), _defense_curves(result, folder),
     ])
     return page(f"miaudit defenses: {folder.name}", body)
