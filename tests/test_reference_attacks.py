@@ -229,3 +229,55 @@ def test_pool_that_never_saw_the_examples_is_refused():
     with pytest.raises(DataError, match="IN reference models"):
         create_attack("lira").fit(AttackReference(pool=all_out))
     create_attack("lira", online=False).fit(AttackReference(pool=all_out)).score(target[0])
+
+
+# -- alignment by example ids --------------------------------------------------------------------
+POOL_ATTACKS = ("lira", "rmia", "difficulty_calibration", "reference_threshold")
+
+
+def _with_ids(pool, target, target_z):
+    """The same world with ids on every output: audited examples ``x<i>``, population ``z<i>``."""
+    ids, z_ids = np.array([f"x{i}" for i in range(N)]), np.array([f"z{i}" for i in range(NZ)])
+    named = TrainedReferencePool(outputs=[o.with_ids(ids) for o in pool.outputs], keep=pool.keep,
+                                 population=[o.with_ids(z_ids) for o in pool.population])
+    return named, target[0].with_ids(ids), target_z.with_ids(z_ids)
+
+
+@pytest.mark.parametrize("name", POOL_ATTACKS)
+def test_pool_attacks_line_up_target_and_pool_by_ids(name):
+    pool, target, target_z, _ = _world(seed=4)
+    plain = create_attack(name).fit(AttackReference(pool=pool, population=target_z)).score(target[0])
+    pool, target, target_z = _with_ids(pool, target, target_z)
+    attack = create_attack(name).fit(AttackReference(pool=pool, population=target_z))
+    np.testing.assert_array_equal(attack.score(target), plain)  # same order: same scores, bit for bit
+    order = np.random.default_rng(1).permutation(N)  # shuffled: aligned by ids (sums may round differently)
+    np.testing.assert_allclose(attack.score(target.subset(order)), plain[order], rtol=1e-12, atol=1e-12)
+    part = order[:N // 3]  # a subset of the pool's examples
+    np.testing.assert_allclose(attack.score(target.subset(part)), plain[part], rtol=1e-12, atol=1e-12)
+    if name == "rmia":  # the target's population z lines up with the pool's by ids too
+        z_order = np.random.default_rng(2).permutation(NZ)
+        shuffled_z = create_attack(name).fit(AttackReference(pool=pool, population=target_z.subset(z_order)))
+        np.testing.assert_allclose(shuffled_z.score(target), plain, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", POOL_ATTACKS)
+def test_ids_the_pool_lacks_are_named(name):
+    pool, target, target_z = _with_ids(*_world()[:3])
+    renamed = target.with_ids(np.r_[target.ids[:-2], ["stranger", "x999"]])
+    attack = create_attack(name).fit(AttackReference(pool=pool, population=target_z))
+    with pytest.raises(DataError, match=r"2 of the target's 60 audited examples are not among .*'stranger', 'x999'"):
+        attack.score(renamed)
+
+
+def test_ids_on_one_side_only_fall_back_to_position_and_repeats_are_refused():
+    pool, target, target_z, _ = _world()
+    named_pool, named_target, _ = _with_ids(pool, target, target_z)
+    expected = create_attack("lira").fit(AttackReference(pool=pool)).score(target[0])
+    np.testing.assert_array_equal(create_attack("lira").fit(AttackReference(pool=named_pool)).score(target[0]),
+                                  expected)
+    np.testing.assert_array_equal(create_attack("lira").fit(AttackReference(pool=pool)).score(named_target), expected)
+    attack = create_attack("lira").fit(AttackReference(pool=named_pool))
+    with pytest.raises(DataError, match="ids of the target's audited examples repeat \\('x0'\\)"):
+        attack.score(named_target.with_ids(np.r_[named_target.ids[:1], named_target.ids[:-1]]))
+    with pytest.raises(DataError, match="reference model 1 was scored on other audited examples"):
+        ReferencePool(outputs=[named_pool.outputs[0], pool.outputs[1]], keep=pool.keep[:2])

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from miaudit.attacks.base import Attack
+from miaudit.classifier.experiment import check_reference_needs
 from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.queried import ShadowModel, run_queried_attacks, signal_type
 from miaudit.classifier.reference import AttackReference, ReferencePool, ShadowData
@@ -45,12 +46,13 @@ from miaudit.classifier.targets import TorchClassifierTarget
 from miaudit.classifier.training import TrainConfig
 from miaudit.config import from_dict, refuse_nested_seed, resolved_without_seed
 from miaudit.data import ArrayDataset, load_dataset, make_split, paired_keep_matrix
-from miaudit.defenses.base import DefenseContext, DefenseError, OutputDefense
+from miaudit.defenses.base import DefenseContext, DefenseError, OutputDefense, n_classes_of
+from miaudit.defenses.dp import private_optimiser
 from miaudit.defenses.registry import DefenseChain, build_chain, get_defense_class
 from miaudit.errors import ConfigError, DataError
 from miaudit.evaluation import evaluate
 from miaudit.federated.config import DP_FEDAVG, FederatedConfig, defense_label
-from miaudit.federated.local import federated_model, is_private, n_classes_of, private_optimiser
+from miaudit.federated.local import federated_model, is_private
 from miaudit.federated.partition import HSU_2019, MCMAHAN_2017, label_counts, partition
 from miaudit.federated.privacy import DP_FEDAVG_CITATION, ServerDP, client_epsilon
 from miaudit.federated.report import plot_rounds, render_federated
@@ -67,7 +69,6 @@ from miaudit.runs.pipeline import AuditOutcome, ScoredAttack, build_attacks, reg
 from miaudit.utils.seed import derive_seed
 
 log = logging.getLogger(__name__)
-SUPPORTED_REFERENCE = ("none", "population", "shadow", "reference-pool")
 REPORT_FILE, PLOT_FILE = "federated.md", "federated_rounds.png"
 _ROUND_METRICS = ("auc", "auc_ci", "advantage", "advantage_ci", "tpr_at_fpr", "tpr_at_fpr_ci")
 
@@ -271,21 +272,9 @@ def _jobs(config: FederatedConfig, row: _Row, data: FederatedData, keep_models: 
 # -- attacks --------------------------------------------------------------------------------------
 def _check_attacks(config: FederatedConfig, attacks: list[tuple[str, Attack]]) -> None:
     for key, attack in attacks:
-        need = attack.needs_reference
-        if need not in SUPPORTED_REFERENCE:
-            raise ConfigError(f"attack {key!r} needs {need} data, which the federated audit does not build; use "
-                              f"attacks whose reference is one of {', '.join(SUPPORTED_REFERENCE)}")
-        if need == "shadow" and not config.shadow.n_models:
-            raise ConfigError(f"attack {key!r} learns from shadow federations; set shadow.n_models >= 1 and "
-                              "split.n_shadow")
-        if need == "reference-pool" and not config.reference.n_models:
-            raise ConfigError(f"attack {key!r} compares the global model with reference federations; set "
-                              "reference.n_models (an even number, e.g. 4)")
-        if need == "population" and not config.split.n_population:
-            raise ConfigError(f"attack {key!r} needs population data no client trained on; set split.n_population")
-        if getattr(attack, "per_class", False) and need == "none" and not config.shadow.n_models:
-            raise ConfigError(f"attack {key!r} with per_class=true learns class thresholds from shadow federations; "
-                              "set shadow.n_models >= 1")
+        check_reference_needs(key, attack, shadow=bool(config.shadow.n_models), pool=bool(config.reference.n_models),
+                              population=bool(config.split.n_population),
+                              population_fix="split.n_population (data no client trained on)", models="federations")
 
 
 def _outputs(dataset: ArrayDataset, rows: np.ndarray, logits: np.ndarray) -> ClassifierOutputs:

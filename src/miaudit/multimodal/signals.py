@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from miaudit.attacks.shadow import ShadowSet
 from miaudit.errors import DataError, SignalError
 from miaudit.multimodal.data import ImageTextDataset
 from miaudit.multimodal.split import Records
@@ -185,6 +186,12 @@ def compute_pair_signals(target: DualEncoderTarget, dataset: ImageTextDataset, r
                        gallery_captions, target.logit_scale, mfe_emb)
 
 
+class MultimodalShadow(ShadowSet[PairSignals]):
+    """Shadow dual encoders' signals on their own records, with membership (True = trained on the pair)."""
+
+    examples = "records"
+
+
 @dataclass
 class MultimodalReference:
     """What shadow-based attacks learn from.
@@ -199,16 +206,9 @@ class MultimodalReference:
     calibration: PairSignals | None = None
 
     def __post_init__(self) -> None:
-        if len(self.shadow) != len(self.shadow_membership):
-            raise DataError(f"{len(self.shadow)} shadow signal sets but {len(self.shadow_membership)} membership "
-                            "arrays; give one per shadow model")
-        self.shadow_membership = [np.asarray(m, dtype=bool) for m in self.shadow_membership]
-        for k, (s, m) in enumerate(zip(self.shadow, self.shadow_membership)):
-            if m.shape != (len(s),):
-                raise DataError(f"shadow set {k}: membership shape {m.shape} does not match {len(s)} records")
-            if m.all() or not m.any():
-                raise DataError(f"shadow set {k} needs both members and non-members")
+        if self.shadow or self.shadow_membership:  # checked as every kind's shadow data is
+            self.shadow_membership = MultimodalShadow(self.shadow, self.shadow_membership).membership
 
 
-__all__ = ["MFEEmbeddings", "MultimodalReference", "PairSignals", "compute_pair_signals", "pair_contrastive_loss",
-           "pair_cosine", "per_record", "retrieve"]
+__all__ = ["MFEEmbeddings", "MultimodalReference", "MultimodalShadow", "PairSignals", "compute_pair_signals",
+           "pair_contrastive_loss", "pair_cosine", "per_record", "retrieve"]

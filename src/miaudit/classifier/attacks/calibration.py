@@ -14,10 +14,11 @@ import numpy as np
 from miaudit.attacks.base import Attack, Interval
 from miaudit.attacks.registry import register
 from miaudit.classifier.attacks._reference import (
+    Index,
+    align_examples,
     as_queries,
     check_classes,
     check_counts,
-    check_same_examples,
     get_pool,
 )
 from miaudit.classifier.outputs import ClassifierOutputs
@@ -90,13 +91,15 @@ class _PoolLossAttack(Attack):
                      "use a pool with paired halves (every example OUT for half of the models)")
         self.ref_loss_ = pool.signal_matrix("loss")
         self.labels_ = pool.outputs[0].labels
+        self.ids_ = pool.outputs[0].ids
         self.n_classes_ = pool.outputs[0].n_classes
 
-    def _target_loss(self, signals: ClassifierOutputs) -> np.ndarray:
+    def _target_loss(self, signals: ClassifierOutputs) -> tuple[np.ndarray, Index]:
+        """The target's loss ``(n,)`` and the pool's column of each of its examples."""
         target = as_queries(signals, self.name)[0]
-        check_same_examples(target.labels, self.labels_, self.name)
+        at = align_examples(target, self.ids_, self.labels_, self.name)
         check_classes(self.n_classes_, target.n_classes, self.name)
-        return target.signal("loss")
+        return target.signal("loss"), at
 
 
 @register
@@ -118,7 +121,8 @@ class DifficultyCalibration(_PoolLossAttack):
         return ~keep if self.reference_models == "out" else np.ones_like(keep)
 
     def _score(self, signals: ClassifierOutputs) -> np.ndarray:
-        return difficulty_calibration(self._target_loss(signals), self.ref_loss_, self.mask_)
+        loss, at = self._target_loss(signals)
+        return difficulty_calibration(loss, self.ref_loss_[:, at], self.mask_[:, at])
 
 
 @register
@@ -146,4 +150,5 @@ class ReferenceThreshold(_PoolLossAttack):
         self.threshold_ = -float(self.alpha)
 
     def _score(self, signals: ClassifierOutputs) -> np.ndarray:
-        return reference_threshold(self._target_loss(signals), self.ref_loss_, self.mask_, loss_max=self.loss_max)
+        loss, at = self._target_loss(signals)
+        return reference_threshold(loss, self.ref_loss_[:, at], self.mask_[:, at], loss_max=self.loss_max)

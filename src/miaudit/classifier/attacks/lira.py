@@ -17,10 +17,10 @@ from miaudit.attacks.base import Attack
 from miaudit.attacks.registry import register
 from miaudit.classifier.attacks._reference import (
     Queries,
+    align_examples,
     as_queries,
     check_classes,
     check_counts,
-    check_same_examples,
     get_pool,
     match_views,
     pool_views,
@@ -139,6 +139,7 @@ class LiRA(Attack):
         if self.online:
             self.mu_in_, self.std_in_ = gaussian_fit(values, keep, center=self.center, variance=self.variance)
         self.labels_ = pool.outputs[0].labels
+        self.ids_ = pool.outputs[0].ids
         self.n_classes_ = pool.outputs[0].n_classes
 
     def _learned_state(self) -> dict[str, Any]:
@@ -155,11 +156,11 @@ class LiRA(Attack):
 
     def _score(self, signals: Queries) -> np.ndarray:
         queries = as_queries(signals, self.name)
-        check_same_examples(queries[0].labels, self.labels_, self.name)
+        at = align_examples(queries[0], self.ids_, self.labels_, self.name)  # the pool's row of each example
         check_classes(self.n_classes_, queries[0].n_classes, self.name)
         k = match_views(len(queries), self.mu_out_.shape[1], self.name)
         target = np.stack([q.signal("scaled_logit") for q in queries[:k]], axis=1)  # (n, k)
         if self.online:
-            return lira_log_ratio(target, self.mu_in_[:, :k], self.std_in_[:, :k], self.mu_out_[:, :k],
-                                  self.std_out_[:, :k])
-        return lira_one_sided(target, self.mu_out_[:, :k], self.std_out_[:, :k])
+            return lira_log_ratio(target, self.mu_in_[at, :k], self.std_in_[at, :k], self.mu_out_[at, :k],
+                                  self.std_out_[at, :k])
+        return lira_one_sided(target, self.mu_out_[at, :k], self.std_out_[at, :k])

@@ -16,6 +16,8 @@ from scipy.special import logsumexp
 from miaudit.attacks.base import Attack, Interval
 from miaudit.attacks.registry import register
 from miaudit.classifier.attacks._reference import (
+    Index,
+    align_examples,
     as_queries,
     check_classes,
     check_counts,
@@ -150,7 +152,7 @@ class RMIA(Attack):
         if pool.population is None:
             raise DataError("attack 'rmia' needs the reference models' outputs on the population z: build the "
                             "pool with population data (train_reference_pool(..., population=...))")
-        _check_population(target_z, pool.population)
+        at_z = _align_population(target_z, pool.population)
         keep = pool.keep
         fix = "use a pool with paired halves (every example IN for half of the models)"
         check_counts(~keep, 1, self.name, "OUT", fix)
@@ -168,8 +170,9 @@ class RMIA(Attack):
         a = 1.0 if self.offline_a_ is None else self.offline_a_
         self.log_px_ = rmia_log_marginal(ref_log_p, keep, online=self.online, offline_a=a)
         log_pz = population_marginal(ref_log_p_z, online=self.online, offline_a=a)
-        self.log_ratio_z_ = -target_z.signal("loss") - log_pz
+        self.log_ratio_z_ = -target_z.signal("loss") - log_pz[at_z]
         self.labels_ = pool.outputs[0].labels
+        self.ids_ = pool.outputs[0].ids
         self.n_classes_ = pool.outputs[0].n_classes
 
     def _learned_state(self) -> dict[str, Any]:
@@ -186,14 +189,18 @@ class RMIA(Attack):
 
     def _score(self, signals: ClassifierOutputs) -> np.ndarray:
         target = as_queries(signals, self.name)[0]
-        check_same_examples(target.labels, self.labels_, self.name)
+        at = align_examples(target, self.ids_, self.labels_, self.name)  # the pool's row of each example
         check_classes(self.n_classes_, target.n_classes, self.name)
-        return rmia_from_log_ratios(-target.signal("loss") - self.log_px_, self.log_ratio_z_, self.gamma)
+        return rmia_from_log_ratios(-target.signal("loss") - self.log_px_[at], self.log_ratio_z_, self.gamma)
 
 
-def _check_population(target_z: ClassifierOutputs, pool_z: list[ClassifierOutputs]) -> None:
+def _align_population(target_z: ClassifierOutputs, pool_z: list[ClassifierOutputs]) -> Index:
+    """The pool's position of each of the target's population examples ``z`` (by ids, or by position)."""
+    what = "population examples z"
+    at_z = align_examples(target_z, pool_z[0].ids, pool_z[0].labels, "rmia", what)
     for j, outputs in enumerate(pool_z):
-        check_same_examples(target_z.labels, outputs.labels, "rmia", what="population examples z")
+        check_same_examples(target_z.labels, outputs.labels[at_z], "rmia", what)
         if outputs.n_classes != target_z.n_classes:
             raise DataError(f"attack 'rmia': reference model {j} has {outputs.n_classes} classes on z, the target "
                             f"{target_z.n_classes}")
+    return at_z

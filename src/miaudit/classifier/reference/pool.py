@@ -204,14 +204,15 @@ def train_reference_pool(
         bar.update()
     bar.close()
 
-    labels = dataset.y
+    labels, ids = dataset.y, dataset.ids
     n_views = len(queries) - (population is not None)
-    model_views = [[ClassifierOutputs(labels, logits=logits[j][f"view{v}"]) for v in range(n_views)]
+    model_views = [[ClassifierOutputs(labels, logits=logits[j][f"view{v}"], ids=ids) for v in range(n_views)]
                    for j in range(keep.shape[0])]
     return TrainedReferencePool(
         outputs=[v[0] for v in model_views], keep=keep,
-        population=None if population is None else [ClassifierOutputs(population.y, logits=logits[j]["population"])
-                                                     for j in range(keep.shape[0])],
+        population=None if population is None else [
+            ClassifierOutputs(population.y, logits=logits[j]["population"], ids=population.ids)
+            for j in range(keep.shape[0])],
         views=model_views if n_views > 1 else None, ids=dataset.ids,
         train_ids=[dataset.ids[k] for k in keep], population_ids=None if population is None else population.ids,
         fingerprint=fingerprint(keys, query_key), seconds=time.perf_counter() - start,

@@ -156,7 +156,7 @@ class _LearnedEncoderMI(_EncoderMI):
 
     def _fit(self, reference: Any) -> None:
         hidden = tuple(int(h) for h in self.hidden)
-        values, membership = self._shadow(reference).pooled()
+        values, membership = self._shadow(reference).pooled(lambda features: features.values)
         self._fit_scaler(values)
         with torch.random.fork_rng():
             torch.manual_seed(self.seed)
@@ -235,7 +235,7 @@ class EncoderMIThreshold(_EncoderMI):
     name = "encodermi_t"
 
     def _fit(self, reference: Any) -> None:
-        values, membership = self._shadow(reference).pooled()
+        values, membership = self._shadow(reference).pooled(lambda features: features.values)
         mean = values.mean(axis=1)
         curve = roc_curve(membership, mean)
         n_pos, n_neg = int(membership.sum()), int((~membership).sum())
