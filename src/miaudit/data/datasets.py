@@ -93,6 +93,7 @@ class ArrayDataset:
     def subset(self, index: np.ndarray) -> ArrayDataset:
         """The examples at ``index`` (integer indices or a boolean mask), keeping ids and metadata."""
         index = np.asarray(index)
+        assert self.ids is not None  # __post_init__ gives every dataset ids
         return ArrayDataset(self.x[index], self.y[index], n_classes=self.n_classes, name=self.name,
                             ids=self.ids[index], class_names=self.class_names, feature_names=self.feature_names,
                             groups=None if self.groups is None else self.groups[index])
@@ -258,7 +259,8 @@ def load_csv(path: str | Path, *, label: str = "label", categorical: list[str] |
         y = np.array([lookup[v] for v in labels_raw], dtype=np.int64)
     check_class_labels(y, f"{path} column {label!r}")
 
-    blocks, names = [], []
+    blocks: list[np.ndarray] = []
+    names: list[str] = []
     for name, values in columns.items():
         if name in (drop or []):
             continue
