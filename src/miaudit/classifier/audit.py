@@ -81,6 +81,8 @@ def run_classifier_audit(config: AuditConfig, folder: Path, *, progress: bool = 
     outputs, membership = target.outputs, target.membership
     PrecomputedTarget.save_npz(folder / "target_outputs.npz", outputs, membership, ids=target.ids)
     scored = _score_attacks(attacks, models, views=config.reference.views, progress=progress)
+    if experiment.preprocessor is not None:
+        experiment.preprocessor.save(folder)
     dataset = experiment.dataset
     data_info = {"dataset": dataset.name if dataset is not None else None,
                  "n_examples": len(dataset) if dataset is not None else None,
@@ -88,6 +90,11 @@ def run_classifier_audit(config: AuditConfig, folder: Path, *, progress: bool = 
                  "n_members": int(membership.sum()), "n_nonmembers": int((~membership).sum()),
                  "n_shadow": int(target.shadow_pool.size),
                  "n_population": len(target.population) if target.population is not None else 0}
+    if experiment.preprocessor is not None:
+        p = experiment.preprocessor
+        data_info["preprocessing"] = {"numeric": len(p.numeric), "categorical": len(p.categorical),
+                                      "n_features": len(p.feature_names), "fitted_on_rows": p.fitted_rows,
+                                      "scale": p.scale, "files": ["preprocessing.json", "preprocessing.joblib"]}
     return AuditOutcome(target=target.info, data=data_info, attacks=scored, sections=models.sections,
                         warnings=experiment.warnings + models.warnings)
 

@@ -44,6 +44,8 @@ from miaudit.classifier.targets.user_model import run_model
 from miaudit.classifier.training import TrainConfig, TrainingPlugin, build_model_from_config
 from miaudit.classifier.training.measured import train_isolated, train_measured, train_model
 from miaudit.data import ArrayDataset, MembershipSplit, load_dataset, make_split
+from miaudit.data.datasets import BUILTIN
+from miaudit.data.tabular import Table, TabularPreprocessor, read_table, tabular_format, tabular_options
 from miaudit.errors import ConfigError
 from miaudit.runs.config import DatasetConfig
 from miaudit.utils.logs import progress as progress_bar
@@ -193,6 +195,12 @@ def _accuracy(outputs: ClassifierOutputs, rows: np.ndarray) -> float:
     return float(outputs.correctness[rows].mean())
 
 
+def majority_rate(train_labels: np.ndarray, test_labels: np.ndarray) -> float:
+    """Test accuracy of always predicting the most frequent class of ``train_labels`` ``(n,)`` on ``test_labels``."""
+    majority = int(np.bincount(train_labels).argmax())
+    return float(np.mean(test_labels == majority))
+
+
 def _n_parameters(model: Any) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
@@ -230,12 +238,17 @@ class ClassifierExperiment:
         self.isolate_training = isolate_training
         self.measure_memory = measure_memory
         self.progress = progress
+        self.scale = True  # a tabular dataset's option: standardise numeric columns
         self.warnings: list[str] = []
+        self.table: Table | None = None  # a tabular dataset's raw rows, preprocessed once the split is known
+        self.preprocessor: TabularPreprocessor | None = None
         self.dataset = self._load(dataset)
         self.split: MembershipSplit | None = None
         self.loaded: AuditedTarget | None = None  # a target the tool does not train, loaded now
         source = self.target_config.source
         n_shadow = split.n_shadow if split is not None else 0
+        if self.table is not None and (source == "precomputed" or self.target_config.user_model):
+            self.dataset = self._preprocess(None)  # all of it is shadow data: nothing of the target's to fit on
         if source == "precomputed":
             self.loaded = precomputed_target(self.target_config, self.dataset, n_shadow=n_shadow, seed=seed,
                                              run_warnings=self.warnings)
@@ -243,10 +256,13 @@ class ClassifierExperiment:
             self.loaded = user_model_target(self.target_config, self.dataset, n_shadow=n_shadow, seed=seed,
                                             run_warnings=self.warnings)
         elif given is None:
-            assert self.dataset is not None and split is not None and split.n_members and split.n_nonmembers
-            self.split = make_split(len(self.dataset), n_members=split.n_members, n_nonmembers=split.n_nonmembers,
+            rows = self.table if self.table is not None else self.dataset
+            assert rows is not None and split is not None and split.n_members and split.n_nonmembers
+            self.split = make_split(len(rows), n_members=split.n_members, n_nonmembers=split.n_nonmembers,
                                     n_shadow=split.n_shadow, n_population=split.n_population,
                                     seed=derive_seed(seed, "split"))
+            if self.table is not None:
+                self.dataset = self._preprocess(self.split.target_members)
         self._check_setup()
         self.shadow_sizes = self._shadow_sizes()
         self._check_attacks()
@@ -259,13 +275,36 @@ class ClassifierExperiment:
                    **options)
 
     # -- before any training --------------------------------------------------------------------
-    @staticmethod
-    def _load(spec: DatasetConfig | None) -> ArrayDataset | None:
+    def _load(self, spec: DatasetConfig | None) -> ArrayDataset | None:
+        """The dataset; a tabular one is kept as raw rows in ``self.table`` (``None`` returned) until the split."""
         if spec is None:
+            return None
+        if spec.source not in BUILTIN and tabular_format(spec.source, spec.options.get("format")) is not None:
+            options = dict(spec.options)
+            self.scale = options.pop("scale", True)
+            unknown = sorted(set(options) - set(tabular_options()))
+            if unknown:
+                raise ConfigError(f"dataset {spec.source!r} does not take option {unknown[0]!r}; its options are: "
+                                  f"{', '.join(tabular_options())}")
+            self.table = read_table(spec.source, **options)
+            self.warnings.extend(self.table.notes)
+            log.info("dataset %s: %d rows, %d classes, %d columns", self.table.name, len(self.table),
+                     self.table.n_classes, len(self.table.features))
             return None
         dataset = load_dataset(spec.source, data_dir=spec.data_dir, **spec.options)
         log.info("dataset %s: %d examples, %d classes, input shape %s", dataset.name, len(dataset),
                  dataset.n_classes, dataset.input_shape)
+        return dataset
+
+    def _preprocess(self, rows: np.ndarray | None) -> ArrayDataset:
+        """Fit the one preprocessing pipeline on the table's ``rows`` (all when ``None``); transform every row."""
+        assert self.table is not None
+        self.preprocessor = TabularPreprocessor.fit(self.table, rows, scale=self.scale)
+        dataset = self.preprocessor.transform(self.table)
+        p = self.preprocessor
+        log.info("preprocessing: %d numeric and %d categorical columns -> %d features, fitted on %d rows (%s)",
+                 len(p.numeric), len(p.categorical), dataset.input_shape[0], p.fitted_rows,
+                 "all rows" if rows is None else "the target's training data")
         return dataset
 
     @property
@@ -389,11 +428,19 @@ class ClassifierExperiment:
         outputs, membership = target.outputs, target.membership
         target.info["train_accuracy"] = _accuracy(outputs, membership)
         target.info["test_accuracy"] = _accuracy(outputs, ~membership)
-        log.info("%starget: train accuracy %.4f, test accuracy %.4f", tag, target.info["train_accuracy"],
-                 target.info["test_accuracy"])
+        target.info["majority_rate"] = majority_rate(outputs.labels[membership], outputs.labels[~membership])
+        log.info("%starget: train accuracy %.4f, test accuracy %.4f (always predicting the members' most frequent "
+                 "class: %.4f)", tag, target.info["train_accuracy"], target.info["test_accuracy"],
+                 target.info["majority_rate"])
         side = _side_outputs(target.model, target.train if member_outputs else None, unseen)
         models = ExperimentModels(target, ModelOutputs(outputs, membership, *side, population=target.population),
                                   progress=self.progress)
+        if self.trains_target and target.info["test_accuracy"] <= target.info["majority_rate"]:
+            models.warnings.append(
+                f"{tag}the target's test accuracy {target.info['test_accuracy']:.4f} is no better than always "
+                f"predicting the most frequent class ({target.info['majority_rate']:.4f}), so the audit measures a "
+                "model nobody would deploy; fix the training recipe (epochs, lr, model) or the data (label column, "
+                "scaling)")
         if self.shadow_config.n_models:
             self._train_shadow_models(models, recipe, plugins, member_outputs, unseen, tag=tag)
         if self.reference_config.n_models:
@@ -454,7 +501,7 @@ class ClassifierExperiment:
         """
         assert self.dataset is not None and self.shadow_sizes is not None
         n_in, n_out = self.shadow_sizes
-        train_acc, test_acc = [], []
+        train_acc, test_acc, majority_rates = [], [], []
         for m in progress_bar(range(self.shadow_config.n_models), desc=f"{tag}shadow models", enabled=self.progress,
                               unit="model", leave=False):
             draw = np.random.default_rng(derive_seed(self.seed, "shadow-data", m)).permutation(self.shadow_pool)
@@ -471,12 +518,18 @@ class ClassifierExperiment:
                 models.shadow_models.append(ShadowModel(model, own, truth))
             train_acc.append(_accuracy(out, truth))
             test_acc.append(_accuracy(out, ~truth))
+            majority_rates.append(majority_rate(out.labels[truth], out.labels[~truth]))
         models.sections["shadow"] = {
             "n_models": self.shadow_config.n_models, "members_per_model": int(n_in),
             "nonmembers_per_model": int(n_out), "train_accuracy_mean": float(np.mean(train_acc)),
             "test_accuracy_mean": float(np.mean(test_acc)), "train_accuracy": train_acc, "test_accuracy": test_acc}
         log.info("%sshadow models: mean train accuracy %.4f, mean test accuracy %.4f", tag, np.mean(train_acc),
                  np.mean(test_acc))
+        majority = np.mean(majority_rates)
+        if np.mean(test_acc) <= majority:
+            models.warnings.append(f"{tag}the shadow models' mean test accuracy {np.mean(test_acc):.4f} is no better "
+                                   f"than always predicting the most frequent class ({majority:.4f}); attacks that "
+                                   "learn from them learn from models unlike a useful target")
 
     def _train_pool(self, models: ExperimentModels, recipe: TrainConfig, plugins: PluginFactory | None, *,
                     tag: str) -> None:
