@@ -31,9 +31,12 @@ def parse(data: dict[str, Any]) -> AuditConfig:
     refuse_nested_seed(data, "training")
     training = data.get("training")
     config = from_dict(AuditConfig, data)
-    if config.target.user_model and (config.shadow.n_models or config.reference.n_models) and training is None:
+    rebuilt = config.target.source == "sklearn"  # shadow and reference models are clones of the estimator
+    if config.target.user_model and (config.shadow.n_models or config.reference.n_models) and training is None \
+            and not rebuilt:
         raise ConfigError("config.training: shadow and reference models are trained by the tool; give the recipe "
-                          "closest to how your model was trained (model, hidden, epochs, lr, ...)")
+                          "closest to how your model was trained (epochs, lr, ...; model and hidden too for a black "
+                          "box), or your training function (training.function)")
     return config
 
 

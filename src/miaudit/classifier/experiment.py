@@ -33,13 +33,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from miaudit.attacks.base import Attack
-from miaudit.classifier.config import ReferenceConfig, ShadowConfig, TargetConfig
+from miaudit.classifier.config import ClassifierTraining, ReferenceConfig, ShadowConfig, TargetConfig
+from miaudit.classifier.families import EstimatorFamily, ModelFactory, ModelFamily, TorchFamily
 from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.queried import QueriedScores, ShadowModel, run_queried_attacks, signal_type
 from miaudit.classifier.reference import AttackReference, ShadowData, TrainedReferencePool
 from miaudit.classifier.reference.views import query_views
 from miaudit.classifier.sources import AuditedTarget, precomputed_target, user_model_target
-from miaudit.classifier.targets import TorchClassifierTarget
+from miaudit.classifier.targets import SklearnTarget, TorchClassifierTarget
 from miaudit.classifier.targets.user_model import run_model
 from miaudit.classifier.training import TrainConfig, TrainingPlugin, build_model_from_config
 from miaudit.classifier.training.measured import train_isolated, train_measured, train_model
@@ -51,6 +52,7 @@ from miaudit.runs.config import DatasetConfig
 from miaudit.utils.logs import progress as progress_bar
 from miaudit.utils.logs import progress_enabled
 from miaudit.utils.seed import derive_seed
+from miaudit.utils.trusted_code import import_trusted_callable
 
 log = logging.getLogger(__name__)
 #: the reference data an experiment can build for attacks
@@ -264,6 +266,7 @@ class ClassifierExperiment:
             if self.table is not None:
                 self.dataset = self._preprocess(self.split.target_members)
         self._check_setup()
+        self.family = self._model_family()
         self.shadow_sizes = self._shadow_sizes()
         self._check_attacks()
 
@@ -337,6 +340,38 @@ class ClassifierExperiment:
         pool = (n_audited // 2, n_audited - n_audited // 2) if self.reference_config.n_models else ()
         return (n_target, *([self.shadow_sizes[0]] if self.shadow_sizes else []), *pool)
 
+    def _model_family(self) -> ModelFamily | None:
+        """The target's own model family for the models the tool trains (``None``: the zoo recipe)."""
+        training = self.training
+        if not isinstance(training, ClassifierTraining) or training.family == "zoo":
+            return None
+        recipe, loaded, source = training.zoo(), self.loaded, self.target_config.source
+        if loaded is not None and isinstance(loaded.model, SklearnTarget):
+            from sklearn.base import clone
+
+            return EstimatorFamily(clone(loaded.model.estimator), n_classes=loaded.outputs.n_classes)
+        shape_of = loaded.examples if loaded is not None else self.dataset
+        if source == "torch_module":
+            assert loaded is not None and loaded.examples is not None and self.target_config.torch_module is not None
+            spec = self.target_config.torch_module
+            return TorchFamily(ModelFactory(loaded.examples.input_shape, loaded.outputs.n_classes, recipe,
+                                            spec["class"], dict(spec.get("kwargs", {}))), training.function)
+        if training.estimator is not None:
+            assert self.dataset is not None  # checked by the config: the tool trains this estimator on the dataset
+            cls = import_trusted_callable(training.estimator["class"], trust_code=True,
+                                          where="config.training.estimator.class", accept=lambda obj: isinstance(
+                                              obj, type), expected="a class")
+            try:
+                template = cls(**training.estimator.get("kwargs", {}))
+            except Exception as exc:  # the user's constructor may raise anything
+                raise ConfigError(f"config.training.estimator.kwargs: {training.estimator['class']}(**kwargs) failed "
+                                  f"({type(exc).__name__}: {str(exc).strip()[:200]})") from None
+            return EstimatorFamily(template, n_classes=int(self.dataset.n_classes or 0))
+        if training.function is not None and shape_of is not None:
+            return TorchFamily(ModelFactory(shape_of.input_shape, int(shape_of.n_classes or 0), recipe),
+                               training.function)
+        return None
+
     def _check_setup(self) -> None:
         """Shadow models need a dataset; a reference pool needs the audited examples themselves."""
         if self.shadow_config.n_models and self.dataset is None:
@@ -380,9 +415,12 @@ class ClassifierExperiment:
     def _check_needs(self, key: str, attack: Attack) -> None:
         """Reference data, access level, queries and weights ``attack`` needs against what this run gives."""
         loaded = self.loaded
-        access = loaded.outputs.access if loaded is not None else "logits"
+        family = self.family if self.trains_target else None
+        access = loaded.outputs.access if loaded is not None else \
+            "probabilities" if isinstance(family, EstimatorFamily) else "logits"
         queryable = loaded is None or loaded.model is not None
-        weights = loaded is None or isinstance(loaded.model, TorchClassifierTarget)
+        weights = isinstance(loaded.model, TorchClassifierTarget) if loaded is not None else \
+            not isinstance(family, EstimatorFamily)
         population = loaded.population is not None if loaded is not None else \
             self.split is not None and self.split.population.size > 0
         check_reference_needs(key, attack, shadow=bool(self.shadow_config.n_models),
@@ -419,9 +457,14 @@ class ClassifierExperiment:
         log lines (e.g. the defense).
         """
         recipe = recipe or self.training
+        if isinstance(recipe, ClassifierTraining):
+            recipe = recipe.zoo()  # the family fields are in self.family; zoo caches stay keyed by the zoo recipe
         if plugins is not None and not self.trains_target:
             raise ConfigError("training plugins (defenses) apply to models the tool trains; a precomputed target or "
                               "your own model was trained elsewhere")
+        if plugins is not None and self.family is not None:
+            raise ConfigError(f"training plugins (defenses) run in miaudit's training loop of zoo models, not with "
+                              f"{self.family.describe()}; use a zoo model (training.model)")
         start = time.perf_counter()
         tag = f"[{label}] " if label else ""
         target = self._target(recipe, plugins, initial_outputs=initial_outputs, tag=tag)
@@ -473,6 +516,9 @@ class ClassifierExperiment:
             train, audited, membership = examples.subset(split.target_members), examples.subset(split.audited), \
                 split.membership
             population = examples.subset(split.population) if split.population.size else None
+        if self.family is not None:
+            return self._family_target(recipe.seed, train, audited, membership, population, split, examples,
+                                       initial_outputs=initial_outputs, tag=tag)
         log.info("%straining the target (%s, %d epochs) on %d examples", tag, recipe.model, recipe.epochs, len(train))
         initial = None
         if initial_outputs:
@@ -492,6 +538,29 @@ class ClassifierExperiment:
                              audited=audited, split=split, examples=examples, train=train, training=record,
                              initial=initial)
 
+    def _family_target(self, seed: int, train: ArrayDataset, audited: ArrayDataset, membership: np.ndarray,
+                       population: ArrayDataset | None, split: MembershipSplit | None, examples: ArrayDataset | None,
+                       *, initial_outputs: bool, tag: str) -> AuditedTarget:
+        """The target trained as its model family says (``training.estimator`` / ``training.function``)."""
+        family = self.family
+        assert family is not None
+        if initial_outputs:
+            raise ConfigError(f"initial weights' outputs are measured for zoo models only, not {family.name}")
+        log.info("%straining the target (%s) on %d examples", tag, family.describe(), len(train))
+        start = time.perf_counter()
+        model = family.train(train, seed)
+        seconds = time.perf_counter() - start
+        info: dict[str, Any] = {
+            "source": "trained", "model": family.name, "access": model.access,
+            "description": f"{family.describe()}, trained by miaudit on {len(train)} {train.name} examples",
+            "train_seconds": round(seconds, 2), "fingerprint": model.fingerprint()}
+        if isinstance(model, TorchClassifierTarget):
+            info["n_parameters"] = _n_parameters(model.model)
+        return AuditedTarget(model.outputs(audited), membership, info, self.shadow_pool,
+                             model.outputs(population) if population is not None else None, model=model,
+                             audited=audited, split=split, examples=examples, train=train,
+                             training={"seconds": seconds, "history": [], "reports": {}})
+
     def _train_shadow_models(self, models: ExperimentModels, recipe: TrainConfig, plugins: PluginFactory | None,
                              member_outputs: bool, unseen: ArrayDataset | None, *, tag: str) -> None:
         """``shadow.n_models`` models like the target, each on its own random draw from the shadow data.
@@ -508,7 +577,11 @@ class ClassifierExperiment:
             members, nonmembers = draw[:n_in], draw[n_in:n_in + n_out]
             model_recipe = dataclasses.replace(recipe, seed=derive_seed(self.seed, "shadow", m))
             data = self.dataset.subset(members)
-            model = TorchClassifierTarget(train_model(list(plugins()) if plugins else [], model_recipe, data)[0])
+            model: TorchClassifierTarget | SklearnTarget
+            if self.family is not None:
+                model = self.family.train(data, model_recipe.seed)
+            else:
+                model = TorchClassifierTarget(train_model(list(plugins()) if plugins else [], model_recipe, data)[0])
             own = self.dataset.subset(np.r_[members, nonmembers])
             truth = np.r_[np.ones(n_in, bool), np.zeros(n_out, bool)]
             out = model.outputs(own)
@@ -547,7 +620,7 @@ class ClassifierExperiment:
                 target.examples, target.split, recipe, n_models=ref.n_models, seed=derive_seed(self.seed, "reference"),
                 target_outputs=target.outputs, views=ref.views, plugins=list(plugins()) if plugins else (),
                 executor=ref.executor, n_workers=ref.n_workers, ray_address=ref.ray_address,
-                cache_dir=ref.cache_dir, progress=self.progress)
+                cache_dir=ref.cache_dir, progress=self.progress, family=self.family)
         for w in caught:
             if issubclass(w.category, FidelityWarning):
                 models.warnings.append(str(w.message))
