@@ -43,7 +43,7 @@ class SplitConfig:
 _TORCH_MODULE_KEYS = ("path", "class", "kwargs")
 _ESTIMATOR_KEYS = ("class", "kwargs")
 #: the target sources besides a target the tool trains
-SOURCES = ("precomputed", "torch_module", "sklearn", "blackbox")
+SOURCES = ("precomputed", "torch_module", "sklearn", "blackbox", "hf_classifier")
 _CLASS_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
 
@@ -67,8 +67,14 @@ class TargetConfig:
       probabilities ``(n, K)``, logits ``(n, K)`` or labels ``(n,)`` (``blackbox_output``: which, or
       "auto": labels for a 1-D answer, probabilities for rows of non-negative numbers summing to 1,
       else logits). Calling it runs code: ``trust_code: true``.
+    - ``hf_classifier``: ``{path: folder-or-hub-id, base: ..., max_length: 128, text_column: text,
+      label_column: label}``, a Hugging Face ``AutoModelForSequenceClassification`` audited on text
+      files (``members`` / ``nonmembers`` / ``population``: CSV, TSV or JSONL with a text and a
+      label column); ``base`` is the checkpoint it was fine-tuned from, from which reference and
+      shadow models are fine-tuned with the ``training`` recipe
+      (:mod:`miaudit.classifier.targets.hf_text`).
 
-    A user's model (``torch_module`` / ``sklearn`` / ``blackbox``) is audited on ``members`` and ``nonmembers``,
+    A user's model (every source but ``precomputed``) is audited on ``members`` and ``nonmembers``,
     ``.npz`` files with ``x`` ``(n, ...)`` and ``y`` ``(n,)`` (optional ``ids``); ``population``
     then is an ``.npz`` with ``x``, ``y`` the model never trained on. Paths are relative to the
     working directory.
@@ -79,6 +85,7 @@ class TargetConfig:
     torch_module: dict[str, Any] | None = None
     sklearn: str | None = None
     blackbox: str | None = None
+    hf_classifier: dict[str, Any] | None = None
     blackbox_output: Literal["auto", "probabilities", "logits", "labels"] = "auto"
     trust_pickle: bool = False
     trust_code: bool = False
@@ -93,6 +100,10 @@ class TargetConfig:
             _check_torch_module(self.torch_module)
             check_callable_spec(self.torch_module["class"], trust_code=self.trust_code,
                                 where="config.target.torch_module.class", trust_key="config.target.trust_code")
+        if self.hf_classifier is not None:
+            from miaudit.classifier.targets.hf_text import check_hf_spec
+
+            check_hf_spec(self.hf_classifier)
         if self.blackbox is not None:
             check_callable_spec(self.blackbox, trust_code=self.trust_code, where="config.target.blackbox",
                                 trust_key="config.target.trust_code")
@@ -111,11 +122,11 @@ class TargetConfig:
                 raise ConfigError(f"config.target.{name}: give the .npz (x, y) of the examples your model was "
                                   f"{'trained on' if name == 'members' else 'not trained on'}")
             if not self.user_model and getattr(self, name) is not None:
-                raise ConfigError(f"config.target.{name}: only for target.torch_module, sklearn or blackbox; "
-                                  "remove it")
+                raise ConfigError(f"config.target.{name}: only for target.torch_module, sklearn, blackbox or "
+                                  "hf_classifier; remove it")
 
     @property
-    def source(self) -> Literal["trained", "precomputed", "torch_module", "sklearn", "blackbox"]:
+    def source(self) -> Literal["trained", "precomputed", "torch_module", "sklearn", "blackbox", "hf_classifier"]:
         """Which kind of target this is."""
         for name in SOURCES:
             if getattr(self, name) is not None:
@@ -124,8 +135,8 @@ class TargetConfig:
 
     @property
     def user_model(self) -> bool:
-        """A model the user trained and the tool runs (``torch_module``, ``sklearn`` or ``blackbox``)."""
-        return self.source in ("torch_module", "sklearn", "blackbox")
+        """A model the user trained and the tool runs (every source but ``precomputed``)."""
+        return self.source in ("torch_module", "sklearn", "blackbox", "hf_classifier")
 
 
 def _check_torch_module(spec: dict[str, Any]) -> None:

@@ -41,6 +41,7 @@ from miaudit.classifier.reference import AttackReference, ShadowData, TrainedRef
 from miaudit.classifier.reference.views import query_views
 from miaudit.classifier.sources import AuditedTarget, precomputed_target, user_model_target
 from miaudit.classifier.targets import SklearnTarget, TorchClassifierTarget
+from miaudit.classifier.targets.hf_text import HFTextSource
 from miaudit.classifier.targets.user_model import run_model
 from miaudit.classifier.training import TrainConfig, TrainingPlugin, build_model_from_config
 from miaudit.classifier.training.measured import train_isolated, train_measured, train_model
@@ -55,6 +56,8 @@ from miaudit.utils.seed import derive_seed
 from miaudit.utils.trusted_code import import_trusted_callable
 
 log = logging.getLogger(__name__)
+#: the torch class of a Hugging Face text classifier's reference and shadow models
+HF_CLASS = "miaudit.classifier.targets.hf_text:HFTextClassifier"
 #: the reference data an experiment can build for attacks
 SUPPORTED_REFERENCE = ("none", "population", "shadow", "reference-pool")
 ACCESS_ORDER = ("label-only", "probabilities", "logits")  # each level includes the ones before it
@@ -282,6 +285,10 @@ class ClassifierExperiment:
         """The dataset; a tabular one is kept as raw rows in ``self.table`` (``None`` returned) until the split."""
         if spec is None:
             return None
+        if self.target_config.hf_classifier is not None:  # texts, tokenised like the target's own
+            dataset = HFTextSource(self.target_config.hf_classifier).examples(spec.source, role="shadow")
+            log.info("dataset %s: %d texts", dataset.name, len(dataset))
+            return dataset
         if spec.source not in BUILTIN and tabular_format(spec.source, spec.options.get("format")) is not None:
             options = dict(spec.options)
             self.scale = options.pop("scale", True)
@@ -351,6 +358,19 @@ class ClassifierExperiment:
 
             return EstimatorFamily(clone(loaded.model.estimator), n_classes=loaded.outputs.n_classes)
         shape_of = loaded.examples if loaded is not None else self.dataset
+        if source == "hf_classifier":
+            assert loaded is not None and loaded.examples is not None and self.target_config.hf_classifier is not None
+            base = self.target_config.hf_classifier.get("base")
+            if base is None:
+                if self.shadow_config.n_models or self.reference_config.n_models:
+                    raise ConfigError("config.target.hf_classifier.base: shadow and reference models are fine-tuned "
+                                      "from the checkpoint your classifier was fine-tuned from; give it (a folder or "
+                                      "hub id)")
+                return None
+            n_classes = loaded.outputs.n_classes
+            return TorchFamily(ModelFactory(loaded.examples.input_shape, n_classes, recipe, HF_CLASS,
+                                            {"source": base, "n_labels": n_classes}, label=f"{base} fine-tuned"),
+                               training.function)
         if source == "torch_module":
             assert loaded is not None and loaded.examples is not None and self.target_config.torch_module is not None
             spec = self.target_config.torch_module
@@ -428,6 +448,9 @@ class ClassifierExperiment:
                               population_fix="target.population (your model's outputs on, or examples of, data it "
                                              "never saw)" if loaded else "split.n_population (data the target never "
                                              "saw)")
+        if signal_type(attack) == "label_only" and self.target_config.hf_classifier is not None:
+            raise ConfigError(f"attack {key!r} perturbs the inputs, which are token ids for a text classifier; use "
+                              "output-based or white-box attacks")
         if signal_type(attack) and not queryable:
             raise ConfigError(f"attack {key!r} queries the model itself (perturbed inputs or gradients); a "
                               "precomputed target cannot be queried: audit the model with the tool instead")

@@ -156,17 +156,18 @@ class ModelFactory:
     recipe: TrainConfig
     class_spec: str | None = None
     kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    label: str | None = None  # how models are named in messages and metrics (default: the class)
 
     @property
     def name(self) -> str:
-        return self.class_spec or f"zoo {self.recipe.model}"
+        return self.label or self.class_spec or f"zoo {self.recipe.model}"
 
     def build(self, seed: int) -> nn.Module:
         """A new model whose initial weights depend only on ``seed`` (the global torch RNG is left untouched)."""
         if self.class_spec is None:
             return build_model_from_config(dataclasses.replace(self.recipe, seed=seed), self.input_shape,
                                            self.n_classes)
-        cls = import_trusted_callable(self.class_spec, trust_code=True, where="config.target.torch_module.class",
+        cls = import_trusted_callable(self.class_spec, trust_code=True, where="the model class",
                                       accept=lambda obj: isinstance(obj, type) and issubclass(obj, nn.Module),
                                       expected="a torch.nn.Module subclass")
         with torch.random.fork_rng(devices=[]):

@@ -19,6 +19,7 @@ from miaudit.classifier.config import TargetConfig
 from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.signals.cache import output_arrays
 from miaudit.classifier.targets import BlackBoxTarget, PrecomputedTarget, SklearnTarget, TorchClassifierTarget
+from miaudit.classifier.targets.hf_text import HFTextSource
 from miaudit.classifier.targets.user_model import (
     join_examples,
     load_blackbox,
@@ -122,13 +123,20 @@ def user_model_target(target: TargetConfig, dataset: ArrayDataset | None, *, n_s
     """The user's torch module, scikit-learn estimator or black-box function, audited on its member and non-member
     files."""
     assert target.members is not None and target.nonmembers is not None  # required with a user model (config)
-    members = read_examples(target.members, "members", "member")
-    nonmembers = read_examples(target.nonmembers, "nonmembers", "nonmember")
-    population = read_examples(target.population, "population", "population") if target.population else None
+    text = HFTextSource(target.hf_classifier) if target.hf_classifier is not None else None
+    read = (lambda path, key, role: text.examples(path, role=role)) if text is not None else read_examples
+    members = read(target.members, "members", "member")
+    nonmembers = read(target.nonmembers, "nonmembers", "nonmember")
+    population = read(target.population, "population", "population") if target.population else None
     parts = [members, nonmembers] + ([population] if population is not None else [])
     n_labels = int(max(p.y.max() for p in parts)) + 1
     model: TorchClassifierTarget | SklearnTarget | BlackBoxTarget
-    if target.source == "blackbox":
+    if text is not None:
+        model, n_classes = text.load(), text.n_classes
+        info = {"source": "hf_classifier", "path": text.path, "access": model.access,
+                "description": f"Hugging Face text classifier {text.path} (max_length {text.max_length})",
+                "n_parameters": _n_parameters(model.model), "fingerprint": model.fingerprint()}
+    elif target.source == "blackbox":
         assert target.blackbox is not None
         model = load_blackbox(target.blackbox, target.blackbox_output, members)
         probe = run_model(model, members.subset(np.arange(1)))
