@@ -125,6 +125,22 @@ def test_bad_tables_are_one_line_errors(tmp_path, content, options, error):
         read_table(tmp_path / "t.csv", label="y", **options)
 
 
+def test_a_group_column_gives_group_ids_not_a_feature(tmp_path):
+    (tmp_path / "g.csv").write_text("a,city,person,y\n1,x,p1,0\n2,y,p1,1\n3,x,p2,1\n4,?,p3,0\n")
+    data = load_dataset(tmp_path / "g.csv", label="y", group="person")
+    assert data.groups.tolist() == ["p1", "p1", "p2", "p3"] and "person" not in " ".join(data.feature_names)
+    table = read_table(tmp_path / "g.csv", label="y", group="person")
+    assert TabularPreprocessor.fit(table, np.array([0, 2])).transform(table.subset([3, 1])).groups.tolist() == [
+        "p3", "p1"]
+    with pytest.raises(DataError, match="no column 'who' \\(dataset option 'group'\\)"):
+        read_table(tmp_path / "g.csv", label="y", group="who")
+    with pytest.raises(ConfigError, match="other than the label"):
+        read_table(tmp_path / "g.csv", label="y", group="y")
+    (tmp_path / "h.csv").write_text("a,person,y\n1,p1,0\n2,?,1\n")
+    with pytest.raises(DataError, match="column 'person' \\(the group ids\\) has missing cells"):
+        read_table(tmp_path / "h.csv", label="y", group="person")
+
+
 def test_format_must_be_known(tmp_path):
     (tmp_path / "t.data").write_text("a,y\n1,0\n2,1\n")
     with pytest.raises(DataError, match="format: csv \\| parquet"):

@@ -9,11 +9,13 @@ import socket
 import subprocess
 import sys
 
+import numpy as np
+import pytest
 from reliability_helpers import cli_env, one_error_line
 
 from miaudit.cli import main
 from miaudit.runs import RunStore, default_store_path
-from miaudit.utils.atomic import MARKER, atomic_output_dir, read_marker
+from miaudit.utils.atomic import MARKER, atomic_output_dir, read_marker, save_npz_atomic
 
 
 def _rows(home):
@@ -119,3 +121,14 @@ def test_concurrent_runs_cannot_share_an_output_folder(quick_config, tmp_path, r
     (tmp_path / ".stale.miaudit-lock").write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname()}))
     assert main(["audit", str(quick_config), "--out", str(stale), "-q"]) == 0
     assert not (tmp_path / ".stale.miaudit-lock").exists()
+
+
+def test_npz_writer_keeps_every_name_and_refuses_the_name_of_numpys_option(tmp_path):
+    written = save_npz_atomic(tmp_path / "a.npz", {"x": np.arange(3), "ids": np.array(["a", "b", "c"])},
+                              compressed=True)
+    with np.load(written) as data:
+        assert sorted(data.files) == ["ids", "x"] and data["x"].tolist() == [0, 1, 2]
+    # numpy.savez would take the array for its ``allow_pickle`` option and drop it from the file
+    with pytest.raises(ValueError, match="allow_pickle"):
+        save_npz_atomic(tmp_path / "b.npz", {"allow_pickle": np.zeros(1)})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz"]

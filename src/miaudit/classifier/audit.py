@@ -65,13 +65,14 @@ def _score_attacks(attacks: list[tuple[str, Attack]], models: ExperimentModels, 
         if key in queried:
             r = queried[key]
             scored.append(ScoredAttack(key, attack, target.ids, target.membership, r.scores, r.seconds,
-                                       extra={"cost": r.cost, "learned": attack.learned_state()}))
+                                       extra={"cost": r.cost, "learned": attack.learned_state()},
+                                       groups=target.groups))
             continue
         start = time.perf_counter()
         signals = view_outputs if view_outputs is not None and key in with_views else target.outputs
         scores = attack.fit(reference).score(signals)
         scored.append(ScoredAttack(key, attack, target.ids, target.membership, scores, time.perf_counter() - start,
-                                   extra={"learned": attack.learned_state()}))
+                                   extra={"learned": attack.learned_state()}, groups=target.groups))
     return scored
 
 
@@ -82,7 +83,8 @@ def run_classifier_audit(config: AuditConfig, folder: Path, *, progress: bool = 
     models = experiment.run()
     target = models.target
     outputs, membership = target.outputs, target.membership
-    PrecomputedTarget.save_npz(folder / "target_outputs.npz", outputs, membership, ids=target.ids)
+    PrecomputedTarget.save_npz(folder / "target_outputs.npz", outputs, membership, ids=target.ids,
+                               groups=target.groups)
     scored = _score_attacks(attacks, models, views=config.reference.views, progress=progress)
     if experiment.preprocessor is not None:
         experiment.preprocessor.save(folder)

@@ -44,7 +44,8 @@ class AuditedTarget:
     answers queries on ``audited``; reference pools are trained on ``split.audited`` of
     ``examples``. For a target the tool trained: ``train``, its training set; ``training``, what
     training cost (:mod:`miaudit.classifier.training.measured`); ``initial``, its initial weights'
-    outputs on the audited examples, when asked for.
+    outputs on the audited examples, when asked for. ``precomputed_groups``: group ids of a precomputed
+    target's examples (its file's ``groups``); :attr:`groups` gives every source's.
     """
 
     outputs: ClassifierOutputs
@@ -59,6 +60,12 @@ class AuditedTarget:
     train: ArrayDataset | None = None
     training: dict[str, Any] | None = None
     initial: ClassifierOutputs | None = None
+    precomputed_groups: np.ndarray | None = None
+
+    @property
+    def groups(self) -> np.ndarray | None:
+        """``(n,)`` group ids of the audited examples (records that are not independent), or None."""
+        return self.audited.groups if self.audited is not None else self.precomputed_groups
 
     @property
     def ids(self) -> np.ndarray:
@@ -111,7 +118,7 @@ def precomputed_target(target: TargetConfig, dataset: ArrayDataset | None, *, n_
     info = {"source": "precomputed", "path": path, "access": stored.access,
             "description": f"precomputed outputs from {path} ({stored.access})", "fingerprint": stored.fingerprint()}
     shadow_pool = external_shadow_pool(dataset, outputs, n_shadow=n_shadow, seed=seed, run_warnings=run_warnings)
-    return AuditedTarget(outputs, stored.membership, info, shadow_pool, population)
+    return AuditedTarget(outputs, stored.membership, info, shadow_pool, population, precomputed_groups=stored.groups)
 
 
 def _n_parameters(model: Any) -> int:

@@ -11,9 +11,12 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from miaudit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from miaudit.evaluation.run_result import RunResult
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -67,18 +70,27 @@ def run_and_finalize(config: Any, args: argparse.Namespace, *, command: str) -> 
 
     # a gate that could never be checked, or an output folder that may not be written, fails now: before
     # anything is trained, written or stored
+    baseline = getattr(config, "blind_baseline", None)  # LLM audits: the model-free baseline can be gated by name
     check_run_gate_targets(args.fail_if, attacks=[spec.key for spec in getattr(config, "attacks", [])],
-                           kind=getattr(config, "kind", None))
+                           kind=getattr(config, "kind", None),
+                           baselines=["blind_baseline"] if getattr(baseline, "enabled", False) else [])
     check_output_path(args.out, overwrite=args.overwrite)
     options = RunOptions.from_args(args)
     with tracked_run(options, command=command, config=resolved_config(config), run_dir=args.out) as tracker:
         with torch_threads(args.threads):
-            metrics = run_audit(config, args.out, overwrite=args.overwrite, progress=not args.quiet,
-                                epsilon_delta=options.epsilon_delta)
+            result = run_audit(config, args.out, overwrite=args.overwrite, progress=not args.quiet,
+                               epsilon_delta=options.epsilon_delta)
         # with --json stdout carries only the JSON summary
-        print(summary_table(metrics), file=sys.stderr if args.json else sys.stdout)
+        print(summary_table(result.metrics), file=sys.stderr if args.json else sys.stdout)
         print(f"markdown report: {args.out}/report.md", file=sys.stderr if args.json else sys.stdout)
+        print_warnings(result)
         return tracker.finalize(args.out)
+
+
+def print_warnings(result: RunResult) -> None:
+    """The run's and its attacks' warnings on stderr, one ``warning:`` line each (also with ``-q``)."""
+    for warning in result.all_warnings:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from miaudit.evaluation.verdict import defense_verdict
 from miaudit.runs.gate import GateResult, check_defense_gate_targets, check_defense_gates
 from miaudit.runs.tracking import attack_summaries, complete_with_gates, gate_exit_code, strongest_by_metric
 
@@ -86,7 +87,7 @@ def summary(result: dict[str, Any], gates: GateResult, *, run_id: str | None, ru
             "test_accuracy": row["target"]["test_accuracy"], "train_accuracy": row["target"].get("train_accuracy"),
             "dp_accountant": {"epsilon": row.get("epsilon"), "delta": row.get("delta")},
             "gated": not gate_defenses or row["label"] in gate_defenses,
-            "strongest": strongest_by_metric(row["attacks"]),
+            "verdict": defense_verdict(result, row), "strongest": strongest_by_metric(row["attacks"]),
             "gates": [d for d in gates.details if d.get("defense") == row["label"]],
             "attacks": attack_summaries(row["attacks"])})
     return {"run_id": run_id, "run_dir": str(run_dir), "report": str(report), "status": "completed",
@@ -102,11 +103,14 @@ def print_table(result: dict[str, Any], out: Path, report: Path, *, file: TextIO
     """The human table: per defense, test accuracy, accountant epsilon and the strongest attack at 1% FPR."""
     from miaudit.defenses.compare import strongest_attack
 
-    print(f"{'defense':<24} {'test acc':>8} {'epsilon':>8}  strongest attack (TPR@1%FPR, AUC)", file=file)
+    print(f"{'defense':<24} {'test acc':>8} {'epsilon':>8}  {'risk':<17} strongest attack (TPR@1%FPR, AUC)",
+          file=file)
     for entry in result["defenses"]:
         s = strongest_attack(entry)
         eps = f"{entry['epsilon']:.2f}" if entry["epsilon"] is not None else "-"
         strong = f"{s['name']} ({s['tpr_at_fpr'].get('0.01', float('nan')):.3f}, {s['auc']:.3f})" if s else "-"
-        print(f"{entry['label']:<24} {entry['target']['test_accuracy']:>8.4f} {eps:>8}  {strong}", file=file)
+        risk = defense_verdict(result, entry)["level"]
+        print(f"{entry['label']:<24} {entry['target']['test_accuracy']:>8.4f} {eps:>8}  {risk:<17} {strong}",
+              file=file)
     print(f"\nreport: {report}   tables: {out}/defenses.md   data: {out}/defenses.json   plot: "
           f"{out}/privacy_utility.png", file=file)

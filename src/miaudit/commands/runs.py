@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from miaudit.errors import MiauditError
-from miaudit.evaluation.run_result import strongest
+from miaudit.evaluation.run_result import RunResult, ranked, strongest
+from miaudit.evaluation.verdict import verdict_of
 from miaudit.runs import STATUSES, RunStore, default_store_path
 from miaudit.runs.compare import is_defense_comparison
 
@@ -83,10 +84,31 @@ def _list(store: RunStore, args: argparse.Namespace) -> int:
     if not rows:
         print(f"no runs recorded in {store.path}")
         return 0
-    _print_table(["id", "created", "command", "status", "best AUC", "best TPR@1%FPR", "run dir"],
-                 [[r["id"], r["created"][:19], r["command"], r["status"], _best(r, "auc"), _best(r, "0.01"),
-                   r.get("run_dir") or "-"] for r in rows])
+    _print_table(["id", "created", "command", "status", "risk", "best AUC", "best TPR@1%FPR", "blind baseline AUC",
+                  "run dir"],
+                 [[r["id"], r["created"][:19], r["command"], r["status"], _risk(r), _best(r, "auc"), _best(r, "0.01"),
+                   _baseline_auc(r), r.get("run_dir") or "-"] for r in rows])
     return 0
+
+
+def _audit_metrics(row: dict[str, Any]) -> dict[str, Any] | None:
+    metrics = row.get("metrics") or {}
+    return metrics if metrics.get("attacks") and not is_defense_comparison(metrics) else None
+
+
+def _risk(row: dict[str, Any]) -> str:
+    """The run's risk level (audits only; ``-`` for defense comparisons and runs without results)."""
+    metrics = _audit_metrics(row)
+    return verdict_of(metrics)["level"] if metrics is not None else "-"
+
+
+def _baseline_auc(row: dict[str, Any]) -> str:
+    metrics = _audit_metrics(row)
+    baseline = RunResult(metrics).baseline if metrics is not None else None
+    if baseline is None or baseline.auc is None:
+        return "-"
+    shift = (baseline.fields.get("verdict") or {}).get("shift")
+    return f"{baseline.auc:.3f}" + (" (shift)" if shift else "")
 
 
 def _show(store: RunStore, args: argparse.Namespace) -> int:
@@ -106,7 +128,14 @@ def _show(store: RunStore, args: argparse.Namespace) -> int:
     if is_defense_comparison(metrics):
         rows = [(d, a) for d in metrics["defenses"] for a in d.get("attacks", [])]
     else:
-        rows = [(None, a) for a in metrics.get("attacks", [])]
+        rows = [(None, a.fields) for a in ranked(metrics.get("attacks", []))]  # held-out, then oracle entries
+        if metrics.get("attacks"):
+            verdict = verdict_of(metrics)
+            print(f"risk      {verdict['level']}: {verdict['summary']}")
+        baseline = RunResult(metrics).baseline
+        if baseline is not None and baseline.auc is not None:
+            text = (baseline.fields.get("verdict") or {}).get("text") or f"AUC {baseline.auc:.3f}"
+            print(f"baseline  blind baseline: {text}")
     if rows:
         keys = sorted({k for _, a in rows for k in a.get("tpr_at_fpr", {})}, key=float)
         head = ["attack", "AUC", "AUC CI"] + [f"TPR@{k}" for k in keys] + ["advantage", "emp. eps"]
@@ -138,7 +167,8 @@ def _attack_cells(defense: dict[str, Any] | None, a: dict[str, Any], keys: list[
                  f"{defense['epsilon']:.2f}" if defense.get("epsilon") is not None else "-"]
     if "auc" not in a:
         return first + [a.get("name", "?"), "n/a", "-"] + ["-"] * len(keys) + ["-", "-"]
-    return (first + [a["name"], f"{a['auc']:.3f}",
+    name = f"{a['name']} (oracle)" if a.get("selection") == "oracle" or a["name"].endswith(".oracle") else a["name"]
+    return (first + [name, f"{a['auc']:.3f}",
                      "[{:.3f}, {:.3f}]".format(*a["auc_ci"]) if a.get("auc_ci") else "-"]
             + [f"{a['tpr_at_fpr'][k]:.3f}" if k in a.get("tpr_at_fpr", {}) else "-" for k in keys]
             + [f"{a.get('advantage', float('nan')):.3f}",
@@ -157,7 +187,8 @@ def _compare(store: RunStore, args: argparse.Namespace) -> int:
     for r in result["rows"]:
         ci = "[{:+.3f}, {:+.3f}]".format(*r["diff_ci"]) if r.get("diff_ci") else "-"
         sig = {True: "yes", False: "no", None: "-"}[r["significant"]]
-        rows.append([r["attack"], r["metric"], f"{r['a']:.3f}", f"{r['b']:.3f}", f"{r['diff']:+.3f}", ci, sig,
+        attack = f"{r['attack']} (oracle)" if r["attack"].endswith(".oracle") else r["attack"]
+        rows.append([attack, r["metric"], f"{r['a']:.3f}", f"{r['b']:.3f}", f"{r['diff']:+.3f}", ci, sig,
                      r["method"]])
     _print_table(["attack", "metric", "a", "b", "diff", "diff CI", "significant", "method"], rows)
     for side in ("a", "b"):

@@ -35,7 +35,9 @@ class ArrayDataset:
     """``n`` labelled examples held in memory.
 
     ``x``: float32 ``(n, ...)``; ``y``: int64 ``(n,)`` in ``[0, n_classes)``; ``ids``: ``(n,)`` stable
-    example identifiers (row numbers, or file paths for image folders) that survive ``subset``.
+    example identifiers (row numbers, or file paths for image folders) that survive ``subset``;
+    ``groups``: ``(n,)`` optional group ids of examples that are not independent (records of one
+    person, crops of one image): evaluation then resamples whole groups (cluster bootstrap).
     """
 
     x: np.ndarray
@@ -45,6 +47,7 @@ class ArrayDataset:
     ids: np.ndarray | None = None
     class_names: list[str] | None = None
     feature_names: list[str] | None = None
+    groups: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.x = np.asarray(self.x, dtype=np.float32)
@@ -72,6 +75,11 @@ class ArrayDataset:
         self.ids = np.arange(len(self.y)) if self.ids is None else np.asarray(self.ids)
         if self.ids.shape != self.y.shape:
             raise DataError(f"{self.name}: ids have shape {self.ids.shape}, expected {self.y.shape}")
+        if self.groups is not None:
+            self.groups = np.asarray(self.groups)
+            if self.groups.shape != self.y.shape:
+                raise DataError(f"{self.name}: groups have shape {self.groups.shape}, expected {self.y.shape}: one "
+                                "group id per example")
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -85,13 +93,14 @@ class ArrayDataset:
         """The examples at ``index`` (integer indices or a boolean mask), keeping ids and metadata."""
         index = np.asarray(index)
         return ArrayDataset(self.x[index], self.y[index], n_classes=self.n_classes, name=self.name,
-                            ids=self.ids[index], class_names=self.class_names, feature_names=self.feature_names)
+                            ids=self.ids[index], class_names=self.class_names, feature_names=self.feature_names,
+                            groups=None if self.groups is None else self.groups[index])
 
     def flatten(self) -> ArrayDataset:
         """The same examples with features reshaped to ``(n, prod(input_shape))`` (for scikit-learn)."""
         return ArrayDataset(self.x.reshape(len(self), -1), self.y, n_classes=self.n_classes, name=self.name,
                             ids=self.ids, class_names=self.class_names,
-                            feature_names=self.feature_names if self.x.ndim == 2 else None)
+                            feature_names=self.feature_names if self.x.ndim == 2 else None, groups=self.groups)
 
 
 # -- where the shared data lives --------------------------------------------------------------
@@ -188,8 +197,10 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
 
 
 # -- user files -------------------------------------------------------------------------------
-def load_npz(path: str | Path, *, x_key: str = "x", y_key: str = "y", n_classes: int | None = None) -> ArrayDataset:
-    """A user ``.npz`` with features ``x`` ``(n, ...)`` and integer labels ``y`` ``(n,)``, used as stored."""
+def load_npz(path: str | Path, *, x_key: str = "x", y_key: str = "y", n_classes: int | None = None,
+             group_key: str = "groups") -> ArrayDataset:
+    """A user ``.npz`` with features ``x`` ``(n, ...)`` and integer labels ``y`` ``(n,)``, used as stored;
+    an array ``group_key`` ``(n,)``, when present, holds the examples' group ids."""
     arrays = read_npz(path)
     path = Path(path)
     _require_keys(arrays, (x_key, y_key), path)
@@ -198,7 +209,7 @@ def load_npz(path: str | Path, *, x_key: str = "x", y_key: str = "y", n_classes:
         raise DataError(f"{path}: array {x_key!r} has dtype {x.dtype}; features must be real numbers")
     if not np.issubdtype(y.dtype, np.number) or np.iscomplexobj(y) or y.dtype == bool:
         raise DataError(f"{path}: array {y_key!r} has dtype {y.dtype}; labels must be integer class indices")
-    dataset = ArrayDataset(x, y, n_classes=n_classes, name=path.stem)
+    dataset = ArrayDataset(x, y, n_classes=n_classes, name=path.stem, groups=arrays.get(group_key))
     if n_classes is None:
         check_class_labels(dataset.y, f"{path} array {y_key!r}")
     return dataset
@@ -325,7 +336,9 @@ def load_dataset(source: str | Path, *, data_dir: str | Path | None = None, **op
     loader: Callable[..., ArrayDataset]
     valid: list[str]
     if key in BUILTIN:
-        builtin = {"digits": _load_digits, "mnist": _load_mnist, "location": _load_location}[key]
+        builtins: dict[str, Callable[..., ArrayDataset]] = {"digits": _load_digits, "mnist": _load_mnist,
+                                                            "location": _load_location}
+        builtin = builtins[key]
         valid = _option_names(builtin)
         loader = builtin if key == "digits" else lambda **kw: builtin(data_dir, **kw)
     else:

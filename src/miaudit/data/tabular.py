@@ -54,7 +54,8 @@ class Table:
     ``str`` (categorical; ``None`` = missing); ``kinds``: column name -> "numeric" / "categorical";
     ``y`` ``(n,)`` int64 class indices; ``class_names`` (labels that were names) or ``None``;
     ``ids`` ``(n,)`` row numbers over all files read; ``notes``: what the reader changed or
-    noticed (merged label spellings, missing cells), for the run's warnings.
+    noticed (merged label spellings, missing cells), for the run's warnings; ``groups`` ``(n,)``
+    the group ids of the ``group`` column (rows of one person), or ``None``.
     """
 
     features: dict[str, np.ndarray]
@@ -64,6 +65,7 @@ class Table:
     name: str
     ids: np.ndarray
     notes: list[str] = field(default_factory=list)
+    groups: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -75,7 +77,8 @@ class Table:
     def subset(self, rows: np.ndarray) -> Table:
         """The rows at ``rows`` (indices or a boolean mask)."""
         return Table({k: v[rows] for k, v in self.features.items()}, dict(self.kinds), self.y[rows],
-                     self.class_names, self.name, self.ids[rows], list(self.notes))
+                     self.class_names, self.name, self.ids[rows], list(self.notes),
+                     None if self.groups is None else self.groups[rows])
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -241,14 +244,16 @@ def _column_kind(name: str, values: list[Any], declared: str | None, where: str)
 def read_table(path: str | Path, *, label: str = "label", header: bool = True, columns: list[str] | None = None,
                categorical: list[str] | None = None, numeric: list[str] | None = None, drop: list[str] | None = None,
                missing: list[str] | None = None, delimiter: str | None = None, comment: str | None = None,
-               format: str | None = None, append: list[str] | None = None) -> Table:
+               format: str | None = None, append: list[str] | None = None, group: str | None = None) -> Table:
     """Read a CSV / Parquet file (and the files in ``append``, same columns) into a :class:`Table`.
 
     ``label``: the class column; ``header=False`` with ``columns`` (the names, in order) for CSV
     files without a header row; ``categorical`` / ``numeric``: declared column kinds (others are
     detected); ``drop``: columns left out; ``missing``: cells read as missing (default ``"?"`` and
     empty); ``delimiter``: default ``","`` (tab for ``.tsv``); ``comment``: lines starting with it
-    are skipped (e.g. ``"|"``); ``format``: "csv" or "parquet" when the suffix does not say.
+    are skipped (e.g. ``"|"``); ``format``: "csv" or "parquet" when the suffix does not say;
+    ``group``: a column of group ids (rows of one person, one household), not a feature: evaluation
+    then resamples whole groups (cluster bootstrap).
     """
     path = Path(path)
     files = [path] + [Path(p) for p in _names(append, "append")]
@@ -280,13 +285,22 @@ def read_table(path: str | Path, *, label: str = "label", header: bool = True, c
             merged.setdefault(name, []).extend(None if _is_missing(v, missing_cells) else v for v in values)
     where = " + ".join(str(f) for f in files)
     available = list(merged)
+    if group is not None and (not isinstance(group, str) or group == label):
+        raise ConfigError(f"dataset option 'group': give one column name other than the label, got {group!r}")
+    grouping = [group] if group else []
     for key, names in (("label", [label]), ("categorical", categorical_names), ("numeric", numeric_names),
-                       ("drop", dropped)):
+                       ("drop", dropped), ("group", grouping)):
         unknown = [n for n in names if n not in available]
         if unknown:
             raise DataError(f"{where} has no column {unknown[0]!r} (dataset option {key!r}); columns: "
                             f"{', '.join(available)}")
     y, class_names, notes = _labels(merged.pop(label), f"{where} column {label!r}")
+    groups = None
+    if group:
+        cells = merged.pop(group)
+        if any(v is None for v in cells):
+            raise DataError(f"{where}: column {group!r} (the group ids) has missing cells; every row needs its group")
+        groups = np.array([str(v).strip() for v in cells])
     features, kinds = {}, {}
     for name, values in merged.items():
         if name in dropped:
@@ -300,7 +314,7 @@ def read_table(path: str | Path, *, label: str = "label", header: bool = True, c
                          "training rows")
     if not features:
         raise DataError(f"{where} has no feature columns besides the label {label!r}")
-    return Table(features, kinds, y, class_names, path.stem, np.arange(len(y)), notes)
+    return Table(features, kinds, y, class_names, path.stem, np.arange(len(y)), notes, groups)
 
 
 # -- preprocessing ------------------------------------------------------------------------------
@@ -381,7 +395,8 @@ class TabularPreprocessor:
             raise DataError(f"{table.name} lacks column {missing[0]!r} that the preprocessing was fitted with")
         x = self.transformer.transform(self._matrix(table, self.numeric + self.categorical))
         return ArrayDataset(np.asarray(x, dtype=np.float32), table.y, n_classes=table.n_classes, name=table.name,
-                            ids=table.ids, class_names=table.class_names, feature_names=self.feature_names)
+                            ids=table.ids, class_names=table.class_names, feature_names=self.feature_names,
+                            groups=table.groups)
 
     def describe(self) -> dict[str, Any]:
         """What the pipeline does, with every fitted value (JSON-ready): imputed values, means, scales, categories."""

@@ -39,7 +39,7 @@ from miaudit.classifier.targets import TorchClassifierTarget
 from miaudit.classifier.training import TrainConfig
 from miaudit.config import from_dict, load_yaml, refuse_nested_seed, resolved_without_seed, to_dict
 from miaudit.data import ArrayDataset
-from miaudit.defenses.base import ACCESS_LEVELS, DefenseContext
+from miaudit.defenses.base import ACCESS_LEVELS, DefenseContext, n_classes_of
 from miaudit.defenses.registry import DefenseChain, build_chain
 from miaudit.defenses.report import render_defense_html
 from miaudit.errors import ConfigError, DataError, MiauditError
@@ -227,7 +227,7 @@ class _Run:
             recipe = dataclasses.replace(self.config.training, **spec.training)
         except TypeError as exc:
             raise ConfigError(f"config.defenses[{spec.key!r}].training: {exc}") from None
-        context = DefenseContext(recipe, self.dataset.input_shape, self.dataset.n_classes,
+        context = DefenseContext(recipe, self.dataset.input_shape, n_classes_of(self.dataset),
                                  self.experiment.train_sizes, self.reference)
         return _Row(build_chain(spec.components(), context, label=spec.key), recipe)
 

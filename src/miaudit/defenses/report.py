@@ -20,6 +20,7 @@ from miaudit import __version__
 from miaudit.errors import DataError
 from miaudit.evaluation import AttackResult
 from miaudit.evaluation.run_result import strongest
+from miaudit.evaluation.verdict import defense_verdict
 from miaudit.report.html import register_page
 from miaudit.report.markdown import headline_fpr, unsupported_fpr_note
 from miaudit.report.page import esc, figure, num, page, pct, table, with_ci
@@ -44,13 +45,12 @@ def _defense_point(entry: dict[str, Any]) -> tuple[str, float | None, float | No
     return name, acc, (max(tprs) if tprs else None), entry.get("epsilon")
 
 
-def _privacy_utility(run_dir: Path, *, table: bool = True) -> str:
-    """The privacy-utility plot of ``run_dir/defenses.json`` (its ``privacy_utility.png``, else drawn),
-    with a small table of the plotted points unless ``table`` is False."""
+def _privacy_utility(run_dir: Path) -> str:
+    """The privacy-utility plot of ``run_dir/defenses.json`` (its ``privacy_utility.png``, else drawn); the
+    points' values are in the utility and cost table."""
     points = [_defense_point(e) for e in _defense_entries(run_dir)]
     if not points:
         return ""
-    rows = [[esc(n), num(a), num(t), num(e, 2)] for n, a, t, e in points]
     plottable = [(n, a, t) for n, a, t, _ in points if a is not None and t is not None]
 
     def draw(path: Path) -> None:  # same axes as plot_privacy_utility
@@ -73,8 +73,7 @@ def _privacy_utility(run_dir: Path, *, table: bool = True) -> str:
     plot = figure(run_dir, "privacy_utility.png", draw, "privacy-utility plot",
                      "Each point is one defense: higher is more useful, further left leaks less; the dashed line "
                      "is chance.") if plottable else ""
-    listed = table(["defense", "test accuracy", "strongest TPR @ 1% FPR", "ε (accountant)"], rows) if table else ""
-    return "<h2>Defenses: privacy vs utility</h2>" + plot + listed
+    return "<h2>Defenses: privacy vs utility</h2>" + plot
 
 
 # -- the defense-comparison page (miaudit defend) -----------------------------------------------
@@ -184,6 +183,20 @@ def _defense_summary(result: dict[str, Any]) -> str:
     return '<div class="summary">' + "".join(lines) + "</div>"
 
 
+def _defense_verdicts(result: dict[str, Any]) -> str:
+    """The plain verdict per defense (risk level and its reasons), by the audit's rule and thresholds."""
+    rows, rule = [], ""
+    for row in result["defenses"]:
+        verdict = defense_verdict(result, row)
+        rule = verdict["rule"]
+        rows.append([esc(row["label"]), f"<b>{esc(verdict['level'].upper())}</b>",
+                     esc("; ".join(verdict["reasons"]) or verdict["summary"])])
+    if not rows:
+        return ""
+    return ("<h2>Verdict per defense</h2>" + table(["defense", "risk", "why"], rows, numeric_from=9)
+            + f'<p class="meta">Rule: {esc(rule)}.</p>')
+
+
 def _setting(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
@@ -244,7 +257,7 @@ def _utility_cost(result: dict[str, Any]) -> str:
             num(t.get("seconds_all_models"), 1),
             (f"<code>{esc(strongest['name'])}</code> "
              + with_ci(_tpr(strongest, key), strongest["tpr_at_fpr_ci"].get(key))
-             if strongest and key in strongest["tpr_at_fpr"] else "-"),
+             if strongest and key and key in strongest["tpr_at_fpr"] else "-"),
             with_ci(strongest["auc"], strongest.get("auc_ci")) if strongest else "-"])
         if empirical and row.get("epsilon") is not None and empirical[1] > row["epsilon"]:
             alerts.append(f'<div class="alert"><b>{esc(row["label"])}: DP claim contradicted.</b> The empirical lower '
@@ -298,9 +311,11 @@ def _defense_attacks(result: dict[str, Any]) -> str:
 def _defense_curves(result: dict[str, Any], folder: Path) -> str:
     """Log-log ROC and score histograms of each defense's strongest attack, from ``scores/<defense>/``."""
     _, key, _ = _headline(result)
+    if not key:  # no attack has a TPR to rank by
+        return ""
     curves = []
     for row in result["defenses"]:
-        strongest = _row_strongest(row, key) if key else None
+        strongest = _row_strongest(row, key)
         scores = folder / "scores" / row["label"]
         if strongest is None or not (scores / f"{strongest['name']}.scores.npz").is_file():
             continue
@@ -331,7 +346,7 @@ def render_defense_html(folder: str | Path, result: dict[str, Any] | None = None
         f"&middot; written {esc(result.get('created', '-'))} by miaudit {esc(result.get('miaudit_version', '-'))} "
         "&middot; report by "
         f"miaudit {esc(__version__)}</p>",
-        _defense_summary(result), _compared(result, folder), _privacy_utility(folder, table=False),
+        _defense_verdicts(result), _defense_summary(result), _compared(result, folder), _privacy_utility(folder),
         _utility_cost(result), _defense_attacks(result), _defense_curves(result, folder),
     ])
     return page(f"miaudit defenses: {folder.name}", body)

@@ -189,6 +189,18 @@ class RunResult(Mapping[str, Any]):
         return list(self.metrics.get("warnings") or [])
 
     @property
+    def all_warnings(self) -> list[str]:
+        """The run's warnings, then its attacks' (a warning every scored attack shares is listed once, as
+        "all attacks: ..."), without repeats: what every report and the terminal show."""
+        attacks = [a for a in self.ranked() if a.scored and not a.baseline]
+        per_attack = [list(a.fields.get("warnings") or []) for a in attacks]
+        shared = [w for w in per_attack[0] if all(w in ws for ws in per_attack)] if per_attack else []
+        out = self.warnings + [f"all attacks: {w}" if len(attacks) > 1 else w for w in shared]
+        for a, ws in zip(attacks, per_attack):
+            out += [f"{a.name}: {w}" for w in ws if w not in shared]
+        return list(dict.fromkeys(out))
+
+    @property
     def fpr_keys(self) -> list[str]:
         """The FPRs at which TPR was reported, as ``tpr_at_fpr`` keys, ascending."""
         fprs = (self.metrics.get("evaluation") or {}).get("fprs")

@@ -46,12 +46,13 @@ from miaudit.classifier.targets import TorchClassifierTarget
 from miaudit.classifier.training import TrainConfig
 from miaudit.config import from_dict, refuse_nested_seed, resolved_without_seed
 from miaudit.data import ArrayDataset, load_dataset, make_split, paired_keep_matrix
-from miaudit.defenses.base import DefenseContext, DefenseError, OutputDefense
+from miaudit.defenses.base import DefenseContext, DefenseError, OutputDefense, n_classes_of
+from miaudit.defenses.dp import private_optimiser
 from miaudit.defenses.registry import DefenseChain, build_chain, get_defense_class
 from miaudit.errors import ConfigError, DataError
 from miaudit.evaluation import evaluate
 from miaudit.federated.config import DP_FEDAVG, FederatedConfig, defense_label
-from miaudit.federated.local import federated_model, is_private, n_classes_of, private_optimiser
+from miaudit.federated.local import federated_model, is_private
 from miaudit.federated.partition import HSU_2019, MCMAHAN_2017, label_counts, partition
 from miaudit.federated.privacy import DP_FEDAVG_CITATION, ServerDP, client_epsilon
 from miaudit.federated.report import plot_rounds, render_federated

@@ -10,24 +10,17 @@ update depends only on the global weights, the client's data and that seed.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
 
 from miaudit.classifier.training import TrainConfig, TrainingPlugin, build_model_from_config, train_classifier
 from miaudit.data import ArrayDataset
-from miaudit.errors import DataError
+from miaudit.defenses.base import n_classes_of
+from miaudit.defenses.dp import private_optimiser
 
 #: plugin report keys that describe a private optimiser's accounting (Opacus DP-SGD, LADP)
 DP_REPORT_KEYS = ("noise_multiplier", "sample_rate", "steps")
-
-
-def n_classes_of(data: ArrayDataset) -> int:
-    """The dataset's number of classes (an :class:`ArrayDataset` always infers one)."""
-    if data.n_classes is None:
-        raise DataError(f"{data.name}: the number of classes is unknown; give n_classes")
-    return int(data.n_classes)
 
 
 def federated_model(recipe: TrainConfig, input_shape: Sequence[int], n_classes: int, *, private: bool) -> nn.Module:
@@ -72,15 +65,9 @@ def train_client(state: dict[str, torch.Tensor], data: ArrayDataset, recipe: Tra
     return state_of(result.model), report
 
 
-def private_optimiser(plugins: Sequence[Any]) -> Any | None:
-    """The private optimiser (DP-SGD, LADP: a stage-3 training defense) among ``plugins``, if any."""
-    return next((p for p in plugins if getattr(p, "stage", None) == 3), None)
-
-
-def is_private(plugins: Sequence[Any]) -> bool:
+def is_private(plugins: Sequence[TrainingPlugin]) -> bool:
     """True when one of the training plugins is a private optimiser."""
     return private_optimiser(plugins) is not None
 
 
-__all__ = ["DP_REPORT_KEYS", "federated_model", "is_private", "n_classes_of", "private_optimiser", "state_of",
-           "train_client"]
+__all__ = ["DP_REPORT_KEYS", "federated_model", "is_private", "state_of", "train_client"]

@@ -42,9 +42,10 @@ import torch
 from miaudit import errors
 from miaudit.classifier.training import TrainConfig, predict_logits
 from miaudit.data import ArrayDataset
+from miaudit.defenses.base import n_classes_of
 from miaudit.defenses.registry import DefenseChain
 from miaudit.errors import ConfigError, DataError, MiauditError
-from miaudit.federated.local import federated_model, is_private, n_classes_of, state_of, train_client
+from miaudit.federated.local import federated_model, is_private, state_of, train_client
 from miaudit.federated.privacy import ServerDP
 from miaudit.federated.source_inference import cross_entropy
 from miaudit.utils.logs import progress as progress_bar

@@ -39,7 +39,7 @@ from miaudit.config import to_dict
 from miaudit.errors import ConfigError, DataError
 from miaudit.llm import selection
 from miaudit.llm.attacks.dc_pdd import token_counts
-from miaudit.llm.baseline import blind_baseline
+from miaudit.llm.baseline import blind_baseline, compare_with_baseline
 from miaudit.llm.datasets import TextDataset, load_text_dataset, read_corpus
 from miaudit.llm.signals import TokenSignals
 from miaudit.llm.target import HFCausalLM
@@ -62,7 +62,10 @@ FIT_INPUTS = ("calibration", "token-counts")
 @dataclass
 class LLMDatasetConfig:
     """Which documents: ``source`` wikimia | arxivmia | mimir | table | text (see
-    :func:`miaudit.llm.datasets.load_text_dataset`); ``max_documents`` draws a stratified subsample."""
+    :func:`miaudit.llm.datasets.load_text_dataset`); ``max_documents`` draws a stratified subsample;
+    ``group_column`` names a column of group ids (documents sharing one are not independent, e.g.
+    passages of one paper): the blind baseline cross-validates by group and every interval resamples
+    whole groups."""
 
     source: str
     path: str | None = None
@@ -75,6 +78,7 @@ class LLMDatasetConfig:
     on_empty: Literal["error", "skip"] = "error"
     data_dir: str | None = None
     max_documents: int | None = None
+    group_column: str | None = None
 
 
 @dataclass
@@ -155,8 +159,18 @@ class DcPddConfig:
 
 @dataclass
 class BaselineConfig:
+    """The blind bag-of-words baseline (:mod:`miaudit.llm.baseline`): ``n_splits``-fold cross-validated;
+    its verdict compares its AUC with ``n_permutations`` random relabellings (0: no verdict)."""
+
     enabled: bool = True
     n_splits: int = 5
+    n_permutations: int = 99
+
+    def __post_init__(self) -> None:
+        if self.n_splits < 2:
+            raise ConfigError(f"config.blind_baseline.n_splits: must be >= 2, got {self.n_splits}")
+        if self.n_permutations < 0:
+            raise ConfigError(f"config.blind_baseline.n_permutations: must be >= 0, got {self.n_permutations}")
 
 
 @dataclass
@@ -207,7 +221,8 @@ def _load_documents(config: LLMAuditConfig) -> TextDataset:
     d = config.dataset
     data = load_text_dataset(d.source, path=d.path, members=d.members, nonmembers=d.nonmembers,
                              text_column=d.text_column, label_column=d.label_column, file_name=d.file_name,
-                             separator=d.separator, data_dir=d.data_dir, on_empty=d.on_empty)
+                             separator=d.separator, data_dir=d.data_dir, on_empty=d.on_empty,
+                             group_column=d.group_column)
     data.require_both_classes()
     if d.max_documents is not None and d.max_documents < len(data):
         data = data.subset(_stratified_take(data.labels, d.max_documents, derive_seed(config.seed, "subsample")))
@@ -373,6 +388,7 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
                                               shots=shots, perturb=perturb))
     cal_signals, eval_signals = [signals[i] for i in calibration], [signals[i] for i in evaluation]
     cal_labels, eval_labels = labels[calibration], labels[evaluation]
+    eval_groups = None if data.groups is None else data.groups[evaluation]
 
     def fit_data(attack: Attack) -> Any:
         """What the attack's ``fit`` receives (its ``fit_input``)."""
@@ -403,7 +419,8 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
                 attack.fit(fit_data(attack))
             scores = attack.score(eval_signals)
             scored.append(ScoredAttack(key, attack, data.ids[evaluation], eval_labels.astype(bool), scores,
-                                       time.perf_counter() - t0, extra={**extra, "learned": attack.learned_state()}))
+                                       time.perf_counter() - t0, extra={**extra, "learned": attack.learned_state()},
+                                       groups=eval_groups))
 
     sections: dict[str, Any] = {"selection": {
         "calibration_fraction": config.selection.calibration_fraction if needs_calibration else 0.0,
@@ -416,14 +433,7 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
         sections["recall"] = {"prefix_ids": shot_ids, "n_shots": len(shots), "separator": config.recall.separator,
                               "note": "the prefix documents are non-members taken out of the evaluation set"}
     if config.blind_baseline.enabled:
-        baseline = blind_baseline([data.texts[i] for i in evaluation], eval_labels, ids=data.ids[evaluation],
-                                  n_splits=config.blind_baseline.n_splits, seed=derive_seed(config.seed, "baseline"),
-                                  n_bootstrap=config.evaluation.n_bootstrap, confidence=config.evaluation.confidence)
-        sections["blind_baseline"] = {**baseline.params, **baseline.metrics}
-        if baseline.metrics["auc_ci"][0] > 0.5:
-            warnings.append(f"the blind bag-of-words baseline reaches AUC {baseline.metrics['auc']:.3f} from the text "
-                            "alone: members and non-members differ in distribution, so attack AUCs measure that "
-                            "shift as well as membership")
+        sections["blind_baseline"] = _blind_baseline(config, folder, data, evaluation, scored, warnings)
     _write_token_view(folder, config, target, data, evaluation, signals, scored)
     n_tokens = np.array([s.n_tokens for s in signals])
     target_info = {"model": config.model.name_or_path,
@@ -439,6 +449,26 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
                  "skipped": [list(s) for s in data.skipped], "tokens_per_document_mean": float(n_tokens.mean()),
                  "tokens_per_document_max": int(n_tokens.max()), "seconds": round(time.perf_counter() - start, 2)}
     return AuditOutcome(target=target_info, data=data_info, attacks=scored, sections=sections, warnings=warnings)
+
+
+def _blind_baseline(config: LLMAuditConfig, folder: Path, data: TextDataset, evaluation: np.ndarray,
+                    scored: list[ScoredAttack], warnings: list[str]) -> dict[str, Any]:
+    """The blind baseline on the evaluation documents (its scores saved beside the attacks'), its verdict,
+    and each attack's paired comparison with it (``vs_blind_baseline`` in the attack's entry)."""
+    ev, seed = config.evaluation, derive_seed(config.seed, "baseline")
+    labels = data.labels[evaluation]
+    groups = None if data.groups is None else data.groups[evaluation]
+    baseline = blind_baseline([data.texts[i] for i in evaluation], labels, ids=data.ids[evaluation], groups=groups,
+                              n_splits=config.blind_baseline.n_splits, seed=seed, n_bootstrap=ev.n_bootstrap,
+                              confidence=ev.confidence, n_permutations=config.blind_baseline.n_permutations)
+    baseline.save(folder / "scores")
+    for attack in scored:
+        attack.extra["vs_blind_baseline"] = compare_with_baseline(
+            labels, attack.scores, baseline.scores, groups=groups, n_bootstrap=ev.n_bootstrap,
+            confidence=ev.confidence, seed=seed)
+    if baseline.metrics["verdict"]["shift"]:
+        warnings.append(baseline.metrics["verdict"]["text"])
+    return {**baseline.params, **baseline.metrics}
 
 
 def _write_token_view(folder: Path, config: LLMAuditConfig, target: HFCausalLM, data: TextDataset,
@@ -463,17 +493,22 @@ def _write_token_view(folder: Path, config: LLMAuditConfig, target: HFCausalLM, 
 
 
 def summary_table(metrics: Mapping[str, Any]) -> list[str]:
-    """Markdown rows of an LLM run's ``metrics.json``: every attack (held-out choice, oracle, or no
-    hyper-parameter) by AUC with its CI and TPR at 1% / 5% FPR, then the blind baseline."""
+    """Markdown rows of an LLM run's ``metrics.json``: every attack by AUC with its CI, TPR at 1% / 5% FPR and
+    whether it beats the blind baseline, held-out choices first, oracle entries after them (marked), then the
+    blind baseline with its verdict."""
+    from miaudit.evaluation.run_result import ranked
+    from miaudit.report.headline import beats_baseline
+
     chosen = metrics["selection"]["attacks"]
-    rows = ["| attack | hyper-parameter choice | AUC [95% CI] | TPR@1%FPR | TPR@5%FPR |", "|---|---|---|---|---|"]
+    rows = ["| attack | hyper-parameter choice | AUC [95% CI] | TPR@1%FPR | TPR@5%FPR | beats the blind baseline |",
+            "|---|---|---|---|---|---|"]
 
     def cells(entry: Mapping[str, Any]) -> str:
         low, high = entry["auc_ci"]
         return (f"{entry['auc']:.3f} [{low:.3f}, {high:.3f}] | {entry['tpr_at_fpr']['0.01']:.3f} | "
                 f"{entry['tpr_at_fpr']['0.05']:.3f}")
 
-    for entry in sorted(metrics["attacks"], key=lambda e: -e["auc"]):
+    for entry in (e.fields for e in ranked(metrics["attacks"]) if e.scored):
         key = entry["name"]
         base = key.removesuffix(".oracle")
         if base in chosen:
@@ -483,10 +518,13 @@ def summary_table(metrics: Mapping[str, Any]) -> list[str]:
             choice = "fitted on the calibration split"
         else:
             choice = "none"
-        rows.append(f"| {base} | {choice} | {cells(entry)} |")
+        label = f"{base} (oracle: comparison only)" if key.endswith(".oracle") else base
+        rows.append(f"| {label} | {choice} | {cells(entry)} | {beats_baseline(entry)} |")
     if "blind_baseline" in metrics:
-        rows.append(f"| blind bag-of-words baseline | cross-validated on the text only | "
-                    f"{cells(metrics['blind_baseline'])} |")
+        baseline = metrics["blind_baseline"]
+        verdict = (baseline.get("verdict") or {}).get("text", "")
+        rows.append(f"| blind bag-of-words baseline | cross-validated on the text only | {cells(baseline)} | "
+                    f"{verdict} |")
     return rows
 
 

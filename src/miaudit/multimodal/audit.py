@@ -23,6 +23,7 @@ import numpy as np
 from miaudit.attacks.base import Attack
 from miaudit.config import from_dict, refuse_nested_seed, resolved_without_seed
 from miaudit.errors import ConfigError
+from miaudit.evaluation.run_result import RunResult
 from miaudit.multimodal.data import ImageTextDataset, load_image_text
 from miaudit.multimodal.model import WordTokenizer
 from miaudit.multimodal.signals import (
@@ -266,8 +267,8 @@ def run_multimodal_outcome(config: MultimodalAuditConfig, folder: Path, *, progr
 
 
 def run_multimodal_audit(config_dict: Mapping[str, Any], out_dir: str | Path, *, progress: bool = True,
-                         overwrite: bool = False) -> Mapping[str, Any]:
-    """Run a multimodal audit from a config mapping into the run directory ``out_dir``; return its metrics
+                         overwrite: bool = False) -> RunResult:
+    """Run a multimodal audit from a config mapping into the run directory ``out_dir``; return its result
     (``metrics.json``, read-only)."""
     config = parse_config({**config_dict, "kind": "multimodal"})
     return run_audit(config, out_dir, overwrite=overwrite, progress=progress)

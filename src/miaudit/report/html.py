@@ -25,8 +25,22 @@ import yaml
 from miaudit import __version__
 from miaudit.errors import DataError
 from miaudit.evaluation import AttackResult
-from miaudit.evaluation.run_result import entries_of, ranked, strongest
-from miaudit.report.markdown import MIN_FALSE_POSITIVES, headline_fpr, n_nonmembers, unsupported_fpr_note
+from miaudit.evaluation.run_result import RunResult, entries_of, ranked, strongest
+from miaudit.evaluation.verdict import verdict_of
+from miaudit.report.headline import (
+    baseline_sentence,
+    beats_baseline,
+    epsilon_sentence,
+    has_baseline_comparison,
+    interval_note,
+    tpr_degenerate,
+)
+from miaudit.report.markdown import (
+    MIN_FALSE_POSITIVES,
+    headline_fpr,
+    n_nonmembers,
+    unsupported_fpr_note,
+)
 from miaudit.report.page import esc, figure, key_values, num, page, pct, table, with_ci
 from miaudit.report.plots import plot_roc, plot_score_histograms
 from miaudit.report.rundir import Run, load_run
@@ -53,10 +67,33 @@ def strongest_attack(metrics: dict[str, Any], metric: str) -> dict[str, Any] | N
 
 # -- sections -----------------------------------------------------------------------------------
 
+def _verdict(metrics: dict[str, Any]) -> str:
+    """The plain verdict at the top of the page: risk level, why, and the rule that produced it."""
+    if not model_attacks(metrics):
+        return ""
+    verdict = verdict_of(metrics)
+    box = "alert" if verdict["level"] in ("high", "inconclusive") else "warn" if verdict["level"] == "medium" \
+        else "summary"
+    reasons = "".join(f"<li>{esc(r)}</li>" for r in verdict.get("reasons", []))
+    return (f'<div class="{box}"><p><b>Risk: {esc(verdict["level"].upper())}.</b> {esc(verdict["summary"])}</p>'
+            + (f"<ul>{reasons}</ul>" if reasons else "")
+            + f'<p class="meta">Rule: {esc(verdict["rule"])} (thresholds: <code>evaluation.risk</code> in the '
+              "config).</p></div>")
+
+
+def _warnings(metrics: dict[str, Any]) -> str:
+    """Every run-level and attack warning (reference-model fidelity, too few non-members, ties...)."""
+    warnings = RunResult(metrics).all_warnings
+    if not warnings:
+        return ""
+    return "<h2>Warnings</h2>" + "".join(f'<div class="warn">{esc(w)}</div>' for w in warnings)
+
+
 def _summary(metrics: dict[str, Any]) -> str:
-    """The headline: the strongest attack's TPR at the lowest evaluated FPR the non-member count supports."""
+    """The headline: the strongest attack's TPR at the lowest evaluated FPR the non-member count supports
+    (led by the AUC when that figure identifies no member with confidence)."""
     lines = []
-    attacks = model_attacks(metrics)
+    attacks = [a for a in model_attacks(metrics) if not entries_of([a])[0].oracle]
     if not attacks:
         return '<div class="summary"><p>This run has no attack results.</p></div>'
     fpr_keys = sorted({k for a in attacks for k in a.get("tpr_at_fpr", {})}, key=float)
@@ -73,13 +110,26 @@ def _summary(metrics: dict[str, Any]) -> str:
             note = unsupported_fpr_note(fpr_keys, n_non, key, rate="false alarm rate", errors="false alarms")
             lines.append(f"<p><b>Too few non-members for a reliable headline figure</b>: {esc(note)}.</p>")
         who = f"{'An' if supported else 'an'} attacker who sees {esc(access)}"
-        lines.append(
-            f"<p>{'' if supported else 'Indicative only: '}"
-            f"<b>{who}{' and has ' + esc(reference) if reference else ''} identifies "
-            f"{pct(tpr)} of the {_records(metrics)} at a {pct(fpr)} false alarm rate</b>"
-            + (f" (95% CI {pct(ci[0])} to {pct(ci[1])})" if ci else "")
-            + f"{ratio}; guessing at random flags {pct(fpr)} of them. Strongest attack here: "
-            f"<code>{esc(best['name'])}</code>.</p>")
+        by_auc = strongest_attack(metrics, "auc")
+        if tpr_degenerate(best, key) and by_auc is not None and by_auc.get("auc_ci"):
+            conf = by_auc.get("confidence_level", 0.95)
+            better = by_auc["auc_ci"][0] > 0.5
+            lines.append(
+                f"<p>{'' if supported else 'Indicative only: '}<b>At a {pct(fpr)} false alarm rate no attack "
+                f"identifies {_records(metrics)} with confidence</b> (best: {pct(tpr)}"
+                + (f", {conf:.0%} CI {pct(ci[0])} to {pct(ci[1])}" if ci else "") + "). "
+                + (f"Overall the attacks do tell members from non-members better than chance: "
+                   f"<code>{esc(by_auc['name'])}</code> reaches AUC {with_ci(by_auc['auc'], by_auc['auc_ci'])}."
+                   if better else "Nor do they separate members from non-members overall (the AUC interval "
+                                  "includes 0.5).") + "</p>")
+        else:
+            lines.append(
+                f"<p>{'' if supported else 'Indicative only: '}"
+                f"<b>{who}{' and has ' + esc(reference) if reference else ''} identifies "
+                f"{pct(tpr)} of the {_records(metrics)} at a {pct(fpr)} false alarm rate</b>"
+                + (f" (95% CI {pct(ci[0])} to {pct(ci[1])})" if ci else "")
+                + f"{ratio}; guessing at random flags {pct(fpr)} of them. Strongest attack at this false alarm "
+                f"rate: <code>{esc(best['name'])}</code>.</p>")
         lower = [k for k in fpr_keys if float(k) < fpr]
         if supported and lower:
             lines.append(f"<p>Lower false alarm rates ({', '.join(pct(float(k)) for k in lower)}) are not quoted "
@@ -90,13 +140,13 @@ def _summary(metrics: dict[str, Any]) -> str:
         lines.append(f"<p>Best AUC: {with_ci(by_auc['auc'], by_auc.get('auc_ci'))} "
                      f"(<code>{esc(by_auc['name'])}</code>); 0.5 means the attacks cannot tell members from "
                      "non-members, 1.0 means they always can.</p>")
-    eps = [a for a in model_attacks(metrics) if (a.get("empirical_epsilon") or {}).get("epsilon") is not None]
-    if eps:
-        top = max(eps, key=lambda a: a["empirical_epsilon"]["epsilon"])
-        e = top["empirical_epsilon"]
-        lines.append(f"<p>Empirical privacy: with {e['confidence']:.0%} confidence, the training is <b>not</b> "
-                     f"(ε, {e['delta']:g})-differentially private for any ε below {e['epsilon']:.2f} "
-                     f"(lower bound from <code>{esc(top['name'])}</code>'s error rates).</p>")
+    run = RunResult(metrics)
+    baseline = baseline_sentence(run)
+    if baseline:
+        lines.append(f"<p>{esc(baseline)}</p>")
+    bound = epsilon_sentence(strongest(run.attacks, "epsilon"))
+    if bound:
+        lines.append(f"<p>{esc(bound)}</p>")
     return '<div class="summary">' + "".join(lines) + "</div>"
 
 
@@ -160,21 +210,33 @@ def _attack_table(metrics: dict[str, Any]) -> str:
         return ""
     keys = sorted({k for a in attacks for k in a.get("tpr_at_fpr", {})}, key=float)
     conf = attacks[0].get("confidence_level", 0.95)
+    versus = has_baseline_comparison(attacks)
     head = (["attack", "access", f"AUC [{conf:.0%} CI]"] + [f"TPR @ {float(k):.3g} FPR" for k in keys]
-            + ["advantage", "balanced acc. (threshold)", "empirical ε (lower bound)"])
-    rows = []
-    for a in attacks:
-        eps = (a.get("empirical_epsilon") or {}).get("epsilon")
-        rows.append([f"<code>{esc(a['name'])}</code>", esc(a.get("access", "-")),
-                     with_ci(a.get("auc"), a.get("auc_ci"))]
-                    + [with_ci(a.get("tpr_at_fpr", {}).get(k), a.get("tpr_at_fpr_ci", {}).get(k)) for k in keys]
-                    + [with_ci(a.get("advantage"), a.get("advantage_ci")),
-                       f"{num(a.get('balanced_accuracy'))} ({esc(a.get('threshold_source', '-'))})", num(eps, 2)])
-    warnings = sorted({w for a in attacks for w in a.get("warnings", [])})
-    notes = "".join(f'<div class="warn">{esc(w)}</div>' for w in warnings)
-    return (f"<h2>Attacks</h2><p>Sorted by AUC. Intervals: {conf:.0%} bootstrap confidence intervals, members "
-            "and non-members resampled separately. \"oracle\" thresholds were chosen on the evaluation labels.</p>"
-            + table(head, rows, numeric_from=2) + notes)
+            + ["advantage", "balanced acc. (threshold)", "empirical ε (lower bound)"]
+            + (["beats the blind baseline (AUC difference)"] if versus else []))
+
+    def rows(entries: list[dict[str, Any]]) -> list[list[str]]:
+        out = []
+        for a in entries:
+            eps = (a.get("empirical_epsilon") or {}).get("epsilon")
+            out.append([f"<code>{esc(a['name'])}</code>", esc(a.get("access", "-")),
+                        with_ci(a.get("auc"), a.get("auc_ci"))]
+                       + [with_ci(a.get("tpr_at_fpr", {}).get(k), a.get("tpr_at_fpr_ci", {}).get(k)) for k in keys]
+                       + [with_ci(a.get("advantage"), a.get("advantage_ci")),
+                          f"{num(a.get('balanced_accuracy'))} ({esc(a.get('threshold_source', '-'))})", num(eps, 2)]
+                       + ([esc(beats_baseline(a))] if versus else []))
+        return out
+
+    held_out = [a for a in attacks if not entries_of([a])[0].oracle]
+    oracle = [a for a in attacks if entries_of([a])[0].oracle]
+    text = (f"<h2>Attacks</h2><p>Sorted by AUC. {esc(interval_note(attacks, conf))} Threshold \"oracle\": chosen "
+            "on the evaluation labels (an optimistic upper bound).</p>" + table(head, rows(held_out), numeric_from=2))
+    if oracle:
+        text += ("<h3>Oracle entries (comparison only)</h3><p>The hyper-parameter of these entries was chosen on the "
+                 "evaluation labels themselves: an optimistic bound, shown beside the held-out choice for comparison "
+                 "with papers that tune on the test set; never a result.</p>" + table(head, rows(oracle),
+                                                                                     numeric_from=2))
+    return text
 
 
 def _exposed(metrics: dict[str, Any], results: dict[str, AttackResult], n: int) -> str:
@@ -239,12 +301,14 @@ def _blind_baseline(metrics: dict[str, Any]) -> str:
                for k in sorted(b.get("tpr_at_fpr", {}), key=float)] for b in entries]
     keys = sorted(entries[0].get("tpr_at_fpr", {}), key=float)
     best = strongest_attack(metrics, "auc")
+    stored = entries[0].get("verdict") or {}
     verdict = ""
-    if best is not None and entries[0].get("auc") is not None:
-        if entries[0]["auc"] >= best.get("auc", 0.0):
-            verdict = ('<div class="alert">The blind baseline, which never queries the model, does as well as the '
-                       "best attack: members and non-members differ in distribution, so the attack results do not "
-                       "measure memorisation.</div>")
+    if stored.get("text"):
+        verdict = (f'<div class="{"alert" if stored.get("shift") else "summary"}"><b>Verdict:</b> '
+                   f"{esc(stored['text'])}.</div><p class=\"meta\">Rule: {esc(stored['rule'])}.</p>")
+    if best is not None and entries[0].get("auc") is not None and entries[0]["auc"] >= best.get("auc", 0.0):
+        verdict += ('<div class="alert">The blind baseline, which never queries the model, does as well as the '
+                    "best attack: the attack results do not measure memorisation.</div>")
     return ("<h2>Blind baseline</h2><p>A classifier that sees only the text (no model), cross-validated. If it "
             "separates members from non-members, the benchmark is biased (Das et al. 2024; Duan et al. 2024).</p>"
             + table(["baseline", "AUC"] + [f"TPR @ {float(k):.3g} FPR" for k in keys], rows) + verdict)
@@ -290,7 +354,8 @@ def render_html(run: Run, *, max_records: int = 20) -> str:
     body = "".join([
         f"<h1>Membership inference audit</h1><p class=\"meta\">{esc(run.path.name)} &middot; written {created} "
         f"&middot; report by miaudit {esc(__version__)}</p>",
-        _summary(run.metrics), _audited(run), _attack_table(run.metrics), figures,
+        _verdict(run.metrics), _summary(run.metrics), _warnings(run.metrics), _audited(run),
+        _attack_table(run.metrics), figures,
         _exposed(run.metrics, results, max_records), _one_run_audit(run.metrics), _epsilon_vs_accountant(run.metrics),
         _blind_baseline(run.metrics), _token_views(run.path),
     ])

@@ -11,7 +11,8 @@ Grammar (whitespace free around the parts)::
 A gate *trips* when its comparison is true ("fail if ..."). Without an attack name the gate
 applies to the strongest attack of the run for that metric, chosen by the one rule of
 :func:`miaudit.evaluation.run_result.strongest` (model-free baselines such as the LLM blind baseline
-and ``oracle`` entries are not candidates; name them explicitly to gate on them). ``epsilon`` is the
+and ``oracle`` entries are not candidates; name them explicitly to gate on them: ``blind_baseline:auc > 0.6``
+fails a job whose benchmark is confounded, ``min_k_pp.oracle:auc > 0.7`` gates an oracle entry). ``epsilon`` is the
 empirical lower bound on epsilon of :func:`miaudit.evaluation.epsilon.empirical_epsilon` (stored per
 attack as ``"empirical_epsilon"`` by the pipeline, or computed from the run's saved scores).
 ``one_run_epsilon`` is the run's one-run canary bound (Steinke, Nasr & Jagielski 2023),
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from miaudit.errors import MiauditError
-from miaudit.evaluation.run_result import strongest
+from miaudit.evaluation.run_result import RunResult, strongest
 
 RUN_METRICS = frozenset({"one_run_epsilon"})  # metrics of the run itself: no attack prefix
 GRAMMAR = ('[ATTACK:]METRIC OP NUMBER with METRIC one of auc, advantage, balanced_accuracy, epsilon, '
@@ -212,6 +213,9 @@ def check_gates(metrics_json: dict[str, Any] | str | Path, expressions: list[str
     attacks = metrics.get("attacks")
     if not isinstance(attacks, list):
         raise MiauditError("metrics.json has no 'attacks' list; it is not a miaudit run (or from an older version)")
+    baseline = RunResult(metrics).baseline  # gated only when named ("blind_baseline:auc > 0.6")
+    if baseline is not None and not any(a.get("name") == baseline.name for a in attacks):
+        attacks = [*attacks, baseline.fields]
     details = []
     for expression in expressions:
         gate = parse_gate(expression)
@@ -224,18 +228,20 @@ def check_gates(metrics_json: dict[str, Any] | str | Path, expressions: list[str
     return GateResult(tripped=any(d["tripped"] for d in details), details=details)
 
 
-def check_run_gate_targets(expressions: list[str] | tuple[str, ...], *, attacks: list[str], kind: str | None
-                           ) -> list[Gate]:
+def check_run_gate_targets(expressions: list[str] | tuple[str, ...], *, attacks: list[str], kind: str | None,
+                           baselines: list[str] | tuple[str, ...] = ()) -> list[Gate]:
     """Check an audit's gates against its config before it runs: each parses, a named attack is one the
-    config runs (``attacks``: their labels; ``<label>.oracle`` is the oracle entry of a tuned attack),
-    and ``one_run_epsilon`` needs ``kind: dp_canary``. A one-line :class:`MiauditError` otherwise."""
+    config runs (``attacks``: their labels; ``<label>.oracle`` is the oracle entry of a tuned attack) or a
+    model-free baseline the run writes (``baselines``, e.g. ``blind_baseline``), and ``one_run_epsilon``
+    needs ``kind: dp_canary``. A one-line :class:`MiauditError` otherwise."""
     gates = [parse_gate(e) for e in expressions]
     for gate in gates:
         if gate.metric in RUN_METRICS and kind != "dp_canary":
             raise MiauditError(f"gate {gate.expression!r}: one_run_epsilon exists only in audits of kind dp_canary "
                                f"(this config is kind {kind!r}); gate on epsilon, auc, advantage or tpr@FPR instead")
-        if gate.attack is not None and gate.attack.removesuffix(".oracle") not in attacks:
-            raise _unknown_attack(gate, attacks, "this config", "its attacks")
+        named = gate.attack
+        if named is not None and named not in baselines and named.removesuffix(".oracle") not in attacks:
+            raise _unknown_attack(gate, [*attacks, *baselines], "this config", "its attacks")
     return gates
 
 

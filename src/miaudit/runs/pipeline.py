@@ -34,6 +34,7 @@ from miaudit.errors import ConfigError
 from miaudit.evaluation import AttackResult, evaluate
 from miaudit.evaluation.epsilon import DEFAULT_DELTA, empirical_epsilon
 from miaudit.evaluation.run_result import RunResult, accountant_claim
+from miaudit.evaluation.verdict import risk_verdict
 from miaudit.report.rundir import write_run_dir
 from miaudit.runs.config import AttackSpec
 from miaudit.utils.atomic import atomic_output_dir
@@ -49,7 +50,8 @@ class ScoredAttack:
 
     ``ids`` ``(n,)`` example identifiers, ``membership`` ``(n,)`` bool ground truth, ``scores``
     ``(n,)`` higher = member; ``key`` is the attack's unique label in the run; ``extra`` is added
-    to the attack's ``metrics.json`` entry (e.g. ``{"cost": ...}``).
+    to the attack's ``metrics.json`` entry (e.g. ``{"cost": ...}``); ``groups`` ``(n,)`` are group
+    ids of examples that are not independent (evaluation then resamples whole groups), or None.
     """
 
     key: str
@@ -59,6 +61,7 @@ class ScoredAttack:
     scores: np.ndarray
     seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
+    groups: np.ndarray | None = None
 
 
 @dataclass
@@ -170,7 +173,7 @@ def _attack_entry(scored: ScoredAttack, config: Any, *, delta: float) -> dict[st
     cls = type(scored.attack)
     metrics = evaluate(scored.membership, scored.scores, threshold=scored.attack.decision_threshold,
                        fprs=tuple(ev.fprs), n_bootstrap=ev.n_bootstrap, confidence=ev.confidence,
-                       seed=derive_seed(config.seed, "bootstrap"))
+                       seed=derive_seed(config.seed, "bootstrap"), groups=scored.groups)
     bound = empirical_epsilon(scored.membership, scored.scores, delta=delta, confidence=ev.confidence)
     return {"name": scored.key, "attack": cls.name, "params": scored.attack.get_params(),
             "target_kind": cls.target_kind, "access": cls.access, "needs_reference": cls.needs_reference,
@@ -217,16 +220,24 @@ def run_audit(config: Any, out_dir: str | Path, *, overwrite: bool = False, prog
             results.append(AttackResult(name=scored.key, ids=np.asarray(scored.ids),
                                         labels=np.asarray(scored.membership).astype(np.int64),
                                         scores=scored.scores, params=attack_metrics["params"],
-                                        metrics=attack_metrics))
+                                        metrics=attack_metrics, groups=scored.groups))
         ev = config.evaluation
+        evaluation = {"n_bootstrap": ev.n_bootstrap, "confidence": ev.confidence, "fprs": list(ev.fprs)}
+        run_warnings = list(outcome.warnings)
+        grouping = next((e["grouping"] for e in entries if e.get("grouping")), None)
+        if grouping is not None:
+            evaluation["grouping"] = grouping
+            run_warnings.append(f"the audited records form {grouping['n_groups']} groups: every interval resamples "
+                                "whole groups (cluster bootstrap), but the empirical epsilon bounds treat records as "
+                                "independent (a record-level DP statement); read them with care")
         metrics = {
             "kind": config.kind, "miaudit_version": __version__, "seed": config.seed,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "config": resolved, "target": outcome.target, "data": outcome.data, **outcome.sections,
-            "evaluation": {"n_bootstrap": ev.n_bootstrap, "confidence": ev.confidence, "fprs": list(ev.fprs)},
-            "attacks": entries, "warnings": outcome.warnings,
+            "evaluation": evaluation, "attacks": entries, "warnings": run_warnings,
             "seconds": round(time.perf_counter() - start, 2),
         }
+        metrics["verdict"] = risk_verdict(metrics, ev.risk)
         written = write_run_dir(folder, metrics, results, resolved)
         log.info("wrote %s in %.1f s", out_dir, metrics["seconds"])
     return RunResult(written, path=Path(out_dir))

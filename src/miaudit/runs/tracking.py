@@ -28,6 +28,7 @@ from typing import Any
 
 from miaudit.errors import MiauditError, Terminated
 from miaudit.evaluation.run_result import RANKED_METRICS, AttackEntry, RunResult, accountant_claim, strongest
+from miaudit.evaluation.verdict import verdict_of
 from miaudit.runs.gate import GRAMMAR, GateResult, check_gates, describe, parse_gate
 from miaudit.runs.store import RunStore, default_store_path
 from miaudit.utils.atomic import output_owner
@@ -37,8 +38,10 @@ from miaudit.utils.processes import sigterm_raises
 _ONE_RUN_KEYS = ("epsilon", "delta", "confidence", "correct", "guesses", "verdict")
 #: per-attack fields of the ``--json`` summaries (an entry's missing ones are left out)
 SUMMARY_KEYS = ("name", "attack", "auc", "auc_ci", "tpr_at_fpr", "tpr_at_fpr_ci", "advantage", "advantage_ci",
-                "balanced_accuracy", "threshold_source", "selection", "warnings", "applicable", "reason", "error",
-                "note")
+                "balanced_accuracy", "threshold_source", "selection", "ties_at_fpr", "exact_bounds",
+                "vs_blind_baseline", "warnings", "applicable", "reason", "error", "note")
+#: fields of the blind baseline (``metrics.json`` ``"blind_baseline"``) kept in the ``--json`` summary
+BASELINE_KEYS = ("auc", "auc_ci", "tpr_at_fpr", "tpr_at_fpr_ci", "cross_validation", "null", "verdict")
 _PACKAGES = ("miaudit", "numpy", "scipy", "scikit-learn", "torch", "transformers", "opacus", "ray")
 
 
@@ -194,19 +197,37 @@ def strongest_by_metric(entries: list[dict[str, Any]] | list[AttackEntry]) -> di
     return out
 
 
+def baseline_summary(result: RunResult) -> dict[str, Any] | None:
+    """The blind baseline of the ``--json`` summary: AUC and TPRs with intervals, how it was cross-validated,
+    its permutation null and its verdict (None for runs without one)."""
+    baseline = result.baseline
+    if baseline is None:
+        return None
+    return {"name": baseline.name, **{k: baseline.fields[k] for k in BASELINE_KEYS if k in baseline.fields}}
+
+
 def summary(result: RunResult, *, run_id: str | None, run_dir: Path, gates: GateResult) -> dict[str, Any]:
     """The JSON summary printed with ``--json``.
 
-    Runs with a one-run canary audit (``kind: dp_canary``) add ``one_run_audit`` (epsilon, delta,
-    confidence, correct, guesses, verdict); runs with a ``"dp"`` section add it as ``dp``.
+    ``verdict``: the risk level, its reasons and rule; ``strongest``: held-out entries only (no oracle
+    entry, no baseline); ``blind_baseline`` (LLM runs) with its interval and verdict; ``warnings``:
+    run-level and attack warnings. Runs with a one-run canary audit (``kind: dp_canary``) add
+    ``one_run_audit`` (epsilon, delta, confidence, correct, guesses, verdict); runs with a ``"dp"``
+    section add it as ``dp``.
     """
     metrics = result.metrics
     report = run_dir / "report.html"
     out = {"run_id": run_id, "run_dir": str(run_dir), "report": str(report) if report.is_file() else None,
            "status": "completed", "kind": result.kind, "seed": result.seed,
            "gates": gates.to_dict(), "exit_code": 1 if gates.tripped else 0,
-           "strongest": strongest_by_metric(result.attacks), "dp_accountant": accountant_claim(metrics),
-           "attacks": attack_summaries(metrics.get("attacks", []))}
+           "verdict": verdict_of(metrics), "strongest": strongest_by_metric(result.attacks),
+           "dp_accountant": accountant_claim(metrics), "attacks": attack_summaries(metrics.get("attacks", [])),
+           "warnings": result.all_warnings}
+    baseline = baseline_summary(result)
+    if baseline is not None:
+        out["blind_baseline"] = baseline
+    if (metrics.get("evaluation") or {}).get("grouping"):
+        out["grouping"] = metrics["evaluation"]["grouping"]
     if isinstance(metrics.get("one_run_audit"), dict):  # kind dp_canary: the one-run bound and its verdict
         out["one_run_audit"] = {k: metrics["one_run_audit"].get(k) for k in _ONE_RUN_KEYS}
     if isinstance(metrics.get("dp"), dict):  # the DP accountant's full report (defense, epsilon, delta, ...)

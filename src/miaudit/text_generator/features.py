@@ -45,8 +45,8 @@ class UserRanks:
         return len(self.ranks)
 
     def subset(self, index: np.ndarray) -> UserRanks:
-        index = [int(i) for i in np.arange(len(self))[index]]
-        return UserRanks([self.ranks[i] for i in index], self.vocab_size, [self.user_ids[i] for i in index])
+        rows = [int(i) for i in np.arange(len(self))[index]]
+        return UserRanks([self.ranks[i] for i in rows], self.vocab_size, [self.user_ids[i] for i in rows])
 
     def flat(self, max_texts: int | None = None) -> list[np.ndarray]:
         """Per user, the ranks of their first ``max_texts`` non-empty texts (all when None), concatenated."""

@@ -32,12 +32,15 @@ import re
 import shutil
 import socket
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from miaudit.errors import MiauditError
 from miaudit.utils.processes import pid_alive
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 #: the marker file of a folder miaudit wrote (JSON: tool, version, run_id, command, created)
 MARKER = ".miaudit-run"
@@ -94,7 +97,7 @@ def sweep_stale_temporaries(folder: str | Path, *, once: bool = True) -> list[Pa
 
 
 # -- files -----------------------------------------------------------------------------------------
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path:
     """Write ``path`` atomically: ``write(handle)`` fills a temporary sibling, which is synced and renamed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -121,12 +124,16 @@ def write_json_atomic(path: str | Path, data: Any, *, allow_nan: bool = False) -
     return write_text_atomic(path, json.dumps(data, indent=2, allow_nan=allow_nan) + "\n")
 
 
-def save_npz_atomic(path: str | Path, arrays: dict[str, Any], *, compressed: bool = False) -> Path:
-    """``numpy.savez`` (or ``savez_compressed``) of ``arrays`` into ``path`` in one rename."""
+def save_npz_atomic(path: str | Path, arrays: Mapping[str, ArrayLike], *, compressed: bool = False) -> Path:
+    """``numpy.savez`` (or ``savez_compressed``) of ``arrays``, stored under their names, into ``path`` in one
+    rename."""
     import numpy as np
 
+    if "allow_pickle" in arrays:
+        raise ValueError("an array named 'allow_pickle' would be taken for numpy.savez's option; rename it")
     save = np.savez_compressed if compressed else np.savez
-    return atomic_write(path, lambda handle: save(handle, **arrays))
+    # numpy's stub lets names from a ** mapping fill savez's ``allow_pickle: bool`` (refused above)
+    return atomic_write(path, lambda handle: save(handle, **arrays))  # type: ignore[arg-type]
 
 
 # -- output folders --------------------------------------------------------------------------------

@@ -35,7 +35,10 @@ def _check_numeric(path: Path, key: str, array: np.ndarray) -> None:
 
 
 class PrecomputedTarget:
-    """Fixed outputs on ``n`` examples plus their membership ground truth ``(n,)`` bool."""
+    """Fixed outputs on ``n`` examples plus their membership ground truth ``(n,)`` bool (and, from a file
+    that has them, the examples' ``groups`` ``(n,)``)."""
+
+    groups: np.ndarray | None = None
 
     def __init__(self, outputs: ClassifierOutputs, membership: np.ndarray, *, ids: np.ndarray | None = None,
                  source: str = "precomputed"):
@@ -86,15 +89,23 @@ class PrecomputedTarget:
             outputs = ClassifierOutputs(arrays["labels"], **{given[0]: arrays[given[0]]})
         except SignalError as exc:
             raise DataError(f"{path}: {exc}") from None
-        return cls(outputs, arrays["membership"], ids=arrays.get("ids"), source=str(path))
+        target = cls(outputs, arrays["membership"], ids=arrays.get("ids"), source=str(path))
+        if "groups" in arrays:
+            if arrays["groups"].shape != (n,):
+                raise DataError(f"{path}: groups has shape {arrays['groups'].shape} but labels has {n} rows; give one "
+                                "group id per example")
+            target.groups = arrays["groups"]
+        return target
 
     @staticmethod
     def save_npz(path: str | Path, outputs: ClassifierOutputs, membership: np.ndarray,
-                 ids: np.ndarray | None = None) -> None:
-        """Write ``outputs`` and ``membership`` in the format :meth:`from_npz` reads."""
+                 ids: np.ndarray | None = None, groups: np.ndarray | None = None) -> None:
+        """Write ``outputs`` and ``membership`` (and ``ids``, ``groups``) in the format :meth:`from_npz` reads."""
         arrays = {**output_arrays(outputs), "membership": np.asarray(membership, dtype=bool)}
         if ids is not None:
             arrays["ids"] = np.asarray(ids)
+        if groups is not None:
+            arrays["groups"] = np.asarray(groups)
         np.savez(path, **arrays)
 
     def fingerprint(self) -> str:

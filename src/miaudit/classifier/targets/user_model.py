@@ -136,7 +136,8 @@ def load_sklearn(path_str: str) -> Any:
 
 
 def read_examples(path_str: str, key: str, role: str) -> ArrayDataset:
-    """``x`` ``(n, ...)``, ``y`` ``(n,)`` and optional ``ids`` of ``target.<key>`` (default ``"<role>/<row>"``)."""
+    """``x`` ``(n, ...)``, ``y`` ``(n,)``, optional ``ids`` (default ``"<role>/<row>"``) and ``groups`` of
+    ``target.<key>``."""
     path = Path(path_str)
     if not path.is_file():
         raise DataError(f"config.target.{key}: {path} does not exist; give an .npz with x (n, ...) and y (n,)")
@@ -149,7 +150,7 @@ def read_examples(path_str: str, key: str, role: str) -> ArrayDataset:
         raise DataError(f"config.target.{key}: x in {path} has dtype {arrays['x'].dtype}; features must be numeric")
     n = len(arrays["y"])
     ids = arrays["ids"].astype(str) if "ids" in arrays else np.array([f"{role}/{i}" for i in range(n)])
-    return ArrayDataset(arrays["x"], arrays["y"], name=f"{path.name}", ids=ids)
+    return ArrayDataset(arrays["x"], arrays["y"], name=f"{path.name}", ids=ids, groups=arrays.get("groups"))
 
 
 def join_examples(parts: list[ArrayDataset], n_classes: int | None) -> ArrayDataset:
@@ -162,8 +163,16 @@ def join_examples(parts: list[ArrayDataset], n_classes: int | None) -> ArrayData
     if np.unique(ids).size != ids.size:
         raise DataError("config.target: example ids repeat across members, nonmembers and population; give unique "
                         "'ids' in the .npz files (or none)")
+    grouped = [p.groups is not None for p in parts[:2]]
+    if grouped[0] != grouped[1]:
+        raise DataError("config.target: only one of the members / nonmembers files has 'groups'; give group ids in "
+                        "both (or neither)")
+    groups = None
+    if grouped[0]:
+        groups = np.concatenate([p.groups.astype(str) if p.groups is not None else
+                                 np.array([f"{p.name}/{i}" for i in range(len(p))]) for p in parts])
     return ArrayDataset(np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]),
-                        n_classes=n_classes, name=" + ".join(p.name for p in parts), ids=ids)
+                        n_classes=n_classes, name=" + ".join(p.name for p in parts), ids=ids, groups=groups)
 
 
 def run_model(model: TorchClassifierTarget | SklearnTarget | BlackBoxTarget, data: ArrayDataset) -> ClassifierOutputs:
