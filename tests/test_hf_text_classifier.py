@@ -1,5 +1,6 @@
 """Hugging Face text classifiers as classifier targets, with a tiny BERT built here (no downloads)."""
 
+import csv
 import json
 import warnings
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from miaudit.classifier.families import ModelFactory, TorchFamily
-from miaudit.classifier.targets.hf_text import HFTextClassifier, load_tokenizer, text_examples
+from miaudit.classifier.targets.hf_text import HFTextClassifier, HFTextSource, load_tokenizer, text_examples
 from miaudit.classifier.training import TrainConfig, train_classifier
 from miaudit.errors import ConfigError, DataError
 from miaudit.runs import parse_config, run_audit
@@ -52,6 +53,10 @@ def bert(tmp_path_factory):
     for name, (n, seed) in {"members": (40, 1), "nonmembers": (40, 2), "population": (40, 3),
                             "shadow": (80, 4)}.items():
         (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _texts(n, seed)))
+    with open(folder / "nonmembers.csv", "w", newline="") as handle:  # the same texts as CSV, labels as indices
+        writer = csv.DictWriter(handle, fieldnames=["label", "text"])
+        writer.writeheader()
+        writer.writerows({"label": ["neg", "pos"].index(r["label"]), "text": r["text"]} for r in _texts(40, 2))
     members = text_examples(folder / "members.jsonl", tokenizer, max_length=12, label2id=config.label2id,
                             n_classes=2)
     torch.manual_seed(1)
@@ -68,7 +73,7 @@ def _config(folder, **target):
         "dataset": {"source": str(folder / "shadow.jsonl")},
         "split": {"n_shadow": 80},
         "target": {"hf_classifier": {"path": str(folder / "target"), "base": str(folder / "base"), "max_length": 12},
-                   "members": str(folder / "members.jsonl"), "nonmembers": str(folder / "nonmembers.jsonl"),
+                   "members": str(folder / "members.jsonl"), "nonmembers": str(folder / "nonmembers.csv"),
                    "population": str(folder / "population.jsonl"), **target},
         "training": RECIPE,
         "shadow": {"n_models": 1},
@@ -120,6 +125,13 @@ def test_reference_models_start_from_the_base_checkpoint_not_the_target(bert):
     weight = "bert.encoder.layer.0.attention.self.query.weight"
     torch.testing.assert_close(fresh.model.state_dict()[weight], base.state_dict()[weight])
     assert not torch.equal(fresh.model.state_dict()[weight], target.state_dict()[weight])
+
+
+def test_csv_and_jsonl_files_give_the_same_examples(bert):
+    source = HFTextSource({"path": str(bert / "target"), "max_length": 12})
+    from_csv, from_jsonl = source.examples(bert / "nonmembers.csv"), source.examples(bert / "nonmembers.jsonl")
+    np.testing.assert_array_equal(from_csv.x, from_jsonl.x)
+    np.testing.assert_array_equal(from_csv.y, from_jsonl.y)
 
 
 def test_hf_text_classifier_config_errors(bert, tmp_path):

@@ -89,7 +89,7 @@ def run_classifier_audit(config: AuditConfig, folder: Path, *, progress: bool = 
     if experiment.preprocessor is not None:
         experiment.preprocessor.save(folder)
     dataset = experiment.dataset
-    data_info = {"dataset": dataset.name if dataset is not None else None,
+    data_info: dict[str, Any] = {"dataset": dataset.name if dataset is not None else None,
                  "n_examples": len(dataset) if dataset is not None else None,
                  "n_classes": outputs.n_classes if outputs.access != "label-only" else None,
                  "n_members": int(membership.sum()), "n_nonmembers": int((~membership).sum()),

@@ -189,7 +189,8 @@ class ClassifierTraining(TrainConfig):
                                   f"{', '.join(_ESTIMATOR_KEYS)}")
             if not isinstance(self.estimator.get("kwargs", {}), dict):
                 raise ConfigError("config.training.estimator.kwargs: expected a mapping of constructor arguments")
-            check_callable_spec(self.estimator.get("class"), trust_code=self.trust_code,
+            spec: Any = self.estimator.get("class")  # checked to be a "pkg.module:Class" string
+            check_callable_spec(spec, trust_code=self.trust_code,
                                 where="config.training.estimator.class", trust_key="config.training.trust_code")
         if self.function is not None:
             check_callable_spec(self.function, trust_code=self.trust_code, where="config.training.function")

@@ -138,6 +138,7 @@ def user_model_target(target: TargetConfig, dataset: ArrayDataset | None, *, n_s
     parts = [members, nonmembers] + ([population] if population is not None else [])
     n_labels = int(max(p.y.max() for p in parts)) + 1
     model: TorchClassifierTarget | SklearnTarget | BlackBoxTarget
+    info: dict[str, Any]
     if text is not None:
         model, n_classes = text.load(), text.n_classes
         info = {"source": "hf_classifier", "path": text.path, "access": model.access,

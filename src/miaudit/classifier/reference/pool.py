@@ -217,12 +217,16 @@ def train_reference_pool(
     labels, ids = dataset.y, dataset.ids
     kind = "logits" if family is None else family.output  # what the models' arrays are: logits or probabilities
     n_views = len(queries) - (population is not None)
-    model_views = [[ClassifierOutputs(labels, **{kind: logits[j][f"view{v}"]}, ids=ids) for v in range(n_views)]
-                   for j in range(keep.shape[0])]
+    def outputs(y: np.ndarray, values: np.ndarray, ids: np.ndarray | None) -> ClassifierOutputs:
+        if kind == "probs":
+            return ClassifierOutputs(y, probs=values, ids=ids)
+        return ClassifierOutputs(y, logits=values, ids=ids)
+
+    model_views = [[outputs(labels, logits[j][f"view{v}"], ids) for v in range(n_views)] for j in range(keep.shape[0])]
     return TrainedReferencePool(
         outputs=[v[0] for v in model_views], keep=keep,
         population=None if population is None else [
-            ClassifierOutputs(population.y, **{kind: logits[j]["population"]}, ids=population.ids)
+            outputs(population.y, logits[j]["population"], population.ids)
             for j in range(keep.shape[0])],
         views=model_views if n_views > 1 else None, ids=dataset.ids,
         train_ids=[dataset.ids[k] for k in keep], population_ids=None if population is None else population.ids,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,8 @@ from miaudit.errors import ConfigError, DataError, SignalError
 from miaudit.utils.logs import progress as progress_bar
 
 log = logging.getLogger(__name__)
+#: model classes already reported as needing the per-example loop
+_LOOPED: set[str] = set()
 
 
 @dataclass
@@ -150,7 +153,7 @@ def gradient_signals(model: Any, x: np.ndarray, y: np.ndarray, *, batch_size: in
         grads = {name: torch.stack([g[name] for g, _ in results]) for name in p}
         return grads, (torch.stack([aux[0] for _, aux in results]), torch.stack([aux[1] for _, aux in results]))
 
-    per_example = vectorised
+    per_example: Callable[..., Any] = vectorised
     norms, losses, correct = [], [], []
     start = time.perf_counter()
     was_training = module.training
@@ -165,8 +168,10 @@ def gradient_signals(model: Any, x: np.ndarray, y: np.ndarray, *, batch_size: in
             except RuntimeError as exc:
                 if per_example is looped or "vmap" not in str(exc):
                     raise
-                log.info("the model branches on its inputs' values, which vmap cannot trace; computing per-example "
-                         "gradients one example at a time (slower, same values)")
+                if type(module).__name__ not in _LOOPED:  # once per model class, not for every shadow model
+                    _LOOPED.add(type(module).__name__)
+                    log.info("%s branches on its inputs' values, which vmap cannot trace; computing per-example "
+                             "gradients one example at a time (slower, same values)", type(module).__name__)
                 per_example = looped
                 grads, (loss, right) = per_example(params, xb, yb)
             squares = torch.stack([grads[name].flatten(1).pow(2).sum(1) for name in names], dim=1)  # (B, P)
