@@ -5,8 +5,11 @@ import json
 import numpy as np
 import pytest
 
+from miaudit.attacks import registry
 from miaudit.errors import ConfigError
 from miaudit.evaluation import AttackResult, roc_auc
+from miaudit.llm import audit as llm_audit
+from miaudit.llm.attacks._common import LLMAttack
 from miaudit.llm.audit import LLMAuditConfig, run_llm_audit
 from miaudit.runs import parse_config
 
@@ -132,3 +135,57 @@ def test_config_errors_name_the_problem(shared_data, tmp_path):
         run_llm_audit(_config(shared_data, tmp_path, attacks=[{"name": "neighbourhood"}],
                               neighbourhood={"perturb": "no_colon"}), tmp_path / "nb2", progress=False)
     assert not (tmp_path / "ref").exists() and not (tmp_path / "nb").exists()
+
+
+class _CalibratedLowest(LLMAttack):
+    """A test attack known only by its declarations: tunable ``frac``, fitted on calibration documents."""
+
+    name = "test_calibrated_lowest"
+    access = "top-k log-probs"
+    needs_reference = "calibration"
+    requires_fit = True
+    fit_input = ("calibration",)
+    signals = ("log_prob",)
+    citation = "a test"
+    tunable = {"frac": (0.2, 0.5, 1.0)}
+
+    def __init__(self, *, frac: float = 0.5):
+        self.frac = frac
+
+    def _fit(self, reference):
+        self.offset_ = float(np.mean([s.log_prob.mean() for s, y in zip(reference.signals, reference.labels) if not y]))
+
+    def _learned_state(self):
+        return {"offset_": self.offset_}
+
+    def document_score(self, sig):
+        lowest = np.sort(sig.log_prob)[:max(1, int(self.frac * sig.log_prob.size))]
+        return float(lowest.mean() - self.offset_)
+
+
+def test_streaming_in_blocks_changes_nothing_and_reads_only_declarations(shared_data, tmp_path, monkeypatch):
+    """Small blocks give the scores and choices of one block, for every way an attack is scored: plain, tuned
+    (grid table), tuned with token counts, fitted on calibration records, and an attack the runner knows
+    only by its declarations (tunable + calibration fit)."""
+    monkeypatch.setitem(registry._REGISTRY, ("llm", _CalibratedLowest.name), _CalibratedLowest)
+    attacks = [{"name": n} for n in ("loss", "min_k_pp", "dc_pdd", "acmia", _CalibratedLowest.name)]
+    config = _config(shared_data, tmp_path, attacks=attacks, token_view={"n_documents": 0},
+                     blind_baseline={"enabled": False})
+    runs = {}
+    for block in (7, 512):
+        monkeypatch.setattr(llm_audit, "STREAM_BLOCK", block)
+        runs[block] = run_llm_audit(config, tmp_path / f"block{block}", progress=False)
+        scores = {a["name"]: AttackResult.load(tmp_path / f"block{block}" / "scores", a["name"]).scores
+                  for a in runs[block]["attacks"]}
+        runs[block] = (runs[block], scores)
+    (small, small_scores), (large, large_scores) = runs[7], runs[512]
+    assert small["selection"]["attacks"] == large["selection"]["attacks"]
+    assert small_scores.keys() == large_scores.keys() and {"dc_pdd.oracle", "test_calibrated_lowest.oracle"} <= set(
+        small_scores)
+    for key in small_scores:
+        assert np.array_equal(small_scores[key], large_scores[key]), key
+    entries = {a["name"]: a for a in small["attacks"]}
+    assert entries["test_calibrated_lowest"]["learned"]["offset_"] < 0
+    assert entries["acmia"]["learned"]["beta_"] in (0.5, 1.0, 2.0)
+    chosen = small["selection"]["attacks"]["test_calibrated_lowest"]
+    assert chosen["parameter"] == "frac" and chosen["grid"] == [0.2, 0.5, 1.0]

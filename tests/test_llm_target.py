@@ -128,6 +128,31 @@ def test_extra_passes(stories):
     assert norms[0] == pytest.approx(expected, rel=1e-4) and np.isfinite(norms).all()
 
 
+def _per_document_gradient_norm(target, text, p):
+    """The per-document definition: one backward pass through all of the document's windows."""
+    from miaudit.llm.signals import gradient_norm
+    from miaudit.llm.target import _pad
+
+    segments = target._segments([target._document(text)], 0)
+    ids, mask = _pad([s.ids for s in segments], target._pad_id, target.device)
+    logits = target.model(input_ids=ids, attention_mask=mask).logits
+    rows = torch.cat([logits[r, s.first - 1:len(s.ids) - 1] for r, s in enumerate(segments)])
+    targets = torch.cat([ids[r, s.first:len(s.ids)] for r, s in enumerate(segments)])
+    return gradient_norm(torch.nn.functional.cross_entropy(rows.float(), targets), target.model.parameters(), p=p)
+
+
+@pytest.mark.parametrize("p", [math.inf, 2])
+def test_batched_gradient_norms_equal_the_per_document_result(stories, p):
+    long_text = " ".join(["The little dog ran to the park and played with a ball."] * 6)
+    windowed = HFCausalLM(stories.model, stories.tokenizer, max_length=32, stride=8, batch_size=3, progress=False)
+    texts = TEXTS + [long_text, "Tom ran."]
+    batched = windowed.gradient_norms(texts, p=p)
+    expected = [_per_document_gradient_norm(windowed, t, p) for t in texts]
+    np.testing.assert_allclose(batched, expected, rtol=1e-5)
+    with pytest.raises(ConfigError, match="p=3"):
+        windowed.gradient_norms(texts, p=3)
+
+
 def test_prefix_scores_the_same_tokens_and_fits_the_context(stories):
     prefix = stories.prefix_ids(["The bird sang a song.", "Ben had a toy car."])
     for bos in ("auto", "never"):

@@ -36,10 +36,15 @@ from miaudit.errors import ConfigError, NotFittedError, SignalError
 from miaudit.utils.jsonable import jsonable
 
 TargetKind = Literal["classifier", "llm", "encoder", "text_generator", "multimodal"]
-#: What an attack reads from the target, weakest first: a target that gives one level gives every level
-#: before it. A new access level (an API's top-k log-probabilities, say) is one entry here, in its place.
-Access = Literal["label-only", "probabilities", "logits", "embeddings", "white-box"]
+#: What an attack reads from the target, weakest first. A new access level is one entry here, in its place.
+#: For language models: ``top-k log-probs`` = an API's log-probability of each observed token (and its k most
+#: likely alternatives); ``probabilities`` / ``logits`` = the whole next-token distribution; ``white-box`` =
+#: weights and gradients.
+Access = Literal["label-only", "top-k log-probs", "probabilities", "logits", "embeddings", "white-box"]
 ACCESS_LEVELS: tuple[str, ...] = get_args(Access)
+#: the chain of output access, least to most informative: a target that gives one level gives every level
+#: before it. ``embeddings`` stands apart (it serves only attacks that need embeddings).
+ACCESS_ORDER: tuple[str, ...] = tuple(level for level in ACCESS_LEVELS if level != "embeddings")
 #: the kind of data an attack learns from (its taxonomy, shown in reports)
 ReferenceNeed = Literal["none", "population", "shadow", "reference-pool", "calibration"]
 #: what ``fit`` receives: labelled calibration documents, token counts of a reference corpus, shadow models'
@@ -238,6 +243,23 @@ class Attack:
     def decision_threshold(self) -> float | None:
         """Score threshold learned on reference data (predict member when score >= it), if any."""
         return getattr(self, "threshold_", None)
+
+
+def access_allows(given: str, needed: str) -> bool:
+    """Whether a target with ``given`` access can serve an attack that needs ``needed`` (:data:`ACCESS_ORDER`;
+    ``embeddings`` serves only ``embeddings``)."""
+    if given == needed:
+        return True
+    if given not in ACCESS_ORDER or needed not in ACCESS_ORDER:
+        return False
+    return ACCESS_ORDER.index(given) >= ACCESS_ORDER.index(needed)
+
+
+def check_access(attack: type[Attack] | Attack, given: str, target: str = "this target") -> None:
+    """A one-line :class:`ConfigError` when ``attack`` needs more access than ``given``."""
+    if not access_allows(given, attack.access):
+        raise ConfigError(f"attack {attack.name!r} needs {attack.access} access but {target} gives {given}; "
+                          "drop the attack or audit a target that exposes more of the model")
 
 
 #: parameter declarations by attack class, read once

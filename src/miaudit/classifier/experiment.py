@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from miaudit.attacks.base import Attack
+from miaudit.attacks.base import Attack, access_allows
 from miaudit.classifier.config import ClassifierTraining, ReferenceConfig, ShadowConfig, TargetConfig
 from miaudit.classifier.families import EstimatorFamily, ModelFactory, ModelFamily, TorchFamily
 from miaudit.classifier.outputs import ClassifierOutputs
@@ -60,7 +60,6 @@ log = logging.getLogger(__name__)
 HF_CLASS = "miaudit.classifier.targets.hf_text:HFTextClassifier"
 #: the reference data an experiment can build for attacks
 SUPPORTED_REFERENCE = ("none", "population", "shadow", "reference-pool")
-ACCESS_ORDER = ("label-only", "probabilities", "logits")  # each level includes the ones before it
 #: what each kind of reference data is, in messages
 _NEEDS = {"shadow": "shadow models", "reference-pool": "a reference pool", "population": "population data"}
 #: fresh training plugins (training-time defenses) for one model
@@ -454,7 +453,7 @@ class ClassifierExperiment:
         if signal_type(attack) and not queryable:
             raise ConfigError(f"attack {key!r} queries the model itself (perturbed inputs or gradients); a "
                               "precomputed target cannot be queried: audit the model with the tool instead")
-        if attack.access in ACCESS_ORDER and ACCESS_ORDER.index(attack.access) > ACCESS_ORDER.index(access):
+        if attack.access != "white-box" and not access_allows(access, attack.access):  # weights: checked below
             raise ConfigError(f"attack {key!r} needs {attack.access} access but the target gives only {access}; "
                               "drop it or provide more of the model's outputs")
         if attack.access == "white-box" and not weights:
@@ -663,5 +662,5 @@ def _side_outputs(model: Any, members: ArrayDataset | None,
             model.outputs(unseen) if unseen is not None else None)
 
 
-__all__ = ["ACCESS_ORDER", "SUPPORTED_REFERENCE", "ClassifierExperiment", "ExperimentModels", "GivenData",
+__all__ = ["SUPPORTED_REFERENCE", "ClassifierExperiment", "ExperimentModels", "GivenData",
            "ModelOutputs", "PluginFactory", "SplitSizes", "check_reference_needs"]

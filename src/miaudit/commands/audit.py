@@ -27,15 +27,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                "examples/) and write a run directory: metrics.json, per-example "
                                                "scores, ROC figures, report.md and report.html.")
     parser.add_argument("config", help="YAML config file")
-    add_run_flags(parser)
+    add_run_flags(parser, out_required=False)
     parser.add_argument("--data-dir", help="folder with the shared datasets (overrides dataset.data_dir)")
+    parser.add_argument("--dry-run", action="store_true", help="print what the audit would send (documents, API "
+                                                               "requests, estimated tokens) as JSON and exit")
     add_common_run_flags(parser)
     parser.set_defaults(func=run)
 
 
-def add_run_flags(parser: argparse.ArgumentParser) -> None:
+def add_run_flags(parser: argparse.ArgumentParser, *, out_required: bool = True) -> None:
     """``--out``, ``--overwrite``, ``--threads``, ``-q`` (shared by ``audit`` and ``demo``)."""
-    parser.add_argument("--out", required=True, help="run directory to create (must be new or empty)")
+    parser.add_argument("--out", required=out_required, help="run directory to create (must be new or empty)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     parser.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest for small models on a busy "
                                                     "machine); default: torch's choice")
@@ -97,4 +99,13 @@ def run(args: argparse.Namespace) -> int:
     from miaudit.runs import parse_config
 
     config = parse_config(args.config, data_dir=args.data_dir)
+    if args.dry_run:
+        import json
+
+        from miaudit.runs.pipeline import dry_run
+
+        print(json.dumps(dry_run(config), indent=2))
+        return 0
+    if not args.out:
+        raise ConfigError("--out is required: the run directory to create (or use --dry-run)")
     return run_and_finalize(config, args, command="audit")

@@ -19,14 +19,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from miaudit.attacks.base import access_allows
 from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.training import TrainConfig, TrainingPlugin
 from miaudit.data import ArrayDataset
 from miaudit.errors import ConfigError, DataError
 from miaudit.utils.fingerprint import fingerprint
-
-#: access levels from least to most informative (as in ``miaudit.classifier.outputs``)
-ACCESS_LEVELS = ("label-only", "probabilities", "logits")
 
 
 class DefenseError(ConfigError):
@@ -181,7 +179,7 @@ class OutputDefense(_Defense):
 
 def check_access(outputs: ClassifierOutputs, needed: str, what: str) -> None:
     """:class:`DefenseError` when ``outputs`` give less than ``needed`` access."""
-    if ACCESS_LEVELS.index(outputs.access) < ACCESS_LEVELS.index(needed):
+    if not access_allows(outputs.access, needed):
         raise DefenseError(f"{what} needs {needed} outputs but the target gives {outputs.access}; "
                            "remove it or expose more of the model's output")
 
@@ -191,5 +189,5 @@ def output_logits(outputs: ClassifierOutputs) -> np.ndarray:
     return outputs.logits if outputs.logits is not None else outputs.log_probs
 
 
-__all__ = ["ACCESS_LEVELS", "DefenseContext", "DefenseError", "OutputDefense", "TrainingDefense", "check_access",
-           "ids_of", "n_classes_of", "output_logits"]
+__all__ = ["DefenseContext", "DefenseError", "OutputDefense", "TrainingDefense", "check_access", "ids_of",
+           "n_classes_of", "output_logits"]

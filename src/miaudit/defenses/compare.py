@@ -29,7 +29,7 @@ import numpy as np
 import yaml
 
 from miaudit import __version__
-from miaudit.attacks.base import Attack
+from miaudit.attacks.base import Attack, access_allows
 from miaudit.classifier.config import ReferenceConfig, ShadowConfig
 from miaudit.classifier.experiment import ClassifierExperiment, ExperimentModels, ModelOutputs
 from miaudit.classifier.outputs import ClassifierOutputs
@@ -39,7 +39,7 @@ from miaudit.classifier.targets import TorchClassifierTarget
 from miaudit.classifier.training import TrainConfig
 from miaudit.config import from_dict, load_yaml, refuse_nested_seed, resolved_without_seed, to_dict
 from miaudit.data import ArrayDataset
-from miaudit.defenses.base import ACCESS_LEVELS, DefenseContext, n_classes_of
+from miaudit.defenses.base import DefenseContext, n_classes_of
 from miaudit.defenses.registry import DefenseChain, build_chain
 from miaudit.defenses.report import render_defense_html
 from miaudit.errors import ConfigError, DataError, MiauditError
@@ -290,7 +290,7 @@ class _Run:
             row["note"] = ("queries the model's labels on perturbed inputs, which the output post-processors keep "
                            "(rounding up to ties)" if cls.access == "label-only"
                            else "white-box: reads the weights, so output post-processors do not apply")
-        elif ACCESS_LEVELS.index(cls.access) > ACCESS_LEVELS.index(outputs.access):
+        elif not access_allows(outputs.access, cls.access):
             row.update(applicable=False,
                        reason=f"needs {cls.access} outputs; the defended model gives {outputs.access}")
             return row
@@ -361,7 +361,7 @@ def _check_chains(config: DefendConfig, chains: list[DefenseChain], attacks: lis
     """Every defense leaves some attack usable, and its training plugins can run on the reference executor."""
     for chain in chains:
         usable = [k for k, a in attacks if signal_type(a)
-                  or ACCESS_LEVELS.index(a.access) <= ACCESS_LEVELS.index(chain.output_access)]
+                  or access_allows(chain.output_access, a.access)]
         if not usable:
             raise ConfigError(f"defense {chain.label!r} returns {chain.output_access} outputs and none of the attacks "
                               "can use them; add a label-only attack (e.g. correctness)")

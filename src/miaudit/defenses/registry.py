@@ -16,7 +16,8 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from miaudit.defenses.base import ACCESS_LEVELS, DefenseContext, DefenseError, OutputDefense, TrainingDefense, _Defense
+from miaudit.attacks.base import access_allows
+from miaudit.defenses.base import DefenseContext, DefenseError, OutputDefense, TrainingDefense, _Defense
 
 _REGISTRY: dict[str, type[_Defense]] = {}
 _MODULES = ("regularizers", "procedures", "dp", "outputs")
@@ -168,7 +169,7 @@ def _check_training(training: list[TrainingDefense], where: str) -> None:
 def _check_outputs(outputs: list[OutputDefense], where: str) -> None:
     access = "logits"
     for d in outputs:
-        if ACCESS_LEVELS.index(access) < ACCESS_LEVELS.index(d.min_access):
+        if not access_allows(access, d.min_access):
             raise DefenseError(f"{where}: {d.name!r} needs {d.min_access} outputs but comes after a post-processor "
                                f"that returns {access}; put it earlier or drop it (e.g. MemGuard cannot defend a "
                                "label-only target)")

@@ -15,6 +15,9 @@ Steps of :func:`run_llm` (the runner registered with :func:`miaudit.runs.pipelin
 4. One forward pass per document gives every reference-free signal; the extra passes run only for
    the signals the attacks read (lowercase, reference model, ReCaLL prefix, gradients, neighbours).
    Attacks that learn from token counts of a reference corpus (DC-PDD) get those of ``dc_pdd.corpus``.
+   Documents stream through the attacks a block at a time; only scores stay in memory (``_Plan``).
+   The target is local weights (``model:``) or an OpenAI-compatible API (``api:``, top-k log-probs:
+   attacks that need more access are refused before any request).
 5. Evaluation (``miaudit.evaluation.evaluate`` through the shared audit pipeline), the blind
    bag-of-words baseline on the same evaluation documents (``blind_baseline`` in metrics.json), and
    a token-level HTML view of a few documents (``token_view.html``).
@@ -33,12 +36,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from miaudit.attacks.base import Attack
+from miaudit.attacks.base import Attack, check_access
 from miaudit.attacks.registry import create_attack, get_attack_class
 from miaudit.config import to_dict
 from miaudit.errors import ConfigError, DataError
 from miaudit.llm import selection
-from miaudit.llm.attacks.dc_pdd import token_counts
+from miaudit.llm.api import ACCESS as API_ACCESS
+from miaudit.llm.api import APICausalLM, APITargetConfig
 from miaudit.llm.baseline import blind_baseline, compare_with_baseline
 from miaudit.llm.datasets import TextDataset, load_text_dataset, read_corpus
 from miaudit.llm.signals import TokenSignals
@@ -51,6 +55,8 @@ from miaudit.utils.trusted_code import check_callable_spec, import_trusted_calla
 
 log = logging.getLogger(__name__)
 
+#: documents scored together while streaming; their records are dropped afterwards
+STREAM_BLOCK = 512
 #: optional TokenSignals fields (default None) that need an extra pass; ``text`` comes with every record
 EXTRA_PASSES = tuple(f.name for f in dataclasses.fields(TokenSignals) if f.default is None and f.name != "text")
 #: what an LLM audit can give an attack's ``fit``: the calibration split, token counts of ``dc_pdd.corpus``
@@ -183,11 +189,13 @@ class TokenViewConfig:
 
 @dataclass
 class LLMAuditConfig:
-    """A membership audit of a causal language model (``kind: llm``)."""
+    """A membership audit of a causal language model (``kind: llm``): local weights (``model``) or an
+    OpenAI-compatible completions endpoint (``api``, top-k log-prob access), exactly one of them."""
 
     attacks: list[AttackSpec]
-    model: LLMModelConfig
     dataset: LLMDatasetConfig
+    model: LLMModelConfig | None = None
+    api: APITargetConfig | None = None
     kind: Literal["llm"] = "llm"
     seed: int = 0
     reference_model: LLMModelConfig | None = None
@@ -204,6 +212,9 @@ class LLMAuditConfig:
 
     def __post_init__(self) -> None:
         check_attack_specs(self.attacks)
+        if (self.model is None) == (self.api is None):
+            raise ConfigError("config: give exactly one target, 'model' (local weights or a hub id) or 'api' (an "
+                              "OpenAI-compatible completions endpoint)")
         for spec in self.attacks:
             if "ref_logprob" in get_attack_class(spec.name, "llm").signals and self.reference_model is None:
                 raise ConfigError(f"config.reference_model: attack {spec.name!r} needs a reference model (same "
@@ -238,6 +249,23 @@ def _stratified_take(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(picked))
 
 
+Target = HFCausalLM | APICausalLM
+
+
+def _target_name(config: LLMAuditConfig) -> str:
+    if config.model is not None:
+        return config.model.name_or_path
+    assert config.api is not None  # exactly one target (LLMAuditConfig.__post_init__)
+    return f"{config.api.model} at {config.api.endpoint}"
+
+
+def _build_main_target(config: LLMAuditConfig, progress: bool) -> Target:
+    if config.api is not None:
+        return APICausalLM(config.api, cache_dir=config.cache_dir, progress=progress)
+    assert config.model is not None  # exactly one target (LLMAuditConfig.__post_init__)
+    return _build_target(config.model, config, progress)
+
+
 def _build_target(model: LLMModelConfig, config: LLMAuditConfig, progress: bool) -> HFCausalLM:
     params: dict[str, Any] = {"method": config.signals.method}
     if config.signals.betas is not None:
@@ -262,7 +290,7 @@ def _split_recall_prefix(data: TextDataset, config: LLMAuditConfig) -> tuple[Tex
     return data.subset(keep), [data.texts[i] for i in shots], [str(data.ids[i]) for i in shots]
 
 
-def _extra_signals(target: HFCausalLM, texts: list[str], needed: set[str], *, config: LLMAuditConfig,
+def _extra_signals(target: Target, texts: list[str], needed: set[str], *, config: LLMAuditConfig,
                    reference: HFCausalLM | None, shots: list[str], perturb: Callable | None) -> dict[str, Any]:
     """Per-document values ``{field: (n,) array or list of arrays}`` of the extra passes in ``needed``."""
     out: dict[str, Any] = {}
@@ -272,42 +300,150 @@ def _extra_signals(target: HFCausalLM, texts: list[str], needed: set[str], *, co
         assert reference is not None
         out["ref_logprob"] = reference.mean_log_likelihoods(texts, desc="reference")
     if "prefix_logprob" in needed:
-        out["prefix_logprob"] = target.mean_log_likelihoods(
-            texts, prefix=target.prefix_ids(shots, separator=config.recall.separator), desc="recall prefix")
+        out["prefix_logprob"] = target.prefix_log_likelihoods(texts, shots, separator=config.recall.separator)
     if "grad_norm" in needed:
+        assert isinstance(target, HFCausalLM)  # white-box: an API target refuses gradnorm before this
         out["grad_norm"] = target.gradient_norms(texts, p=math.inf if config.gradnorm_p == "inf"
                                                  else float(config.gradnorm_p))
     if "neighbour_logprobs" in needed:
+        assert perturb is not None  # run_llm refuses the neighbourhood attack without one
         out["neighbour_logprobs"] = target.neighbour_log_likelihoods(texts, perturb)
     return out
 
 
-def _attach(signals: list[TokenSignals], extra: dict[str, Any]) -> list[TokenSignals]:
+def _with_extra(record: TokenSignals, extra: dict[str, Any], i: int) -> TokenSignals:
+    """Document ``i``'s record with its values of the extra passes attached."""
     if not extra:
-        return signals
-    return [s.with_signals(**{k: (v[i] if isinstance(v, list) else float(v[i])) for k, v in extra.items()})
-            for i, s in enumerate(signals)]
+        return record
+    return record.with_signals(**{k: (v[i] if isinstance(v, list) else float(v[i])) for k, v in extra.items()})
 
 
-def _corpus_counts(config: LLMAuditConfig, target: HFCausalLM, keys: list[str]) -> np.ndarray:
-    """Token counts ``(V,)`` of the user's reference corpus (``dc_pdd.corpus``) under the target's tokenizer."""
+class _Plan:
+    """How one attack of the config is scored while the documents stream by, a block at a time, read from
+    the attack's declarations.
+
+    A tuned attack (``param``: a ``tunable`` parameter its params leave unset) keeps its scores at every
+    candidate value, ``(grid, n)``, from which the held-out choice and the oracle are read after the stream;
+    any other attack keeps its ``(1, n)`` scores. An attack fitted on calibration documents (``fit_input``
+    ``"calibration"``, :attr:`holds_records`) is scored once the stream has passed, from the records the
+    runner keeps for it (:meth:`finish`); one that learns from token counts gets ``counts``.
+    """
+
+    def __init__(self, spec: AttackSpec, attack: Attack, param: str | None, grid: Sequence[float] | None,
+                 counts: np.ndarray | None) -> None:
+        self.spec, self.param, self.params = spec, param, dict(spec.params)
+        self.holds_records = "calibration" in attack.fit_input and attack.fit_required()
+        self.counts = counts if "token-counts" in attack.fit_input else None
+        self.grid: np.ndarray | None = None if grid is None else np.asarray(grid, dtype=np.float64)
+        self.parts: list[np.ndarray] = []
+        self.seconds = 0.0
+        self.fitted: Attack | None = None  # the attack that scored, when no parameter is tuned
+
+    def fit_data(self, calibration: selection.LLMCalibration | None) -> Any:
+        """What the attack's ``fit`` receives (its ``fit_input``)."""
+        return calibration if self.holds_records else self.counts
+
+    def attack(self, calibration: selection.LLMCalibration | None, **override: Any) -> Attack:
+        """The attack with the config's parameters (and ``override``), fitted if it must be."""
+        attack = create_attack(self.spec.name, target_kind="llm", **{**self.params, **override})
+        if attack.fit_required():
+            attack.fit(self.fit_data(calibration))
+        return attack
+
+    def add(self, block: list[TokenSignals]) -> None:
+        """Score a block of documents while they stream by (attacks that hold records wait for :meth:`finish`)."""
+        if not self.holds_records:
+            self._score(block, None)
+
+    def finish(self, records: list[TokenSignals], calibration: selection.LLMCalibration | None) -> None:
+        """Score every document (``records``, in order) of an attack that holds records, fitted on ``calibration``."""
+        if self.holds_records:
+            self._score(records, calibration)
+
+    def _score(self, docs: list[TokenSignals], calibration: selection.LLMCalibration | None) -> None:
+        t0 = time.perf_counter()
+        if self.param is None:
+            if self.fitted is None:
+                self.fitted = self.attack(calibration)
+            self.parts.append(self.fitted.score(docs)[None, :])
+        else:
+            if self.grid is None:
+                self.grid = selection.default_grid(self.spec.name, docs)
+            _, table = selection.grid_scores(self.spec.name, docs, self.grid, fit_data=self.fit_data(calibration),
+                                             **self.params)
+            self.parts.append(table)
+        self.seconds += time.perf_counter() - t0
+
+    def scores(self) -> np.ndarray:
+        """``(grid or 1, n)`` scores of every document, in order."""
+        return np.concatenate(self.parts, axis=1)
+
+
+def _corpus_counts(config: LLMAuditConfig, target: Target, keys: list[str]) -> np.ndarray:
+    """Token counts ``(V,)`` of the user's reference corpus (``dc_pdd.corpus``) under the target's tokenizer (an
+    API target's: the server's)."""
     if config.dc_pdd.corpus is None:
         raise ConfigError(f"attack {keys[0]!r} needs a reference corpus for token frequencies: set dc_pdd.corpus to "
                           "a text file (one document per line) or a .jsonl/.csv with a text column")
-    texts = read_corpus(config.dc_pdd.corpus, text_column=config.dc_pdd.text_column)
-    return token_counts([target.tokenizer(t, add_special_tokens=False, verbose=False)["input_ids"] for t in texts],
-                        target.vocab_size)
+    return target.token_counts(read_corpus(config.dc_pdd.corpus, text_column=config.dc_pdd.text_column))
+
+
+def _counted(attacks: Mapping[str, Attack]) -> list[str]:
+    """Keys of the attacks that learn from token counts of the reference corpus."""
+    return [k for k, a in attacks.items() if "token-counts" in a.fit_input and a.fit_required()]
+
+
+def _api_estimate(target: APICausalLM, config: LLMAuditConfig, texts: list[str], needed: set[str],
+                  shots: list[str], counted: bool) -> Any:
+    """The requests an audit through an API will send, pass by pass (neighbours: not counted, they
+    exist only once the perturbation model has run)."""
+    passes: dict[str, Sequence[str]] = {"signals": texts}
+    if "lowercase_logprob" in needed:
+        passes["lowercase"] = [t.lower() for t in texts]
+    if "prefix_logprob" in needed:
+        prefix = config.recall.separator.join(shots) + config.recall.separator
+        passes["recall prefix"] = [prefix + t for t in texts]
+    if counted and config.dc_pdd.corpus:
+        passes["dc_pdd corpus"] = read_corpus(config.dc_pdd.corpus, text_column=config.dc_pdd.text_column)
+    return target.estimate(passes)
+
+
+def estimate_llm(config: LLMAuditConfig) -> dict[str, Any]:
+    """Dry run (``miaudit audit --dry-run``): the documents, and for an API target the requests and rough
+    prompt tokens the audit would send (cached prompts excluded); nothing is queried."""
+    attacks = _build_attacks(config)  # bad parameters and attacks the API cannot serve fail here too
+    signal_names = {f for a in attacks.values() for f in a.signals}
+    data = _load_documents(config)
+    shots: list[str] = []
+    if "prefix_logprob" in signal_names:
+        data, shots, _ = _split_recall_prefix(data, config)
+    out: dict[str, Any] = {"documents": len(data), "members": int(data.labels.sum()), "target": _target_name(config)}
+    if config.api is None:
+        out["note"] = "a local model: no requests are sent"
+        return out
+    needed = {f for f in signal_names if f in EXTRA_PASSES}
+    target = APICausalLM(config.api, cache_dir=config.cache_dir, progress=False)
+    try:
+        out.update(_api_estimate(target, config, data.texts, needed, shots, bool(_counted(attacks))).as_dict())
+    finally:
+        target.close()
+    if "neighbour_logprobs" in needed:
+        out["note"] += "; plus one request per neighbour text of the neighbourhood attack"
+    return out
 
 
 # -- the runner ------------------------------------------------------------------------------------
 
 def _build_attacks(config: LLMAuditConfig) -> dict[str, Attack]:
     """Every attack of the config, by key, with its parameters validated before any forward pass; an attack
-    whose ``fit`` needs data an LLM audit does not build is refused."""
+    whose ``fit`` needs data an LLM audit does not build is refused, and so is one that needs more access
+    than an API target gives (before any request)."""
     attacks = {}
     for i, spec in enumerate(config.attacks):
         try:
             attacks[spec.key] = attack = create_attack(spec.name, target_kind="llm", **spec.params)
+            if config.api is not None:
+                check_access(attack, API_ACCESS, f"an API target ({_target_name(config)})")
         except ConfigError as exc:
             raise ConfigError(f"config.attacks[{i}]: {exc}") from None
         missing = [need for need in attack.fit_input if need not in FIT_INPUTS]
@@ -345,7 +481,7 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
     tuned = {spec.key: _tuned_parameter(spec, attacks[spec.key]) for spec in config.attacks}
     _check_grids(config, attacks, tuned)
     needs_calibration = any(tuned.values()) or any("calibration" in a.fit_input for a in attacks.values())
-    counted = [k for k, a in attacks.items() if "token-counts" in a.fit_input and a.fit_required()]
+    counted = _counted(attacks)
     signal_names = {f for a in attacks.values() for f in a.signals}
 
     if perturb is None and config.neighbourhood.perturb:  # the user's code is imported before any heavy work
@@ -369,11 +505,12 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
             raise DataError(f"the {part} split has only one class; add documents or change "
                             "selection.calibration_fraction")
 
-    target = _build_target(config.model, config, progress)
+    target = _build_main_target(config, progress)
     reference = None
     if config.reference_model is not None:
         reference = _build_target(config.reference_model, config, progress)
-        target.check_same_tokenizer(reference)
+        if isinstance(target, HFCausalLM):
+            target.check_same_tokenizer(reference)
     needed = {f for f in signal_names if f in EXTRA_PASSES}
     if "neighbour_logprobs" in needed and perturb is None:
         key = next(k for k, a in attacks.items() if "neighbour_logprobs" in a.signals)
@@ -383,44 +520,61 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
 
     log.info("%s: %d documents (%d members): %d for calibration, %d evaluated", data.name, n, int(labels.sum()),
              calibration.size, evaluation.size)
-    signals = target.token_signals(data.texts)
-    signals = _attach(signals, _extra_signals(target, data.texts, needed, config=config, reference=reference,
-                                              shots=shots, perturb=perturb))
-    cal_signals, eval_signals = [signals[i] for i in calibration], [signals[i] for i in evaluation]
+    if isinstance(target, APICausalLM):
+        plan = _api_estimate(target, config, data.texts, needed, shots, bool(counted))
+        log.info("API target %s: about %d requests, ~%d prompt tokens to send (%s)", target.name, plan.requests,
+                 plan.prompt_tokens, plan.note)
+    extra = _extra_signals(target, data.texts, needed, config=config, reference=reference, shots=shots,
+                           perturb=perturb)
+    plans = [_Plan(spec, attacks[spec.key], tuned[spec.key], config.selection.grids.get(spec.key), counts)
+             for spec in config.attacks]
+    view_docs = _token_view_documents(config, labels, evaluation)
+    keep = set(evaluation[view_docs].tolist()) | (set(range(n)) if any(p.holds_records for p in plans) else set())
+    kept: dict[int, TokenSignals] = {}
+    n_tokens = np.empty(n, dtype=np.int64)
+    # documents stream through scoring a block at a time: only scores (and the few kept records) stay
+    records = target.iter_token_signals(data.texts)
+    for first in range(0, n, STREAM_BLOCK):
+        block = [_with_extra(next(records), extra, first + i) for i in range(min(STREAM_BLOCK, n - first))]
+        for plan in plans:
+            plan.add(block)
+        for i, record in enumerate(block):
+            n_tokens[first + i] = record.n_tokens
+            if first + i in keep:
+                kept[first + i] = record
     cal_labels, eval_labels = labels[calibration], labels[evaluation]
+    held = [plan for plan in plans if plan.holds_records]
+    calibration_docs = selection.LLMCalibration([kept[i] for i in calibration], cal_labels) if held else None
+    for plan in held:
+        plan.finish([kept[i] for i in range(n)], calibration_docs)
     eval_groups = None if data.groups is None else data.groups[evaluation]
-
-    def fit_data(attack: Attack) -> Any:
-        """What the attack's ``fit`` receives (its ``fit_input``)."""
-        if "calibration" in attack.fit_input:
-            return selection.LLMCalibration(cal_signals, cal_labels)
-        return counts if "token-counts" in attack.fit_input else None
 
     scored: list[ScoredAttack] = []
     chosen: dict[str, Any] = {}
-    for spec in config.attacks:
-        params, param = dict(spec.params), tuned[spec.key]
-        runs: list[tuple[str, dict[str, Any], dict[str, Any]]] = [(spec.key, params, {})]
-        if param is not None:
-            grid = config.selection.grids.get(spec.key)
-            fit_with = fit_data(attacks[spec.key])
-            held_out, values, cal_aucs = selection.choose(spec.name, cal_signals, cal_labels, grid, fit_data=fit_with,
-                                                          **params)
-            oracle, _, test_aucs = selection.choose(spec.name, eval_signals, eval_labels, values, fit_data=fit_with,
-                                                    **params)
-            chosen[spec.key] = {"parameter": param, "grid": values.tolist(), "held_out": held_out, "oracle": oracle,
-                                "calibration_aucs": cal_aucs.tolist(), "evaluation_aucs": test_aucs.tolist()}
-            runs = [(spec.key, {**params, param: held_out}, {"selection": "held-out", param: held_out}),
-                    (f"{spec.key}.oracle", {**params, param: oracle}, {"selection": "oracle", param: oracle})]
-        for key, run_params, extra in runs:
-            t0 = time.perf_counter()
-            attack = create_attack(spec.name, target_kind="llm", **run_params)
-            if attack.fit_required():
-                attack.fit(fit_data(attack))
-            scores = attack.score(eval_signals)
+    for plan in plans:
+        spec, table = plan.spec, plan.scores()
+        t0 = time.perf_counter()
+        if plan.param is None:
+            assert plan.fitted is not None  # set by the first scored block
+            scored.append(ScoredAttack(spec.key, plan.fitted, data.ids[evaluation], eval_labels.astype(bool),
+                                       table[0, evaluation], plan.seconds,
+                                       extra={"learned": plan.fitted.learned_state()}, groups=eval_groups))
+            continue
+        # the held-out choice (the result) and the oracle, both from the same (grid, n) score table
+        grid = plan.grid
+        assert grid is not None  # set by the first scored block
+        held_out, cal_aucs = selection.best_value(grid, table[:, calibration], cal_labels)
+        oracle, test_aucs = selection.best_value(grid, table[:, evaluation], eval_labels)
+        chosen[spec.key] = {"parameter": plan.param, "grid": grid.tolist(), "held_out": held_out,
+                            "oracle": oracle, "calibration_aucs": cal_aucs.tolist(),
+                            "evaluation_aucs": test_aucs.tolist()}
+        for key, value, which in ((spec.key, held_out, "held-out"), (f"{spec.key}.oracle", oracle, "oracle")):
+            attack = plan.attack(calibration_docs, **{plan.param: value})
+            scores = table[int(np.flatnonzero(grid == value)[0]), evaluation]
             scored.append(ScoredAttack(key, attack, data.ids[evaluation], eval_labels.astype(bool), scores,
-                                       time.perf_counter() - t0, extra={**extra, "learned": attack.learned_state()},
-                                       groups=eval_groups))
+                                       time.perf_counter() - t0 + plan.seconds,
+                                       extra={"selection": which, plan.param: value,
+                                              "learned": attack.learned_state()}, groups=eval_groups))
 
     sections: dict[str, Any] = {"selection": {
         "calibration_fraction": config.selection.calibration_fraction if needs_calibration else 0.0,
@@ -434,14 +588,20 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
                               "note": "the prefix documents are non-members taken out of the evaluation set"}
     if config.blind_baseline.enabled:
         sections["blind_baseline"] = _blind_baseline(config, folder, data, evaluation, scored, warnings)
-    _write_token_view(folder, config, target, data, evaluation, signals, scored)
-    n_tokens = np.array([s.n_tokens for s in signals])
-    target_info = {"model": config.model.name_or_path,
-                   "n_parameters": sum(p.numel() for p in target.model.parameters()),
-                   "dtype": str(next(target.model.parameters()).dtype).replace("torch.", ""),
-                   "vocab_size": target.vocab_size, "max_length": target.max_length, "bos": target.has_bos,
-                   "long_documents": target.long_documents, "fingerprint": target.fingerprint(),
-                   "reference_model": config.reference_model.name_or_path if config.reference_model else None}
+    _write_token_view(folder, config, target, data, evaluation, view_docs, kept, scored)
+    if isinstance(target, APICausalLM):
+        target_info = target.info()
+        target.close()
+        if shots or counted:
+            warnings.append("API target: the server tokenises; ReCaLL's prefix is joined to each document as text "
+                            "and DC-PDD counts the server's token strings")
+    else:
+        target_info = {"model": _target_name(config), "access": "white-box",
+                       "n_parameters": sum(p.numel() for p in target.model.parameters()),
+                       "dtype": str(next(target.model.parameters()).dtype).replace("torch.", ""),
+                       "vocab_size": target.vocab_size, "max_length": target.max_length, "bos": target.has_bos,
+                       "long_documents": target.long_documents, "fingerprint": target.fingerprint()}
+    target_info["reference_model"] = config.reference_model.name_or_path if config.reference_model else None
     data_info = {"dataset": data.name, "n_members": int(eval_labels.sum()),  # audited = evaluated documents
                  "n_nonmembers": int(evaluation.size - eval_labels.sum()), "n_documents": n,
                  "n_members_total": int(labels.sum()), "n_evaluated": int(evaluation.size),
@@ -471,22 +631,31 @@ def _blind_baseline(config: LLMAuditConfig, folder: Path, data: TextDataset, eva
     return {**baseline.params, **baseline.metrics}
 
 
-def _write_token_view(folder: Path, config: LLMAuditConfig, target: HFCausalLM, data: TextDataset,
-                      evaluation: np.ndarray, signals: list[TokenSignals], scored: list[ScoredAttack]) -> None:
+def _token_view_documents(config: LLMAuditConfig, labels: np.ndarray, evaluation: np.ndarray) -> np.ndarray:
+    """Positions in ``evaluation`` of the documents shown in ``token_view.html`` (half members)."""
     n = min(config.token_view.n_documents, evaluation.size)
     if n <= 0:
-        return
+        return np.array([], dtype=np.int64)
     rng = np.random.default_rng(derive_seed(config.seed, "token_view"))
-    labels = data.labels[evaluation]
+    labels = labels[evaluation]
     members, nonmembers = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
     k = min(members.size, (n + 1) // 2)
-    picks = np.r_[rng.choice(members, k, replace=False), rng.choice(nonmembers, min(nonmembers.size, n - k),
-                                                                    replace=False)]
+    return np.r_[rng.choice(members, k, replace=False), rng.choice(nonmembers, min(nonmembers.size, n - k),
+                                                                   replace=False)].astype(np.int64)
+
+
+def _write_token_view(folder: Path, config: LLMAuditConfig, target: Target, data: TextDataset,
+                      evaluation: np.ndarray, picks: np.ndarray, kept: Mapping[int, TokenSignals],
+                      scored: list[ScoredAttack]) -> None:
+    if picks.size == 0:
+        return
+    labels = data.labels[evaluation]
     first = scored[0] if scored else None
-    views = [token_view(target, data.texts[evaluation[p]], signals[evaluation[p]], doc_id=str(data.ids[evaluation[p]]),
-                        label=int(labels[p]), document_score=float(first.scores[p]) if first else None,
-                        method=config.token_view.method) for p in picks]
-    title = f"Token-level membership view: {data.name} on {Path(config.model.name_or_path).name}"
+    method = config.token_view.method if isinstance(target, HFCausalLM) else "loss"  # an API gives no moments
+    views = [token_view(target, data.texts[evaluation[p]], kept[int(evaluation[p])],
+                        doc_id=str(data.ids[evaluation[p]]), label=int(labels[p]),
+                        document_score=float(first.scores[p]) if first else None, method=method) for p in picks]
+    title = f"Token-level membership view: {data.name} on {Path(_target_name(config)).name}"
     if first is not None:
         title += f" (document score: {first.key})"
     write_html(folder / "token_view.html", views, title=title)
@@ -567,7 +736,7 @@ def _runner(config: LLMAuditConfig, folder: Path, *, progress: bool = True) -> A
     return run_llm(config, Path(folder), progress=progress, perturb=_PERTURB.get(id(config)))
 
 
-register_kind("llm", LLMAuditConfig, _runner, parse=parse_llm_config, resolve=to_dict)
+register_kind("llm", LLMAuditConfig, _runner, parse=parse_llm_config, resolve=to_dict, estimate=estimate_llm)
 
 __all__ = ["LLMAuditConfig", "LLMDatasetConfig", "LLMModelConfig", "parse_llm_config", "run_llm", "run_llm_audit",
            "summary_table"]

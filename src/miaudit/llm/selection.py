@@ -72,14 +72,22 @@ def _best(aucs: np.ndarray) -> int:
     return int(np.argmax(aucs))
 
 
+def best_value(values: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
+    """``(best value, AUC per value)`` from the scores ``(g, n)`` of labelled documents at each of ``values``
+    ``(g,)``: the one rule by which an audit's held-out choice, its oracle and the ``acmia`` attack's ``fit``
+    choose (largest AUC, the first of ties)."""
+    aucs = np.array([roc_auc(labels, s) for s in scores])
+    return float(values[_best(aucs)]), aucs
+
+
 def choose(attack: str, signals: Sequence[TokenSignals], labels: np.ndarray,
            grid: Sequence[float] | np.ndarray | None = None, *, fit_data: Any = None,
            **fixed: Any) -> tuple[float, np.ndarray, np.ndarray]:
-    """``(best value, grid, AUC per grid value)`` on labelled documents: the one rule by which an audit's
-    held-out choice and the ``acmia`` attack's ``fit`` both choose."""
+    """``(best value, grid, AUC per grid value)`` on labelled documents (:func:`best_value` of
+    :func:`grid_scores`)."""
     values, scores = grid_scores(attack, signals, grid, fit_data=fit_data, **fixed)
-    aucs = np.array([roc_auc(labels, s) for s in scores])
-    return float(values[_best(aucs)]), values, aucs
+    best, aucs = best_value(values, scores, labels)
+    return best, values, aucs
 
 
 @dataclass

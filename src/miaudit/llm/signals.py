@@ -94,6 +94,11 @@ class TokenSignals:
     ``var_logp`` (T,) float64; ``betas`` (n_beta,) sorted ascending; ``beta_log_prob``, ``beta_mu``,
     ``beta_sigma`` (n_beta, T) float64.
 
+    ``access``: what produced the record. ``"logits"`` (the engine, from full next-token logits) fills
+    every core array; ``"top-k log-probs"`` (an API target, :mod:`miaudit.llm.api`) has ``entropy``,
+    ``mean_logp`` and ``var_logp`` set to None and an empty beta grid: only the observed tokens'
+    log-probabilities are known, and attacks that need more refuse such records.
+
     Optional signals (from other passes, ``None`` when absent; add them with :meth:`with_signals`):
     ``text`` (the document, for zlib); ``lowercase_logprob`` (mean per-token log-likelihood of the
     lowercased text); ``ref_logprob`` (mean per-token log-likelihood under a reference model);
@@ -105,9 +110,9 @@ class TokenSignals:
 
     token_ids: np.ndarray
     log_prob: np.ndarray
-    entropy: np.ndarray
-    mean_logp: np.ndarray
-    var_logp: np.ndarray
+    entropy: np.ndarray | None
+    mean_logp: np.ndarray | None
+    var_logp: np.ndarray | None
     betas: np.ndarray
     beta_log_prob: np.ndarray
     beta_mu: np.ndarray
@@ -119,14 +124,19 @@ class TokenSignals:
     prefix_logprob: float | None = None
     grad_norm: float | None = None
     neighbour_logprobs: np.ndarray | None = field(default=None)
+    access: str = "logits"
 
     def __post_init__(self) -> None:
         t = self.token_ids.shape[0] if self.token_ids.ndim == 1 else -1
         if t < 1:
             raise SignalError(f"a document needs at least one scored token, got token_ids of shape "
                               f"{self.token_ids.shape}; drop empty documents before scoring")
-        for name in ("log_prob", "entropy", "mean_logp", "var_logp"):
-            if getattr(self, name).shape != (t,):
+        moments = ("entropy", "mean_logp", "var_logp")
+        if self.access == "logits" and any(getattr(self, name) is None for name in moments):
+            raise SignalError("a record computed from logits needs entropy, mean_logp and var_logp; records without "
+                              "them have access='top-k log-probs'")
+        for name in ("log_prob",) + moments:
+            if getattr(self, name) is not None and getattr(self, name).shape != (t,):
                 raise SignalError(f"{name} has shape {getattr(self, name).shape}, expected ({t},)")
         n_beta = self.betas.shape[0]
         for name in ("beta_log_prob", "beta_mu", "beta_sigma"):
@@ -154,6 +164,16 @@ class TokenSignals:
                               f"({self.betas.size} values from {self.betas.min():g} to {self.betas.max():g}); "
                               "pick a grid value or compute the signals with betas=... including it")
         return int(hits[0])
+
+    def without_first(self, n: int = 1) -> TokenSignals:
+        """A copy whose first ``n`` scored positions are dropped (context only), e.g. to compare with a
+        server that gives no log-probability for a prompt's first token; optional signals are kept."""
+        if not 0 <= n < self.n_tokens:
+            raise SignalError(f"cannot drop {n} of the document's {self.n_tokens} scored tokens")
+        cut = {name: getattr(self, name)[n:] for name in ("token_ids", "log_prob", "entropy", "mean_logp", "var_logp")
+               if getattr(self, name) is not None}
+        cut.update({name: getattr(self, name)[:, n:] for name in ("beta_log_prob", "beta_mu", "beta_sigma")})
+        return replace(self, **cut)
 
     def with_signals(self, **signals: Any) -> TokenSignals:
         """A copy with optional signals added (``ref_logprob=..., text=...``)."""

@@ -40,8 +40,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from miaudit.errors import ConfigError, DataError, model_load_error
-from miaudit.llm.signals import TokenSignals, compute_token_signals, gradient_norm, token_log_probs
+from miaudit.errors import ConfigError, DataError, SignalError, model_load_error
+from miaudit.llm.attacks.dc_pdd import token_counts
+from miaudit.llm.signals import TokenSignals, compute_token_signals, token_log_probs
 from miaudit.utils.cache import load_verified_npz, save_verified_npz, warn_damaged
 from miaudit.utils.device import resolve_device
 from miaudit.utils.fingerprint import fingerprint
@@ -52,6 +53,8 @@ logger = logging.getLogger(__name__)
 
 BosPolicy = Literal["auto", "always", "never"]
 LongDocuments = Literal["sliding_window", "truncate"]
+#: GradNorm: most bytes of per-window float32 gradients held at once (with batch_size windows at most)
+GRAD_BATCH_BYTES = 1 << 30
 #: a tokenizer with fewer tokens than this fraction of the model's vocabulary is reported as a mismatch
 SMALL_TOKENIZER_RATIO = 0.5
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
@@ -167,6 +170,89 @@ def _plan_windows(n: int, first_target: int, max_length: int, stride: int,
             scored_to = end
         begin += stride
     return windows
+
+
+def per_row_gradients(model: torch.nn.Module, ids: torch.Tensor, weights: torch.Tensor, names: set[str]
+                      ) -> dict[str, torch.Tensor]:
+    """Per-row parameter gradients ``{name: (B, *shape)}`` of ``sum_t weights[b, t] * loss[b, t]`` for each
+    row ``b`` of a right-padded batch ``ids`` (B, L) of a causal LM (``weights`` (B, L - 1), 0 on padding;
+    the real tokens of a row never see its padding, so no attention mask is needed), for the
+    parameters ``names`` (as ``model.named_parameters()`` names them).
+
+    One batched forward and backward pass gives the gradient of the loss at the output of every module
+    that owns parameters; each such module's per-row parameter gradients then come from
+    ``torch.func.vmap`` of ``vjp`` through that module alone (a Linear layer: one batched matrix
+    product), the standard per-sample-gradient construction. A parameter shared by several modules or
+    calls sums their parts."""
+    from torch.func import functional_call, vjp, vmap
+
+    canonical = {id(q): n for n, q in model.named_parameters() if n in names}
+    owners: dict[torch.nn.Module, dict[str, str]] = {}
+    for module in model.modules():
+        own = {n: canonical[id(q)] for n, q in module.named_parameters(recurse=False) if id(q) in canonical}
+        if own:
+            owners[module] = own
+    captured: list[tuple[torch.nn.Module, tuple[Any, ...], dict[str, Any], torch.Tensor]] = []
+
+    def keep(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+        if isinstance(output, torch.Tensor) and output.requires_grad:
+            captured.append((module, args, kwargs, output))
+
+    handles = [m.register_forward_hook(keep, with_kwargs=True) for m in owners]
+    try:
+        with torch.enable_grad():
+            logits = model(input_ids=ids).logits[:, :-1]
+            losses = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                                       ids[:, 1:].reshape(-1), reduction="none")
+            loss = (losses.view(weights.shape) * weights).sum()
+            outputs = torch.autograd.grad(loss, [c[3] for c in captured], allow_unused=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    grads: dict[str, torch.Tensor] = {}
+    for (module, args, kwargs, _), g_out in zip(captured, outputs):
+        if g_out is None:
+            continue
+        params = {n: q.detach() for n, q in module.named_parameters(recurse=False) if n in owners[module]}
+        inputs = tuple(a.detach() for a in args)
+        explicit = _explicit_row_gradients(module, inputs, kwargs, g_out.detach())
+        if explicit is not None:  # Linear and Embedding: the closed forms, no vmap
+            for local, value in explicit.items():
+                if local in owners[module]:
+                    name = owners[module][local]
+                    grads[name] = grads[name] + value if name in grads else value
+            continue
+
+        def row(xs: tuple[torch.Tensor, ...], g: torch.Tensor, module: torch.nn.Module = module,
+                params: dict[str, torch.Tensor] = params, kwargs: dict[str, Any] = kwargs) -> dict[str, torch.Tensor]:
+            def through_module(weights: dict[str, torch.Tensor]) -> torch.Tensor:
+                return functional_call(module, weights, tuple(x[None] for x in xs), kwargs)[0]
+            return vjp(through_module, params)[1](g)[0]
+
+        for local, value in vmap(row)(inputs, g_out.detach()).items():
+            name = owners[module][local]
+            grads[name] = grads[name] + value if name in grads else value
+    return grads
+
+
+def _explicit_row_gradients(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], kwargs: dict[str, Any],
+                            g: torch.Tensor) -> dict[str, torch.Tensor] | None:
+    """Per-row parameter gradients of an ``nn.Linear`` (``W``: ``g^T x`` per row, ``b``: ``sum_t g``) or a
+    plain ``nn.Embedding`` (``g`` added at each row's ids), from its input ``x`` (B, T, in) or ids (B, T)
+    and output gradient ``g`` (B, T, out); None for any other module."""
+    if kwargs or len(inputs) != 1:
+        return None
+    (x,) = inputs
+    if type(module) is torch.nn.Linear and x.ndim == 3:
+        out = {"weight": torch.einsum("bto,bti->boi", g, x)}
+        if module.bias is not None:
+            out["bias"] = g.sum(1)
+        return out
+    if (type(module) is torch.nn.Embedding and x.ndim == 2 and module.max_norm is None
+            and not module.scale_grad_by_freq and module.padding_idx is None):
+        weight = torch.zeros((x.shape[0],) + tuple(module.weight.shape), dtype=g.dtype, device=g.device)
+        return {"weight": weight.scatter_add_(1, x[..., None].expand(-1, -1, g.shape[-1]), g)}
+    return None
 
 
 class HFCausalLM:
@@ -408,9 +494,17 @@ class HFCausalLM:
         return list(self.tokenizer(separator.join(shots) + separator, add_special_tokens=False,
                                    verbose=False)["input_ids"])
 
-    def prefix_log_likelihoods(self, texts: Sequence[str], shots: Sequence[str]) -> np.ndarray:
+    def prefix_log_likelihoods(self, texts: Sequence[str], shots: Sequence[str], *, separator: str = "\n\n"
+                               ) -> np.ndarray:
         """Mean log-likelihood ``(n,)`` of each text after the non-member prefix built from ``shots`` (ReCaLL)."""
-        return self.mean_log_likelihoods(texts, prefix=self.prefix_ids(shots), desc="recall prefix")
+        return self.mean_log_likelihoods(texts, prefix=self.prefix_ids(shots, separator=separator),
+                                         desc="recall prefix")
+
+    def token_counts(self, texts: Sequence[str]) -> np.ndarray:
+        """Occurrences ``(vocab_size,)`` of each token id in ``texts`` (DC-PDD's reference corpus), tokenised
+        without special tokens."""
+        return token_counts([self.tokenizer(t, add_special_tokens=False, verbose=False)["input_ids"] for t in texts],
+                            self.vocab_size)
 
     def neighbour_log_likelihoods(self, texts: Sequence[str], perturb: Callable[[str], Sequence[str]]
                                   ) -> list[np.ndarray]:
@@ -431,23 +525,72 @@ class HFCausalLM:
 
     def gradient_norms(self, texts: Sequence[str], *, p: float = math.inf) -> np.ndarray:
         """GradNorm's signal ``(n,)``: for each text, the mean over parameter tensors of the ``p``-norm of
-        the gradient of its mean token loss (white-box; one forward and backward pass per text)."""
+        the gradient of its mean token loss (white-box), as :func:`~miaudit.llm.signals.gradient_norm`.
+
+        Per-document gradients come in batches (:func:`per_row_gradients`): windows of several documents
+        (longest first, right-padded: a causal model's real tokens never see the padding), at most
+        ``batch_size`` windows and :data:`GRAD_BATCH_BYTES` of per-window gradients at a time; a long
+        document's windows are summed, weighted by their share of its scored tokens."""
+        if p not in (1, 2, math.inf):
+            raise ConfigError(f"gradient norm order p={p!r} is not allowed; choose 1, 2 or inf")
         return self._per_text_array(texts, "grad_norm", p, self._compute_grad_norms, "gradients")
 
     def _compute_grad_norms(self, texts: list[str], p: float, bar: Any) -> np.ndarray:
-        params = [q for q in self.model.parameters() if q.requires_grad]
+        names = self._grad_parameters()
+        shapes = {n: q.shape for n, q in self.model.named_parameters() if n in names}
+        documents = [self._document(t) for t in texts]
+        rows = []  # (document, window, its weight per target)
+        remaining = np.zeros(len(texts), dtype=np.int64)  # windows of each document not yet through
+        for d in range(len(texts)):
+            segments = self._segments(documents, d)
+            n_targets = sum(len(s.ids) - s.first for s in segments)
+            rows += [(d, s, 1.0 / n_targets) for s in segments]
+            remaining[d] = len(segments)
+        rows.sort(key=lambda row: -len(row[1].ids))  # windows of similar length share a batch: little padding
+        n_params = sum(math.prod(shape) for shape in shapes.values())
+        step = max(1, min(self.batch_size, GRAD_BATCH_BYTES // (4 * n_params)))
         values = np.empty(len(texts))
-        for i, text in enumerate(texts):
-            segments = self._segments([self._document(text)], 0)
-            ids, mask = _pad([s.ids for s in segments], self._pad_id, self.device)
-            with torch.enable_grad():
-                logits = self.model(input_ids=ids, attention_mask=mask).logits
-                rows = torch.cat([logits[r, s.first - 1:len(s.ids) - 1] for r, s in enumerate(segments)])
-                targets = torch.cat([ids[r, s.first:len(s.ids)] for r, s in enumerate(segments)])
-                loss = torch.nn.functional.cross_entropy(rows.float(), targets)
-                values[i] = gradient_norm(loss, params, p=p)
-            bar.update(1)
+        pending: dict[int, dict[str, torch.Tensor]] = {}
+        for a in range(0, len(rows), step):
+            chunk = rows[a:a + step]
+            width = max(len(s.ids) for _, s, _ in chunk)
+            ids = torch.full((len(chunk), width), self._pad_id, dtype=torch.long)
+            weights = torch.zeros(len(chunk), width - 1)
+            for r, (_, s, w) in enumerate(chunk):
+                ids[r, :len(s.ids)] = torch.tensor(s.ids)
+                weights[r, s.first - 1:len(s.ids) - 1] = w
+            grads = per_row_gradients(self.model, ids.to(self.device), weights.to(self.device), names)
+            for r, (d, _, _) in enumerate(chunk):
+                total = pending.setdefault(d, {})
+                for name, g in grads.items():
+                    total[name] = total[name] + g[r].double() if name in total else g[r].double()
+                remaining[d] -= 1
+                if remaining[d] == 0:
+                    norms = [torch.linalg.vector_norm(total[name], ord=p) if name in total
+                             else torch.zeros((), dtype=torch.float64) for name in shapes]
+                    values[d] = float(torch.stack(norms).mean())
+                    if not math.isfinite(values[d]):
+                        raise SignalError("the gradient norm is not finite; check the model's dtype (overflow) and "
+                                          "inputs")
+                    del pending[d]
+                    bar.update(1)
         return values
+
+    def _grad_parameters(self) -> set[str]:
+        """Names of the parameters that require a gradient and that the loss depends on (found by one
+        backward pass on a two-token input), as :func:`~miaudit.llm.signals.gradient_norm` counts them."""
+        named = [(n, q) for n, q in self.model.named_parameters() if q.requires_grad]
+        if not named:
+            raise SignalError("no parameter requires a gradient; GradNorm needs white-box access (requires_grad=True)")
+        ids = torch.tensor([[self._pad_id, self._pad_id]], device=self.device)
+        with torch.enable_grad():
+            logits = self.model(input_ids=ids).logits[0, :-1]
+            loss = torch.nn.functional.cross_entropy(logits.float(), ids[0, 1:])
+            grads = torch.autograd.grad(loss, [q for _, q in named], allow_unused=True)
+        used = {n for (n, _), g in zip(named, grads) if g is not None}
+        if not used:
+            raise SignalError("the loss does not depend on any parameter; check the forward pass")
+        return used
 
     # -- cache --------------------------------------------------------------------------------------
     def _short_name(self) -> str:

@@ -35,6 +35,9 @@ def token_scores(signals: TokenSignals, method: Method = "min_k_pp") -> np.ndarr
     if method == "loss":
         return np.asarray(signals.log_prob, dtype=np.float64)
     if method == "min_k_pp":
+        if signals.var_logp is None or signals.mean_logp is None:
+            raise SignalError(f"the min_k_pp token view needs logits access; these signals come from "
+                              f"{signals.access}: use token_view.method: loss")
         sigma = np.sqrt(np.asarray(signals.var_logp, dtype=np.float64))
         centred = signals.log_prob - signals.mean_logp
         return np.divide(centred, sigma, out=np.zeros_like(centred), where=sigma > 0)
@@ -90,16 +93,21 @@ def _best_span(scores: np.ndarray, width: int) -> tuple[int, int]:
 def token_view(target: Any, text: str, signals: TokenSignals | None = None, *, doc_id: str = "",
                label: int | None = None, document_score: float | None = None, method: Method = "min_k_pp",
                span_tokens: int = 16) -> TokenView:
-    """Per-token scores of ``text`` under ``target`` (a :class:`~miaudit.llm.target.HFCausalLM`);
+    """Per-token scores of ``text`` under ``target`` (a :class:`~miaudit.llm.target.HFCausalLM`, or an
+    :class:`~miaudit.llm.api.APICausalLM` whose token strings are the server's, with ``method="loss"``);
     ``signals`` from an earlier pass are reused, else one forward pass computes them."""
     if signals is None:
         (signals,) = target.token_signals([text], attach_text=False)
-    pieces = text_pieces(target.tokenizer, text)
-    n_ids = len(target.encode(text)) - int(target.has_bos)
-    if n_ids != len(pieces):
-        raise SignalError(f"document {doc_id!r}: the tokenizer's offsets give {len(pieces)} tokens but encoding "
-                          f"gives {n_ids}; cannot align the token view")
-    scored = pieces if target.has_bos else pieces[1:]
+    if hasattr(target, "token_pieces"):  # an API target: the server's token strings
+        pieces, unscored = target.token_pieces(text)
+        scored = pieces[unscored:]
+    else:
+        pieces = text_pieces(target.tokenizer, text)
+        n_ids = len(target.encode(text)) - int(target.has_bos)
+        if n_ids != len(pieces):
+            raise SignalError(f"document {doc_id!r}: the tokenizer's offsets give {len(pieces)} tokens but encoding "
+                              f"gives {n_ids}; cannot align the token view")
+        scored = pieces if target.has_bos else pieces[1:]
     if signals.n_tokens > len(scored):
         raise SignalError(f"document {doc_id!r}: {signals.n_tokens} scored tokens but the text has {len(scored)}; "
                           "the signals belong to another text")

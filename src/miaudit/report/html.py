@@ -47,7 +47,9 @@ from miaudit.report.rundir import Run, load_run
 from miaudit.utils.atomic import write_text_atomic
 
 REPORT_NAME = "report.html"
-_ACCESS = {"label-only": "only the predicted labels", "probabilities": "the output probabilities",
+_ACCESS = {"label-only": "only the predicted labels",
+           "top-k log-probs": "the log-probability of each token (as an API gives it)",
+           "probabilities": "the output probabilities",
            "logits": "the raw outputs (logits)", "embeddings": "the embeddings",
            "white-box": "the weights and gradients"}
 _REFERENCE = {"none": "no data beyond the records it tests", "population": "data from the same population",

@@ -88,18 +88,29 @@ class AuditKind:
     runner: Runner
     parse: Callable[[dict[str, Any]], Any] | None = None  # default: strict from_dict(config_cls, data)
     resolve: Callable[[Any], dict[str, Any]] = to_dict  # the config as written to config.yaml
+    estimate: Callable[[Any], dict[str, Any]] | None = None  # dry run: what the audit would do, nothing run
 
 
 _KINDS: dict[str, AuditKind] = {}
 
 
 def register_kind(kind: str, config_cls: type, runner: Runner, *, parse: Callable[[dict[str, Any]], Any] | None = None,
-                  resolve: Callable[[Any], dict[str, Any]] = to_dict) -> None:
-    """Add an audit kind: configs with ``kind: <kind>`` parse into ``config_cls`` and run with ``runner``."""
+                  resolve: Callable[[Any], dict[str, Any]] = to_dict,
+                  estimate: Callable[[Any], dict[str, Any]] | None = None) -> None:
+    """Add an audit kind: configs with ``kind: <kind>`` parse into ``config_cls`` and run with ``runner``;
+    ``estimate(config)`` (optional) answers ``miaudit audit --dry-run`` without running anything."""
     existing = _KINDS.get(kind)
     if existing is not None and existing.runner is not runner:
         raise TypeError(f"audit kind {kind!r} is registered twice")
-    _KINDS[kind] = AuditKind(config_cls, runner, parse, resolve)
+    _KINDS[kind] = AuditKind(config_cls, runner, parse, resolve, estimate)
+
+
+def dry_run(config: Any) -> dict[str, Any]:
+    """What the audit ``config`` would do (documents, requests, tokens), from its kind's ``estimate``."""
+    entry = _kind_of(config)
+    if entry.estimate is None:
+        raise ConfigError(f"--dry-run is not available for kind {config.kind!r} audits (they send no requests)")
+    return entry.estimate(config)
 
 
 def _discover() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from miaudit.attacks.base import Attack
+from miaudit.attacks.base import Attack, access_allows
 from miaudit.errors import SignalError
 from miaudit.llm.signals import TokenSignals
 
@@ -56,7 +56,14 @@ class LLMAttack(Attack):
     target_kind = "llm"
 
     def _score(self, signals: Any) -> np.ndarray:
-        return np.array([self.document_score(doc) for doc in as_documents(signals)], dtype=np.float64)
+        docs = as_documents(signals)
+        # a record's access covers the model's outputs; white-box signals (gradients) are checked where read
+        needed = "logits" if self.access == "white-box" else self.access
+        for doc in docs:
+            if not access_allows(doc.access, needed):
+                raise SignalError(f"attack {self.name!r} needs {self.access} access but these signals come from "
+                                  f"{doc.access} (e.g. an API); drop the attack or score a model whose logits you have")
+        return np.array([self.document_score(doc) for doc in docs], dtype=np.float64)
 
     def document_score(self, sig: TokenSignals) -> float:
         raise NotImplementedError

@@ -72,7 +72,7 @@ class DcPdd(LLMAttack):
     """
 
     name = "dc_pdd"
-    access = "probabilities"
+    access = "top-k log-probs"
     needs_reference = "population"
     requires_fit = True
     fit_input = ("token-counts",)

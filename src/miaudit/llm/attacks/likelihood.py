@@ -51,7 +51,7 @@ class Loss(LLMAttack):
     """Mean token log-likelihood (minus the LM loss)."""
 
     name = "loss"
-    access = "probabilities"
+    access = "top-k log-probs"
     signals = ("log_prob",)
     citation = ("Yeom, Giacomelli, Fredrikson, Jha. Privacy Risk in Machine Learning: Analyzing the Connection "
                 "to Overfitting. CSF 2018")
@@ -65,7 +65,7 @@ class Zlib(LLMAttack):
     """Mean log-likelihood / zlib-compressed length of the text in bytes (needs ``text``)."""
 
     name = "zlib"
-    access = "probabilities"
+    access = "top-k log-probs"
     signals = ("log_prob", "text")
     citation = CARLINI
 
@@ -78,7 +78,7 @@ class Lowercase(LLMAttack):
     """Ratio of log-likelihoods of the lowercased and the original text (needs ``lowercase_logprob``)."""
 
     name = "lowercase"
-    access = "probabilities"
+    access = "top-k log-probs"
     signals = ("log_prob", "lowercase_logprob")
     citation = CARLINI
 
@@ -92,7 +92,7 @@ class Ref(LLMAttack):
     model with the same tokenizer)."""
 
     name = "ref"
-    access = "probabilities"
+    access = "top-k log-probs"
     signals = ("log_prob", "ref_logprob")
     citation = ("Carlini et al. Extracting Training Data from Large Language Models. USENIX Security 2021; "
                 "Duan et al. Do Membership Inference Attacks Work on Large Language Models? (MIMIR) COLM 2024")

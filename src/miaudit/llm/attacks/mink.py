@@ -44,7 +44,7 @@ class MinK(LLMAttack):
     """Mean of the ``max(1, int(T k))`` lowest token log-probabilities (``k`` a fraction)."""
 
     name = "min_k"
-    access = "probabilities"
+    access = "top-k log-probs"
     signals = ("log_prob",)
     citation = "Shi et al. Detecting Pretraining Data from Large Language Models. ICLR 2024"
     param_constraints = {"k": K_RANGE}

@@ -26,7 +26,7 @@ class Neighbourhood(LLMAttack):
     of neighbours that a perturbation model of the user's choice generated from the text."""
 
     name = "neighbourhood"
-    access = "probabilities"
+    access = "top-k log-probs"
     signals = ("log_prob", "neighbour_logprobs")
     citation = ("Mattern et al. Membership Inference Attacks against Language Models via Neighbourhood "
                 "Comparison. Findings of ACL 2023")

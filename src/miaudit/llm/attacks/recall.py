@@ -21,7 +21,7 @@ class ReCaLL(LLMAttack):
     the same tokens again after a prefix of known non-member texts taken out of the evaluation set."""
 
     name = "recall"
-    access = "probabilities"
+    access = "top-k log-probs"
     signals = ("log_prob", "prefix_logprob")
     citation = ("Xie et al. ReCaLL: Membership Inference via Relative Conditional Log-Likelihoods. "
                 "EMNLP 2024")
