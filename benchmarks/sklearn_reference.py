@@ -16,7 +16,7 @@ scores, half members) before AUC and TPR at 1% FPR, with stratified bootstrap 95
 
 LiRA: online, per-example variances, median centre (the paper's defaults with 16 models);
 probabilities of exactly 0 / 1 mapped one resolution step beyond the most extreme other value
-(``miaudit.classifier.attacks.lira.saturation_edges``; chosen on digits, see docs). The row
+(``miaudit.classifier.attacks.lira.saturation_edges``; docs/audit.md, "Probabilities of exactly 0 or 1"). The row
 "LiRA, saturated at +-27.6" is the same attack on the clipped scaled logits (no mapping), to
 show what that choice changes here. RMIA: online, gamma 1, 1000 population rows.
 
