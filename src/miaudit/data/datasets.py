@@ -92,6 +92,7 @@ class ArrayDataset:
     def subset(self, index: np.ndarray) -> ArrayDataset:
         """The examples at ``index`` (integer indices or a boolean mask), keeping ids and metadata."""
         index = np.asarray(index)
+        assert self.ids is not None  # __post_init__ gives every dataset ids
         return ArrayDataset(self.x[index], self.y[index], n_classes=self.n_classes, name=self.name,
                             ids=self.ids[index], class_names=self.class_names, feature_names=self.feature_names,
                             groups=None if self.groups is None else self.groups[index])

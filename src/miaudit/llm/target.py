@@ -35,7 +35,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -48,6 +48,9 @@ from miaudit.utils.device import resolve_device
 from miaudit.utils.fingerprint import fingerprint
 from miaudit.utils.logs import progress as progress_bar
 from miaudit.utils.logs import sync_library_progress
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +90,7 @@ def load_tokenizer(name_or_path: str, *, revision: str | None = None, local_file
 
 
 def load_causal_lm(name_or_path: str, *, dtype: str = "auto", device: str = "cpu", revision: str | None = None,
-                   local_files_only: bool = False, trust_remote_code: bool = False) -> torch.nn.Module:
+                   local_files_only: bool = False, trust_remote_code: bool = False) -> PreTrainedModel:
     """``AutoModelForCausalLM.from_pretrained`` in ``dtype`` ("auto" = as saved) on ``device``, in eval mode.
 
     Weights load without running pickled code; a damaged ``model.safetensors``, a pickled
@@ -137,8 +140,8 @@ def _tensor_digest(t: torch.Tensor) -> list[Any]:
 
 def model_fingerprint(model: torch.nn.Module) -> str:
     """Fingerprint of a model's class, config and weights (a strided sample and the sum of each tensor)."""
-    config = getattr(model, "config", None)
-    config_dict = config.to_dict() if hasattr(config, "to_dict") else {}
+    to_dict = getattr(getattr(model, "config", None), "to_dict", None)
+    config_dict = to_dict() if callable(to_dict) else {}
     config_dict = {k: v for k, v in config_dict.items() if k not in ("_name_or_path", "transformers_version")}
     state = {name: _tensor_digest(t) for name, t in model.state_dict().items()}
     return fingerprint(type(model).__qualname__, json.dumps(config_dict, sort_keys=True, default=str), state)
@@ -268,7 +271,7 @@ class HFCausalLM:
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: PreTrainedModel,
         tokenizer: Any,
         *,
         name: str | None = None,
@@ -651,7 +654,8 @@ def _decode_signals(data: dict[str, np.ndarray]) -> list[TokenSignals]:
     betas, vocab = data["betas"], int(data["vocab_size"])
     records = []
     for a, b in zip(bounds[:-1], bounds[1:]):
-        part = {n: data[n][a:b] for n in _SIGNAL_ARRAYS} | {n: data[n][:, a:b] for n in _BETA_ARRAYS}
+        # Any: TokenSignals' non-array fields (text, ...) are not among these names, which mypy cannot see
+        part: dict[str, Any] = {n: data[n][a:b] for n in _SIGNAL_ARRAYS} | {n: data[n][:, a:b] for n in _BETA_ARRAYS}
         records.append(TokenSignals(betas=betas, vocab_size=vocab, **part))
     return records
 
