@@ -5,6 +5,10 @@ seed, training rows) and yields a :class:`ModelResult` per model as soon as it i
 can cache it at once (a crash loses at most the models in flight). ``sequential``, ``process`` and
 ``ray`` run the very same :func:`train_task`, hence give identical weights from the same seeds on
 CPU; ``vectorised`` trains groups of models at once (see :mod:`miaudit.classifier.reference.vectorised`).
+
+Numerics (part of every cached model's key): ``"exact"`` for the executors that run
+:func:`train_task`; ``"vectorised"`` / ``"vectorised-per-model"`` for the vectorised executor's two
+batchings, which differ from sequential training (and from each other) in summation order.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ import copy
 import os
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,6 +30,7 @@ from miaudit.classifier.training import (
     TrainingPlugin,
     build_model_from_config,
     predict_logits,
+    resolve_device,
     train_classifier,
 )
 from miaudit.data import ArrayDataset
@@ -62,6 +68,19 @@ def build(context: PoolContext, recipe: TrainConfig) -> torch.nn.Module:
     return build_model_from_config(recipe, context.dataset.input_shape, context.dataset.n_classes)
 
 
+def numerics(executor: str, context: PoolContext, recipe: TrainConfig, batching: str = "auto") -> str:
+    """How ``executor`` computes: "exact" (bit-identical to sequential) or the vectorised batching it uses."""
+    if executor != "vectorised":
+        return "exact"
+    from miaudit.classifier.reference.vectorised import BATCHINGS, choose_batching
+
+    if batching not in BATCHINGS:
+        raise ConfigError(f"unknown vectorised batching {batching!r}; choose one of {', '.join(BATCHINGS)}")
+    if batching == "auto":
+        batching = choose_batching(build(context, recipe), resolve_device(recipe.device))
+    return "vectorised" if batching == "stacked" else f"vectorised-{batching}"
+
+
 def score(model: torch.nn.Module, queries: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Logits of ``model`` on every named query."""
     return {name: predict_logits(model, x) for name, x in queries.items()}
@@ -87,31 +106,6 @@ def run_sequential(context: PoolContext, tasks: Sequence[ModelTask]) -> Iterator
         yield train_task(context, task)
 
 
-# -- vectorised ---------------------------------------------------------------------------------
-def run_vectorised(context: PoolContext, tasks: Sequence[ModelTask], *, group_size: int = 16,
-                   progress: bool = False) -> Iterator[ModelResult]:
-    """Train tasks in groups of ``group_size`` models with equal training-set sizes."""
-    from miaudit.classifier.reference.vectorised import train_vectorised
-
-    if context.plugins:
-        raise ConfigError("the vectorised executor does not run training plugins (defenses); use executor "
-                          "'sequential', 'process' or 'ray'")
-    if group_size < 1:
-        raise ConfigError(f"vectorised group_size must be >= 1, got {group_size}")
-    by_size: dict[int, list[ModelTask]] = {}
-    for task in tasks:
-        by_size.setdefault(len(task.train_index), []).append(task)
-    for same_size in by_size.values():
-        for i in range(0, len(same_size), group_size):
-            group = same_size[i:i + group_size]
-            states, seconds = train_vectorised(context.dataset, [t.train_index for t in group],
-                                               [t.recipe for t in group], progress=progress)
-            for task, state in zip(group, states):
-                model = build(context, task.recipe)
-                model.load_state_dict(state)
-                yield ModelResult(task.index, to_arrays(model), score(model, context.queries), seconds / len(group))
-
-
 # -- processes ----------------------------------------------------------------------------------
 _WORKER_CONTEXT: PoolContext | None = None
 
@@ -127,19 +121,96 @@ def _worker_task(task: ModelTask) -> ModelResult:
     return train_task(_WORKER_CONTEXT, task)
 
 
+def _process_pool(context: PoolContext, n_workers: int) -> ProcessPoolExecutor:
+    """``n_workers`` spawned processes, one torch thread each, holding ``context``."""
+    return ProcessPoolExecutor(max_workers=n_workers, mp_context=get_context("spawn"), initializer=_init_worker,
+                               initargs=(context, 1))
+
+
+def _as_they_finish(futures: list[Future]) -> Iterator[Any]:
+    try:
+        for future in as_completed(futures):
+            yield future.result()
+    finally:
+        for future in futures:
+            future.cancel()
+
+
 def run_process(context: PoolContext, tasks: Sequence[ModelTask], *, n_workers: int | None = None
                 ) -> Iterator[ModelResult]:
     """Train in ``n_workers`` spawned processes (one torch thread each); results arrive as they finish."""
-    n_workers = n_workers or os.cpu_count() or 1
-    with ProcessPoolExecutor(max_workers=n_workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                             initargs=(context, 1)) as pool:
-        futures = [pool.submit(_worker_task, task) for task in tasks]
-        try:
-            for future in as_completed(futures):
-                yield future.result()
-        finally:
-            for future in futures:
-                future.cancel()
+    with _process_pool(context, n_workers or os.cpu_count() or 1) as pool:
+        yield from _as_they_finish([pool.submit(_worker_task, task) for task in tasks])
+
+
+# -- vectorised ---------------------------------------------------------------------------------
+GroupSize = int | str  # a number of models, or "auto"
+
+
+def _train_group(context: PoolContext, group: Sequence[ModelTask], batching: str, progress: bool
+                 ) -> list[ModelResult]:
+    from miaudit.classifier.reference.vectorised import train_vectorised
+
+    result = train_vectorised(context.dataset, [t.train_index for t in group], [t.recipe for t in group],
+                              queries=context.queries, batching=batching, progress=progress)
+    return [ModelResult(task.index, {k: v.numpy() for k, v in state.items()}, logits, result.seconds / len(group),
+                        history)
+            for task, state, logits, history in zip(group, result.states, result.logits, result.histories)]
+
+
+def _worker_group(group: list[ModelTask], batching: str) -> list[ModelResult]:
+    assert _WORKER_CONTEXT is not None
+    return _train_group(_WORKER_CONTEXT, group, batching, False)
+
+
+def vectorised_groups(context: PoolContext, tasks: Sequence[ModelTask], group_size: GroupSize, batching: str,
+                      n_workers: int) -> list[list[ModelTask]]:
+    """Tasks split into groups of equal training-set size; ``"auto"``: as many models as the device's free
+    memory holds (shared by ``n_workers`` processes), and at most an equal share per worker."""
+    from miaudit.classifier.reference.vectorised import auto_group_size, choose_batching
+
+    if group_size != "auto" and (not isinstance(group_size, int) or isinstance(group_size, bool) or group_size < 1):
+        raise ConfigError(f"vectorised group_size must be an integer >= 1 or 'auto', got {group_size!r}")
+    by_size: dict[int, list[ModelTask]] = {}
+    for task in tasks:
+        by_size.setdefault(len(task.train_index), []).append(task)
+    groups = []
+    for same_size in by_size.values():
+        size = group_size
+        if size == "auto":
+            recipe = same_size[0].recipe
+            template, device = build(context, recipe), resolve_device(recipe.device)
+            chosen = choose_batching(template, device) if batching == "auto" else batching
+            share = -(-len(same_size) // n_workers)  # ceil: every worker gets a group
+            size = auto_group_size(template, context.dataset.input_shape, recipe, share, chosen,  # type: ignore[arg-type]
+                                   device, n_workers=n_workers)
+        assert isinstance(size, int)
+        groups += [same_size[i:i + size] for i in range(0, len(same_size), size)]
+    return groups
+
+
+def run_vectorised(context: PoolContext, tasks: Sequence[ModelTask], *, group_size: GroupSize = "auto",
+                   batching: str = "auto", n_workers: int | None = None, progress: bool = False
+                   ) -> Iterator[ModelResult]:
+    """Train tasks in groups (:func:`vectorised_groups`); with ``n_workers`` > 1 (CPU only) the groups are
+    trained in that many spawned processes of one torch thread each, results arriving as groups finish."""
+    if context.plugins:
+        raise ConfigError("the vectorised executor does not run training plugins (defenses); use executor "
+                          "'sequential', 'process' or 'ray'")
+    workers = n_workers or 1
+    if workers < 1:
+        raise ConfigError(f"n_workers must be >= 1, got {n_workers}")
+    if workers > 1 and tasks and resolve_device(tasks[0].recipe.device).type != "cpu":
+        raise ConfigError("the vectorised executor runs in one process on a GPU (one group at a time fills it); "
+                          "remove n_workers")
+    groups = vectorised_groups(context, tasks, group_size, batching, workers)
+    if workers == 1 or len(groups) == 1:
+        for group in groups:
+            yield from _train_group(context, group, batching, progress)
+        return
+    with _process_pool(context, workers) as pool:
+        for results in _as_they_finish([pool.submit(_worker_group, group, batching) for group in groups]):
+            yield from results
 
 
 # -- Ray ----------------------------------------------------------------------------------------
@@ -178,12 +249,14 @@ def run_ray(context: PoolContext, tasks: Sequence[ModelTask], *, n_workers: int 
 
 
 def run(executor: str, context: PoolContext, tasks: Sequence[ModelTask], *, n_workers: int | None = None,
-        ray_address: str | None = None, group_size: int = 16, progress: bool = False) -> Iterator[ModelResult]:
+        ray_address: str | None = None, group_size: GroupSize = "auto", batching: str = "auto",
+        progress: bool = False) -> Iterator[ModelResult]:
     """Dispatch to the named executor."""
     if executor == "sequential":
         return run_sequential(context, tasks)
     if executor == "vectorised":
-        return run_vectorised(context, tasks, group_size=group_size, progress=progress)
+        return run_vectorised(context, tasks, group_size=group_size, batching=batching, n_workers=n_workers,
+                              progress=progress)
     if executor == "process":
         return run_process(context, tasks, n_workers=n_workers)
     if executor == "ray":
@@ -191,4 +264,4 @@ def run(executor: str, context: PoolContext, tasks: Sequence[ModelTask], *, n_wo
     raise ConfigError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
 
 
-__all__ = ["EXECUTORS", "ModelResult", "ModelTask", "PoolContext", "run", "train_task"]
+__all__ = ["EXECUTORS", "ModelResult", "ModelTask", "PoolContext", "numerics", "run", "train_task"]

@@ -40,7 +40,7 @@ from miaudit.classifier.reference.executors import ModelResult, ModelTask, PoolC
 from miaudit.classifier.reference.fidelity import FidelityWarning, check_fidelity
 from miaudit.classifier.reference.trained import TrainedReferencePool
 from miaudit.classifier.reference.views import query_views
-from miaudit.classifier.training import TrainConfig, TrainingPlugin
+from miaudit.classifier.training import TrainConfig, TrainingPlugin, resolve_device
 from miaudit.config import to_dict
 from miaudit.data import ArrayDataset, MembershipSplit, paired_keep_matrix
 from miaudit.errors import ConfigError, DataError
@@ -151,9 +151,11 @@ def train_reference_pool(
     executor: str = "sequential",
     n_workers: int | None = None,
     ray_address: str | None = None,
-    group_size: int = 16,
+    group_size: int | str = "auto",
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    device: str | None = None,
+    batching: str = "auto",
 ) -> TrainedReferencePool:
     """Train ``keep.shape[0]`` reference models on the rows ``keep[j]`` of ``dataset`` and score them.
 
@@ -163,25 +165,30 @@ def train_reference_pool(
     defaults to ``recipe.seed``); ``plugins``: the target's training-time defenses (copied for
     each model). Scores every model on ``dataset`` (and its query ``views``, see
     :func:`miaudit.classifier.reference.views.query_views`) and on ``population`` (RMIA's ``z``).
-    ``executor``: "sequential", "vectorised" (``group_size`` models at once; MLP / CNN),
-    "process" (``n_workers`` processes) or "ray" (local with ``n_workers`` CPUs, or ``ray_address``).
+    ``executor``: "sequential", "vectorised" (``group_size`` models at once, "auto": as many as
+    free memory holds; ``batching`` "auto", "stacked" or "per-model", see
+    :mod:`miaudit.classifier.reference.vectorised`), "process" (``n_workers`` processes) or "ray"
+    (local with ``n_workers`` CPUs, or ``ray_address``). ``device`` ("cpu", "cuda", "cuda:N")
+    replaces the recipe's device for the pool; the device is part of every model's cache key.
     """
     if executor not in executors.EXECUTORS:
         raise ConfigError(f"unknown executor {executor!r}; choose one of {', '.join(executors.EXECUTORS)}")
     keep = _check_keep(keep, len(dataset))
     seed = recipe.seed if seed is None else seed
+    if device is not None:
+        recipe = dataclasses.replace(recipe, device=device)
     start = time.perf_counter()
     queries = {f"view{i}": x for i, x in enumerate(query_views(dataset.x, views))}
     if population is not None:
         if population.n_classes != dataset.n_classes:
             raise DataError(f"population has {population.n_classes} classes, the dataset {dataset.n_classes}")
         queries["population"] = population.x
-    numerics = "vectorised" if executor == "vectorised" else "exact"
+    context = PoolContext(dataset, queries, tuple(plugins))
+    numerics = executors.numerics(executor, context, recipe, batching)
     base_key = fingerprint(CACHE_VERSION, to_dict(dataclasses.replace(recipe, seed=0)), _plugin_fingerprint(plugins),
                            dataset.x, dataset.y, numerics)
     query_key = fingerprint(sorted(queries), list(queries.values()))[:12]
     cache = _Cache(cache_dir)
-    context = PoolContext(dataset, queries, tuple(plugins))
 
     logits: dict[int, dict[str, np.ndarray]] = {}
     keys, tasks, n_cached = [], [], 0
@@ -193,7 +200,7 @@ def train_reference_pool(
         if cached is None and (state := cache.load_state(key)) is not None:
             model = executors.build(context, task.recipe)
             model.load_state_dict(state)
-            cached = executors.score(model, queries)
+            cached = executors.score(model.to(resolve_device(task.recipe.device)), queries)
         if cached is None:
             tasks.append(task)
         else:
@@ -201,7 +208,7 @@ def train_reference_pool(
     bar = tqdm(total=keep.shape[0], initial=n_cached, desc=f"reference models ({executor})", disable=not progress,
                unit="model")
     for result in executors.run(executor, context, tasks, n_workers=n_workers, ray_address=ray_address,
-                                group_size=group_size, progress=progress):
+                                group_size=group_size, batching=batching, progress=progress):
         meta = {"index": result.index, "seed": model_seed(seed, result.index), "numerics": numerics,
                 "recipe": to_dict(recipe), "n_train": int(keep[result.index].sum())}
         cache.save(keys[result.index], query_key, result, meta)
@@ -220,7 +227,8 @@ def train_reference_pool(
         views=model_views if n_views > 1 else None, ids=dataset.ids,
         train_ids=[dataset.ids[k] for k in keep], population_ids=None if population is None else population.ids,
         fingerprint=fingerprint(keys, query_key), seconds=time.perf_counter() - start,
-        info={"executor": executor, "numerics": numerics, "trained": len(tasks), "from_cache": n_cached,
+        info={"executor": executor, "numerics": numerics, "device": recipe.device, "trained": len(tasks),
+              "from_cache": n_cached,
               "seed": seed, "views": views})
 
 
@@ -273,13 +281,17 @@ def build_reference_pool_for_audit(
     accuracy_tolerance: float = 0.05,
     loss_tolerance: float = 0.5,
     progress: bool = True,
+    device: str | None = None,
+    group_size: int | str = "auto",
+    batching: str = "auto",
 ) -> TrainedReferencePool:
     """The reference pool of an audit: ``n_models`` models on paired halves of ``split.audited``.
 
     The pool is scored on ``split.audited`` (members then non-members, the audit's order) and on
     ``split.population`` (RMIA's ``z``, when non-empty). With ``target_outputs`` (the target on
     ``split.audited``) the fidelity check runs and its result is ``pool.fidelity``; its warnings are
-    :class:`~miaudit.classifier.reference.fidelity.FidelityWarning`\\ s.
+    :class:`~miaudit.classifier.reference.fidelity.FidelityWarning`\\ s. ``device``, ``group_size`` and
+    ``batching`` go to :func:`train_reference_pool`.
     """
     audited = dataset.subset(split.audited)
     population = dataset.subset(split.population) if split.population.size else None
@@ -291,7 +303,8 @@ def build_reference_pool_for_audit(
                       "the target", FidelityWarning, stacklevel=2)
     pool = train_reference_pool(audited, keep, recipe, population=population, views=views, plugins=plugins,
                                 seed=seed, executor=executor, n_workers=n_workers, ray_address=ray_address,
-                                cache_dir=cache_dir, progress=progress)
+                                group_size=group_size, cache_dir=cache_dir, progress=progress, device=device,
+                                batching=batching)
     check_pool_data(pool, audited.ids)
     if target_outputs is not None:
         pool.fidelity = check_fidelity(pool, target_outputs, split.membership,
