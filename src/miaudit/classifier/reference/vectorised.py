@@ -50,6 +50,7 @@ from miaudit.classifier.training import (
     TrainConfig,
     autocast,
     build_model_from_config,
+    gather_rows,
     resolve_device,
     shuffled_batches,
 )
@@ -400,7 +401,7 @@ def train_vectorised(dataset: ArrayDataset, train_indices: Sequence[np.ndarray],
         for lo, hi in bounds:
             index = torch.gather(rows, 1, perms[epoch][:, lo:hi])  # (G, B) dataset rows of each model's batch
             optimizer.zero_grad(set_to_none=True)
-            losses, hits = group.step(x_all[index], y_all[index], base.precision)
+            losses, hits = group.step(gather_rows(x_all, index), y_all[index], base.precision)
             optimizer.step()
             loss_sum += losses.float() * (hi - lo)
             correct += hits

@@ -8,6 +8,7 @@ from miaudit.classifier.training.loop import (
                                    accuracy,
                                    autocast,
                                    build_model_from_config,
+                                   gather_rows,
                                    make_optimizer,
                                    predict_logits,
                                    resolve_device,
@@ -18,4 +19,4 @@ from miaudit.classifier.training.models import MLP, MODEL_NAMES, ResNet18, Small
 
 __all__ = ["TrainConfig", "TrainingPlugin", "TrainResult", "train_classifier", "predict_logits", "accuracy",
            "build_model", "build_model_from_config", "MLP", "SmallCNN", "ResNet18", "MODEL_NAMES", "PRECISIONS",
-           "autocast", "make_optimizer", "resolve_device", "shuffled_batches"]
+           "autocast", "gather_rows", "make_optimizer", "resolve_device", "shuffled_batches"]

@@ -258,6 +258,16 @@ def train_classifier(model: nn.Module, dataset: ArrayDataset, config: TrainConfi
 Batches = Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]]  # epoch -> (x (B, ...), y (B,)) on device
 
 
+def gather_rows(data: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``data[index]`` ``(*index.shape, *data.shape[1:])`` with row-major strides, as ``torch.stack`` gives.
+
+    Plain indexing may give a size-1 channel dimension the strides of channels-last memory format,
+    and convolution kernels choose their algorithm (and so their rounding) from the strides.
+    """
+    out = data.new_empty((index.numel(), *data.shape[1:]))
+    return torch.index_select(data, 0, index.flatten(), out=out).view(*index.shape, *data.shape[1:])
+
+
 def _gathered_batches(tensors: tuple[torch.Tensor, ...], config: TrainConfig, device: torch.device) -> Batches:
     """The loop's own shuffled batches, gathered from ``x``, ``y`` moved to ``device`` once."""
     x_all, y_all = (t.to(device) for t in tensors)
@@ -266,7 +276,7 @@ def _gathered_batches(tensors: tuple[torch.Tensor, ...], config: TrainConfig, de
     def epoch(e: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
         for index in orders[e]:
             index = index.to(device)
-            yield x_all[index], y_all[index]
+            yield gather_rows(x_all, index), y_all[index]
 
     return epoch
 
