@@ -79,17 +79,22 @@ def load(source, n):
     x[:, :, 2:30, 2:30] = digits.x  # zero-padded to 32 x 32, grey replicated to three channels
     return ArrayDataset(x, digits.y, ids=digits.ids)
 
-def matmul(seconds):
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+def matmul(seconds, device, dtype):
+    n = 1024 if device == "cpu" else 8192
+    a = torch.randn(n, n, device=device, dtype=getattr(torch, dtype))
+    b = torch.randn(n, n, device=device, dtype=getattr(torch, dtype))
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     for _ in range(3):
         a @ b
+    sync()
     rates, cpu_rates, end = [], [], time.perf_counter() + seconds
     while time.perf_counter() < end:
         start, cpu = time.perf_counter(), time.process_time()
         for _ in range(5):
             a @ b
-        rates.append(5 * 2 * 1024 ** 3 / (time.perf_counter() - start))
-        cpu_rates.append(5 * 2 * 1024 ** 3 / max(time.process_time() - cpu, 1e-9))
+        sync()
+        rates.append(5 * 2 * n ** 3 / (time.perf_counter() - start))
+        cpu_rates.append(5 * 2 * n ** 3 / max(time.process_time() - cpu, 1e-9))
     return {"gflops": float(np.median(rates)) / 1e9, "cpu_gflops": float(np.median(cpu_rates)) / 1e9}
 
 def flops(spec):
@@ -127,7 +132,7 @@ def pool(spec):
             "child_peak_mb": children.ru_maxrss / 1024, "numerics": result.info["numerics"]}
 
 if __name__ == "__main__":
-    job = {"matmul": lambda s: matmul(s["seconds"]), "flops": flops, "pool": pool}[spec["job"]]
+    job = {"matmul": lambda s: matmul(s["seconds"], s["device"], s["dtype"]), "flops": flops, "pool": pool}[spec["job"]]
     print(json.dumps(job(spec)))
 '''
 
@@ -145,10 +150,13 @@ def _result(proc: subprocess.Popen, what: str) -> dict[str, Any]:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def machine_rate(script: Path, workers: int, seconds: float) -> tuple[float, float]:
-    """GFLOP/s of ``workers`` one-thread processes multiplying float32 1024 x 1024 matrices at once, summed;
-    and their mean GFLOP per CPU-second (one core's rate while it runs, whatever else shares the machine)."""
-    procs = [_child(script, {"job": "matmul", "threads": 1, "seconds": seconds}) for _ in range(workers)]
+def machine_rate(script: Path, workers: int, seconds: float, device: str = "cpu", dtype: str = "float32"
+                 ) -> tuple[float, float]:
+    """GFLOP/s of ``workers`` one-thread processes multiplying 1024 x 1024 matrices (8192 x 8192 on CUDA) at
+    once, summed; and their mean GFLOP per CPU-second (one core's rate while it runs, whatever else shares
+    the machine)."""
+    procs = [_child(script, {"job": "matmul", "threads": 1, "seconds": seconds, "device": device, "dtype": dtype})
+             for _ in range(workers)]
     results = [_result(p, "matmul") for p in procs]
     return sum(r["gflops"] for r in results), statistics.mean(r["cpu_gflops"] for r in results)
 
@@ -182,15 +190,24 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="processes of the multi-process executors and of the matmul-rate measurement")
     parser.add_argument("--models", type=int, help="override every workload's number of models")
-    parser.add_argument("--resnet-width", type=int, default=16)
+    parser.add_argument("--resnet-width", type=int, default=16, help="64 is the usual ResNet-18 (use it on a GPU)")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda: then only sequential and vectorised run, "
+                        "and the matmul rate is the GPU's (float32, or bfloat16 with --precision bfloat16)")
+    parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--matmul-seconds", type=float, default=3.0)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "reference_training.md"))
     args = parser.parse_args()
 
     WORKLOADS["resnet18"]["recipe"]["model_options"]["width"] = args.resnet_width
-    if args.models:
-        for workload in WORKLOADS.values():
+    gpu = args.device.startswith("cuda")
+    for workload in WORKLOADS.values():
+        workload["recipe"].update(device=args.device, precision=args.precision)
+        if args.models:
             workload["models"] = args.models
+        if gpu:  # one process drives the GPU
+            workload["executors"] = [e for e in workload["executors"] if e in ("sequential", "vectorised")]
+    if gpu:
+        args.workers = 1
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
     rates: list[float] = []
     single_rates: list[float] = []
@@ -203,7 +220,7 @@ def main() -> None:
         work = {name: _result(_child(script, {"job": "flops", "threads": 1, **WORKLOADS[name]}), "flops")
                 for name in args.workloads}
         for repeat in range(args.repeats):
-            total, _ = machine_rate(script, args.workers, args.matmul_seconds)
+            total, _ = machine_rate(script, args.workers, args.matmul_seconds, args.device, args.precision)
             single, per_core = machine_rate(script, 1, args.matmul_seconds)
             rates.append(total)
             single_rates.append(single)
@@ -226,6 +243,7 @@ def main() -> None:
     lines = [
         "# Reference-pool training: executors side by side",
         "",
+        f"Device: {args.device} ({args.precision}). "
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, shared with other jobs while measured (load "
         f"average {load_before[0]:.1f} before, {load_after[0]:.1f} after; {time.time() - started:.0f} s in all). "
         f"Each executor in a fresh process; {args.repeats} repeats with the executors interleaved; medians. "
@@ -234,8 +252,9 @@ def main() -> None:
         f"--repeats {args.repeats} --threads {args.threads} --workers {args.workers} --workloads "
         f"{' '.join(args.workloads)}`.",
         "",
-        f"Sustained float32 matmul rate (1024 x 1024, measured in every repeat): **{rate:.1f} GFLOP/s** with "
-        f"{args.workers} one-thread processes at once (the machine's limit; repeats: "
+        f"Sustained {args.precision} matmul rate ({'8192 x 8192 on the GPU' if gpu else '1024 x 1024'}, measured in "
+        f"every repeat): **{rate:.1f} GFLOP/s** with {args.workers} one-thread process(es) at once (the machine's "
+        "limit; repeats: "
         f"{', '.join(f'{r:.1f}' for r in rates)}), {statistics.median(single_rates):.1f} GFLOP/s for one thread; "
         f"**{core_rate:.1f} GFLOP per CPU-second** of one thread (the rate of a core while it runs, which the "
         "other jobs on the machine disturb much less than wall time).",
@@ -253,10 +272,10 @@ def main() -> None:
         w["flop"] = flop
     lines += [
         "",
-        "| workload | executor | numerics | wall s (median) | wall s (runs) | sequential / this | GFLOP/s "
-        "| % of machine matmul rate | CPU s | GFLOP per CPU s (% of matmul's) | peak RSS MB (driver / largest child) "
-        "| max abs logit diff vs sequential |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| workload | executor | numerics | wall s (median) | wall s (runs) | sequential / this | models per hour "
+        "| GFLOP/s | % of machine matmul rate | CPU s | GFLOP per CPU s (% of matmul's) "
+        "| peak RSS MB (driver / largest child) | max abs logit diff vs sequential |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     ratios: dict[tuple[str, str], float] = {}
     for name in args.workloads:
@@ -273,7 +292,8 @@ def main() -> None:
             per_cpu = WORKLOADS[name]["flop"] / cpu / 1e9
             lines.append(
                 f"| {name} | {label(executor, args.workers, args.threads)} | {results[0]['numerics']} | {seconds:.1f} "
-                f"| {each} | {ratio:.2f}x | {achieved:.1f} | {100 * achieved / rate:.0f}% | {cpu:.1f} "
+                f"| {each} | {ratio:.2f}x | {3600 * WORKLOADS[name]['models'] / seconds:.0f} | {achieved:.1f} "
+                f"| {100 * achieved / rate:.0f}% | {cpu:.1f} "
                 f"| {per_cpu:.1f} ({100 * per_cpu / core_rate:.0f}%) "
                 f"| {results[0]['peak_mb']:.0f} / {results[0]['child_peak_mb']:.0f} | {diff:.2g} |")
     lines += [

@@ -8,10 +8,11 @@ returns a :class:`~miaudit.classifier.reference.trained.TrainedReferencePool` fo
 Cache: with ``cache_dir`` every model is written as soon as it is trained (weights
 ``<key>.pt``, loaded with ``torch.load(weights_only=True)``; logits ``<key>.<queries>.npz``; a
 readable ``<key>.json``), each file atomically (temporary file + rename). ``key`` fingerprints the
-recipe, the training plugins, the dataset, the model's seed and training rows, and whether the
-executor is exact or vectorised; so an interrupted run resumes with the first missing model, a
-bigger pool reuses the models of a smaller one with the same seed, and a changed recipe or dataset
-never reuses anything.
+recipe (device and precision included), the training plugins, the dataset, the model's seed and
+training rows, and the executor's numerics (exact, or which vectorised batching); so an interrupted
+run resumes with the first missing model, a bigger pool reuses the models of a smaller one with the
+same seed, and a changed recipe or dataset never reuses anything. Group size and worker count do not
+change a model's numbers (tested), so they are not in the key.
 
 :func:`build_reference_pool_for_audit` is the entry point for an audit pipeline: it trains the pool
 on the audited examples of a :class:`~miaudit.data.MembershipSplit`, checks the data, and runs the
@@ -46,7 +47,9 @@ from miaudit.data import ArrayDataset, MembershipSplit, paired_keep_matrix
 from miaudit.errors import ConfigError, DataError
 from miaudit.utils.fingerprint import fingerprint
 
-CACHE_VERSION = 1
+#: 2: recipes gained ``precision``; the vectorised executor's numerics changed (fused optimiser, batched MLP
+#: products, per-model batching of conv nets on CPU), so models cached by version 1 are not reused
+CACHE_VERSION = 2
 
 
 def model_seed(seed: int, index: int) -> int:
