@@ -144,6 +144,20 @@ def test_vectorised_groups_and_worker_processes_change_nothing(location):
     np.testing.assert_array_equal(workers.population[3].logits, one.population[3].logits)
 
 
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_vectorised_models_rescore_from_cached_weights_exactly(tmp_path, model):
+    digits = load_dataset("digits").subset(np.arange(80))
+    recipe = TrainConfig(model=model, hidden=[16], epochs=1, batch_size=16,
+                         model_options={"channels": [4]} if model == "cnn" else {})
+    keep = paired_keep_matrix(2, len(digits), seed=0)
+    first = train_reference_pool(digits, keep, recipe, executor="vectorised", cache_dir=tmp_path, progress=False)
+    for path in tmp_path.glob("*.npz"):
+        path.unlink()
+    rescored = train_reference_pool(digits, keep, recipe, executor="vectorised", cache_dir=tmp_path, progress=False)
+    assert rescored.info["trained"] == 0
+    np.testing.assert_array_equal(_logits(rescored), _logits(first))
+
+
 def test_vectorised_batch_norm_trains_model_by_model():
     images = load_dataset("digits").subset(np.arange(64))
     keep = paired_keep_matrix(2, len(images), seed=0)

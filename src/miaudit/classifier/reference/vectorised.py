@@ -34,7 +34,7 @@ import copy
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,6 +51,7 @@ from miaudit.classifier.training import (
     autocast,
     build_model_from_config,
     gather_rows,
+    make_optimizer,
     resolve_device,
     shuffled_batches,
 )
@@ -291,7 +292,7 @@ class _PerModel:
 
     def __init__(self, models: Sequence[nn.Module], device: torch.device):
         self.format = torch.channels_last if prefers_channels_last(models[0], device) else torch.contiguous_format
-        self.models = [m.to(device=device, memory_format=self.format) for m in models]
+        self.models = [m.to(device).to(memory_format=self.format) for m in models]  # type: ignore[call-overload]
 
     def parameters(self) -> list[torch.Tensor]:
         return [p for m in self.models for p in m.parameters()]
@@ -314,10 +315,13 @@ class _PerModel:
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Float32 logits ``(G, n, K)`` of every model on the same inputs ``x`` ``(n, ...)``, in eval mode."""
-        chunks = [self._input(x[i:i + SCORE_BATCH]) for i in range(0, len(x), SCORE_BATCH)]
+        """Float32 logits ``(G, n, K)`` of every model on the same inputs ``x`` ``(n, ...)``, in eval mode.
+
+        In the default memory format, as a model loaded from its saved weights would score (so rescoring
+        cached weights gives the same logits bit for bit)."""
+        chunks = [x[i:i + SCORE_BATCH] for i in range(0, len(x), SCORE_BATCH)]
         for model in self.models:
-            model.eval()
+            model.eval().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
         return torch.stack([torch.cat([model(chunk).float() for chunk in chunks]) for model in self.models])
 
     def states(self) -> list[dict[str, torch.Tensor]]:
@@ -333,17 +337,6 @@ class GroupResult:
     logits: list[dict[str, np.ndarray]]  # query name -> (n_query, K) float32
     histories: list[list[dict[str, Any]]]  # per epoch: epoch, loss, accuracy (training batches), seconds
     seconds: float  # wall time of the whole group (training and scoring)
-    batching: str = ""
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-def _fused_optimizer(params: list[torch.Tensor], recipe: TrainConfig) -> torch.optim.Optimizer:
-    """The recipe's optimiser in its fused form: one pass over memory per step, the same update as
-    the per-tensor loop up to float rounding (about 1 ulp per step)."""
-    if recipe.optimizer == "adam":
-        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay, fused=True)
-    return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
-                           fused=True)
 
 
 def _epoch_permutations(n: int, recipes: Sequence[TrainConfig], device: torch.device
@@ -384,7 +377,7 @@ def train_vectorised(dataset: ArrayDataset, train_indices: Sequence[np.ndarray],
     models = [build_model_from_config(r, dataset.input_shape, dataset.n_classes) for r in recipes]
     chosen: Batching = choose_batching(models[0], device) if batching == "auto" else batching  # type: ignore[assignment]
     group = _Stacked(models, device, base.model) if chosen == "stacked" else _PerModel(models, device)
-    optimizer = _fused_optimizer(group.parameters(), base)
+    optimizer = make_optimizer(group.parameters(), base)  # foreach: each model's update exactly as alone
 
     x_all = torch.from_numpy(dataset.x).to(device)
     y_all = torch.from_numpy(dataset.y).to(device)
@@ -419,7 +412,7 @@ def train_vectorised(dataset: ArrayDataset, train_indices: Sequence[np.ndarray],
         logits = group.logits(torch.from_numpy(np.asarray(x, dtype=np.float32)).to(device)).cpu().numpy()
         for j in range(n_models):
             scored[j][name] = logits[j]
-    return GroupResult(group.states(), scored, histories, time.perf_counter() - start, chosen)
+    return GroupResult(group.states(), scored, histories, time.perf_counter() - start)
 
 
 __all__ = ["BATCHINGS", "CPU_STACKED_LIMIT", "GroupResult", "auto_group_size", "available_memory",
