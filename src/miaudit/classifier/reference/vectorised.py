@@ -3,18 +3,20 @@
 Model ``j`` gets what :func:`miaudit.classifier.training.train_classifier` would give it: initial
 weights from its own seed, its own batch order (:func:`~miaudit.classifier.training.shuffled_batches`
 with its seed), cross-entropy averaged over its own batch, and an element-wise optimiser (Adam /
-SGD act on each entry separately, so one ``foreach`` optimiser over all models' parameters equals
-one optimiser per model). What is shared per step: one gather of every model's batch from
-precomputed ``(G, n)`` permutations, one optimiser step, the loss and accuracy bookkeeping on the
-device; after training every model is scored in the same pass.
+SGD act on each entry separately, so one optimiser over all models' parameters equals one optimiser
+per model; :class:`~miaudit.classifier.reference.optimizer.InPlaceOptimizer` computes
+``torch.optim``'s update bit for bit without per-step temporaries). What is shared per step: one
+gather of every model's batch from precomputed ``(G, n)`` permutations into a reused buffer, one
+optimiser step, the loss and accuracy bookkeeping on the device; after training every chunk of the
+queries is scored by every model of the group.
 
 Two ways to run the forward and backward pass of a group (``batching``), chosen by measurement
 (``benchmarks/reference_training.py``):
 
-- ``"stacked"``: parameters stacked to ``(G, *shape)`` and one ``torch.func.functional_call`` under
-  ``vmap``; linear layers become batched matrix products, convolutions grouped convolutions. The
-  default for models without convolutions (the zoo's MLP) and for every buffer-free model on CUDA.
-  Needs a model without buffers (no batch norm).
+- ``"stacked"``: parameters stacked to ``(G, *shape)``; the zoo's MLP runs as batched matrix
+  products (:class:`_BatchedLinear`), any other model as one ``torch.func.functional_call`` under
+  ``vmap`` (convolutions become grouped convolutions). The default for models without convolutions
+  and for every buffer-free model on CUDA. Needs a model without buffers (no batch norm).
 - ``"per-model"``: each model is its own module, its forward and backward run one after another
   inside the step, in channels-last memory format where that is faster
   (:func:`prefers_channels_last`). The default for convolutional models on CPU, where a stacked
@@ -22,10 +24,12 @@ Two ways to run the forward and backward pass of a group (``batching``), chosen 
   activations no longer fit in the caches), and for models with batch norm (running statistics
   cannot be stacked).
 
-Only floating-point summation order differs from sequential training (batched matrix products,
-channels-last kernels), so weights agree to round-off that grows with the number of steps; see
-``docs/reference-attacks.md`` for the measured tolerance. With ``precision="bfloat16"`` the
-forward pass runs under autocast, so agreement is only to bfloat16 round-off.
+Only floating-point summation order can differ from sequential training (batched matrix products,
+channels-last kernels), so weights agree to round-off that grows with the number of steps (for the
+Location MLP on this machine's MKL the stacked products even summed in the same order: bit-identical
+logits); see ``docs/reference-attacks.md`` for the measured tolerance. With
+``precision="bfloat16"`` the forward pass runs under autocast, so agreement is only to bfloat16
+round-off.
 """
 
 from __future__ import annotations
@@ -45,13 +49,13 @@ from torch import nn
 from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
+from miaudit.classifier.reference.optimizer import InPlaceOptimizer
 from miaudit.classifier.training import (
     MLP,
     TrainConfig,
     autocast,
     build_model_from_config,
     gather_rows,
-    make_optimizer,
     resolve_device,
     shuffled_batches,
 )
@@ -183,30 +187,38 @@ def auto_group_size(model: nn.Module, input_shape: Sequence[int], recipe: TrainC
 class _BatchedLinear(torch.autograd.Function):
     """``y = x W^T + b`` for ``G`` models at once: ``x`` ``(G, B, in)``, ``W`` ``(G, out, in)``, ``b`` ``(G, out)``.
 
-    Autograd's own backward of the batched product computes the weight gradient as ``x^T g``
-    ``(G, in, out)`` and then copies it into the weight's ``(G, out, in)`` layout; here it is ``g^T x``,
-    computed in place. Under autocast the products run in the autocast dtype and gradients come back
-    in the inputs' dtypes (the bias gradient is summed in float32).
+    The backward pass writes the weight and bias gradients into the preallocated ``sink`` tensors
+    (``(G, out, in)``, ``(G, out)``) instead of handing fresh ones to autograd: on CPU a fresh
+    gradient of a group's size is paid for in page faults every step. The weight gradient is
+    ``g^T x`` in the weight's own layout (autograd's backward of a batched product computes ``x^T g``
+    and copies it). Each weight is used once per forward pass, so overwriting the sink is
+    accumulating into a zeroed gradient. Under autocast the products run in the autocast dtype;
+    gradients are stored in the sink's dtype (the bias gradient is summed in float32).
     """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                sink: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         device = x.device.type
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
         x_, w_ = x.to(dtype), weight.to(dtype)
         ctx.save_for_backward(x_, w_)
-        ctx.dtypes = (x.dtype, weight.dtype, bias.dtype)
+        ctx.x_dtype, ctx.sink = x.dtype, sink
         with torch.autocast(device, enabled=False):
             return torch.baddbmm(bias.to(dtype).unsqueeze(1), x_, w_.transpose(1, 2))  # (G, B, out)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
         x, w = ctx.saved_tensors
-        x_dtype, w_dtype, b_dtype = ctx.dtypes
+        weight_grad, bias_grad = ctx.sink
         g = grad.to(x.dtype)
-        grad_x = torch.bmm(g, w).to(x_dtype) if ctx.needs_input_grad[0] else None  # (G, B, in)
-        grad_w = torch.bmm(g.transpose(1, 2), x).to(w_dtype)  # (G, out, in)
-        return grad_x, grad_w, grad.float().sum(dim=1).to(b_dtype)
+        if x.dtype == weight_grad.dtype:
+            torch.bmm(g.transpose(1, 2), x, out=weight_grad)  # (G, out, in)
+        else:
+            weight_grad.copy_(torch.bmm(g.transpose(1, 2), x))
+        torch.sum(grad.float(), dim=1, out=bias_grad)
+        grad_x = torch.bmm(g, w).to(ctx.x_dtype) if ctx.needs_input_grad[0] else None  # (G, B, in)
+        return grad_x, None, None, None
 
 
 def _linear_chain(model: nn.Module) -> list[tuple[str, ...]] | None:
@@ -239,19 +251,23 @@ class _Stacked:
         self.params = {n: torch.stack([p[n].detach() for p in per_model]).to(device).requires_grad_()
                        for n in self.names}  # each (G, *shape)
         self._chain = _linear_chain(self.template)
+        self.grads = {n: torch.zeros_like(p) for n, p in self.params.items()} if self._chain is not None else {}
         self._vmapped = vmap(self._forward)  # (G, B, ...) -> (G, B, K)
 
     def _train(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """Training forward ``(G, B, ...) -> (G, B, K)``: MLPs as batched products, other models under vmap."""
         if self._chain is None:
             return self._vmapped(params, x)
+        after_linear = False
         for step in self._chain:
             if step[0] == "flatten":
                 x = x.flatten(2)
-            elif step[0] == "relu":
-                x = torch.relu(x)
+            elif step[0] == "relu":  # in place on a product's output (not kept for backward), else a copy
+                x = torch.relu_(x) if after_linear else torch.relu(x)
             else:
-                x = _BatchedLinear.apply(x, params[step[1]], params[step[2]])
+                weight, bias = step[1], step[2]
+                x = _BatchedLinear.apply(x, params[weight], params[bias], (self.grads[weight], self.grads[bias]))
+            after_linear = step[0] == "linear"
         return x
 
     def _forward(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -259,6 +275,12 @@ class _Stacked:
 
     def parameters(self) -> list[torch.Tensor]:
         return list(self.params.values())
+
+    def gradients(self) -> list[torch.Tensor | None]:
+        """The gradients of :meth:`parameters` after :meth:`step`."""
+        if self._chain is None:
+            return [p.grad for p in self.params.values()]
+        return [self.grads[n] for n in self.names]
 
     def step(self, x: torch.Tensor, y: torch.Tensor, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward and backward of every model on its batch ``x`` ``(G, B, ...)``, ``y`` ``(G, B)``;
@@ -296,6 +318,9 @@ class _PerModel:
 
     def parameters(self) -> list[torch.Tensor]:
         return [p for m in self.models for p in m.parameters()]
+
+    def gradients(self) -> list[torch.Tensor | None]:
+        return [p.grad for p in self.parameters()]
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=self.format) if x.dim() == 4 else x
@@ -377,7 +402,7 @@ def train_vectorised(dataset: ArrayDataset, train_indices: Sequence[np.ndarray],
     models = [build_model_from_config(r, dataset.input_shape, dataset.n_classes) for r in recipes]
     chosen: Batching = choose_batching(models[0], device) if batching == "auto" else batching  # type: ignore[assignment]
     group = _Stacked(models, device, base.model) if chosen == "stacked" else _PerModel(models, device)
-    optimizer = make_optimizer(group.parameters(), base)  # foreach: each model's update exactly as alone
+    optimizer = InPlaceOptimizer(group.parameters(), base)  # each model's update exactly as its own optimiser's
 
     x_all = torch.from_numpy(dataset.x).to(device)
     y_all = torch.from_numpy(dataset.y).to(device)
@@ -387,15 +412,16 @@ def train_vectorised(dataset: ArrayDataset, train_indices: Sequence[np.ndarray],
     histories: list[list[dict[str, Any]]] = [[] for _ in recipes]
     bar = tqdm(total=base.epochs * len(bounds), desc=f"vectorised x{n_models}", disable=not progress, leave=False,
                unit="step")
+    batch_buffer = x_all.new_empty((n_models * base.batch_size, *x_all.shape[1:]))  # reused by every step
     for epoch in range(base.epochs):
         epoch_start = time.perf_counter()
         loss_sum = torch.zeros(n_models, device=device)
         correct = torch.zeros(n_models, dtype=torch.int64, device=device)
         for lo, hi in bounds:
             index = torch.gather(rows, 1, perms[epoch][:, lo:hi])  # (G, B) dataset rows of each model's batch
-            optimizer.zero_grad(set_to_none=True)
-            losses, hits = group.step(gather_rows(x_all, index), y_all[index], base.precision)
-            optimizer.step()
+            optimizer.zero_grad()
+            losses, hits = group.step(gather_rows(x_all, index, batch_buffer), y_all[index], base.precision)
+            optimizer.step(group.gradients())
             loss_sum += losses.float() * (hi - lo)
             correct += hits
             bar.update()

@@ -288,13 +288,16 @@ def train_classifier(model: nn.Module, dataset: ArrayDataset, config: TrainConfi
 Batches = Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]]  # epoch -> (x (B, ...), y (B,)) on device
 
 
-def gather_rows(data: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+def gather_rows(data: torch.Tensor, index: torch.Tensor, buffer: torch.Tensor | None = None) -> torch.Tensor:
     """``data[index]`` ``(*index.shape, *data.shape[1:])`` with row-major strides, as ``torch.stack`` gives.
 
     Plain indexing may give a size-1 channel dimension the strides of channels-last memory format,
     and convolution kernels choose their algorithm (and so their rounding) from the strides.
+    ``buffer``: a contiguous tensor of at least ``index.numel()`` rows to write into (and return a view
+    of) instead of a fresh allocation.
     """
-    out = data.new_empty((index.numel(), *data.shape[1:]))
+    rows = index.numel()
+    out = data.new_empty((rows, *data.shape[1:])) if buffer is None else buffer[:rows]
     return torch.index_select(data, 0, index.flatten(), out=out).view(*index.shape, *data.shape[1:])
 
 
