@@ -180,6 +180,26 @@ def label(name: str, workers: int, threads: int) -> str:
     return f"{name} ({threads} thread{'s' if threads > 1 else ''})"
 
 
+def goals(ratios: dict[tuple[str, str], float], runs: dict[tuple[str, str], list[dict[str, Any]]],
+          rates: list[float], args: argparse.Namespace) -> list[str]:
+    """The issue's goals, checked against this run's medians."""
+    out = ["Goals (issue 17), from this run's medians:"]
+    for name, goal in (("mlp", 2.0), ("cnn-small", 1.5), ("cnn", 1.5)):
+        if (name, "vectorised") in ratios:
+            ratio = ratios[(name, "vectorised")]
+            out.append(f"- {name}: vectorised is {ratio:.2f}x sequential (goal >= {goal}x: "
+                       f"{'met' if ratio >= goal else 'not met'}).")
+    if "mlp" in args.workloads:
+        rate = statistics.median(rates)
+        achieved = {e: WORKLOADS["mlp"]["flop"] / statistics.median(r["seconds"] for r in results) / 1e9
+                    for (name, e), results in runs.items() if name == "mlp"}
+        best = max(achieved, key=achieved.__getitem__)
+        share = achieved[best] / rate
+        out.append(f"- mlp: the best executor ({label(best, args.workers, args.threads)}) reaches {100 * share:.0f}% "
+                   f"of the machine's matmul rate (goal >= 40%: {'met' if share >= 0.4 else 'not met'}).")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
@@ -296,6 +316,7 @@ def main() -> None:
                 f"| {100 * achieved / rate:.0f}% | {cpu:.1f} "
                 f"| {per_cpu:.1f} ({100 * per_cpu / core_rate:.0f}%) "
                 f"| {results[0]['peak_mb']:.0f} / {results[0]['child_peak_mb']:.0f} | {diff:.2g} |")
+    lines += ["", *goals(ratios, runs, rates, args)]
     lines += [
         "",
         "Wall s: `train_reference_pool` from call to return (start-up of worker processes or the local Ray instance "
