@@ -210,6 +210,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="processes of the multi-process executors and of the matmul-rate measurement")
     parser.add_argument("--models", type=int, help="override every workload's number of models")
+    parser.add_argument("--examples", type=int, help="override every workload's audited examples (each model "
+                        "trains on half; MNIST has 70,000, Location 5,010)")
+    parser.add_argument("--epochs", type=int, help="override every workload's epochs")
     parser.add_argument("--resnet-width", type=int, default=16, help="64 is the usual ResNet-18 (use it on a GPU)")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda: then only sequential and vectorised run, "
                         "and the matmul rate is the GPU's (float32, or bfloat16 with --precision bfloat16)")
@@ -224,6 +227,10 @@ def main() -> None:
         workload["recipe"].update(device=args.device, precision=args.precision)
         if args.models:
             workload["models"] = args.models
+        if args.examples:
+            workload["n"] = args.examples
+        if args.epochs:
+            workload["recipe"]["epochs"] = args.epochs
         if gpu:  # one process drives the GPU
             workload["executors"] = [e for e in workload["executors"] if e in ("sequential", "vectorised")]
     if gpu:
@@ -269,8 +276,7 @@ def main() -> None:
         f"Each executor in a fresh process; {args.repeats} repeats with the executors interleaved; medians. "
         f"Single-process executors ran with {args.threads} torch thread(s); multi-process ones with {args.workers} "
         f"processes of one thread. Run with `nice -n 10 python benchmarks/reference_training.py "
-        f"--repeats {args.repeats} --threads {args.threads} --workers {args.workers} --workloads "
-        f"{' '.join(args.workloads)}`.",
+        f"{' '.join(sys.argv[1:])}`.",
         "",
         f"Sustained {args.precision} matmul rate ({'8192 x 8192 on the GPU' if gpu else '1024 x 1024'}, measured in "
         f"every repeat): **{rate:.1f} GFLOP/s** with {args.workers} one-thread process(es) at once (the machine's "

@@ -86,6 +86,17 @@ def score(model: torch.nn.Module, queries: dict[str, np.ndarray]) -> dict[str, n
     return {name: predict_logits(model, x) for name, x in queries.items()}
 
 
+def rescore(numerics: str, model: torch.nn.Module, queries: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Logits of a model loaded from cached weights, computed as the executor that trained it scored it."""
+    if numerics != "vectorised-per-model":
+        return score(model, queries)
+    from miaudit.classifier.reference.vectorised import score_per_model
+
+    device = next(model.parameters()).device
+    return {name: score_per_model([model], torch.from_numpy(np.asarray(x, dtype=np.float32)).to(device))[0]
+            .cpu().numpy() for name, x in queries.items()}
+
+
 def to_arrays(model: torch.nn.Module) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
 
@@ -264,4 +275,4 @@ def run(executor: str, context: PoolContext, tasks: Sequence[ModelTask], *, n_wo
     raise ConfigError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
 
 
-__all__ = ["EXECUTORS", "ModelResult", "ModelTask", "PoolContext", "numerics", "run", "train_task"]
+__all__ = ["EXECUTORS", "ModelResult", "ModelTask", "PoolContext", "numerics", "rescore", "run", "train_task"]

@@ -203,7 +203,7 @@ def train_reference_pool(
         if cached is None and (state := cache.load_state(key)) is not None:
             model = executors.build(context, task.recipe)
             model.load_state_dict(state)
-            cached = executors.score(model.to(resolve_device(task.recipe.device)), queries)
+            cached = executors.rescore(numerics, model.to(resolve_device(task.recipe.device)), queries)
         if cached is None:
             tasks.append(task)
         else:

@@ -338,19 +338,34 @@ class _PerModel:
             correct.append((logits.detach().argmax(-1) == yj).sum())
         return torch.stack(losses), torch.stack(correct)
 
-    @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Float32 logits ``(G, n, K)`` of every model on the same inputs ``x`` ``(n, ...)``, in eval mode.
-
-        In the default memory format, as a model loaded from its saved weights would score (so rescoring
-        cached weights gives the same logits bit for bit)."""
-        chunks = [x[i:i + SCORE_BATCH] for i in range(0, len(x), SCORE_BATCH)]
-        for model in self.models:
-            model.eval().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
-        return torch.stack([torch.cat([model(chunk).float() for chunk in chunks]) for model in self.models])
+        """Float32 logits ``(G, n, K)`` of every model on the same inputs ``x`` ``(n, ...)``, in eval mode."""
+        return score_per_model(self.models, x, self.format)
 
     def states(self) -> list[dict[str, torch.Tensor]]:
         return [{k: v.detach().cpu().contiguous().clone() for k, v in m.state_dict().items()} for m in self.models]
+
+
+@torch.no_grad()
+def score_per_model(models: Sequence[nn.Module], x: torch.Tensor,
+                    memory_format: torch.memory_format | None = None) -> torch.Tensor:
+    """Float32 logits ``(G, n, K)`` of each model on ``x`` ``(n, ...)``, in eval mode, chunk by chunk, in
+    ``memory_format`` (default: :func:`prefers_channels_last` for the models' device).
+
+    How per-model groups score, and how their cached weights are rescored: the same kernels, so the
+    same logits bit for bit.
+    """
+    if memory_format is None:
+        channels_last = prefers_channels_last(models[0], x.device)
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    chunks = [x[i:i + SCORE_BATCH] for i in range(0, len(x), SCORE_BATCH)]
+    if x.dim() == 4:
+        chunks = [chunk.contiguous(memory_format=memory_format) for chunk in chunks]
+    out = []
+    for model in models:
+        model.eval().to(memory_format=memory_format)  # type: ignore[call-overload]
+        out.append(torch.cat([model(chunk).float() for chunk in chunks]))
+    return torch.stack(out)
 
 
 # -- training --------------------------------------------------------------------------------------
@@ -442,5 +457,5 @@ def train_vectorised(dataset: ArrayDataset, train_indices: Sequence[np.ndarray],
 
 
 __all__ = ["BATCHINGS", "CPU_STACKED_LIMIT", "GroupResult", "auto_group_size", "available_memory",
-           "check_vectorisable", "choose_batching", "choose_group_size", "prefers_channels_last", "train_vectorised",
-           "training_bytes"]
+           "check_vectorisable", "choose_batching", "choose_group_size", "prefers_channels_last", "score_per_model",
+           "train_vectorised", "training_bytes"]
