@@ -223,9 +223,9 @@ def test_gates_that_cannot_be_checked_on_the_written_comparison(tripped_run, tmp
 
 
 _SWALLOWING_CHILD = textwrap.dedent("""
-    import argparse, sys, time
-    from miaudit.runs.tracking import tracked_run
-    with tracked_run(argparse.Namespace(home=sys.argv[1], no_store=False), command="defend"):
+    import sys, time
+    from miaudit.runs.tracking import RunOptions, tracked_run
+    with tracked_run(RunOptions(home=sys.argv[1]), command="defend"):
         print("started", flush=True)
         for _ in range(600):
             try:

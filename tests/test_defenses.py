@@ -12,10 +12,10 @@ from torch import nn
 
 from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.training import TrainConfig, accuracy, build_model_from_config, predict_logits, train_classifier
+from miaudit.classifier.training.measured import train_measured as _train_measured
 from miaudit.cli import main
 from miaudit.data import load_dataset
 from miaudit.defenses import DefenseContext, DefenseError, build_chain, create_defense
-from miaudit.defenses.compare import _train_measured
 from miaudit.defenses.dp import _LayerwiseDPOptimizer
 from miaudit.defenses.procedures import StackedModel
 from miaudit.defenses.regularizers import _rbf_mmd2

@@ -10,13 +10,22 @@ import yaml
 
 from miaudit.cli import main
 from miaudit.data import ArrayDataset
-from miaudit.defenses.dp_canary import CANARIES_FILE, _training_set, _verdict, draw_canaries
+from miaudit.defenses.dp_canary import (
+    CANARIES_FILE,
+    CanaryConfig,
+    DefenseConfig,
+    DPCanaryConfig,
+    _training_set,
+    _verdict,
+    draw_canaries,
+)
 from miaudit.errors import ConfigError, DataError, MiauditError
 from miaudit.evaluation import AttackResult
 from miaudit.evaluation.epsilon import one_run_epsilon
 from miaudit.report.html import build_html_report
 from miaudit.report.markdown import render_report
 from miaudit.runs import parse_config, run_audit
+from miaudit.runs.config import DatasetConfig
 
 TRAINING = {"model": "mlp", "hidden": [256], "epochs": 30, "batch_size": 32, "lr": 0.003}
 
@@ -56,6 +65,18 @@ def test_k_defaults_are_fixed_in_the_resolved_config():
     config = parse_config(_config(canaries={"n": 200}))
     assert (config.canaries.k_pos, config.canaries.k_neg) == (20, 20)
     assert config.delta == 1e-5 and parse_config(_config(defense=DP, delta=None)).delta is None
+
+
+@pytest.mark.parametrize("delta, defense, message", [
+    (None, DefenseConfig(), "has no privacy accountant, so there is no delta"),
+    (1e-6, DefenseConfig(DP["name"], dict(DP["params"])), "differs from the accountant's delta"),
+])
+def test_a_config_built_in_python_has_its_delta_checked_before_training(tmp_path, delta, defense, message):
+    config = DPCanaryConfig(dataset=DatasetConfig("digits"), n_train=300, n_test=100, canaries=CanaryConfig(n=200),
+                            defense=defense, delta=delta)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        run_audit(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("overrides, error, message", [

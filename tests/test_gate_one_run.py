@@ -10,7 +10,7 @@ import yaml
 from miaudit.cli import main
 from miaudit.errors import MiauditError
 from miaudit.runs.gate import check_defense_gate_targets, check_gates, describe, parse_gate
-from miaudit.runs.tracking import add_common_run_flags, finalize_run
+from miaudit.runs.tracking import RunOptions, add_common_run_flags, finalize_run
 from run_fixtures import make_run_dir
 
 # the smallest canary audit that still leaks: 100 mislabeled canaries, undefended MLP, about 4 s
@@ -53,7 +53,7 @@ def test_a_run_without_a_one_run_audit_is_a_clear_error(tmp_path):
         check_gates(metrics, ["one_run_epsilon > 1"])
     # through the tracker, as `miaudit audit` ends: completed run, then the error (exit code 2 on the CLI)
     folder = make_run_dir(tmp_path / "run", figures=False)
-    args = argparse.Namespace(fail_if=["one_run_epsilon > 1"], json=False, no_store=True, epsilon_delta=None)
+    args = RunOptions(fail_if=("one_run_epsilon > 1",), json=False, store=False)
     with pytest.raises(MiauditError, match="needs an audit of kind dp_canary"):
         finalize_run(folder, args)
     assert (folder / "report.html").is_file()
@@ -102,7 +102,7 @@ def test_cli_gate_holds_then_trips_and_the_summary_carries_the_audit(config, tmp
 
 def test_summary_of_an_ordinary_audit_has_no_one_run_fields(tmp_path, capsys):
     folder = make_run_dir(tmp_path / "run", figures=False)
-    args = argparse.Namespace(fail_if=["auc > 0.99"], json=True, no_store=True, epsilon_delta=None)
+    args = RunOptions(fail_if=("auc > 0.99",), json=True, store=False)
     assert finalize_run(folder, args) == 0
     summary = json.loads(capsys.readouterr().out)
     assert "one_run_audit" not in summary and "dp" not in summary and summary["kind"] == "classifier"

@@ -11,7 +11,6 @@ import pytest
 from miaudit.errors import DataError
 from miaudit.report import load_run, render_report
 from miaudit.report.html import build_html_report
-from miaudit.runs.tracking import add_empirical_epsilon
 from run_fixtures import make_run_dir
 
 TOKEN_VIEW = ('<html><body><p><span style="background:#f88" title="-0.2">Once</span> '
@@ -37,17 +36,11 @@ def _chromium() -> str:
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory) -> Path:
-    """A run with attacks, a blind baseline, a DP claim, a token view and a defenses table."""
+    """A run with attacks, a blind baseline, a DP claim and a token view."""
     folder = tmp_path_factory.mktemp("run") / "audit"
     make_run_dir(folder, shifts={"loss": 0.8, "rmia": 1.8, "blind_baseline": 0.1},
                  extra={"dp": {"epsilon": 1.0, "delta": 1e-5}})
     (folder / "token_view.html").write_text(TOKEN_VIEW, encoding="utf-8")
-    defenses = {"defenses": [
-        {"name": "none", "test_accuracy": 0.81, "attacks": [{"name": "loss", "tpr_at_fpr": {"0.01": 0.09}}]},
-        {"name": "dp-sgd", "test_accuracy": 0.71, "epsilon": 3.0,
-         "attacks": [{"name": "loss", "tpr_at_fpr": {"0.01": 0.012}}]}]}
-    (folder / "defenses.json").write_text(json.dumps(defenses), encoding="utf-8")
-    add_empirical_epsilon(folder)
     build_html_report(folder)
     return folder
 
@@ -56,10 +49,10 @@ def test_report_is_self_contained_and_complete(full_run):
     text = (full_run / "report.html").read_text(encoding="utf-8")
     assert not NETWORK_REFERENCE.search(text)
     assert "<link" not in text and "<script" not in text
-    assert text.count('<img src="data:image/png;base64,') == 3  # ROC, histograms, privacy-utility
+    assert text.count('<img src="data:image/png;base64,') == 2  # ROC, histograms
     for needle in ("false alarm rate", "What was audited", "n members", "Most exposed records", "rec0",
-                   "Blind baseline", "Token heat maps", "Once", "privacy vs utility", "dp-sgd",
-                   "accountant reports", "ε lower bound", "[", "config.yaml"):
+                   "Blind baseline", "Token heat maps", "Once", "accountant reports", "ε lower bound", "[",
+                   "config.yaml"):
         assert needle in text, needle
     exposed = text[text.index("Most exposed records"):]
     assert "<code>rmia</code>" in exposed[:400]  # the strongest attack's records
@@ -86,10 +79,10 @@ def render_in_chromium(report: Path, workdir: Path) -> dict[str, str]:
 def test_report_renders_in_headless_chromium(full_run, tmp_path):
     attrs = render_in_chromium(full_run / "report.html", tmp_path)
     widths = [int(w) for w in attrs["images"].split(",")]
-    assert len(widths) == 3 and all(w > 100 for w in widths), widths
+    assert len(widths) == 2 and all(w > 100 for w in widths), widths
     sections = attrs["sections"].split("|")
     assert {"What was audited", "Attacks", "ROC curves (log-log)", "Score distributions", "Most exposed records",
-            "Blind baseline", "Token heat maps", "Defenses: privacy vs utility"} <= set(sections)
+            "Blind baseline", "Token heat maps"} <= set(sections)
     assert attrs["iframes"] == "1" and int(attrs["height"]) > 2000
     assert attrs["summary-bg"] not in ("", "rgba(0, 0, 0, 0)")  # the inline stylesheet applied
 
@@ -105,7 +98,7 @@ def test_figures_are_drawn_from_scores_when_missing(tmp_path):
 
 
 def test_run_folder_from_another_version_is_a_clear_error(tmp_path):
-    folder = make_run_dir(tmp_path / "old", figures=False)
+    folder = make_run_dir(tmp_path / "old", figures=False, report=False)
     metrics = json.loads((folder / "metrics.json").read_text())
     (folder / "metrics.json").write_text(json.dumps({**metrics, "version": 0}))
     with pytest.raises(DataError, match="version"):

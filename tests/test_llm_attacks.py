@@ -12,7 +12,8 @@ from miaudit.attacks.registry import create_attack
 from miaudit.errors import ConfigError, DataError, NotFittedError, SignalError
 from miaudit.evaluation import roc_auc
 from miaudit.llm import acmia_grid, compute_token_signals, score_logits, token_counts, token_frequencies
-from miaudit.llm.scoring import min_k_pp_score, norm_ac_score
+from miaudit.llm.attacks.acmia import norm_ac_score
+from miaudit.llm.attacks.mink import min_k_pp_score
 from miaudit.llm.selection import LLMCalibration, choose, grid_scores, select_and_evaluate
 from miaudit.llm.signals import DEFAULT_BETAS
 

@@ -128,7 +128,7 @@ def test_config_errors_name_the_problem(shared_data, tmp_path):
     with pytest.raises(ConfigError, match="perturbation model"):
         run_llm_audit(_config(shared_data, tmp_path, attacks=[{"name": "neighbourhood"}]), tmp_path / "nb",
                       progress=False)
-    with pytest.raises(ConfigError, match="package.module:function"):
+    with pytest.raises(ConfigError, match="package.module:attribute"):
         run_llm_audit(_config(shared_data, tmp_path, attacks=[{"name": "neighbourhood"}],
                               neighbourhood={"perturb": "no_colon"}), tmp_path / "nb2", progress=False)
     assert not (tmp_path / "ref").exists() and not (tmp_path / "nb").exists()

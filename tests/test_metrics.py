@@ -43,7 +43,8 @@ def test_tpr_at_fpr_hand_computed_ties():
     labels = np.array([1, 0, 1, 1, 0, 0, 0, 0, 0, 0])
     scores = np.array([3, 3, 2, 1, 1, 0, 0, 0, 0, 0], dtype=float)
     # threshold 3: TPR 1/3, FPR 1/7 ; threshold 2: 2/3, 1/7 ; threshold 1: 1, 2/7
-    assert tpr_at_fpr(labels, scores, fpr=0.1) == 0.0  # the tie at 3 cannot be split
+    # the tie at 3 (one member, one non-member) straddles FPR 0.1: split at random, 0.7 of it is flagged
+    assert tpr_at_fpr(labels, scores, fpr=0.1) == pytest.approx(0.7 / 3)
     assert tpr_at_fpr(labels, scores, fpr=1 / 7) == pytest.approx(2 / 3)
     assert tpr_at_fpr(labels, scores, fpr=0.3) == pytest.approx(1.0)
     assert membership_advantage(labels, scores) == pytest.approx(1 - 2 / 7)

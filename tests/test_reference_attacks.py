@@ -5,7 +5,10 @@ import pytest
 import scipy.stats
 
 from miaudit.attacks.registry import create_attack
-from miaudit.classifier.attacks import reference_math as F
+from miaudit.classifier.attacks.calibration import difficulty_calibration, reference_threshold
+from miaudit.classifier.attacks.lira import MIN_STD, lira_offline, lira_online
+from miaudit.classifier.attacks.rmia import OFFLINE_A_GRID
+from miaudit.classifier.attacks.rmia import rmia as rmia_score
 from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.reference import AttackReference, ReferencePool
 from miaudit.classifier.reference.trained import TrainedReferencePool
@@ -68,7 +71,7 @@ def _naive_lira(target, values, keep, online, variance):
         for v in range(k):
             def sd(inside, i=i, v=v):
                 s = np.std(resid[inside]) if variance == "global" else params[inside, i, v][1]
-                return max(s, F.MIN_STD)
+                return max(s, MIN_STD)
             mu_in, mu_out = params[True, i, v][0], params[False, i, v][0]
             if online:
                 per_view.append(scipy.stats.norm.logpdf(target[i, v], mu_in, sd(True))
@@ -102,7 +105,7 @@ def test_lira_matches_naive_loop(online, variance, views):
     keep = _paired_keep(M, 30, rng)
     values = rng.normal(size=(M, 30, views)) + 2 * keep[:, :, None]
     target = rng.normal(size=(30, views)) + 1
-    fast = (F.lira_online if online else F.lira_offline)(target, values, keep, variance=variance)
+    fast = (lira_online if online else lira_offline)(target, values, keep, variance=variance)
     np.testing.assert_allclose(fast, _naive_lira(target, values, keep, online, variance), rtol=0, atol=1e-9)
 
 
@@ -113,8 +116,8 @@ def test_rmia_matches_naive_loop(online, a, gamma):
     keep = _paired_keep(M, 50, rng)
     ref_p, ref_pz = rng.uniform(0.05, 1, (M, 50)), rng.uniform(0.05, 1, (M, 35))
     t_p, t_pz = rng.uniform(0.05, 1, 50), rng.uniform(0.05, 1, 35)
-    fast = F.rmia(np.log(t_p), np.log(ref_p), keep, np.log(t_pz), np.log(ref_pz), online=online, offline_a=a,
-                  gamma=gamma)
+    fast = rmia_score(np.log(t_p), np.log(ref_p), keep, np.log(t_pz), np.log(ref_pz), online=online, offline_a=a,
+                      gamma=gamma)
     np.testing.assert_allclose(fast, _naive_rmia(t_p, ref_p, keep, t_pz, ref_pz, online, a, gamma), atol=1e-9)
 
 
@@ -123,8 +126,8 @@ def test_difficulty_calibration_and_reference_threshold_match_naive():
     keep = _paired_keep(M, 40, rng)
     ref_loss, target_loss = rng.exponential(size=(M, 40)), rng.exponential(size=40)
     naive = [-(target_loss[i] - ref_loss[~keep[:, i], i].mean()) for i in range(40)]
-    np.testing.assert_allclose(F.difficulty_calibration(target_loss, ref_loss, ~keep), naive, atol=1e-12)
-    scores = F.reference_threshold(target_loss, ref_loss, ~keep, loss_max=50.0)
+    np.testing.assert_allclose(difficulty_calibration(target_loss, ref_loss, ~keep), naive, atol=1e-12)
+    scores = reference_threshold(target_loss, ref_loss, ~keep, loss_max=50.0)
     for alpha in (0.01, 0.1, 0.25, 0.5, 0.9):
         thresholds = [np.quantile(np.r_[ref_loss[~keep[:, i], i], 0.0, 50.0], alpha, method="linear")
                       for i in range(40)]
@@ -137,11 +140,11 @@ def test_attack_classes_equal_functional_scores():
     t = np.stack([o.scaled_logit for o in target], axis=1)
     ref = AttackReference(pool=pool, population=target_z)
     lira = create_attack("lira", online=True).fit(ref).score(target)
-    np.testing.assert_allclose(lira, F.lira_online(t, values, pool.keep), atol=1e-12)
+    np.testing.assert_allclose(lira, lira_online(t, values, pool.keep), atol=1e-12)
     rmia = create_attack("rmia", online=False, offline_a=0.4, gamma=1.0).fit(ref).score(target[0])
     ref_lp = -np.stack([o.loss for o in pool.outputs])
     ref_lpz = -np.stack([o.loss for o in pool.population])
-    expect = F.rmia(-target[0].loss, ref_lp, pool.keep, -target_z.loss, ref_lpz, online=False, offline_a=0.4)
+    expect = rmia_score(-target[0].loss, ref_lp, pool.keep, -target_z.loss, ref_lpz, online=False, offline_a=0.4)
     np.testing.assert_array_equal(rmia, expect)
 
 
@@ -159,7 +162,7 @@ def test_offline_a_is_tuned_on_reference_models_only():
     pool, target, target_z, member = _world(seed=4, m=8)
     ref = AttackReference(pool=pool, population=target_z)
     attack = create_attack("rmia", online=False).fit(ref)
-    assert attack.offline_a_ in F.OFFLINE_A_GRID and attack.tuning_auc_.shape == (len(F.OFFLINE_A_GRID),)
+    assert attack.offline_a_ in OFFLINE_A_GRID and attack.tuning_auc_.shape == (len(OFFLINE_A_GRID),)
     # the choice does not depend on the target's outputs on the audited examples (never seen in fit)
     other_z = ClassifierOutputs(target_z.labels, logits=target_z.logits + 1.0)
     again = create_attack("rmia", online=False).fit(AttackReference(pool=pool, population=other_z))
@@ -170,7 +173,7 @@ def test_offline_a_is_tuned_on_reference_models_only():
     aucs = []
     for j in range(8):
         rest = np.arange(8) != j
-        scores = F.rmia(ref_lp[j], ref_lp[rest], pool.keep[rest], ref_lpz[j], ref_lpz[rest], online=False,
+        scores = rmia_score(ref_lp[j], ref_lp[rest], pool.keep[rest], ref_lpz[j], ref_lpz[rest], online=False,
                         offline_a=attack.offline_a_)
         aucs.append(roc_auc(pool.keep[j].astype(int), scores))
     assert np.mean(aucs) == pytest.approx(attack.tuning_auc_.max(), abs=1e-12)
@@ -226,3 +229,55 @@ def test_pool_that_never_saw_the_examples_is_refused():
     with pytest.raises(DataError, match="IN reference models"):
         create_attack("lira").fit(AttackReference(pool=all_out))
     create_attack("lira", online=False).fit(AttackReference(pool=all_out)).score(target[0])
+
+
+# -- alignment by example ids --------------------------------------------------------------------
+POOL_ATTACKS = ("lira", "rmia", "difficulty_calibration", "reference_threshold")
+
+
+def _with_ids(pool, target, target_z):
+    """The same world with ids on every output: audited examples ``x<i>``, population ``z<i>``."""
+    ids, z_ids = np.array([f"x{i}" for i in range(N)]), np.array([f"z{i}" for i in range(NZ)])
+    named = TrainedReferencePool(outputs=[o.with_ids(ids) for o in pool.outputs], keep=pool.keep,
+                                 population=[o.with_ids(z_ids) for o in pool.population])
+    return named, target[0].with_ids(ids), target_z.with_ids(z_ids)
+
+
+@pytest.mark.parametrize("name", POOL_ATTACKS)
+def test_pool_attacks_line_up_target_and_pool_by_ids(name):
+    pool, target, target_z, _ = _world(seed=4)
+    plain = create_attack(name).fit(AttackReference(pool=pool, population=target_z)).score(target[0])
+    pool, target, target_z = _with_ids(pool, target, target_z)
+    attack = create_attack(name).fit(AttackReference(pool=pool, population=target_z))
+    np.testing.assert_array_equal(attack.score(target), plain)  # same order: same scores, bit for bit
+    order = np.random.default_rng(1).permutation(N)  # shuffled: aligned by ids (sums may round differently)
+    np.testing.assert_allclose(attack.score(target.subset(order)), plain[order], rtol=1e-12, atol=1e-12)
+    part = order[:N // 3]  # a subset of the pool's examples
+    np.testing.assert_allclose(attack.score(target.subset(part)), plain[part], rtol=1e-12, atol=1e-12)
+    if name == "rmia":  # the target's population z lines up with the pool's by ids too
+        z_order = np.random.default_rng(2).permutation(NZ)
+        shuffled_z = create_attack(name).fit(AttackReference(pool=pool, population=target_z.subset(z_order)))
+        np.testing.assert_allclose(shuffled_z.score(target), plain, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", POOL_ATTACKS)
+def test_ids_the_pool_lacks_are_named(name):
+    pool, target, target_z = _with_ids(*_world()[:3])
+    renamed = target.with_ids(np.r_[target.ids[:-2], ["stranger", "x999"]])
+    attack = create_attack(name).fit(AttackReference(pool=pool, population=target_z))
+    with pytest.raises(DataError, match=r"2 of the target's 60 audited examples are not among .*'stranger', 'x999'"):
+        attack.score(renamed)
+
+
+def test_ids_on_one_side_only_fall_back_to_position_and_repeats_are_refused():
+    pool, target, target_z, _ = _world()
+    named_pool, named_target, _ = _with_ids(pool, target, target_z)
+    expected = create_attack("lira").fit(AttackReference(pool=pool)).score(target[0])
+    np.testing.assert_array_equal(create_attack("lira").fit(AttackReference(pool=named_pool)).score(target[0]),
+                                  expected)
+    np.testing.assert_array_equal(create_attack("lira").fit(AttackReference(pool=pool)).score(named_target), expected)
+    attack = create_attack("lira").fit(AttackReference(pool=named_pool))
+    with pytest.raises(DataError, match="ids of the target's audited examples repeat \\('x0'\\)"):
+        attack.score(named_target.with_ids(np.r_[named_target.ids[:1], named_target.ids[:-1]]))
+    with pytest.raises(DataError, match="reference model 1 was scored on other audited examples"):
+        ReferencePool(outputs=[named_pool.outputs[0], pool.outputs[1]], keep=pool.keep[:2])

@@ -241,10 +241,12 @@ def test_pool_device_and_cuda_need_a_gpu(location, monkeypatch):
     keep = paired_keep_matrix(2, len(data), seed=0)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for executor in ("sequential", "vectorised"):
-        with pytest.raises(ConfigError, match="CUDA is not available"):
+        with pytest.raises(ConfigError, match="training.device: 'cuda' asks for a GPU"):
             train_reference_pool(data, keep, RECIPE, executor=executor, device="cuda", progress=False)
     pool = train_reference_pool(data, keep, dataclasses.replace(RECIPE, device="cuda"), device="cpu", progress=False)
     assert pool.info["device"] == "cpu"
+    auto = train_reference_pool(data, keep, RECIPE, device="auto", progress=False)
+    assert auto.info["device"] == "cpu"  # "auto" is resolved before it enters the cache key
 
 
 def test_batching_and_channels_last_choice():

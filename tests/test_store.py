@@ -1,6 +1,5 @@
 """Run store: transactional rows, statuses on failure / interruption / kill, corruption, compare, CLI."""
 
-import argparse
 import hashlib
 import json
 import os
@@ -16,14 +15,13 @@ import pytest
 from miaudit.cli import main
 from miaudit.errors import MiauditError
 from miaudit.runs import RunStore, StoreError, default_home, default_store_path
-from miaudit.runs.tracking import finalize_run, tracked_run
+from miaudit.runs.tracking import RunOptions, finalize_run, tracked_run
+from miaudit.utils.atomic import MARKER
 from run_fixtures import make_run_dir
 
 
 def _args(home, **kw):
-    base = {"home": str(home), "no_store": False, "fail_if": [], "json": False, "quiet": True,
-            "epsilon_delta": None}
-    return argparse.Namespace(**{**base, **kw})
+    return RunOptions(**{"home": str(home), **kw})
 
 
 def _digest(path: Path) -> str:
@@ -129,10 +127,9 @@ def store_rows(home):
 
 
 _CHILD = textwrap.dedent("""
-    import argparse, sys, time
-    from miaudit.runs.tracking import tracked_run
-    args = argparse.Namespace(home=sys.argv[1], no_store=False)
-    with tracked_run(args, command=sys.argv[2]):
+    import sys, time
+    from miaudit.runs.tracking import RunOptions, tracked_run
+    with tracked_run(RunOptions(home=sys.argv[1]), command=sys.argv[2]):
         print("started", flush=True)
         time.sleep(120)
 """)
@@ -161,7 +158,7 @@ def test_sigterm_and_sigkill_leave_interrupted_rows(tmp_path):
 
 def test_finalize_records_report_gates_and_json(tmp_path, capsys):
     run_dir = make_run_dir(tmp_path / "run")  # with the pipeline's figures, which the report embeds
-    args = _args(tmp_path / "home", fail_if=["tpr@0.05 > 0.2", "loss:auc > 0.99"], json=True)
+    args = _args(tmp_path / "home", fail_if=("tpr@0.05 > 0.2", "loss:auc > 0.99"), json=True)
     with tracked_run(args, command="audit", config={"seed": 0}, run_dir=run_dir) as run:
         code = run.finalize(run_dir)
     summary = json.loads(capsys.readouterr().out)
@@ -174,13 +171,13 @@ def test_finalize_records_report_gates_and_json(tmp_path, capsys):
     assert row["status"] == "completed" and row["gates"]["tripped"] and row["versions"]["miaudit"]
     assert row["metrics"]["attacks"][0]["empirical_epsilon"]
 
-    code = finalize_run(run_dir, _args(tmp_path / "home", fail_if=["auc > 0.99"]), command="audit")
+    code = finalize_run(run_dir, _args(tmp_path / "home", fail_if=("auc > 0.99",)), command="audit")
     assert code == 0 and "gate holds" in capsys.readouterr().out
     with pytest.raises(MiauditError, match="shokri"):
-        finalize_run(run_dir, _args(tmp_path / "home", fail_if=["shokri:auc > 0.5"]))
+        finalize_run(run_dir, _args(tmp_path / "home", fail_if=("shokri:auc > 0.5",)))
     latest = store_rows(tmp_path / "home")[0]
     assert latest["status"] == "completed" and "shokri" in latest["gates"]["error"]
-    finalize_run(run_dir, _args(tmp_path / "nostore", no_store=True))
+    finalize_run(run_dir, _args(tmp_path / "nostore", store=False))
     assert not (tmp_path / "nostore").exists()
 
 
@@ -229,5 +226,8 @@ def test_runs_cli(tmp_path, capsys):
     assert "no run 'zzz'" in capsys.readouterr().err
     assert main(["runs", "rm", second, "--json", *home]) == 0
     assert json.loads(capsys.readouterr().out)["removed"] == second
+    assert main(["runs", "rm", first, "--delete-files", *home]) == 2  # no marker: not a folder a run wrote
+    assert "no miaudit marker" in capsys.readouterr().err and run_dir.exists()
+    (run_dir / MARKER).write_text(json.dumps({"tool": "miaudit", "run_id": first}))
     assert main(["runs", "rm", first, "--delete-files", *home]) == 0
     assert not run_dir.exists()

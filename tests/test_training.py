@@ -10,13 +10,13 @@ from miaudit.classifier.training import (
     build_model,
     build_model_from_config,
     predict_logits,
-    resolve_device,
     shuffled_batches,
     train_classifier,
 )
 from miaudit.config import from_dict
 from miaudit.data import ArrayDataset, load_dataset
 from miaudit.errors import ConfigError
+from miaudit.utils.device import resolve_device
 
 
 @pytest.fixture(scope="module")
@@ -184,17 +184,19 @@ def test_bfloat16_mixed_precision_trains_float32_weights(digits):
 
 
 def test_device_resolution(monkeypatch):
-    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("cpu", where="training.device") == torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(ConfigError, match="CUDA is not available"):
-        resolve_device("cuda")
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="training.device: 'cuda' asks for a GPU"):
+        resolve_device("cuda", where="training.device")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert resolve_device("cuda:1") == torch.device("cuda:1")
-    with pytest.raises(ConfigError, match="only 2 CUDA device"):
+    with pytest.raises(ConfigError, match="has 2 CUDA GPU"):
         resolve_device("cuda:2")
-    with pytest.raises(ConfigError, match="invalid"):
+    with pytest.raises(ConfigError, match="not a device"):
         resolve_device("gpu")
+    assert TrainConfig(device="auto").device == "auto"  # resolved when training starts
 
 
 @pytest.mark.parametrize("key,value", [("epochs", 0), ("lr", -1.0), ("batch_size", 0), ("momentum", 1.5),

@@ -80,7 +80,7 @@ def torch_config(folder, **target):
     return {
         "seed": 1,
         "target": {"torch_module": {"path": str(folder / "model.pt"), "class": "my_models:TinyNet",
-                                    "kwargs": {"hidden": 16}},
+                                    "kwargs": {"hidden": 16}}, "trust_code": True,
                    "members": str(folder / "members.npz"), "nonmembers": str(folder / "nonmembers.npz"),
                    "population": str(folder / "population.npz"), **target},
         "training": {"model": "mlp", "hidden": [16], "epochs": 20, "batch_size": 16, "lr": 0.01},

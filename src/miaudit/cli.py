@@ -2,7 +2,9 @@
 
 Each sub-command lives in ``miaudit.commands.<name>`` and exposes ``register(subparsers)``, which
 adds its parser and sets ``func`` (``args -> exit code``). Modules are discovered, so a new command
-is a new file. Bad input (:class:`MiauditError`) prints one line and exits with code 2.
+is a new file. Bad input (:class:`MiauditError`) prints one line and exits with code 2; Ctrl-C
+(SIGINT) exits with 130 and SIGTERM with 143, after the command has cleaned up (temporary
+folders removed, the run recorded as interrupted).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import pkgutil
 import sys
 
 from miaudit import __version__
-from miaudit.errors import MiauditError
+from miaudit.errors import MiauditError, Terminated
+from miaudit.utils.processes import sigterm_raises
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,13 +42,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
                         format="%(message)s")
     try:
-        return int(args.func(args) or 0)
+        with sigterm_raises():
+            return int(args.func(args) or 0)
     except MiauditError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Terminated) as exc:
+        terminated = isinstance(exc, Terminated) or isinstance(exc.__cause__, Terminated)
+        print("terminated" if terminated else "interrupted", file=sys.stderr)
+        return 143 if terminated else 130
     except BrokenPipeError:  # the reader of our stdout went away (e.g. `miaudit list attacks | head`)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 141

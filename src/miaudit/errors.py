@@ -3,6 +3,8 @@
 The CLI turns every :class:`MiauditError` into ``error: <message>`` on stderr and exit code 2.
 """
 
+import pickle
+
 
 class MiauditError(ValueError):
     """Bad input or an impossible request; the message says what is wrong and how to fix it."""
@@ -22,3 +24,27 @@ class SignalError(MiauditError):
 
 class NotFittedError(MiauditError):
     """An attack that learns from reference data was asked to score before ``fit``."""
+
+
+class Terminated(BaseException):
+    """SIGTERM received (the command line exits with code 143).
+
+    Not a ``KeyboardInterrupt``: library code that swallows Ctrl-C to stop early (scikit-learn's
+    ``MLPClassifier.fit``, used by the Shokri attack) must not swallow a termination request.
+    :func:`miaudit.runs.tracking.tracked_run` re-raises it as a ``KeyboardInterrupt`` caused by it.
+    """
+
+
+def model_load_error(what: str, name_or_path: str, exc: BaseException) -> MiauditError:
+    """One line for a model (or tokenizer) that does not load from a folder or hub id: weights holding
+    pickled code (never run), a damaged or incomplete weights file, or anything else."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    if isinstance(exc, pickle.UnpicklingError):
+        return DataError(f"cannot load {what} {name_or_path!r}: its weights file holds pickled code or objects, "
+                         "which miaudit never runs (torch.load weights_only); get the model as model.safetensors, "
+                         "or re-save it from trusted code with save_pretrained(safe_serialization=True)")
+    if type(exc).__name__ == "SafetensorError" or isinstance(exc, (EOFError, RuntimeError)):
+        return DataError(f"cannot load {what} {name_or_path!r}: a weights file is damaged or incomplete "
+                         f"({type(exc).__name__}: {first}); download or copy it again")
+    return ConfigError(f"cannot load {what} {name_or_path!r}: {first}; give a local folder with config.json and "
+                       "weights (and tokenizer files), or a hub id (online)")

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from miaudit.llm.scoring import token_counts
+from miaudit.llm.attacks.dc_pdd import token_counts
 from miaudit.llm.selection import LLMCalibration
 from miaudit.llm.signals import TokenSignals, compute_token_signals
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from miaudit.attacks.base import Attack
+from miaudit.attacks.base import ACCESS_LEVELS, Attack
 from miaudit.errors import ConfigError
 
 _REGISTRY: dict[tuple[str, str], type[Attack]] = {}  # (target_kind, name) -> class
@@ -24,6 +24,9 @@ def register(cls: type[Attack]) -> type[Attack]:
     for attr in ("name", "target_kind", "access", "citation"):
         if not hasattr(cls, attr):
             raise TypeError(f"attack class {cls.__qualname__} must define {attr}")
+    if cls.access not in ACCESS_LEVELS:
+        raise TypeError(f"attack class {cls.__qualname__}: access {cls.access!r} is not one of "
+                        f"{', '.join(ACCESS_LEVELS)}")
     key = (cls.target_kind, cls.name)
     existing = _REGISTRY.get(key)
     if existing is not None and existing is not cls:
@@ -64,8 +67,8 @@ def get_attack_class(name: str, target_kind: str | None = None) -> type[Attack]:
 
 
 def create_attack(name: str, *, target_kind: str | None = None, **params: Any) -> Attack:
-    """Instantiate attack ``name`` (of ``target_kind``); unknown parameters are a :class:`ConfigError`
-    naming the allowed ones."""
+    """Instantiate attack ``name`` (of ``target_kind``); an unknown parameter or a value of the wrong type
+    or out of range is a :class:`ConfigError` naming what is allowed."""
     cls = get_attack_class(name, target_kind)
     allowed = cls.param_names()
     unknown = sorted(set(params) - set(allowed))
@@ -76,14 +79,18 @@ def create_attack(name: str, *, target_kind: str | None = None, **params: Any) -
 
 
 def describe(cls: type[Attack]) -> dict[str, Any]:
-    """The taxonomy row shown by ``miaudit list attacks``."""
+    """The taxonomy row shown by ``miaudit list attacks``: access, reference data, what ``fit`` takes, the
+    signals read, and every parameter with its type, default, allowed values and grid (if tunable)."""
     return {
         "name": cls.name,
         "target_kind": cls.target_kind,
         "access": cls.access,
         "needs_reference": cls.needs_reference,
         "needs_reference_models": cls.needs_reference in ("shadow", "reference-pool"),
-        "params": cls.param_names(),
+        "fit_input": list(cls.fit_input),
+        "requires_fit": cls.requires_fit,
+        "signals": list(cls.signals),
+        "params": [spec.describe() for spec in cls.param_specs().values()],
         "citation": cls.citation,
     }
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from miaudit.classifier.training import TrainConfig
 from miaudit.errors import ConfigError
 from miaudit.runs.config import AttackSpec, DatasetConfig, EvaluationConfig, check_attack_specs
+from miaudit.utils.trusted_code import check_callable_spec
 
 
 @dataclass
@@ -54,7 +55,8 @@ class TargetConfig:
       ``.npz`` with the same model's outputs and ``labels`` on data it never trained on.
     - ``torch_module``: ``{path: weights.pt, class: "pkg.module:ClassName", kwargs: {...}}``: the
       class (importable) is built with ``kwargs`` and the state dict at ``path`` is loaded with
-      ``torch.load(weights_only=True)``; whole pickled modules are refused.
+      ``torch.load(weights_only=True)``; whole pickled modules are refused. Importing the class runs
+      its module's code, so it needs ``trust_code: true`` (:mod:`miaudit.utils.trusted_code`).
     - ``sklearn``: a fitted scikit-learn estimator saved with pickle / joblib. Loading a pickle runs
       any code it contains, so it is loaded only with ``trust_pickle: true``.
 
@@ -69,6 +71,7 @@ class TargetConfig:
     torch_module: dict[str, Any] | None = None
     sklearn: str | None = None
     trust_pickle: bool = False
+    trust_code: bool = False
     members: str | None = None
     nonmembers: str | None = None
 
@@ -79,6 +82,11 @@ class TargetConfig:
                               f"{' and '.join(given)}")
         if self.torch_module is not None:
             _check_torch_module(self.torch_module)
+            check_callable_spec(self.torch_module["class"], trust_code=self.trust_code,
+                                where="config.target.torch_module.class", trust_key="config.target.trust_code")
+        if self.trust_code and self.torch_module is None:
+            raise ConfigError("config.target.trust_code: only applies to target.torch_module (a class to import); "
+                              "remove it")
         if self.sklearn is not None and not self.trust_pickle:
             raise ConfigError("config.target.sklearn: scikit-learn models are pickles, and loading a pickle runs any "
                               "code inside it; add 'trust_pickle: true' to target only for a file you made or trust")

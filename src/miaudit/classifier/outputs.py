@@ -2,12 +2,15 @@
 
 A :class:`ClassifierOutputs` holds what one model produced on ``n`` examples: logits
 ``(n, C)``, or probabilities ``(n, C)``, or only predicted labels ``(n,)`` (label-only access),
-plus the true labels ``(n,)``. Derived signals are computed lazily, once, and are pure functions
-of those arrays.
+plus the true labels ``(n,)`` and, optionally, the examples' ids ``(n,)`` (unique; targets add the
+ids of the :class:`~miaudit.data.ArrayDataset` they run on), by which attacks line up a target
+with its reference models. Derived signals are computed lazily, once, and are pure functions of
+those arrays.
 """
 
 from __future__ import annotations
 
+import copy
 from functools import cached_property
 
 import numpy as np
@@ -30,10 +33,14 @@ CLASSIFIER_SIGNALS = {
 
 
 class ClassifierOutputs:
-    """One classifier's outputs on ``n`` examples (give exactly one of logits, probs, predictions)."""
+    """One classifier's outputs on ``n`` examples (give exactly one of logits, probs, predictions).
+
+    ``ids`` ``(n,)``: identifiers of the examples, unique (``None``: unknown, and attacks line up
+    outputs of different models by position).
+    """
 
     def __init__(self, labels: np.ndarray, *, logits: np.ndarray | None = None, probs: np.ndarray | None = None,
-                 predictions: np.ndarray | None = None, prob_tolerance: float = 1e-3):
+                 predictions: np.ndarray | None = None, ids: np.ndarray | None = None, prob_tolerance: float = 1e-3):
         given = [name for name, v in (("logits", logits), ("probs", probs), ("predictions", predictions))
                  if v is not None]
         if len(given) != 1:
@@ -46,6 +53,7 @@ class ClassifierOutputs:
                 raise SignalError("labels must be integer class indices")
             self.labels = self.labels.astype(np.int64)
         n = self.labels.size
+        self.ids = _checked_ids(ids, n)
         self.logits = self.probs_given = self.predictions = None
         if predictions is not None:
             self.predictions = np.asarray(predictions).astype(np.int64)
@@ -90,12 +98,19 @@ class ClassifierOutputs:
         return (self.logits if self.logits is not None else self.probs_given).shape[1]
 
     def subset(self, index: np.ndarray) -> ClassifierOutputs:
-        """Outputs of the same model on ``index`` (indices or a boolean mask)."""
+        """Outputs of the same model on ``index`` (indices or a boolean mask), ids included."""
+        ids = None if self.ids is None else self.ids[index]
         if self.predictions is not None:
-            return ClassifierOutputs(self.labels[index], predictions=self.predictions[index])
+            return ClassifierOutputs(self.labels[index], predictions=self.predictions[index], ids=ids)
         if self.logits is not None:
-            return ClassifierOutputs(self.labels[index], logits=self.logits[index])
-        return ClassifierOutputs(self.labels[index], probs=self.probs_given[index])
+            return ClassifierOutputs(self.labels[index], logits=self.logits[index], ids=ids)
+        return ClassifierOutputs(self.labels[index], probs=self.probs_given[index], ids=ids)
+
+    def with_ids(self, ids: np.ndarray | None) -> ClassifierOutputs:
+        """The same outputs (arrays shared, not copied) on examples identified by ``ids`` ``(n,)``."""
+        out = copy.copy(self)
+        out.ids = _checked_ids(ids, len(self))
+        return out
 
     def require(self, signal: str) -> None:
         """Raise :class:`SignalError` if this access level cannot produce ``signal``."""
@@ -112,12 +127,33 @@ class ClassifierOutputs:
         return getattr(self, name)
 
     # -- derived signals ----------------------------------------------------------------------
+    # From logits every signal is computed in log space: log p and log(1 - p) of the most probable
+    # class come from its log-odds a = logsumexp(other logits) - its logit (log p = -softplus(a),
+    # log(1 - p) = -softplus(-a)), so a model that is 1 - 1e-20 sure keeps distinct, ordered losses
+    # and modified entropies instead of rounding p to 1 (and the scores to ties). From given
+    # probabilities (a model the tool only sees through them) the values are read as given.
+    @cached_property
+    def _logit_logs(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(log p, log(1 - p))``, each ``(n, C)``, exact from logits (see above)."""
+        z = self.logits
+        rows = np.arange(len(self))
+        log_p = log_softmax(z, axis=1)
+        with np.errstate(divide="ignore"):
+            log_q = np.log1p(-np.exp(log_p))  # accurate for every class but the most probable (p <= 1/2)
+        top = z.argmax(axis=1)
+        others = z.copy()
+        others[rows, top] = -np.inf
+        a = logsumexp(others, axis=1) - z[rows, top]  # log((1 - p_top) / p_top)
+        log_p[rows, top] = -np.logaddexp(0.0, a)
+        log_q[rows, top] = -np.logaddexp(0.0, -a)
+        return log_p, log_q
+
     @cached_property
     def log_probs(self) -> np.ndarray:
         """(n, C) log-probabilities (exact from logits; clipped log of given probabilities)."""
         self.require("probs")
         if self.logits is not None:
-            return log_softmax(self.logits, axis=1)
+            return self._logit_logs[0]
         return np.log(np.clip(self.probs_given, EPS, 1.0))
 
     @cached_property
@@ -137,25 +173,38 @@ class ClassifierOutputs:
 
     @cached_property
     def loss(self) -> np.ndarray:
-        """(n,) cross-entropy of the true label."""
+        """(n,) cross-entropy of the true label (exact in log space from logits)."""
         return -self.log_probs[np.arange(len(self)), self.labels]
 
     @cached_property
     def confidence(self) -> np.ndarray:
-        """(n,) probability of the true label."""
+        """(n,) probability of the true label. It rounds to 1.0 above 1 - 1e-16 (float64); ``loss`` keeps
+        the order of such examples."""
         return self.probs[np.arange(len(self)), self.labels]
 
     @cached_property
     def entropy(self) -> np.ndarray:
-        """(n,) Shannon entropy of the prediction (nats)."""
+        """(n,) Shannon entropy of the prediction (nats); in log space from logits."""
+        if self.logits is not None:
+            log_p = self.log_probs
+            return -(np.exp(log_p) * log_p).sum(axis=1)
         p = self.probs
         return -(p * np.log(np.clip(p, EPS, 1.0))).sum(axis=1)
 
     @cached_property
     def modified_entropy(self) -> np.ndarray:
-        """(n,) Song & Mittal (2021) Mentr: -(1-p_y) log p_y - sum_{i!=y} p_i log(1-p_i)."""
-        p = np.clip(self.probs, EPS, 1 - EPS)
+        """(n,) Song & Mittal (2021) Mentr: -(1-p_y) log p_y - sum_{i!=y} p_i log(1-p_i).
+
+        From logits every term is computed in log space (exact at any confidence); from given
+        probabilities, as Song & Mittal do, with probabilities clipped to [1e-12, 1 - 1e-12].
+        """
         rows = np.arange(len(self))
+        if self.logits is not None:
+            log_p, log_q = self._logit_logs
+            terms = np.exp(log_p) * log_q  # p_i log(1 - p_i)
+            terms[rows, self.labels] = np.exp(log_q[rows, self.labels]) * log_p[rows, self.labels]  # (1-p_y) log p_y
+            return -terms.sum(axis=1)
+        p = np.clip(self.probs, EPS, 1 - EPS)
         p_y = p[rows, self.labels]
         others = p * np.log(1 - p)
         others[rows, self.labels] = 0.0
@@ -172,3 +221,13 @@ class ClassifierOutputs:
             return z[rows, self.labels] - logsumexp(others, axis=1)
         p_y = np.clip(self.probs[rows, self.labels], EPS, 1 - EPS)
         return np.log(p_y) - np.log1p(-p_y)
+
+
+def _checked_ids(ids: np.ndarray | None, n: int) -> np.ndarray | None:
+    """``ids`` as an ``(n,)`` array (``None`` stays ``None``); uniqueness is checked where ids are looked up."""
+    if ids is None:
+        return None
+    ids = np.asarray(ids)
+    if ids.shape != (n,):
+        raise SignalError(f"ids have shape {ids.shape}, expected ({n},) to match the labels")
+    return ids

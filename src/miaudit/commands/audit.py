@@ -1,8 +1,8 @@
 """``miaudit audit CONFIG.yaml --out DIR``: run any audit described by a YAML config.
 
-After the run directory is written, :func:`miaudit.runs.tracking.finalize_run` adds empirical epsilon
-bounds and ``report.html``, records the run in the run store and checks ``--fail-if`` gates (exit
-code 1 when one trips).
+:func:`miaudit.runs.pipeline.run_audit` writes the complete run directory (metrics with empirical
+epsilon bounds, ``report.md``, ``report.html``); :func:`miaudit.runs.tracking.finalize_run` then
+records the run in the run store and checks ``--fail-if`` gates (exit code 1 when one trips).
 """
 
 from __future__ import annotations
@@ -11,9 +11,12 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from miaudit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from miaudit.evaluation.run_result import RunResult
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -61,21 +64,33 @@ def run_and_finalize(config: Any, args: argparse.Namespace, *, command: str) -> 
     """Run the parsed ``config`` into ``args.out`` as a tracked run; print the summary table; return the exit code."""
     from miaudit.report import summary_table
     from miaudit.runs import resolved_config, run_audit
-    from miaudit.runs.gate import RUN_METRICS, parse_gate
-    from miaudit.runs.tracking import tracked_run
+    from miaudit.runs.gate import check_run_gate_targets
+    from miaudit.runs.tracking import RunOptions, tracked_run
+    from miaudit.utils.atomic import check_output_path
 
-    kind = getattr(config, "kind", None)
-    for expression in args.fail_if:
-        if parse_gate(expression).metric in RUN_METRICS and kind != "dp_canary":
-            raise ConfigError(f"gate {expression!r}: one_run_epsilon exists only in audits of kind dp_canary (this "
-                              f"config is kind {kind!r}); gate on epsilon, auc, advantage or tpr@FPR instead")
-    with tracked_run(args, command=command, config=resolved_config(config), run_dir=args.out) as tracker:
+    # a gate that could never be checked, or an output folder that may not be written, fails now: before
+    # anything is trained, written or stored
+    baseline = getattr(config, "blind_baseline", None)  # LLM audits: the model-free baseline can be gated by name
+    check_run_gate_targets(args.fail_if, attacks=[spec.key for spec in getattr(config, "attacks", [])],
+                           kind=getattr(config, "kind", None),
+                           baselines=["blind_baseline"] if getattr(baseline, "enabled", False) else [])
+    check_output_path(args.out, overwrite=args.overwrite)
+    options = RunOptions.from_args(args)
+    with tracked_run(options, command=command, config=resolved_config(config), run_dir=args.out) as tracker:
         with torch_threads(args.threads):
-            metrics = run_audit(config, args.out, overwrite=args.overwrite, progress=not args.quiet)
+            result = run_audit(config, args.out, overwrite=args.overwrite, progress=not args.quiet,
+                               epsilon_delta=options.epsilon_delta)
         # with --json stdout carries only the JSON summary
-        print(summary_table(metrics), file=sys.stderr if args.json else sys.stdout)
+        print(summary_table(result.metrics), file=sys.stderr if args.json else sys.stdout)
         print(f"markdown report: {args.out}/report.md", file=sys.stderr if args.json else sys.stdout)
+        print_warnings(result)
         return tracker.finalize(args.out)
+
+
+def print_warnings(result: RunResult) -> None:
+    """The run's and its attacks' warnings on stderr, one ``warning:`` line each (also with ``-q``)."""
+    for warning in result.all_warnings:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,11 +13,11 @@ defense-comparison page) once the bounds are added.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from miaudit.evaluation.verdict import defense_verdict
 from miaudit.runs.gate import GateResult, check_defense_gate_targets, check_defense_gates
 from miaudit.runs.tracking import attack_summaries, complete_with_gates, gate_exit_code, strongest_by_metric
 
@@ -49,50 +49,32 @@ def run(args: argparse.Namespace) -> int:
     from miaudit.commands.audit import torch_threads
     from miaudit.config import resolved_without_seed
     from miaudit.defenses.compare import parse_defend_config, run_defense_comparison
-    from miaudit.report.html import build_html_report
-    from miaudit.runs.tracking import tracked_run
+    from miaudit.runs.tracking import RunOptions, tracked_run
+    from miaudit.utils.atomic import check_output_path
 
     config = parse_defend_config(args.config, data_dir=args.data_dir)
     # bad gates and unknown labels fail here, before anything is trained or written
     check_defense_gate_targets(args.fail_if, attacks=[a.key for a in config.attacks],
                                defenses=[d.key for d in config.defenses], selected=args.gate_defense)
+    check_output_path(args.out, overwrite=args.overwrite)
     out = Path(args.out)
+    options = RunOptions.from_args(args)
     stream = sys.stderr if args.json else sys.stdout  # with --json stdout carries only the JSON summary
-    with tracked_run(args, command="defend", config=resolved_without_seed(config, "training"), run_dir=out) as tracker:
+    with tracked_run(options, command="defend", config=resolved_without_seed(config, "training"),
+                     run_dir=out) as tracker:
         with torch_threads(args.threads):
-            run_defense_comparison(config, out, overwrite=args.overwrite, progress=not args.quiet)
-        result = add_defense_epsilon(out, delta=args.epsilon_delta)
-        report = build_html_report(out)
+            result = run_defense_comparison(config, out, overwrite=args.overwrite, progress=not args.quiet,
+                                            epsilon_delta=options.epsilon_delta)
+        report = out / "report.html"
         print_table(result, out, report, file=stream)
         gates, gate_error = complete_with_gates(
             tracker, result, out,
             lambda: check_defense_gates(result, args.fail_if, run_dir=out, defenses=args.gate_defense))
     return gate_exit_code(
-        args, gates, gate_error,
+        options, gates, gate_error,
         json_summary=lambda: summary(result, gates, run_id=tracker.run_id, run_dir=out, report=report,
                                      gate_defenses=args.gate_defense),
         headline=f"run {tracker.run_id}" if tracker.run_id else None)
-
-
-def add_defense_epsilon(out_dir: str | Path, *, delta: float | None = None) -> dict[str, Any]:
-    """Add ``"empirical_epsilon"`` to every scored attack of ``defenses.json``; return the file's content.
-
-    Bounds come from ``scores/<defense>/<attack>.scores.npz``; delta is ``delta`` when given, else
-    that defense's DP accountant delta, else 1e-5. ``defenses.json`` is replaced atomically.
-    """
-    from miaudit.runs.tracking import DEFAULT_DELTA, add_entry_epsilon, write_json_atomic
-
-    path = Path(out_dir) / "defenses.json"
-    result = json.loads(path.read_text(encoding="utf-8"))
-    changed = False
-    for row in result["defenses"]:
-        row_delta = delta if delta is not None else (row.get("delta") or DEFAULT_DELTA)
-        for entry in row["attacks"]:
-            if "auc" in entry:
-                changed |= add_entry_epsilon(entry, path.parent / "scores" / row["label"], delta=float(row_delta))
-    if changed:
-        write_json_atomic(path, result, allow_nan=True)
-    return result
 
 
 def summary(result: dict[str, Any], gates: GateResult, *, run_id: str | None, run_dir: Path, report: Path,
@@ -105,7 +87,7 @@ def summary(result: dict[str, Any], gates: GateResult, *, run_id: str | None, ru
             "test_accuracy": row["target"]["test_accuracy"], "train_accuracy": row["target"].get("train_accuracy"),
             "dp_accountant": {"epsilon": row.get("epsilon"), "delta": row.get("delta")},
             "gated": not gate_defenses or row["label"] in gate_defenses,
-            "strongest": strongest_by_metric(row["attacks"]),
+            "verdict": defense_verdict(result, row), "strongest": strongest_by_metric(row["attacks"]),
             "gates": [d for d in gates.details if d.get("defense") == row["label"]],
             "attacks": attack_summaries(row["attacks"])})
     return {"run_id": run_id, "run_dir": str(run_dir), "report": str(report), "status": "completed",
@@ -121,11 +103,14 @@ def print_table(result: dict[str, Any], out: Path, report: Path, *, file: TextIO
     """The human table: per defense, test accuracy, accountant epsilon and the strongest attack at 1% FPR."""
     from miaudit.defenses.compare import strongest_attack
 
-    print(f"{'defense':<24} {'test acc':>8} {'epsilon':>8}  strongest attack (TPR@1%FPR, AUC)", file=file)
+    print(f"{'defense':<24} {'test acc':>8} {'epsilon':>8}  {'risk':<17} strongest attack (TPR@1%FPR, AUC)",
+          file=file)
     for entry in result["defenses"]:
         s = strongest_attack(entry)
         eps = f"{entry['epsilon']:.2f}" if entry["epsilon"] is not None else "-"
         strong = f"{s['name']} ({s['tpr_at_fpr'].get('0.01', float('nan')):.3f}, {s['auc']:.3f})" if s else "-"
-        print(f"{entry['label']:<24} {entry['target']['test_accuracy']:>8.4f} {eps:>8}  {strong}", file=file)
+        risk = defense_verdict(result, entry)["level"]
+        print(f"{entry['label']:<24} {entry['target']['test_accuracy']:>8.4f} {eps:>8}  {risk:<17} {strong}",
+              file=file)
     print(f"\nreport: {report}   tables: {out}/defenses.md   data: {out}/defenses.json   plot: "
           f"{out}/privacy_utility.png", file=file)

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 from miaudit.errors import MiauditError
+from miaudit.evaluation.run_result import RunResult, ranked, strongest
+from miaudit.evaluation.verdict import verdict_of
 from miaudit.runs import STATUSES, RunStore, default_store_path
 from miaudit.runs.compare import is_defense_comparison
-from miaudit.runs.gate import is_baseline
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--confidence", type=float, default=0.95, help="confidence level of the difference intervals")
     p = actions.add_parser("rm", parents=[common], help="remove a run from the store")
     p.add_argument("run", metavar="RUN")
-    p.add_argument("--delete-files", action="store_true", help="also delete its run directory")
+    p.add_argument("--delete-files", action="store_true",
+                   help="also delete its run directory (only while the folder's marker names this run)")
     parser.set_defaults(func=run)
 
 
@@ -49,12 +50,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _strongest(attacks: list[dict[str, Any]], metric: str) -> float | None:
-    if metric == "auc":
-        values = [a["auc"] for a in attacks if "auc" in a and not is_baseline(a)]
-    else:
-        values = [a.get("tpr_at_fpr", {}).get(metric) for a in attacks if not is_baseline(a)]
-        values = [v for v in values if v is not None]
-    return max(values) if values else None
+    """The value of ``metric`` (``auc`` or an FPR key such as ``0.01``) of the strongest attack, by the one
+    rule of :func:`miaudit.evaluation.run_result.strongest`."""
+    name = metric if metric == "auc" else f"tpr@{metric}"
+    best = strongest(attacks, name)
+    return best.value(name) if best is not None else None
 
 
 def _best(row: dict[str, Any], metric: str) -> str:
@@ -84,10 +84,31 @@ def _list(store: RunStore, args: argparse.Namespace) -> int:
     if not rows:
         print(f"no runs recorded in {store.path}")
         return 0
-    _print_table(["id", "created", "command", "status", "best AUC", "best TPR@1%FPR", "run dir"],
-                 [[r["id"], r["created"][:19], r["command"], r["status"], _best(r, "auc"), _best(r, "0.01"),
-                   r.get("run_dir") or "-"] for r in rows])
+    _print_table(["id", "created", "command", "status", "risk", "best AUC", "best TPR@1%FPR", "blind baseline AUC",
+                  "run dir"],
+                 [[r["id"], r["created"][:19], r["command"], r["status"], _risk(r), _best(r, "auc"), _best(r, "0.01"),
+                   _baseline_auc(r), r.get("run_dir") or "-"] for r in rows])
     return 0
+
+
+def _audit_metrics(row: dict[str, Any]) -> dict[str, Any] | None:
+    metrics = row.get("metrics") or {}
+    return metrics if metrics.get("attacks") and not is_defense_comparison(metrics) else None
+
+
+def _risk(row: dict[str, Any]) -> str:
+    """The run's risk level (audits only; ``-`` for defense comparisons and runs without results)."""
+    metrics = _audit_metrics(row)
+    return verdict_of(metrics)["level"] if metrics is not None else "-"
+
+
+def _baseline_auc(row: dict[str, Any]) -> str:
+    metrics = _audit_metrics(row)
+    baseline = RunResult(metrics).baseline if metrics is not None else None
+    if baseline is None or baseline.auc is None:
+        return "-"
+    shift = (baseline.fields.get("verdict") or {}).get("shift")
+    return f"{baseline.auc:.3f}" + (" (shift)" if shift else "")
 
 
 def _show(store: RunStore, args: argparse.Namespace) -> int:
@@ -107,7 +128,14 @@ def _show(store: RunStore, args: argparse.Namespace) -> int:
     if is_defense_comparison(metrics):
         rows = [(d, a) for d in metrics["defenses"] for a in d.get("attacks", [])]
     else:
-        rows = [(None, a) for a in metrics.get("attacks", [])]
+        rows = [(None, a.fields) for a in ranked(metrics.get("attacks", []))]  # held-out, then oracle entries
+        if metrics.get("attacks"):
+            verdict = verdict_of(metrics)
+            print(f"risk      {verdict['level']}: {verdict['summary']}")
+        baseline = RunResult(metrics).baseline
+        if baseline is not None and baseline.auc is not None:
+            text = (baseline.fields.get("verdict") or {}).get("text") or f"AUC {baseline.auc:.3f}"
+            print(f"baseline  blind baseline: {text}")
     if rows:
         keys = sorted({k for _, a in rows for k in a.get("tpr_at_fpr", {})}, key=float)
         head = ["attack", "AUC", "AUC CI"] + [f"TPR@{k}" for k in keys] + ["advantage", "emp. eps"]
@@ -139,7 +167,8 @@ def _attack_cells(defense: dict[str, Any] | None, a: dict[str, Any], keys: list[
                  f"{defense['epsilon']:.2f}" if defense.get("epsilon") is not None else "-"]
     if "auc" not in a:
         return first + [a.get("name", "?"), "n/a", "-"] + ["-"] * len(keys) + ["-", "-"]
-    return (first + [a["name"], f"{a['auc']:.3f}",
+    name = f"{a['name']} (oracle)" if a.get("selection") == "oracle" or a["name"].endswith(".oracle") else a["name"]
+    return (first + [name, f"{a['auc']:.3f}",
                      "[{:.3f}, {:.3f}]".format(*a["auc_ci"]) if a.get("auc_ci") else "-"]
             + [f"{a['tpr_at_fpr'][k]:.3f}" if k in a.get("tpr_at_fpr", {}) else "-" for k in keys]
             + [f"{a.get('advantage', float('nan')):.3f}",
@@ -158,7 +187,8 @@ def _compare(store: RunStore, args: argparse.Namespace) -> int:
     for r in result["rows"]:
         ci = "[{:+.3f}, {:+.3f}]".format(*r["diff_ci"]) if r.get("diff_ci") else "-"
         sig = {True: "yes", False: "no", None: "-"}[r["significant"]]
-        rows.append([r["attack"], r["metric"], f"{r['a']:.3f}", f"{r['b']:.3f}", f"{r['diff']:+.3f}", ci, sig,
+        attack = f"{r['attack']} (oracle)" if r["attack"].endswith(".oracle") else r["attack"]
+        rows.append([attack, r["metric"], f"{r['a']:.3f}", f"{r['b']:.3f}", f"{r['diff']:+.3f}", ci, sig,
                      r["method"]])
     _print_table(["attack", "metric", "a", "b", "diff", "diff CI", "significant", "method"], rows)
     for side in ("a", "b"):
@@ -168,21 +198,10 @@ def _compare(store: RunStore, args: argparse.Namespace) -> int:
 
 
 def _rm(store: RunStore, args: argparse.Namespace) -> int:
-    row = store.get_run(args.run)
-    folder = Path(row["run_dir"]) if row.get("run_dir") else None
-    if (args.delete_files and folder is not None and folder.is_dir()
-            and not any((folder / name).is_file() for name in ("metrics.json", "defenses.json"))):
-        raise MiauditError(f"{folder} does not look like a miaudit run folder (no metrics.json or defenses.json); "
-                           "not deleting it")
-    if row["status"] == "running":
-        raise MiauditError(f"run {row['id']} is still running (process {row.get('pid')}); stop it first")
-    store.remove(row["id"])
-    deleted = False
-    if args.delete_files and folder is not None and folder.is_dir():
-        shutil.rmtree(folder)
-        deleted = True
+    removed = store.remove(args.run, delete_files=args.delete_files)
+    folder = removed["deleted_files"]
     if args.json:
-        print(json.dumps({"removed": row["id"], "deleted_files": str(folder) if deleted else None}))
+        print(json.dumps({"removed": removed["id"], "deleted_files": folder}))
     else:
-        print(f"removed run {row['id']}" + (f" and deleted {folder}" if deleted else ""))
+        print(f"removed run {removed['id']}" + (f" and deleted {folder}" if folder else ""))
     return 0

@@ -13,7 +13,9 @@ Shared real data (MNIST, Location) is found in this order: the ``data_dir`` argu
 from __future__ import annotations
 
 import csv
+import io
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,8 @@ import numpy as np
 from miaudit.errors import ConfigError, DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+#: integer labels up to this many classes are used as stored even when some classes never occur
+MAX_SPARSE_CLASSES = 1000
 BUILTIN = ("digits", "mnist", "location")
 
 
@@ -32,7 +36,9 @@ class ArrayDataset:
     """``n`` labelled examples held in memory.
 
     ``x``: float32 ``(n, ...)``; ``y``: int64 ``(n,)`` in ``[0, n_classes)``; ``ids``: ``(n,)`` stable
-    example identifiers (row numbers, or file paths for image folders) that survive ``subset``.
+    example identifiers (row numbers, or file paths for image folders) that survive ``subset``;
+    ``groups``: ``(n,)`` optional group ids of examples that are not independent (records of one
+    person, crops of one image): evaluation then resamples whole groups (cluster bootstrap).
     """
 
     x: np.ndarray
@@ -42,6 +48,7 @@ class ArrayDataset:
     ids: np.ndarray | None = None
     class_names: list[str] | None = None
     feature_names: list[str] | None = None
+    groups: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.x = np.asarray(self.x, dtype=np.float32)
@@ -69,6 +76,11 @@ class ArrayDataset:
         self.ids = np.arange(len(self.y)) if self.ids is None else np.asarray(self.ids)
         if self.ids.shape != self.y.shape:
             raise DataError(f"{self.name}: ids have shape {self.ids.shape}, expected {self.y.shape}")
+        if self.groups is not None:
+            self.groups = np.asarray(self.groups)
+            if self.groups.shape != self.y.shape:
+                raise DataError(f"{self.name}: groups have shape {self.groups.shape}, expected {self.y.shape}: one "
+                                "group id per example")
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -82,13 +94,14 @@ class ArrayDataset:
         """The examples at ``index`` (integer indices or a boolean mask), keeping ids and metadata."""
         index = np.asarray(index)
         return ArrayDataset(self.x[index], self.y[index], n_classes=self.n_classes, name=self.name,
-                            ids=self.ids[index], class_names=self.class_names, feature_names=self.feature_names)
+                            ids=self.ids[index], class_names=self.class_names, feature_names=self.feature_names,
+                            groups=None if self.groups is None else self.groups[index])
 
     def flatten(self) -> ArrayDataset:
         """The same examples with features reshaped to ``(n, prod(input_shape))`` (for scikit-learn)."""
         return ArrayDataset(self.x.reshape(len(self), -1), self.y, n_classes=self.n_classes, name=self.name,
                             ids=self.ids, class_names=self.class_names,
-                            feature_names=self.feature_names if self.x.ndim == 2 else None)
+                            feature_names=self.feature_names if self.x.ndim == 2 else None, groups=self.groups)
 
 
 # -- where the shared data lives --------------------------------------------------------------
@@ -185,20 +198,29 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
 
 
 # -- user files -------------------------------------------------------------------------------
-def load_npz(path: str | Path, *, x_key: str = "x", y_key: str = "y", n_classes: int | None = None) -> ArrayDataset:
-    """A user ``.npz`` with features ``x`` ``(n, ...)`` and integer labels ``y`` ``(n,)``, used as stored."""
+def load_npz(path: str | Path, *, x_key: str = "x", y_key: str = "y", n_classes: int | None = None,
+             group_key: str = "groups") -> ArrayDataset:
+    """A user ``.npz`` with features ``x`` ``(n, ...)`` and integer labels ``y`` ``(n,)``, used as stored;
+    an array ``group_key`` ``(n,)``, when present, holds the examples' group ids."""
     arrays = read_npz(path)
     path = Path(path)
     _require_keys(arrays, (x_key, y_key), path)
     x, y = arrays[x_key], arrays[y_key]
-    if not np.issubdtype(x.dtype, np.number) and x.dtype != bool:
-        raise DataError(f"{path}: array {x_key!r} has dtype {x.dtype}; features must be numeric")
-    return ArrayDataset(x, y, n_classes=n_classes, name=path.stem)
+    if not np.issubdtype(x.dtype, np.number) and x.dtype != bool or np.iscomplexobj(x):
+        raise DataError(f"{path}: array {x_key!r} has dtype {x.dtype}; features must be real numbers")
+    if not np.issubdtype(y.dtype, np.number) or np.iscomplexobj(y) or y.dtype == bool:
+        raise DataError(f"{path}: array {y_key!r} has dtype {y.dtype}; labels must be integer class indices")
+    dataset = ArrayDataset(x, y, n_classes=n_classes, name=path.stem, groups=arrays.get(group_key))
+    if n_classes is None:
+        check_class_labels(dataset.y, f"{path} array {y_key!r}")
+    return dataset
 
 
 def load_csv(path: str | Path, *, label: str = "label", categorical: list[str] | None = None,
-             drop: list[str] | None = None, standardize: bool = False, delimiter: str = ",") -> ArrayDataset:
-    """A CSV with a header row: column ``label`` is the class; the other columns are features.
+             drop: list[str] | None = None, standardize: bool = False, delimiter: str = ",",
+             group: str | None = None) -> ArrayDataset:
+    """A CSV with a header row: column ``label`` is the class; the other columns are features, except
+    ``group`` (if given): the group id of each row (rows of one person, one paper), not a feature.
 
     Numeric columns are used as stored (z-scored only if ``standardize=True``); columns named in
     ``categorical``, and any column with a non-numeric value, are one-hot encoded (sorted category
@@ -208,14 +230,13 @@ def load_csv(path: str | Path, *, label: str = "label", categorical: list[str] |
     path = Path(path)
     if not path.is_file():
         raise DataError(f"CSV file {path} does not exist; check the path")
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.reader(handle, delimiter=delimiter))
+    rows = list(csv.reader(io.StringIO(read_text(path, "CSV file"), newline=""), delimiter=delimiter))
     if len(rows) < 2:
         raise DataError(f"{path} needs a header row and at least one data row")
     header, body = [h.strip() for h in rows[0]], rows[1:]
     if label not in header:
         raise DataError(f"{path} has no label column {label!r} (columns: {', '.join(header)}); pass label=NAME")
-    for name in list(categorical or []) + list(drop or []):
+    for name in list(categorical or []) + list(drop or []) + ([group] if group else []):
         if name not in header:
             raise DataError(f"{path} has no column {name!r} (columns: {', '.join(header)})")
     for i, row in enumerate(body, start=2):
@@ -228,12 +249,14 @@ def load_csv(path: str | Path, *, label: str = "label", categorical: list[str] |
                             "fill or drop missing values first")
 
     labels_raw = columns.pop(label)
+    groups = np.array(columns.pop(group)) if group else None
     if all(v.lstrip("-").isdigit() for v in labels_raw) and min(int(v) for v in labels_raw) >= 0:
         y, class_names = np.array([int(v) for v in labels_raw], dtype=np.int64), None
     else:
         class_names = sorted(set(labels_raw))
         lookup = {c: i for i, c in enumerate(class_names)}
         y = np.array([lookup[v] for v in labels_raw], dtype=np.int64)
+    check_class_labels(y, f"{path} column {label!r}")
 
     blocks, names = [], []
     for name, values in columns.items():
@@ -253,7 +276,32 @@ def load_csv(path: str | Path, *, label: str = "label", categorical: list[str] |
     if not blocks:
         raise DataError(f"{path} has no feature columns besides the label {label!r}")
     return ArrayDataset(np.concatenate(blocks, axis=1), y, name=path.stem, class_names=class_names,
-                        feature_names=names)
+                        feature_names=names, groups=groups)
+
+
+def read_text(path: Path, what: str = "file") -> str:
+    """A UTF-8 text file's content; a one-line :class:`DataError` naming the line of the first bad byte."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise DataError(f"{what} {path} is not UTF-8 text (byte {raw[exc.start:exc.start + 1]!r} on line {line}); "
+                        "save it with UTF-8 encoding (e.g. iconv -f latin1 -t utf-8)") from None
+
+
+def check_class_labels(y: np.ndarray, where: str) -> None:
+    """Class indices a classifier can be trained and audited on: at least two classes, and no absurd range
+    (a largest label far above the number of distinct labels, e.g. {0, 100000}, would make 100,001 classes)."""
+    present = np.unique(y)
+    if present.size < 2:
+        raise DataError(f"{where}: every label is {present[0] if present.size else 'missing'}; a classifier audit "
+                        "needs at least two classes")
+    n_classes = int(present.max()) + 1
+    if n_classes > MAX_SPARSE_CLASSES and n_classes > 2 * present.size:
+        raise DataError(f"{where}: labels go up to {n_classes - 1} but only {present.size} distinct values occur, "
+                        f"which would make a {n_classes}-class model; number the classes 0..{present.size - 1} "
+                        "(or write them as names, which are numbered in sorted order)")
 
 
 def _as_float(values: list[str]) -> np.ndarray | None:
@@ -282,10 +330,15 @@ def load_image_folder(path: str | Path, *, color: str = "auto", size: tuple[int,
     images = []
     for file, _ in files:
         try:
-            with Image.open(file) as img:
-                img.load()
-                images.append(img.copy())
-        except OSError as exc:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(file) as img:
+                    img.load()
+                    images.append(img.copy())
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise DataError(f"image {file} declares more than {Image.MAX_IMAGE_PIXELS:,} pixels (a decompression "
+                            "bomb, or a huge image); miaudit does not decode it: remove it or downscale it") from None
+        except (OSError, ValueError, SyntaxError) as exc:  # PIL raises these for damaged files
             raise DataError(f"cannot read image {file}: {exc}") from None
     if color == "auto":
         color = "L" if all(img.mode in ("1", "L", "LA", "I", "I;16", "F") for img in images) else "RGB"
@@ -343,5 +396,5 @@ def load_dataset(source: str | Path, *, data_dir: str | Path | None = None, **op
         raise ConfigError(f"dataset {key!r} does not take option {bad!r}") from None
 
 
-__all__ = ["ArrayDataset", "load_dataset", "read_npz", "load_npz", "load_csv", "load_image_folder", "find_data_file",
-           "data_dir_candidates"]
+__all__ = ["ArrayDataset", "check_class_labels", "data_dir_candidates", "find_data_file", "load_csv", "load_dataset",
+           "load_image_folder", "load_npz", "read_npz", "read_text"]

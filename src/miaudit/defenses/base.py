@@ -22,7 +22,8 @@ import numpy as np
 from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.training import TrainConfig, TrainingPlugin
 from miaudit.data import ArrayDataset
-from miaudit.errors import ConfigError
+from miaudit.errors import ConfigError, DataError
+from miaudit.utils.fingerprint import fingerprint
 
 #: access levels from least to most informative (as in ``miaudit.classifier.outputs``)
 ACCESS_LEVELS = ("label-only", "probabilities", "logits")
@@ -30,6 +31,21 @@ ACCESS_LEVELS = ("label-only", "probabilities", "logits")
 
 class DefenseError(ConfigError):
     """A defense is unknown, badly parameterised, or cannot be combined with the rest of the setup."""
+
+
+# -- what an ArrayDataset always has once built (its fields are typed optional: they may be inferred) --
+def n_classes_of(data: ArrayDataset) -> int:
+    """The dataset's number of classes (an :class:`ArrayDataset` always infers one)."""
+    if data.n_classes is None:
+        raise DataError(f"{data.name}: the number of classes is unknown; give n_classes")
+    return int(data.n_classes)
+
+
+def ids_of(data: ArrayDataset) -> np.ndarray:
+    """The dataset's ``(n,)`` example ids (an :class:`ArrayDataset` numbers its rows when none are given)."""
+    if data.ids is None:
+        raise DataError(f"{data.name}: the examples have no ids; give ids (one per example)")
+    return data.ids
 
 
 @dataclass
@@ -51,11 +67,25 @@ class DefenseContext:
     notes: list[str] = field(default_factory=list)
 
 
+def _reference_of(context: DefenseContext, defense: str) -> ArrayDataset:
+    """``context.reference``; a :class:`DefenseError` when the run holds none (or an empty one)."""
+    if context.reference is None or len(context.reference) == 0:
+        raise DefenseError(f"defense {defense!r} needs reference data the audited examples do not belong to; "
+                           "set split.n_reference > 0")
+    return context.reference
+
+
 class _Defense:
-    name: ClassVar[str]
+    #: registry name, set by each concrete class; declared like ``TrainingPlugin.name`` (an instance
+    #: attribute with a class-level default) so that training defenses, which are both, agree on it
+    name: str
     citation: ClassVar[str]
-    #: True when the defense needs ``DefenseContext.reference``
-    needs_reference: ClassVar[bool] = False
+
+    @property
+    def needs_reference(self) -> bool:
+        """True when the defense needs ``DefenseContext.reference`` (a class constant in most defenses, set
+        as ``needs_reference = True``; a property where it depends on the parameters)."""
+        return False
 
     @classmethod
     def param_names(cls) -> list[str]:
@@ -70,13 +100,18 @@ class _Defense:
 
     def check(self, context: DefenseContext) -> None:
         """Raise :class:`DefenseError` for a setup this defense cannot run in; append notes to ``context``."""
-        if self.needs_reference and (context.reference is None or len(context.reference) == 0):
-            raise DefenseError(f"defense {self.name!r} needs reference data the audited examples do not belong to; "
-                               "set split.n_reference > 0")
+        if self.needs_reference:
+            _reference_of(context, self.name)
 
     def fingerprint(self) -> list[Any]:
-        """Identity of this defense for caches (name and parameters)."""
-        return [self.name, self.get_params()]
+        """Identity of this defense for caches: name, parameters and, for a defense that uses the
+        defender's reference data (a distillation transfer set, a validation split...), that data, so
+        models trained with other reference data (e.g. another ``split.n_reference``) are never reused."""
+        identity: list[Any] = [self.name, self.get_params()]
+        reference = getattr(getattr(self, "_context", None), "reference", None)
+        if self.needs_reference and reference is not None:
+            identity.append({"reference_data": fingerprint(reference.x, reference.y)})
+        return identity
 
 
 class TrainingDefense(_Defense, TrainingPlugin):
@@ -104,6 +139,11 @@ class TrainingDefense(_Defense, TrainingPlugin):
                                "miaudit.defenses.build_defense")
         return ctx
 
+    @property
+    def reference_data(self) -> ArrayDataset:
+        """The defender's reference data of the bound context (defenses with ``needs_reference``)."""
+        return _reference_of(self.context, self.name)
+
 
 class OutputDefense(_Defense):
     """An inference-time post-processor on a model's outputs.
@@ -113,9 +153,14 @@ class OutputDefense(_Defense):
     ``output_access``: access level of what ``apply`` returns.
     """
 
-    requires_fit: ClassVar[bool] = False
     min_access: ClassVar[str] = "probabilities"
     output_access: ClassVar[str] = "probabilities"
+
+    @property
+    def requires_fit(self) -> bool:
+        """True when ``fit`` must run before ``apply`` (a class constant or, where it depends on the
+        parameters, a property)."""
+        return False
 
     def fit(self, members: ClassifierOutputs, nonmembers: ClassifierOutputs, *, seed: int = 0) -> OutputDefense:
         """Learn from the model's outputs on its own members and on data it never saw (default: nothing)."""
@@ -123,12 +168,12 @@ class OutputDefense(_Defense):
         return self
 
     def apply(self, outputs: ClassifierOutputs, *, seed: int = 0) -> ClassifierOutputs:
-        """The defended outputs on the same ``n`` examples (same labels)."""
+        """The defended outputs on the same ``n`` examples (same labels, same ids)."""
         check_access(outputs, self.min_access, self.name)
         if self.requires_fit and not getattr(self, "fitted_", False):
             raise DefenseError(f"output defense {self.name!r} must be fitted on the model's member and non-member "
                                "outputs first: call fit(members, nonmembers)")
-        return self._apply(outputs, np.random.default_rng(seed))
+        return self._apply(outputs, np.random.default_rng(seed)).with_ids(outputs.ids)
 
     def _apply(self, outputs: ClassifierOutputs, rng: np.random.Generator) -> ClassifierOutputs:
         raise NotImplementedError
@@ -147,4 +192,4 @@ def output_logits(outputs: ClassifierOutputs) -> np.ndarray:
 
 
 __all__ = ["ACCESS_LEVELS", "DefenseContext", "DefenseError", "OutputDefense", "TrainingDefense", "check_access",
-           "output_logits"]
+           "ids_of", "n_classes_of", "output_logits"]

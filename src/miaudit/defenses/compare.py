@@ -1,10 +1,14 @@
 """``miaudit defend``: one dataset and architecture, several defenses, several attacks, one comparison.
 
-For every defense the target is trained on the same members with the same initial seed; the
-attacks are adaptive: shadow and reference models are trained with the same defense (fresh
-plugins for every model) and the same output post-processor is applied to their outputs, each
-fitted on that model's own members and non-members. Defenses with the same training part (e.g.
-``none`` and ``memguard``) share their trained models. Everything is checked before any training.
+For every defense the target, shadow and reference models come from one
+:class:`~miaudit.classifier.experiment.ClassifierExperiment`, the one ``miaudit audit`` uses: the
+target is trained on the same members with the same initial seed, and the attacks are adaptive:
+shadow and reference models are trained with the same defense (the chain's training plugins,
+fresh for every model) and the same output post-processor is applied to their outputs, each
+fitted on that model's own members and unseen data. The undefended row (``name: none``) thus
+scores exactly what ``miaudit audit`` scores on the same dataset, split, training, shadow,
+reference, attacks and seed. Defenses with the same training part (e.g. ``none`` and
+``memguard``) share their trained models. Everything is checked before any training.
 
 Output folder (built atomically): ``defenses.json``, ``defenses.md``, ``privacy_utility.png``,
 ``config.yaml``, ``log.txt`` and ``scores/<defense>/<attack>.{scores.npz,json}``.
@@ -14,44 +18,43 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import functools
 import json
 import logging
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import yaml
 
 from miaudit import __version__
 from miaudit.attacks.base import Attack
-from miaudit.attacks.registry import create_attack
 from miaudit.classifier.config import ReferenceConfig, ShadowConfig
+from miaudit.classifier.experiment import ClassifierExperiment, ExperimentModels, ModelOutputs
 from miaudit.classifier.outputs import ClassifierOutputs
-from miaudit.classifier.queried import ShadowModel, run_queried_attacks, signal_type
+from miaudit.classifier.queried import QueriedScores, signal_type
 from miaudit.classifier.reference.data import AttackReference, ReferencePool, ShadowData
-from miaudit.classifier.training import TrainConfig, build_model_from_config, predict_logits, train_classifier
+from miaudit.classifier.targets import TorchClassifierTarget
+from miaudit.classifier.training import TrainConfig
 from miaudit.config import from_dict, load_yaml, refuse_nested_seed, resolved_without_seed, to_dict
-from miaudit.data import ArrayDataset, MembershipSplit, load_dataset, make_split
-from miaudit.defenses.base import ACCESS_LEVELS, DefenseContext
+from miaudit.data import ArrayDataset
+from miaudit.defenses.base import ACCESS_LEVELS, DefenseContext, n_classes_of
 from miaudit.defenses.registry import DefenseChain, build_chain
+from miaudit.defenses.report import render_defense_html
 from miaudit.errors import ConfigError, DataError, MiauditError
 from miaudit.evaluation import AttackResult, evaluate
+from miaudit.evaluation.epsilon import DEFAULT_DELTA, empirical_epsilon
+from miaudit.evaluation.run_result import strongest
 from miaudit.runs.config import AttackSpec, DatasetConfig, EvaluationConfig, check_attack_specs
 from miaudit.runs.pipeline import build_attacks
+from miaudit.utils.atomic import atomic_output_dir
 from miaudit.utils.jsonable import json_default
 from miaudit.utils.logs import progress as progress_bar
 from miaudit.utils.logs import run_log
-from miaudit.utils.rundir import atomic_output_dir
 from miaudit.utils.seed import derive_seed
 
 log = logging.getLogger(__name__)
-SUPPORTED_REFERENCE = ("none", "population", "shadow", "reference-pool")
 
 
 # -- configuration ------------------------------------------------------------------------------
@@ -168,85 +171,7 @@ def parse_defend_config(source: dict[str, Any] | str | Path, *, data_dir: str | 
     return from_dict(DefendConfig, data)
 
 
-# -- training the target, optionally in a fresh process ----------------------------------------
-def _proc_status_mb(key: str) -> float | None:
-    """``VmRSS`` / ``VmHWM`` of this process from ``/proc/self/status`` in MiB (``None`` without ``/proc``)."""
-    status = Path("/proc/self/status")
-    if not status.is_file():
-        return None
-    for line in status.read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024  # kB
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    """Reset this process's RSS high-water mark (``VmHWM``) to its current RSS (Linux ``clear_refs``)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def _train_measured(plugins: list[Any], recipe: TrainConfig, data: ArrayDataset, threads: int | None
-                    ) -> tuple[Any, dict[str, Any]]:
-    """Train one target and measure its peak memory: ``VmHWM`` after training minus ``VmRSS`` before it.
-
-    ``VmHWM`` belongs to the process's own address space (unlike ``ru_maxrss``, which a spawned
-    child inherits from its parent on Linux) and is reset just before training.
-    """
-    if threads:
-        torch.set_num_threads(threads)
-    model = build_model_from_config(recipe, data.input_shape, data.n_classes)
-    reset = _reset_peak_rss()
-    before = _proc_status_mb("VmRSS")
-    result = train_classifier(model, data, recipe, plugins=plugins, progress=False)
-    info = {"seconds": result.seconds, "history": result.history, "reports": result.reports,
-            "peak_memory_mb": result.peak_memory_mb, "memory_source": result.memory_source}
-    peak = _proc_status_mb("VmHWM")
-    if reset and before is not None and peak is not None and not result.memory_source.startswith("cuda"):
-        info["peak_memory_mb"] = peak - before
-        info["memory_source"] = "peak RSS of the training process during training minus its RSS before (VmHWM)"
-    return result.model, info
-
-
-def _train_isolated(plugins: list[Any], recipe: TrainConfig, data: ArrayDataset) -> tuple[Any, dict[str, Any]]:
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(_train_measured, plugins, recipe, data, torch.get_num_threads()).result()
-
-
 # -- trained models (shared by defenses with the same training part) ----------------------------
-@dataclass
-class _RawModel:
-    """One model's raw (undefended) outputs: on its members, on its audited / scored rows, on reference data."""
-
-    members: ClassifierOutputs
-    scored: ClassifierOutputs
-    reference: ClassifierOutputs | None
-    population: ClassifierOutputs | None = None
-
-
-@dataclass
-class _Trained:
-    """Everything trained for one training part. ``models`` (target, then shadow models with their data)
-    are kept only when an attack queries the model itself (label-only robustness, white-box)."""
-
-    target: _RawModel
-    target_info: dict[str, Any]
-    shadow: list[tuple[_RawModel, np.ndarray]] = field(default_factory=list)  # (outputs, membership of scored rows)
-    pool: list[_RawModel] = field(default_factory=list)
-    keep: np.ndarray | None = None
-    seconds: float = 0.0
-    target_model: Any = None
-    shadow_models: list[ShadowModel] = field(default_factory=list)
-    queried: dict[str, tuple[np.ndarray, Any, float]] | None = None  # key -> (scores, fitted attack, seconds)
-
-
-def _outputs(model: Any, data: ArrayDataset) -> ClassifierOutputs:
-    return ClassifierOutputs(data.y, logits=predict_logits(model, data.x))
-
-
 @dataclass
 class _Row:
     """One defense of the comparison: its checked chain and its training recipe (seed set per model)."""
@@ -264,35 +189,37 @@ class _Row:
                           sort_keys=True, default=str)
 
 
-class _Run:
-    """State of one comparison: data, split, and the cache of trained models."""
+@dataclass
+class _Trained:
+    """The models of one training part (:class:`~miaudit.classifier.experiment.ExperimentModels`) and the
+    target's training cost for ``defenses.json``."""
 
-    def __init__(self, config: DefendConfig, *, progress: bool):
+    models: ExperimentModels
+    target_info: dict[str, Any]
+
+
+class _Run:
+    """One comparison: the classifier experiment (data, split, checked attacks), the defender's held-out
+    data, and the models trained for each training part."""
+
+    def __init__(self, config: DefendConfig, attacks: list[tuple[str, Attack]], *, progress: bool):
         self.config = config
         self.progress = progress
-        ds = config.dataset
-        self.dataset = load_dataset(ds.source, data_dir=ds.data_dir, **ds.options)
-        sp = config.split
-        self.split = make_split(len(self.dataset), n_members=sp.n_members, n_nonmembers=sp.n_nonmembers,
-                                n_shadow=sp.n_shadow, n_population=sp.n_population,
-                                seed=derive_seed(config.seed, "split"))
-        used = np.concatenate([self.split.audited, self.split.shadow, self.split.population])
+        self.experiment = ClassifierExperiment.from_config(config, attacks, isolate_training=config.isolate_training,
+                                                           measure_memory=True, progress=progress)
+        dataset, split = self.experiment.dataset, self.experiment.split
+        assert dataset is not None and split is not None  # defend trains its target on a dataset's split
+        self.dataset: ArrayDataset = dataset
+        used = np.concatenate([split.audited, split.shadow, split.population])
         free = np.setdiff1d(np.arange(len(self.dataset)), used)
-        if sp.n_reference > free.size:
-            raise DataError(f"split.n_reference={sp.n_reference} but only {free.size} examples of "
+        n_reference = config.split.n_reference
+        if n_reference > free.size:
+            raise DataError(f"split.n_reference={n_reference} but only {free.size} examples of "
                             f"{self.dataset.name} are left after the other parts; lower the sizes")
         rng = np.random.default_rng(derive_seed(config.seed, "defense-reference"))
-        self.reference_index = np.sort(rng.permutation(free)[:sp.n_reference])
-        self.audited = self.dataset.subset(self.split.audited)
-        self.membership = self.split.membership
-        self.reference = self.dataset.subset(self.reference_index) if sp.n_reference else None
-        self.population = self.dataset.subset(self.split.population) if sp.n_population else None
-        self.shadow_sizes = self._shadow_sizes()
-        n_audit = len(self.audited)
-        pool_sizes = (n_audit // 2, n_audit - n_audit // 2) if config.reference.n_models else ()
-        self.train_sizes = (sp.n_members, *([self.shadow_sizes[0]] if self.shadow_sizes else []), *pool_sizes)
+        reference_index = np.sort(rng.permutation(free)[:n_reference])
+        self.reference = self.dataset.subset(reference_index) if n_reference else None
         self.cache: dict[str, _Trained] = {}
-        self.keeps_models = any(signal_type(create_attack(s.name, **s.params)) for s in config.attacks)
 
     def row(self, spec: DefenseSpec) -> _Row:
         """Build and check ``spec``'s defenses against its recipe (raises before any training)."""
@@ -300,142 +227,66 @@ class _Run:
             recipe = dataclasses.replace(self.config.training, **spec.training)
         except TypeError as exc:
             raise ConfigError(f"config.defenses[{spec.key!r}].training: {exc}") from None
-        context = DefenseContext(recipe, self.dataset.input_shape, self.dataset.n_classes, self.train_sizes,
-                                 self.reference)
+        context = DefenseContext(recipe, self.dataset.input_shape, n_classes_of(self.dataset),
+                                 self.experiment.train_sizes, self.reference)
         return _Row(build_chain(spec.components(), context, label=spec.key), recipe)
-
-    def _shadow_sizes(self) -> tuple[int, int] | None:
-        sh, pool = self.config.shadow, self.config.split.n_shadow
-        if not sh.n_models:
-            return None
-        n_in = sh.members_per_model or min(self.config.split.n_members, pool // 2)
-        n_out = sh.nonmembers_per_model or min(self.config.split.n_nonmembers, pool - n_in)
-        if n_in < 1 or n_out < 1 or n_in + n_out > pool:
-            raise ConfigError(f"shadow models need {n_in} members + {n_out} non-members each but split.n_shadow is "
-                              f"{pool}; raise split.n_shadow or lower shadow.members_per_model")
-        return n_in, n_out
-
-    # -- training ------------------------------------------------------------------------------
-    def _raw(self, model: Any, members: ArrayDataset, scored: ArrayDataset) -> _RawModel:
-        return _RawModel(_outputs(model, members), _outputs(model, scored),
-                         _outputs(model, self.reference) if self.reference is not None else None)
 
     def trained(self, row: _Row) -> tuple[_Trained, bool]:
         """The models of ``row``'s training part (trained now, or shared with an earlier defense)."""
         key = row.key()
         if key in self.cache:
             return self.cache[key], True
-        start = time.perf_counter()
-        members = self.dataset.subset(self.split.target_members)
-        recipe = dataclasses.replace(row.recipe, seed=derive_seed(self.config.seed, "target"))
-        log.info("[%s] training the target (%s, %d epochs) on %d members", row.label, recipe.model, recipe.epochs,
-                 len(members))
-        isolate = self.config.isolate_training and not recipe.device.startswith("cuda")
-        train = _train_isolated if isolate else functools.partial(_train_measured, threads=None)
-        model, result = train(row.chain.plugins(), recipe, members)
-        target = self._raw(model, members, self.audited)
-        if self.population is not None:
-            target.population = _outputs(model, self.population)
-        info = {"train_seconds": round(result["seconds"], 3), "peak_memory_mb": round(result["peak_memory_mb"], 1),
-                "memory_source": result["memory_source"], "final_train_loss": result["history"][-1]["loss"],
-                "epochs": len(result["history"]), "n_parameters": int(sum(p.numel() for p in model.parameters())),
-                "model_class": type(model).__name__, "recipe": to_dict(row.recipe),
-                "reports": {k: v for k, v in result["reports"].items() if v}}
-        trained = _Trained(target, info, target_model=model if self.keeps_models else None)
-        if self.config.shadow.n_models:
-            trained.shadow = self._shadow_models(row, trained)
-        if self.config.reference.n_models:
-            trained.pool, trained.keep = self._pool(row)
-        trained.seconds = round(time.perf_counter() - start, 2)
-        self.cache[key] = trained
-        return trained, False
-
-    def _shadow_models(self, row: _Row, trained: _Trained) -> list[tuple[_RawModel, np.ndarray]]:
-        """Shadow models drawn as the classifier audit draws them, trained with ``row``'s defenses and recipe."""
-        n_in, n_out = self.shadow_sizes
-        models = []
-        for m in progress_bar(range(self.config.shadow.n_models), desc=f"{row.label}: shadow models",
-                              enabled=self.progress, unit="model", leave=False):
-            draw = np.random.default_rng(derive_seed(self.config.seed, "shadow-data", m)).permutation(self.split.shadow)
-            members, nonmembers = draw[:n_in], draw[n_in:n_in + n_out]
-            recipe = dataclasses.replace(row.recipe, seed=derive_seed(self.config.seed, "shadow", m))
-            data = self.dataset.subset(members)
-            model = build_model_from_config(recipe, data.input_shape, data.n_classes)
-            model = train_classifier(model, data, recipe, plugins=row.chain.plugins(), progress=False).model
-            scored = self.dataset.subset(np.r_[members, nonmembers])
-            membership = np.r_[np.ones(n_in, bool), np.zeros(n_out, bool)]
-            models.append((self._raw(model, data, scored), membership))
-            if self.keeps_models:
-                trained.shadow_models.append(ShadowModel(model, scored, membership))
-        return models
-
-    def _pool(self, row: _Row) -> tuple[list[_RawModel], np.ndarray]:
-        from miaudit.classifier.reference.pool import build_reference_pool_for_audit
-
-        ref = self.config.reference
-        split = MembershipSplit(self.split.target_members, self.split.target_nonmembers, np.empty(0, np.int64),
-                                self.split.population)
-        log.info("[%s] training %d reference models", row.label, ref.n_models)
-        pool = build_reference_pool_for_audit(
-            self.dataset, split, row.recipe, n_models=ref.n_models,
-            seed=derive_seed(self.config.seed, "reference"), plugins=row.chain.plugins(), executor=ref.executor,
-            n_workers=ref.n_workers, cache_dir=ref.cache_dir, progress=self.progress)
-        raws = []
-        for j, out in enumerate(pool.outputs):
-            raw = _RawModel(out.subset(pool.keep[j]), out, None,
-                            pool.population[j] if pool.population is not None else None)
-            raw.reference = out.subset(~pool.keep[j])  # MemGuard / temperature of model j: its own OUT examples
-            raws.append(raw)
-        return raws, pool.keep
+        models = self.experiment.run(recipe=row.recipe, plugins=row.chain.plugins, unseen=self.reference,
+                                     member_outputs=True, label=row.label)
+        for warning in models.warnings:
+            log.warning("[%s] %s", row.label, warning)
+        record, target = models.target.training, models.target.model
+        assert record is not None and isinstance(target, TorchClassifierTarget)  # trained by the experiment
+        module = target.model
+        info = {"train_seconds": round(record["seconds"], 3), "peak_memory_mb": round(record["peak_memory_mb"], 1),
+                "memory_source": record["memory_source"], "final_train_loss": record["history"][-1]["loss"],
+                "epochs": len(record["history"]), "n_parameters": int(sum(p.numel() for p in module.parameters())),
+                "model_class": type(module).__name__, "recipe": to_dict(row.recipe),
+                "reports": {k: v for k, v in record["reports"].items() if v}}
+        self.cache[key] = _Trained(models, info)
+        return self.cache[key], False
 
     # -- one defense ---------------------------------------------------------------------------
-    def evaluate_defense(self, row: _Row, attacks: list[tuple[str, Attack]], folder: Path) -> dict[str, Any]:
+    def evaluate_defense(self, row: _Row, attacks: list[tuple[str, Attack]], folder: Path, *,
+                         epsilon_delta: float | None = None) -> dict[str, Any]:
         chain = row.chain
         trained, shared = self.trained(row)
+        models = trained.models
         start = time.perf_counter()
-        seed = derive_seed(self.config.seed, "postprocess", chain.label)
-        target = _defend(chain, trained.target, seed, with_population=True)
-        shadow = None
-        if trained.shadow:
-            shadow = ShadowData([_defend(chain, raw, seed + 1 + m).scored for m, (raw, _) in enumerate(trained.shadow)],
-                                [membership for _, membership in trained.shadow])
-        pool = None
-        if trained.pool:
-            defended = [_defend(chain, raw, seed + 1000 + j, with_population=True)
-                        for j, raw in enumerate(trained.pool)]
-            pool = ReferencePool([d.scored for d in defended], trained.keep,
-                                 [d.population for d in defended] if defended[0].population is not None else None)
+        outputs, reference = _defended(chain, models, derive_seed(self.config.seed, "postprocess", chain.label))
         postprocess_seconds = time.perf_counter() - start
-        reference = AttackReference(shadow=shadow, pool=pool, population=target.population)
-        outputs, membership = target.scored, self.membership
+        membership = models.target.membership
         info = dict(trained.target_info)
         info.update(train_accuracy=float(outputs.correctness[membership].mean()),
                     test_accuracy=float(outputs.correctness[~membership].mean()),
                     postprocess_seconds=round(postprocess_seconds, 3), access=outputs.access,
-                    shared_training=shared, seconds_all_models=trained.seconds)
+                    shared_training=shared, seconds_all_models=models.seconds)
         epsilon = next((r for r in info["reports"].values() if "epsilon" in r), None)
         base = to_dict(self.config.training)
         overrides = {k: v for k, v in to_dict(row.recipe).items() if k != "seed" and base[k] != v}
-        entry = {"label": chain.label, "components": chain.components(), "training_overrides": overrides,
-                 "notes": chain.notes, "target": info,
-                 "epsilon": epsilon["epsilon"] if epsilon else None, "delta": epsilon["delta"] if epsilon else None,
-                 "attacks": []}
-        queried = [(k, a) for k, a in attacks if signal_type(a)]
-        if queried and trained.queried is None:
-            log.info("[%s] querying the model for %s", chain.label, ", ".join(k for k, _ in queried))
-            trained.queried = {q.key: (q.scores, q.attack, q.seconds) for q in run_queried_attacks(
-                queried, trained.target_model, self.audited, shadow=trained.shadow_models, progress=self.progress)}
-        for key, attack in attacks:
-            entry["attacks"].append(self._attack(key, attack, reference, outputs, trained, chain, folder))
-        return entry
+        queried = models.queried(attacks)
+        delta = epsilon_delta if epsilon_delta is not None else ((epsilon or {}).get("delta") or DEFAULT_DELTA)
+        rows = [self._attack(key, attack, reference, outputs, models, queried.get(key), chain, folder,
+                             delta=float(delta)) for key, attack in attacks]
+        return {"label": chain.label, "components": chain.components(), "training_overrides": overrides,
+                "notes": chain.notes, "target": info,
+                "epsilon": epsilon["epsilon"] if epsilon else None, "delta": epsilon["delta"] if epsilon else None,
+                "attacks": rows}
 
     def _attack(self, key: str, attack: Attack, reference: AttackReference, outputs: ClassifierOutputs,
-                trained: _Trained, chain: DefenseChain, folder: Path) -> dict[str, Any]:
+                models: ExperimentModels, queried: QueriedScores | None, chain: DefenseChain, folder: Path, *,
+                delta: float) -> dict[str, Any]:
+        """One attack's row of a defense: metrics with CIs and the empirical epsilon bound at ``delta``."""
         cls = type(attack)
         row: dict[str, Any] = {"name": key, "attack": cls.name, "access": cls.access,
                                "needs_reference": cls.needs_reference}
-        if signal_type(attack):  # queries the model itself: labels (kept by every post-processor) or weights
-            scores, attack, seconds = trained.queried[key]
+        if queried is not None:  # queries the model itself: labels (kept by every post-processor) or weights
+            scores, attack, seconds = queried.scores, queried.attack, queried.seconds
             row["note"] = ("queries the model's labels on perturbed inputs, which the output post-processors keep "
                            "(rounding up to ties)" if cls.access == "label-only"
                            else "white-box: reads the weights, so output post-processors do not apply")
@@ -453,45 +304,61 @@ class _Run:
                 return row
             seconds = time.perf_counter() - start
         ev = self.config.evaluation
-        metrics = evaluate(self.membership, scores, threshold=attack.decision_threshold, fprs=tuple(ev.fprs),
+        membership = models.target.membership
+        metrics = evaluate(membership, scores, threshold=attack.decision_threshold, fprs=tuple(ev.fprs),
                            n_bootstrap=ev.n_bootstrap, confidence=ev.confidence,
                            seed=derive_seed(self.config.seed, "bootstrap"))
         row.update(applicable=True, seconds=round(seconds, 3), params=attack.get_params(), **metrics)
-        AttackResult(key, self.audited.ids, self.membership.astype(np.int64), scores, attack.get_params(),
+        AttackResult(key, models.target.ids, membership.astype(np.int64), scores, attack.get_params(),
                      metrics).save(folder / "scores" / chain.label)
+        row["empirical_epsilon"] = empirical_epsilon(membership, scores, delta=delta,
+                                                     confidence=ev.confidence).to_dict()
         return row
 
 
-def _defend(chain: DefenseChain, raw: _RawModel, seed: int, *, with_population: bool = False) -> _RawModel:
-    """Apply ``chain``'s post-processors (fresh, fitted on this model's members vs reference outputs)."""
-    out = _RawModel(raw.members, raw.scored, raw.reference, raw.population if with_population else None)
+def _defended(chain: DefenseChain, models: ExperimentModels, seed: int) -> tuple[ClassifierOutputs, AttackReference]:
+    """The target's outputs and the attacks' reference data as the defended deployment answers.
+
+    Without post-processors these are the experiment's own (so ``name: none`` gives what
+    ``miaudit audit`` gives); otherwise the chain's post-processors are applied to every model's
+    outputs (adaptive attacks), each fitted on that model's own members and unseen data.
+    """
+    if not chain.outputs:
+        return models.target.outputs, models.reference
+    target = _defend(chain, models.target_outputs, seed, with_population=True)
+    shadow = None
+    if models.shadow:
+        shadow = ShadowData([_defend(chain, raw, seed + 1 + m).scored for m, raw in enumerate(models.shadow)],
+                            [raw.membership for raw in models.shadow])
+    pool = None
+    if models.pool is not None:
+        defended = [_defend(chain, raw, seed + 1000 + j, with_population=True)
+                    for j, raw in enumerate(models.pool_outputs())]
+        population = [d.population for d in defended if d.population is not None]
+        pool = ReferencePool([d.scored for d in defended], models.pool.keep, population or None)
+    return target.scored, AttackReference(shadow=shadow, pool=pool, population=target.population)
+
+
+def _defend(chain: DefenseChain, raw: ModelOutputs, seed: int, *, with_population: bool = False) -> ModelOutputs:
+    """Apply ``chain``'s post-processors (fresh, fitted on this model's members vs unseen outputs)."""
+    out = dataclasses.replace(raw, population=raw.population if with_population else None)
     for k, post in enumerate(chain.postprocessors()):
-        if post.requires_fit:
-            post.fit(out.members, out.reference, seed=seed)
+        if post.requires_fit:  # on data only the defender holds (checked by the chain) and the model's members
+            assert out.members is not None and out.unseen is not None
+            post.fit(out.members, out.unseen, seed=seed)
+
         def apply(o: ClassifierOutputs, post: Any = post, k: int = k) -> ClassifierOutputs:
             return post.apply(o, seed=seed + 7919 * (k + 1))
 
-        out = _RawModel(apply(out.members), apply(out.scored),
-                        apply(out.reference) if out.reference is not None else None,
-                        apply(out.population) if out.population is not None else None)
+        out = ModelOutputs(apply(out.scored), out.membership, apply(out.members) if out.members is not None else None,
+                           apply(out.unseen) if out.unseen is not None else None,
+                           apply(out.population) if out.population is not None else None)
     return out
 
 
 # -- checks before training ---------------------------------------------------------------------
-def _check_attacks(config: DefendConfig, chains: list[DefenseChain], attacks: list[tuple[str, Attack]]) -> None:
-    for key, attack in attacks:
-        need = attack.needs_reference
-        if need not in SUPPORTED_REFERENCE:
-            raise ConfigError(f"attack {key!r} needs {need} data, which miaudit defend does not build")
-        if need == "shadow" and not config.shadow.n_models:
-            raise ConfigError(f"attack {key!r} learns from shadow models; set shadow.n_models >= 1 and split.n_shadow")
-        if need == "reference-pool" and not config.reference.n_models:
-            raise ConfigError(f"attack {key!r} needs a reference pool; set reference.n_models (even, >= 2)")
-        if need == "population" and not config.split.n_population:
-            raise ConfigError(f"attack {key!r} needs population data; set split.n_population")
-        if getattr(attack, "per_class", False) and need == "none" and not config.shadow.n_models:
-            raise ConfigError(f"attack {key!r} with per_class=true learns class thresholds from shadow models; "
-                              "set shadow.n_models >= 1")
+def _check_chains(config: DefendConfig, chains: list[DefenseChain], attacks: list[tuple[str, Attack]]) -> None:
+    """Every defense leaves some attack usable, and its training plugins can run on the reference executor."""
     for chain in chains:
         usable = [k for k, a in attacks if signal_type(a)
                   or ACCESS_LEVELS.index(a.access) <= ACCESS_LEVELS.index(chain.output_access)]
@@ -506,15 +373,19 @@ def _check_attacks(config: DefendConfig, chains: list[DefenseChain], attacks: li
 def prepare(config: DefendConfig, *, progress: bool = True) -> tuple[_Run, list[_Row]]:
     """Load data, build and check every defense and attack; raises before any training."""
     attacks = build_attacks(config.attacks, kind="classifier", seed=config.seed)
-    run = _Run(config, progress=progress)
+    run = _Run(config, attacks, progress=progress)
     rows = [run.row(spec) for spec in config.defenses]
-    _check_attacks(config, [r.chain for r in rows], attacks)
+    _check_chains(config, [r.chain for r in rows], attacks)
     return run, rows
 
 
 def run_defense_comparison(config: DefendConfig | dict[str, Any] | str | Path, out_dir: str | Path, *,
-                           overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run the comparison ``config`` describes and write its folder at ``out_dir``; return ``defenses.json``."""
+                           overwrite: bool = False, progress: bool = True,
+                           epsilon_delta: float | None = None) -> dict[str, Any]:
+    """Run the comparison ``config`` describes and write its complete folder at ``out_dir`` (``defenses.json``
+    with every attack's metrics and empirical epsilon, ``defenses.md``, ``privacy_utility.png``,
+    ``report.html``); return ``defenses.json``. ``epsilon_delta``: delta of the empirical epsilon bounds
+    (default: each defense's DP accountant delta, else 1e-5)."""
     if not isinstance(config, DefendConfig):
         config = parse_defend_config(config)
     run, rows = prepare(config, progress=progress)
@@ -527,7 +398,7 @@ def run_defense_comparison(config: DefendConfig | dict[str, Any] | str | Path, o
         entries = []
         for row in progress_bar(rows, desc="defenses", enabled=progress, unit="defense"):
             attacks = build_attacks(config.attacks, kind="classifier", seed=config.seed)
-            entries.append(run.evaluate_defense(row, attacks, folder))
+            entries.append(run.evaluate_defense(row, attacks, folder, epsilon_delta=epsilon_delta))
             _log_entry(entries[-1])
         result = {
             "version": 1, "kind": "defenses", "miaudit_version": __version__, "seed": config.seed,
@@ -545,6 +416,7 @@ def run_defense_comparison(config: DefendConfig | dict[str, Any] | str | Path, o
         (folder / "config.yaml").write_text(yaml.safe_dump(result["config"], sort_keys=False))
         (folder / "defenses.md").write_text(render_markdown(result))
         plot_privacy_utility(result, folder / "privacy_utility.png")
+        (folder / "report.html").write_text(render_defense_html(folder, result), encoding="utf-8")
         log.info("wrote %s in %.1f s", out_dir, result["seconds"])
     return result
 
@@ -565,11 +437,10 @@ def _log_entry(entry: dict[str, Any]) -> None:
 
 # -- summaries ----------------------------------------------------------------------------------
 def strongest_attack(entry: dict[str, Any], fpr: str = "0.01") -> dict[str, Any] | None:
-    """The scored attack with the highest TPR at ``fpr`` (ties: higher AUC)."""
-    scored = [a for a in entry["attacks"] if "auc" in a]
-    if not scored:
-        return None
-    return max(scored, key=lambda a: (a["tpr_at_fpr"].get(fpr, 0.0), a["auc"]))
+    """A defense row's strongest attack at ``fpr``, by the one rule of
+    :func:`miaudit.evaluation.run_result.strongest`."""
+    best = strongest(entry["attacks"], f"tpr@{fpr}")
+    return best.fields if best is not None else None
 
 
 def _ci(value: float, ci: list[float] | None) -> str:

@@ -14,8 +14,10 @@ refuses such combinations).
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -23,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from miaudit.classifier.training import build_model_from_config
+from miaudit.classifier.training import TrainingPlugin, build_model_from_config
 from miaudit.defenses.base import DefenseContext, DefenseError, TrainingDefense
 from miaudit.defenses.registry import register
 
@@ -51,15 +53,32 @@ def _quiet_opacus() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
+@functools.lru_cache(maxsize=1024)
+def _noise_multiplier(target_epsilon: float, delta: float, sample_rate: float, epochs: int) -> float:
+    """Opacus's ``get_noise_multiplier`` (RDP), memoised: its search takes seconds and every model of a run
+    (every client of every round, in a federation) asks again for the same few sizes."""
+    _, _, get_noise_multiplier = _opacus()
+    return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta, sample_rate=sample_rate,
+                                      epochs=epochs, accountant="rdp"))
+
+
 def _rebuild_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module) -> torch.optim.Optimizer:
     return type(optimizer)(model.parameters(), **optimizer.defaults)
 
 
-class _PrivateBase(TrainingDefense):
-    """Shared parameters and checks: budget (target epsilon or noise multiplier), delta, clipping norm."""
+class PrivateOptimiser(TrainingDefense):
+    """A private optimiser (DP-SGD, LADP): a stage-3 training defense with a privacy accountant.
+
+    Shared parameters and checks: budget (target epsilon or noise multiplier), delta, clipping norm.
+    """
 
     stage = 3
     dp_compatible = True
+    #: the budget (exactly one of the two is set), the accountant's delta and the clipping norm
+    target_epsilon: float | None
+    noise_multiplier: float | None
+    delta: float
+    max_grad_norm: float
 
     def _check_budget(self, target_epsilon: float | None, noise_multiplier: float | None, delta: float,
                       max_grad_norm: float) -> None:
@@ -83,11 +102,11 @@ class _PrivateBase(TrainingDefense):
         """The noise multiplier for ``n`` training examples (from ``target_epsilon`` when one is set)."""
         if self.noise_multiplier is not None:
             return float(self.noise_multiplier)
-        _, _, get_noise_multiplier = _opacus()
+        if self.target_epsilon is None:
+            raise DefenseError(f"{self.name}: give exactly one of target_epsilon and noise_multiplier (both are null)")
         q, _ = self.sample_rate(n, self.context.recipe.batch_size)
         try:
-            return float(get_noise_multiplier(target_epsilon=self.target_epsilon, target_delta=self.delta,
-                                              sample_rate=q, epochs=self.context.recipe.epochs, accountant="rdp"))
+            return _noise_multiplier(float(self.target_epsilon), float(self.delta), q, self.context.recipe.epochs)
         except ValueError:
             raise DefenseError(
                 f"{self.name}: target_epsilon={self.target_epsilon:g} at delta={self.delta:g} cannot be reached with "
@@ -126,11 +145,18 @@ class _PrivateBase(TrainingDefense):
         return model, optimizer
 
     def finalize(self, model: nn.Module) -> nn.Module:
-        return model.to_standard_module() if hasattr(model, "to_standard_module") else model
+        from opacus.grad_sample import AbstractGradSampleModule
+
+        return model.to_standard_module() if isinstance(model, AbstractGradSampleModule) else model
+
+
+def private_optimiser(defenses: Iterable[TrainingPlugin]) -> PrivateOptimiser | None:
+    """The private optimiser among ``defenses`` (a composition holds at most one), if any."""
+    return next((d for d in defenses if isinstance(d, PrivateOptimiser)), None)
 
 
 @register
-class DPSGD(_PrivateBase):
+class DPSGD(PrivateOptimiser):
     """DP-SGD (Abadi et al. 2016) through Opacus: flat per-example clipping to ``max_grad_norm``, Gaussian noise.
 
     Give ``target_epsilon`` (the noise multiplier is found with Opacus's ``get_noise_multiplier``
@@ -196,12 +222,12 @@ class _LayerwiseDPOptimizer:
     def zero_grad(self, set_to_none: bool = True) -> None:
         for _, params in self.layers:
             for p in params:
-                p.grad_sample = None
+                p.grad_sample = None  # type: ignore[attr-defined]  # Opacus adds grad_sample to parameters at runtime
                 p.grad = None
 
     def step(self) -> None:
         for (_, params), clip, sigma in zip(self.layers, self.clips, self.sigmas):
-            samples = [p.grad_sample for p in params]
+            samples = [p.grad_sample for p in params]  # type: ignore[attr-defined]  # set by Opacus's hooks
             norms = torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in samples))  # (B,)
             factor = (clip / (norms + 1e-6)).clamp(max=1.0)
             for p, g in zip(params, samples):
@@ -213,7 +239,7 @@ class _LayerwiseDPOptimizer:
 
 
 @register
-class LayerAdaptiveDP(_PrivateBase):
+class LayerAdaptiveDP(PrivateOptimiser):
     """Layer-adaptive DP-SGD (LADP): per-layer clipping norms and noise, budget split by layer sensitivity.
 
     On a public batch (``public_batch`` reference examples; re-estimated before every epoch) the
@@ -284,7 +310,7 @@ class LayerAdaptiveDP(_PrivateBase):
 
     def _layer_stats(self, model: nn.Module) -> tuple[np.ndarray, np.ndarray]:
         """Median per-example gradient norm and empirical Fisher trace of every layer on a public batch."""
-        ref = self.context.reference
+        ref = self.reference_data
         rows = torch.randperm(len(ref))[:self.public_batch]
         x, y = torch.from_numpy(ref.x)[rows.numpy()], torch.from_numpy(ref.y)[rows.numpy()]
         device = next(model.parameters()).device
@@ -337,4 +363,4 @@ class LayerAdaptiveDP(_PrivateBase):
         }
 
 
-__all__ = ["DPSGD", "LayerAdaptiveDP"]
+__all__ = ["DPSGD", "LayerAdaptiveDP", "PrivateOptimiser", "private_optimiser"]

@@ -32,7 +32,6 @@ violated); the run says so loudly.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import time
@@ -43,19 +42,20 @@ from typing import Any, Literal
 import numpy as np
 
 from miaudit.attacks.base import Attack
+from miaudit.classifier.experiment import ClassifierExperiment, GivenData
 from miaudit.classifier.outputs import ClassifierOutputs
-from miaudit.classifier.queried import signal_type
 from miaudit.classifier.reference import AttackReference
-from miaudit.classifier.targets import TorchClassifierTarget
-from miaudit.classifier.training import TrainConfig, build_model_from_config, train_classifier
+from miaudit.classifier.training import TrainConfig
 from miaudit.config import from_dict, refuse_nested_seed, resolved_without_seed
 from miaudit.data import ArrayDataset, load_dataset
-from miaudit.defenses.base import DefenseContext, DefenseError, OutputDefense, TrainingDefense
+from miaudit.defenses.base import DefenseContext, DefenseError, TrainingDefense, ids_of, n_classes_of
+from miaudit.defenses.dp import PrivateOptimiser, private_optimiser
 from miaudit.defenses.registry import NONE, build_chain, create_defense
 from miaudit.errors import ConfigError, DataError
 from miaudit.evaluation.epsilon import one_run_epsilon, one_run_epsilon_sweep
 from miaudit.runs.config import AttackSpec, DatasetConfig, EvaluationConfig, check_attack_specs
 from miaudit.runs.pipeline import AuditOutcome, ScoredAttack, build_attacks, register_kind
+from miaudit.utils.atomic import save_npz_atomic
 from miaudit.utils.seed import derive_seed
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,6 @@ log = logging.getLogger(__name__)
 STEINKE_2023 = ("Steinke, Nasr & Jagielski, 'Privacy Auditing with One (1) Training Run', NeurIPS 2023 "
                 "(Algorithm 1, Theorem 5.2)")
 CANARIES_FILE = "canaries.npz"
-_SCORE_ACCESS = ("label-only", "probabilities", "logits")
 
 
 # -- configuration ------------------------------------------------------------------------------
@@ -91,6 +90,14 @@ class CanaryConfig:
         if not 0 < self.k_pos + self.k_neg <= self.n:
             raise ConfigError(f"config.canaries: k_pos + k_neg = {self.k_pos + self.k_neg} must lie in 1..{self.n} "
                               "(the number of canaries); lower k_pos / k_neg or raise n")
+
+    @property
+    def guesses(self) -> tuple[int, int]:
+        """``(k_pos, k_neg)``, as given or filled in by the constructor."""
+        if self.k_pos is None or self.k_neg is None:
+            raise ConfigError("config.canaries: k_pos and k_neg are unset; give them or leave both to the default "
+                              "(build the config through CanaryConfig(...) / from_dict)")
+        return self.k_pos, self.k_neg
 
 
 @dataclass
@@ -163,7 +170,7 @@ def _defense(spec: DefenseConfig) -> TrainingDefense | None:
     if spec.name == NONE:
         return None
     defense = create_defense(spec.name, spec.params)
-    if isinstance(defense, OutputDefense):
+    if not isinstance(defense, TrainingDefense):  # an OutputDefense
         raise DefenseError(f"config.defense: {spec.name!r} post-processes the model's outputs; the canary audit "
                            "tests the training algorithm's DP claim, so give a training-time defense (e.g. dp_sgd) "
                            "or none")
@@ -175,23 +182,31 @@ def _defense(spec: DefenseConfig) -> TrainingDefense | None:
 
 def accountant_delta(defense: TrainingDefense | None) -> float | None:
     """The delta a private optimiser (DP-SGD, LADP) is accounted at; None for defenses without an accountant."""
-    if defense is None or defense.stage != 3:
-        return None
-    return float(defense.delta)
+    return float(defense.delta) if isinstance(defense, PrivateOptimiser) else None
+
+
+def audit_delta(config: DPCanaryConfig, defense: TrainingDefense | None) -> float:
+    """The delta of the bound: ``config.delta``, else the accountant's of ``defense`` (the configured one).
+
+    A :class:`ConfigError` when the two differ, or when neither exists.
+    """
+    own = accountant_delta(defense)
+    if own is not None and config.delta is not None and config.delta != own:
+        raise ConfigError(f"config.delta: {config.delta:g} differs from the accountant's delta {own:g} "
+                          f"(defense.params.delta); the bound must be at the accountant's delta: set one of them")
+    if config.delta is not None:
+        return config.delta
+    if own is None:
+        raise ConfigError(f"config.delta: defense {config.defense.name!r} has no privacy accountant, so there is no "
+                          "delta to audit at; give delta (e.g. 1.0e-5)")
+    return own
 
 
 def parse(data: dict[str, Any]) -> DPCanaryConfig:
     """Strict parse; the defense and the delta of the bound are checked here, before any data is read."""
     refuse_nested_seed(data, "training")
     config = from_dict(DPCanaryConfig, data)
-    defense = _defense(config.defense)
-    own = accountant_delta(defense)
-    if own is not None and config.delta is not None and config.delta != own:
-        raise ConfigError(f"config.delta: {config.delta:g} differs from the accountant's delta {own:g} "
-                          f"(defense.params.delta); the bound must be at the accountant's delta: set one of them")
-    if own is None and config.delta is None:
-        raise ConfigError(f"config.delta: defense {config.defense.name!r} has no privacy accountant, so there is no "
-                          "delta to audit at; give delta (e.g. 1.0e-5)")
+    audit_delta(config, _defense(config.defense))
     return config
 
 
@@ -254,20 +269,15 @@ def _canary_set(dataset: ArrayDataset, draw: CanaryDraw) -> ArrayDataset:
 def _training_set(fixed: ArrayDataset, canaries: ArrayDataset, included: np.ndarray) -> ArrayDataset:
     """The fixed training examples followed by the inserted canaries (with their canary labels)."""
     inserted = canaries.subset(included)
+    ids = np.concatenate([ids_of(fixed).astype(str), np.char.add("canary/", ids_of(inserted).astype(str))])
     return ArrayDataset(np.concatenate([fixed.x, inserted.x]), np.concatenate([fixed.y, inserted.y]),
-                        n_classes=fixed.n_classes, name=f"{fixed.name} + {len(inserted)} canaries",
-                        ids=np.concatenate([fixed.ids.astype(str), np.char.add("canary/", inserted.ids.astype(str))]))
+                        n_classes=fixed.n_classes, name=f"{fixed.name} + {len(inserted)} canaries", ids=ids)
 
 
 # -- the audit ----------------------------------------------------------------------------------
-def _check_attacks(attacks: list[tuple[str, Attack]]) -> None:
-    for key, attack in attacks:
-        ok = (attack.needs_reference == "none" and not signal_type(attack) and attack.access in _SCORE_ACCESS
-              and not getattr(attack, "per_class", False))
-        if not ok:
-            raise ConfigError(f"config.attacks: {key!r} needs more than the final model's outputs on the canaries "
-                              "(reference data, shadow models or queries); the canary audit scores each canary from "
-                              "those outputs alone: use loss, confidence, entropy, modified_entropy or correctness")
+#: why the canary audit takes no attack that needs more than the final model's outputs on the canaries
+OUTPUTS_ONLY = ("the canary audit scores each canary from those outputs alone (the final model's, on the canaries): "
+                "use loss, confidence, entropy, modified_entropy or correctness")
 
 
 def _score(attacks: list[tuple[str, Attack]], final: ClassifierOutputs, initial: ClassifierOutputs | None,
@@ -321,59 +331,59 @@ def _verdict(bound: float, oracle: float, dp: dict[str, Any]) -> tuple[str, list
 def run_dp_canary_audit(config: DPCanaryConfig, folder: Path, *, progress: bool = True) -> AuditOutcome:
     """Insert canaries, train the target once with the defense, score the canaries, bound epsilon."""
     attacks = build_attacks(config.attacks, kind="classifier", seed=config.seed)
-    _check_attacks(attacks)
     ds = config.dataset
     dataset = load_dataset(ds.source, data_dir=ds.data_dir, **ds.options)
     cc = config.canaries
-    draw = draw_canaries(dataset.y, dataset.n_classes, n_train=config.n_train, n_canaries=cc.n,
+    k_pos, k_neg = cc.guesses
+    n_classes = n_classes_of(dataset)
+    draw = draw_canaries(dataset.y, n_classes, n_train=config.n_train, n_canaries=cc.n,
                          n_test=config.n_test, kind=cc.kind, seed=config.seed)
     canaries = _canary_set(dataset, draw)
+    canary_ids = ids_of(canaries)
     fixed = dataset.subset(draw.train)
     train_set = _training_set(fixed, canaries, draw.included)
+    experiment = ClassifierExperiment(attacks, seed=config.seed, training=config.training,
+                                      given=GivenData(train_set, canaries, draw.included), outputs_only=OUTPUTS_ONLY,
+                                      progress=progress)
     log.info("dataset %s: %d fixed training examples, %d %s canaries (%d inserted), %d test examples",
              dataset.name, len(fixed), cc.n, cc.kind, int(draw.included.sum()), draw.test.size)
 
     recipe = dataclasses.replace(config.training, seed=derive_seed(config.seed, "target"))
-    context = DefenseContext(recipe, dataset.input_shape, dataset.n_classes, (len(train_set),))
+    context = DefenseContext(recipe, dataset.input_shape, n_classes, experiment.train_sizes)
     chain = build_chain([(config.defense.name, dict(config.defense.params))], context, label=config.defense.name)
-    private = next((d for d in chain.training if d.stage == 3), None)
-    delta = config.delta if config.delta is not None else accountant_delta(private)
-    model = build_model_from_config(recipe, dataset.input_shape, dataset.n_classes)
-    initial = TorchClassifierTarget(copy.deepcopy(model)).outputs(canaries) if config.calibrate == "initial" else None
-    log.info("training the target (%s, %d epochs, defense %s) on %d examples", recipe.model, recipe.epochs,
-             config.defense.name, len(train_set))
-    result = train_classifier(model, train_set, recipe, plugins=chain.plugins(), progress=progress)
-    target = TorchClassifierTarget(result.model)
-    final = target.outputs(canaries)
+    delta = audit_delta(config, private_optimiser(chain.training))
+    models = experiment.run(plugins=chain.plugins, initial_outputs=config.calibrate == "initial",
+                            label=f"defense {config.defense.name}")
+    target, record = models.target.model, models.target.training
+    assert target is not None and record is not None  # the experiment trained the target
+    final, initial = models.target.outputs, models.target.initial
 
-    scored = _score(attacks, final, initial, draw, canaries.ids)
+    scored = _score(attacks, final, initial, draw, canary_ids)
     chosen = next(s for s in scored if s.key == config.bound_attack)
     tie_seed = derive_seed(config.seed, "one-run-ties")
-    bound = one_run_epsilon(chosen.scores, draw.included, k_pos=cc.k_pos, k_neg=cc.k_neg, delta=delta,
+    bound = one_run_epsilon(chosen.scores, draw.included, k_pos=k_pos, k_neg=k_neg, delta=delta,
                             confidence=config.confidence, seed=tie_seed)
     ks = tuple(k for k in config.sweep_ks if 2 * k <= cc.n)
     oracle = one_run_epsilon_sweep(chosen.scores, draw.included, ks=ks, delta=delta, confidence=config.confidence,
                                    seed=tie_seed)
-    dp = _accountant(result.reports, config.defense, delta, chain.notes)
+    dp = _accountant(record["reports"], config.defense, delta, chain.notes)
     verdict, run_warnings = _verdict(bound.epsilon, oracle["oracle_best"]["epsilon"], dp)
     log.info("one-run bound epsilon >= %.3f (%d of %d guesses correct; oracle best %.3f); %s", bound.epsilon,
              bound.correct, bound.guesses, oracle["oracle_best"]["epsilon"], verdict)
     for w in run_warnings:
         log.warning(w)
 
-    np.savez(folder / CANARIES_FILE, ids=canaries.ids, index=draw.canaries, true_label=dataset.y[draw.canaries],
-             canary_label=draw.canary_labels, included=draw.included,
-             **{f"score_{s.key}": s.scores for s in scored})
+    save_npz_atomic(folder / CANARIES_FILE, {
+        "ids": canary_ids, "index": draw.canaries, "true_label": dataset.y[draw.canaries],
+        "canary_label": draw.canary_labels, "included": draw.included, **{f"score_{s.key}": s.scores for s in scored}})
     test = dataset.subset(draw.test) if draw.test.size else None
     inc = draw.included
     target_info = {
-        "source": "trained", "model": recipe.model, "access": target.access,
+        **models.target.info,
         "description": (f"{recipe.model} trained by miaudit with defense {config.defense.name} on {len(fixed)} "
                         f"{dataset.name} examples + {int(inc.sum())} of {cc.n} {cc.kind} canaries ({recipe.epochs} "
                         f"epochs, {recipe.optimizer}, lr {recipe.lr:g}, batch {recipe.batch_size})"),
-        "defense": config.defense.name, "n_parameters": int(sum(p.numel() for p in result.model.parameters())),
-        "train_seconds": round(result.seconds, 2), "final_train_loss": result.history[-1]["loss"],
-        "fingerprint": target.fingerprint(),
+        "defense": config.defense.name,
         "train_accuracy": float(target.outputs(fixed).correctness.mean()),
         "test_accuracy": float(target.outputs(test).correctness.mean()) if test is not None else None,
         "canary_accuracy_inserted": float(final.correctness[inc].mean()) if inc.any() else None,
@@ -385,7 +395,7 @@ def run_dp_canary_audit(config: DPCanaryConfig, folder: Path, *, progress: bool 
     data_info = {"dataset": dataset.name, "n_examples": len(dataset), "n_classes": dataset.n_classes,
                  "n_train": len(fixed), "n_canaries": cc.n, "n_test": int(draw.test.size),
                  "n_members": int(inc.sum()), "n_nonmembers": int((~inc).sum())}
-    canary_info = {"n": cc.n, "kind": cc.kind, "k_pos": cc.k_pos, "k_neg": cc.k_neg, "n_inserted": int(inc.sum()),
+    canary_info = {"n": cc.n, "kind": cc.kind, "k_pos": k_pos, "k_neg": k_neg, "n_inserted": int(inc.sum()),
                    "inclusion": "each canary independently with probability 1/2", "calibrate": config.calibrate,
                    "file": CANARIES_FILE}
     return AuditOutcome(target=target_info, data=data_info, attacks=scored,
@@ -395,5 +405,5 @@ def run_dp_canary_audit(config: DPCanaryConfig, folder: Path, *, progress: bool 
 
 register_kind("dp_canary", DPCanaryConfig, run_dp_canary_audit, parse=parse, resolve=resolve)
 
-__all__ = ["CanaryConfig", "CanaryDraw", "DPCanaryConfig", "DefenseConfig", "accountant_delta", "draw_canaries",
-           "parse", "resolve", "run_dp_canary_audit"]
+__all__ = ["CanaryConfig", "CanaryDraw", "DPCanaryConfig", "DefenseConfig", "accountant_delta", "audit_delta",
+           "draw_canaries", "parse", "resolve", "run_dp_canary_audit"]

@@ -3,4 +3,5 @@
 Defenses are applied to classifiers; this package adds no attacks of its own.
 """
 
-import miaudit.defenses.dp_canary  # noqa: F401  (registers the audit kind)
+import miaudit.defenses.dp_canary
+import miaudit.defenses.report  # noqa: F401  (registers the defense-comparison page of report.html)

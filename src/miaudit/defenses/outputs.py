@@ -144,11 +144,11 @@ class TemperatureScaling(OutputDefense):
         self.temperature = temperature
 
     @property
-    def requires_fit(self) -> bool:  # type: ignore[override]
+    def requires_fit(self) -> bool:
         return self.temperature is None
 
     @property
-    def needs_reference(self) -> bool:  # type: ignore[override]
+    def needs_reference(self) -> bool:
         return self.temperature is None
 
     def fit(self, members, nonmembers, *, seed=0):

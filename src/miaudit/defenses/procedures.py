@@ -79,7 +79,7 @@ class Distillation(TrainingDefense):
         teacher = train_classifier(copy.deepcopy(model), private, _recipe(self.context, _sub_seed(), device),
                                    progress=False).model
         self._teacher = teacher.eval().requires_grad_(False)
-        ref = self.context.reference
+        ref = self.reference_data
         labels = torch.from_numpy(predict_logits(teacher, ref.x).argmax(1)).long()
         self._teacher_train_accuracy = float((predict_logits(teacher, x.numpy()).argmax(1) == y.numpy()).mean())
         return model, optimizer, _loader_like(loader, torch.from_numpy(ref.x), labels)
@@ -97,7 +97,7 @@ class Distillation(TrainingDefense):
 
     def report(self) -> dict[str, Any]:
         return {"teacher_train_accuracy": self._teacher_train_accuracy,
-                "transfer_set_size": len(self.context.reference)}
+                "transfer_set_size": len(self.reference_data)}
 
 
 class StackedModel(nn.Module):
@@ -204,7 +204,7 @@ class EarlyStopping(TrainingDefense):
         return model, optimizer, loader
 
     def on_epoch_end(self, epoch: int, model: nn.Module) -> dict[str, Any] | None:
-        ref = self.context.reference
+        ref = self.reference_data
         logits = torch.from_numpy(predict_logits(model, ref.x))
         y = torch.from_numpy(ref.y)
         value = (F.cross_entropy(logits, y).item() if self.monitor == "loss"
@@ -228,7 +228,7 @@ class EarlyStopping(TrainingDefense):
     def report(self) -> dict[str, Any]:
         best = self._best if self.monitor == "loss" else -self._best
         return {"best_epoch": self._best_epoch, "stopped_epoch": self._stopped, f"best_validation_{self.monitor}": best,
-                "validation_size": len(self.context.reference)}
+                "validation_size": len(self.reference_data)}
 
 
 __all__ = ["Distillation", "EarlyStopping", "Stacking", "StackedModel"]

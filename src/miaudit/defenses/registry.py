@@ -72,6 +72,11 @@ def describe(name: str) -> dict[str, Any]:
             "needs_reference": bool(create_defense(name).needs_reference), "citation": cls.citation}
 
 
+def list_defenses() -> list[dict[str, Any]]:
+    """One row per registered defense, by name: :func:`describe` (``miaudit list defenses``)."""
+    return [describe(name) for name in defense_names()]
+
+
 @dataclass
 class DefenseChain:
     """One composed defense: training plugins (prototypes, copied per model) and output post-processors."""
@@ -171,4 +176,4 @@ def _check_outputs(outputs: list[OutputDefense], where: str) -> None:
 
 
 __all__ = ["NONE", "DefenseChain", "build_chain", "create_defense", "defense_names", "describe",
-           "get_defense_class", "register"]
+           "get_defense_class", "list_defenses", "register"]

@@ -194,7 +194,7 @@ class MixupMMD(TrainingDefense):
         self.sigma = sigma
 
     def setup(self, model, optimizer, loader):
-        ref = self.context.reference
+        ref = self.reference_data
         self._ref_x = torch.from_numpy(ref.x)
         self._by_class = {int(c): torch.from_numpy((ref.y == c).nonzero()[0]) for c in range(self.context.n_classes)}
         return model, optimizer, loader
@@ -275,7 +275,8 @@ class AdversarialRegularization(TrainingDefense):
         device = next(model.parameters()).device
         self._h = _InferenceModel(self.context.n_classes).to(device)
         self._h_opt = torch.optim.Adam(self._h.parameters(), lr=self.attack_lr)
-        self._ref = (torch.from_numpy(self.context.reference.x), torch.from_numpy(self.context.reference.y))
+        ref = self.reference_data
+        self._ref = (torch.from_numpy(ref.x), torch.from_numpy(ref.y))
         self._epoch, self._correct, self._seen = 0, 0, 0
         return model, optimizer, loader
 

@@ -24,6 +24,7 @@ from miaudit.encoder.features import EncoderShadowData, Similarity, similarity_f
 from miaudit.encoder.target import EncoderTarget
 from miaudit.encoder.train import EncoderTrainConfig, train_simclr
 from miaudit.errors import ConfigError, DataError
+from miaudit.evaluation.run_result import RunResult
 from miaudit.runs.config import AttackSpec, DatasetConfig, EvaluationConfig, check_attack_specs
 from miaudit.runs.pipeline import AuditOutcome, ScoredAttack, build_attacks, parse_config, register_kind, run_audit
 from miaudit.utils.fingerprint import module_fingerprint
@@ -131,15 +132,18 @@ def run_encoder_outcome(config: EncoderAuditConfig, folder: Path, *, progress: b
                                           similarity=fc.similarity, augment=config.encoder.augment,
                                           seed=derive_seed(config.seed, "views", "shadow"), progress=progress)
     log.info("similarity features (%d views, %s) in %.1f s", fc.n_views, fc.similarity, time.perf_counter() - start)
+    if dataset.ids is None:  # an ArrayDataset numbers its rows when it is given no ids
+        raise DataError(f"{dataset.name}: the examples have no ids; give ids (one per example)")
+    audited_ids = dataset.ids[split.audited]
     np.savez(folder / "similarity_features.npz", target=target_features.values, membership=split.membership,
-             ids=dataset.ids[split.audited], shadow=shadow_features.values, shadow_membership=shadow_membership)
+             ids=audited_ids, shadow=shadow_features.values, shadow_membership=shadow_membership)
 
     reference = EncoderShadowData([shadow_features], [shadow_membership])
     scored = []
     for key, attack in attacks:
         start = time.perf_counter()
         scores = attack.fit(reference).score(target_features)
-        scored.append(ScoredAttack(key, attack, dataset.ids[split.audited], split.membership, scores,
+        scored.append(ScoredAttack(key, attack, audited_ids, split.membership, scores,
                                    time.perf_counter() - start))
     mean_sim = target_features.values.mean(axis=1)
     recipe = config.encoder
@@ -159,8 +163,9 @@ def run_encoder_outcome(config: EncoderAuditConfig, folder: Path, *, progress: b
 
 
 def run_encoder_audit(config_dict: Mapping[str, Any], out_dir: str | Path, *, progress: bool = True,
-                      overwrite: bool = False) -> dict[str, Any]:
-    """Run an encoder audit from a config mapping into the run directory ``out_dir``; return ``metrics.json``."""
+                      overwrite: bool = False) -> RunResult:
+    """Run an encoder audit from a config mapping into the run directory ``out_dir``; return its result
+    (``metrics.json``, read-only)."""
     config = parse_config({**config_dict, "kind": "encoder"})
     return run_audit(config, out_dir, overwrite=overwrite, progress=progress)
 

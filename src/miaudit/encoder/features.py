@@ -17,11 +17,12 @@ from typing import Literal, get_args
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from miaudit.attacks.shadow import ShadowSet
 from miaudit.encoder.augment import AugmentConfig, augmented_views
 from miaudit.encoder.target import EncoderTarget
 from miaudit.errors import ConfigError, DataError, SignalError
+from miaudit.utils.logs import progress as progress_bar
 
 Similarity = Literal["cosine", "correlation", "euclidean"]
 SIMILARITIES: tuple[str, ...] = get_args(Similarity)
@@ -91,7 +92,7 @@ def similarity_features(target: EncoderTarget, x: np.ndarray, *, n_views: int = 
         raise DataError(f"EncoderMI features need images of shape (n, C, H, W) with n >= 1, got {tuple(data.shape)}")
     generator = torch.Generator().manual_seed(seed)
     out = []
-    for start in tqdm(range(0, data.shape[0], chunk), desc="views", disable=not progress, leave=False):
+    for start in progress_bar(range(0, data.shape[0], chunk), desc="views", enabled=progress, leave=False):
         xb = data[start:start + chunk]
         views = augmented_views(xb, n_views, augment, generator)  # (c, k, C, H, W)
         emb = target.embed(views.flatten(0, 1)).reshape(xb.shape[0], n_views, -1)
@@ -99,34 +100,24 @@ def similarity_features(target: EncoderTarget, x: np.ndarray, *, n_views: int = 
     return SimilarityFeatures(np.concatenate(out), similarity, n_views)
 
 
-@dataclass
-class EncoderShadowData:
-    """A shadow encoder's features on its own members (True) and non-members (False)."""
+class EncoderShadowData(ShadowSet[SimilarityFeatures]):
+    """Shadow encoders' similarity features on their own members (True) and non-members (False)."""
 
-    features: list[SimilarityFeatures]
-    membership: list[np.ndarray]
+    needs_both = "both members and non-members"
 
-    def __post_init__(self) -> None:
-        if not self.features or len(self.features) != len(self.membership):
-            raise DataError(f"need one membership array per shadow feature set; got {len(self.features)} feature "
-                            f"sets and {len(self.membership)} membership arrays")
-        self.membership = [np.asarray(m, dtype=bool) for m in self.membership]
-        for k, (f, m) in enumerate(zip(self.features, self.membership)):
-            if m.shape != (len(f),):
-                raise DataError(f"shadow set {k}: membership shape {m.shape} does not match {len(f)} feature rows")
-            if m.all() or not m.any():
-                raise DataError(f"shadow set {k} needs both members and non-members")
-        if len({(f.measure, f.n_views) for f in self.features}) != 1:
+    def _check(self) -> None:
+        if len({(f.measure, f.n_views) for f in self.signals}) != 1:
             raise DataError("all shadow feature sets must use the same similarity measure and number of views")
 
     @property
+    def features(self) -> list[SimilarityFeatures]:
+        """``features[k]``: shadow encoder k's features on its own examples."""
+        return self.signals
+
+    @property
     def measure(self) -> str:
-        return self.features[0].measure
+        return self.signals[0].measure
 
     @property
     def n_views(self) -> int:
-        return self.features[0].n_views
-
-    def pooled(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(values (N, p), membership (N,))`` over all shadow sets."""
-        return (np.concatenate([f.values for f in self.features]), np.concatenate(self.membership))
+        return self.signals[0].n_views

@@ -47,7 +47,11 @@ class ConvEncoder(nn.Module):
         return self.fc(self.features(x))
 
 
-def build_encoder(arch: str, input_shape: tuple[int, ...], width: int, embed_dim: int) -> nn.Module:
+#: an encoder :func:`build_encoder` makes (both give ``embed_dim``-wide embeddings)
+ImageEncoder = MLPEncoder | ConvEncoder
+
+
+def build_encoder(arch: str, input_shape: tuple[int, ...], width: int, embed_dim: int) -> ImageEncoder:
     """An encoder by name (``"mlp"`` or ``"conv"``) for images of shape ``input_shape`` ``(C, H, W)``."""
     if arch == "mlp":
         return MLPEncoder(input_shape, width, embed_dim)
@@ -59,7 +63,7 @@ def build_encoder(arch: str, input_shape: tuple[int, ...], width: int, embed_dim
 class SimCLRModel(nn.Module):
     """Encoder plus a 2-layer projection head; the contrastive loss is computed on the head's output."""
 
-    def __init__(self, encoder: nn.Module, proj_dim: int = 32):
+    def __init__(self, encoder: ImageEncoder, proj_dim: int = 32):
         super().__init__()
         self.encoder = encoder
         d = encoder.embed_dim

@@ -14,11 +14,11 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from miaudit.encoder.augment import AugmentConfig, augment
 from miaudit.encoder.model import SimCLRModel, build_encoder
 from miaudit.errors import ConfigError, DataError
+from miaudit.utils.logs import progress as progress_bar
 
 
 @dataclass
@@ -81,7 +81,7 @@ def train_simclr(x: np.ndarray, config: EncoderTrainConfig, *, progress: bool = 
     history: list[dict[str, float]] = []
     start = time.perf_counter()
     model.train()
-    bar = tqdm(range(config.epochs), desc=desc, disable=not progress, leave=False)
+    bar = progress_bar(range(config.epochs), desc=desc, enabled=progress, leave=False)
     for epoch in bar:
         order = torch.randperm(x.shape[0], generator=generator)
         total, steps = 0.0, 0

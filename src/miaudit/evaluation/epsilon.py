@@ -45,6 +45,9 @@ import scipy.stats
 from miaudit.errors import DataError, MiauditError
 from miaudit.evaluation.metrics import check_labels_scores, roc_curve
 
+#: delta of empirical epsilon bounds when neither the user nor a DP accountant gives one
+DEFAULT_DELTA = 1e-5
+
 
 @dataclass(frozen=True)
 class EpsilonBound:

@@ -3,6 +3,15 @@
 ``labels`` is ``(n,)`` with 1 = member and 0 = non-member; ``scores`` is ``(n,)``, higher = member.
 The ROC keeps every operating point (one per distinct score, ties moving together), so TPR at a low
 FPR is never read off a curve that dropped points. Scores are never transformed.
+
+Ties. Examples with equal scores move together: a deterministic threshold flags all of them or none.
+TPR at a target FPR is the TPR of the *randomised* threshold that reaches exactly that FPR, i.e. the
+linear interpolation between the two ROC vertices around it: the expected TPR when the tied
+examples that straddle the operating point are split at random (Fawcett 2006, "An introduction to
+ROC analysis", Sec. 4 and 7). When no tie holding a member straddles it, this is the TPR of the
+last vertex at or below the target, as a deterministic threshold gives. AUC counts ties one half
+(the area under the same interpolated curve); the advantage max(TPR - FPR) is reached at a vertex,
+so randomising cannot raise it.
 """
 
 from __future__ import annotations
@@ -59,15 +68,64 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
         np.trapz(curve.tpr, curve.fpr))
 
 
+class OperatingPoint(NamedTuple):
+    """The tie-aware operating point at a target FPR (:func:`operating_point`).
+
+    ``tpr`` is the expected TPR of the randomised threshold reaching exactly ``fpr``; ``tpr_below``
+    / ``tpr_above`` are the deterministic TPRs of the ROC vertices around it (FPR at most / above
+    ``fpr``; equal to ``tpr`` when no tie holding a member straddles the operating point);
+    ``tied_members`` / ``tied_nonmembers`` count the examples sharing the score that straddles it
+    (0 and 0 when none does); ``score`` is that score (None when none straddles).
+    """
+
+    fpr: float
+    tpr: float
+    tpr_below: float
+    tpr_above: float
+    tied_members: int
+    tied_nonmembers: int
+    score: float | None
+
+    @property
+    def tie_decides(self) -> bool:
+        """True when splitting the straddling tie gives at least half of the reported TPR."""
+        return self.tpr > 0 and self.tpr - self.tpr_below >= 0.5 * self.tpr
+
+
 def tpr_at_fpr(labels: np.ndarray, scores: np.ndarray, *, fpr: float) -> float:
-    """Highest TPR over operating points whose FPR is at most ``fpr``."""
-    curve = roc_curve(labels, scores)
-    return _tpr_at(curve, fpr)
+    """TPR of the randomised threshold whose FPR is exactly ``fpr`` (ties split at random; see the module)."""
+    return _tpr_at(roc_curve(labels, scores), fpr)
+
+
+def _straddle(curve: RocCurve, fpr: float) -> int:
+    """Index ``i`` of the last vertex with FPR at most ``fpr`` (the next vertex, if any, lies above it)."""
+    return int(np.searchsorted(curve.fpr, fpr + 1e-12, side="right")) - 1
 
 
 def _tpr_at(curve: RocCurve, fpr: float) -> float:
-    ok = curve.fpr <= fpr + 1e-12
-    return float(curve.tpr[ok].max())
+    i = _straddle(curve, fpr)
+    if i + 1 >= curve.fpr.size:
+        return float(curve.tpr[i])
+    f0, f1, t0, t1 = curve.fpr[i], curve.fpr[i + 1], curve.tpr[i], curve.tpr[i + 1]
+    return float(t0 + (t1 - t0) * max(fpr - f0, 0.0) / (f1 - f0))
+
+
+def operating_point(labels: np.ndarray, scores: np.ndarray, *, fpr: float) -> OperatingPoint:
+    """The tie-aware operating point at ``fpr``, with the tie that straddles it (if any)."""
+    labels, scores = check_labels_scores(labels, scores)
+    curve = roc_curve(labels, scores)
+    return _operating_point(curve, fpr, int(labels.sum()), int((~labels).sum()))
+
+
+def _operating_point(curve: RocCurve, fpr: float, n_members: int, n_nonmembers: int) -> OperatingPoint:
+    i = _straddle(curve, fpr)
+    tpr = _tpr_at(curve, fpr)
+    if i + 1 >= curve.fpr.size or curve.tpr[i + 1] == curve.tpr[i] or curve.fpr[i] >= fpr - 1e-12:
+        return OperatingPoint(fpr, tpr, tpr, tpr, 0, 0, None)
+    tied_members = int(round((curve.tpr[i + 1] - curve.tpr[i]) * n_members))
+    tied_nonmembers = int(round((curve.fpr[i + 1] - curve.fpr[i]) * n_nonmembers))
+    return OperatingPoint(fpr, tpr, float(curve.tpr[i]), float(curve.tpr[i + 1]), tied_members, tied_nonmembers,
+                          float(curve.thresholds[i + 1]))
 
 
 def membership_advantage(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -103,6 +161,23 @@ def decision_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[str, f
     for i, metric in enumerate(("precision", "recall", "f1")):
         out[f"{metric}_macro"] = float(np.mean([v[i] for v in per_class.values()]))
         out[f"{metric}_weighted"] = float(sum(v[i] * v[3] for v in per_class.values()) / total)
+    return out
+
+
+def tie_warnings(points: list[OperatingPoint]) -> list[str]:
+    """One message per tie that decides the TPR at one or more of ``points`` (:attr:`OperatingPoint.tie_decides`)."""
+    by_tie: dict[float, list[OperatingPoint]] = {}
+    for p in points:
+        if p.tie_decides and p.score is not None:
+            by_tie.setdefault(p.score, []).append(p)
+    out = []
+    for score, tied in by_tie.items():
+        first = tied[0]
+        figures = ", ".join(f"{p.tpr:.3f} at {p.fpr:g} FPR" for p in tied)
+        out.append(f"a tie decides TPR {figures}: {first.tied_members} members and {first.tied_nonmembers} "
+                   f"non-members share the score {score:.6g}, and the figure is the expected TPR when the tie is "
+                   f"split at random (a deterministic threshold gives {first.tpr_below:.3f} below the tie or "
+                   f"{first.tpr_above:.3f} above it)")
     return out
 
 

@@ -21,12 +21,17 @@ class AttackResult:
     scores: np.ndarray  # (n,) higher = member
     params: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    groups: np.ndarray | None = None  # (n,) group ids of records that are not independent, if any
 
     def save(self, folder: str | Path) -> Path:
-        """Write ``<name>.scores.npz`` and ``<name>.json`` into ``folder``; return the JSON path."""
+        """Write ``<name>.scores.npz`` (ids, labels, scores, and groups when set) and ``<name>.json`` into
+        ``folder``; return the JSON path."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        np.savez(folder / f"{self.name}.scores.npz", ids=self.ids, labels=self.labels, scores=self.scores)
+        arrays = {"ids": self.ids, "labels": self.labels, "scores": self.scores}
+        if self.groups is not None:
+            arrays["groups"] = self.groups
+        np.savez(folder / f"{self.name}.scores.npz", **arrays)
         path = folder / f"{self.name}.json"
         path.write_text(json.dumps({"name": self.name, "params": self.params, "metrics": self.metrics},
                                    indent=2, default=json_default))
@@ -42,4 +47,5 @@ class AttackResult:
         meta = json.loads(meta_path.read_text())
         with np.load(arrays_path, allow_pickle=False) as arrays:
             return cls(name=meta["name"], ids=arrays["ids"], labels=arrays["labels"], scores=arrays["scores"],
-                       params=meta.get("params", {}), metrics=meta.get("metrics", {}))
+                       params=meta.get("params", {}), metrics=meta.get("metrics", {}),
+                       groups=arrays["groups"] if "groups" in arrays.files else None)

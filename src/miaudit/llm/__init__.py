@@ -5,7 +5,9 @@ or server); :func:`compute_token_signals` gives the :class:`TokenSignals` record
 reads; :func:`acmia_grid` evaluates AC / DerivAC / NormAC over the whole beta grid from it.
 """
 
-from miaudit.llm.scoring import BetaGrid, acmia_grid, score_logits, token_counts, token_frequencies
+from miaudit.llm.attacks.acmia import BetaGrid, acmia_grid
+from miaudit.llm.attacks.dc_pdd import token_counts, token_frequencies
+from miaudit.llm.scoring import score_logits
 from miaudit.llm.selection import LLMCalibration, select_and_evaluate
 from miaudit.llm.signals import (
     DEFAULT_BETAS,

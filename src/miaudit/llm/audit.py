@@ -3,15 +3,18 @@
 Steps of :func:`run_llm` (the runner registered with :func:`miaudit.runs.pipeline.register_kind`):
 
 1. Load the documents (:mod:`miaudit.llm.datasets`), optionally a stratified subsample.
-2. ReCaLL (if asked): draw ``recall.n_shots`` non-members as the prefix and take them out of the
-   evaluation set (a prefix document scored after itself would be trivially "member"-like).
+2. ReCaLL (an attack reading ``prefix_logprob``): draw ``recall.n_shots`` non-members as the prefix and
+   take them out of the evaluation set (a prefix document scored after itself would be trivially
+   "member"-like).
 3. Honest selection: a stratified calibration split (``selection.calibration_fraction``) is set
-   aside when an attack has hyper-parameters to choose. Each such attack is reported twice on the
+   aside when an attack has a tunable hyper-parameter its params leave unset (the attack's
+   ``tunable``), or learns from calibration documents (``fit_input``). Each tuned attack is reported twice on the
    SAME evaluation documents: with the value chosen on the calibration split (label = attack key,
    the result) and with the value that is best on the evaluation labels themselves (label
    ``<key>.oracle``, an optimistic bound, as in the authors' code of several papers).
 4. One forward pass per document gives every reference-free signal; the extra passes run only for
-   the attacks that need them (lowercase, reference model, ReCaLL prefix, gradients, neighbours).
+   the signals the attacks read (lowercase, reference model, ReCaLL prefix, gradients, neighbours).
+   Attacks that learn from token counts of a reference corpus (DC-PDD) get those of ``dc_pdd.corpus``.
 5. Evaluation (``miaudit.evaluation.evaluate`` through the shared audit pipeline), the blind
    bag-of-words baseline on the same evaluation documents (``blind_baseline`` in metrics.json), and
    a token-level HTML view of a few documents (``token_view.html``).
@@ -20,7 +23,6 @@ Steps of :func:`run_llm` (the runner registered with :func:`miaudit.runs.pipelin
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import math
 import time
@@ -31,24 +33,28 @@ from typing import Any, Literal
 
 import numpy as np
 
+from miaudit.attacks.base import Attack
 from miaudit.attacks.registry import create_attack, get_attack_class
 from miaudit.config import to_dict
 from miaudit.errors import ConfigError, DataError
 from miaudit.llm import selection
-from miaudit.llm.baseline import blind_baseline
+from miaudit.llm.attacks.dc_pdd import token_counts
+from miaudit.llm.baseline import blind_baseline, compare_with_baseline
 from miaudit.llm.datasets import TextDataset, load_text_dataset, read_corpus
-from miaudit.llm.scoring import smooth_counts, token_counts
 from miaudit.llm.signals import TokenSignals
 from miaudit.llm.target import HFCausalLM
 from miaudit.llm.token_view import token_view, write_html
 from miaudit.runs.config import AttackSpec, EvaluationConfig, check_attack_specs
 from miaudit.runs.pipeline import AuditOutcome, ScoredAttack, parse_config, register_kind, run_audit
 from miaudit.utils.seed import derive_seed
+from miaudit.utils.trusted_code import check_callable_spec, import_trusted_callable
 
 log = logging.getLogger(__name__)
 
 #: optional TokenSignals fields (default None) that need an extra pass; ``text`` comes with every record
 EXTRA_PASSES = tuple(f.name for f in dataclasses.fields(TokenSignals) if f.default is None and f.name != "text")
+#: what an LLM audit can give an attack's ``fit``: the calibration split, token counts of ``dc_pdd.corpus``
+FIT_INPUTS = ("calibration", "token-counts")
 
 
 # -- configuration --------------------------------------------------------------------------------
@@ -56,7 +62,10 @@ EXTRA_PASSES = tuple(f.name for f in dataclasses.fields(TokenSignals) if f.defau
 @dataclass
 class LLMDatasetConfig:
     """Which documents: ``source`` wikimia | arxivmia | mimir | table | text (see
-    :func:`miaudit.llm.datasets.load_text_dataset`); ``max_documents`` draws a stratified subsample."""
+    :func:`miaudit.llm.datasets.load_text_dataset`); ``max_documents`` draws a stratified subsample;
+    ``group_column`` names a column of group ids (documents sharing one are not independent, e.g.
+    passages of one paper): the blind baseline cross-validates by group and every interval resamples
+    whole groups."""
 
     source: str
     path: str | None = None
@@ -69,6 +78,7 @@ class LLMDatasetConfig:
     on_empty: Literal["error", "skip"] = "error"
     data_dir: str | None = None
     max_documents: int | None = None
+    group_column: str | None = None
 
 
 @dataclass
@@ -99,10 +109,11 @@ class SignalConfig:
 
 @dataclass
 class SelectionConfig:
-    """``calibration_fraction`` of the documents (stratified) choose hyper-parameters: ACMIA's ``beta``,
-    Min-K%'s and Min-K%++'s ``k``, DC-PDD's ``a`` (:data:`miaudit.llm.selection.TUNED`), unless the
-    attack's ``params`` fix them. ``grids`` overrides an attack key's candidates, e.g.
-    ``{min_k_pp: [0.1, 0.2]}`` (default: the authors' grids, every beta of the signal grid)."""
+    """``calibration_fraction`` of the documents (stratified) choose the hyper-parameters attacks declare
+    tunable (ACMIA's ``beta``, Min-K%'s and Min-K%++'s ``k``, DC-PDD's ``a``; ``miaudit list attacks``
+    shows them), unless the attack's ``params`` fix them. ``grids`` overrides an attack key's candidates,
+    e.g. ``{min_k_pp: [0.1, 0.2]}`` (default: the attack's declared grid; for beta every grid point of the
+    signals where the variant is defined)."""
 
     calibration_fraction: float = 0.2
     grids: dict[str, list[float]] = field(default_factory=dict)
@@ -125,9 +136,16 @@ class RecallConfig:
 @dataclass
 class NeighbourhoodConfig:
     """The neighbourhood attack's perturbation model: ``perturb`` = ``"package.module:function"``, a
-    function ``text -> list of neighbour texts`` (the Python API also takes the callable itself)."""
+    function ``text -> list of neighbour texts`` (the Python API also takes the callable itself). Naming
+    code to run needs ``trust_code: true``; standard-library callables are refused
+    (:mod:`miaudit.utils.trusted_code`)."""
 
     perturb: str | None = None
+    trust_code: bool = False
+
+    def __post_init__(self) -> None:
+        if self.perturb is not None:
+            check_callable_spec(self.perturb, trust_code=self.trust_code, where="config.neighbourhood.perturb")
 
 
 @dataclass
@@ -141,8 +159,18 @@ class DcPddConfig:
 
 @dataclass
 class BaselineConfig:
+    """The blind bag-of-words baseline (:mod:`miaudit.llm.baseline`): ``n_splits``-fold cross-validated;
+    its verdict compares its AUC with ``n_permutations`` random relabellings (0: no verdict)."""
+
     enabled: bool = True
     n_splits: int = 5
+    n_permutations: int = 99
+
+    def __post_init__(self) -> None:
+        if self.n_splits < 2:
+            raise ConfigError(f"config.blind_baseline.n_splits: must be >= 2, got {self.n_splits}")
+        if self.n_permutations < 0:
+            raise ConfigError(f"config.blind_baseline.n_permutations: must be >= 0, got {self.n_permutations}")
 
 
 @dataclass
@@ -176,9 +204,10 @@ class LLMAuditConfig:
 
     def __post_init__(self) -> None:
         check_attack_specs(self.attacks)
-        names = {a.name for a in self.attacks}
-        if "ref" in names and self.reference_model is None:
-            raise ConfigError("config.reference_model: attack 'ref' needs a reference model (same tokenizer)")
+        for spec in self.attacks:
+            if "ref_logprob" in get_attack_class(spec.name, "llm").signals and self.reference_model is None:
+                raise ConfigError(f"config.reference_model: attack {spec.name!r} needs a reference model (same "
+                                  "tokenizer)")
         if self.recall.n_shots < 1:
             raise ConfigError(f"config.recall.n_shots: must be >= 1, got {self.recall.n_shots}")
         unknown = sorted(set(self.selection.grids) - {a.key for a in self.attacks})
@@ -192,7 +221,8 @@ def _load_documents(config: LLMAuditConfig) -> TextDataset:
     d = config.dataset
     data = load_text_dataset(d.source, path=d.path, members=d.members, nonmembers=d.nonmembers,
                              text_column=d.text_column, label_column=d.label_column, file_name=d.file_name,
-                             separator=d.separator, data_dir=d.data_dir, on_empty=d.on_empty)
+                             separator=d.separator, data_dir=d.data_dir, on_empty=d.on_empty,
+                             group_column=d.group_column)
     data.require_both_classes()
     if d.max_documents is not None and d.max_documents < len(data):
         data = data.subset(_stratified_take(data.labels, d.max_documents, derive_seed(config.seed, "subsample")))
@@ -217,19 +247,6 @@ def _build_target(model: LLMModelConfig, config: LLMAuditConfig, progress: bool)
         revision=model.revision, local_files_only=model.local_files_only, trust_remote_code=model.trust_remote_code,
         batch_size=model.batch_size, max_length=model.max_length, long_documents=model.long_documents,
         stride=model.stride, bos=model.bos, cache_dir=config.cache_dir, progress=progress, signal_params=params)
-
-
-def _import_callable(path: str) -> Callable[[str], Sequence[str]]:
-    module_name, _, attr = path.partition(":")
-    if not module_name or not attr:
-        raise ConfigError(f"config.neighbourhood.perturb: {path!r} must look like 'package.module:function'")
-    try:
-        fn = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"config.neighbourhood.perturb: cannot import {path!r} ({exc})") from None
-    if not callable(fn):
-        raise ConfigError(f"config.neighbourhood.perturb: {path!r} is not callable")
-    return fn
 
 
 def _split_recall_prefix(data: TextDataset, config: LLMAuditConfig) -> tuple[TextDataset, list[str], list[str]]:
@@ -272,11 +289,11 @@ def _attach(signals: list[TokenSignals], extra: dict[str, Any]) -> list[TokenSig
             for i, s in enumerate(signals)]
 
 
-def _dc_pdd_counts(config: LLMAuditConfig, target: HFCausalLM) -> np.ndarray:
-    """Token counts ``(V,)`` of the user's DC-PDD reference corpus under the target's tokenizer."""
+def _corpus_counts(config: LLMAuditConfig, target: HFCausalLM, keys: list[str]) -> np.ndarray:
+    """Token counts ``(V,)`` of the user's reference corpus (``dc_pdd.corpus``) under the target's tokenizer."""
     if config.dc_pdd.corpus is None:
-        raise ConfigError("attack 'dc_pdd' needs a reference corpus for token frequencies: set dc_pdd.corpus to a "
-                          "text file (one document per line) or a .jsonl/.csv with a text column")
+        raise ConfigError(f"attack {keys[0]!r} needs a reference corpus for token frequencies: set dc_pdd.corpus to "
+                          "a text file (one document per line) or a .jsonl/.csv with a text column")
     texts = read_corpus(config.dc_pdd.corpus, text_column=config.dc_pdd.text_column)
     return token_counts([target.tokenizer(t, add_special_tokens=False, verbose=False)["input_ids"] for t in texts],
                         target.vocab_size)
@@ -284,28 +301,61 @@ def _dc_pdd_counts(config: LLMAuditConfig, target: HFCausalLM) -> np.ndarray:
 
 # -- the runner ------------------------------------------------------------------------------------
 
-def _tuned_parameter(spec: AttackSpec) -> str | None:
+def _build_attacks(config: LLMAuditConfig) -> dict[str, Attack]:
+    """Every attack of the config, by key, with its parameters validated before any forward pass; an attack
+    whose ``fit`` needs data an LLM audit does not build is refused."""
+    attacks = {}
+    for i, spec in enumerate(config.attacks):
+        try:
+            attacks[spec.key] = attack = create_attack(spec.name, target_kind="llm", **spec.params)
+        except ConfigError as exc:
+            raise ConfigError(f"config.attacks[{i}]: {exc}") from None
+        missing = [need for need in attack.fit_input if need not in FIT_INPUTS]
+        if missing:
+            raise ConfigError(f"config.attacks[{i}]: attack {spec.name!r} learns from {missing[0]} data, which an LLM "
+                              f"audit does not build (it gives {' and '.join(FIT_INPUTS)})")
+    return attacks
+
+
+def _tuned_parameter(spec: AttackSpec, attack: Attack) -> str | None:
     """The hyper-parameter chosen on calibration data for this attack, unless its params fix it."""
-    param = selection.TUNED.get(spec.name)
+    param = next(iter(attack.tunable), None)
     return param if param is not None and param not in spec.params else None
+
+
+def _check_grids(config: LLMAuditConfig, attacks: dict[str, Attack], tuned: dict[str, str | None]) -> None:
+    """``selection.grids`` only for attacks with a parameter to choose, and with values it allows."""
+    for key, grid in config.selection.grids.items():
+        param = tuned[key]
+        if param is None:
+            raise ConfigError(f"config.selection.grids.{key}: attack {attacks[key].name!r} has no hyper-parameter "
+                              "left to choose (none is tunable, or its params fix it); remove the grid")
+        for value in grid:
+            try:
+                type(attacks[key]).check_param(param, value)
+            except ConfigError as exc:
+                raise ConfigError(f"config.selection.grids.{key}: {exc}") from None
 
 
 def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
             perturb: Callable[[str], Sequence[str]] | None = None) -> AuditOutcome:
     """The ``kind: llm`` runner: returns the scored attacks and metrics sections; writes token_view.html."""
     start = time.perf_counter()
-    classes = {}
-    for spec in config.attacks:
-        classes[spec.key] = get_attack_class(spec.name, "llm")
-        create_attack(spec.name, target_kind="llm", **spec.params)  # a bad parameter fails before any forward pass
-    tuned = {spec.key: _tuned_parameter(spec) for spec in config.attacks}
-    needs_calibration = any(tuned.values()) or any(classes[s.key].needs_reference == "calibration"
-                                                    for s in config.attacks)
+    attacks = _build_attacks(config)  # a bad parameter fails before any forward pass
+    tuned = {spec.key: _tuned_parameter(spec, attacks[spec.key]) for spec in config.attacks}
+    _check_grids(config, attacks, tuned)
+    needs_calibration = any(tuned.values()) or any("calibration" in a.fit_input for a in attacks.values())
+    counted = [k for k, a in attacks.items() if "token-counts" in a.fit_input and a.fit_required()]
+    signal_names = {f for a in attacks.values() for f in a.signals}
 
+    if perturb is None and config.neighbourhood.perturb:  # the user's code is imported before any heavy work
+        perturb = import_trusted_callable(config.neighbourhood.perturb, trust_code=config.neighbourhood.trust_code,
+                                          where="config.neighbourhood.perturb")
     data = _load_documents(config)
     warnings: list[str] = []
-    shots, shot_ids = [], []
-    if any(spec.name == "recall" for spec in config.attacks):
+    shots: list[str] = []
+    shot_ids: list[str] = []
+    if "prefix_logprob" in signal_names:
         data, shots, shot_ids = _split_recall_prefix(data, config)
     n, labels = len(data), data.labels
     if needs_calibration:
@@ -324,14 +374,12 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
     if config.reference_model is not None:
         reference = _build_target(config.reference_model, config, progress)
         target.check_same_tokenizer(reference)
-    needed = {f for cls in classes.values() for f in cls.signals if f in EXTRA_PASSES}
-    if perturb is None and config.neighbourhood.perturb:
-        perturb = _import_callable(config.neighbourhood.perturb)
+    needed = {f for f in signal_names if f in EXTRA_PASSES}
     if "neighbour_logprobs" in needed and perturb is None:
-        raise ConfigError("attack 'neighbourhood' needs a perturbation model: set neighbourhood.perturb to "
+        key = next(k for k, a in attacks.items() if "neighbour_logprobs" in a.signals)
+        raise ConfigError(f"attack {key!r} needs a perturbation model: set neighbourhood.perturb to "
                           "'package.module:function' (or pass perturb= to run_llm_audit)")
-    counts = _dc_pdd_counts(config, target) if any(s.name == "dc_pdd" and "token_freq" not in s.params
-                                                  for s in config.attacks) else None
+    counts = _corpus_counts(config, target, counted) if counted else None
 
     log.info("%s: %d documents (%d members): %d for calibration, %d evaluated", data.name, n, int(labels.sum()),
              calibration.size, evaluation.size)
@@ -340,19 +388,26 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
                                               shots=shots, perturb=perturb))
     cal_signals, eval_signals = [signals[i] for i in calibration], [signals[i] for i in evaluation]
     cal_labels, eval_labels = labels[calibration], labels[evaluation]
+    eval_groups = None if data.groups is None else data.groups[evaluation]
+
+    def fit_data(attack: Attack) -> Any:
+        """What the attack's ``fit`` receives (its ``fit_input``)."""
+        if "calibration" in attack.fit_input:
+            return selection.LLMCalibration(cal_signals, cal_labels)
+        return counts if "token-counts" in attack.fit_input else None
 
     scored: list[ScoredAttack] = []
     chosen: dict[str, Any] = {}
     for spec in config.attacks:
-        cls, params, param = classes[spec.key], dict(spec.params), tuned[spec.key]
-        fixed = {}
-        if spec.name == "dc_pdd":  # DC-PDD's grid search needs the frequencies as a parameter
-            fixed["token_freq"] = params.pop("token_freq") if "token_freq" in params else smooth_counts(counts)
-        runs = [(spec.key, params, {})]
+        params, param = dict(spec.params), tuned[spec.key]
+        runs: list[tuple[str, dict[str, Any], dict[str, Any]]] = [(spec.key, params, {})]
         if param is not None:
             grid = config.selection.grids.get(spec.key)
-            held_out, values, cal_aucs = selection.choose(spec.name, cal_signals, cal_labels, grid, **fixed)
-            oracle, _, test_aucs = selection.choose(spec.name, eval_signals, eval_labels, values, **fixed)
+            fit_with = fit_data(attacks[spec.key])
+            held_out, values, cal_aucs = selection.choose(spec.name, cal_signals, cal_labels, grid, fit_data=fit_with,
+                                                          **params)
+            oracle, _, test_aucs = selection.choose(spec.name, eval_signals, eval_labels, values, fit_data=fit_with,
+                                                    **params)
             chosen[spec.key] = {"parameter": param, "grid": values.tolist(), "held_out": held_out, "oracle": oracle,
                                 "calibration_aucs": cal_aucs.tolist(), "evaluation_aucs": test_aucs.tolist()}
             runs = [(spec.key, {**params, param: held_out}, {"selection": "held-out", param: held_out}),
@@ -360,17 +415,12 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
         for key, run_params, extra in runs:
             t0 = time.perf_counter()
             attack = create_attack(spec.name, target_kind="llm", **run_params)
-            if spec.name == "dc_pdd" and counts is None:
-                attack = create_attack(spec.name, target_kind="llm", **run_params, **fixed)
-            if cls.needs_reference == "calibration":
-                attack.fit(selection.LLMCalibration(cal_signals, cal_labels))
-            elif spec.name == "dc_pdd" and counts is not None:
-                attack.fit(counts)
-            elif cls.requires_fit:
-                attack.fit(None)
+            if attack.fit_required():
+                attack.fit(fit_data(attack))
             scores = attack.score(eval_signals)
             scored.append(ScoredAttack(key, attack, data.ids[evaluation], eval_labels.astype(bool), scores,
-                                       time.perf_counter() - t0, extra=extra))
+                                       time.perf_counter() - t0, extra={**extra, "learned": attack.learned_state()},
+                                       groups=eval_groups))
 
     sections: dict[str, Any] = {"selection": {
         "calibration_fraction": config.selection.calibration_fraction if needs_calibration else 0.0,
@@ -383,14 +433,7 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
         sections["recall"] = {"prefix_ids": shot_ids, "n_shots": len(shots), "separator": config.recall.separator,
                               "note": "the prefix documents are non-members taken out of the evaluation set"}
     if config.blind_baseline.enabled:
-        baseline = blind_baseline([data.texts[i] for i in evaluation], eval_labels, ids=data.ids[evaluation],
-                                  n_splits=config.blind_baseline.n_splits, seed=derive_seed(config.seed, "baseline"),
-                                  n_bootstrap=config.evaluation.n_bootstrap, confidence=config.evaluation.confidence)
-        sections["blind_baseline"] = {**baseline.params, **baseline.metrics}
-        if baseline.metrics["auc_ci"][0] > 0.5:
-            warnings.append(f"the blind bag-of-words baseline reaches AUC {baseline.metrics['auc']:.3f} from the text "
-                            "alone: members and non-members differ in distribution, so attack AUCs measure that "
-                            "shift as well as membership")
+        sections["blind_baseline"] = _blind_baseline(config, folder, data, evaluation, scored, warnings)
     _write_token_view(folder, config, target, data, evaluation, signals, scored)
     n_tokens = np.array([s.n_tokens for s in signals])
     target_info = {"model": config.model.name_or_path,
@@ -406,6 +449,26 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
                  "skipped": [list(s) for s in data.skipped], "tokens_per_document_mean": float(n_tokens.mean()),
                  "tokens_per_document_max": int(n_tokens.max()), "seconds": round(time.perf_counter() - start, 2)}
     return AuditOutcome(target=target_info, data=data_info, attacks=scored, sections=sections, warnings=warnings)
+
+
+def _blind_baseline(config: LLMAuditConfig, folder: Path, data: TextDataset, evaluation: np.ndarray,
+                    scored: list[ScoredAttack], warnings: list[str]) -> dict[str, Any]:
+    """The blind baseline on the evaluation documents (its scores saved beside the attacks'), its verdict,
+    and each attack's paired comparison with it (``vs_blind_baseline`` in the attack's entry)."""
+    ev, seed = config.evaluation, derive_seed(config.seed, "baseline")
+    labels = data.labels[evaluation]
+    groups = None if data.groups is None else data.groups[evaluation]
+    baseline = blind_baseline([data.texts[i] for i in evaluation], labels, ids=data.ids[evaluation], groups=groups,
+                              n_splits=config.blind_baseline.n_splits, seed=seed, n_bootstrap=ev.n_bootstrap,
+                              confidence=ev.confidence, n_permutations=config.blind_baseline.n_permutations)
+    baseline.save(folder / "scores")
+    for attack in scored:
+        attack.extra["vs_blind_baseline"] = compare_with_baseline(
+            labels, attack.scores, baseline.scores, groups=groups, n_bootstrap=ev.n_bootstrap,
+            confidence=ev.confidence, seed=seed)
+    if baseline.metrics["verdict"]["shift"]:
+        warnings.append(baseline.metrics["verdict"]["text"])
+    return {**baseline.params, **baseline.metrics}
 
 
 def _write_token_view(folder: Path, config: LLMAuditConfig, target: HFCausalLM, data: TextDataset,
@@ -430,17 +493,22 @@ def _write_token_view(folder: Path, config: LLMAuditConfig, target: HFCausalLM, 
 
 
 def summary_table(metrics: Mapping[str, Any]) -> list[str]:
-    """Markdown rows of an LLM run's ``metrics.json``: every attack (held-out choice, oracle, or no
-    hyper-parameter) by AUC with its CI and TPR at 1% / 5% FPR, then the blind baseline."""
+    """Markdown rows of an LLM run's ``metrics.json``: every attack by AUC with its CI, TPR at 1% / 5% FPR and
+    whether it beats the blind baseline, held-out choices first, oracle entries after them (marked), then the
+    blind baseline with its verdict."""
+    from miaudit.evaluation.run_result import ranked
+    from miaudit.report.headline import beats_baseline
+
     chosen = metrics["selection"]["attacks"]
-    rows = ["| attack | hyper-parameter choice | AUC [95% CI] | TPR@1%FPR | TPR@5%FPR |", "|---|---|---|---|---|"]
+    rows = ["| attack | hyper-parameter choice | AUC [95% CI] | TPR@1%FPR | TPR@5%FPR | beats the blind baseline |",
+            "|---|---|---|---|---|---|"]
 
     def cells(entry: Mapping[str, Any]) -> str:
         low, high = entry["auc_ci"]
         return (f"{entry['auc']:.3f} [{low:.3f}, {high:.3f}] | {entry['tpr_at_fpr']['0.01']:.3f} | "
                 f"{entry['tpr_at_fpr']['0.05']:.3f}")
 
-    for entry in sorted(metrics["attacks"], key=lambda e: -e["auc"]):
+    for entry in (e.fields for e in ranked(metrics["attacks"]) if e.scored):
         key = entry["name"]
         base = key.removesuffix(".oracle")
         if base in chosen:
@@ -450,10 +518,13 @@ def summary_table(metrics: Mapping[str, Any]) -> list[str]:
             choice = "fitted on the calibration split"
         else:
             choice = "none"
-        rows.append(f"| {base} | {choice} | {cells(entry)} |")
+        label = f"{base} (oracle: comparison only)" if key.endswith(".oracle") else base
+        rows.append(f"| {label} | {choice} | {cells(entry)} | {beats_baseline(entry)} |")
     if "blind_baseline" in metrics:
-        rows.append(f"| blind bag-of-words baseline | cross-validated on the text only | "
-                    f"{cells(metrics['blind_baseline'])} |")
+        baseline = metrics["blind_baseline"]
+        verdict = (baseline.get("verdict") or {}).get("text", "")
+        rows.append(f"| blind bag-of-words baseline | cross-validated on the text only | {cells(baseline)} | "
+                    f"{verdict} |")
     return rows
 
 

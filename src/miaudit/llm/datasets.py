@@ -45,7 +45,9 @@ class TextDataset:
 
     ``texts``: ``n`` strings; ``labels``: ``(n,)`` int64, 1 = member, 0 = non-member;
     ``ids``: ``(n,)`` str, stable identifiers (``<file stem>:<row>``); ``skipped``: ``(id, reason)``
-    for every row left out.
+    for every row left out; ``groups``: ``(n,)`` str group ids of documents that are not independent
+    (passages of one paper, one book), or None: the blind baseline then cross-validates by group and
+    the bootstrap resamples whole groups.
     """
 
     texts: list[str]
@@ -53,6 +55,7 @@ class TextDataset:
     ids: np.ndarray
     name: str = "text"
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    groups: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64)
@@ -62,6 +65,10 @@ class TextDataset:
                             f"{self.ids.shape[0]} ids must have the same length")
         if self.labels.size and not np.isin(self.labels, (0, 1)).all():
             raise DataError(f"dataset {self.name!r}: labels must be 0 (non-member) or 1 (member)")
+        if self.groups is not None:
+            self.groups = np.asarray(self.groups, dtype=str)
+            if self.groups.shape != self.labels.shape:
+                raise DataError(f"dataset {self.name!r}: {self.groups.shape[0]} group ids for {len(self.texts)} texts")
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -71,7 +78,8 @@ class TextDataset:
         index = np.asarray(index)
         if index.dtype == bool:
             index = np.flatnonzero(index)
-        return TextDataset([self.texts[i] for i in index], self.labels[index], self.ids[index], self.name)
+        return TextDataset([self.texts[i] for i in index], self.labels[index], self.ids[index], self.name,
+                           groups=None if self.groups is None else self.groups[index])
 
     def fingerprint(self) -> str:
         """Content fingerprint of the texts (in order); labels do not change model outputs."""
@@ -155,10 +163,11 @@ def parse_label(value: Any, where: str) -> int:
     raise DataError(f"{where}: label {value!r} is not 0/1 (or true/false, member/nonmember); fix the label column")
 
 
-def _collect(records: Iterable[tuple[str, Any, int]], *, name: str, on_empty: OnEmpty) -> TextDataset:
-    """Build a dataset from ``(id, text, label)`` triples, checking every text."""
-    texts, labels, ids, skipped = [], [], [], []
-    for rid, text, label in records:
+def _collect(records: Iterable[tuple[str, Any, int] | tuple[str, Any, int, str]], *, name: str,
+             on_empty: OnEmpty) -> TextDataset:
+    """Build a dataset from ``(id, text, label)`` triples (or ``(id, text, label, group)``), checking every text."""
+    texts, labels, ids, skipped, groups = [], [], [], [], []
+    for rid, text, label, *group in records:
         if not isinstance(text, str):
             raise DataError(f"{name} row {rid}: text is a {type(text).__name__} ({text!r:.40}), expected a string")
         if not text.strip():
@@ -170,9 +179,11 @@ def _collect(records: Iterable[tuple[str, Any, int]], *, name: str, on_empty: On
         texts.append(text)
         labels.append(label)
         ids.append(rid)
+        groups += group
     if not texts:
         raise DataError(f"dataset {name!r} holds no usable documents")
-    return TextDataset(texts, np.asarray(labels, dtype=np.int64), np.asarray(ids), name, skipped)
+    return TextDataset(texts, np.asarray(labels, dtype=np.int64), np.asarray(ids), name, skipped,
+                       groups=np.asarray(groups, dtype=str) if groups else None)
 
 
 def load_table(
@@ -182,23 +193,27 @@ def load_table(
     label_column: str = "label",
     on_empty: OnEmpty = "error",
     name: str | None = None,
+    group_column: str | None = None,
 ) -> TextDataset:
-    """A JSONL / JSON / CSV / TSV file with a text column and a 0/1 label column."""
+    """A JSONL / JSON / CSV / TSV file with a text column, a 0/1 label column and, with ``group_column``, a
+    column of group ids (documents sharing one are not independent: passages of one paper)."""
     path = Path(path)
     rows = _read_table(path)
-    for column in (text_column, label_column):
+    columns = (text_column, label_column) + ((group_column,) if group_column else ())
+    for column in columns:
         if column not in rows[0]:
             raise DataError(f"{path} has no column {column!r}; available columns: {', '.join(map(str, rows[0]))}. "
-                            f"Choose the text/label columns with text_column= / label_column=")
+                            f"Choose the text/label/group columns with text_column= / label_column= / group_column=")
     name = name or path.stem
 
     def records():
         for i, row in enumerate(rows):
             rid = f"{path.stem}:{i}"
-            if text_column not in row or label_column not in row:
-                missing = text_column if text_column not in row else label_column
-                raise DataError(f"{path} row {i} has no column {missing!r}")
-            yield rid, row[text_column], parse_label(row[label_column], f"{path} row {i}")
+            missing = [c for c in columns if c not in row or (c == group_column and row[c] in (None, ""))]
+            if missing:
+                raise DataError(f"{path} row {i} has no {missing[0]!r} value")
+            record = (rid, row[text_column], parse_label(row[label_column], f"{path} row {i}"))
+            yield record + ((str(row[group_column]),) if group_column else ())
 
     return _collect(records(), name=name, on_empty=on_empty)
 
@@ -222,7 +237,7 @@ def read_corpus(path: str | Path, *, text_column: str = "text") -> list[str]:
 # -- named benchmarks ----------------------------------------------------------------------------
 
 def load_wikimia(length: int | str | Path = 32, *, data_dir: str | Path | None = None,
-                 on_empty: OnEmpty = "error") -> TextDataset:
+                 on_empty: OnEmpty = "error", group_column: str | None = None) -> TextDataset:
     """WikiMIA (Shi et al. 2023): ``length`` in 32/64/128/256 from the data folder, or a JSONL path."""
     if str(length) in map(str, WIKIMIA_LENGTHS):
         path = find_data_file(f"wikimia/WikiMIA_length{length}.jsonl", data_dir)
@@ -232,11 +247,11 @@ def load_wikimia(length: int | str | Path = 32, *, data_dir: str | Path | None =
             raise DataError(f"WikiMIA length or file {str(length)!r} not found; choose one of {WIKIMIA_LENGTHS} "
                             "or give the path of a JSONL file")
     return load_table(path, text_column="input", label_column="label", on_empty=on_empty,
-                      name=f"wikimia_{path.stem.split('length')[-1]}")
+                      name=f"wikimia_{path.stem.split('length')[-1]}", group_column=group_column)
 
 
 def load_arxivmia(split: str | Path = "all", *, data_dir: str | Path | None = None,
-                  on_empty: OnEmpty = "error") -> TextDataset:
+                  on_empty: OnEmpty = "error", group_column: str | None = None) -> TextDataset:
     """ArxivMIA (Liu et al. 2024): ``split`` in all/dev/test from the data folder, or a JSONL path."""
     if str(split) in ARXIVMIA_SPLITS:
         path = find_data_file(f"arxivmia/{ARXIVMIA_SPLITS[str(split)]}", data_dir)
@@ -245,7 +260,8 @@ def load_arxivmia(split: str | Path = "all", *, data_dir: str | Path | None = No
         if not path.is_file():
             raise DataError(f"ArxivMIA split or file {str(split)!r} not found; choose one of "
                             f"{', '.join(ARXIVMIA_SPLITS)} or give the path of a JSONL file")
-    return load_table(path, text_column="text", label_column="label", on_empty=on_empty, name=f"arxivmia_{path.stem}")
+    return load_table(path, text_column="text", label_column="label", on_empty=on_empty, name=f"arxivmia_{path.stem}",
+                      group_column=group_column)
 
 
 def _mimir_texts(path: Path, text_key: str) -> list[Any]:
@@ -332,14 +348,18 @@ def load_text_dataset(
     separator: str = "line",
     data_dir: str | Path | None = None,
     on_empty: OnEmpty = "error",
+    group_column: str | None = None,
 ) -> TextDataset:
     """Dispatch on ``source``: ``wikimia`` (``path`` = length or file), ``arxivmia`` (``path`` = split or
     file), ``mimir`` (``members`` [+ ``nonmembers``]), ``table`` (``path`` with text/label columns) or
-    ``text`` (``members`` + ``nonmembers`` plain-text files)."""
+    ``text`` (``members`` + ``nonmembers`` plain-text files). ``group_column`` names a column of group ids
+    (wikimia, arxivmia, table)."""
+    if group_column and source in ("mimir", "text"):
+        raise DataError(f"source {source!r} has no columns; group_column needs wikimia, arxivmia or table")
     if source == "wikimia":
-        return load_wikimia(path or 32, data_dir=data_dir, on_empty=on_empty)
+        return load_wikimia(path or 32, data_dir=data_dir, on_empty=on_empty, group_column=group_column)
     if source == "arxivmia":
-        return load_arxivmia(path or "all", data_dir=data_dir, on_empty=on_empty)
+        return load_arxivmia(path or "all", data_dir=data_dir, on_empty=on_empty, group_column=group_column)
     if source == "mimir":
         if members is None:
             raise DataError("source 'mimir' needs members= (a folder, or a JSONL file together with nonmembers=)")
@@ -347,7 +367,8 @@ def load_text_dataset(
     if source == "table":
         if path is None:
             raise DataError("source 'table' needs path= (a .jsonl, .json, .csv or .tsv file)")
-        return load_table(path, text_column=text_column, label_column=label_column, on_empty=on_empty)
+        return load_table(path, text_column=text_column, label_column=label_column, on_empty=on_empty,
+                          group_column=group_column)
     if source == "text":
         if members is None or nonmembers is None:
             raise DataError("source 'text' needs members= and nonmembers= plain-text files")

@@ -17,14 +17,8 @@ import numpy as np
 
 from miaudit.errors import ConfigError, DataError
 from miaudit.evaluation import evaluate, roc_auc
-from miaudit.llm.scoring import acmia_grid
+from miaudit.llm.attacks._common import LLMAttack
 from miaudit.llm.signals import TokenSignals
-
-#: attack -> the hyper-parameter chosen here
-TUNED = {"ac": "beta", "deriv_ac": "beta", "norm_ac": "beta", "min_k": "k", "min_k_pp": "k", "dc_pdd": "a"}
-#: the authors' grids (Min-K%++ and ACMIA code: k = 0.1 .. 1.0; DC-PDD a in ACMIA's code)
-K_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-A_GRID = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
 
 
 @dataclass
@@ -42,43 +36,35 @@ class LLMCalibration:
             raise DataError("calibration labels must be 0/1 with both members and non-members present")
 
 
-def _check_attack(attack: str) -> str:
-    if attack not in TUNED:
-        raise ConfigError(f"no hyper-parameter to choose for attack {attack!r}; choose from {', '.join(TUNED)}")
-    return TUNED[attack]
+def _tunable(attack: str) -> tuple[type[LLMAttack], str]:
+    """The class of LLM attack ``attack`` and the hyper-parameter it declares tunable."""
+    from miaudit.attacks.registry import attack_names, get_attack_class
+
+    cls = get_attack_class(attack, "llm")
+    if not cls.tunable or not issubclass(cls, LLMAttack):
+        tunable = [n for n in attack_names(target_kind="llm") if get_attack_class(n, "llm").tunable]
+        raise ConfigError(f"no hyper-parameter to choose for attack {attack!r}; choose from {', '.join(tunable)}")
+    return cls, next(iter(cls.tunable))
 
 
 def default_grid(attack: str, signals: Sequence[TokenSignals]) -> np.ndarray:
-    """Candidates: every beta of the documents' grid that the variant defines, or the authors' k / a."""
-    param = _check_attack(attack)
-    if param == "beta":
-        betas = acmia_grid(signals[:1])[attack].betas
-        # AC is identically 0 at beta = 1 (p_1 = p): a constant scorer is never a candidate
-        return betas[~np.isclose(betas, 1.0)] if attack == "ac" else betas
-    return np.asarray(K_GRID if param == "k" else A_GRID, dtype=np.float64)
+    """The attack's declared candidates (:meth:`~miaudit.attacks.base.Attack.candidates`): the authors' k / a,
+    or every beta of the documents' grid that the ACMIA variant defines."""
+    cls, param = _tunable(attack)
+    return cls.candidates(param, signals)
 
 
-def grid_scores(attack: str, signals: Sequence[TokenSignals], grid: Sequence[float] | None = None,
-                **fixed: Any) -> tuple[np.ndarray, np.ndarray]:
+def grid_scores(attack: str, signals: Sequence[TokenSignals], grid: Sequence[float] | np.ndarray | None = None, *,
+                fit_data: Any = None, **fixed: Any) -> tuple[np.ndarray, np.ndarray]:
     """``(grid (g,), scores (g, n))``: the attack's scores at every candidate value (higher = member).
-    ACMIA variants read their whole grid from one :func:`acmia_grid` call. ``fixed``: other parameters
-    (``token_freq`` for dc_pdd)."""
-    from miaudit.attacks.registry import create_attack
-
-    param = _check_attack(attack)
+    ``fixed``: its other parameters; ``fit_data``: what ``fit`` receives if the attack must be fitted
+    (token counts for dc_pdd). A candidate the parameter does not allow is a :class:`ConfigError`."""
+    cls, param = _tunable(attack)
     docs = list(signals)
-    values = default_grid(attack, docs) if grid is None else np.asarray(grid, dtype=np.float64)
-    if param == "beta":
-        table = acmia_grid(docs)[attack]
-        columns = []
-        for b in values:
-            hits = np.flatnonzero(np.isclose(table.betas, b, rtol=1e-9, atol=0))
-            if hits.size == 0:
-                raise ConfigError(f"{attack}: beta {b!r} is not on the signals' grid for this variant")
-            columns.append(int(hits[0]))
-        return values, table.scores[:, columns].T.copy()
-    scores = [create_attack(attack, target_kind="llm", **{param: float(v)}, **fixed).score(docs) for v in values]
-    return values, np.asarray(scores)
+    values = cls.candidates(param, docs) if grid is None else np.asarray(grid, dtype=np.float64)
+    for value in values:
+        cls.check_param(param, float(value))
+    return values, cls.grid_scores(param, values, docs, fit_data=fit_data, **fixed)
 
 
 def _best(aucs: np.ndarray) -> int:
@@ -86,10 +72,12 @@ def _best(aucs: np.ndarray) -> int:
     return int(np.argmax(aucs))
 
 
-def choose(attack: str, signals: Sequence[TokenSignals], labels: np.ndarray, grid: Sequence[float] | None = None,
+def choose(attack: str, signals: Sequence[TokenSignals], labels: np.ndarray,
+           grid: Sequence[float] | np.ndarray | None = None, *, fit_data: Any = None,
            **fixed: Any) -> tuple[float, np.ndarray, np.ndarray]:
-    """``(best value, grid, AUC per grid value)`` on labelled documents."""
-    values, scores = grid_scores(attack, signals, grid, **fixed)
+    """``(best value, grid, AUC per grid value)`` on labelled documents: the one rule by which an audit's
+    held-out choice and the ``acmia`` attack's ``fit`` both choose."""
+    values, scores = grid_scores(attack, signals, grid, fit_data=fit_data, **fixed)
     aucs = np.array([roc_auc(labels, s) for s in scores])
     return float(values[_best(aucs)]), values, aucs
 
@@ -131,12 +119,13 @@ def select_and_evaluate(
     signals: Sequence[TokenSignals],
     labels: np.ndarray,
     *,
-    grid: Sequence[float] | None = None,
+    grid: Sequence[float] | np.ndarray | None = None,
     method: Literal["holdout", "kfold"] = "holdout",
     calibration_fraction: float = 0.3,
     n_folds: int = 5,
     seed: int = 0,
     n_bootstrap: int = 1000,
+    fit_data: Any = None,
     **fixed: Any,
 ) -> Selection:
     """Choose the attack's hyper-parameter without looking at the test labels, and report the oracle.
@@ -147,12 +136,12 @@ def select_and_evaluate(
     the other folds; ``result`` holds per-fold metrics and their mean AUC; the oracle is the value best
     on all documents, evaluated on all of them.
     """
-    param = _check_attack(attack)
+    _, param = _tunable(attack)
     labels = np.asarray(labels)
     docs = list(signals)
     if len(docs) != labels.size:
         raise DataError(f"{len(docs)} documents but {labels.size} labels")
-    values, scores = grid_scores(attack, docs, grid, **fixed)
+    values, scores = grid_scores(attack, docs, grid, fit_data=fit_data, **fixed)
     rng = np.random.default_rng(seed)
     if method == "holdout":
         if not 0 < calibration_fraction < 1:

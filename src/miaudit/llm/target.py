@@ -22,7 +22,9 @@ perplexity evaluation).
 
 Caching. Signals are cached on disk under ``cache_dir`` by a fingerprint of (model weights,
 tokenizer, texts, pass and its parameters), in shards of ``shard_size`` documents: a second attack or
-a second run costs no forward pass, and an interrupted run resumes at the first missing shard.
+a second run costs no forward pass, and an interrupted run resumes at the first missing shard. Shards
+are verified files (:mod:`miaudit.utils.cache`): one that is truncated, empty or edited is reported,
+naming the file, and recomputed.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,16 +39,21 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from miaudit.errors import ConfigError, DataError
+from miaudit.errors import ConfigError, DataError, model_load_error
 from miaudit.llm.signals import TokenSignals, compute_token_signals, gradient_norm, token_log_probs
+from miaudit.utils.cache import load_verified_npz, save_verified_npz, warn_damaged
+from miaudit.utils.device import resolve_device
 from miaudit.utils.fingerprint import fingerprint
+from miaudit.utils.logs import progress as progress_bar
+from miaudit.utils.logs import sync_library_progress
 
 logger = logging.getLogger(__name__)
 
 BosPolicy = Literal["auto", "always", "never"]
 LongDocuments = Literal["sliding_window", "truncate"]
+#: a tokenizer with fewer tokens than this fraction of the model's vocabulary is reported as a mismatch
+SMALL_TOKENIZER_RATIO = 0.5
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
@@ -58,6 +64,7 @@ def _transformers():
         import transformers
     except ImportError:
         raise ConfigError("language-model audits need Hugging Face transformers; install miaudit[llm]") from None
+    sync_library_progress()  # -q and non-terminal output also silence transformers' own loading bars
     return transformers
 
 
@@ -66,40 +73,34 @@ def load_tokenizer(name_or_path: str, *, revision: str | None = None, local_file
     """``AutoTokenizer.from_pretrained`` (a folder or hub id), or a single ``tokenizers`` JSON file such as
     Pythia's ``20B_tokenizer.json``; a one-line error for a path or hub id that does not load."""
     transformers = _transformers()
-    if str(name_or_path).endswith(".json") and Path(name_or_path).is_file():
-        return transformers.PreTrainedTokenizerFast(tokenizer_file=str(name_or_path))
     try:
+        if str(name_or_path).endswith(".json") and Path(name_or_path).is_file():
+            return transformers.PreTrainedTokenizerFast(tokenizer_file=str(name_or_path))
         return transformers.AutoTokenizer.from_pretrained(name_or_path, revision=revision,
                                                           local_files_only=local_files_only,
                                                           trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot load tokenizer {name_or_path!r}: {str(exc).splitlines()[0]}; give a local folder "
-                          "with tokenizer files or a hub id (online)") from None
+    except Exception as exc:  # transformers and tokenizers raise many types for files they cannot parse
+        raise model_load_error("tokenizer", name_or_path, exc) from None
 
 
 def load_causal_lm(name_or_path: str, *, dtype: str = "auto", device: str = "cpu", revision: str | None = None,
                    local_files_only: bool = False, trust_remote_code: bool = False) -> torch.nn.Module:
-    """``AutoModelForCausalLM.from_pretrained`` in ``dtype`` ("auto" = as saved) on ``device``, in eval mode."""
+    """``AutoModelForCausalLM.from_pretrained`` in ``dtype`` ("auto" = as saved) on ``device``, in eval mode.
+
+    Weights load without running pickled code; a damaged ``model.safetensors``, a pickled
+    ``pytorch_model.bin`` and an unavailable device are one-line errors.
+    """
     transformers = _transformers()
     if dtype != "auto" and dtype not in DTYPES:
         raise ConfigError(f"dtype {dtype!r} is not allowed; choose auto, {', '.join(DTYPES)}")
+    target = resolve_device(device, where="model.device")
     try:
         model = transformers.AutoModelForCausalLM.from_pretrained(
             name_or_path, revision=revision, local_files_only=local_files_only, trust_remote_code=trust_remote_code,
             dtype="auto" if dtype == "auto" else DTYPES[dtype])
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot load causal LM {name_or_path!r}: {str(exc).splitlines()[0]}; give a local folder "
-                          "with config.json and weights, or a hub id (online)") from None
-    return model.to(_device(device)).eval()
-
-
-def _device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"device {device!r} is not valid; use cpu, cuda, cuda:N or auto") from None
+    except Exception as exc:  # transformers, safetensors and torch raise many types for files they cannot load
+        raise model_load_error("causal LM", name_or_path, exc) from None
+    return model.to(target).eval()
 
 
 # -- tokenisation -------------------------------------------------------------------------------------
@@ -249,10 +250,16 @@ class HFCausalLM:
         return int(self.model.get_output_embeddings().weight.shape[0])
 
     def _check_vocabulary(self) -> None:
+        """Refuse a tokenizer larger than the model's vocabulary; warn about one far smaller (a mismatch:
+        models pad their vocabulary by a few hundred entries at most, not by half)."""
         n_tokenizer = len(self.tokenizer)
         if n_tokenizer > self.vocab_size:
             raise ConfigError(f"the tokenizer has {n_tokenizer} tokens but the model's output layer only "
                               f"{self.vocab_size}: they do not belong together; load the model's own tokenizer")
+        if n_tokenizer < SMALL_TOKENIZER_RATIO * self.vocab_size:
+            logger.warning("the tokenizer of %s has %d tokens but the model's output layer %d: they probably do not "
+                           "belong together (token ids would mean other words to the model); load the model's own "
+                           "tokenizer", self.name, n_tokenizer, self.vocab_size)
 
     def check_same_tokenizer(self, other: HFCausalLM) -> None:
         """A reference model must tokenise identically: same vocabulary, same BOS handling."""
@@ -338,12 +345,12 @@ class HFCausalLM:
         """Stream the signals shard by shard (``shard_size`` documents): memory stays constant in the
         number of documents, and shards already in the cache cost no forward pass."""
         texts = _check_texts(texts)
-        bar = tqdm(total=len(texts), desc=f"signals {self._short_name()}", unit="doc", disable=not self.progress,
-                   leave=False)
+        bar = progress_bar(total=len(texts), desc=f"signals {self._short_name()}", unit="doc", enabled=self.progress,
+                           leave=False)
         for start in range(0, len(texts), self.shard_size):
             chunk = texts[start:start + self.shard_size]
             shard = self._cached("token_signals", chunk, lambda c: self._compute_signals(c, bar),
-                                 _save_signals, _load_signals)
+                                 _encode_signals, _decode_signals)
             bar.n = min(len(texts), start + len(chunk))
             bar.refresh()
             for text, record in zip(chunk, shard):
@@ -371,12 +378,12 @@ class HFCausalLM:
         cached per shard under ``kind`` and ``setting``, with one progress bar."""
         texts = _check_texts(texts)
         out = []
-        bar = tqdm(total=len(texts), desc=f"{desc} {self._short_name()}", unit="doc", disable=not self.progress,
-                   leave=False)
+        bar = progress_bar(total=len(texts), desc=f"{desc} {self._short_name()}", unit="doc", enabled=self.progress,
+                           leave=False)
         for start in range(0, len(texts), self.shard_size):
             chunk = texts[start:start + self.shard_size]
             out.append(self._cached(kind, (chunk, setting), lambda c: compute(c[0], c[1], bar),
-                                    _save_array, _load_array))
+                                    _encode_array, _decode_array))
             bar.n = min(len(texts), start + len(chunk))
             bar.refresh()
         bar.close()
@@ -412,7 +419,7 @@ class HFCausalLM:
         masked LM replacing words); it must return at least one non-empty text."""
         texts = _check_texts(texts)
         neighbours = []
-        for i, text in enumerate(tqdm(texts, desc="perturb", unit="doc", disable=not self.progress, leave=False)):
+        for i, text in enumerate(progress_bar(texts, desc="perturb", unit="doc", enabled=self.progress, leave=False)):
             found = list(perturb(text))
             if not found or not all(isinstance(n, str) and n.strip() for n in found):
                 raise DataError(f"the perturbation callable returned no neighbours (or an empty one) for document "
@@ -446,21 +453,21 @@ class HFCausalLM:
     def _short_name(self) -> str:
         return Path(str(self.name)).name or str(self.name)
 
-    def _cached(self, kind: str, payload: Any, compute: Callable[[Any], Any], save: Callable[[Path, Any], None],
-                load: Callable[[Path], Any]) -> Any:
+    def _cached(self, kind: str, payload: Any, compute: Callable[[Any], Any],
+                encode: Callable[[Any], dict[str, np.ndarray]], decode: Callable[[dict[str, np.ndarray]], Any]) -> Any:
+        """``compute(payload)``, or its value from a verified cache shard (:mod:`miaudit.utils.cache`): a
+        truncated, edited or foreign shard is reported naming the file, recomputed and replaced."""
         if self.cache_dir is None:
             return compute(payload)
         path = self.cache_dir / self.fingerprint() / f"{kind}-{fingerprint(kind, payload)}.npz"
-        if path.is_file():
+        arrays = load_verified_npz(path, key=path.stem)
+        if arrays is not None:
             try:
-                return load(path)
-            except (OSError, ValueError, KeyError) as exc:
-                logger.warning("ignoring unreadable cache file %s (%s); recomputing", path, exc)
+                return decode(arrays)
+            except (KeyError, ValueError, IndexError, TypeError) as exc:
+                warn_damaged(path, f"not a {kind} shard ({type(exc).__name__}: {exc})")
         value = compute(payload)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-        save(tmp, value)
-        os.replace(tmp, path)
+        save_verified_npz(path, encode(value), key=path.stem)
         return value
 
 
@@ -489,32 +496,29 @@ _SIGNAL_ARRAYS = ("token_ids", "log_prob", "entropy", "mean_logp", "var_logp")
 _BETA_ARRAYS = ("beta_log_prob", "beta_mu", "beta_sigma")
 
 
-def _save_signals(path: Path, records: list[TokenSignals]) -> None:
+def _encode_signals(records: list[TokenSignals]) -> dict[str, np.ndarray]:
     arrays = {name: np.concatenate([getattr(r, name) for r in records]) for name in _SIGNAL_ARRAYS}
     arrays.update({name: np.concatenate([getattr(r, name) for r in records], axis=1) for name in _BETA_ARRAYS})
-    np.savez(path, lengths=np.array([r.n_tokens for r in records]), betas=records[0].betas,
-             vocab_size=np.array(records[0].vocab_size), **arrays)
+    return {"lengths": np.array([r.n_tokens for r in records]), "betas": records[0].betas,
+            "vocab_size": np.array(records[0].vocab_size), **arrays}
 
 
-def _load_signals(path: Path) -> list[TokenSignals]:
-    with np.load(path, allow_pickle=False) as data:
-        bounds = np.cumsum(np.r_[0, data["lengths"]])
-        arrays = {name: data[name] for name in _SIGNAL_ARRAYS + _BETA_ARRAYS}
-        betas, vocab = data["betas"], int(data["vocab_size"])
+def _decode_signals(data: dict[str, np.ndarray]) -> list[TokenSignals]:
+    bounds = np.cumsum(np.r_[0, data["lengths"]])
+    betas, vocab = data["betas"], int(data["vocab_size"])
     records = []
     for a, b in zip(bounds[:-1], bounds[1:]):
-        part = {n: arrays[n][a:b] for n in _SIGNAL_ARRAYS} | {n: arrays[n][:, a:b] for n in _BETA_ARRAYS}
+        part = {n: data[n][a:b] for n in _SIGNAL_ARRAYS} | {n: data[n][:, a:b] for n in _BETA_ARRAYS}
         records.append(TokenSignals(betas=betas, vocab_size=vocab, **part))
     return records
 
 
-def _save_array(path: Path, values: np.ndarray) -> None:
-    np.savez(path, values=np.asarray(values))
+def _encode_array(values: np.ndarray) -> dict[str, np.ndarray]:
+    return {"values": np.asarray(values)}
 
 
-def _load_array(path: Path) -> np.ndarray:
-    with np.load(path, allow_pickle=False) as data:
-        return data["values"]
+def _decode_array(data: dict[str, np.ndarray]) -> np.ndarray:
+    return data["values"]
 
 
 def _model_max_length(model: torch.nn.Module) -> int | None:

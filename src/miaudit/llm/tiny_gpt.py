@@ -23,10 +23,10 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from miaudit.errors import ConfigError, DataError
 from miaudit.llm.target import encode_text
+from miaudit.utils.logs import progress as progress_bar
 from miaudit.utils.seed import seed_everything
 
 
@@ -136,7 +136,7 @@ def train_tiny_gpt(
     rng = np.random.default_rng(config.seed)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     history = []
-    bar = tqdm(total=total, desc="train tiny GPT", disable=not progress, leave=False)
+    bar = progress_bar(total=total, desc="train tiny GPT", enabled=progress, leave=False)
     for epoch in range(1, config.epochs + 1):
         model.train()
         start, losses, weights = time.perf_counter(), [], []

@@ -1,15 +1,49 @@
-"""A readable Markdown report of one run, built from its ``metrics.json`` content only."""
+"""A readable Markdown report of one run, built from its ``metrics.json`` content only.
+
+Strings that come from the user (attack labels, dataset and model names, file paths, warnings that
+quote them) go through :func:`md_text` / :func:`md_code`, so a name can neither inject HTML into a
+viewer that renders it nor break the tables.
+"""
 
 from __future__ import annotations
 
+import html
 import math
+import re
 from collections.abc import Iterable
 from typing import Any
+
+from miaudit.evaluation.run_result import RunResult, strongest
+from miaudit.evaluation.verdict import verdict_of
+from miaudit.report.headline import (
+    baseline_sentence,
+    beats_baseline,
+    epsilon_sentence,
+    has_baseline_comparison,
+    interval_note,
+    tpr_degenerate,
+)
 
 _FPR_NAMES = {"0.001": "0.1%", "0.01": "1%", "0.05": "5%", "0.1": "10%"}
 #: fewest expected false positives (``n_nonmembers * fpr``) for a TPR at that FPR to make a headline;
 #: the same bound below which ``miaudit.evaluation.low_fpr_warnings`` warns
 MIN_FALSE_POSITIVES = 10
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*\[\]|~])|(?<!\w)_|_(?!\w)")
+_PLAIN_CODE = re.compile(r"[\w.:+@/ -]*")
+
+
+def md_text(value: Any) -> str:
+    """``value`` as literal Markdown text on one line: HTML characters as entities, Markdown syntax escaped."""
+    text = " ".join(str(value).split())
+    return _MARKDOWN_SPECIAL.sub(lambda m: "\\" + m.group(0), html.escape(text, quote=False))
+
+
+def md_code(value: Any) -> str:
+    """``value`` as inline code when it is a plain name (letters, digits, ``_.:+@/-``), else as :func:`md_text`."""
+    text = str(value)
+    return f"`{text}`" if _PLAIN_CODE.fullmatch(text) else md_text(text)
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -19,7 +53,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
         return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.{digits}f}"
-    return str(value)
+    return md_text(value)
 
 
 def _with_ci(value: float | None, ci: list[float] | None, digits: int = 3) -> str:
@@ -36,8 +70,7 @@ def _fpr_label(key: str) -> str:
 
 def n_nonmembers(metrics: dict[str, Any]) -> int | None:
     """Non-members behind the run's TPR figures: the fewest of any attack entry, else ``data.n_nonmembers``."""
-    counts = [a["n_nonmembers"] for a in metrics.get("attacks", []) if a.get("n_nonmembers") is not None]
-    return min(counts) if counts else metrics.get("data", {}).get("n_nonmembers")
+    return RunResult(metrics).n_nonmembers
 
 
 def headline_fpr(fpr_keys: Iterable[str], n_nonmembers: int | None) -> tuple[str | None, bool]:
@@ -82,18 +115,32 @@ def _key_values(rows: dict[str, Any]) -> list[str]:
 
 
 def _attack_table(attacks: list[dict[str, Any]], fpr_keys: list[str], confidence: float) -> list[str]:
+    versus = has_baseline_comparison(attacks)
     head = (["attack", "access", "reference", f"AUC [{confidence:.0%} CI]"]
             + [f"TPR @ {_fpr_label(k)} FPR" for k in fpr_keys]
-            + ["balanced acc. (threshold)", "advantage"])
+            + ["balanced acc. (threshold)", "advantage", "empirical ε (lower bound)"]
+            + (["beats the blind baseline (AUC difference)"] if versus else []))
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for a in attacks:
         tprs = [_with_ci(a["tpr_at_fpr"].get(k), a.get("tpr_at_fpr_ci", {}).get(k)) for k in fpr_keys]
-        row = ([f"`{a['name']}`", a.get("access", "-"), a.get("needs_reference", "-"),
+        eps = (a.get("empirical_epsilon") or {}).get("epsilon")
+        row = ([md_code(a["name"]), _fmt(a.get("access", "-")), _fmt(a.get("needs_reference", "-")),
                 _with_ci(a["auc"], a.get("auc_ci"))] + tprs
-               + [f"{_fmt(a.get('balanced_accuracy'))} ({a.get('threshold_source', '-')})",
-                  _with_ci(a.get("advantage"), a.get("advantage_ci"))])
+               + [f"{_fmt(a.get('balanced_accuracy'))} ({_fmt(a.get('threshold_source', '-'))})",
+                  _with_ci(a.get("advantage"), a.get("advantage_ci")), _fmt(eps, 2)]
+               + ([beats_baseline(a)] if versus else []))
         lines.append("| " + " | ".join(row) + " |")
     return lines
+
+
+def _verdict_lines(metrics: dict[str, Any]) -> list[str]:
+    """The plain verdict for a compliance reader: risk level, why, and the rule (thresholds configurable)."""
+    verdict = verdict_of(metrics)
+    lines = ["## Verdict", "", f"**Risk: {verdict['level'].upper()}.** {md_text(verdict['summary'])}", ""]
+    lines += [f"- {md_text(r)}" for r in verdict.get("reasons", [])]
+    if verdict.get("reasons"):
+        lines.append("")
+    return lines + [f"Rule: {md_text(verdict['rule'])} (thresholds: `evaluation.risk` in the config).", ""]
 
 
 def _one_run_lines(metrics: dict[str, Any]) -> list[str]:
@@ -105,7 +152,7 @@ def _one_run_lines(metrics: dict[str, Any]) -> list[str]:
     oracle = (one_run.get("oracle") or {}).get("oracle_best") or {}
     lines = ["## One-run DP audit (Steinke, Nasr & Jagielski 2023)", "",
              f"{canaries['n']} {canaries['kind']} canaries, each inserted independently with probability 1/2 "
-             f"({canaries['n_inserted']} inserted); scores from `{one_run.get('attack', '-')}`.", "",
+             f"({canaries['n_inserted']} inserted); scores from {md_code(one_run.get('attack', '-'))}.", "",
              "| | k+ / k- | correct / guesses | epsilon lower bound |", "|---|---|---|---|",
              f"| k fixed in the config (valid) | {one_run['k_pos']} / {one_run['k_neg']} | "
              f"{one_run['correct']} / {one_run['guesses']} | **{one_run['epsilon']:.3f}** |"]
@@ -124,6 +171,26 @@ def _one_run_lines(metrics: dict[str, Any]) -> list[str]:
                         "accountant's epsilon even for a correct DP-SGD.", ""]
 
 
+def _federated_lines(metrics: dict[str, Any]) -> list[str]:
+    """A ``kind: federated`` run: each defense row's final global model and source inference (empty otherwise);
+    the per-round tables are in ``federated.md``."""
+    fed = metrics.get("federated")
+    if not (isinstance(fed, dict) and isinstance(fed.get("defenses"), list)):
+        return []
+    lines = ["## Federated learning", "",
+             f"{fed['n_clients']} clients, {fed['rounds']} rounds of FedAvg ({fed['framework']['name']} "
+             f"{fed['framework']['version']}); client sizes {', '.join(map(str, fed['client_sizes']))}.", "",
+             "| defense | test acc | epsilon (global models) | epsilon vs server | source inference acc (chance) |",
+             "|---|---|---|---|---|"]
+    for d in fed["defenses"]:
+        eps = d["privacy"]
+        si = d.get("source_inference")
+        source = f"{_with_ci(si['accuracy'], si['accuracy_ci'])} ({si['chance']:.3f})" if si else "-"
+        lines.append(f"| {d['label']} | {d['test_accuracy']:.4f} | {_fmt(eps.get('epsilon'))} | "
+                     f"{_fmt(eps.get('epsilon_against_server'))} | {source} |")
+    return lines + ["", "Per-round leakage, privacy spent and source inference: `federated.md`.", ""]
+
+
 def _selection_lines(metrics: dict[str, Any]) -> list[str]:
     """LLM runs: each tuned hyper-parameter, chosen on the calibration split (reported) and on the
     evaluation labels ("oracle", optimistic), with both AUCs (empty for runs without a selection)."""
@@ -137,41 +204,83 @@ def _selection_lines(metrics: dict[str, Any]) -> list[str]:
              "evaluation labels themselves (`oracle`, an optimistic bound).", "",
              "| attack | parameter | held-out choice | AUC | oracle choice | oracle AUC |", "|---|---|---|---|---|---|"]
     for key, chosen in selection["attacks"].items():
-        lines.append(f"| `{key}` | {chosen['parameter']} | {_fmt(chosen['held_out'], 4)} | {_fmt(auc.get(key))} | "
+        lines.append(f"| {md_code(key)} | {_fmt(chosen['parameter'])} | {_fmt(chosen['held_out'], 4)} | "
+                     f"{_fmt(auc.get(key))} | "
                      f"{_fmt(chosen['oracle'], 4)} | {_fmt(auc.get(f'{key}.oracle'))} |")
     return lines + [""]
 
 
 def _blind_baseline_lines(metrics: dict[str, Any], best: dict[str, Any] | None) -> list[str]:
-    """LLM runs: the bag-of-words classifier that never queries the model, next to the best attack."""
+    """LLM runs: the bag-of-words classifier that never queries the model, its verdict, and the best attack."""
     baseline = metrics.get("blind_baseline")
     if not isinstance(baseline, dict) or "auc" not in baseline:
         return []
-    tprs = ", ".join(f"TPR {_fmt(v)} at {_fpr_label(k)} FPR" for k, v in sorted(
-        baseline.get("tpr_at_fpr", {}).items(), key=lambda kv: float(kv[0])))
+    tprs = ", ".join(f"TPR {_with_ci(v, baseline.get('tpr_at_fpr_ci', {}).get(k))} at {_fpr_label(k)} FPR"
+                     for k, v in sorted(baseline.get("tpr_at_fpr", {}).items(), key=lambda kv: float(kv[0])))
+    cv = baseline.get("cross_validation", "stratified k-fold")
     lines = ["## Blind baseline", "",
              f"A {baseline.get('classifier', 'text')} classifier on {baseline.get('features', 'the text')} alone, "
-             f"{baseline.get('n_splits', '?')}-fold cross-validated on the evaluation documents, never querying "
-             f"the model: AUC {_with_ci(baseline['auc'], baseline.get('auc_ci'))}; {tprs}.", ""]
+             f"{baseline.get('n_splits', '?')}-fold cross-validated ({cv}) on the evaluation documents, never "
+             f"querying the model: AUC {_with_ci(baseline['auc'], baseline.get('auc_ci'))}; {tprs}.", ""]
+    verdict = baseline.get("verdict") or {}
+    if verdict.get("text"):
+        lines += [f"**Verdict: {verdict['text']}.**", "", f"Rule: {md_text(verdict['rule'])}.", ""]
     if best is not None and baseline["auc"] >= best["auc"]:
-        lines += [f"**It does at least as well as the strongest attack (`{best['name']}`, AUC {best['auc']:.3f})**: "
-                  "members and non-members differ in distribution, so these attack scores cannot be read as "
-                  "evidence of membership.", ""]
+        lines += [f"It does at least as well as the strongest attack ({md_code(best['name'])}, AUC "
+                  f"{best['auc']:.3f}).", ""]
     return lines
+
+
+def _headline(run: RunResult, best: dict[str, Any], fpr_keys: list[str]) -> str:
+    """The strongest held-out attack by AUC, its TPR at the lowest supported FPR (AUC first when that figure
+    is degenerate), the blind baseline where there is one, and the empirical epsilon sentence."""
+    n_non = run.n_nonmembers
+    key, supported = headline_fpr(fpr_keys, n_non)
+    auc = _with_ci(best["auc"], best.get("auc_ci"))
+    tpr = _with_ci(best["tpr_at_fpr"].get(key), best.get("tpr_at_fpr_ci", {}).get(key))
+    headline = f"Strongest attack by AUC (held-out choices only): {md_code(best['name'])} with AUC {auc}"
+    if supported and tpr_degenerate(best, key):
+        headline += (f". At {_fpr_label(key)} FPR it identifies no member with confidence (TPR {tpr}): the "
+                     "attacks separate members from non-members overall"
+                     + (" better than chance" if best.get("auc_ci") and best["auc_ci"][0] > 0.5 else "")
+                     + ", not at a low false positive rate.")
+    elif supported:
+        headline += (f" and TPR {tpr} at {_fpr_label(key)} FPR (the lowest evaluated FPR that {n_non} "
+                     f"non-members support, with at least {MIN_FALSE_POSITIVES} expected false positives).")
+    else:
+        headline += (f". **Too few non-members for a low-FPR figure**: "
+                     f"{unsupported_fpr_note(fpr_keys, n_non, key)}. Its TPR at {_fpr_label(key)} FPR is {tpr}.")
+    at_fpr = run.strongest(f"tpr@{key}")
+    if at_fpr is not None and at_fpr.name != best["name"]:
+        ci = at_fpr.tpr_at_fpr_ci.get(key)
+        headline += (f" At {_fpr_label(key)} FPR the strongest attack is {md_code(at_fpr.name)} (TPR "
+                     f"{_with_ci(at_fpr.tpr_at_fpr[key], list(ci) if ci else None)}).")
+    baseline = baseline_sentence(run)
+    if baseline:
+        headline += f"\n\n{baseline}"
+    bound = epsilon_sentence(strongest(run.attacks, "epsilon"), name=md_code)
+    if bound:
+        headline += f"\n\n{bound}"
+    return headline
 
 
 def render_report(metrics: dict[str, Any], *, figures: dict[str, str] | None = None) -> str:
     """Markdown text for a run; ``figures`` maps a caption to a file name relative to the run folder."""
     target, data = metrics.get("target", {}), metrics.get("data", {})
     evaluation = metrics.get("evaluation", {})
-    attacks = sorted(metrics.get("attacks", []), key=lambda a: -a["auc"])
+    run = RunResult(metrics)
+    ranked = [a for a in run.ranked() if a.scored and not a.baseline]
+    attacks = [a.fields for a in ranked if not a.oracle]
+    oracles = [a.fields for a in ranked if a.oracle]
     fpr_keys = [f"{f:g}" for f in evaluation.get("fprs", [0.001, 0.01, 0.05])]
     confidence = float(evaluation.get("confidence", 0.95))
     out = [f"# Membership inference audit ({metrics.get('kind', '?')})", ""]
+    if ranked:
+        out += _verdict_lines(metrics)
 
     what = [f"- **Dataset**: {_fmt(data.get('dataset'))}"
             f" ({_fmt(data.get('n_members'))} members, {_fmt(data.get('n_nonmembers'))} non-members audited)",
-            f"- **Target**: {target.get('description', target.get('source', target.get('model', '-')))}",
+            f"- **Target**: {_fmt(target.get('description', target.get('source', target.get('model', '-'))))}",
             f"- **Seed**: {metrics.get('seed', '-')}; miaudit {metrics.get('miaudit_version', '?')}"]
     if metrics.get("shadow"):
         s = metrics["shadow"]
@@ -190,30 +299,25 @@ def render_report(metrics: dict[str, Any], *, figures: dict[str, str] | None = N
                 "means the model memorised its training set, which membership inference exploits.", ""]
     out += [*_key_values(target), ""]
 
-    if attacks:
-        best = attacks[0]
-        n_non = n_nonmembers(metrics)
-        key, supported = headline_fpr(fpr_keys, n_non)
-        tpr = _with_ci(best["tpr_at_fpr"].get(key), best.get("tpr_at_fpr_ci", {}).get(key))
-        headline = f"Strongest attack by AUC: `{best['name']}` with AUC {_with_ci(best['auc'], best.get('auc_ci'))}"
-        if supported:
-            headline += (f" and TPR {tpr} at {_fpr_label(key)} FPR (the lowest evaluated FPR that {n_non} "
-                         f"non-members support, with at least {MIN_FALSE_POSITIVES} expected false positives).")
-        else:
-            headline += (f". **Too few non-members for a low-FPR figure**: "
-                         f"{unsupported_fpr_note(fpr_keys, n_non, key)}. Its TPR at {_fpr_label(key)} FPR is {tpr}.")
-        out += ["## Attacks", "", headline, "",
-                *_attack_table(attacks, fpr_keys, confidence), "",
-                f"Brackets: {confidence:.0%} bootstrap confidence intervals "
-                f"({evaluation.get('n_bootstrap', '?')} resamples, members and non-members resampled separately).",
+    best_entry = run.strongest("auc")
+    best = best_entry.fields if best_entry is not None else None
+    if best is not None:
+        out += ["## Attacks", "", _headline(run, best, fpr_keys), ""]
+        out += [*_attack_table(attacks, fpr_keys, confidence), ""]
+        if oracles:
+            out += ["Oracle entries: the hyper-parameter was chosen on the evaluation labels themselves (an "
+                    "optimistic bound, for comparison with papers that tune on the test set; never a result):", "",
+                    *_attack_table(oracles, fpr_keys, confidence), ""]
+        out += [interval_note(attacks + oracles, confidence),
                 "Threshold `reference`: learned on shadow/reference data, an honest attacker's choice; "
                 "`oracle`: chosen on the evaluation labels themselves, an optimistic upper bound.", ""]
     else:
         out += ["## Attacks", "", "No attack was run.", ""]
 
     out += _selection_lines(metrics)
-    out += _blind_baseline_lines(metrics, attacks[0] if attacks else None)
+    out += _blind_baseline_lines(metrics, best)
     out += _one_run_lines(metrics)
+    out += _federated_lines(metrics)
     out += ["## How to read this", "",
             "- **AUC** 0.5 is chance; 1.0 separates members from non-members perfectly.",
             "- **TPR at low FPR** is the figure that matters for privacy: how many members an attacker "
@@ -221,42 +325,59 @@ def render_report(metrics: dict[str, Any], *, figures: dict[str, str] | None = N
             "- **Balanced accuracy** = (TPR + TNR) / 2 at the decision threshold; **advantage** = max TPR - FPR "
             "(Yeom et al. 2018).", ""]
 
-    warnings = list(metrics.get("warnings", []))
-    per_attack = [a.get("warnings", []) for a in attacks]
-    shared = [w for w in per_attack[0] if all(w in ws for ws in per_attack)] if per_attack else []
-    warnings += [f"all attacks: {w}" if len(attacks) > 1 else w for w in shared]
-    for a, ws in zip(attacks, per_attack):
-        warnings += [f"`{a['name']}`: {w}" for w in ws if w not in shared]
+    warnings = [md_text(w) for w in run.all_warnings]
     if warnings:
-        out += ["## Warnings", "", *[f"- {w}" for w in dict.fromkeys(warnings)], ""]
+        out += ["## Warnings", "", *[f"- {w}" for w in warnings], ""]
 
     if figures:
         out += ["## Figures", ""]
         out += [f"![{caption}]({name})" for caption, name in figures.items()]
         out.append("")
 
-    cited = {a.get("attack", a["name"]): a["citation"] for a in attacks if a.get("citation")}
+    cited = {a.get("attack", a["name"]): a["citation"] for a in attacks + oracles if a.get("citation")}
     if cited:
-        out += ["## Attacks' references", "", *[f"- `{n}`: {c}" for n, c in sorted(cited.items())], ""]
+        out += ["## Attacks' references", "",
+                *[f"- {md_code(n)}: {md_text(c)}" for n, c in sorted(cited.items())], ""]
     return "\n".join(out)
 
 
 def summary_table(metrics: dict[str, Any]) -> str:
-    """Plain-text table for the terminal: target accuracy, then one row per attack (strongest first)."""
+    """Plain text for the terminal: the risk level, target accuracy, one row per held-out attack (strongest
+    first), the oracle rows apart and marked, and the blind baseline with its verdict."""
     target = metrics.get("target", {})
     fpr_keys = [f"{f:g}" for f in metrics.get("evaluation", {}).get("fprs", [0.001, 0.01, 0.05])]
+    run = RunResult(metrics)
+    scored = [e for e in run.ranked() if e.scored and not e.baseline]
     lines = []
+    if scored:
+        verdict = verdict_of(metrics)
+        lines.append(f"risk: {verdict['level'].upper()}. {verdict['summary']}")
     if "train_accuracy" in target and "test_accuracy" in target:
         lines.append(f"target: train accuracy {target['train_accuracy']:.4f}, test accuracy "
                      f"{target['test_accuracy']:.4f}")
-    head = ["attack", "AUC [CI]"] + [f"TPR@{_fpr_label(k)}" for k in fpr_keys] + ["bal.acc", "threshold"]
-    rows = [head]
-    for a in sorted(metrics.get("attacks", []), key=lambda a: -a["auc"]):
-        rows.append([a["name"], _with_ci(a["auc"], a.get("auc_ci"))]
-                    + [_fmt(a["tpr_at_fpr"].get(k)) for k in fpr_keys]
-                    + [_fmt(a.get("balanced_accuracy")), str(a.get("threshold_source", "-"))])
+    versus = has_baseline_comparison([e.fields for e in scored])
+    head = (["attack", "AUC [CI]"] + [f"TPR@{_fpr_label(k)}" for k in fpr_keys] + ["bal.acc", "threshold"]
+            + (["beats blind baseline"] if versus else []))
+
+    def row(a: dict[str, Any], name: str) -> list[str]:
+        return ([name, _with_ci(a["auc"], a.get("auc_ci"))] + [_fmt(a["tpr_at_fpr"].get(k)) for k in fpr_keys]
+                + [_fmt(a.get("balanced_accuracy")), str(a.get("threshold_source", "-"))]
+                + ([beats_baseline(a)] if versus else []))
+
+    held_out = [row(e.fields, e.name) for e in scored if not e.oracle]
+    oracle = [row(e.fields, e.name if e.name.endswith(".oracle") else f"{e.name} (oracle)") for e in scored if e.oracle]
+    rows = [head, *held_out, *oracle]
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
+    lines += [fmt(r) for r in [head, *held_out]]
+    if oracle:
+        lines.append("oracle: hyper-parameter chosen on the evaluation labels (comparison only, never a result):")
+        lines += [fmt(r) for r in oracle]
+    baseline = run.baseline
+    if baseline is not None and baseline.auc is not None:
+        verdict = (baseline.fields.get("verdict") or {}).get("text")
+        auc = f"AUC {_with_ci(baseline.auc, baseline.fields.get('auc_ci'))}"
+        lines.append(f"blind baseline (text only): {verdict or auc}")
     one_run = metrics.get("one_run_audit")
     if isinstance(one_run, dict) and "verdict" in one_run:
         lines.append(f"one-run canary audit: epsilon >= {one_run['epsilon']:.3f} at delta {one_run['delta']:g} "

@@ -75,8 +75,29 @@ def plot_roc(results: Sequence[AttackResult], path: str | Path, *, log_scale: bo
     return path
 
 
+#: quantiles that bound a heavy-tailed panel, and how much wider than them the full range must be to clip
+CLIP_QUANTILES = (0.005, 0.995)
+HEAVY_TAIL_RATIO = 3.0
+
+
+def histogram_range(scores: np.ndarray) -> tuple[float, float, int]:
+    """``(low, high, n_outside)``: the full score range, or the 0.5%-99.5% quantile range when the scores have
+    heavy tails (the full range more than :data:`HEAVY_TAIL_RATIO` times wider, as LiRA's likelihood ratios
+    or gradient norms can be), with the number of scores outside it."""
+    scores = np.asarray(scores, dtype=np.float64)
+    lo, hi = float(scores.min()), float(scores.max())
+    q_lo, q_hi = (float(q) for q in np.quantile(scores, CLIP_QUANTILES))
+    if q_hi > q_lo and hi - lo > HEAVY_TAIL_RATIO * (q_hi - q_lo):
+        return q_lo, q_hi, int(((scores < q_lo) | (scores > q_hi)).sum())
+    return lo, hi, 0
+
+
 def plot_score_histograms(results: Sequence[AttackResult], path: str | Path, *, bins: int = 40) -> Path:
-    """Grid of histograms, one panel per attack: scores of members vs non-members (densities)."""
+    """Grid of histograms, one panel per attack: scores of members vs non-members (densities).
+
+    A panel whose scores have heavy tails shows the 0.5%-99.5% quantile range (:func:`histogram_range`),
+    the scores outside it piled into the end bins, and says so in its title and axis label.
+    """
     path = Path(path)
     n = max(len(results), 1)
     cols = min(3, n)
@@ -85,12 +106,18 @@ def plot_score_histograms(results: Sequence[AttackResult], path: str | Path, *, 
     for ax, result in zip(axes.flat, results):
         labels = np.asarray(result.labels, bool)
         scores = np.asarray(result.scores, dtype=np.float64)
-        lo, hi = float(scores.min()), float(scores.max())
+        lo, hi, outside = histogram_range(scores)
         edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
-        ax.hist(scores[~labels], bins=edges, density=True, alpha=0.55, label="non-members")
-        ax.hist(scores[labels], bins=edges, density=True, alpha=0.55, label="members")
-        ax.set_title(result.name, fontsize=9)
-        ax.set_xlabel("score (higher = member)", fontsize=8)
+        shown = np.clip(scores, edges[0], edges[-1])
+        ax.hist(shown[~labels], bins=edges, density=True, alpha=0.55, label="non-members")
+        ax.hist(shown[labels], bins=edges, density=True, alpha=0.55, label="members")
+        if outside:
+            ax.set_title(f"{result.name}\n(clipped to the 0.5-99.5% quantiles: {outside} scores in the end bins)",
+                         fontsize=8)
+            ax.set_xlabel("score (higher = member), quantile-clipped view", fontsize=8)
+        else:
+            ax.set_title(result.name, fontsize=9)
+            ax.set_xlabel("score (higher = member)", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(results):]:

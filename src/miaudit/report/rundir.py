@@ -6,13 +6,14 @@
       metrics.json          every number (schema version RUN_VERSION; see docs/audit.md)
       config.yaml           the resolved config: re-running it reproduces the run
       report.md             readable report
+      report.html           self-contained page (summary, tables, figures, most exposed records)
       roc_linear.png        ROC of every attack, linear axes
       roc_loglog.png        ROC of every attack, log-log axes (low-FPR regime)
       score_histograms.png  members vs non-members, one panel per attack
       scores/<name>.scores.npz, scores/<name>.json   per-example ids, labels, scores (AttackResult)
       log.txt               what the run printed
 
-The pipeline writes into a temporary folder (``miaudit.utils.rundir.atomic_output_dir``), so a run
+The pipeline writes into a temporary folder (``miaudit.utils.atomic.atomic_output_dir``), so a run
 folder is complete or absent.
 """
 
@@ -39,7 +40,7 @@ FIGURES = {"ROC (linear)": "roc_linear.png", "ROC (log-log)": "roc_loglog.png",
 
 def write_run_dir(folder: str | Path, metrics: dict[str, Any], results: Sequence[AttackResult],
                   config: dict[str, Any]) -> dict[str, Any]:
-    """Write metrics.json, config.yaml, scores/, figures and report.md into ``folder``.
+    """Write metrics.json, config.yaml, scores/, figures, report.md and report.html into ``folder``.
 
     ``metrics`` must hold ``"attacks"`` (one entry per result, same ``name``s) and gets
     ``"version": RUN_VERSION``. Names must be unique: they become file names under ``scores/``.
@@ -61,6 +62,9 @@ def write_run_dir(folder: str | Path, metrics: dict[str, Any], results: Sequence
         plot_score_histograms(results, folder / FIGURES["Score histograms"])
         figures = FIGURES
     (folder / "report.md").write_text(render_report(metrics, figures=figures), encoding="utf-8")
+    from miaudit.report.html import build_html_report  # the page reads the folder back (html imports this module)
+
+    build_html_report(folder)
     return metrics
 
 

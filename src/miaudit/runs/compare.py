@@ -30,6 +30,7 @@ from miaudit.errors import MiauditError
 from miaudit.evaluation.bootstrap import stratified_bootstrap
 from miaudit.evaluation.report import _curve_stats
 from miaudit.evaluation.result import AttackResult
+from miaudit.evaluation.run_result import RunResult
 
 
 def is_defense_comparison(metrics: dict[str, Any] | None) -> bool:
@@ -44,7 +45,11 @@ def _attacks(row: dict[str, Any]) -> dict[str, tuple[dict[str, Any], Path | None
     if is_defense_comparison(metrics):
         return {f"{d['label']}/{a['name']}": (a, scores / d["label"] if scores else None, a["name"])
                 for d in metrics["defenses"] for a in d.get("attacks", []) if "auc" in a}
-    return {a["name"]: (a, scores, a["name"]) for a in metrics.get("attacks", []) if "name" in a}
+    out = {a["name"]: (a, scores, a["name"]) for a in metrics.get("attacks", []) if "name" in a}
+    baseline = RunResult(metrics).baseline  # the LLM blind baseline, compared like an attack
+    if baseline is not None and baseline.name not in out:
+        out[baseline.name] = (baseline.fields, scores, baseline.name)
+    return out
 
 
 def _scores(folder: Path | None, name: str) -> AttackResult | None:
@@ -56,8 +61,9 @@ def _scores(folder: Path | None, name: str) -> AttackResult | None:
         return None
 
 
-def _align(a: AttackResult, b: AttackResult) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(labels, scores_a, scores_b) on the same examples in the same order, or None if not the same set."""
+def _align(a: AttackResult, b: AttackResult) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None] | None:
+    """(labels, scores_a, scores_b, groups) on the same examples in the same order, or None if not the same set;
+    ``groups`` are run a's group ids (None when its examples are not grouped)."""
     ids_a, ids_b = np.asarray(a.ids).astype(str), np.asarray(b.ids).astype(str)
     if ids_a.size != ids_b.size or np.unique(ids_a).size != ids_a.size:
         return None
@@ -67,7 +73,8 @@ def _align(a: AttackResult, b: AttackResult) -> tuple[np.ndarray, np.ndarray, np
     labels_a, labels_b = np.asarray(a.labels).astype(bool)[order_a], np.asarray(b.labels).astype(bool)[order_b]
     if not np.array_equal(labels_a, labels_b):
         return None
-    return labels_a, np.asarray(a.scores, float)[order_a], np.asarray(b.scores, float)[order_b]
+    groups = None if a.groups is None else np.asarray(a.groups)[order_a]
+    return labels_a, np.asarray(a.scores, float)[order_a], np.asarray(b.scores, float)[order_b], groups
 
 
 def _metric_keys(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, float | None]]:
@@ -121,7 +128,8 @@ def compare_runs(run_a: dict[str, Any], run_b: dict[str, Any], *, n_bootstrap: i
 
 
 def _paired_rows(name: str, keys: list[tuple[str, float | None]], labels: np.ndarray, scores_a: np.ndarray,
-                 scores_b: np.ndarray, *, n_bootstrap: int, confidence: float, seed: int) -> list[dict[str, Any]]:
+                 scores_b: np.ndarray, groups: np.ndarray | None, *, n_bootstrap: int, confidence: float, seed: int
+                 ) -> list[dict[str, Any]]:
     fprs = tuple(f for _, f in keys if f is not None)
     stats = _curve_stats(fprs)  # [auc, advantage, tpr@fprs...]
     tpr_metrics = [m for m, f in keys if f is not None]
@@ -133,7 +141,7 @@ def _paired_rows(name: str, keys: list[tuple[str, float | None]], labels: np.nda
 
     point_a, point_b = stats(labels, scores_a), stats(labels, scores_b)
     low, high = stratified_bootstrap(labels, np.arange(labels.size, dtype=float), diff, n_resamples=n_bootstrap,
-                                     confidence=confidence, seed=seed)
+                                     confidence=confidence, seed=seed, groups=groups)
     rows = []
     for metric, _ in keys:
         i = positions[metric]

@@ -12,6 +12,7 @@ from typing import Any
 
 from miaudit.errors import ConfigError
 from miaudit.evaluation import DEFAULT_FPRS
+from miaudit.evaluation.verdict import RiskThresholds
 
 _LABEL = re.compile(r"[A-Za-z0-9_.\-]+")
 
@@ -47,11 +48,13 @@ class AttackSpec:
 
 @dataclass
 class EvaluationConfig:
-    """Bootstrap resamples (0 disables CIs), confidence level of the intervals, FPRs at which TPR is reported."""
+    """Bootstrap resamples (0 disables CIs), confidence level of the intervals, FPRs at which TPR is reported,
+    and the thresholds of the run's risk level (:mod:`miaudit.evaluation.verdict`)."""
 
     n_bootstrap: int = 1000
     confidence: float = 0.95
     fprs: list[float] = field(default_factory=lambda: list(DEFAULT_FPRS))
+    risk: RiskThresholds = field(default_factory=RiskThresholds)
 
     def __post_init__(self) -> None:
         if self.n_bootstrap < 0:

@@ -9,14 +9,15 @@ Grammar (whitespace free around the parts)::
     op      := ">" | ">=" | "<" | "<="
 
 A gate *trips* when its comparison is true ("fail if ..."). Without an attack name the gate
-applies to the strongest attack of the run for that metric, i.e. the attack with the largest
-value of the metric (model-free baselines such as the LLM blind baseline are not candidates; name
-them explicitly to gate on them). ``epsilon`` is the empirical lower bound on epsilon of
-:func:`miaudit.evaluation.epsilon.empirical_epsilon` (stored per attack as
-``"empirical_epsilon"`` by :func:`miaudit.runs.tracking.finalize_run`, or computed from the run's
-saved scores). ``one_run_epsilon`` is the run's one-run canary bound (Steinke, Nasr & Jagielski
-2023), ``metrics.json`` ``"one_run_audit"`` ``"epsilon"``, written by audits of kind ``dp_canary``;
-it belongs to the run, not to an attack, so it takes no attack prefix.
+applies to the strongest attack of the run for that metric, chosen by the one rule of
+:func:`miaudit.evaluation.run_result.strongest` (model-free baselines such as the LLM blind baseline
+and ``oracle`` entries are not candidates; name them explicitly to gate on them: ``blind_baseline:auc > 0.6``
+fails a job whose benchmark is confounded, ``min_k_pp.oracle:auc > 0.7`` gates an oracle entry). ``epsilon`` is the
+empirical lower bound on epsilon of :func:`miaudit.evaluation.epsilon.empirical_epsilon` (stored per
+attack as ``"empirical_epsilon"`` by the pipeline, or computed from the run's saved scores).
+``one_run_epsilon`` is the run's one-run canary bound (Steinke, Nasr & Jagielski 2023),
+``metrics.json`` ``"one_run_audit"`` ``"epsilon"``, written by audits of kind ``dp_canary``; it belongs
+to the run, not to an attack, so it takes no attack prefix.
 
 Defense comparisons (``miaudit defend``): :func:`check_defense_gates` evaluates every gate on
 every defense row of ``defenses.json`` (or on the rows named with ``--gate-defense``), each row
@@ -34,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from miaudit.errors import MiauditError
+from miaudit.evaluation.run_result import RunResult, strongest
 
-BASELINE_NAMES = frozenset({"blind_baseline"})  # model-free baselines: never "the strongest attack"
 RUN_METRICS = frozenset({"one_run_epsilon"})  # metrics of the run itself: no attack prefix
 GRAMMAR = ('[ATTACK:]METRIC OP NUMBER with METRIC one of auc, advantage, balanced_accuracy, epsilon, '
            'tpr@FPR (e.g. tpr@0.01 or tpr@1%), or the run-level one_run_epsilon (no ATTACK:), and OP one of '
@@ -89,11 +90,6 @@ def parse_gate(expression: str) -> Gate:
                            f"attack; drop the {match['attack']!r}: prefix, e.g. \"{metric} > 8\"")
     return Gate(expression=expression.strip(), attack=match["attack"], metric=metric, fpr=fpr,
                 op=match["op"], threshold=float(match["value"]))
-
-
-def is_baseline(entry: dict[str, Any]) -> bool:
-    """True for a model-free baseline entry (the LLM blind baseline), which gates name explicitly or not at all."""
-    return entry.get("name") in BASELINE_NAMES or bool(entry.get("baseline"))
 
 
 def _load_json(source: dict[str, Any] | str | Path, filename: str = "metrics.json"
@@ -164,21 +160,20 @@ def evaluate_gate(gate: Gate, attacks: list[dict[str, Any]], *, scores_dir: Path
                   where: str = "this run") -> tuple[str, float]:
     """``(attack name, value)`` of ``gate`` on a list of attack entries (``metrics.json`` ``attacks``).
 
-    The named attack, or the strongest for the gate's metric among the non-baseline entries.
-    ``scores_dir`` holds their ``<name>.scores.npz`` for metrics not stored; ``where`` names the
-    set of attacks in error messages.
+    The named attack, or the strongest for the gate's metric by the one rule of
+    :func:`~miaudit.evaluation.run_result.strongest`. ``scores_dir`` holds their
+    ``<name>.scores.npz`` for metrics not stored; ``where`` names the set of attacks in error messages.
     """
     if gate.attack is not None:
         named = next((a for a in attacks if a.get("name") == gate.attack), None)
         if named is None:
             raise _unknown_attack(gate, [a.get("name") for a in attacks], where)
         return gate.attack, metric_value(named, gate, scores_dir=scores_dir)
-    candidates = [a for a in attacks if not is_baseline(a)]
-    if not candidates:
+    chosen = strongest(attacks, gate.metric,
+                       value=lambda entry: metric_value(entry.fields, gate, scores_dir=scores_dir))
+    if chosen is None:
         raise MiauditError(f"gate {gate.expression!r}: {where} has no attack results to check")
-    values = {a.get("name"): metric_value(a, gate, scores_dir=scores_dir) for a in candidates}
-    chosen = max(values, key=lambda n: values[n])
-    return chosen, values[chosen]
+    return chosen.name, metric_value(chosen.fields, gate, scores_dir=scores_dir)
 
 
 def run_metric_value(metrics: dict[str, Any], gate: Gate) -> tuple[dict[str, Any], float]:
@@ -218,6 +213,9 @@ def check_gates(metrics_json: dict[str, Any] | str | Path, expressions: list[str
     attacks = metrics.get("attacks")
     if not isinstance(attacks, list):
         raise MiauditError("metrics.json has no 'attacks' list; it is not a miaudit run (or from an older version)")
+    baseline = RunResult(metrics).baseline  # gated only when named ("blind_baseline:auc > 0.6")
+    if baseline is not None and not any(a.get("name") == baseline.name for a in attacks):
+        attacks = [*attacks, baseline.fields]
     details = []
     for expression in expressions:
         gate = parse_gate(expression)
@@ -228,6 +226,23 @@ def check_gates(metrics_json: dict[str, Any] | str | Path, expressions: list[str
         chosen, value = evaluate_gate(gate, attacks, scores_dir=folder / "scores" if folder is not None else None)
         details.append(_detail(gate, chosen, value))
     return GateResult(tripped=any(d["tripped"] for d in details), details=details)
+
+
+def check_run_gate_targets(expressions: list[str] | tuple[str, ...], *, attacks: list[str], kind: str | None,
+                           baselines: list[str] | tuple[str, ...] = ()) -> list[Gate]:
+    """Check an audit's gates against its config before it runs: each parses, a named attack is one the
+    config runs (``attacks``: their labels; ``<label>.oracle`` is the oracle entry of a tuned attack) or a
+    model-free baseline the run writes (``baselines``, e.g. ``blind_baseline``), and ``one_run_epsilon``
+    needs ``kind: dp_canary``. A one-line :class:`MiauditError` otherwise."""
+    gates = [parse_gate(e) for e in expressions]
+    for gate in gates:
+        if gate.metric in RUN_METRICS and kind != "dp_canary":
+            raise MiauditError(f"gate {gate.expression!r}: one_run_epsilon exists only in audits of kind dp_canary "
+                               f"(this config is kind {kind!r}); gate on epsilon, auc, advantage or tpr@FPR instead")
+        named = gate.attack
+        if named is not None and named not in baselines and named.removesuffix(".oracle") not in attacks:
+            raise _unknown_attack(gate, [*attacks, *baselines], "this config", "its attacks")
+    return gates
 
 
 def check_defense_gate_targets(expressions: list[str] | tuple[str, ...], *, attacks: list[str], defenses: list[str],
@@ -323,6 +338,6 @@ def describe(detail: dict[str, Any]) -> str:
     return f"gate {word}: {detail['expression']}{where}  ({who}: {detail['metric']} = {detail['value']:.4g})"
 
 
-__all__ = ["BASELINE_NAMES", "GRAMMAR", "RUN_METRICS", "Gate", "GateResult", "check_defense_gate_targets",
-           "check_defense_gates", "check_gates", "describe", "evaluate_gate", "is_baseline", "metric_value",
-           "parse_gate", "run_metric_value"]
+__all__ = ["GRAMMAR", "RUN_METRICS", "Gate", "GateResult", "check_defense_gate_targets", "check_defense_gates",
+           "check_gates", "check_run_gate_targets", "describe", "evaluate_gate", "metric_value", "parse_gate",
+           "run_metric_value"]

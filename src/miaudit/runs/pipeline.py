@@ -32,10 +32,13 @@ from miaudit.attacks.registry import create_attack, get_attack_class
 from miaudit.config import from_dict, load_yaml, to_dict
 from miaudit.errors import ConfigError
 from miaudit.evaluation import AttackResult, evaluate
+from miaudit.evaluation.epsilon import DEFAULT_DELTA, empirical_epsilon
+from miaudit.evaluation.run_result import RunResult, accountant_claim
+from miaudit.evaluation.verdict import risk_verdict
 from miaudit.report.rundir import write_run_dir
 from miaudit.runs.config import AttackSpec
+from miaudit.utils.atomic import atomic_output_dir
 from miaudit.utils.logs import run_log
-from miaudit.utils.rundir import atomic_output_dir
 from miaudit.utils.seed import derive_seed
 
 log = logging.getLogger(__name__)
@@ -47,7 +50,8 @@ class ScoredAttack:
 
     ``ids`` ``(n,)`` example identifiers, ``membership`` ``(n,)`` bool ground truth, ``scores``
     ``(n,)`` higher = member; ``key`` is the attack's unique label in the run; ``extra`` is added
-    to the attack's ``metrics.json`` entry (e.g. ``{"cost": ...}``).
+    to the attack's ``metrics.json`` entry (e.g. ``{"cost": ...}``); ``groups`` ``(n,)`` are group
+    ids of examples that are not independent (evaluation then resamples whole groups), or None.
     """
 
     key: str
@@ -57,6 +61,7 @@ class ScoredAttack:
     scores: np.ndarray
     seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
+    groups: np.ndarray | None = None
 
 
 @dataclass
@@ -140,7 +145,8 @@ def resolved_config(config: Any) -> dict[str, Any]:
 
 
 def build_attacks(specs: list[AttackSpec], *, kind: str, seed: int) -> list[tuple[str, Attack]]:
-    """Instantiate every attack before any heavy work, so a bad name or parameter fails at once.
+    """Instantiate every attack before any heavy work, so a bad name or parameter (type or value, see
+    :meth:`~miaudit.attacks.base.Attack.check_param`) fails at once, naming the attack's place in the config.
 
     An attack with a ``seed`` parameter the config leaves unset gets one derived from the run's seed.
     """
@@ -153,26 +159,47 @@ def build_attacks(specs: list[AttackSpec], *, kind: str, seed: int) -> list[tupl
         params = dict(spec.params)
         if "seed" in cls.param_names() and "seed" not in params:
             params["seed"] = derive_seed(seed, "attack", spec.key)
-        attacks.append((spec.key, create_attack(spec.name, **params)))
+        try:
+            attacks.append((spec.key, create_attack(spec.name, **params)))
+        except ConfigError as exc:
+            raise ConfigError(f"config.attacks[{i}]: {exc}") from None
     return attacks
 
 
-def _attack_entry(scored: ScoredAttack, config: Any) -> dict[str, Any]:
+def _attack_entry(scored: ScoredAttack, config: Any, *, delta: float) -> dict[str, Any]:
+    """The ``metrics.json`` entry of one scored attack: what it is, its metrics with CIs, and its
+    empirical epsilon lower bound at ``delta`` (same confidence level as the CIs)."""
     ev = config.evaluation
     cls = type(scored.attack)
     metrics = evaluate(scored.membership, scored.scores, threshold=scored.attack.decision_threshold,
                        fprs=tuple(ev.fprs), n_bootstrap=ev.n_bootstrap, confidence=ev.confidence,
-                       seed=derive_seed(config.seed, "bootstrap"))
+                       seed=derive_seed(config.seed, "bootstrap"), groups=scored.groups)
+    bound = empirical_epsilon(scored.membership, scored.scores, delta=delta, confidence=ev.confidence)
     return {"name": scored.key, "attack": cls.name, "params": scored.attack.get_params(),
             "target_kind": cls.target_kind, "access": cls.access, "needs_reference": cls.needs_reference,
-            "citation": cls.citation, "seconds": round(scored.seconds, 3), **scored.extra, **metrics}
+            "citation": cls.citation, "seconds": round(scored.seconds, 3), **scored.extra, **metrics,
+            "empirical_epsilon": bound.to_dict()}
 
 
-def run_audit(config: Any, out_dir: str | Path, *, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run the audit ``config`` describes and write its run directory at ``out_dir``; return ``metrics.json``.
+def bound_delta(outcome: AuditOutcome, requested: float | None) -> float:
+    """Delta of the empirical epsilon bounds: ``requested``, else the DP accountant's delta of the run
+    (a ``dp`` section or the target's ``delta``), else :data:`~miaudit.evaluation.epsilon.DEFAULT_DELTA`."""
+    if requested is not None:
+        return float(requested)
+    claim = accountant_claim({"target": outcome.target, **outcome.sections})
+    return float(claim["delta"]) if claim.get("delta") is not None else DEFAULT_DELTA
 
-    ``config`` is a parsed config (see :func:`parse_config`), a mapping or a YAML path. The folder is
-    built in a temporary sibling and appears only when everything succeeded.
+
+def run_audit(config: Any, out_dir: str | Path, *, overwrite: bool = False, progress: bool = True,
+              epsilon_delta: float | None = None) -> RunResult:
+    """Run the audit ``config`` describes and write its complete run directory at ``out_dir``.
+
+    ``config`` is a parsed config (see :func:`parse_config`), a mapping or a YAML path. The folder
+    (``metrics.json`` with every attack's metrics, CIs and empirical epsilon, ``config.yaml``,
+    per-example scores, figures, ``report.md``, ``report.html``, ``log.txt``) is built in a temporary
+    sibling and appears only when everything succeeded. ``epsilon_delta`` is the delta of the
+    empirical epsilon bounds (default: the DP accountant's delta of the run, else 1e-5). Returns the
+    run's :class:`~miaudit.evaluation.run_result.RunResult` (it reads as the ``metrics.json`` mapping).
     """
     if isinstance(config, (Mapping, str, Path)):
         config = parse_config(config)
@@ -184,28 +211,37 @@ def run_audit(config: Any, out_dir: str | Path, *, overwrite: bool = False, prog
         outcome = entry.runner(config, folder, progress=progress)
         log.info("evaluating %d attacks (%d bootstrap resamples each)", len(outcome.attacks),
                  config.evaluation.n_bootstrap)
+        delta = bound_delta(outcome, epsilon_delta)
         entries, results = [], []
         for scored in outcome.attacks:
-            attack_metrics = _attack_entry(scored, config)
+            attack_metrics = _attack_entry(scored, config, delta=delta)
             log.info("%s: AUC %.4f [%.4f, %.4f]", scored.key, attack_metrics["auc"], *attack_metrics["auc_ci"])
             entries.append(attack_metrics)
             results.append(AttackResult(name=scored.key, ids=np.asarray(scored.ids),
                                         labels=np.asarray(scored.membership).astype(np.int64),
                                         scores=scored.scores, params=attack_metrics["params"],
-                                        metrics=attack_metrics))
+                                        metrics=attack_metrics, groups=scored.groups))
         ev = config.evaluation
+        evaluation = {"n_bootstrap": ev.n_bootstrap, "confidence": ev.confidence, "fprs": list(ev.fprs)}
+        run_warnings = list(outcome.warnings)
+        grouping = next((e["grouping"] for e in entries if e.get("grouping")), None)
+        if grouping is not None:
+            evaluation["grouping"] = grouping
+            run_warnings.append(f"the audited records form {grouping['n_groups']} groups: every interval resamples "
+                                "whole groups (cluster bootstrap), but the empirical epsilon bounds treat records as "
+                                "independent (a record-level DP statement); read them with care")
         metrics = {
             "kind": config.kind, "miaudit_version": __version__, "seed": config.seed,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "config": resolved, "target": outcome.target, "data": outcome.data, **outcome.sections,
-            "evaluation": {"n_bootstrap": ev.n_bootstrap, "confidence": ev.confidence, "fprs": list(ev.fprs)},
-            "attacks": entries, "warnings": outcome.warnings,
+            "evaluation": evaluation, "attacks": entries, "warnings": run_warnings,
             "seconds": round(time.perf_counter() - start, 2),
         }
+        metrics["verdict"] = risk_verdict(metrics, ev.risk)
         written = write_run_dir(folder, metrics, results, resolved)
         log.info("wrote %s in %.1f s", out_dir, metrics["seconds"])
-    return written
+    return RunResult(written, path=Path(out_dir))
 
 
-__all__ = ["AuditKind", "AuditOutcome", "ScoredAttack", "audit_kinds", "build_attacks", "parse_config",
-           "register_kind", "resolved_config", "run_audit"]
+__all__ = ["AuditKind", "AuditOutcome", "ScoredAttack", "audit_kinds", "bound_delta", "build_attacks",
+           "parse_config", "register_kind", "resolved_config", "run_audit"]

@@ -23,12 +23,14 @@ import numpy as np
 from miaudit.config import from_dict, refuse_nested_seed, resolved_without_seed
 from miaudit.data.datasets import find_data_file
 from miaudit.errors import ConfigError, DataError
+from miaudit.evaluation.run_result import RunResult
 from miaudit.runs.config import AttackSpec, EvaluationConfig, check_attack_specs
 from miaudit.runs.pipeline import AuditOutcome, ScoredAttack, build_attacks, parse_config, register_kind, run_audit
 from miaudit.text_generator.corpus import UserCorpus, load_shakespeare_users, load_wikitext_users
 from miaudit.text_generator.features import TextShadowData, UserRanks
 from miaudit.text_generator.lm import LMTrainConfig, Vocabulary, train_language_model
 from miaudit.text_generator.target import TextGeneratorTarget
+from miaudit.utils.atomic import save_npz_atomic
 from miaudit.utils.fingerprint import module_fingerprint
 from miaudit.utils.seed import derive_seed
 
@@ -180,7 +182,7 @@ def _save_ranks(path: Path, named: dict[str, tuple[UserRanks, np.ndarray]]) -> N
         flat = ranks.flat()
         arrays |= {f"{role}_ranks": np.concatenate(flat), f"{role}_tokens": np.array([r.size for r in flat]),
                    f"{role}_user_ids": np.array(ranks.user_ids), f"{role}_membership": membership}
-    np.savez_compressed(path, **arrays)
+    save_npz_atomic(path, arrays, compressed=True)
 
 
 def run_text_generator_outcome(config: TextGeneratorAuditConfig, folder: Path, *, progress: bool = True
@@ -245,8 +247,9 @@ def run_text_generator_outcome(config: TextGeneratorAuditConfig, folder: Path, *
 
 
 def run_text_generator_audit(config_dict: Mapping[str, Any], out_dir: str | Path, *, progress: bool = True,
-                             overwrite: bool = False) -> dict[str, Any]:
-    """Run a text-generator audit from a config mapping into the run directory ``out_dir``; return ``metrics.json``."""
+                             overwrite: bool = False) -> RunResult:
+    """Run a text-generator audit from a config mapping into the run directory ``out_dir``; return its result
+    (``metrics.json``, read-only)."""
     config = parse_config({**config_dict, "kind": "text_generator"})
     return run_audit(config, out_dir, overwrite=overwrite, progress=progress)
 

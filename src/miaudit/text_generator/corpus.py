@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from miaudit.data.datasets import read_text
 from miaudit.errors import DataError
 
 _ARTICLE = re.compile(r"^ = [^=].* = $")
@@ -65,7 +66,7 @@ class UserCorpus:
 def _wikitext_articles(path: Path) -> list[tuple[str, list[str]]]:
     """``(title, sentences)`` per article of a WikiText file (sub-headings dropped, sentences split at ' . ')."""
     articles: list[tuple[str, list[str]]] = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in read_text(path, "corpus file").splitlines():
         if _ARTICLE.match(line):
             articles.append((line.strip(" ="), []))
         elif articles and line.strip() and not _HEADING.match(line):
@@ -99,7 +100,7 @@ def load_shakespeare_users(path: str | Path, *, min_texts: int = 10) -> UserCorp
     if not path.is_file():
         raise DataError(f"Tiny Shakespeare file {path} does not exist; pass the path of tinyshakespeare/input.txt")
     speeches: dict[str, list[str]] = defaultdict(list)
-    for block in path.read_text(encoding="utf-8").split("\n\n"):
+    for block in read_text(path, "corpus file").split("\n\n"):
         lines = block.strip().split("\n")
         if len(lines) >= 2 and lines[0].endswith(":"):
             words = _WORD.findall(" ".join(lines[1:]).lower())

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from miaudit.attacks.shadow import ShadowSet
 from miaudit.errors import ConfigError, DataError, SignalError
 
 
@@ -44,8 +45,8 @@ class UserRanks:
         return len(self.ranks)
 
     def subset(self, index: np.ndarray) -> UserRanks:
-        index = [int(i) for i in np.arange(len(self))[index]]
-        return UserRanks([self.ranks[i] for i in index], self.vocab_size, [self.user_ids[i] for i in index])
+        rows = [int(i) for i in np.arange(len(self))[index]]
+        return UserRanks([self.ranks[i] for i in rows], self.vocab_size, [self.user_ids[i] for i in rows])
 
     def flat(self, max_texts: int | None = None) -> list[np.ndarray]:
         """Per user, the ranks of their first ``max_texts`` non-empty texts (all when None), concatenated."""
@@ -72,20 +73,12 @@ def rank_histograms(ranks: list[np.ndarray], edges: np.ndarray, max_rank: int) -
     return np.stack([np.histogram(np.minimum(r, max_rank), bins=edges)[0] for r in ranks]).astype(np.float64)
 
 
-@dataclass
-class TextShadowData:
+class TextShadowData(ShadowSet[UserRanks]):
     """Shadow text models' ranks on their own users; ``membership[k][u]`` True = user u trained shadow k."""
 
-    ranks: list[UserRanks]
-    membership: list[np.ndarray]
+    examples = "users"
 
-    def __post_init__(self) -> None:
-        if not self.ranks or len(self.ranks) != len(self.membership):
-            raise DataError(f"need one membership array per shadow model; got {len(self.ranks)} rank sets and "
-                            f"{len(self.membership)} membership arrays")
-        self.membership = [np.asarray(m, dtype=bool) for m in self.membership]
-        for k, (r, m) in enumerate(zip(self.ranks, self.membership)):
-            if m.shape != (len(r),):
-                raise DataError(f"shadow model {k}: membership shape {m.shape} does not match {len(r)} users")
-            if m.all() or not m.any():
-                raise DataError(f"shadow model {k} needs both member and non-member users")
+    @property
+    def ranks(self) -> list[UserRanks]:
+        """``ranks[k]``: shadow model k's next-token ranks on its own users."""
+        return self.signals

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from miaudit.errors import ConfigError, DataError
+from miaudit.utils.logs import progress as progress_bar
 
 EOS, UNK = "<eos>", "<unk>"
 
@@ -142,7 +142,7 @@ def train_language_model(texts: Sequence[str], config: LMTrainConfig, *, vocab: 
     history: list[dict[str, float]] = []
     start = time.perf_counter()
     model.train()
-    bar = tqdm(range(config.epochs), desc=desc, disable=not progress, leave=False)
+    bar = progress_bar(range(config.epochs), desc=desc, enabled=progress, leave=False)
     for epoch in bar:
         total, tokens = 0.0, 0
         for batch in _length_batches(lengths, config.batch_size, rng):

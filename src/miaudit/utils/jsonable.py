@@ -23,6 +23,20 @@ def jsonable(obj: Any) -> Any:
     return obj
 
 
+def finite_jsonable(value: Any) -> Any:
+    """NumPy scalars / arrays as plain bools, ints, floats and lists, with non-finite floats as None
+    (strict JSON has no NaN or infinity)."""
+    if isinstance(value, np.ndarray):
+        return [finite_jsonable(v) for v in value.tolist()]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    return value
+
+
 def json_default(obj: Any) -> Any:
     """``json.dumps(default=...)``: NumPy and paths converted, anything else as its string."""
     converted = jsonable(obj)

@@ -1,4 +1,4 @@
-"""Input checks shared by the reference-model attacks: pools, queries, model counts."""
+"""Input checks shared by the reference-model attacks: pools, queries, model counts, example alignment."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from miaudit.classifier.reference.data import AttackReference, ReferencePool
 from miaudit.errors import DataError
 
 Queries = ClassifierOutputs | Sequence[ClassifierOutputs]
+#: positions in the pool of the target's examples: an index array, or ``slice(None)`` when they line up as they are
+Index = np.ndarray | slice
 
 
 def get_pool(reference: AttackReference, attack: str) -> ReferencePool:
@@ -28,9 +30,57 @@ def as_queries(signals: Queries, attack: str) -> list[ClassifierOutputs]:
     if not queries or not all(isinstance(q, ClassifierOutputs) for q in queries):
         raise DataError(f"attack {attack!r} scores ClassifierOutputs (or a list of them, one per query view)")
     for q in queries[1:]:
-        if not np.array_equal(q.labels, queries[0].labels):
+        same_ids = q.ids is None or queries[0].ids is None or np.array_equal(q.ids, queries[0].ids)
+        if not same_ids or not np.array_equal(q.labels, queries[0].labels):
             raise DataError(f"attack {attack!r}: every query view must cover the same examples with the same labels")
     return queries
+
+
+def align_examples(target: ClassifierOutputs, pool_ids: np.ndarray | None, pool_labels: np.ndarray, attack: str,
+                   what: str = "audited examples") -> Index:
+    """Where each of the target's ``n`` examples sits among the pool's: by ids, or by position without them.
+
+    When the target's outputs and the pool's both carry ids, every target example is looked up by
+    its id (the target may cover a subset of the pool's examples, in any order) and a
+    :class:`DataError` names the ids the pool lacks; when either side has no ids, the two line up
+    by position and must have the same count. Either way the labels must then agree. Returns
+    ``slice(None)`` when the examples already line up, else an ``(n,)`` index into the pool.
+    """
+    if target.ids is None or pool_ids is None:
+        check_same_examples(target.labels, pool_labels, attack, what)
+        return slice(None)
+    if target.ids.shape == pool_ids.shape and np.array_equal(target.ids, pool_ids):
+        index: Index = slice(None)
+    else:
+        index = _positions(target.ids, pool_ids, attack, what)
+    check_same_examples(target.labels, pool_labels[index], attack, what)
+    return index
+
+
+def _shown(ids: np.ndarray) -> str:
+    """Up to three ids for a message, with how many more there are."""
+    more = f" (+{ids.size - 3} more)" if ids.size > 3 else ""
+    return ", ".join(repr(str(i)) for i in ids[:3]) + more
+
+
+def _positions(ids: np.ndarray, pool_ids: np.ndarray, attack: str, what: str) -> np.ndarray:
+    """``(n,)`` position of each of ``ids`` in ``pool_ids`` (compared as strings); a DataError names ids the pool
+    lacks, and ids that repeat on either side (they cannot be looked up)."""
+    wanted, pool = ids.astype(str), pool_ids.astype(str)
+    order = np.argsort(pool, kind="stable")
+    ordered = pool[order]
+    for side, sorted_ids in (("reference pool's", ordered), ("target's", np.sort(wanted))):
+        repeated = np.unique(sorted_ids[1:][sorted_ids[1:] == sorted_ids[:-1]])
+        if repeated.size:
+            raise DataError(f"attack {attack!r}: ids of the {side} {what} repeat ({_shown(repeated)}); give every "
+                            "example its own id")
+    found = np.searchsorted(ordered, wanted).clip(max=pool.size - 1)
+    missing = wanted[ordered[found] != wanted]
+    if missing.size:
+        raise DataError(f"attack {attack!r}: {missing.size} of the target's {ids.size} {what} are not among the "
+                        f"reference pool's {pool.size} (ids {_shown(missing)}); score the pool on the target's "
+                        "examples (the same ids)")
+    return order[found]
 
 
 def check_same_examples(labels: np.ndarray, pool_labels: np.ndarray, attack: str, what: str = "audited examples"

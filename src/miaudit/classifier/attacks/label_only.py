@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier
 
-from miaudit.attacks.base import Attack
+from miaudit.attacks.base import Attack, Check, Interval
 from miaudit.attacks.registry import register
 from miaudit.classifier.attacks.metric import shadow_threshold
 from miaudit.classifier.signals.label_only import (
@@ -45,6 +45,7 @@ from miaudit.classifier.signals.label_only import (
     BoundaryConfig,
     LabelOnlySignals,
     NoiseConfig,
+    Perturbation,
     check_bounds,
 )
 from miaudit.classifier.signals.shadow import check_signals, shadow_from_reference
@@ -61,6 +62,7 @@ class LabelOnlyAttack(Attack):
     target_kind = "classifier"
     access = "label-only"
     needs_reference = "none"  # shadow signals are optional: they only supply a decision threshold
+    fit_input = ("shadow",)
     requires_fit = False
     signal_type: ClassVar[str] = "label_only"
     part: ClassVar[str]
@@ -92,10 +94,13 @@ class AugmentationRobustnessAttack(LabelOnlyAttack):
     name = "augmentation_robustness"
     citation = CHOQUETTE_CHOO
     part = "augmentation"
+    param_constraints = {"max_shift": Interval(0, None, what="pixels"), "n_views": Interval(0, None),
+                         "n_features": Interval(0, None), "sigma": Interval(0.0, None, what="a noise scale")}
 
     def __init__(self, *, max_shift: int = 1, flip: bool = False, n_views: int = 8, n_features: int = 2,
-                 sigma: float = 0.1, perturbation: str = "auto", attack_model: str = "threshold",
-                 bounds: Sequence[float] | None = (0.0, 1.0), seed: int = 0):
+                 sigma: float = 0.1, perturbation: Perturbation = "auto",
+                 attack_model: Literal["threshold", "mlp"] = "threshold", bounds: Sequence[float] | None = (0.0, 1.0),
+                 seed: int = 0):
         self.max_shift = max_shift
         self.flip = flip
         self.n_views = n_views
@@ -105,8 +110,6 @@ class AugmentationRobustnessAttack(LabelOnlyAttack):
         self.attack_model = attack_model
         self.bounds = bounds
         self.seed = seed
-        if attack_model not in ("threshold", "mlp"):
-            raise ConfigError(f"attack_model {attack_model!r} is not allowed; choose 'threshold' or 'mlp'")
         self.signal_request()  # validates the signal parameters now, not after hours of training
 
     def signal_request(self) -> dict[str, Any]:
@@ -152,9 +155,13 @@ class NoiseRobustnessAttack(LabelOnlyAttack):
     name = "noise_robustness"
     citation = CHOQUETTE_CHOO
     part = "noise"
+    param_constraints = {
+        "levels": Check(lambda levels: len(levels) > 0 and all(v > 0 for v in levels),
+                        "a non-empty list of noise levels > 0, or null for the defaults"),
+        "n_samples": Interval(1, None)}
 
-    def __init__(self, *, levels: Sequence[float] | None = None, n_samples: int = 20, perturbation: str = "auto",
-                 bounds: Sequence[float] | None = (0.0, 1.0), seed: int = 0):
+    def __init__(self, *, levels: Sequence[float] | None = None, n_samples: int = 20,
+                 perturbation: Perturbation = "auto", bounds: Sequence[float] | None = (0.0, 1.0), seed: int = 0):
         self.levels = levels
         self.n_samples = n_samples
         self.perturbation = perturbation
@@ -178,6 +185,10 @@ class BoundaryDistanceAttack(LabelOnlyAttack):
     name = "boundary_distance"
     citation = f"{CHOQUETTE_CHOO}; {HSJ}"
     part = "boundary_distance"
+    param_constraints = {"max_queries": Interval(1, None, what="label queries per example, the clean one included"),
+                         "n_directions": Interval(1, None), "n_binary_steps": Interval(1, None),
+                         "n_grad_samples": Interval(2, None), "n_anchors": Interval(0, None),
+                         "max_radius": Interval(0.0, None, closed="neither", what="a distance")}
 
     def __init__(self, *, max_queries: int = 300, n_directions: int = 10, n_binary_steps: int = 15,
                  n_grad_samples: int = 50, max_radius: float | None = None, n_anchors: int = 64,

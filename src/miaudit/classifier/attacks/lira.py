@@ -1,29 +1,101 @@
-"""LiRA: the likelihood-ratio attack of Carlini et al. (2022)."""
+"""LiRA: the likelihood-ratio attack of Carlini et al. (2022).
+
+The pure, vectorised score functions come first (numpy in, numpy out). Shapes: ``n`` audited
+examples, ``m`` reference models, ``k`` queries per example (augmented views; ``k = 1`` without
+augmentation). ``keep[j, i]`` is True when reference model ``j`` trained on example ``i``. Scores are
+``(n,)``, higher = more likely a member. :class:`LiRA` validates its inputs and calls them.
+"""
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 import numpy as np
+from scipy.special import log_ndtr
 
 from miaudit.attacks.base import Attack
 from miaudit.attacks.registry import register
-from miaudit.classifier.attacks import reference_math as F
 from miaudit.classifier.attacks._reference import (
     Queries,
+    align_examples,
     as_queries,
     check_classes,
     check_counts,
-    check_same_examples,
     get_pool,
     match_views,
     pool_views,
 )
 from miaudit.classifier.reference.data import AttackReference
-from miaudit.errors import ConfigError
+from miaudit.utils.jsonable import finite_jsonable
 
+#: smallest standard deviation used by LiRA's Gaussians (a constant reference signal has std 0)
+MIN_STD = 1e-6
 #: fewest IN (online) / OUT reference models per example for per-example variances
 MIN_MODELS_PER_EXAMPLE = 4
+Center = Literal["median", "mean"]
+Variance = Literal["per_example", "global"]
 
 
+# -- score functions ---------------------------------------------------------------------------------
+def _masked(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``values`` (m, n, k) with entries where ``mask`` (m, n) is False set to NaN."""
+    return np.where(mask[:, :, None], values, np.nan)
+
+
+def gaussian_fit(values: np.ndarray, mask: np.ndarray, *, center: Center = "median",
+                 variance: Variance = "per_example") -> tuple[np.ndarray, np.ndarray]:
+    """Per-example location and scale of ``values`` (m, n, k) over the models where ``mask`` (m, n).
+
+    Location: median (the authors' default) or mean over models. Scale: the standard deviation over
+    models (``"per_example"``), or one pooled standard deviation of the residuals around each
+    example's location over all examples (``"global"``, the "fixed variance" of the paper and
+    TensorFlow Privacy's ``compute_score_lira``). Returns ``(loc, scale)``, each ``(n, k)``.
+    """
+    data = _masked(values, mask)
+    loc = np.nanmedian(data, axis=0) if center == "median" else np.nanmean(data, axis=0)
+    if variance == "per_example":
+        scale = np.nanstd(data, axis=0)
+    else:
+        scale = np.full(loc.shape, np.nanstd(data - loc[None]))
+    return loc, np.maximum(scale, MIN_STD)
+
+
+def _norm_logpdf(x: np.ndarray, loc: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    z = (x - loc) / scale
+    return -0.5 * z * z - np.log(scale) - 0.5 * np.log(2 * np.pi)
+
+
+def lira_log_ratio(target: np.ndarray, mu_in: np.ndarray, std_in: np.ndarray, mu_out: np.ndarray,
+                   std_out: np.ndarray) -> np.ndarray:
+    """Online LiRA score ``mean_k [log N(t; mu_in, s_in) - log N(t; mu_out, s_out)]`` (n,); inputs (n, k)."""
+    return (_norm_logpdf(target, mu_in, std_in) - _norm_logpdf(target, mu_out, std_out)).mean(axis=1)
+
+
+def lira_one_sided(target: np.ndarray, mu_out: np.ndarray, std_out: np.ndarray) -> np.ndarray:
+    """Offline LiRA, the paper's one-sided test: ``mean_k [-log Pr(Z > t)]``, ``Z ~ N(mu_out, s_out)`` (n,).
+
+    Monotone in ``1 - Pr(Z > t)`` (the paper's statistic) but keeps resolution deep in the tail.
+    """
+    return (-log_ndtr(-(target - mu_out) / std_out)).mean(axis=1)
+
+
+def lira_online(target: np.ndarray, values: np.ndarray, keep: np.ndarray, *, center: Center = "median",
+                variance: Variance = "per_example") -> np.ndarray:
+    """Online LiRA from raw signals: ``target`` (n, k) the target's scaled logits on each query view,
+    ``values`` (m, n, k) the reference models', ``keep`` (m, n)."""
+    mu_in, std_in = gaussian_fit(values, keep, center=center, variance=variance)
+    mu_out, std_out = gaussian_fit(values, ~keep, center=center, variance=variance)
+    return lira_log_ratio(target, mu_in, std_in, mu_out, std_out)
+
+
+def lira_offline(target: np.ndarray, values: np.ndarray, keep: np.ndarray, *, center: Center = "median",
+                 variance: Variance = "per_example") -> np.ndarray:
+    """Offline LiRA from raw signals (OUT models only); shapes as :func:`lira_online`."""
+    mu_out, std_out = gaussian_fit(values, ~keep, center=center, variance=variance)
+    return lira_one_sided(target, mu_out, std_out)
+
+
+# -- the attack --------------------------------------------------------------------------------------
 @register
 class LiRA(Attack):
     """Gaussian likelihood ratio of the target's scaled logit ``log(p_y / (1 - p_y))``.
@@ -40,6 +112,7 @@ class LiRA(Attack):
     target_kind = "classifier"
     access = "probabilities"
     needs_reference = "reference-pool"
+    fit_input = ("reference-pool",)
     signals = ("scaled_logit",)
     requires_fit = True
     #: ``score`` accepts a list of ClassifierOutputs, one per query view (miaudit.classifier.reference.views)
@@ -47,19 +120,12 @@ class LiRA(Attack):
     citation = ("Carlini, Chien, Nasr, Song, Terzis, Tramer. Membership Inference Attacks From First "
                 "Principles. IEEE S&P 2022.")
 
-    def __init__(self, *, online: bool = True, variance: str = "per_example", center: str = "median"):
+    def __init__(self, *, online: bool = True, variance: Variance = "per_example", center: Center = "median"):
         self.online = online
         self.variance = variance
         self.center = center
 
-    def _check_params(self) -> None:
-        if self.variance not in ("per_example", "global"):
-            raise ConfigError(f"lira: variance={self.variance!r}; choose 'per_example' or 'global'")
-        if self.center not in ("median", "mean"):
-            raise ConfigError(f"lira: center={self.center!r}; choose 'median' or 'mean'")
-
     def _fit(self, reference: AttackReference) -> None:
-        self._check_params()
         pool = get_pool(reference, self.name)
         keep = pool.keep
         minimum = MIN_MODELS_PER_EXAMPLE if self.variance == "per_example" else 1
@@ -69,19 +135,32 @@ class LiRA(Attack):
             check_counts(keep, minimum, self.name, "IN", fix)
         check_counts(~keep, minimum, self.name, "OUT", fix)
         values = pool_views(pool, "scaled_logit")  # (m, n, k)
-        self.mu_out_, self.std_out_ = F.gaussian_fit(values, ~keep, center=self.center, variance=self.variance)
+        self.mu_out_, self.std_out_ = gaussian_fit(values, ~keep, center=self.center, variance=self.variance)
         if self.online:
-            self.mu_in_, self.std_in_ = F.gaussian_fit(values, keep, center=self.center, variance=self.variance)
+            self.mu_in_, self.std_in_ = gaussian_fit(values, keep, center=self.center, variance=self.variance)
         self.labels_ = pool.outputs[0].labels
+        self.ids_ = pool.outputs[0].ids
         self.n_classes_ = pool.outputs[0].n_classes
+
+    def _learned_state(self) -> dict[str, Any]:
+        """``variance`` mode, ``n_views``, and the Gaussians' standard deviations: ``std_in_`` / ``std_out_``
+        (pooled) for ``variance="global"``, their medians over examples (``std_in_median`` /
+        ``std_out_median``) for ``"per_example"``."""
+        out: dict[str, Any] = {"variance": self.variance, "n_views": int(self.std_out_.shape[1])}
+        pooled = self.variance == "global"
+        for name in ("std_in_", "std_out_"):
+            std = getattr(self, name, None)
+            if std is not None:
+                out[name if pooled else f"{name}median"] = finite_jsonable(std.flat[0] if pooled else np.median(std))
+        return out
 
     def _score(self, signals: Queries) -> np.ndarray:
         queries = as_queries(signals, self.name)
-        check_same_examples(queries[0].labels, self.labels_, self.name)
+        at = align_examples(queries[0], self.ids_, self.labels_, self.name)  # the pool's row of each example
         check_classes(self.n_classes_, queries[0].n_classes, self.name)
         k = match_views(len(queries), self.mu_out_.shape[1], self.name)
         target = np.stack([q.signal("scaled_logit") for q in queries[:k]], axis=1)  # (n, k)
         if self.online:
-            return F.lira_log_ratio(target, self.mu_in_[:, :k], self.std_in_[:, :k], self.mu_out_[:, :k],
-                                    self.std_out_[:, :k])
-        return F.lira_one_sided(target, self.mu_out_[:, :k], self.std_out_[:, :k])
+            return lira_log_ratio(target, self.mu_in_[at, :k], self.std_in_[at, :k], self.mu_out_[at, :k],
+                                  self.std_out_[at, :k])
+        return lira_one_sided(target, self.mu_out_[at, :k], self.std_out_[at, :k])

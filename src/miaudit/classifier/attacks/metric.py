@@ -24,7 +24,7 @@ Mittal's ``_thre_setting``) over the pooled shadow models:
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -34,6 +34,7 @@ from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.reference import AttackReference
 from miaudit.errors import NotFittedError
 from miaudit.evaluation import roc_curve
+from miaudit.utils.jsonable import finite_jsonable
 
 SONG_MITTAL = ("Song & Mittal, 'Systematic Evaluation of Privacy Risks of Machine Learning Models', "
                "USENIX Security 2021")
@@ -57,6 +58,7 @@ class _MetricAttack(Attack):
     target_kind = "classifier"
     access = "probabilities"
     needs_reference = "none"  # shadow data is optional: it only supplies a decision threshold
+    fit_input = ("shadow",)
     requires_fit = False
     sign: ClassVar[float]  # +1 if a high signal means member, -1 if a low one does
 
@@ -91,6 +93,14 @@ class _MetricAttack(Attack):
         self.class_thresholds_ = thresholds
         self.global_threshold_ = global_t
         self.threshold_ = 0.0
+
+    def _learned_state(self) -> dict[str, Any]:
+        """With ``per_class=True``: ``class_thresholds_`` (one per class, learned on shadow data) and
+        ``global_threshold_`` (for classes without one)."""
+        if self.class_thresholds_ is None:
+            return {}
+        return {"class_thresholds_": finite_jsonable(self.class_thresholds_),
+                "global_threshold_": finite_jsonable(self.global_threshold_)}
 
     def _score(self, signals: ClassifierOutputs) -> np.ndarray:
         values = self.oriented(signals)

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from miaudit.attacks.base import Attack
+from miaudit.attacks.base import Attack, Interval
 from miaudit.attacks.registry import register
 from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.reference import AttackReference
-from miaudit.errors import ConfigError, DataError
+from miaudit.errors import DataError
 
 
 def _fraction_at_least(sorted_pop: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -41,14 +41,14 @@ class PopulationAttack(Attack):
     target_kind = "classifier"
     access = "probabilities"
     needs_reference = "population"
+    fit_input = ("population",)
     requires_fit = True
     signals = ("loss",)
     citation = ("Ye, Maddi, Murakonda, Bindschaedler & Shokri, 'Enhanced Membership Inference Attacks "
                 "against Machine Learning Models', ACM CCS 2022 (attack P)")
+    param_constraints = {"alpha": Interval(0.0, 1.0, closed="neither", what="a false-positive rate")}
 
     def __init__(self, *, alpha: float = 0.05, per_class: bool = False):
-        if not 0 < alpha < 1:
-            raise ConfigError(f"population attack: alpha={alpha!r} must be a false-positive rate in (0, 1)")
         self.alpha = alpha
         self.per_class = per_class
 
@@ -63,11 +63,28 @@ class PopulationAttack(Attack):
         fpr = np.array([(pop_scores >= t).mean() for t in candidates])
         ok = fpr <= self.alpha
         if not ok.any():
-            where = " of each class (per_class=True)" if self.per_class else ""
-            raise DataError(f"population attack: the lowest population FPR reachable with {losses.size} population "
-                            f"examples is {fpr.min():.3g} > alpha={self.alpha}; give at least "
-                            f"{int(np.ceil(1 / self.alpha))} population examples{where} or raise alpha")
+            raise DataError(self._unreachable_alpha(losses, population.labels, pop_scores, float(fpr.min())))
         self.threshold_ = float(candidates[np.argmax(ok)])
+
+    def _unreachable_alpha(self, losses: np.ndarray, labels: np.ndarray, pop_scores: np.ndarray, lowest: float) -> str:
+        """Why no threshold flags at most ``alpha`` of the population: too few examples (of a class, with
+        ``per_class``) when that explains it, otherwise ties at the most member-like score."""
+        top = pop_scores == pop_scores.max()
+        n_tied, n = int(top.sum()), losses.size
+        smallest = int(np.unique(labels, return_counts=True)[1].min()) if self.per_class else n
+        if n_tied > 1 and smallest >= np.ceil(1 / self.alpha):
+            tied_losses = losses[top]
+            value = (f"the loss {tied_losses[0] + 0.0:.3g}" if np.ptp(tied_losses) == 0
+                     else f"losses {tied_losses.min():.3g} to {tied_losses.max():.3g}")
+            return (f"population attack: {n_tied} of the {n} population examples tie at the most member-like score "
+                    f"({value}{', per class' if self.per_class else ''}: the model fits them equally well, e.g. "
+                    f"exactly), so every threshold flags at least {lowest:.3g} of the population > alpha={self.alpha}; "
+                    f"more population examples will not help: raise alpha above {lowest:.3g}, or attack with a "
+                    "signal that separates them (e.g. logits instead of rounded probabilities)")
+        where = " of each class (per_class=True)" if self.per_class else ""
+        return (f"population attack: the lowest population FPR reachable with {n} population examples is "
+                f"{lowest:.3g} > alpha={self.alpha}; give at least {int(np.ceil(1 / self.alpha))} population "
+                f"examples{where} or raise alpha")
 
     def _quantiles(self, losses: np.ndarray, labels: np.ndarray) -> np.ndarray:
         if not self.per_class:

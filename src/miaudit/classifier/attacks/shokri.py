@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
@@ -31,14 +32,14 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from miaudit.attacks.base import Attack
+from miaudit.attacks.base import Attack, Check, Interval
 from miaudit.attacks.registry import register
 from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.reference import AttackReference, ShadowData
 from miaudit.errors import ConfigError, SignalError
 
-FEATURES = ("probs", "sorted_probs", "top_k", "loss", "entropy", "modified_entropy", "label")
-CLASSIFIERS = ("lr", "mlp", "rf", "gb")
+Feature = Literal["probs", "sorted_probs", "top_k", "loss", "entropy", "modified_entropy", "label"]
+AttackModel = Literal["lr", "mlp", "rf", "gb"]
 SHOKRI = ("Shokri, Stronati, Song & Shmatikov, 'Membership Inference Attacks Against Machine Learning "
           "Models', IEEE S&P 2017")
 SALEM = ("Salem, Zhang, Humbert, Berrang, Fritz & Backes, 'ML-Leaks: Model and Data Independent Membership "
@@ -77,11 +78,6 @@ def make_attack_model(kind: str, seed: int):
     return GradientBoostingClassifier(random_state=seed)
 
 
-def _check_choice(attack: str, param: str, value: object, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{attack} attack: {param}={value!r} is not allowed; choose one of {', '.join(allowed)}")
-
-
 @register
 class ShokriAttack(Attack):
     """Attack classifiers trained on shadow models' member / non-member outputs."""
@@ -90,19 +86,15 @@ class ShokriAttack(Attack):
     target_kind = "classifier"
     access = "probabilities"
     needs_reference = "shadow"
+    fit_input = ("shadow",)
     requires_fit = True
     signals = ("probs",)
     citation = SHOKRI
+    param_constraints = {"features": Check(lambda features: len(features) > 0, "a non-empty list of features"),
+                         "top_k": Interval(1, None, what="a number of probabilities")}
 
-    def __init__(self, *, classifier: str = "mlp", per_class: bool = True, features: Sequence[str] = ("probs",),
-                 top_k: int = 3, seed: int = 0):
-        _check_choice(self.name, "classifier", classifier, CLASSIFIERS)
-        if isinstance(features, str) or not features:
-            raise ConfigError(f"{self.name} attack: features must be a non-empty list drawn from {', '.join(FEATURES)}")
-        for f in features:
-            _check_choice(self.name, "features", f, FEATURES)
-        if int(top_k) != top_k or top_k < 1:
-            raise ConfigError(f"{self.name} attack: top_k={top_k!r} must be a positive integer")
+    def __init__(self, *, classifier: AttackModel = "mlp", per_class: bool = True,
+                 features: Sequence[Feature] = ("probs",), top_k: int = 3, seed: int = 0):
         self.classifier = classifier
         self.per_class = per_class
         self.features = features
@@ -158,12 +150,15 @@ class MLLeaksAttack(Attack):
     target_kind = "classifier"
     access = "probabilities"
     needs_reference = "shadow"
+    fit_input = ("shadow",)
     requires_fit = True
     signals = ("probs",)
     citation = SALEM
+    param_constraints = {"top_k": Interval(1, None, what="a number of probabilities"),
+                         "shadow_index": Interval(0, None, what="an index into the shadow models")}
 
-    def __init__(self, *, classifier: str = "mlp", top_k: int = 3, shadow_index: int = 0, seed: int = 0):
-        _check_choice(self.name, "classifier", classifier, ("mlp", "lr"))
+    def __init__(self, *, classifier: Literal["mlp", "lr"] = "mlp", top_k: int = 3, shadow_index: int = 0,
+                 seed: int = 0):
         self.classifier = classifier
         self.top_k = top_k
         self.shadow_index = shadow_index

@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -30,7 +30,7 @@ from miaudit.attacks.registry import register
 from miaudit.classifier.attacks.metric import shadow_threshold
 from miaudit.classifier.signals.gradients import GradientSignals
 from miaudit.classifier.signals.shadow import check_signals, shadow_from_reference
-from miaudit.errors import ConfigError, DataError, SignalError
+from miaudit.errors import DataError, SignalError
 
 NASR = ("Nasr, Shokri & Houmansadr, 'Comprehensive Privacy Analysis of Deep Learning: Passive and Active White-box "
         "Inference Attacks against Centralized and Federated Learning', IEEE S&P 2019")
@@ -42,6 +42,7 @@ class WhiteBoxAttack(Attack):
 
     target_kind = "classifier"
     access = "white-box"
+    fit_input = ("shadow",)
     signal_type: ClassVar[str] = "whitebox"
 
     def signal_request(self) -> dict[str, Any]:
@@ -61,8 +62,6 @@ class GradientNormAttack(WhiteBoxAttack):
 
     def __init__(self, *, layer: str | int | None = None):
         self.layer = layer
-        if layer is not None and (isinstance(layer, bool) or not isinstance(layer, (str, int))):
-            raise ConfigError(f"layer must be a layer name, an integer index or null, got {layer!r}")
 
     def statistic(self, signals: GradientSignals) -> np.ndarray:
         norms = signals.total_norm if self.layer is None else signals.layer_norms[:, signals.layer_index(self.layer)]
@@ -95,11 +94,9 @@ class GradientFeaturesAttack(WhiteBoxAttack):
     requires_fit = True
     citation = NASR
 
-    def __init__(self, *, classifier: str = "lr", seed: int = 0):
+    def __init__(self, *, classifier: Literal["lr", "mlp"] = "lr", seed: int = 0):
         self.classifier = classifier
         self.seed = seed
-        if classifier not in ("lr", "mlp"):
-            raise ConfigError(f"classifier {classifier!r} is not allowed; choose 'lr' or 'mlp'")
 
     def _fit(self, reference: Any) -> None:
         shadow = shadow_from_reference(reference, GradientSignals, self.name, required=True)

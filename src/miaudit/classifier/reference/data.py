@@ -1,6 +1,7 @@
 """What attacks that learn receive in ``fit``.
 
-- :class:`ShadowData`: shadow models (Shokri et al. 2017) scored on their own members and non-members.
+- :class:`ShadowData`: shadow models (Shokri et al. 2017) scored on their own members and non-members
+  (a :class:`~miaudit.attacks.shadow.ShadowSet` of :class:`ClassifierOutputs`).
 - :class:`ReferencePool`: ``m`` reference models scored on the *audited* examples, with
   ``keep[m, n]`` saying which examples each model trained on (LiRA, RMIA, calibration attacks).
 - ``population``: the target's outputs on data known not to be members (population attacks).
@@ -8,42 +9,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from miaudit.attacks.shadow import ShadowSet
 from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.errors import DataError
 
 
-@dataclass
-class ShadowData:
+class ShadowData(ShadowSet[ClassifierOutputs]):
     """Each shadow model's outputs on its own examples and their membership (True = trained on)."""
 
-    outputs: list[ClassifierOutputs]
-    membership: list[np.ndarray]
-
-    def __post_init__(self) -> None:
-        if not self.outputs:
-            raise DataError("shadow data is empty; train at least one shadow model")
-        if len(self.outputs) != len(self.membership):
-            raise DataError(f"{len(self.outputs)} shadow outputs but {len(self.membership)} membership arrays")
-        self.membership = [np.asarray(m, dtype=bool) for m in self.membership]
-        for k, (o, m) in enumerate(zip(self.outputs, self.membership)):
-            if m.shape != (len(o),):
-                raise DataError(f"shadow model {k}: membership shape {m.shape} does not match {len(o)} outputs")
-            if m.all() or not m.any():
-                raise DataError(f"shadow model {k} needs both member and non-member examples")
+    def __init__(self, outputs: Sequence[ClassifierOutputs], membership: Sequence[np.ndarray]):
+        super().__init__(outputs, membership)
 
     @property
-    def n_models(self) -> int:
-        return len(self.outputs)
-
-    def pooled(self, signal: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(values, true labels, membership)`` of ``signal`` over all shadow models, concatenated."""
-        values = np.concatenate([o.signal(signal) for o in self.outputs])
-        labels = np.concatenate([o.labels for o in self.outputs])
-        return values, labels, np.concatenate(self.membership)
+    def outputs(self) -> list[ClassifierOutputs]:
+        """``outputs[k]``: shadow model k's outputs on its own examples."""
+        return self.signals
 
 
 @dataclass
@@ -52,6 +37,9 @@ class ReferencePool:
 
     ``population`` optionally holds each reference model's outputs on population examples ``z``
     (RMIA), aligned with ``AttackReference.population`` (the target's outputs on the same ``z``).
+    Outputs that carry ids must carry the same ids for every model; attacks then line the target
+    up with the pool by ids (:func:`miaudit.classifier.attacks._reference.align_examples`), else by
+    position.
     """
 
     outputs: list[ClassifierOutputs]
@@ -69,8 +57,11 @@ class ReferencePool:
                             "examples")
         if any(len(o) != n for o in self.outputs):
             raise DataError("every reference model must be scored on the same audited examples")
-        if self.population is not None and len(self.population) != m:
-            raise DataError(f"population outputs for {len(self.population)} models, expected {m}")
+        _check_same_ids(self.outputs, "audited examples")
+        if self.population is not None:
+            if len(self.population) != m:
+                raise DataError(f"population outputs for {len(self.population)} models, expected {m}")
+            _check_same_ids(self.population, "population examples z")
 
     @property
     def n_models(self) -> int:
@@ -79,6 +70,16 @@ class ReferencePool:
     def signal_matrix(self, signal: str) -> np.ndarray:
         """``(m, n)`` matrix of one signal across reference models."""
         return np.stack([o.signal(signal) for o in self.outputs])
+
+
+def _check_same_ids(outputs: list[ClassifierOutputs], what: str) -> None:
+    """Every model's outputs carry the same ids in the same order, or none carries ids."""
+    first = outputs[0].ids
+    for j, o in enumerate(outputs[1:], 1):
+        same = o.ids is None if first is None else o.ids is not None and np.array_equal(o.ids, first)
+        if not same:
+            raise DataError(f"reference model {j} was scored on other {what} than model 0 (their ids differ); score "
+                            "every reference model on the same examples in the same order")
 
 
 @dataclass

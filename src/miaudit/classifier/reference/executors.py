@@ -16,8 +16,8 @@ from __future__ import annotations
 import copy
 import os
 import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from typing import Any
@@ -30,11 +30,12 @@ from miaudit.classifier.training import (
     TrainingPlugin,
     build_model_from_config,
     predict_logits,
-    resolve_device,
     train_classifier,
 )
 from miaudit.data import ArrayDataset
 from miaudit.errors import ConfigError
+from miaudit.utils.device import resolve_device
+from miaudit.utils.processes import exit_when_parent_dies
 
 EXECUTORS = ("sequential", "vectorised", "process", "ray")
 
@@ -65,7 +66,9 @@ class ModelResult:
 
 
 def build(context: PoolContext, recipe: TrainConfig) -> torch.nn.Module:
-    return build_model_from_config(recipe, context.dataset.input_shape, context.dataset.n_classes)
+    n_classes = context.dataset.n_classes
+    assert n_classes is not None  # ArrayDataset infers it when not given
+    return build_model_from_config(recipe, context.dataset.input_shape, n_classes)
 
 
 def numerics(executor: str, context: PoolContext, recipe: TrainConfig, batching: str = "auto") -> str:
@@ -77,7 +80,7 @@ def numerics(executor: str, context: PoolContext, recipe: TrainConfig, batching:
     if batching not in BATCHINGS:
         raise ConfigError(f"unknown vectorised batching {batching!r}; choose one of {', '.join(BATCHINGS)}")
     if batching == "auto":
-        batching = choose_batching(build(context, recipe), resolve_device(recipe.device))
+        batching = choose_batching(build(context, recipe), resolve_device(recipe.device, where="training.device"))
     return "vectorised" if batching == "stacked" else f"vectorised-{batching}"
 
 
@@ -121,8 +124,9 @@ def run_sequential(context: PoolContext, tasks: Sequence[ModelTask]) -> Iterator
 _WORKER_CONTEXT: PoolContext | None = None
 
 
-def _init_worker(context: PoolContext, threads: int) -> None:
+def _init_worker(context: PoolContext, threads: int, parent_pid: int) -> None:
     global _WORKER_CONTEXT
+    exit_when_parent_dies(parent_pid)  # a killed driver never leaves its workers behind
     torch.set_num_threads(threads)
     _WORKER_CONTEXT = context
 
@@ -132,26 +136,35 @@ def _worker_task(task: ModelTask) -> ModelResult:
     return train_task(_WORKER_CONTEXT, task)
 
 
-def _process_pool(context: PoolContext, n_workers: int) -> ProcessPoolExecutor:
-    """``n_workers`` spawned processes, one torch thread each, holding ``context``."""
-    return ProcessPoolExecutor(max_workers=n_workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                               initargs=(context, 1))
-
-
-def _as_they_finish(futures: list[Future]) -> Iterator[Any]:
+def _in_processes(context: PoolContext, n_workers: int, work: Callable[..., Any], jobs: Sequence[tuple]
+                  ) -> Iterator[Any]:
+    """``work(*job)`` for every job in ``n_workers`` spawned processes (one torch thread each, holding
+    ``context``), yielded as they finish. An error, Ctrl-C, SIGTERM or a consumer that stops early ends
+    the pool at once: queued jobs are dropped, running workers killed."""
+    pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=get_context("spawn"), initializer=_init_worker,
+                               initargs=(context, 1, os.getpid()))
     try:
+        futures = [pool.submit(work, *job) for job in jobs]
         for future in as_completed(futures):
             yield future.result()
-    finally:
-        for future in futures:
-            future.cancel()
+    except BaseException:
+        _stop_workers(pool)
+        raise
+    pool.shutdown()
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """End a pool at once (an error, Ctrl-C, SIGTERM): queued models are dropped, running ones killed."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
 
 
 def run_process(context: PoolContext, tasks: Sequence[ModelTask], *, n_workers: int | None = None
                 ) -> Iterator[ModelResult]:
     """Train in ``n_workers`` spawned processes (one torch thread each); results arrive as they finish."""
-    with _process_pool(context, n_workers or os.cpu_count() or 1) as pool:
-        yield from _as_they_finish([pool.submit(_worker_task, task) for task in tasks])
+    yield from _in_processes(context, n_workers or os.cpu_count() or 1, _worker_task, [(task,) for task in tasks])
 
 
 # -- vectorised ---------------------------------------------------------------------------------
@@ -190,7 +203,7 @@ def vectorised_groups(context: PoolContext, tasks: Sequence[ModelTask], group_si
         size = group_size
         if size == "auto":
             recipe = same_size[0].recipe
-            template, device = build(context, recipe), resolve_device(recipe.device)
+            template, device = build(context, recipe), resolve_device(recipe.device, where="training.device")
             chosen = choose_batching(template, device) if batching == "auto" else batching
             share = -(-len(same_size) // n_workers)  # ceil: every worker gets a group
             size = auto_group_size(template, context.dataset.input_shape, recipe, share, chosen,  # type: ignore[arg-type]
@@ -211,7 +224,7 @@ def run_vectorised(context: PoolContext, tasks: Sequence[ModelTask], *, group_si
     workers = n_workers or 1
     if workers < 1:
         raise ConfigError(f"n_workers must be >= 1, got {n_workers}")
-    if workers > 1 and tasks and resolve_device(tasks[0].recipe.device).type != "cpu":
+    if workers > 1 and tasks and resolve_device(tasks[0].recipe.device, where="training.device").type != "cpu":
         raise ConfigError("the vectorised executor runs in one process on a GPU (one group at a time fills it); "
                           "remove n_workers")
     groups = vectorised_groups(context, tasks, group_size, batching, workers)
@@ -219,9 +232,8 @@ def run_vectorised(context: PoolContext, tasks: Sequence[ModelTask], *, group_si
         for group in groups:
             yield from _train_group(context, group, batching, progress)
         return
-    with _process_pool(context, workers) as pool:
-        for results in _as_they_finish([pool.submit(_worker_group, group, batching) for group in groups]):
-            yield from results
+    for results in _in_processes(context, workers, _worker_group, [(group, batching) for group in groups]):
+        yield from results
 
 
 # -- Ray ----------------------------------------------------------------------------------------

@@ -47,16 +47,16 @@ class InPlaceOptimizer:
     @torch.no_grad()
     def step(self, gradients: Sequence[torch.Tensor | None]) -> None:
         """One update from ``gradients`` (aligned with ``params``; overwritten when there is weight decay)."""
-        grads = list(gradients)
-        if len(grads) != len(self.params) or any(g is None for g in grads):
+        grads = [g for g in gradients if g is not None]
+        if len(grads) != len(self.params) or len(grads) != len(gradients):
             raise RuntimeError("every parameter needs a gradient before the optimiser step")
         self.steps += 1
         if self.weight_decay != 0:  # L2 penalty: grad + weight_decay * param, into the (discarded) gradients
             torch._foreach_add_(grads, self.params, alpha=self.weight_decay)
         if self.adam:
-            self._adam(grads)  # type: ignore[arg-type]
+            self._adam(grads)
         else:
-            self._sgd(grads)  # type: ignore[arg-type]
+            self._sgd(grads)
 
     def _adam(self, grads: list[torch.Tensor]) -> None:
         beta1, beta2 = ADAM_BETAS

@@ -7,12 +7,15 @@ returns a :class:`~miaudit.classifier.reference.trained.TrainedReferencePool` fo
 
 Cache: with ``cache_dir`` every model is written as soon as it is trained (weights
 ``<key>.pt``, loaded with ``torch.load(weights_only=True)``; logits ``<key>.<queries>.npz``; a
-readable ``<key>.json``), each file atomically (temporary file + rename). ``key`` fingerprints the
-recipe (device and precision included), the training plugins, the dataset, the model's seed and
+readable ``<key>.json`` with the weights' SHA-256), each file atomically (temporary file, fsync,
+rename). Logits carry a content hash (:mod:`miaudit.utils.cache`); a truncated, zero-byte or edited
+file is reported (naming it) and the model is scored or trained again. ``key`` fingerprints the
+recipe (device and precision included), the training plugins (with the data they train on, e.g. a
+distillation transfer set: see ``TrainingDefense.fingerprint``), the dataset, the model's seed and
 training rows, and the executor's numerics (exact, or which vectorised batching); so an interrupted
 run resumes with the first missing model, a bigger pool reuses the models of a smaller one with the
-same seed, and a changed recipe or dataset never reuses anything. Group size and worker count do not
-change a model's numbers (tested), so they are not in the key.
+same seed, and a changed recipe, defense or dataset never reuses anything. Group size and worker
+count do not change a model's numbers (tested), so they are not in the key.
 
 :func:`build_reference_pool_for_audit` is the entry point for an audit pipeline: it trains the pool
 on the audited examples of a :class:`~miaudit.data.MembershipSplit`, checks the data, and runs the
@@ -23,17 +26,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.reference import executors
@@ -41,15 +41,20 @@ from miaudit.classifier.reference.executors import ModelResult, ModelTask, PoolC
 from miaudit.classifier.reference.fidelity import FidelityWarning, check_fidelity
 from miaudit.classifier.reference.trained import TrainedReferencePool
 from miaudit.classifier.reference.views import query_views
-from miaudit.classifier.training import TrainConfig, TrainingPlugin, resolve_device
+from miaudit.classifier.training import TrainConfig, TrainingPlugin
 from miaudit.config import to_dict
 from miaudit.data import ArrayDataset, MembershipSplit, paired_keep_matrix
 from miaudit.errors import ConfigError, DataError
+from miaudit.utils.atomic import atomic_write, sweep_stale_temporaries, write_text_atomic
+from miaudit.utils.cache import file_sha256, load_verified_npz, save_verified_npz, warn_damaged
+from miaudit.utils.device import resolve_device
 from miaudit.utils.fingerprint import fingerprint
+from miaudit.utils.logs import progress as progress_bar
 
-#: 2: recipes gained ``precision``; the vectorised executor's numerics changed (fused optimiser, batched MLP
-#: products, per-model batching of conv nets on CPU), so models cached by version 1 are not reused
-CACHE_VERSION = 2
+#: 2: verified files (content hashes); reference-data defenses keyed by their data.
+#: 3: recipes gained ``precision``; the vectorised executor's numerics changed (in-place optimiser, batched MLP
+#: products, per-model batching of conv nets on CPU, channels-last scoring), so no older model is reused
+CACHE_VERSION = 3
 
 
 def model_seed(seed: int, index: int) -> int:
@@ -61,73 +66,65 @@ def _plugin_fingerprint(plugins: Sequence[TrainingPlugin]) -> list[Any]:
     """Plugins identify themselves by ``fingerprint()`` if they have one, else by class and public attributes."""
     out = []
     for plugin in plugins:
-        if callable(getattr(plugin, "fingerprint", None)):
-            out.append(plugin.fingerprint())
+        own = getattr(plugin, "fingerprint", None)
+        if callable(own):
+            out.append(own())
         else:
             public = {k: v for k, v in vars(plugin).items() if not k.startswith("_")}
             out.append([type(plugin).__module__, type(plugin).__qualname__, public])
     return out
 
 
-# -- atomic files -------------------------------------------------------------------------------
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class _Cache:
-    """One folder of per-model files named by fingerprint; ``None`` folder means no caching."""
+    """One folder of per-model files named by fingerprint; ``None`` folder means no caching.
+
+    Logits are verified ``.npz`` files (:mod:`miaudit.utils.cache`); weights are checked against the
+    SHA-256 recorded in ``<key>.json``. A damaged or edited file is reported and the model is
+    scored or trained again.
+    """
 
     def __init__(self, folder: str | Path | None):
         self.folder = None if folder is None else Path(folder)
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
+            sweep_stale_temporaries(self.folder)
 
     def load_logits(self, key: str, query_key: str) -> dict[str, np.ndarray] | None:
         if self.folder is None:
             return None
-        path = self.folder / f"{key}.{query_key}.npz"
-        if not path.is_file():
-            return None
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                if str(npz["__key__"]) != f"{key}.{query_key}":
-                    return None
-                return {name: npz[name] for name in npz.files if name != "__key__"}
-        except (OSError, ValueError, KeyError) as exc:
-            warnings.warn(f"ignoring unreadable cached outputs {path} ({exc}); the model is scored again",
-                          stacklevel=3)
-            return None
+        return load_verified_npz(self.folder / f"{key}.{query_key}.npz", key=f"{key}.{query_key}")
 
     def load_state(self, key: str) -> dict[str, torch.Tensor] | None:
         if self.folder is None or not (self.folder / f"{key}.pt").is_file():
             return None
+        weights = self.folder / f"{key}.pt"
         try:
-            return torch.load(self.folder / f"{key}.pt", map_location="cpu", weights_only=True)
-        except Exception as exc:
-            warnings.warn(f"ignoring unreadable cached weights {self.folder / (key + '.pt')} ({exc}); retraining",
-                          stacklevel=3)
+            expected = json.loads((self.folder / f"{key}.json").read_text(encoding="utf-8")).get("weights_sha256")
+        except (OSError, ValueError, AttributeError):
+            expected = None
+        if expected is None or file_sha256(weights) != expected:
+            warn_damaged(weights, "not verifiable or modified (its SHA-256 differs from the one in "
+                                  f"{key}.json)", "training the model again")
             return None
+        try:
+            return torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError... for damaged files
+            warn_damaged(weights, f"unreadable ({type(exc).__name__})", "training the model again")
+            return None
+
+    def save_logits(self, key: str, query_key: str, logits: dict[str, np.ndarray]) -> None:
+        if self.folder is not None:
+            save_verified_npz(self.folder / f"{key}.{query_key}.npz", logits, key=f"{key}.{query_key}")
 
     def save(self, key: str, query_key: str, result: ModelResult, meta: dict[str, Any]) -> None:
         if self.folder is None:
             return
         state = {k: torch.from_numpy(v) for k, v in result.state.items()}
-        _atomic_write(self.folder / f"{key}.pt", lambda p: torch.save(state, p))
-
-        def write_logits(path: Path) -> None:
-            with path.open("wb") as handle:  # a handle: np.savez would append ".npz" to a bare path
-                np.savez(handle, __key__=np.array(f"{key}.{query_key}"), **result.logits)
-
-        _atomic_write(self.folder / f"{key}.{query_key}.npz", write_logits)
-        text = json.dumps({**meta, "seconds": result.seconds, "history": result.history}, indent=1, default=str)
-        _atomic_write(self.folder / f"{key}.json", lambda p: p.write_text(text))
+        weights = atomic_write(self.folder / f"{key}.pt", lambda handle: torch.save(state, handle))
+        self.save_logits(key, query_key, result.logits)
+        text = json.dumps({**meta, "weights_sha256": file_sha256(weights), "seconds": result.seconds,
+                           "history": result.history}, indent=1, default=str)
+        write_text_atomic(self.folder / f"{key}.json", text)
 
 
 # -- training -----------------------------------------------------------------------------------
@@ -171,8 +168,9 @@ def train_reference_pool(
     ``executor``: "sequential", "vectorised" (``group_size`` models at once, "auto": as many as
     free memory holds; ``batching`` "auto", "stacked" or "per-model", see
     :mod:`miaudit.classifier.reference.vectorised`), "process" (``n_workers`` processes) or "ray"
-    (local with ``n_workers`` CPUs, or ``ray_address``). ``device`` ("cpu", "cuda", "cuda:N")
-    replaces the recipe's device for the pool; the device is part of every model's cache key.
+    (local with ``n_workers`` CPUs, or ``ray_address``). ``device`` ("cpu", "cuda", "cuda:N", "mps",
+    "auto") replaces the recipe's device for the pool; the device ("auto" resolved) is part of every
+    model's cache key.
     """
     if executor not in executors.EXECUTORS:
         raise ConfigError(f"unknown executor {executor!r}; choose one of {', '.join(executors.EXECUTORS)}")
@@ -180,6 +178,9 @@ def train_reference_pool(
     seed = recipe.seed if seed is None else seed
     if device is not None:
         recipe = dataclasses.replace(recipe, device=device)
+    torch_device = resolve_device(recipe.device, where="training.device")
+    if recipe.device == "auto":  # the cache key names the device that trains the models
+        recipe = dataclasses.replace(recipe, device=str(torch_device))
     start = time.perf_counter()
     queries = {f"view{i}": x for i, x in enumerate(query_views(dataset.x, views))}
     if population is not None:
@@ -203,13 +204,14 @@ def train_reference_pool(
         if cached is None and (state := cache.load_state(key)) is not None:
             model = executors.build(context, task.recipe)
             model.load_state_dict(state)
-            cached = executors.rescore(numerics, model.to(resolve_device(task.recipe.device)), queries)
+            cached = executors.rescore(numerics, model.to(torch_device), queries)
+            cache.save_logits(key, query_key, cached)
         if cached is None:
             tasks.append(task)
         else:
             logits[j], n_cached = cached, n_cached + 1
-    bar = tqdm(total=keep.shape[0], initial=n_cached, desc=f"reference models ({executor})", disable=not progress,
-               unit="model")
+    bar = progress_bar(total=keep.shape[0], initial=n_cached, desc=f"reference models ({executor})",
+                       enabled=progress, unit="model")
     for result in executors.run(executor, context, tasks, n_workers=n_workers, ray_address=ray_address,
                                 group_size=group_size, batching=batching, progress=progress):
         meta = {"index": result.index, "seed": model_seed(seed, result.index), "numerics": numerics,
@@ -219,16 +221,18 @@ def train_reference_pool(
         bar.update()
     bar.close()
 
-    labels = dataset.y
+    labels, ids = dataset.y, dataset.ids
+    assert ids is not None  # ArrayDataset numbers its examples when not given ids
     n_views = len(queries) - (population is not None)
-    model_views = [[ClassifierOutputs(labels, logits=logits[j][f"view{v}"]) for v in range(n_views)]
+    model_views = [[ClassifierOutputs(labels, logits=logits[j][f"view{v}"], ids=ids) for v in range(n_views)]
                    for j in range(keep.shape[0])]
     return TrainedReferencePool(
         outputs=[v[0] for v in model_views], keep=keep,
-        population=None if population is None else [ClassifierOutputs(population.y, logits=logits[j]["population"])
-                                                     for j in range(keep.shape[0])],
-        views=model_views if n_views > 1 else None, ids=dataset.ids,
-        train_ids=[dataset.ids[k] for k in keep], population_ids=None if population is None else population.ids,
+        population=None if population is None else [
+            ClassifierOutputs(population.y, logits=logits[j]["population"], ids=population.ids)
+            for j in range(keep.shape[0])],
+        views=model_views if n_views > 1 else None, ids=ids,
+        train_ids=[ids[k] for k in keep], population_ids=None if population is None else population.ids,
         fingerprint=fingerprint(keys, query_key), seconds=time.perf_counter() - start,
         info={"executor": executor, "numerics": numerics, "device": recipe.device, "trained": len(tasks),
               "from_cache": n_cached,
@@ -308,6 +312,7 @@ def build_reference_pool_for_audit(
                                 seed=seed, executor=executor, n_workers=n_workers, ray_address=ray_address,
                                 group_size=group_size, cache_dir=cache_dir, progress=progress, device=device,
                                 batching=batching)
+    assert audited.ids is not None  # ArrayDataset numbers its examples when not given ids
     check_pool_data(pool, audited.ids)
     if target_outputs is not None:
         pool.fidelity = check_fidelity(pool, target_outputs, split.membership,

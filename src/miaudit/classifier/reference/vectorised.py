@@ -47,7 +47,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
-from tqdm.auto import tqdm
 
 from miaudit.classifier.reference.optimizer import InPlaceOptimizer
 from miaudit.classifier.training import (
@@ -56,11 +55,12 @@ from miaudit.classifier.training import (
     autocast,
     build_model_from_config,
     gather_rows,
-    resolve_device,
     shuffled_batches,
 )
 from miaudit.data import ArrayDataset
 from miaudit.errors import ConfigError, DataError
+from miaudit.utils.device import resolve_device
+from miaudit.utils.logs import progress as progress_bar
 
 Batching = Literal["stacked", "per-model"]
 BATCHINGS = ("auto", "stacked", "per-model")
@@ -412,9 +412,11 @@ def train_vectorised(dataset: ArrayDataset, train_indices: Sequence[np.ndarray],
             raise ConfigError("vectorised training needs one recipe for every model (only the seed may differ)")
     if batching not in BATCHINGS:
         raise ConfigError(f"unknown batching {batching!r}; choose one of {', '.join(BATCHINGS)}")
-    device = resolve_device(base.device)
+    device = resolve_device(base.device, where="training.device")
     start = time.perf_counter()
-    models = [build_model_from_config(r, dataset.input_shape, dataset.n_classes) for r in recipes]
+    n_classes = dataset.n_classes
+    assert n_classes is not None  # ArrayDataset infers it when not given
+    models = [build_model_from_config(r, dataset.input_shape, n_classes) for r in recipes]
     chosen: Batching = choose_batching(models[0], device) if batching == "auto" else batching  # type: ignore[assignment]
     group = _Stacked(models, device, base.model) if chosen == "stacked" else _PerModel(models, device)
     optimizer = InPlaceOptimizer(group.parameters(), base)  # each model's update exactly as its own optimiser's
@@ -425,8 +427,8 @@ def train_vectorised(dataset: ArrayDataset, train_indices: Sequence[np.ndarray],
     n_models, n = rows.shape
     perms, bounds = _epoch_permutations(n, recipes, device)
     histories: list[list[dict[str, Any]]] = [[] for _ in recipes]
-    bar = tqdm(total=base.epochs * len(bounds), desc=f"vectorised x{n_models}", disable=not progress, leave=False,
-               unit="step")
+    bar = progress_bar(total=base.epochs * len(bounds), desc=f"vectorised x{n_models}", enabled=progress,
+                       leave=False, unit="step")
     batch_buffer = x_all.new_empty((n_models * base.batch_size, *x_all.shape[1:]))  # reused by every step
     for epoch in range(base.epochs):
         epoch_start = time.perf_counter()

@@ -3,15 +3,14 @@
 One ``.npz`` per (model, data) pair at ``root/<model_fp>-<data_fp>.npz`` with ``labels`` and
 exactly one of ``logits``, ``probs`` or ``predictions`` (whatever the target gave), so every
 derived signal (loss, confidence, entropy, LiRA's scaled logit, ...) is recomputed exactly from
-it. Writes go to a temporary file in the same folder and are renamed into place, so a crash never
-leaves a half-written entry; an unreadable entry is recomputed and replaced.
+it. Entries are verified files (:mod:`miaudit.utils.cache`: written to a temporary file, synced and
+renamed into place, with a content hash): a truncated, zero-byte, edited or foreign entry is
+reported with a warning naming the file, then recomputed and replaced.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.errors import ConfigError, MiauditError
+from miaudit.utils.cache import load_verified_npz, save_verified_npz, warn_damaged
 
 _KEY = re.compile(r"^[A-Za-z0-9_.]+$")
 
@@ -34,26 +34,21 @@ def output_arrays(outputs: ClassifierOutputs) -> dict[str, np.ndarray]:
 
 
 def save_outputs(path: str | Path, outputs: ClassifierOutputs) -> None:
-    """Write ``outputs`` to ``path`` atomically (temporary file + rename)."""
-    path = Path(path)
-    arrays = output_arrays(outputs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write ``outputs`` to ``path`` as a verified cache file (atomic, synced, with a content hash)."""
+    save_verified_npz(path, output_arrays(outputs), key=Path(path).stem)
+
+
+def load_outputs(path: str | Path) -> ClassifierOutputs | None:
+    """Outputs written by :func:`save_outputs` (no pickles); None, with a warning naming the file, for a
+    missing, damaged, edited or foreign entry."""
+    arrays = load_verified_npz(path, key=Path(path).stem)
+    if arrays is None:
+        return None
     try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def load_outputs(path: str | Path) -> ClassifierOutputs:
-    """Read outputs written by :func:`save_outputs` (no pickles)."""
-    with np.load(path, allow_pickle=False) as npz:
-        arrays = {key: npz[key] for key in npz.files}
-    labels = arrays.pop("labels")
-    return ClassifierOutputs(labels, **arrays)
+        return ClassifierOutputs(arrays.pop("labels"), **arrays)
+    except (KeyError, TypeError, MiauditError) as exc:
+        warn_damaged(path, f"not a set of classifier outputs ({exc})")
+        return None
 
 
 class SignalCache:
@@ -78,14 +73,10 @@ class SignalCache:
     def get_or_compute(self, model_fp: str, data_fp: str,
                        compute_fn: Callable[[], ClassifierOutputs]) -> ClassifierOutputs:
         path = self.path(model_fp, data_fp)
-        if path.is_file():
-            try:
-                outputs = load_outputs(path)
-            except (OSError, ValueError, KeyError, EOFError, MiauditError):
-                outputs = None  # corrupt or foreign file: recompute and overwrite it below
-            if outputs is not None:
-                self.hits += 1
-                return outputs
+        outputs = load_outputs(path)  # None when missing or not usable (reported): recomputed and replaced below
+        if outputs is not None:
+            self.hits += 1
+            return outputs
         self.misses += 1
         outputs = compute_fn()
         if not isinstance(outputs, ClassifierOutputs):

@@ -10,49 +10,14 @@ shadow model, with the same membership convention, and goes into
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
+from miaudit.attacks.shadow import ShadowSet
 from miaudit.errors import DataError, SignalError
 
 
-@dataclass
-class ShadowSignals:
+class ShadowSignals(ShadowSet[Any]):
     """``signals[k]``: shadow model k's signals on its own examples; ``membership[k]`` ``(n_k,)`` True = trained on."""
-
-    signals: list[Any]
-    membership: list[np.ndarray]
-
-    def __post_init__(self) -> None:
-        if not self.signals:
-            raise DataError("shadow signals are empty; compute signals for at least one shadow model")
-        if len(self.signals) != len(self.membership):
-            raise DataError(f"{len(self.signals)} shadow signals but {len(self.membership)} membership arrays")
-        kinds = {type(s).__name__ for s in self.signals}
-        if len(kinds) != 1:
-            raise DataError(f"shadow signals mix types ({', '.join(sorted(kinds))}); give one type per reference")
-        self.membership = [np.asarray(m, dtype=bool) for m in self.membership]
-        for k, (s, m) in enumerate(zip(self.signals, self.membership)):
-            if m.shape != (len(s),):
-                raise DataError(f"shadow model {k}: membership shape {m.shape} does not match {len(s)} examples")
-            if m.all() or not m.any():
-                raise DataError(f"shadow model {k} needs both member and non-member examples")
-
-    @property
-    def n_models(self) -> int:
-        return len(self.signals)
-
-    @property
-    def signal_type(self) -> type:
-        return type(self.signals[0])
-
-    def pooled(self, statistic: Callable[[Any], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """``(statistic over all shadow models concatenated (N, ...), membership (N,))``."""
-        values = np.concatenate([np.asarray(statistic(s)) for s in self.signals])
-        return values, np.concatenate(self.membership)
 
 
 def check_signals(signals: Any, expected: type, attack: str) -> None:

@@ -1,4 +1,4 @@
-"""What every target adapter shares: turning ``dataset_or_x, y`` into arrays."""
+"""What every target adapter shares: turning ``dataset_or_x, y`` into arrays (and the examples' ids)."""
 
 from __future__ import annotations
 
@@ -24,3 +24,8 @@ def unpack(dataset_or_x: ArrayDataset | np.ndarray | Any, y: np.ndarray | None) 
     if len(y) == 0:
         raise DataError("no examples to score")
     return x, y
+
+
+def example_ids(dataset_or_x: ArrayDataset | np.ndarray | Any) -> np.ndarray | None:
+    """The ids of an :class:`ArrayDataset` (the outputs on it carry them); ``None`` for bare arrays."""
+    return dataset_or_x.ids if isinstance(dataset_or_x, ArrayDataset) else None

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 
 from miaudit.classifier.outputs import ClassifierOutputs
-from miaudit.classifier.targets.base import unpack
+from miaudit.classifier.targets.base import example_ids, unpack
 from miaudit.data.datasets import ArrayDataset
 from miaudit.errors import ConfigError, SignalError
 
@@ -66,8 +66,8 @@ class BlackBoxTarget:
 
     def outputs(self, dataset_or_x: ArrayDataset | np.ndarray, y: np.ndarray | None = None) -> ClassifierOutputs:
         x, y = unpack(dataset_or_x, y)
-        answer = self._query(x)
+        answer, ids = self._query(x), example_ids(dataset_or_x)
         if self.output == "labels":
-            return ClassifierOutputs(y, predictions=answer.astype(np.int64))
+            return ClassifierOutputs(y, predictions=answer.astype(np.int64), ids=ids)
         key = "probs" if self.output == "probabilities" else "logits"
-        return ClassifierOutputs(y, **{key: answer}, prob_tolerance=self.tolerance)
+        return ClassifierOutputs(y, **{key: answer}, ids=ids, prob_tolerance=self.tolerance)

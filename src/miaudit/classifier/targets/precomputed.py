@@ -21,8 +21,24 @@ from miaudit.utils.fingerprint import fingerprint
 OUTPUT_KEYS = ("logits", "probs", "predictions")
 
 
+def _check_numeric(path: Path, key: str, array: np.ndarray) -> None:
+    """Outputs, labels and membership are real numbers (membership may be boolean): a clear error for strings,
+    complex numbers, booleans where numbers belong, and objects."""
+    kind = array.dtype.kind
+    if kind == "b" and key in ("membership", "predictions"):
+        return
+    if kind not in "iuf":
+        found = {"b": "booleans", "c": "complex numbers", "U": "strings", "S": "bytes", "O": "objects"}.get(
+            kind, f"dtype {array.dtype}")
+        raise DataError(f"{path}: {key} holds {found}; it must hold real numbers: convert it (e.g. "
+                        "numpy.asarray(values, dtype=float)) before numpy.savez")
+
+
 class PrecomputedTarget:
-    """Fixed outputs on ``n`` examples plus their membership ground truth ``(n,)`` bool."""
+    """Fixed outputs on ``n`` examples plus their membership ground truth ``(n,)`` bool (and, from a file
+    that has them, the examples' ``groups`` ``(n,)``)."""
+
+    groups: np.ndarray | None = None
 
     def __init__(self, outputs: ClassifierOutputs, membership: np.ndarray, *, ids: np.ndarray | None = None,
                  source: str = "precomputed"):
@@ -36,10 +52,16 @@ class PrecomputedTarget:
         if self.membership.all() or not self.membership.any():
             kind = "non-member" if self.membership.all() else "member"
             raise DataError(f"{source}: there is no {kind} example; an audit needs both members and non-members")
-        self._outputs = outputs
-        self.ids = np.arange(len(outputs)) if ids is None else np.asarray(ids)
+        if ids is None:
+            ids = np.arange(len(outputs)) if outputs.ids is None else outputs.ids
+        self.ids = np.asarray(ids)
         if self.ids.shape != self.membership.shape:
             raise DataError(f"{source}: ids have shape {self.ids.shape}, expected {self.membership.shape}")
+        values, counts = np.unique(self.ids, return_counts=True)
+        if (counts > 1).any():
+            raise DataError(f"{source}: {int((counts > 1).sum())} ids occur more than once (e.g. "
+                            f"{values[counts > 1][0].item()!r}); each example needs its own id")
+        self._outputs = outputs.with_ids(self.ids)
         self.source = source
         self.access = outputs.access
 
@@ -56,6 +78,8 @@ class PrecomputedTarget:
         if missing:
             raise DataError(f"{path} lacks {' and '.join(missing)} (keys: {', '.join(arrays)}); add the true labels "
                             "and membership (1 = trained on) arrays")
+        for key in (given[0], "labels", "membership"):
+            _check_numeric(path, key, arrays[key])
         n = len(arrays["labels"])
         for key in (given[0], "membership", "ids"):
             if key in arrays and (arrays[key].ndim == 0 or arrays[key].shape[0] != n):
@@ -65,15 +89,23 @@ class PrecomputedTarget:
             outputs = ClassifierOutputs(arrays["labels"], **{given[0]: arrays[given[0]]})
         except SignalError as exc:
             raise DataError(f"{path}: {exc}") from None
-        return cls(outputs, arrays["membership"], ids=arrays.get("ids"), source=str(path))
+        target = cls(outputs, arrays["membership"], ids=arrays.get("ids"), source=str(path))
+        if "groups" in arrays:
+            if arrays["groups"].shape != (n,):
+                raise DataError(f"{path}: groups has shape {arrays['groups'].shape} but labels has {n} rows; give one "
+                                "group id per example")
+            target.groups = arrays["groups"]
+        return target
 
     @staticmethod
     def save_npz(path: str | Path, outputs: ClassifierOutputs, membership: np.ndarray,
-                 ids: np.ndarray | None = None) -> None:
-        """Write ``outputs`` and ``membership`` in the format :meth:`from_npz` reads."""
+                 ids: np.ndarray | None = None, groups: np.ndarray | None = None) -> None:
+        """Write ``outputs`` and ``membership`` (and ``ids``, ``groups``) in the format :meth:`from_npz` reads."""
         arrays = {**output_arrays(outputs), "membership": np.asarray(membership, dtype=bool)}
         if ids is not None:
             arrays["ids"] = np.asarray(ids)
+        if groups is not None:
+            arrays["groups"] = np.asarray(groups)
         np.savez(path, **arrays)
 
     def fingerprint(self) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from miaudit.classifier.outputs import ClassifierOutputs
-from miaudit.classifier.targets.base import unpack
+from miaudit.classifier.targets.base import example_ids, unpack
 from miaudit.data.datasets import ArrayDataset
 from miaudit.errors import ConfigError, SignalError
 
@@ -42,12 +42,13 @@ class SklearnTarget:
 
     def outputs(self, dataset_or_x: ArrayDataset | np.ndarray, y: np.ndarray | None = None) -> ClassifierOutputs:
         x, y = unpack(dataset_or_x, y)
+        ids = example_ids(dataset_or_x)
         x = x.reshape(len(x), -1)
         classes = getattr(self.estimator, "classes_", None)
         if classes is None:
             raise SignalError(f"{type(self.estimator).__name__} is not fitted; call fit before auditing it")
         if self.output == "labels":
-            return ClassifierOutputs(y, predictions=np.asarray(self.estimator.predict(x)))
+            return ClassifierOutputs(y, predictions=np.asarray(self.estimator.predict(x)), ids=ids)
         proba = np.asarray(self.estimator.predict_proba(x), dtype=np.float64)  # (n, len(classes_))
         classes = np.asarray(classes)
         if not np.issubdtype(classes.dtype, np.integer) or classes.min() < 0:
@@ -58,4 +59,4 @@ class SklearnTarget:
             raise SignalError(f"estimator knows class {classes.max()} but n_classes={n_classes}")
         probs = np.zeros((len(x), n_classes))
         probs[:, classes] = proba
-        return ClassifierOutputs(y, probs=probs)
+        return ClassifierOutputs(y, probs=probs, ids=ids)

@@ -6,7 +6,7 @@ import numpy as np
 from torch import nn
 
 from miaudit.classifier.outputs import ClassifierOutputs
-from miaudit.classifier.targets.base import unpack
+from miaudit.classifier.targets.base import example_ids, unpack
 from miaudit.classifier.training.loop import predict_logits
 from miaudit.data.datasets import ArrayDataset
 from miaudit.utils.fingerprint import module_fingerprint
@@ -28,4 +28,5 @@ class TorchClassifierTarget:
 
     def outputs(self, dataset_or_x: ArrayDataset | np.ndarray, y: np.ndarray | None = None) -> ClassifierOutputs:
         x, y = unpack(dataset_or_x, y)
-        return ClassifierOutputs(y, logits=predict_logits(self.model, x, self.batch_size))
+        logits = predict_logits(self.model, x, self.batch_size)
+        return ClassifierOutputs(y, logits=logits, ids=example_ids(dataset_or_x))

@@ -11,7 +11,6 @@ from miaudit.classifier.training.loop import (
                                    gather_rows,
                                    make_optimizer,
                                    predict_logits,
-                                   resolve_device,
                                    shuffled_batches,
                                    train_classifier,
 )
@@ -19,4 +18,4 @@ from miaudit.classifier.training.models import MLP, MODEL_NAMES, ResNet18, Small
 
 __all__ = ["TrainConfig", "TrainingPlugin", "TrainResult", "train_classifier", "predict_logits", "accuracy",
            "build_model", "build_model_from_config", "MLP", "SmallCNN", "ResNet18", "MODEL_NAMES", "PRECISIONS",
-           "autocast", "gather_rows", "make_optimizer", "resolve_device", "shuffled_batches"]
+           "autocast", "gather_rows", "make_optimizer", "shuffled_batches"]

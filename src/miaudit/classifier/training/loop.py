@@ -28,11 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
-from tqdm.auto import tqdm
 
 from miaudit.classifier.training.models import build_model
 from miaudit.data.datasets import ArrayDataset
 from miaudit.errors import ConfigError, DataError
+from miaudit.utils.device import resolve_device
+from miaudit.utils.logs import progress as progress_bar
 
 PRECISIONS = ("float32", "bfloat16")
 
@@ -42,10 +43,11 @@ class TrainConfig:
     """A training recipe; ``model_options`` go to the model (``channels`` for cnn, ``width``/``norm`` for resnet18).
 
     ``hidden`` are the fully connected widths of the mlp and of the cnn's head (resnet18 ignores it).
-    ``device``: "cpu" or "cuda[:N]". ``precision``: "float32", or "bfloat16" for mixed precision
-    (forward pass and loss under ``torch.autocast`` in bfloat16; weights, gradients, optimiser
-    state and every scoring pass stay float32). Reference pools follow the recipe, so the target
-    and its reference models are trained with the same numerics.
+    ``device``: "cpu", "cuda[:N]", "mps" or "auto" (a GPU when there is one; checked by
+    :func:`miaudit.utils.device.resolve_device` when training starts). ``precision``: "float32", or
+    "bfloat16" for mixed precision (forward pass and loss under ``torch.autocast`` in bfloat16;
+    weights, gradients, optimiser state and every scoring pass stay float32). Reference pools
+    follow the recipe, so the target and its reference models are trained with the same numerics.
     """
 
     model: Literal["mlp", "cnn", "resnet18"] = "mlp"
@@ -72,7 +74,7 @@ class TrainConfig:
             (_is_number(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "use a number >= 0"),
             (_is_int(self.seed), "seed", "use an integer"),
             (all(_is_int(h) and h >= 1 for h in self.hidden), "hidden", "use a list of integers >= 1"),
-            (_is_device_name(self.device), "device", "use 'cpu', 'cuda' or 'cuda:N'"),
+            (_is_device_name(self.device), "device", "use 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'"),
             (self.precision in PRECISIONS, "precision", "choose 'float32' or 'bfloat16'"),
         ]
         for ok, key, fix in checks:
@@ -89,27 +91,13 @@ def _is_number(value: Any) -> bool:
 
 
 def _is_device_name(value: Any) -> bool:
+    """A device :func:`miaudit.utils.device.resolve_device` understands: cpu, cuda, cuda:N, mps or auto."""
     if not isinstance(value, str):
         return False
     kind, colon, index = value.partition(":")
-    if kind == "cpu":
+    if kind in ("cpu", "mps", "auto"):
         return not colon
     return kind == "cuda" and (not colon or index.isdigit())
-
-
-def resolve_device(name: str) -> torch.device:
-    """The torch device ``name`` ("cpu", "cuda", "cuda:N") names; :class:`ConfigError` if it is not there."""
-    if not _is_device_name(name):
-        raise ConfigError(f"training.device={name!r} is invalid; use 'cpu', 'cuda' or 'cuda:N'")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"training.device={name!r} but CUDA is not available here; use 'cpu'")
-        count = torch.cuda.device_count()
-        if device.index is not None and device.index >= count:
-            raise ConfigError(f"training.device={name!r} but only {count} CUDA device(s) are visible "
-                              f"(cuda:0 to cuda:{count - 1})")
-    return device
 
 
 def autocast(device: torch.device, precision: str) -> torch.autocast:
@@ -254,7 +242,7 @@ def train_classifier(model: nn.Module, dataset: ArrayDataset, config: TrainConfi
     """Train ``model`` with cross-entropy on ``dataset`` (``x`` ``(n, ...)``, ``y`` ``(n,)``) as ``config`` says."""
     if len(dataset) == 0:
         raise DataError("cannot train on an empty dataset")
-    device = resolve_device(config.device)
+    device = resolve_device(config.device, where="training.device")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     model = model.to(device)
@@ -273,7 +261,9 @@ def train_classifier(model: nn.Module, dataset: ArrayDataset, config: TrainConfi
             steps = len(given)
         else:
             epochs, steps = _loader_batches(loader, config.epochs, device), len(loader)
-        history = _run_epochs(trained, opt, epochs, steps, dataset.n_classes, config, plugins, progress, device)
+        n_classes = dataset.n_classes
+        assert n_classes is not None  # ArrayDataset infers it when not given
+        history = _run_epochs(trained, opt, epochs, steps, n_classes, config, plugins, progress, device)
         for plugin in plugins:
             trained = plugin.finalize(trained)
     seconds = time.perf_counter() - start
@@ -327,8 +317,8 @@ def _run_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Bat
                 config: TrainConfig, plugins: Sequence[TrainingPlugin], progress: bool,
                 device: torch.device) -> list[dict[str, Any]]:
     history = []
-    bar = tqdm(total=config.epochs * steps, desc=f"train {config.model}", disable=not progress,
-               leave=False, unit="batch")
+    bar = progress_bar(total=config.epochs * steps, desc=f"train {config.model}", enabled=progress,
+                       leave=False, unit="batch")
     for epoch in range(config.epochs):
         model.train()
         epoch_start, total_loss, correct, seen = time.perf_counter(), 0.0, 0, 0

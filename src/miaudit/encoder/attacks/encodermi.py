@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from miaudit.attacks.base import Attack
+from miaudit.attacks.base import Attack, Check, Interval
 from miaudit.attacks.registry import register
 from miaudit.encoder.features import EncoderShadowData, SimilarityFeatures
-from miaudit.errors import ConfigError, DataError, SignalError
+from miaudit.errors import DataError, SignalError
 from miaudit.evaluation.metrics import roc_curve
 
 CITATION = ("Liu, Jia, Qu, Gong. EncoderMI: Membership Inference against Pre-trained Encoders in "
@@ -38,6 +38,7 @@ class _EncoderMI(Attack):
     target_kind = "encoder"
     access = "embeddings"
     needs_reference = "shadow"
+    fit_input = ("shadow",)
     requires_fit = True
     citation = CITATION
 
@@ -138,6 +139,12 @@ def _logits(net: nn.Module, x: np.ndarray) -> np.ndarray:
 class _LearnedEncoderMI(_EncoderMI):
     """Shared hyper-parameters and fitting of the two neural variants (subclasses define the features)."""
 
+    param_constraints = {
+        "hidden": Check(lambda sizes: len(sizes) > 0 and all(h >= 1 for h in sizes),
+                        "a non-empty list of hidden layer sizes >= 1"),
+        "epochs": Interval(1, None), "lr": Interval(0.0, None, closed="neither", what="a learning rate"),
+        "weight_decay": Interval(0.0, None), "validation_fraction": Interval(0.0, 1.0, closed="left")}
+
     def _set_params(self, hidden: Sequence[int], epochs: int, lr: float, weight_decay: float,
                     validation_fraction: float, seed: int) -> None:
         self.hidden = hidden
@@ -147,19 +154,9 @@ class _LearnedEncoderMI(_EncoderMI):
         self.validation_fraction = validation_fraction
         self.seed = seed
 
-    def _check_params(self) -> tuple[int, ...]:
-        hidden = tuple(int(h) for h in self.hidden)
-        if not hidden or min(hidden) < 1:
-            raise ConfigError(f"attack {self.name!r}: hidden must be a non-empty list of positive sizes, "
-                              f"got {self.hidden}")
-        if self.epochs < 1 or self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.validation_fraction < 1:
-            raise ConfigError(f"attack {self.name!r}: need epochs >= 1, lr > 0, weight_decay >= 0 and "
-                              "0 <= validation_fraction < 1")
-        return hidden
-
     def _fit(self, reference: Any) -> None:
-        hidden = self._check_params()
-        values, membership = self._shadow(reference).pooled()
+        hidden = tuple(int(h) for h in self.hidden)
+        values, membership = self._shadow(reference).pooled(lambda features: features.values)
         self._fit_scaler(values)
         with torch.random.fork_rng():
             torch.manual_seed(self.seed)
@@ -238,7 +235,7 @@ class EncoderMIThreshold(_EncoderMI):
     name = "encodermi_t"
 
     def _fit(self, reference: Any) -> None:
-        values, membership = self._shadow(reference).pooled()
+        values, membership = self._shadow(reference).pooled(lambda features: features.values)
         mean = values.mean(axis=1)
         curve = roc_curve(membership, mean)
         n_pos, n_neg = int(membership.sum()), int((~membership).sum())

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from miaudit.attacks.registry import register
-from miaudit.llm import scoring
-from miaudit.llm.attacks._common import LLMAttack
+from miaudit.llm.attacks._common import LLMAttack, need
 from miaudit.llm.signals import TokenSignals
+
+
+def gradnorm_score(sig: TokenSignals) -> float:
+    """GradNorm (white-box; MIMIR): minus the gradient norm of the document's loss (members sit in
+    flatter regions: smaller gradients)."""
+    norm = need(sig, "grad_norm", "gradnorm", "gradient norm of the loss, white-box, see signals.gradient_norm")
+    return -float(norm)
 
 
 @register
@@ -20,4 +26,4 @@ class GradNorm(LLMAttack):
                 "Duan et al. Do Membership Inference Attacks Work on Large Language Models? (MIMIR) COLM 2024")
 
     def document_score(self, sig: TokenSignals) -> float:
-        return scoring.gradnorm_score(sig)
+        return gradnorm_score(sig)

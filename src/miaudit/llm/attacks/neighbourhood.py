@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from miaudit.attacks.registry import register
-from miaudit.llm import scoring
-from miaudit.llm.attacks._common import LLMAttack
+from miaudit.errors import SignalError
+from miaudit.llm.attacks._common import LLMAttack, mean_log_likelihood, need
 from miaudit.llm.signals import TokenSignals
+
+
+def neighbourhood_score(sig: TokenSignals) -> float:
+    """Neighbourhood attack (Mattern et al. 2023): ``ll(x) - mean_n ll(neighbour_n)`` (mean
+    log-likelihoods); the neighbours come from a perturbation model the user supplies."""
+    neighbours = need(sig, "neighbour_logprobs", "neighbourhood",
+                      "mean log-likelihoods of perturbed neighbours of the text")
+    if neighbours.size == 0 or not np.isfinite(neighbours).all():
+        raise SignalError("neighbour_logprobs must be a non-empty array of finite log-likelihoods")
+    return mean_log_likelihood(sig) - float(np.mean(neighbours))
 
 
 @register
@@ -20,4 +32,4 @@ class Neighbourhood(LLMAttack):
                 "Comparison. Findings of ACL 2023")
 
     def document_score(self, sig: TokenSignals) -> float:
-        return scoring.neighbourhood_score(sig)
+        return neighbourhood_score(sig)

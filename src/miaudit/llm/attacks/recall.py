@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from miaudit.attacks.registry import register
-from miaudit.llm import scoring
-from miaudit.llm.attacks._common import LLMAttack
+from miaudit.llm.attacks._common import LLMAttack, need, nonzero_log_likelihood
 from miaudit.llm.signals import TokenSignals
+
+
+def recall_score(sig: TokenSignals) -> float:
+    """ReCaLL (Xie et al. 2024): ``ll(x | non-member prefix) / ll(x)`` with mean log-likelihoods over
+    the same tokens; a member's likelihood drops more with the prefix, so higher = member."""
+    prefix = need(sig, "prefix_logprob", "recall",
+                  "mean log-likelihood of the document's tokens after a non-member prefix")
+    return float(prefix) / nonzero_log_likelihood(sig, "recall")
 
 
 @register
@@ -20,4 +27,4 @@ class ReCaLL(LLMAttack):
                 "EMNLP 2024")
 
     def document_score(self, sig: TokenSignals) -> float:
-        return scoring.recall_score(sig)
+        return recall_score(sig)

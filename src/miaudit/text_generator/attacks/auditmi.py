@@ -10,7 +10,7 @@ threshold 0.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -18,9 +18,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
 from sklearn.svm import LinearSVC
 
-from miaudit.attacks.base import Attack
+from miaudit.attacks.base import Attack, Interval
 from miaudit.attacks.registry import register
-from miaudit.errors import ConfigError, DataError, SignalError
+from miaudit.errors import DataError, SignalError
 from miaudit.text_generator.features import TextShadowData, UserRanks, bin_edges, rank_histograms
 
 
@@ -35,11 +35,15 @@ class AuditMI(Attack):
     target_kind = "text_generator"
     access = "probabilities"
     needs_reference = "shadow"
+    fit_input = ("shadow",)
     requires_fit = True
     citation = "Song, Shmatikov. Auditing Data Provenance in Text-Generation Models. KDD 2019"
+    param_constraints = {"n_bins": Interval(1, None), "max_rank": Interval(1, None, what="a token rank"),
+                         "max_texts": Interval(1, None, what="texts per user")}
 
-    def __init__(self, *, n_bins: int = 100, max_rank: int | None = None, binning: str = "linear",
-                 classifier: str = "linear_svm", max_texts: int | None = None, seed: int = 0):
+    def __init__(self, *, n_bins: int = 100, max_rank: int | None = None, binning: Literal["linear", "log"] = "linear",
+                 classifier: Literal["linear_svm", "logistic"] = "linear_svm", max_texts: int | None = None,
+                 seed: int = 0):
         self.n_bins = n_bins
         self.max_rank = max_rank
         self.binning = binning
@@ -55,8 +59,6 @@ class AuditMI(Attack):
         if not isinstance(shadow, TextShadowData):
             raise DataError(f"attack {self.name!r} learns from shadow text models: pass TextShadowData (their ranks "
                             f"on member and non-member users), got {type(shadow).__name__}")
-        if self.max_texts is not None and self.max_texts < 1:
-            raise ConfigError(f"attack {self.name!r}: max_texts must be >= 1 or null, got {self.max_texts}")
         if len({r.vocab_size for r in shadow.ranks}) != 1:
             raise DataError("all shadow models must have the same vocabulary size")
         self.vocab_size_ = shadow.ranks[0].vocab_size
@@ -64,11 +66,8 @@ class AuditMI(Attack):
         self.edges_ = bin_edges(self.n_bins, self.max_rank_, self.binning)
         if self.classifier == "linear_svm":
             clf = LinearSVC(random_state=self.seed)
-        elif self.classifier == "logistic":
-            clf = LogisticRegression(max_iter=2000, random_state=self.seed)
         else:
-            raise ConfigError(f"attack {self.name!r}: classifier {self.classifier!r} is not known; choose "
-                              "'linear_svm' or 'logistic'")
+            clf = LogisticRegression(max_iter=2000, random_state=self.seed)
         x = np.concatenate([self._features(r) for r in shadow.ranks])
         y = np.concatenate(shadow.membership)
         self.model_ = make_pipeline(Normalizer(norm="l2"), StandardScaler(), clf).fit(x, y)

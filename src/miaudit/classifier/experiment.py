@@ -1,0 +1,518 @@
+"""One classifier experiment: target, shadow models, reference pool and population outputs, built one way.
+
+``miaudit audit`` (``kind: classifier``), ``miaudit defend`` (once per training part of a defense)
+and the DP canary audit (``kind: dp_canary``) all get what attacks need from here::
+
+    experiment = ClassifierExperiment.from_config(config, attacks)  # data, split, target source; attacks checked
+    models = experiment.run(plugins=factory)                        # trains target, shadow and reference models
+    models.target.outputs, models.target.membership, models.target.ids, models.reference
+    models.queried(attacks)                                         # label-only / white-box attacks' scores
+
+Every check of the attacks against what the run can give them (shadow models, reference pool,
+population data, access level, weights, queries) happens in the constructor, before any training.
+Training-time defenses enter as a factory of fresh training plugins for every model (target,
+shadow and reference models alike); this module never imports :mod:`miaudit.defenses`.
+
+Every random choice is derived from the config's ``seed`` (:func:`~miaudit.utils.seed.derive_seed`):
+the split (``"split"``), the target's initialisation and batch order (``"target"``), each shadow
+model's data (``"shadow-data", m``) and training (``"shadow", m``), the reference pool
+(``"reference"``). Two runs with the same dataset, split, recipe, shadow and reference sections
+and seed therefore train the same models, bit for bit, whichever command runs them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from miaudit.attacks.base import Attack
+from miaudit.classifier.config import ReferenceConfig, ShadowConfig, TargetConfig
+from miaudit.classifier.outputs import ClassifierOutputs
+from miaudit.classifier.queried import QueriedScores, ShadowModel, run_queried_attacks, signal_type
+from miaudit.classifier.reference import AttackReference, ShadowData, TrainedReferencePool
+from miaudit.classifier.reference.views import query_views
+from miaudit.classifier.sources import AuditedTarget, precomputed_target, user_model_target
+from miaudit.classifier.targets import TorchClassifierTarget
+from miaudit.classifier.targets.user_model import run_model
+from miaudit.classifier.training import TrainConfig, TrainingPlugin, build_model_from_config
+from miaudit.classifier.training.measured import train_isolated, train_measured, train_model
+from miaudit.data import ArrayDataset, MembershipSplit, load_dataset, make_split
+from miaudit.errors import ConfigError
+from miaudit.runs.config import DatasetConfig
+from miaudit.utils.logs import progress as progress_bar
+from miaudit.utils.logs import progress_enabled
+from miaudit.utils.seed import derive_seed
+
+log = logging.getLogger(__name__)
+#: the reference data an experiment can build for attacks
+SUPPORTED_REFERENCE = ("none", "population", "shadow", "reference-pool")
+ACCESS_ORDER = ("label-only", "probabilities", "logits")  # each level includes the ones before it
+#: what each kind of reference data is, in messages
+_NEEDS = {"shadow": "shadow models", "reference-pool": "a reference pool", "population": "population data"}
+#: fresh training plugins (training-time defenses) for one model
+PluginFactory = Callable[[], Sequence[TrainingPlugin]]
+
+
+class SplitSizes(Protocol):
+    """Sizes of the disjoint parts drawn from the dataset (``SplitConfig``, defend's ``DefendSplit``)."""
+
+    n_members: int | None
+    n_nonmembers: int | None
+    n_shadow: int
+    n_population: int
+
+
+@dataclass(frozen=True)
+class GivenData:
+    """A target the tool trains on data the caller chose: ``train``, audited on ``audited`` with ``membership``.
+
+    The DP canary audit gives its fixed examples plus inserted canaries (``train``) and every
+    canary (``audited``, ``membership`` ``(n,)`` True = inserted).
+    """
+
+    train: ArrayDataset
+    audited: ArrayDataset
+    membership: np.ndarray
+
+
+@dataclass
+class ModelOutputs:
+    """One trained model's outputs, for output post-processors fitted per model (MemGuard, temperature).
+
+    ``scored`` ``(n,)``: on the examples attacks see (the target's and the pool's: the audited
+    examples; a shadow model's: its own members and non-members), ``membership`` ``(n,)`` which of
+    them it trained on; ``members``: on its whole training set; ``unseen``: on data it never saw
+    (the defender's held-out data; a reference model's examples left OUT); ``population``: on
+    population data (target and reference models).
+    """
+
+    scored: ClassifierOutputs
+    membership: np.ndarray
+    members: ClassifierOutputs | None = None
+    unseen: ClassifierOutputs | None = None
+    population: ClassifierOutputs | None = None
+
+
+@dataclass
+class ExperimentModels:
+    """Everything one :meth:`ClassifierExperiment.run` trained, and what attacks learn from.
+
+    ``target``: outputs on the audited examples (with ids), membership, the model; ``shadow``:
+    each shadow model's outputs on its own examples; ``pool``: the reference pool (on the audited
+    examples and the population); ``shadow_models``: the shadow models themselves, kept when an
+    attack queries them; ``sections``: ``"shadow"`` / ``"reference"`` summaries for
+    ``metrics.json``; ``warnings``: run-level warnings (e.g. the pool's fidelity check).
+    """
+
+    target: AuditedTarget
+    target_outputs: ModelOutputs
+    shadow: list[ModelOutputs] = field(default_factory=list)
+    pool: TrainedReferencePool | None = None
+    shadow_models: list[ShadowModel] = field(default_factory=list)
+    sections: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    progress: bool = False
+    _queried: dict[str, QueriedScores] = field(default_factory=dict, repr=False)
+
+    @property
+    def reference(self) -> AttackReference:
+        """Shadow data, reference pool and the target's population outputs, as attacks' ``fit`` takes them."""
+        shadow = ShadowData([s.scored for s in self.shadow], [s.membership for s in self.shadow]) if self.shadow \
+            else None
+        return AttackReference(shadow=shadow, pool=self.pool, population=self.target.population)
+
+    def pool_outputs(self) -> list[ModelOutputs]:
+        """Each reference model's outputs: on the audited examples, its IN ones (``members``), its OUT ones."""
+        if self.pool is None:
+            return []
+        population: Sequence[ClassifierOutputs | None] = self.pool.population or [None] * self.pool.n_models
+        return [ModelOutputs(out, keep, members=out.subset(keep), unseen=out.subset(~keep), population=z)
+                for out, keep, z in zip(self.pool.outputs, self.pool.keep, population)]
+
+    def queried(self, attacks: Sequence[tuple[str, Attack]]) -> dict[str, QueriedScores]:
+        """Scores of the attacks that query the target model itself (label-only, white-box), by key.
+
+        Computed once per key (defenses that share trained models share these scores: output
+        post-processors keep labels and never touch weights); signals shared by attacks with the
+        same request are computed once (:func:`~miaudit.classifier.queried.run_queried_attacks`).
+        """
+        wanted = [(k, a) for k, a in attacks if signal_type(a)]
+        todo = [(k, a) for k, a in wanted if k not in self._queried]
+        if todo:
+            assert self.target.audited is not None  # checked: attacks that query need a model the tool can run
+            log.info("computing query / gradient signals for %s", ", ".join(k for k, _ in todo))
+            self._queried.update({r.key: r for r in run_queried_attacks(
+                todo, self.target.model, self.target.audited, shadow=self.shadow_models, progress=self.progress)})
+        return {k: self._queried[k] for k, _ in wanted}
+
+    def view_outputs(self, views: str) -> list[ClassifierOutputs]:
+        """The target's outputs on every query view of the audited examples; view 0 is the plain query."""
+        audited = self.target.audited
+        assert audited is not None and self.target.model is not None
+        return [self.target.outputs] + [
+            run_model(self.target.model, ArrayDataset(v, audited.y, n_classes=audited.n_classes,
+                                                      name=f"query view {i}", ids=audited.ids))
+            for i, v in enumerate(query_views(audited.x, views)[1:], 1)]
+
+
+def check_reference_needs(key: str, attack: Attack, *, shadow: bool, pool: bool, population: bool,
+                          population_fix: str, models: str = "models") -> None:
+    """Refuse ``attack`` (config label ``key``) when a run lacks the reference data it needs.
+
+    What it needs: its ``needs_reference`` and, when it must be fitted, every ``fit_input`` (RMIA:
+    a pool and population data); a ``per_class`` threshold needs shadow models. ``shadow`` /
+    ``pool`` / ``population``: whether the run builds them; ``population_fix`` says how to get
+    population data; ``models`` names what shadow and reference models are ("federations").
+    """
+    need = attack.needs_reference
+    if need not in SUPPORTED_REFERENCE:
+        raise ConfigError(f"attack {key!r} needs {need} data, which this audit does not build; use attacks whose "
+                          f"reference is one of {', '.join(SUPPORTED_REFERENCE)}")
+    needed = {need, *(attack.fit_input if attack.fit_required() else ())}
+    if "shadow" in needed and not shadow:
+        raise ConfigError(f"attack {key!r} learns from shadow {models}; set shadow.n_models >= 1 and split.n_shadow")
+    if "reference-pool" in needed and not pool:
+        raise ConfigError(f"attack {key!r} compares the target with reference {models}; set reference.n_models "
+                          "(an even number, e.g. 16)")
+    if "population" in needed and not population:
+        raise ConfigError(f"attack {key!r} needs population data the target never saw; set {population_fix}")
+    if getattr(attack, "per_class", False) and need == "none" and not shadow:
+        raise ConfigError(f"attack {key!r} with per_class=true learns class thresholds from shadow {models}; set "
+                          "shadow.n_models >= 1")
+
+
+def _accuracy(outputs: ClassifierOutputs, rows: np.ndarray) -> float:
+    return float(outputs.correctness[rows].mean())
+
+
+def _n_parameters(model: Any) -> int:
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+class ClassifierExperiment:
+    """Data, split and target source of a classifier experiment, checked against its attacks; :meth:`run` trains.
+
+    ``seed`` drives every random choice; ``training`` is the recipe of every model the tool
+    trains; ``dataset`` (loaded here) and ``split`` give the target's members / non-members,
+    shadow and population data; ``target`` a precomputed target or the user's model instead of
+    one trained by the tool; ``given``: a target trained on data the caller chose (no dataset or
+    split then); ``shadow`` / ``reference``: shadow models and the reference pool.
+
+    ``outputs_only``: the run gives attacks the target's outputs on the audited examples alone
+    (no shadow models, reference pool, population data, queries, weights); the text says why and
+    what to use instead, and attacks needing more are refused with it. ``isolate_training``: train
+    the target in a fresh process (CPU), so its peak memory is its own; ``measure_memory``: measure
+    the target's peak memory (:mod:`miaudit.classifier.training.measured`).
+    """
+
+    def __init__(self, attacks: Sequence[tuple[str, Attack]], *, seed: int, training: TrainConfig,
+                 dataset: DatasetConfig | None = None, split: SplitSizes | None = None,
+                 target: TargetConfig | None = None, given: GivenData | None = None,
+                 shadow: ShadowConfig | None = None, reference: ReferenceConfig | None = None,
+                 outputs_only: str | None = None, isolate_training: bool = False, measure_memory: bool = False,
+                 progress: bool = True):
+        self.attacks = list(attacks)
+        self.seed = seed
+        self.training = training
+        self.target_config = target or TargetConfig()
+        self.given = given
+        self.shadow_config = shadow or ShadowConfig()
+        self.reference_config = reference or ReferenceConfig()
+        self.outputs_only = outputs_only
+        self.isolate_training = isolate_training
+        self.measure_memory = measure_memory
+        self.progress = progress
+        self.warnings: list[str] = []
+        self.dataset = self._load(dataset)
+        self.split: MembershipSplit | None = None
+        self.loaded: AuditedTarget | None = None  # a target the tool does not train, loaded now
+        source = self.target_config.source
+        n_shadow = split.n_shadow if split is not None else 0
+        if source == "precomputed":
+            self.loaded = precomputed_target(self.target_config, self.dataset, n_shadow=n_shadow, seed=seed,
+                                             run_warnings=self.warnings)
+        elif self.target_config.user_model:
+            self.loaded = user_model_target(self.target_config, self.dataset, n_shadow=n_shadow, seed=seed,
+                                            run_warnings=self.warnings)
+        elif given is None:
+            assert self.dataset is not None and split is not None and split.n_members and split.n_nonmembers
+            self.split = make_split(len(self.dataset), n_members=split.n_members, n_nonmembers=split.n_nonmembers,
+                                    n_shadow=split.n_shadow, n_population=split.n_population,
+                                    seed=derive_seed(seed, "split"))
+        self._check_setup()
+        self.shadow_sizes = self._shadow_sizes()
+        self._check_attacks()
+
+    @classmethod
+    def from_config(cls, config: Any, attacks: Sequence[tuple[str, Attack]], **options: Any) -> ClassifierExperiment:
+        """From a config with seed, training, dataset, split, shadow, reference (and target) sections."""
+        return cls(attacks, seed=config.seed, training=config.training, dataset=config.dataset, split=config.split,
+                   target=getattr(config, "target", None), shadow=config.shadow, reference=config.reference,
+                   **options)
+
+    # -- before any training --------------------------------------------------------------------
+    @staticmethod
+    def _load(spec: DatasetConfig | None) -> ArrayDataset | None:
+        if spec is None:
+            return None
+        dataset = load_dataset(spec.source, data_dir=spec.data_dir, **spec.options)
+        log.info("dataset %s: %d examples, %d classes, input shape %s", dataset.name, len(dataset),
+                 dataset.n_classes, dataset.input_shape)
+        return dataset
+
+    @property
+    def trains_target(self) -> bool:
+        """True when the tool trains the target (from the split, or on given data)."""
+        return self.loaded is None
+
+    @property
+    def audited_membership(self) -> np.ndarray:
+        """``(n,)`` membership of the audited examples (True = member)."""
+        if self.loaded is not None:
+            return self.loaded.membership
+        if self.given is not None:
+            return np.asarray(self.given.membership, dtype=bool)
+        assert self.split is not None
+        return self.split.membership
+
+    @property
+    def shadow_pool(self) -> np.ndarray:
+        """Dataset indices the shadow models draw their data from."""
+        if self.loaded is not None:
+            return self.loaded.shadow_pool
+        return self.split.shadow if self.split is not None else np.empty(0, np.int64)
+
+    @property
+    def train_sizes(self) -> tuple[int, ...]:
+        """Every training-set size a model of this experiment trains on: target, shadow, reference models."""
+        n_target = len(self.given.train) if self.given is not None else int(self.audited_membership.sum())
+        n_audited = self.audited_membership.size
+        pool = (n_audited // 2, n_audited - n_audited // 2) if self.reference_config.n_models else ()
+        return (n_target, *([self.shadow_sizes[0]] if self.shadow_sizes else []), *pool)
+
+    def _check_setup(self) -> None:
+        """Shadow models need a dataset; a reference pool needs the audited examples themselves."""
+        if self.shadow_config.n_models and self.dataset is None:
+            raise ConfigError("config: shadow models need a 'dataset' to draw their data from")
+        if self.reference_config.n_models and (self.given is not None or
+                                               (self.loaded is not None and self.loaded.split is None)):
+            raise ConfigError("config.reference: reference models are trained on the audited examples, which this "
+                              "target does not provide; remove reference.n_models")
+
+    def _shadow_sizes(self) -> tuple[int, int] | None:
+        """Members and non-members per shadow model (``None`` without shadow models)."""
+        sh = self.shadow_config
+        if not sh.n_models:
+            return None
+        pool, membership = self.shadow_pool.size, self.audited_membership
+        n_in = sh.members_per_model or min(int(membership.sum()), pool // 2)
+        n_out = sh.nonmembers_per_model or min(int((~membership).sum()), pool - n_in)
+        if n_in < 1 or n_out < 1 or n_in + n_out > pool:
+            raise ConfigError(f"shadow models need {n_in} members + {max(n_out, 0)} non-members each but "
+                              f"split.n_shadow is {pool}; raise split.n_shadow or lower shadow.members_per_model")
+        return n_in, n_out
+
+    def _check_attacks(self) -> None:
+        """Refuse, before any training, every attack this experiment cannot give what it needs."""
+        for key, attack in self.attacks:
+            if self.outputs_only is not None:
+                self._check_outputs_only(key, attack)
+            else:
+                self._check_needs(key, attack)
+
+    def _check_outputs_only(self, key: str, attack: Attack) -> None:
+        need = attack.needs_reference
+        more = [what for what, used in ((_NEEDS.get(need, f"{need} data"), need != "none"),
+                                         ("queries of the model", signal_type(attack) is not None),
+                                         ("the model's weights", attack.access == "white-box"),
+                                         ("shadow models", getattr(attack, "per_class", False))) if used]
+        if more:
+            raise ConfigError(f"config.attacks: {key!r} needs more than the target's outputs ({more[0]}); "
+                              f"{self.outputs_only}")
+
+    def _check_needs(self, key: str, attack: Attack) -> None:
+        """Reference data, access level, queries and weights ``attack`` needs against what this run gives."""
+        loaded = self.loaded
+        access = loaded.outputs.access if loaded is not None else "logits"
+        queryable = loaded is None or loaded.model is not None
+        weights = loaded is None or isinstance(loaded.model, TorchClassifierTarget)
+        population = loaded.population is not None if loaded is not None else \
+            self.split is not None and self.split.population.size > 0
+        check_reference_needs(key, attack, shadow=bool(self.shadow_config.n_models),
+                              pool=bool(self.reference_config.n_models), population=population,
+                              population_fix="target.population (your model's outputs on, or examples of, data it "
+                                             "never saw)" if loaded else "split.n_population (data the target never "
+                                             "saw)")
+        if signal_type(attack) and not queryable:
+            raise ConfigError(f"attack {key!r} queries the model itself (perturbed inputs or gradients); a "
+                              "precomputed target cannot be queried: audit the model with the tool instead")
+        if attack.access in ACCESS_ORDER and ACCESS_ORDER.index(attack.access) > ACCESS_ORDER.index(access):
+            raise ConfigError(f"attack {key!r} needs {attack.access} access but the target gives only {access}; "
+                              "drop it or provide more of the model's outputs")
+        if attack.access == "white-box" and not weights:
+            raise ConfigError(f"attack {key!r} needs the model's weights and gradients (white-box), which this "
+                              "target does not give; audit a torch model (trained by the tool or target.torch_module)")
+
+    @property
+    def keeps_models(self) -> bool:
+        """True when an attack queries the models themselves, so the shadow models are kept."""
+        return any(signal_type(a) for _, a in self.attacks)
+
+    # -- training -------------------------------------------------------------------------------
+    def run(self, *, recipe: TrainConfig | None = None, plugins: PluginFactory | None = None,
+            unseen: ArrayDataset | None = None, member_outputs: bool = False, initial_outputs: bool = False,
+            label: str = "") -> ExperimentModels:
+        """Train (or take) the target, train the shadow models and the reference pool; return what attacks need.
+
+        ``recipe`` replaces the experiment's training recipe (seeds are set per model);
+        ``plugins`` makes fresh training plugins for every model trained. ``member_outputs`` /
+        ``unseen``: also score every model on its own training set / on ``unseen``
+        (:class:`ModelOutputs`, for output post-processors). ``initial_outputs``: also score the
+        target's initial weights on the audited examples (``target.initial``). ``label`` prefixes
+        log lines (e.g. the defense).
+        """
+        recipe = recipe or self.training
+        if plugins is not None and not self.trains_target:
+            raise ConfigError("training plugins (defenses) apply to models the tool trains; a precomputed target or "
+                              "your own model was trained elsewhere")
+        start = time.perf_counter()
+        tag = f"[{label}] " if label else ""
+        target = self._target(recipe, plugins, initial_outputs=initial_outputs, tag=tag)
+        outputs, membership = target.outputs, target.membership
+        target.info["train_accuracy"] = _accuracy(outputs, membership)
+        target.info["test_accuracy"] = _accuracy(outputs, ~membership)
+        log.info("%starget: train accuracy %.4f, test accuracy %.4f", tag, target.info["train_accuracy"],
+                 target.info["test_accuracy"])
+        side = _side_outputs(target.model, target.train if member_outputs else None, unseen)
+        models = ExperimentModels(target, ModelOutputs(outputs, membership, *side, population=target.population),
+                                  progress=self.progress)
+        if self.shadow_config.n_models:
+            self._train_shadow_models(models, recipe, plugins, member_outputs, unseen, tag=tag)
+        if self.reference_config.n_models:
+            self._train_pool(models, recipe, plugins, tag=tag)
+        models.seconds = round(time.perf_counter() - start, 2)
+        return models
+
+    def _train(self, recipe: TrainConfig, data: ArrayDataset, plugins: PluginFactory | None) -> tuple[Any, dict]:
+        """Train the target: in a fresh process, measured in this one, or plainly (its epochs shown)."""
+        fresh = list(plugins()) if plugins is not None else []
+        progress = self.progress and progress_enabled()  # decided here: a spawned process does not inherit -q
+        if self.isolate_training and not recipe.device.startswith("cuda"):
+            return train_isolated(fresh, recipe, data, progress=progress)
+        if self.measure_memory:
+            return train_measured(fresh, recipe, data, threads=None, progress=progress)
+        return train_model(fresh, recipe, data, progress=progress)
+
+    def _target(self, recipe: TrainConfig, plugins: PluginFactory | None, *, initial_outputs: bool,
+                tag: str) -> AuditedTarget:
+        """The loaded target, or one trained now on the split's members (or on the given data)."""
+        if self.loaded is not None:
+            return dataclasses.replace(self.loaded, info=dict(self.loaded.info))
+        recipe = dataclasses.replace(recipe, seed=derive_seed(self.seed, "target"))
+        if self.given is not None:
+            train, audited = self.given.train, self.given.audited
+            membership, split, examples, population = np.asarray(self.given.membership, bool), None, None, None
+        else:
+            assert self.dataset is not None and self.split is not None
+            split, examples = self.split, self.dataset
+            train, audited, membership = examples.subset(split.target_members), examples.subset(split.audited), \
+                split.membership
+            population = examples.subset(split.population) if split.population.size else None
+        log.info("%straining the target (%s, %d epochs) on %d examples", tag, recipe.model, recipe.epochs, len(train))
+        initial = None
+        if initial_outputs:
+            initial = TorchClassifierTarget(build_model_from_config(recipe, train.input_shape,
+                                                                    train.n_classes)).outputs(audited)
+        module, record = self._train(recipe, train, plugins)
+        model = TorchClassifierTarget(module)
+        where = f"{len(train)} examples of {train.name}" if examples is None else \
+            f"{len(train)} {examples.name} examples"
+        info = {"source": "trained", "model": recipe.model, "access": model.access,
+                "description": f"{recipe.model} trained by miaudit on {where} ({recipe.epochs} epochs, "
+                               f"{recipe.optimizer}, lr {recipe.lr:g}, weight decay {recipe.weight_decay:g})",
+                "n_parameters": _n_parameters(module), "train_seconds": round(record["seconds"], 2),
+                "final_train_loss": record["history"][-1]["loss"], "fingerprint": model.fingerprint()}
+        return AuditedTarget(model.outputs(audited), membership, info, self.shadow_pool,
+                             model.outputs(population) if population is not None else None, model=model,
+                             audited=audited, split=split, examples=examples, train=train, training=record,
+                             initial=initial)
+
+    def _train_shadow_models(self, models: ExperimentModels, recipe: TrainConfig, plugins: PluginFactory | None,
+                             member_outputs: bool, unseen: ArrayDataset | None, *, tag: str) -> None:
+        """``shadow.n_models`` models like the target, each on its own random draw from the shadow data.
+
+        Fills ``models.shadow`` (outputs on their own members and non-members), ``shadow_models``
+        (the models, for attacks that query them) and ``sections["shadow"]``.
+        """
+        assert self.dataset is not None and self.shadow_sizes is not None
+        n_in, n_out = self.shadow_sizes
+        train_acc, test_acc = [], []
+        for m in progress_bar(range(self.shadow_config.n_models), desc=f"{tag}shadow models", enabled=self.progress,
+                              unit="model", leave=False):
+            draw = np.random.default_rng(derive_seed(self.seed, "shadow-data", m)).permutation(self.shadow_pool)
+            members, nonmembers = draw[:n_in], draw[n_in:n_in + n_out]
+            model_recipe = dataclasses.replace(recipe, seed=derive_seed(self.seed, "shadow", m))
+            data = self.dataset.subset(members)
+            model = TorchClassifierTarget(train_model(list(plugins()) if plugins else [], model_recipe, data)[0])
+            own = self.dataset.subset(np.r_[members, nonmembers])
+            truth = np.r_[np.ones(n_in, bool), np.zeros(n_out, bool)]
+            out = model.outputs(own)
+            side = _side_outputs(model, data if member_outputs else None, unseen)
+            models.shadow.append(ModelOutputs(out, truth, *side))
+            if self.keeps_models:
+                models.shadow_models.append(ShadowModel(model, own, truth))
+            train_acc.append(_accuracy(out, truth))
+            test_acc.append(_accuracy(out, ~truth))
+        models.sections["shadow"] = {
+            "n_models": self.shadow_config.n_models, "members_per_model": int(n_in),
+            "nonmembers_per_model": int(n_out), "train_accuracy_mean": float(np.mean(train_acc)),
+            "test_accuracy_mean": float(np.mean(test_acc)), "train_accuracy": train_acc, "test_accuracy": test_acc}
+        log.info("%sshadow models: mean train accuracy %.4f, mean test accuracy %.4f", tag, np.mean(train_acc),
+                 np.mean(test_acc))
+
+    def _train_pool(self, models: ExperimentModels, recipe: TrainConfig, plugins: PluginFactory | None, *,
+                    tag: str) -> None:
+        """Reference models on paired halves of the audited examples; fidelity warnings join the run's warnings."""
+        from miaudit.classifier.reference.fidelity import FidelityWarning
+        from miaudit.classifier.reference.pool import build_reference_pool_for_audit
+
+        target, ref = models.target, self.reference_config
+        assert target.examples is not None and target.split is not None  # checked in _check_setup
+        log.info("%straining %d reference models (%s executor%s)", tag, ref.n_models, ref.executor,
+                 f" at {ref.ray_address}" if ref.ray_address else "")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pool = build_reference_pool_for_audit(
+                target.examples, target.split, recipe, n_models=ref.n_models, seed=derive_seed(self.seed, "reference"),
+                target_outputs=target.outputs, views=ref.views, plugins=list(plugins()) if plugins else (),
+                executor=ref.executor, n_workers=ref.n_workers, ray_address=ref.ray_address,
+                cache_dir=ref.cache_dir, progress=self.progress)
+        for w in caught:
+            if issubclass(w.category, FidelityWarning):
+                models.warnings.append(str(w.message))
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        models.pool = pool
+        models.sections["reference"] = {"n_models": ref.n_models, "views": ref.views, "executor": ref.executor,
+                                        "seconds": round(pool.seconds, 2), "fidelity": pool.fidelity, **pool.info}
+        if ref.ray_address:
+            models.sections["reference"]["ray_address"] = ref.ray_address
+
+
+def _side_outputs(model: Any, members: ArrayDataset | None,
+                  unseen: ArrayDataset | None) -> tuple[ClassifierOutputs | None, ClassifierOutputs | None]:
+    """A model's outputs on its training set and on unseen data (each ``None`` when not asked for)."""
+    return (model.outputs(members) if members is not None else None,
+            model.outputs(unseen) if unseen is not None else None)
+
+
+__all__ = ["ACCESS_ORDER", "SUPPORTED_REFERENCE", "ClassifierExperiment", "ExperimentModels", "GivenData",
+           "ModelOutputs", "PluginFactory", "SplitSizes", "check_reference_needs"]

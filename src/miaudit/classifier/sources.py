@@ -1,0 +1,174 @@
+"""Where an audited classifier comes from, when the tool does not train it: precomputed outputs or the user's model.
+
+Membership ground truth comes from the file of a precomputed target, or from the member /
+non-member files given with the user's own model (a torch module loaded from its state dict, or a
+trusted scikit-learn pickle). Shadow data for such a target is drawn from the config's dataset,
+which the tool cannot check against the target's training set (the run says so). A target the
+tool trains itself is built by :class:`miaudit.classifier.experiment.ClassifierExperiment`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from miaudit.classifier.config import TargetConfig
+from miaudit.classifier.outputs import ClassifierOutputs
+from miaudit.classifier.targets import PrecomputedTarget, SklearnTarget, TorchClassifierTarget
+from miaudit.classifier.targets.user_model import (
+    join_examples,
+    load_sklearn,
+    load_torch_module,
+    read_examples,
+    run_model,
+)
+from miaudit.data import ArrayDataset, MembershipSplit
+from miaudit.errors import DataError
+from miaudit.utils.seed import derive_seed
+
+
+@dataclass
+class AuditedTarget:
+    """The audited side of a run: the target's outputs on the audited examples and where they came from.
+
+    ``outputs`` ``(n,)`` carry the audited examples' ids; ``membership`` ``(n,)`` bool; ``info``
+    goes to ``metrics.json`` ``"target"``; ``shadow_pool``: dataset indices for shadow models;
+    ``population``: the target on data it never saw. ``model`` (``None`` for a precomputed target)
+    answers queries on ``audited``; reference pools are trained on ``split.audited`` of
+    ``examples``. For a target the tool trained: ``train``, its training set; ``training``, what
+    training cost (:mod:`miaudit.classifier.training.measured`); ``initial``, its initial weights'
+    outputs on the audited examples, when asked for. ``precomputed_groups``: group ids of a precomputed
+    target's examples (its file's ``groups``); :attr:`groups` gives every source's.
+    """
+
+    outputs: ClassifierOutputs
+    membership: np.ndarray
+    info: dict[str, Any]
+    shadow_pool: np.ndarray
+    population: ClassifierOutputs | None = None
+    model: TorchClassifierTarget | SklearnTarget | None = None
+    audited: ArrayDataset | None = None
+    split: MembershipSplit | None = None
+    examples: ArrayDataset | None = None
+    train: ArrayDataset | None = None
+    training: dict[str, Any] | None = None
+    initial: ClassifierOutputs | None = None
+    precomputed_groups: np.ndarray | None = None
+
+    @property
+    def groups(self) -> np.ndarray | None:
+        """``(n,)`` group ids of the audited examples (records that are not independent), or None."""
+        return self.audited.groups if self.audited is not None else self.precomputed_groups
+
+    @property
+    def ids(self) -> np.ndarray:
+        """``(n,)`` ids of the audited examples."""
+        assert self.outputs.ids is not None  # every source gives its outputs the audited examples' ids
+        return self.outputs.ids
+
+
+def load_population(path: str, n_classes: int) -> ClassifierOutputs:
+    """Target outputs on population data from an ``.npz`` with ``logits``/``probs``/``predictions`` and ``labels``."""
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"population outputs file {file} does not exist; check target.population")
+    with np.load(file, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    given = [k for k in ("logits", "probs", "predictions") if k in arrays]
+    if len(given) != 1 or "labels" not in arrays:
+        raise DataError(f"{file} must hold 'labels' and exactly one of logits, probs, predictions "
+                        f"(keys: {', '.join(arrays) or 'none'})")
+    outputs = ClassifierOutputs(arrays["labels"], **{given[0]: arrays[given[0]]})
+    if outputs.access != "label-only" and outputs.n_classes != n_classes:
+        raise DataError(f"{file} has {outputs.n_classes} classes but the target outputs {n_classes}")
+    return outputs
+
+
+def external_shadow_pool(dataset: ArrayDataset | None, outputs: ClassifierOutputs, *, n_shadow: int, seed: int,
+                         run_warnings: list[str]) -> np.ndarray:
+    """Dataset indices for shadow models of a target the tool did not train (empty without a dataset)."""
+    if dataset is None:
+        return np.empty(0, np.int64)
+    if dataset.n_classes != outputs.n_classes and outputs.access != "label-only":
+        raise DataError(f"dataset {dataset.name} has {dataset.n_classes} classes but the target's outputs have "
+                        f"{outputs.n_classes}; use the target's label set")
+    if n_shadow > len(dataset):
+        raise DataError(f"split.n_shadow={n_shadow} but dataset {dataset.name} has {len(dataset)} examples; lower it")
+    order = np.random.default_rng(derive_seed(seed, "split")).permutation(len(dataset))
+    run_warnings.append("shadow data comes from the given dataset; it must not overlap the target's training set, "
+                        "which the tool cannot check for a target it did not train")
+    return np.sort(order[:n_shadow])
+
+
+def precomputed_target(target: TargetConfig, dataset: ArrayDataset | None, *, n_shadow: int, seed: int,
+                       run_warnings: list[str]) -> AuditedTarget:
+    """Outputs and membership from the user's file; shadow data (if any) drawn from ``dataset``."""
+    path = target.precomputed
+    assert path is not None
+    stored = PrecomputedTarget.from_npz(path)
+    outputs = stored.outputs()
+    population = load_population(target.population, outputs.n_classes) if target.population else None
+    info = {"source": "precomputed", "path": path, "access": stored.access,
+            "description": f"precomputed outputs from {path} ({stored.access})", "fingerprint": stored.fingerprint()}
+    shadow_pool = external_shadow_pool(dataset, outputs, n_shadow=n_shadow, seed=seed, run_warnings=run_warnings)
+    return AuditedTarget(outputs, stored.membership, info, shadow_pool, population, precomputed_groups=stored.groups)
+
+
+def _n_parameters(model: Any) -> int:
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def user_model_target(target: TargetConfig, dataset: ArrayDataset | None, *, n_shadow: int, seed: int,
+                      run_warnings: list[str]) -> AuditedTarget:
+    """The user's torch module or scikit-learn estimator, audited on its member and non-member files."""
+    assert target.members is not None and target.nonmembers is not None  # required with a user model (config)
+    members = read_examples(target.members, "members", "member")
+    nonmembers = read_examples(target.nonmembers, "nonmembers", "nonmember")
+    population = read_examples(target.population, "population", "population") if target.population else None
+    parts = [members, nonmembers] + ([population] if population is not None else [])
+    n_labels = int(max(p.y.max() for p in parts)) + 1
+    model: TorchClassifierTarget | SklearnTarget
+    if target.source == "torch_module":
+        spec = target.torch_module
+        assert spec is not None
+        model = load_torch_module(spec)
+        n_classes = run_model(model, members.subset(np.arange(1))).n_classes
+        if n_classes < n_labels:
+            raise DataError(f"labels in the target's files go up to {n_labels - 1} but {spec['class']} outputs "
+                            f"{n_classes} classes; use the model's label indices")
+        info = {"source": "torch_module", "class": spec["class"], "path": spec["path"], "access": model.access,
+                "description": f"{spec['class']} loaded from {spec['path']} (state dict)",
+                "n_parameters": _n_parameters(model.model), "fingerprint": model.fingerprint()}
+    else:
+        assert target.sklearn is not None
+        estimator = load_sklearn(target.sklearn)
+        classes = np.asarray(getattr(estimator, "classes_", [0]))
+        known = int(classes.max()) + 1 if np.issubdtype(classes.dtype, np.integer) else 0
+        n_classes = max(n_labels, known)
+        model = SklearnTarget(estimator, n_classes=n_classes)
+        info = {"source": "sklearn", "estimator": type(estimator).__name__, "path": target.sklearn,
+                "access": model.access, "description": f"{type(estimator).__name__} unpickled from {target.sklearn}",
+                "fingerprint": model.fingerprint()}
+    examples = join_examples(parts, n_classes)
+    n_in, n_audited = len(members), len(members) + len(nonmembers)
+    split = MembershipSplit(np.arange(n_in), np.arange(n_in, n_audited), np.empty(0, np.int64),
+                            np.arange(n_audited, len(examples)))
+    audited = examples.subset(split.audited)
+    outputs = run_model(model, audited)
+    info["description"] += (f", audited on {n_in} members ({target.members}) and {len(nonmembers)} non-members "
+                            f"({target.nonmembers})")
+    seen = {row.tobytes() for row in members.x.reshape(n_in, -1)}
+    copies = sum(row.tobytes() in seen for row in nonmembers.x.reshape(len(nonmembers), -1))
+    if copies:
+        run_warnings.append(f"{copies} non-members in {target.nonmembers} are exact copies of members; their ground "
+                            "truth is ambiguous: remove them")
+    population_outputs = run_model(model, examples.subset(split.population)) if population is not None else None
+    shadow_pool = external_shadow_pool(dataset, outputs, n_shadow=n_shadow, seed=seed, run_warnings=run_warnings)
+    return AuditedTarget(outputs, split.membership, info, shadow_pool, population_outputs, model=model,
+                         audited=audited, split=split, examples=examples)
+
+
+__all__ = ["AuditedTarget", "external_shadow_pool", "load_population", "precomputed_target", "user_model_target"]

@@ -1,0 +1,161 @@
+"""The user's own model as an audit target: a torch module from its state dict, or a scikit-learn pickle.
+
+Used by the classifier experiment for ``target.torch_module`` / ``target.sklearn``
+(:mod:`miaudit.classifier.config`): the class is imported and built with the config's ``kwargs``
+and its state dict read with ``torch.load(weights_only=True)`` (no code runs); a scikit-learn
+estimator is unpickled only with ``trust_pickle: true``. The audited examples come from ``.npz``
+files with ``x``, ``y`` and optional ``ids``. Every problem is a one-line error naming the fix.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from miaudit.classifier.outputs import ClassifierOutputs
+from miaudit.classifier.targets.sklearn import SklearnTarget
+from miaudit.classifier.targets.torch_module import TorchClassifierTarget
+from miaudit.data import ArrayDataset
+from miaudit.data.datasets import read_npz
+from miaudit.errors import ConfigError, DataError, MiauditError
+from miaudit.utils.trusted_code import import_trusted_callable
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
+def _few(items: list[str], k: int = 3) -> str:
+    return ", ".join(items[:k]) + (f" (+{len(items) - k} more)" if len(items) > k else "")
+
+
+def _import_class(spec: str) -> type[nn.Module]:
+    """The class ``"pkg.module:ClassName"`` names, imported under the rules of :mod:`miaudit.utils.trusted_code`
+    (``target.trust_code: true`` is checked when the config is parsed); a one-line ConfigError when it cannot be."""
+    return import_trusted_callable(spec, trust_code=True, where="config.target.torch_module.class",
+                                   accept=lambda obj: isinstance(obj, type) and issubclass(obj, nn.Module),
+                                   expected="a torch.nn.Module subclass")
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors saved with ``torch.save(model.state_dict(), path)``, read with ``weights_only=True`` (no code runs)."""
+    where = "config.target.torch_module.path"
+    if not path.is_file():
+        raise DataError(f"{where}: {path} does not exist; save your weights with torch.save(model.state_dict(), "
+                        "path)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise DataError(f"{where}: {path} holds more than tensors (e.g. a whole pickled model), which miaudit does "
+                        "not unpickle; save model.state_dict() instead") from None
+    except Exception as exc:  # torch raises RuntimeError, OSError, EOFError... for files it cannot parse
+        raise DataError(f"{where}: cannot read {path} with torch.load(weights_only=True) ({_one_line(exc)}); save "
+                        "model.state_dict() with torch.save") from None
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        found = f"keys {_few([str(k) for k in state])}" if isinstance(state, Mapping) else type(state).__name__
+        raise DataError(f"{where}: {path} is not a state dict of tensors (found {found}); save model.state_dict() "
+                        "itself, not a checkpoint around it")
+    return {str(k): v for k, v in state.items()}
+
+
+def load_torch_module(spec: dict[str, Any]) -> TorchClassifierTarget:
+    """Build the user's class with ``kwargs`` and load its state dict strictly; the module is in eval mode."""
+    path = Path(spec["path"])
+    state = _read_state_dict(path)
+    cls = _import_class(spec["class"])
+    try:
+        model = cls(**spec.get("kwargs", {}))
+    except Exception as exc:  # the user's constructor may raise anything
+        raise ConfigError(f"config.target.torch_module.kwargs: {spec['class']}(**kwargs) failed ({_one_line(exc)}); "
+                          "fix the constructor arguments") from None
+    expected = model.state_dict()
+    problems = [f"{what} {_few(keys)}" for what, keys in (
+        ("missing keys", [k for k in expected if k not in state]),
+        ("unexpected keys", [k for k in state if k not in expected]),
+        ("shape mismatch (file vs model)", [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+                                            for k, v in expected.items() if k in state and state[k].shape != v.shape]),
+    ) if keys]
+    if problems:
+        raise DataError(f"config.target.torch_module: the state dict in {path} does not fit {spec['class']}"
+                        f"(**kwargs): {'; '.join(problems)}; check class and kwargs")
+    model.load_state_dict(state)
+    return TorchClassifierTarget(model.eval())
+
+
+def load_sklearn(path_str: str) -> Any:
+    """A fitted estimator from a pickle / joblib file; the config has ``trust_pickle: true`` (checked at parse)."""
+    import joblib
+
+    path = Path(path_str)
+    if not path.is_file():
+        raise DataError(f"config.target.sklearn: {path} does not exist; save your fitted estimator with "
+                        "joblib.dump(model, path) or pickle")
+    try:
+        estimator = joblib.load(path)  # unpickles: runs code from the file, hence trust_pickle
+    except Exception as exc:
+        raise DataError(f"config.target.sklearn: cannot unpickle {path} ({_one_line(exc)}); save a fitted estimator "
+                        "with joblib.dump or pickle, with the scikit-learn version installed here") from None
+    if not hasattr(estimator, "predict"):
+        raise DataError(f"config.target.sklearn: {path} holds a {type(estimator).__name__}, not a fitted estimator "
+                        "with predict / predict_proba")
+    return estimator
+
+
+def read_examples(path_str: str, key: str, role: str) -> ArrayDataset:
+    """``x`` ``(n, ...)``, ``y`` ``(n,)``, optional ``ids`` (default ``"<role>/<row>"``) and ``groups`` of
+    ``target.<key>``."""
+    path = Path(path_str)
+    if not path.is_file():
+        raise DataError(f"config.target.{key}: {path} does not exist; give an .npz with x (n, ...) and y (n,)")
+    arrays = read_npz(path)
+    missing = [k for k in ("x", "y") if k not in arrays]
+    if missing:
+        raise DataError(f"config.target.{key}: {path} has no {missing[0]!r} array (keys: "
+                        f"{', '.join(arrays) or 'none'}); save it with numpy.savez(path, x=..., y=...)")
+    if not np.issubdtype(arrays["x"].dtype, np.number) and arrays["x"].dtype != bool:
+        raise DataError(f"config.target.{key}: x in {path} has dtype {arrays['x'].dtype}; features must be numeric")
+    n = len(arrays["y"])
+    ids = arrays["ids"].astype(str) if "ids" in arrays else np.array([f"{role}/{i}" for i in range(n)])
+    return ArrayDataset(arrays["x"], arrays["y"], name=f"{path.name}", ids=ids, groups=arrays.get("groups"))
+
+
+def join_examples(parts: list[ArrayDataset], n_classes: int | None) -> ArrayDataset:
+    """Members, non-members (and population) as one dataset, in that order; shapes and ids checked."""
+    shapes = {p.input_shape for p in parts}
+    if len(shapes) > 1:
+        raise DataError(f"config.target: members, nonmembers and population must share one input shape; got "
+                        f"{', '.join(f'{p.name} {p.input_shape}' for p in parts)}")
+    ids = np.concatenate([p.ids for p in parts])
+    if np.unique(ids).size != ids.size:
+        raise DataError("config.target: example ids repeat across members, nonmembers and population; give unique "
+                        "'ids' in the .npz files (or none)")
+    grouped = [p.groups is not None for p in parts[:2]]
+    if grouped[0] != grouped[1]:
+        raise DataError("config.target: only one of the members / nonmembers files has 'groups'; give group ids in "
+                        "both (or neither)")
+    groups = None
+    if grouped[0]:
+        groups = np.concatenate([p.groups.astype(str) if p.groups is not None else
+                                 np.array([f"{p.name}/{i}" for i in range(len(p))]) for p in parts])
+    return ArrayDataset(np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]),
+                        n_classes=n_classes, name=" + ".join(p.name for p in parts), ids=ids, groups=groups)
+
+
+def run_model(model: TorchClassifierTarget | SklearnTarget, data: ArrayDataset) -> ClassifierOutputs:
+    try:
+        return model.outputs(data)
+    except MiauditError:
+        raise
+    except Exception as exc:  # the user's forward pass may raise anything
+        raise DataError(f"running your model on {data.name} failed ({_one_line(exc)}); check that x has the input "
+                        "shape and dtype the model expects") from None
+
+
+__all__ = ["join_examples", "load_sklearn", "load_torch_module", "read_examples", "run_model"]
