@@ -271,8 +271,9 @@ def main() -> None:
         "# Reference-pool training: executors side by side",
         "",
         f"Device: {args.device} ({args.precision}). "
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, shared with other jobs while measured (load "
-        f"average {load_before[0]:.1f} before, {load_after[0]:.1f} after; {time.time() - started:.0f} s in all). "
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores; load average {load_before[0]:.1f} before, "
+        f"{load_after[0]:.1f} after ({time.time() - started:.0f} s in all; the benchmark itself runs at most "
+        f"{args.workers} busy process(es) at a time, so a load above that means other work shared the machine). "
         f"Each executor in a fresh process; {args.repeats} repeats with the executors interleaved; medians. "
         f"Single-process executors ran with {args.threads} torch thread(s); multi-process ones with {args.workers} "
         f"processes of one thread. Run with `nice -n 10 python benchmarks/reference_training.py "
