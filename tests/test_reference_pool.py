@@ -1,19 +1,37 @@
 """Reference pools: caching, resume, stale-cache invalidation, executors agree, fidelity, data checks."""
 
 import dataclasses
+import json
 import warnings
 
 import numpy as np
 import pytest
+import torch
 
 from miaudit.attacks.registry import create_attack
 from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.reference import AttackReference, executors
 from miaudit.classifier.reference.fidelity import FidelityWarning, check_fidelity
+from miaudit.classifier.reference.optimizer import InPlaceOptimizer
 from miaudit.classifier.reference.pool import build_reference_pool_for_audit, check_pool_data, train_reference_pool
+from miaudit.classifier.reference.vectorised import (
+    auto_group_size,
+    choose_batching,
+    choose_group_size,
+    prefers_channels_last,
+    train_vectorised,
+    training_bytes,
+)
 from miaudit.classifier.reference.views import query_views
 from miaudit.classifier.targets import TorchClassifierTarget
-from miaudit.classifier.training import TrainConfig, TrainingPlugin, build_model_from_config, train_classifier
+from miaudit.classifier.training import (
+    TrainConfig,
+    TrainingPlugin,
+    build_model,
+    build_model_from_config,
+    make_optimizer,
+    train_classifier,
+)
 from miaudit.data import load_dataset, make_split, paired_keep_matrix
 from miaudit.errors import ConfigError, DataError
 
@@ -103,27 +121,179 @@ def test_executors_agree_with_sequential(location, sequential_pool, executor):
         np.testing.assert_array_equal(pool.population[1].logits, seq.population[1].logits)
 
 
-def test_vectorised_cnn_matches_sequential():
+@pytest.mark.parametrize("batching", ["auto", "stacked", "per-model"])
+def test_vectorised_cnn_matches_sequential(batching):
     digits = load_dataset("digits").subset(np.arange(120))
     recipe = TrainConfig(model="cnn", hidden=[16], epochs=2, batch_size=16, model_options={"channels": [4, 8]})
     keep = paired_keep_matrix(2, len(digits), seed=0)
     seq = train_reference_pool(digits, keep, recipe, progress=False)
-    vec = train_reference_pool(digits, keep, recipe, executor="vectorised", progress=False)
+    vec = train_reference_pool(digits, keep, recipe, executor="vectorised", batching=batching, progress=False)
     np.testing.assert_allclose(_logits(vec), _logits(seq), atol=VECTORISED_ATOL, rtol=0)
+    # on CPU a CNN trains model by model (channels-last), not as one stacked grouped convolution
+    assert vec.info["numerics"] == ("vectorised" if batching == "stacked" else "vectorised-per-model")
+
+
+@pytest.mark.parametrize("recipe", [{"optimizer": "adam"}, {"optimizer": "adam", "weight_decay": 0.01, "lr": 3e-3},
+                                    {"optimizer": "sgd", "lr": 0.05}, {"optimizer": "sgd", "weight_decay": 1e-3},
+                                    {"optimizer": "sgd", "momentum": 0.0, "lr": 0.1}])
+def test_in_place_optimizer_is_torch_optim_bit_for_bit(recipe):
+    config = TrainConfig(**recipe)
+    shapes = [(4, 16, 9), (4, 16), (3, 2, 3, 3)]
+    reference = [torch.randn(s, generator=torch.Generator().manual_seed(i)).requires_grad_()
+                 for i, s in enumerate(shapes)]
+    mine = [p.detach().clone() for p in reference]
+    torch_optim, in_place = make_optimizer(reference, config), InPlaceOptimizer(mine, config)
+    draws = torch.Generator().manual_seed(9)
+    for _ in range(6):
+        grads = [torch.randn(s, generator=draws) for s in shapes]
+        for p, g in zip(reference, grads):
+            p.grad = g.clone()
+        torch_optim.step()
+        in_place.step(grads)
+    assert all(torch.equal(p, q) for p, q in zip(reference, mine))
+    with pytest.raises(RuntimeError, match="gradient"):
+        in_place.step([None, None, None])
+
+
+def test_vectorised_groups_and_worker_processes_change_nothing(location):
+    data, population = location
+    keep = paired_keep_matrix(4, len(data), seed=2)
+    one = train_reference_pool(data, keep, RECIPE, population=population, executor="vectorised", progress=False)
+    pairs = train_reference_pool(data, keep, RECIPE, population=population, executor="vectorised", group_size=2,
+                                 progress=False)
+    workers = train_reference_pool(data, keep, RECIPE, population=population, executor="vectorised", group_size=2,
+                                   n_workers=2, progress=False)
+    np.testing.assert_array_equal(_logits(pairs), _logits(one))  # a model's gradients are its own
+    np.testing.assert_array_equal(_logits(workers), _logits(one))
+    np.testing.assert_array_equal(workers.population[3].logits, one.population[3].logits)
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_vectorised_models_rescore_from_cached_weights_exactly(tmp_path, model):
+    digits = load_dataset("digits").subset(np.arange(80))
+    recipe = TrainConfig(model=model, hidden=[16], epochs=1, batch_size=16,
+                         model_options={"channels": [4]} if model == "cnn" else {})
+    keep = paired_keep_matrix(2, len(digits), seed=0)
+    first = train_reference_pool(digits, keep, recipe, executor="vectorised", cache_dir=tmp_path, progress=False)
+    for path in tmp_path.glob("*.npz"):
+        path.unlink()
+    rescored = train_reference_pool(digits, keep, recipe, executor="vectorised", cache_dir=tmp_path, progress=False)
+    assert rescored.info["trained"] == 0
+    np.testing.assert_array_equal(_logits(rescored), _logits(first))
+
+
+def test_vectorised_batch_norm_trains_model_by_model():
+    images = load_dataset("digits").subset(np.arange(64))
+    keep = paired_keep_matrix(2, len(images), seed=0)
+    resnet = TrainConfig(model="resnet18", epochs=1, batch_size=16, model_options={"width": 4})
+    seq = train_reference_pool(images, keep, resnet, progress=False)
+    vec = train_reference_pool(images, keep, resnet, executor="vectorised", progress=False)
+    assert vec.info["numerics"] == "vectorised-per-model"  # running statistics cannot be stacked
+    np.testing.assert_allclose(_logits(vec), _logits(seq), atol=1e-3, rtol=0)
+    with pytest.raises(ConfigError, match="batch statistics"):
+        train_reference_pool(images, keep, resnet, executor="vectorised", batching="stacked", progress=False)
+
+
+def test_vectorised_records_history_and_stops_on_divergence(location, tmp_path):
+    data, _ = location
+    keep = paired_keep_matrix(2, len(data), seed=3)
+    train_reference_pool(data, keep, RECIPE, executor="vectorised", cache_dir=tmp_path, progress=False)
+    histories = [json.loads(p.read_text())["history"] for p in sorted(tmp_path.glob("*.json"))]
+    assert [len(h) for h in histories] == [RECIPE.epochs] * 2
+    assert all(0 <= e["accuracy"] <= 1 and e["loss"] > 0 for h in histories for e in h)
+    exploding = dataclasses.replace(RECIPE, optimizer="sgd", lr=1e12)
+    for executor in ("sequential", "vectorised"):
+        with pytest.raises(DataError, match="lower training.lr"):
+            train_reference_pool(data, keep, exploding, executor=executor, progress=False)
+
+
+def test_bfloat16_pool_follows_the_recipe(location):
+    data, _ = location
+    keep = paired_keep_matrix(2, len(data), seed=2)
+    recipe = dataclasses.replace(RECIPE, precision="bfloat16")
+    seq = train_reference_pool(data, keep, recipe, progress=False)
+    vec = train_reference_pool(data, keep, recipe, executor="vectorised", progress=False)
+    float32 = train_reference_pool(data, keep, RECIPE, progress=False)
+    # bfloat16 autocast changes the models far more than the executors' summation order does
+    assert np.abs(_logits(vec) - _logits(seq)).max() < 1e-2 < np.abs(_logits(seq) - _logits(float32)).max()
 
 
 def test_vectorised_refuses_what_it_cannot_train(location):
     data, _ = location
+    small = data.subset(np.arange(16))
     keep = paired_keep_matrix(2, 16, seed=0)
-    images = load_dataset("digits").subset(np.arange(16))
-    resnet = TrainConfig(model="resnet18", epochs=1, model_options={"width": 4})
-    with pytest.raises(ConfigError, match="batch statistics"):
-        train_reference_pool(images, keep, resnet, executor="vectorised", progress=False)
     with pytest.raises(ConfigError, match="plugins"):
-        train_reference_pool(data.subset(np.arange(16)), keep, RECIPE, plugins=[TrainingPlugin()],
-                             executor="vectorised", progress=False)
+        train_reference_pool(small, keep, RECIPE, plugins=[TrainingPlugin()], executor="vectorised", progress=False)
     with pytest.raises(ConfigError, match="unknown executor"):
-        train_reference_pool(data.subset(np.arange(16)), keep, RECIPE, executor="threads", progress=False)
+        train_reference_pool(small, keep, RECIPE, executor="threads", progress=False)
+    with pytest.raises(ConfigError, match="group_size"):
+        train_reference_pool(small, keep, RECIPE, executor="vectorised", group_size=0, progress=False)
+    with pytest.raises(ConfigError, match="batching"):
+        train_reference_pool(small, keep, RECIPE, executor="vectorised", batching="grouped", progress=False)
+    with pytest.raises(ConfigError, match="only the seed may differ"):
+        train_vectorised(small, [np.arange(8)] * 2, [RECIPE, dataclasses.replace(RECIPE, lr=1.0)], progress=False)
+    with pytest.raises(ConfigError, match="one size"):
+        train_vectorised(small, [np.arange(8), np.arange(6)], [RECIPE, RECIPE], progress=False)
+
+
+def test_pool_device_and_cuda_need_a_gpu(location, monkeypatch):
+    data, _ = location
+    keep = paired_keep_matrix(2, len(data), seed=0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for executor in ("sequential", "vectorised"):
+        with pytest.raises(ConfigError, match="training.device: 'cuda' asks for a GPU"):
+            train_reference_pool(data, keep, RECIPE, executor=executor, device="cuda", progress=False)
+    pool = train_reference_pool(data, keep, dataclasses.replace(RECIPE, device="cuda"), device="cpu", progress=False)
+    assert pool.info["device"] == "cpu"
+    auto = train_reference_pool(data, keep, RECIPE, device="auto", progress=False)
+    assert auto.info["device"] == "cpu"  # "auto" is resolved before it enters the cache key
+
+
+def test_batching_and_channels_last_choice():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")  # devices as values: no GPU needed
+    mlp = build_model("mlp", (10,), 3, hidden=(8,))
+    cnn = build_model("cnn", (3, 8, 8), 3, hidden=(8,), channels=(4,))
+    group_norm = build_model("resnet18", (3, 8, 8), 3, width=4, norm="group")
+    batch_norm = build_model("resnet18", (3, 8, 8), 3, width=4, norm="batch")
+    assert [choose_batching(m, cpu) for m in (mlp, cnn, group_norm, batch_norm)] == \
+        ["stacked", "per-model", "per-model", "per-model"]
+    assert [choose_batching(m, cuda) for m in (mlp, cnn, group_norm, batch_norm)] == \
+        ["stacked", "stacked", "stacked", "per-model"]
+    assert prefers_channels_last(cnn, cpu) and not prefers_channels_last(group_norm, cpu)
+    assert not prefers_channels_last(cnn, cuda) and not prefers_channels_last(mlp, cpu)
+
+
+def test_group_size_from_memory():
+    gib = 2**30
+    assert choose_group_size(64, gib, 10 * gib) == 6  # 0.6 of 10 GiB holds 6 models of 1 GiB
+    assert choose_group_size(64, gib, 10 * gib, fixed_bytes=2 * gib) == 4
+    assert choose_group_size(4, gib, 100 * gib) == 4  # never more than the models to train
+    assert choose_group_size(64, gib, 100 * gib, limit=16) == 16
+    assert choose_group_size(64, gib, None) == 64  # unknown free memory: no bound
+    assert choose_group_size(64, 50 * gib, gib) == 1  # at least one model
+    with pytest.raises(ConfigError, match="at least one model"):
+        choose_group_size(0, gib, gib)
+    with pytest.raises(ConfigError, match="fraction"):
+        choose_group_size(4, gib, gib, fraction=1.5)
+
+
+def test_training_memory_estimate_and_auto_group_size(monkeypatch):
+    from miaudit.classifier.reference import vectorised
+
+    mlp = build_model("mlp", (100,), 10, hidden=(50,))
+    params, activations = training_bytes(mlp, (100,), 32, "adam")
+    assert params == (100 * 50 + 50 + 50 * 10 + 10) * 4 * 4  # weights, gradients, two Adam buffers
+    _, doubled = training_bytes(mlp, (100,), 64, "adam")
+    assert activations > 32 * (100 + 50) * 4 and doubled > 1.9 * activations  # activations grow with the batch
+    resnet = build_model("resnet18", (3, 32, 32), 10, width=8, norm="group")
+    assert training_bytes(resnet, (3, 32, 32), 64, "sgd")[1] > 64 * 3 * 32 * 32 * 4 * 10
+    recipe = TrainConfig(model="resnet18", batch_size=64, model_options={"width": 8, "norm": "group"})
+    per_model = sum(training_bytes(resnet, (3, 32, 32), 64, "adam"))
+    monkeypatch.setattr(vectorised, "available_memory", lambda device: 10 * per_model)
+    stacked = auto_group_size(resnet, (3, 32, 32), recipe, 64, "stacked", torch.device("cuda"))
+    assert stacked == 6  # 0.6 of the free memory, every model's activations at once
+    assert auto_group_size(resnet, (3, 32, 32), recipe, 64, "stacked", torch.device("cuda"), n_workers=2) == 3
+    assert auto_group_size(resnet, (3, 32, 32), recipe, 64, "per-model", torch.device("cpu")) > stacked
 
 
 def test_fidelity_warns_when_pool_differs_from_target(location):

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader, TensorDataset
 
 from miaudit.classifier.training import (
     TrainConfig,
@@ -9,11 +10,13 @@ from miaudit.classifier.training import (
     build_model,
     build_model_from_config,
     predict_logits,
+    shuffled_batches,
     train_classifier,
 )
 from miaudit.config import from_dict
 from miaudit.data import ArrayDataset, load_dataset
 from miaudit.errors import ConfigError
+from miaudit.utils.device import resolve_device
 
 
 @pytest.fixture(scope="module")
@@ -138,9 +141,68 @@ def test_plugin_setup_can_replace_the_optimizer(digits):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+@pytest.mark.parametrize("n,batch_size,seed", [(300, 32, 0), (64, 64, 3), (10, 3, 7)])
+def test_shuffled_batches_are_the_data_loaders_order(n, batch_size, seed):
+    loader = DataLoader(TensorDataset(torch.arange(n)), batch_size=batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(seed))
+    expected = [[batch for (batch,) in loader] for _ in range(3)]
+    got = shuffled_batches(n, batch_size, seed, epochs=3)
+    assert [len(epoch) for epoch in got] == [len(epoch) for epoch in expected]
+    assert all(torch.equal(a, b) for ea, eb in zip(got, expected) for a, b in zip(ea, eb))
+    assert got[0][0].dtype == torch.int64
+
+
+class SameLoader(TrainingPlugin):
+    """Replaces the loop's DataLoader by an equal one, so the loop iterates a DataLoader as before the change."""
+
+    def setup(self, model, optimizer, loader):
+        again = DataLoader(loader.dataset, batch_size=loader.batch_size, shuffle=True,
+                           generator=torch.Generator().manual_seed(loader.generator.initial_seed()))
+        return model, optimizer, again
+
+
+@pytest.mark.parametrize("overrides", [{}, {"optimizer": "sgd", "weight_decay": 1e-3, "lr": 0.05},
+                                       {"model": "cnn", "hidden": [16], "model_options": {"channels": [4, 8]}}])
+def test_gathered_batches_train_exactly_like_the_data_loader(digits, overrides):
+    config = TrainConfig(**{"epochs": 2, "batch_size": 24, "seed": 4, **overrides})
+    fast = train_classifier(build_model_from_config(config, digits.input_shape, digits.n_classes), digits, config,
+                            progress=False)
+    loader = train_classifier(build_model_from_config(config, digits.input_shape, digits.n_classes), digits, config,
+                              plugins=[SameLoader()], progress=False)
+    a, b = _weights(fast.model), _weights(loader.model)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["loss"] for h in fast.history] == [h["loss"] for h in loader.history]
+
+
+def test_bfloat16_mixed_precision_trains_float32_weights(digits):
+    result = _train(digits, precision="bfloat16", epochs=6, hidden=[64], lr=3e-3)
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    assert predict_logits(result.model, digits.x[:4]).dtype == np.float32  # scoring stays float32
+    plain = _train(digits, epochs=6, hidden=[64], lr=3e-3)
+    assert not torch.equal(result.model.net[1].weight, plain.model.net[1].weight)
+
+
+def test_device_resolution(monkeypatch):
+    assert resolve_device("cpu", where="training.device") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="training.device: 'cuda' asks for a GPU"):
+        resolve_device("cuda", where="training.device")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(ConfigError, match="has 2 CUDA GPU"):
+        resolve_device("cuda:2")
+    with pytest.raises(ConfigError, match="not a device"):
+        resolve_device("gpu")
+    assert TrainConfig(device="auto").device == "auto"  # resolved when training starts
+
+
 @pytest.mark.parametrize("key,value", [("epochs", 0), ("lr", -1.0), ("batch_size", 0), ("momentum", 1.5),
                                        ("weight_decay", -0.1), ("hidden", [0]), ("optimizer", "rmsprop"),
-                                       ("model", "vit"), ("device", "tpu"), ("lr", float("nan"))])
+                                       ("model", "vit"), ("device", "tpu"), ("device", "cuda:x"), ("device", "cpu:0"),
+                                       ("precision", "float16"), ("lr", float("nan"))])
 def test_bad_train_config(key, value):
     with pytest.raises(ConfigError, match=key):
         TrainConfig(**{key: value})

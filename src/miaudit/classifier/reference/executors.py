@@ -5,6 +5,10 @@ seed, training rows) and yields a :class:`ModelResult` per model as soon as it i
 can cache it at once (a crash loses at most the models in flight). ``sequential``, ``process`` and
 ``ray`` run the very same :func:`train_task`, hence give identical weights from the same seeds on
 CPU; ``vectorised`` trains groups of models at once (see :mod:`miaudit.classifier.reference.vectorised`).
+
+Numerics (part of every cached model's key): ``"exact"`` for the executors that run
+:func:`train_task`; ``"vectorised"`` / ``"vectorised-per-model"`` for the vectorised executor's two
+batchings, which differ from sequential training (and from each other) in summation order.
 """
 
 from __future__ import annotations
@@ -12,11 +16,11 @@ from __future__ import annotations
 import copy
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,6 +34,7 @@ from miaudit.classifier.training import (
 )
 from miaudit.data import ArrayDataset
 from miaudit.errors import ConfigError
+from miaudit.utils.device import resolve_device
 from miaudit.utils.processes import exit_when_parent_dies
 
 if TYPE_CHECKING:
@@ -65,12 +70,38 @@ class ModelResult:
 
 
 def build(context: PoolContext, recipe: TrainConfig) -> torch.nn.Module:
-    return build_model_from_config(recipe, context.dataset.input_shape, context.dataset.n_classes)
+    n_classes = context.dataset.n_classes
+    assert n_classes is not None  # ArrayDataset infers it when not given
+    return build_model_from_config(recipe, context.dataset.input_shape, n_classes)
+
+
+def numerics(executor: str, context: PoolContext, recipe: TrainConfig, batching: str = "auto") -> str:
+    """How ``executor`` computes: "exact" (bit-identical to sequential) or the vectorised batching it uses."""
+    if executor != "vectorised" or context.family is not None:  # families: refused by run_vectorised
+        return "exact"
+    from miaudit.classifier.reference.vectorised import BATCHINGS, choose_batching
+
+    if batching not in BATCHINGS:
+        raise ConfigError(f"unknown vectorised batching {batching!r}; choose one of {', '.join(BATCHINGS)}")
+    if batching == "auto":
+        batching = choose_batching(build(context, recipe), resolve_device(recipe.device, where="training.device"))
+    return "vectorised" if batching == "stacked" else f"vectorised-{batching}"
 
 
 def score(model: torch.nn.Module, queries: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Logits of ``model`` on every named query."""
     return {name: predict_logits(model, x) for name, x in queries.items()}
+
+
+def rescore(numerics: str, model: torch.nn.Module, queries: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Logits of a model loaded from cached weights, computed as the executor that trained it scored it."""
+    if numerics != "vectorised-per-model":
+        return score(model, queries)
+    from miaudit.classifier.reference.vectorised import score_per_model
+
+    device = next(model.parameters()).device
+    return {name: score_per_model([model], torch.from_numpy(np.asarray(x, dtype=np.float32)).to(device))[0]
+            .cpu().numpy() for name, x in queries.items()}
 
 
 def to_arrays(model: torch.nn.Module) -> dict[str, np.ndarray]:
@@ -97,34 +128,6 @@ def run_sequential(context: PoolContext, tasks: Sequence[ModelTask]) -> Iterator
         yield train_task(context, task)
 
 
-# -- vectorised ---------------------------------------------------------------------------------
-def run_vectorised(context: PoolContext, tasks: Sequence[ModelTask], *, group_size: int = 16,
-                   progress: bool = False) -> Iterator[ModelResult]:
-    """Train tasks in groups of ``group_size`` models with equal training-set sizes."""
-    from miaudit.classifier.reference.vectorised import train_vectorised
-
-    if context.plugins:
-        raise ConfigError("the vectorised executor does not run training plugins (defenses); use executor "
-                          "'sequential', 'process' or 'ray'")
-    if context.family is not None:
-        raise ConfigError(f"the vectorised executor trains zoo models only, not {context.family.name} models; use "
-                          "executor 'sequential', 'process' or 'ray' (or training.family: zoo for zoo models)")
-    if group_size < 1:
-        raise ConfigError(f"vectorised group_size must be >= 1, got {group_size}")
-    by_size: dict[int, list[ModelTask]] = {}
-    for task in tasks:
-        by_size.setdefault(len(task.train_index), []).append(task)
-    for same_size in by_size.values():
-        for i in range(0, len(same_size), group_size):
-            group = same_size[i:i + group_size]
-            states, seconds = train_vectorised(context.dataset, [t.train_index for t in group],
-                                               [t.recipe for t in group], progress=progress)
-            for task, state in zip(group, states):
-                model = build(context, task.recipe)
-                model.load_state_dict(state)
-                yield ModelResult(task.index, to_arrays(model), score(model, context.queries), seconds / len(group))
-
-
 # -- processes ----------------------------------------------------------------------------------
 _WORKER_CONTEXT: PoolContext | None = None
 
@@ -141,14 +144,15 @@ def _worker_task(task: ModelTask) -> ModelResult:
     return train_task(_WORKER_CONTEXT, task)
 
 
-def run_process(context: PoolContext, tasks: Sequence[ModelTask], *, n_workers: int | None = None
-                ) -> Iterator[ModelResult]:
-    """Train in ``n_workers`` spawned processes (one torch thread each); results arrive as they finish."""
-    n_workers = n_workers or os.cpu_count() or 1
+def _in_processes(context: PoolContext, n_workers: int, work: Callable[..., Any], jobs: Sequence[tuple]
+                  ) -> Iterator[Any]:
+    """``work(*job)`` for every job in ``n_workers`` spawned processes (one torch thread each, holding
+    ``context``), yielded as they finish. An error, Ctrl-C, SIGTERM or a consumer that stops early ends
+    the pool at once: queued jobs are dropped, running workers killed."""
     pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=get_context("spawn"), initializer=_init_worker,
                                initargs=(context, 1, os.getpid()))
     try:
-        futures = [pool.submit(_worker_task, task) for task in tasks]
+        futures = [pool.submit(work, *job) for job in jobs]
         for future in as_completed(futures):
             yield future.result()
     except BaseException:
@@ -163,6 +167,84 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         process.terminate()
+
+
+def run_process(context: PoolContext, tasks: Sequence[ModelTask], *, n_workers: int | None = None
+                ) -> Iterator[ModelResult]:
+    """Train in ``n_workers`` spawned processes (one torch thread each); results arrive as they finish."""
+    yield from _in_processes(context, n_workers or os.cpu_count() or 1, _worker_task, [(task,) for task in tasks])
+
+
+# -- vectorised ---------------------------------------------------------------------------------
+GroupSize = int | str  # a number of models, or "auto"
+
+
+def _train_group(context: PoolContext, group: Sequence[ModelTask], batching: str, progress: bool
+                 ) -> list[ModelResult]:
+    from miaudit.classifier.reference.vectorised import train_vectorised
+
+    result = train_vectorised(context.dataset, [t.train_index for t in group], [t.recipe for t in group],
+                              queries=context.queries, batching=batching, progress=progress)
+    return [ModelResult(task.index, {k: v.numpy() for k, v in state.items()}, logits, result.seconds / len(group),
+                        history)
+            for task, state, logits, history in zip(group, result.states, result.logits, result.histories)]
+
+
+def _worker_group(group: list[ModelTask], batching: str) -> list[ModelResult]:
+    assert _WORKER_CONTEXT is not None
+    return _train_group(_WORKER_CONTEXT, group, batching, False)
+
+
+def vectorised_groups(context: PoolContext, tasks: Sequence[ModelTask], group_size: GroupSize, batching: str,
+                      n_workers: int) -> list[list[ModelTask]]:
+    """Tasks split into groups of equal training-set size; ``"auto"``: as many models as the device's free
+    memory holds (shared by ``n_workers`` processes), and at most an equal share per worker."""
+    from miaudit.classifier.reference.vectorised import auto_group_size, choose_batching
+
+    if group_size != "auto" and (not isinstance(group_size, int) or isinstance(group_size, bool) or group_size < 1):
+        raise ConfigError(f"vectorised group_size must be an integer >= 1 or 'auto', got {group_size!r}")
+    by_size: dict[int, list[ModelTask]] = {}
+    for task in tasks:
+        by_size.setdefault(len(task.train_index), []).append(task)
+    groups = []
+    for same_size in by_size.values():
+        size = group_size
+        if size == "auto":
+            recipe = same_size[0].recipe
+            template, device = build(context, recipe), resolve_device(recipe.device, where="training.device")
+            chosen = choose_batching(template, device) if batching == "auto" else batching
+            share = -(-len(same_size) // n_workers)  # ceil: every worker gets a group
+            size = auto_group_size(template, context.dataset.input_shape, recipe, share, chosen,  # type: ignore[arg-type]
+                                   device, n_workers=n_workers)
+        assert isinstance(size, int)
+        groups += [same_size[i:i + size] for i in range(0, len(same_size), size)]
+    return groups
+
+
+def run_vectorised(context: PoolContext, tasks: Sequence[ModelTask], *, group_size: GroupSize = "auto",
+                   batching: str = "auto", n_workers: int | None = None, progress: bool = False
+                   ) -> Iterator[ModelResult]:
+    """Train tasks in groups (:func:`vectorised_groups`); with ``n_workers`` > 1 (CPU only) the groups are
+    trained in that many spawned processes of one torch thread each, results arriving as groups finish."""
+    if context.plugins:
+        raise ConfigError("the vectorised executor does not run training plugins (defenses); use executor "
+                          "'sequential', 'process' or 'ray'")
+    if context.family is not None:
+        raise ConfigError(f"the vectorised executor trains zoo models only, not {context.family.name} models; use "
+                          "executor 'sequential', 'process' or 'ray' (or training.family: zoo for zoo models)")
+    workers = n_workers or 1
+    if workers < 1:
+        raise ConfigError(f"n_workers must be >= 1, got {n_workers}")
+    if workers > 1 and tasks and resolve_device(tasks[0].recipe.device, where="training.device").type != "cpu":
+        raise ConfigError("the vectorised executor runs in one process on a GPU (one group at a time fills it); "
+                          "remove n_workers")
+    groups = vectorised_groups(context, tasks, group_size, batching, workers)
+    if workers == 1 or len(groups) == 1:
+        for group in groups:
+            yield from _train_group(context, group, batching, progress)
+        return
+    for results in _in_processes(context, workers, _worker_group, [(group, batching) for group in groups]):
+        yield from results
 
 
 # -- Ray ----------------------------------------------------------------------------------------
@@ -201,12 +283,14 @@ def run_ray(context: PoolContext, tasks: Sequence[ModelTask], *, n_workers: int 
 
 
 def run(executor: str, context: PoolContext, tasks: Sequence[ModelTask], *, n_workers: int | None = None,
-        ray_address: str | None = None, group_size: int = 16, progress: bool = False) -> Iterator[ModelResult]:
+        ray_address: str | None = None, group_size: GroupSize = "auto", batching: str = "auto",
+        progress: bool = False) -> Iterator[ModelResult]:
     """Dispatch to the named executor."""
     if executor == "sequential":
         return run_sequential(context, tasks)
     if executor == "vectorised":
-        return run_vectorised(context, tasks, group_size=group_size, progress=progress)
+        return run_vectorised(context, tasks, group_size=group_size, batching=batching, n_workers=n_workers,
+                              progress=progress)
     if executor == "process":
         return run_process(context, tasks, n_workers=n_workers)
     if executor == "ray":
@@ -214,4 +298,4 @@ def run(executor: str, context: PoolContext, tasks: Sequence[ModelTask], *, n_wo
     raise ConfigError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
 
 
-__all__ = ["EXECUTORS", "ModelResult", "ModelTask", "PoolContext", "run", "train_task"]
+__all__ = ["EXECUTORS", "ModelResult", "ModelTask", "PoolContext", "numerics", "rescore", "run", "train_task"]

@@ -10,11 +10,12 @@ Cache: with ``cache_dir`` every model is written as soon as it is trained (weigh
 readable ``<key>.json`` with the weights' SHA-256), each file atomically (temporary file, fsync,
 rename). Logits carry a content hash (:mod:`miaudit.utils.cache`); a truncated, zero-byte or edited
 file is reported (naming it) and the model is scored or trained again. ``key`` fingerprints the
-recipe, the training plugins (with the data they train on, e.g. a distillation transfer set: see
-``TrainingDefense.fingerprint``), the dataset, the model's seed and training rows, and whether the
-executor is exact or vectorised; so an interrupted run resumes with the first missing model, a
-bigger pool reuses the models of a smaller one with the same seed, and a changed recipe, defense or
-dataset never reuses anything.
+recipe (device and precision included), the training plugins (with the data they train on, e.g. a
+distillation transfer set: see ``TrainingDefense.fingerprint``), the dataset, the model's seed and
+training rows, and the executor's numerics (exact, or which vectorised batching); so an interrupted
+run resumes with the first missing model, a bigger pool reuses the models of a smaller one with the
+same seed, and a changed recipe, defense or dataset never reuses anything. Group size and worker
+count do not change a model's numbers (tested), so they are not in the key.
 
 :func:`build_reference_pool_for_audit` is the entry point for an audit pipeline: it trains the pool
 on the audited examples of a :class:`~miaudit.data.MembershipSplit`, checks the data, and runs the
@@ -47,10 +48,14 @@ from miaudit.data import ArrayDataset, MembershipSplit, paired_keep_matrix
 from miaudit.errors import ConfigError, DataError
 from miaudit.utils.atomic import atomic_write, sweep_stale_temporaries, write_text_atomic
 from miaudit.utils.cache import file_sha256, load_verified_npz, save_verified_npz, warn_damaged
+from miaudit.utils.device import resolve_device
 from miaudit.utils.fingerprint import fingerprint
 from miaudit.utils.logs import progress as progress_bar
 
-CACHE_VERSION = 2  # 2: verified files (content hashes); reference-data defenses keyed by their data
+#: 2: verified files (content hashes); reference-data defenses keyed by their data.
+#: 3: recipes gained ``precision``; the vectorised executor's numerics changed (in-place optimiser, batched MLP
+#: products, per-model batching of conv nets on CPU, channels-last scoring), so no older model is reused
+CACHE_VERSION = 3
 
 
 def model_seed(seed: int, index: int) -> int:
@@ -62,8 +67,9 @@ def _plugin_fingerprint(plugins: Sequence[TrainingPlugin]) -> list[Any]:
     """Plugins identify themselves by ``fingerprint()`` if they have one, else by class and public attributes."""
     out = []
     for plugin in plugins:
-        if callable(getattr(plugin, "fingerprint", None)):
-            out.append(plugin.fingerprint())
+        own = getattr(plugin, "fingerprint", None)
+        if callable(own):
+            out.append(own())
         else:
             public = {k: v for k, v in vars(plugin).items() if not k.startswith("_")}
             out.append([type(plugin).__module__, type(plugin).__qualname__, public])
@@ -148,10 +154,12 @@ def train_reference_pool(
     executor: str = "sequential",
     n_workers: int | None = None,
     ray_address: str | None = None,
-    group_size: int = 16,
+    group_size: int | str = "auto",
     cache_dir: str | Path | None = None,
     progress: bool = True,
     family: ModelFamily | None = None,
+    device: str | None = None,
+    batching: str = "auto",
 ) -> TrainedReferencePool:
     """Train ``keep.shape[0]`` reference models on the rows ``keep[j]`` of ``dataset`` and score them.
 
@@ -161,11 +169,14 @@ def train_reference_pool(
     defaults to ``recipe.seed``); ``plugins``: the target's training-time defenses (copied for
     each model). Scores every model on ``dataset`` (and its query ``views``, see
     :func:`miaudit.classifier.reference.views.query_views`) and on ``population`` (RMIA's ``z``).
-    ``executor``: "sequential", "vectorised" (``group_size`` models at once; MLP / CNN),
-    "process" (``n_workers`` processes) or "ray" (local with ``n_workers`` CPUs, or ``ray_address``).
-    ``family``: train models of the user's own family instead of ``recipe``'s zoo model
-    (:mod:`miaudit.classifier.families`: clones of an estimator give probabilities; the seeds are
-    the same); their outputs are cached, not their weights. Plugins need zoo models.
+    ``executor``: "sequential", "vectorised" (``group_size`` models at once, "auto": as many as
+    free memory holds; ``batching`` "auto", "stacked" or "per-model", see
+    :mod:`miaudit.classifier.reference.vectorised`), "process" (``n_workers`` processes) or "ray"
+    (local with ``n_workers`` CPUs, or ``ray_address``). ``device`` ("cpu", "cuda", "cuda:N", "mps",
+    "auto") replaces the recipe's device for the pool; the device ("auto" resolved) is part of every
+    model's cache key. ``family``: train models of the user's own family instead of ``recipe``'s zoo
+    model (:mod:`miaudit.classifier.families`: clones of an estimator give probabilities; the seeds
+    are the same); their outputs are cached, not their weights. Plugins need zoo models.
     """
     if family is not None and plugins:
         raise ConfigError(f"training plugins (defenses) need zoo models; {family.name} models cannot run them")
@@ -173,18 +184,23 @@ def train_reference_pool(
         raise ConfigError(f"unknown executor {executor!r}; choose one of {', '.join(executors.EXECUTORS)}")
     keep = _check_keep(keep, len(dataset))
     seed = recipe.seed if seed is None else seed
+    if device is not None:
+        recipe = dataclasses.replace(recipe, device=device)
+    torch_device = resolve_device(recipe.device, where="training.device")
+    if recipe.device == "auto":  # the cache key names the device that trains the models
+        recipe = dataclasses.replace(recipe, device=str(torch_device))
     start = time.perf_counter()
     queries = {f"view{i}": x for i, x in enumerate(query_views(dataset.x, views))}
     if population is not None:
         if population.n_classes != dataset.n_classes:
             raise DataError(f"population has {population.n_classes} classes, the dataset {dataset.n_classes}")
         queries["population"] = population.x
-    numerics = "vectorised" if executor == "vectorised" else "exact"
+    context = PoolContext(dataset, queries, tuple(plugins), family)
+    numerics = executors.numerics(executor, context, recipe, batching)
     model_key = to_dict(dataclasses.replace(recipe, seed=0)) if family is None else family.fingerprint()
     base_key = fingerprint(CACHE_VERSION, model_key, _plugin_fingerprint(plugins), dataset.x, dataset.y, numerics)
     query_key = fingerprint(sorted(queries), list(queries.values()))[:12]
     cache = _Cache(cache_dir)
-    context = PoolContext(dataset, queries, tuple(plugins), family)
 
     logits: dict[int, dict[str, np.ndarray]] = {}
     keys, tasks, n_cached = [], [], 0
@@ -196,7 +212,7 @@ def train_reference_pool(
         if cached is None and (state := cache.load_state(key)) is not None:
             model = executors.build(context, task.recipe)
             model.load_state_dict(state)
-            cached = executors.score(model, queries)
+            cached = executors.rescore(numerics, model.to(torch_device), queries)
             cache.save_logits(key, query_key, cached)
         if cached is None:
             tasks.append(task)
@@ -205,7 +221,7 @@ def train_reference_pool(
     bar = progress_bar(total=keep.shape[0], initial=n_cached, desc=f"reference models ({executor})",
                        enabled=progress, unit="model")
     for result in executors.run(executor, context, tasks, n_workers=n_workers, ray_address=ray_address,
-                                group_size=group_size, progress=progress):
+                                group_size=group_size, batching=batching, progress=progress):
         meta = {"index": result.index, "seed": model_seed(seed, result.index), "numerics": numerics,
                 "recipe": to_dict(recipe) if family is None else family.describe(),
                 "n_train": int(keep[result.index].sum())}
@@ -216,6 +232,7 @@ def train_reference_pool(
 
     labels, ids = dataset.y, dataset.ids
     kind = "logits" if family is None else family.output  # what the models' arrays are: logits or probabilities
+    assert ids is not None  # ArrayDataset numbers its examples when not given ids
     n_views = len(queries) - (population is not None)
     def outputs(y: np.ndarray, values: np.ndarray, ids: np.ndarray | None) -> ClassifierOutputs:
         if kind == "probs":
@@ -228,11 +245,12 @@ def train_reference_pool(
         population=None if population is None else [
             outputs(population.y, logits[j]["population"], population.ids)
             for j in range(keep.shape[0])],
-        views=model_views if n_views > 1 else None, ids=dataset.ids,
-        train_ids=[dataset.ids[k] for k in keep], population_ids=None if population is None else population.ids,
+        views=model_views if n_views > 1 else None, ids=ids,
+        train_ids=[ids[k] for k in keep], population_ids=None if population is None else population.ids,
         fingerprint=fingerprint(keys, query_key), seconds=time.perf_counter() - start,
-        info={"executor": executor, "numerics": numerics, "trained": len(tasks), "from_cache": n_cached,
-              "seed": seed, "views": views, "models": "zoo " + recipe.model if family is None else family.describe()})
+        info={"executor": executor, "numerics": numerics, "device": recipe.device, "trained": len(tasks),
+              "from_cache": n_cached, "seed": seed, "views": views,
+              "models": "zoo " + recipe.model if family is None else family.describe()})
 
 
 # -- checks -------------------------------------------------------------------------------------
@@ -285,13 +303,17 @@ def build_reference_pool_for_audit(
     loss_tolerance: float = 0.5,
     progress: bool = True,
     family: ModelFamily | None = None,
+    device: str | None = None,
+    group_size: int | str = "auto",
+    batching: str = "auto",
 ) -> TrainedReferencePool:
     """The reference pool of an audit: ``n_models`` models on paired halves of ``split.audited``.
 
     The pool is scored on ``split.audited`` (members then non-members, the audit's order) and on
     ``split.population`` (RMIA's ``z``, when non-empty). With ``target_outputs`` (the target on
     ``split.audited``) the fidelity check runs and its result is ``pool.fidelity``; its warnings are
-    :class:`~miaudit.classifier.reference.fidelity.FidelityWarning`\\ s.
+    :class:`~miaudit.classifier.reference.fidelity.FidelityWarning`\\ s. ``device``, ``group_size`` and
+    ``batching`` go to :func:`train_reference_pool`.
     """
     audited = dataset.subset(split.audited)
     population = dataset.subset(split.population) if split.population.size else None
@@ -303,7 +325,9 @@ def build_reference_pool_for_audit(
                       "the target", FidelityWarning, stacklevel=2)
     pool = train_reference_pool(audited, keep, recipe, population=population, views=views, plugins=plugins,
                                 seed=seed, executor=executor, n_workers=n_workers, ray_address=ray_address,
-                                cache_dir=cache_dir, progress=progress, family=family)
+                                group_size=group_size, cache_dir=cache_dir, progress=progress, device=device,
+                                batching=batching, family=family)
+    assert audited.ids is not None  # ArrayDataset numbers its examples when not given ids
     check_pool_data(pool, audited.ids)
     if target_outputs is not None:
         pool.fidelity = check_fidelity(pool, target_outputs, split.membership,

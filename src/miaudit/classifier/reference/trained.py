@@ -54,7 +54,7 @@ class TrainedReferencePool(ReferencePool):
         index = np.asarray(index)
         pick = lambda items: None if items is None else [items[j] for j in index]
         return TrainedReferencePool(
-            outputs=pick(self.outputs), keep=self.keep[index], population=pick(self.population),
+            outputs=[self.outputs[j] for j in index], keep=self.keep[index], population=pick(self.population),
             views=pick(self.views), ids=self.ids, train_ids=pick(self.train_ids), population_ids=self.population_ids,
             fingerprint=self.fingerprint, fidelity=self.fidelity, seconds=self.seconds, info=dict(self.info))
 

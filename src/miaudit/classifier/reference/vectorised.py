@@ -1,107 +1,463 @@
-"""Train many small models at once: stacked parameters, ``torch.func.functional_call`` under ``vmap``.
+"""Train a group of models of one recipe at once: the vectorised reference-pool executor.
 
-Model ``j`` gets exactly what :func:`miaudit.classifier.training.train_classifier` would give it: initial
-weights from its own seed, its own batch order (the same ``DataLoader`` over its training indices
-with a generator seeded by its seed), cross-entropy averaged over its own batch, and an
-element-wise optimiser (Adam / SGD with momentum and weight decay act on each entry separately,
-so one optimiser over stacked parameters equals one optimiser per model). Only floating-point
-summation order differs (batched matrix products), so weights agree with sequential training to
-round-off that grows with the number of steps; see ``docs/reference-attacks.md`` for the measured
-tolerance.
+Model ``j`` gets what :func:`miaudit.classifier.training.train_classifier` would give it: initial
+weights from its own seed, its own batch order (:func:`~miaudit.classifier.training.shuffled_batches`
+with its seed), cross-entropy averaged over its own batch, and an element-wise optimiser (Adam /
+SGD act on each entry separately, so one optimiser over all models' parameters equals one optimiser
+per model; :class:`~miaudit.classifier.reference.optimizer.InPlaceOptimizer` computes
+``torch.optim``'s update bit for bit without per-step temporaries). What is shared per step: one
+gather of every model's batch from precomputed ``(G, n)`` permutations into a reused buffer, one
+optimiser step, the loss and accuracy bookkeeping on the device; after training every chunk of the
+queries is scored by every model of the group.
 
-Supported: models without buffers or batch statistics (the zoo's MLP and small CNN, and a
-group-norm ResNet). Batch-norm models are refused: their running statistics cannot be vmapped.
+Two ways to run the forward and backward pass of a group (``batching``), chosen by measurement
+(``benchmarks/reference_training.py``):
+
+- ``"stacked"``: parameters stacked to ``(G, *shape)``; the zoo's MLP runs as batched matrix
+  products (:class:`_BatchedLinear`), any other model as one ``torch.func.functional_call`` under
+  ``vmap`` (convolutions become grouped convolutions). The default for models without convolutions
+  and for every buffer-free model on CUDA. Needs a model without buffers (no batch norm).
+- ``"per-model"``: each model is its own module, its forward and backward run one after another
+  inside the step, in channels-last memory format where that is faster
+  (:func:`prefers_channels_last`). The default for convolutional models on CPU, where a stacked
+  grouped convolution measured about half as fast as one model's convolution (the group's
+  activations no longer fit in the caches), and for models with batch norm (running statistics
+  cannot be stacked).
+
+Only floating-point summation order can differ from sequential training (batched matrix products,
+channels-last kernels), so weights agree to round-off that grows with the number of steps (for the
+Location MLP on this machine's MKL the stacked products even summed in the same order: bit-identical
+logits); see ``docs/reference-attacks.md`` for the measured tolerance. With
+``precision="bfloat16"`` the forward pass runs under autocast, so agreement is only to bfloat16
+round-off.
 """
 
 from __future__ import annotations
 
+import copy
+import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
-from torch.utils.data import DataLoader, TensorDataset
 
-from miaudit.classifier.training import TrainConfig, build_model_from_config
+from miaudit.classifier.reference.optimizer import InPlaceOptimizer
+from miaudit.classifier.training import (
+    MLP,
+    TrainConfig,
+    autocast,
+    build_model_from_config,
+    gather_rows,
+    shuffled_batches,
+)
 from miaudit.data import ArrayDataset
-from miaudit.errors import ConfigError
+from miaudit.errors import ConfigError, DataError
 from miaudit.utils.device import resolve_device
 from miaudit.utils.logs import progress as progress_bar
 
+Batching = Literal["stacked", "per-model"]
+BATCHINGS = ("auto", "stacked", "per-model")
+#: rows scored per forward pass (per model) after training
+SCORE_BATCH = 512
+
 
 def check_vectorisable(model: nn.Module, name: str) -> None:
-    """Raise :class:`ConfigError` unless ``model`` is a pure function of its parameters."""
+    """Raise :class:`ConfigError` unless ``model`` is a pure function of its parameters (stacked batching)."""
     batch_norm = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     buffers = [n for n, _ in model.named_buffers()]
     if batch_norm or buffers:
-        raise ConfigError(f"the vectorised executor cannot train model {name!r}: it keeps batch statistics "
-                          f"({', '.join(buffers[:3]) or type(batch_norm[0]).__name__}); use executor 'sequential', "
-                          "'process' or 'ray', or a model without batch norm (mlp, cnn, resnet18 with norm: group)")
+        raise ConfigError(f"stacked vectorised training cannot train model {name!r}: it keeps batch statistics "
+                          f"({', '.join(buffers[:3]) or type(batch_norm[0]).__name__}); use batching 'per-model' "
+                          "(the default for such models), or a model without batch norm (resnet18 with norm: group)")
 
 
-def _batch_orders(n_train: int, recipe: TrainConfig) -> list[list[torch.Tensor]]:
-    """Per epoch, the list of index batches ``train_classifier`` would draw for a training set of ``n_train``."""
-    loader = DataLoader(TensorDataset(torch.arange(n_train)), batch_size=recipe.batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(recipe.seed))
-    return [[batch for (batch,) in loader] for _ in range(recipe.epochs)]
+def _has_convolutions(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+
+
+def prefers_channels_last(model: nn.Module, device: torch.device) -> bool:
+    """Channels-last memory format for a per-model group: on CPU, for convolutional models without group norm.
+
+    Measured on CPU (torch 2.13, oneDNN): channels-last made the zoo's small CNN's convolutions about
+    1.5x and its max-pooling about 6x faster, but group norm about 8x slower, which loses more than the
+    convolutions gain in a group-norm ResNet-18.
+    """
+    return (device.type == "cpu" and _has_convolutions(model)
+            and not any(isinstance(m, nn.GroupNorm) for m in model.modules()))
+
+
+def choose_batching(model: nn.Module, device: torch.device) -> Batching:
+    """``"per-model"`` for models with buffers and for convolutional models on CPU, else ``"stacked"``."""
+    if next(model.buffers(), None) is not None:
+        return "per-model"
+    if device.type == "cpu" and _has_convolutions(model):
+        return "per-model"
+    return "stacked"
+
+
+# -- group size from memory ------------------------------------------------------------------------
+def _saved_bytes(model: nn.Module, input_shape: Sequence[int], batch_size: int) -> int:
+    """Bytes autograd keeps for the backward pass of one training forward pass of ``batch_size`` examples.
+
+    Measured on the ``meta`` device (shapes only, no arithmetic): the sum of the tensors saved for
+    backward plus the output. Tensors saved by several operations are counted each time (an
+    overestimate, on the safe side).
+    """
+    total = 0
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += tensor.numel() * tensor.element_size()
+        return tensor
+
+    probe = copy.deepcopy(model).to("meta").train()
+    x = torch.empty((batch_size, *input_shape), device="meta")
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = probe(x)
+    return total + out.numel() * out.element_size()
+
+
+def training_bytes(model: nn.Module, input_shape: Sequence[int], batch_size: int, optimizer: str) -> tuple[int, int]:
+    """``(parameter bytes, activation bytes)`` of training one model: weights, gradients and optimiser
+    state (two buffers for Adam, one for SGD momentum), and what one step keeps for backward."""
+    n_params = sum(p.numel() * p.element_size() for p in model.parameters())
+    states = 2 if optimizer == "adam" else 1
+    batch = batch_size * math.prod(input_shape) * 4
+    return n_params * (2 + states), _saved_bytes(model, input_shape, batch_size) + batch
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Free bytes on ``device``: ``torch.cuda.mem_get_info`` on CUDA, ``MemAvailable`` of ``/proc/meminfo`` on
+    CPU; ``None`` when unknown."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def choose_group_size(n_models: int, bytes_per_model: int, free_bytes: int | None, *, fixed_bytes: int = 0,
+                      fraction: float = 0.6, limit: int | None = None) -> int:
+    """How many models to train at once: the most (at most ``n_models`` and ``limit``) whose estimated
+    memory ``fixed_bytes + G * bytes_per_model`` fits in ``fraction`` of ``free_bytes``; at least 1.
+
+    ``free_bytes=None`` (unknown) puts no memory bound. ``fraction`` leaves room for the allocator,
+    temporary tensors and the scoring pass.
+    """
+    if n_models < 1:
+        raise ConfigError(f"a group needs at least one model, got n_models={n_models}")
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"fraction must be in (0, 1], got {fraction}")
+    size = n_models if limit is None else max(1, min(n_models, limit))
+    if free_bytes is not None and bytes_per_model > 0:
+        size = min(size, int((free_bytes * fraction - fixed_bytes) // bytes_per_model))
+    return max(1, size)
+
+
+#: largest group on CPU for stacked batching (larger groups measured no faster and hold more memory)
+CPU_STACKED_LIMIT = 64
+
+
+def auto_group_size(model: nn.Module, input_shape: Sequence[int], recipe: TrainConfig, n_models: int,
+                    batching: Batching, device: torch.device, *, n_workers: int = 1) -> int:
+    """Group size for ``n_models`` models: the memory estimate of :func:`training_bytes` against
+    :func:`available_memory` (shared by ``n_workers`` processes). Stacked groups hold every model's
+    activations at once; per-model groups one model's."""
+    params, activations = training_bytes(model, input_shape, recipe.batch_size, recipe.optimizer)
+    free = available_memory(device)
+    free = None if free is None else free // n_workers
+    limit = CPU_STACKED_LIMIT if device.type == "cpu" and batching == "stacked" else None
+    if batching == "stacked":
+        return choose_group_size(n_models, params + activations, free, limit=limit)
+    return choose_group_size(n_models, params, free, fixed_bytes=activations, limit=limit)
+
+
+# -- the two ways to run a group -------------------------------------------------------------------
+class _BatchedLinear(torch.autograd.Function):
+    """``y = x W^T + b`` for ``G`` models at once: ``x`` ``(G, B, in)``, ``W`` ``(G, out, in)``, ``b`` ``(G, out)``.
+
+    The backward pass writes the weight and bias gradients into the preallocated ``sink`` tensors
+    (``(G, out, in)``, ``(G, out)``) instead of handing fresh ones to autograd: on CPU a fresh
+    gradient of a group's size is paid for in page faults every step. The weight gradient is
+    ``g^T x`` in the weight's own layout (autograd's backward of a batched product computes ``x^T g``
+    and copies it). Each weight is used once per forward pass, so overwriting the sink is
+    accumulating into a zeroed gradient. Under autocast the products run in the autocast dtype;
+    gradients are stored in the sink's dtype (the bias gradient is summed in float32).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                sink: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        device = x.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
+        x_, w_ = x.to(dtype), weight.to(dtype)
+        ctx.save_for_backward(x_, w_)
+        ctx.x_dtype, ctx.sink = x.dtype, sink
+        with torch.autocast(device, enabled=False):
+            return torch.baddbmm(bias.to(dtype).unsqueeze(1), x_, w_.transpose(1, 2))  # (G, B, out)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
+        x, w = ctx.saved_tensors
+        weight_grad, bias_grad = ctx.sink
+        g = grad.to(x.dtype)
+        if x.dtype == weight_grad.dtype:
+            torch.bmm(g.transpose(1, 2), x, out=weight_grad)  # (G, out, in)
+        else:
+            weight_grad.copy_(torch.bmm(g.transpose(1, 2), x))
+        torch.sum(grad.float(), dim=1, out=bias_grad)
+        grad_x = torch.bmm(g, w).to(ctx.x_dtype) if ctx.needs_input_grad[0] else None  # (G, B, in)
+        return grad_x, None, None, None
+
+
+def _linear_chain(model: nn.Module) -> list[tuple[str, ...]] | None:
+    """The zoo's MLP (or a plain ``Sequential``) as steps ``("flatten",)``, ``("relu",)``,
+    ``("linear", weight name, bias name)``; ``None`` for any other model."""
+    net, prefix = (model.net, "net.") if isinstance(model, MLP) else (model, "")
+    if not isinstance(net, nn.Sequential):
+        return None
+    steps: list[tuple[str, ...]] = []
+    for name, layer in net.named_children():
+        if isinstance(layer, nn.Flatten) and layer.start_dim == 1 and layer.end_dim == -1:
+            steps.append(("flatten",))
+        elif isinstance(layer, nn.ReLU):
+            steps.append(("relu",))
+        elif isinstance(layer, nn.Linear) and layer.bias is not None:
+            steps.append(("linear", f"{prefix}{name}.weight", f"{prefix}{name}.bias"))
+        else:
+            return None
+    return steps
+
+
+class _Stacked:
+    """``G`` models as one: parameters stacked to ``(G, *shape)``, forward under ``vmap``."""
+
+    def __init__(self, models: Sequence[nn.Module], device: torch.device, name: str):
+        self.template = models[0].to(device)
+        check_vectorisable(self.template, name)
+        self.names = [n for n, _ in self.template.named_parameters()]
+        per_model = [dict(m.named_parameters()) for m in models]
+        self.params = {n: torch.stack([p[n].detach() for p in per_model]).to(device).requires_grad_()
+                       for n in self.names}  # each (G, *shape)
+        self._chain = _linear_chain(self.template)
+        self.grads = {n: torch.zeros_like(p) for n, p in self.params.items()} if self._chain is not None else {}
+        self._vmapped = vmap(self._forward)  # (G, B, ...) -> (G, B, K)
+
+    def _train(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Training forward ``(G, B, ...) -> (G, B, K)``: MLPs as batched products, other models under vmap."""
+        if self._chain is None:
+            return self._vmapped(params, x)
+        after_linear = False
+        for step in self._chain:
+            if step[0] == "flatten":
+                x = x.flatten(2)
+            elif step[0] == "relu":  # in place on a product's output (not kept for backward), else a copy
+                x = torch.relu_(x) if after_linear else torch.relu(x)
+            else:
+                weight, bias = step[1], step[2]
+                x = _BatchedLinear.apply(x, params[weight], params[bias], (self.grads[weight], self.grads[bias]))
+            after_linear = step[0] == "linear"
+        return x
+
+    def _forward(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.template, params, (x,))  # (B, ...) -> (B, K)
+
+    def parameters(self) -> list[torch.Tensor]:
+        return list(self.params.values())
+
+    def gradients(self) -> list[torch.Tensor | None]:
+        """The gradients of :meth:`parameters` after :meth:`step`."""
+        if self._chain is None:
+            return [p.grad for p in self.params.values()]
+        return [self.grads[n] for n in self.names]
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward and backward of every model on its batch ``x`` ``(G, B, ...)``, ``y`` ``(G, B)``;
+        returns the per-model mean losses and numbers of correct predictions, both ``(G,)``."""
+        self.template.train()
+        with autocast(x.device, precision):
+            logits = self._train(self.params, x)  # (G, B, K)
+            losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).mean(dim=1)
+        losses.sum().backward()  # the gradient of model j's parameters is that of its own mean loss
+        return losses.detach(), (logits.detach().argmax(-1) == y).sum(dim=1)
+
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Float32 logits ``(G, n, K)`` of every model on the same inputs ``x`` ``(n, ...)``, in eval mode.
+
+        Each model runs its own forward on each chunk of ``x`` (the numerics of scoring it alone, so a
+        model scores the same whichever group it was trained in)."""
+        self.template.eval()
+        n_models = len(self.params[self.names[0]])
+        chunks = [x[i:i + SCORE_BATCH] for i in range(0, len(x), SCORE_BATCH)]
+        return torch.stack([torch.cat([self._forward({n: p[j] for n, p in self.params.items()}, chunk).float()
+                                       for chunk in chunks]) for j in range(n_models)])
+
+    def states(self) -> list[dict[str, torch.Tensor]]:
+        return [{n: self.params[n][j].detach().cpu().clone() for n in self.names}
+                for j in range(len(self.params[self.names[0]]))]
+
+
+class _PerModel:
+    """``G`` separate modules run one after another inside a step (see :func:`prefers_channels_last`)."""
+
+    def __init__(self, models: Sequence[nn.Module], device: torch.device):
+        self.format = torch.channels_last if prefers_channels_last(models[0], device) else torch.contiguous_format
+        self.models = [m.to(device).to(memory_format=self.format) for m in models]  # type: ignore[call-overload]
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [p for m in self.models for p in m.parameters()]
+
+    def gradients(self) -> list[torch.Tensor | None]:
+        return [p.grad for p in self.parameters()]
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=self.format) if x.dim() == 4 else x
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """As :meth:`_Stacked.step`; each model's activations are freed before the next model runs."""
+        losses, correct = [], []
+        for model, xj, yj in zip(self.models, x, y):
+            model.train()
+            with autocast(x.device, precision):
+                logits = model(self._input(xj))  # (B, K)
+                loss = F.cross_entropy(logits, yj)
+            loss.backward()
+            losses.append(loss.detach())
+            correct.append((logits.detach().argmax(-1) == yj).sum())
+        return torch.stack(losses), torch.stack(correct)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Float32 logits ``(G, n, K)`` of every model on the same inputs ``x`` ``(n, ...)``, in eval mode."""
+        return score_per_model(self.models, x, self.format)
+
+    def states(self) -> list[dict[str, torch.Tensor]]:
+        return [{k: v.detach().cpu().contiguous().clone() for k, v in m.state_dict().items()} for m in self.models]
+
+
+@torch.no_grad()
+def score_per_model(models: Sequence[nn.Module], x: torch.Tensor,
+                    memory_format: torch.memory_format | None = None) -> torch.Tensor:
+    """Float32 logits ``(G, n, K)`` of each model on ``x`` ``(n, ...)``, in eval mode, chunk by chunk, in
+    ``memory_format`` (default: :func:`prefers_channels_last` for the models' device).
+
+    How per-model groups score, and how their cached weights are rescored: the same kernels, so the
+    same logits bit for bit.
+    """
+    if memory_format is None:
+        channels_last = prefers_channels_last(models[0], x.device)
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    chunks = [x[i:i + SCORE_BATCH] for i in range(0, len(x), SCORE_BATCH)]
+    if x.dim() == 4:
+        chunks = [chunk.contiguous(memory_format=memory_format) for chunk in chunks]
+    out = []
+    for model in models:
+        model.eval().to(memory_format=memory_format)  # type: ignore[call-overload]
+        out.append(torch.cat([model(chunk).float() for chunk in chunks]))
+    return torch.stack(out)
+
+
+# -- training --------------------------------------------------------------------------------------
+@dataclass
+class GroupResult:
+    """What :func:`train_vectorised` returns, one entry per model of the group."""
+
+    states: list[dict[str, torch.Tensor]]  # state dicts on CPU, contiguous
+    logits: list[dict[str, np.ndarray]]  # query name -> (n_query, K) float32
+    histories: list[list[dict[str, Any]]]  # per epoch: epoch, loss, accuracy (training batches), seconds
+    seconds: float  # wall time of the whole group (training and scoring)
+
+
+def _epoch_permutations(n: int, recipes: Sequence[TrainConfig], device: torch.device
+                        ) -> tuple[list[torch.Tensor], list[tuple[int, int]]]:
+    """Per epoch a ``(G, n)`` tensor: row ``j`` is model ``j``'s batches of that epoch, concatenated; and the
+    ``(start, stop)`` of each batch (the same for every model: one training-set size, one batch size)."""
+    epochs = recipes[0].epochs
+    orders = [shuffled_batches(n, r.batch_size, r.seed, epochs) for r in recipes]
+    sizes = [len(b) for b in orders[0][0]]
+    bounds = [(sum(sizes[:i]), sum(sizes[:i + 1])) for i in range(len(sizes))]
+    perms = [torch.stack([torch.cat(order[e]) for order in orders]).to(device) for e in range(epochs)]
+    return perms, bounds
 
 
 def train_vectorised(dataset: ArrayDataset, train_indices: Sequence[np.ndarray], recipes: Sequence[TrainConfig],
-                     *, progress: bool = True) -> tuple[list[dict[str, torch.Tensor]], float]:
-    """Train one model per ``(train_indices[j], recipes[j])`` at once; recipes may differ only in ``seed``.
+                     *, queries: dict[str, np.ndarray] | None = None, batching: str = "auto",
+                     progress: bool = True) -> GroupResult:
+    """Train one model per ``(train_indices[j], recipes[j])`` at once and score each on ``queries``.
 
-    All training sets must have the same size (the pool groups models by size). Returns the
-    models' state dicts and the wall time in seconds.
+    Recipes may differ only in ``seed``; all training sets must have the same size (the pool groups
+    models by size). ``batching``: "auto" (:func:`choose_batching`), "stacked" or "per-model".
     """
+    if not recipes or len(recipes) != len(train_indices):
+        raise ConfigError(f"{len(recipes)} recipes for {len(train_indices)} training sets")
     sizes = {len(ix) for ix in train_indices}
     if len(sizes) != 1:
         raise ConfigError(f"vectorised training needs training sets of one size, got {sorted(sizes)}")
-    base_recipe = recipes[0]
+    if 0 in sizes:
+        raise DataError("cannot train on an empty dataset")
+    base = recipes[0]
     for r in recipes[1:]:
-        if {**vars(r), "seed": 0} != {**vars(base_recipe), "seed": 0}:
+        if {**vars(r), "seed": 0} != {**vars(base), "seed": 0}:
             raise ConfigError("vectorised training needs one recipe for every model (only the seed may differ)")
-    device = resolve_device(base_recipe.device, where="training.device")
+    if batching not in BATCHINGS:
+        raise ConfigError(f"unknown batching {batching!r}; choose one of {', '.join(BATCHINGS)}")
+    device = resolve_device(base.device, where="training.device")
     start = time.perf_counter()
-    models = [build_model_from_config(r, dataset.input_shape, dataset.n_classes) for r in recipes]
-    template = models[0].to(device)
-    check_vectorisable(template, base_recipe.model)
-    names = [n for n, _ in template.named_parameters()]
-    params = {n: torch.stack([dict(m.named_parameters())[n].detach() for m in models]).to(device).requires_grad_()
-              for n in names}  # each (G, *shape)
-    if base_recipe.optimizer == "adam":
-        optimizer = torch.optim.Adam(params.values(), lr=base_recipe.lr, weight_decay=base_recipe.weight_decay)
-    else:
-        optimizer = torch.optim.SGD(params.values(), lr=base_recipe.lr, momentum=base_recipe.momentum,
-                                    weight_decay=base_recipe.weight_decay)
+    n_classes = dataset.n_classes
+    assert n_classes is not None  # ArrayDataset infers it when not given
+    models = [build_model_from_config(r, dataset.input_shape, n_classes) for r in recipes]
+    chosen: Batching = choose_batching(models[0], device) if batching == "auto" else batching  # type: ignore[assignment]
+    group = _Stacked(models, device, base.model) if chosen == "stacked" else _PerModel(models, device)
+    optimizer = InPlaceOptimizer(group.parameters(), base)  # each model's update exactly as its own optimiser's
 
-    def forward(p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        return functional_call(template, p, (x,))  # (B, ...) -> (B, K)
-
-    batched = vmap(forward)  # (G, B, ...) -> (G, B, K)
     x_all = torch.from_numpy(dataset.x).to(device)
     y_all = torch.from_numpy(dataset.y).to(device)
     rows = torch.from_numpy(np.stack([np.asarray(ix, dtype=np.int64) for ix in train_indices])).to(device)  # (G, n)
-    orders = [_batch_orders(rows.shape[1], r) for r in recipes]
-    n_steps = sum(len(epoch) for epoch in orders[0])
-    bar = progress_bar(total=n_steps, desc=f"vectorised x{len(recipes)}", enabled=progress, leave=False, unit="step")
-    template.train()
-    for epoch in range(base_recipe.epochs):
-        for step in range(len(orders[0][epoch])):
-            positions = torch.stack([orders[j][epoch][step] for j in range(len(recipes))]).to(device)  # (G, B)
-            index = torch.gather(rows, 1, positions)  # dataset rows of each model's batch
-            logits = batched(params, x_all[index])  # (G, B, K)
-            losses = F.cross_entropy(logits.flatten(0, 1), y_all[index].flatten(), reduction="none")
-            loss = losses.view(index.shape).mean(dim=1).sum()  # sum of per-model mean losses
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+    n_models, n = rows.shape
+    perms, bounds = _epoch_permutations(n, recipes, device)
+    histories: list[list[dict[str, Any]]] = [[] for _ in recipes]
+    bar = progress_bar(total=base.epochs * len(bounds), desc=f"vectorised x{n_models}", enabled=progress,
+                       leave=False, unit="step")
+    batch_buffer = x_all.new_empty((n_models * base.batch_size, *x_all.shape[1:]))  # reused by every step
+    for epoch in range(base.epochs):
+        epoch_start = time.perf_counter()
+        loss_sum = torch.zeros(n_models, device=device)
+        correct = torch.zeros(n_models, dtype=torch.int64, device=device)
+        for lo, hi in bounds:
+            index = torch.gather(rows, 1, perms[epoch][:, lo:hi])  # (G, B) dataset rows of each model's batch
+            optimizer.zero_grad()
+            losses, hits = group.step(gather_rows(x_all, index, batch_buffer), y_all[index], base.precision)
+            optimizer.step(group.gradients())
+            loss_sum += losses.float() * (hi - lo)
+            correct += hits
             bar.update()
+        mean_loss, accuracy = (loss_sum / n).tolist(), (correct.double() / n).tolist()
+        for j, (loss, acc) in enumerate(zip(mean_loss, accuracy)):
+            if not math.isfinite(loss):
+                raise DataError(f"training loss became {loss} in epoch {epoch + 1} (model seed {recipes[j].seed}); "
+                                "lower training.lr")
+            histories[j].append({"epoch": epoch + 1, "loss": loss, "accuracy": acc,
+                                 "seconds": time.perf_counter() - epoch_start})
     bar.close()
-    states = [{n: params[n][j].detach().cpu().clone() for n in names} for j in range(len(recipes))]
-    return states, time.perf_counter() - start
+    scored: list[dict[str, np.ndarray]] = [{} for _ in recipes]
+    for name, x in (queries or {}).items():
+        logits = group.logits(torch.from_numpy(np.asarray(x, dtype=np.float32)).to(device)).cpu().numpy()
+        for j in range(n_models):
+            scored[j][name] = logits[j]
+    return GroupResult(group.states(), scored, histories, time.perf_counter() - start)
 
 
-__all__ = ["check_vectorisable", "train_vectorised"]
+__all__ = ["BATCHINGS", "CPU_STACKED_LIMIT", "GroupResult", "auto_group_size", "available_memory",
+           "check_vectorisable", "choose_batching", "choose_group_size", "prefers_channels_last", "score_per_model",
+           "train_vectorised", "training_bytes"]

@@ -4,14 +4,22 @@ Determinism: on CPU the same :class:`TrainConfig` (same ``seed``) gives the same
 batch order comes from a ``torch.Generator`` seeded with ``config.seed``, and everything else that
 draws from torch's global RNG inside the loop (dropout, plugins such as mixup or DP noise) runs
 under a forked RNG seeded the same way, so the caller's global RNG state is left untouched.
+
+Speed: the batch order is drawn by the same ``DataLoader`` machinery as always
+(:func:`shuffled_batches`), but only as index tensors; the examples are gathered from tensors held
+on the training device (one indexing operation per batch instead of one ``__getitem__`` per
+example), and Adam / SGD use their ``foreach`` implementation, which gives bit-identical updates
+to the per-tensor loop on CPU. A plugin that replaces the ``DataLoader`` (DP-SGD's Poisson
+sampling, distillation's transfer set) is iterated as given.
 """
 
 from __future__ import annotations
 
+import functools
 import resource
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -19,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from miaudit.classifier.training.models import build_model
 from miaudit.data.datasets import ArrayDataset
@@ -27,12 +35,19 @@ from miaudit.errors import ConfigError, DataError
 from miaudit.utils.device import resolve_device
 from miaudit.utils.logs import progress as progress_bar
 
+PRECISIONS = ("float32", "bfloat16")
+
 
 @dataclass
 class TrainConfig:
     """A training recipe; ``model_options`` go to the model (``channels`` for cnn, ``width``/``norm`` for resnet18).
 
     ``hidden`` are the fully connected widths of the mlp and of the cnn's head (resnet18 ignores it).
+    ``device``: "cpu", "cuda[:N]", "mps" or "auto" (a GPU when there is one; checked by
+    :func:`miaudit.utils.device.resolve_device` when training starts). ``precision``: "float32", or
+    "bfloat16" for mixed precision (forward pass and loss under ``torch.autocast`` in bfloat16;
+    weights, gradients, optimiser state and every scoring pass stay float32). Reference pools
+    follow the recipe, so the target and its reference models are trained with the same numerics.
     """
 
     model: Literal["mlp", "cnn", "resnet18"] = "mlp"
@@ -46,6 +61,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     model_options: dict[str, Any] = field(default_factory=dict)
+    precision: Literal["float32", "bfloat16"] = "float32"
 
     def __post_init__(self) -> None:
         checks = [
@@ -58,7 +74,8 @@ class TrainConfig:
             (_is_number(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "use a number >= 0"),
             (_is_int(self.seed), "seed", "use an integer"),
             (all(_is_int(h) and h >= 1 for h in self.hidden), "hidden", "use a list of integers >= 1"),
-            (self.device == "cpu" or self.device.startswith("cuda"), "device", "use 'cpu' or 'cuda[:N]'"),
+            (_is_device_name(self.device), "device", "use 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'"),
+            (self.precision in PRECISIONS, "precision", "choose 'float32' or 'bfloat16'"),
         ]
         for ok, key, fix in checks:
             if not ok:
@@ -71,6 +88,82 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def _is_device_name(value: Any) -> bool:
+    """A device :func:`miaudit.utils.device.resolve_device` understands: cpu, cuda, cuda:N, mps or auto."""
+    if not isinstance(value, str):
+        return False
+    kind, colon, index = value.partition(":")
+    if kind in ("cpu", "mps", "auto"):
+        return not colon
+    return kind == "cuda" and (not colon or index.isdigit())
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """The mixed-precision context of a training step: bfloat16 autocast, or disabled for float32."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
+
+
+class _Positions(Dataset):
+    """Row numbers ``0..n-1``, fetched a whole batch at a time (``__getitems__``) as one index tensor."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+    def __getitems__(self, indices: list[int]) -> torch.Tensor:
+        return torch.tensor(indices, dtype=torch.int64)
+
+
+def _keep(batch: Any) -> Any:
+    return batch  # the batch of indices ``_Positions.__getitems__`` made: no collation
+
+
+def _loader_order(n: int, batch_size: int, seed: int, epochs: int) -> list[list[torch.Tensor]]:
+    """The batches of ``DataLoader(range(n), batch_size, shuffle=True, generator seeded with seed)``, iterated."""
+    loader = DataLoader(_Positions(n), batch_size=batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(seed), collate_fn=_keep)
+    return [list(loader) for _ in range(epochs)]
+
+
+def _drawn_order(n: int, batch_size: int, seed: int, epochs: int) -> list[list[torch.Tensor]]:
+    """The same batches from the generator draws the ``DataLoader`` makes per epoch, without its machinery
+    (about 10x cheaper): the iterator's base seed, the sampler's permutation, and the sampler's trailing
+    (empty) permutation drawn when it is exhausted."""
+    generator = torch.Generator().manual_seed(seed)
+    order = []
+    for _ in range(epochs):
+        torch.empty((), dtype=torch.int64).random_(generator=generator)
+        permutation = torch.randperm(n, generator=generator)
+        torch.randperm(n, generator=generator)
+        order.append(list(permutation.split(batch_size)))
+    return order
+
+
+@functools.cache
+def _draws_match_the_loader() -> bool:
+    """Whether :func:`_drawn_order` reproduces this torch version's ``DataLoader`` (checked once per process)."""
+    cases = [(10, 3, 0, 3), (8, 4, 1, 2), (5, 8, 2, 2)]
+    return all(len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+               for case in cases for a, b in zip(_drawn_order(*case), _loader_order(*case)))
+
+
+def shuffled_batches(n: int, batch_size: int, seed: int, epochs: int) -> list[list[torch.Tensor]]:
+    """Per epoch, the index batches (int64 tensors) of a shuffled ``DataLoader`` seeded with ``seed``.
+
+    Exactly the order :func:`train_classifier` has always used: ``DataLoader(data,
+    batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))`` iterated ``epochs``
+    times; only the indices are materialised, not the examples. They are drawn directly from the
+    generator when that is checked to give the ``DataLoader``'s order, else by iterating one.
+    """
+    order = _drawn_order if _draws_match_the_loader() else _loader_order
+    return order(n, batch_size, seed, epochs)
 
 
 def build_model_from_config(config: TrainConfig, input_shape: Sequence[int], n_classes: int) -> nn.Module:
@@ -131,11 +224,12 @@ class TrainResult:
     reports: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(params: Iterable[torch.Tensor], config: TrainConfig) -> torch.optim.Optimizer:
+    """The recipe's optimiser over ``params``, in its ``foreach`` form (the same updates as the per-tensor loop)."""
     if config.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                           weight_decay=config.weight_decay)
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, foreach=True)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                           foreach=True)
 
 
 def _peak_rss_mb() -> float:
@@ -157,12 +251,19 @@ def train_classifier(model: nn.Module, dataset: ArrayDataset, config: TrainConfi
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(config.seed)
         shuffle = torch.Generator().manual_seed(config.seed)
-        loader = DataLoader(tensors, batch_size=config.batch_size, shuffle=True, generator=shuffle)
-        optimizer = _make_optimizer(model, config)
-        trained, opt, loader = model, optimizer, loader
+        given = DataLoader(tensors, batch_size=config.batch_size, shuffle=True, generator=shuffle)
+        optimizer = make_optimizer(model.parameters(), config)
+        trained, opt, loader = model, optimizer, given
         for plugin in plugins:
             trained, opt, loader = plugin.setup(trained, opt, loader)
-        history = _run_epochs(trained, opt, loader, dataset.n_classes, config, plugins, progress, device)
+        if loader is given:  # nobody replaced the sampling: gather batches from tensors on the device
+            epochs = _gathered_batches(tensors.tensors, config, device)
+            steps = len(given)
+        else:
+            epochs, steps = _loader_batches(loader, config.epochs, device), len(loader)
+        n_classes = dataset.n_classes
+        assert n_classes is not None  # ArrayDataset infers it when not given
+        history = _run_epochs(trained, opt, epochs, steps, n_classes, config, plugins, progress, device)
         for plugin in plugins:
             trained = plugin.finalize(trained)
     seconds = time.perf_counter() - start
@@ -174,27 +275,65 @@ def train_classifier(model: nn.Module, dataset: ArrayDataset, config: TrainConfi
     return TrainResult(trained.eval(), history, seconds, peak, source, reports)
 
 
-def _run_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, n_classes: int,
+Batches = Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]]  # epoch -> (x (B, ...), y (B,)) on device
+
+
+def gather_rows(data: torch.Tensor, index: torch.Tensor, buffer: torch.Tensor | None = None) -> torch.Tensor:
+    """``data[index]`` ``(*index.shape, *data.shape[1:])`` with row-major strides, as ``torch.stack`` gives.
+
+    Plain indexing may give a size-1 channel dimension the strides of channels-last memory format,
+    and convolution kernels choose their algorithm (and so their rounding) from the strides.
+    ``buffer``: a contiguous tensor of at least ``index.numel()`` rows to write into (and return a view
+    of) instead of a fresh allocation.
+    """
+    rows = index.numel()
+    out = data.new_empty((rows, *data.shape[1:])) if buffer is None else buffer[:rows]
+    return torch.index_select(data, 0, index.flatten(), out=out).view(*index.shape, *data.shape[1:])
+
+
+def _gathered_batches(tensors: tuple[torch.Tensor, ...], config: TrainConfig, device: torch.device) -> Batches:
+    """The loop's own shuffled batches, gathered from ``x``, ``y`` moved to ``device`` once."""
+    x_all, y_all = (t.to(device) for t in tensors)
+    orders = shuffled_batches(len(y_all), config.batch_size, config.seed, config.epochs)
+
+    def epoch(e: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        for index in orders[e]:
+            index = index.to(device)
+            yield gather_rows(x_all, index), y_all[index]
+
+    return epoch
+
+
+def _loader_batches(loader: Iterable, epochs: int, device: torch.device) -> Batches:
+    """Batches of a loader a plugin supplied, moved to ``device``; the loader is iterated once per epoch."""
+    def epoch(e: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        for x, y in loader:
+            yield x.to(device), y.to(device)
+
+    return epoch
+
+
+def _run_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Batches, steps: int, n_classes: int,
                 config: TrainConfig, plugins: Sequence[TrainingPlugin], progress: bool,
                 device: torch.device) -> list[dict[str, Any]]:
     history = []
-    bar = progress_bar(total=config.epochs * len(loader), desc=f"train {config.model}", enabled=progress,
+    bar = progress_bar(total=config.epochs * steps, desc=f"train {config.model}", enabled=progress,
                        leave=False, unit="batch")
     for epoch in range(config.epochs):
         model.train()
         epoch_start, total_loss, correct, seen = time.perf_counter(), 0.0, 0, 0
-        for x, y in loader:
+        for x, y in batches(epoch):
             bar.update()
             if y.numel() == 0:  # Poisson sampling (DP-SGD) can draw an empty batch
                 continue
-            x, y = x.to(device), y.to(device)
             optimizer.zero_grad(set_to_none=True)
-            logits = model(x)  # (B, K)
-            if logits.shape[-1] != n_classes:
-                raise ConfigError(f"the model outputs {logits.shape[-1]} classes but the data has {n_classes}")
-            loss = F.cross_entropy(logits, y)
-            for plugin in plugins:
-                loss = plugin.loss(model, x, y, logits, loss)
+            with autocast(device, config.precision):
+                logits = model(x)  # (B, K)
+                if logits.shape[-1] != n_classes:
+                    raise ConfigError(f"the model outputs {logits.shape[-1]} classes but the data has {n_classes}")
+                loss = F.cross_entropy(logits, y)
+                for plugin in plugins:
+                    loss = plugin.loss(model, x, y, logits, loss)
             if not torch.isfinite(loss):
                 raise DataError(f"training loss became {loss.item()} in epoch {epoch + 1}; lower training.lr")
             loss.backward()
