@@ -51,7 +51,9 @@ class ScoredAttack:
     ``ids`` ``(n,)`` example identifiers, ``membership`` ``(n,)`` bool ground truth, ``scores``
     ``(n,)`` higher = member; ``key`` is the attack's unique label in the run; ``extra`` is added
     to the attack's ``metrics.json`` entry (e.g. ``{"cost": ...}``); ``groups`` ``(n,)`` are group
-    ids of examples that are not independent (evaluation then resamples whole groups), or None.
+    ids of examples that are not independent (evaluation then resamples whole groups), or None;
+    ``threshold_from_attack``: False when the scores have no single learned decision threshold (scores
+    pooled over targets that each gave the attack its own), so decision metrics use the ``oracle`` one.
     """
 
     key: str
@@ -62,6 +64,7 @@ class ScoredAttack:
     seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
     groups: np.ndarray | None = None
+    threshold_from_attack: bool = True
 
 
 @dataclass
@@ -182,7 +185,8 @@ def _attack_entry(scored: ScoredAttack, config: Any, *, delta: float) -> dict[st
     empirical epsilon lower bound at ``delta`` (same confidence level as the CIs)."""
     ev = config.evaluation
     cls = type(scored.attack)
-    metrics = evaluate(scored.membership, scored.scores, threshold=scored.attack.decision_threshold,
+    threshold = scored.attack.decision_threshold if scored.threshold_from_attack else None
+    metrics = evaluate(scored.membership, scored.scores, threshold=threshold,
                        fprs=tuple(ev.fprs), n_bootstrap=ev.n_bootstrap, confidence=ev.confidence,
                        seed=derive_seed(config.seed, "bootstrap"), groups=scored.groups)
     bound = empirical_epsilon(scored.membership, scored.scores, delta=delta, confidence=ev.confidence)

@@ -147,6 +147,7 @@ def train_reference_pool(
     ray_address: str | None = None,
     group_size: int = 16,
     cache_dir: str | Path | None = None,
+    keep_models: Sequence[int] = (),
     progress: bool = True,
 ) -> TrainedReferencePool:
     """Train ``keep.shape[0]`` reference models on the rows ``keep[j]`` of ``dataset`` and score them.
@@ -159,6 +160,9 @@ def train_reference_pool(
     :func:`miaudit.classifier.reference.views.query_views`) and on ``population`` (RMIA's ``z``).
     ``executor``: "sequential", "vectorised" (``group_size`` models at once; MLP / CNN),
     "process" (``n_workers`` processes) or "ray" (local with ``n_workers`` CPUs, or ``ray_address``).
+    ``keep_models``: indices of models whose trained modules the pool keeps (``pool.models[j]``, e.g.
+    targets that attacks query); a cached one is loaded from its weights, or trained again when they are
+    missing or damaged.
     """
     if executor not in executors.EXECUTORS:
         raise ConfigError(f"unknown executor {executor!r}; choose one of {', '.join(executors.EXECUTORS)}")
@@ -178,17 +182,23 @@ def train_reference_pool(
     context = PoolContext(dataset, queries, tuple(plugins))
 
     logits: dict[int, dict[str, np.ndarray]] = {}
+    kept: dict[int, torch.nn.Module] = {}
+    wanted = {int(j) for j in keep_models}
     keys, tasks, n_cached = [], [], 0
     for j in range(keep.shape[0]):
         task = ModelTask(j, dataclasses.replace(recipe, seed=model_seed(seed, j)), np.flatnonzero(keep[j]))
         key = fingerprint(base_key, task.recipe.seed, task.train_index)
         keys.append(key)
-        cached = cache.load_logits(key, query_key)
+        cached = cache.load_logits(key, query_key) if j not in wanted else None
         if cached is None and (state := cache.load_state(key)) is not None:
             model = executors.build(context, task.recipe)
             model.load_state_dict(state)
-            cached = executors.score(model, queries)
-            cache.save_logits(key, query_key, cached)
+            if j in wanted:
+                kept[j] = model
+            cached = cache.load_logits(key, query_key)
+            if cached is None:
+                cached = executors.score(model, queries)
+                cache.save_logits(key, query_key, cached)
         if cached is None:
             tasks.append(task)
         else:
@@ -201,6 +211,8 @@ def train_reference_pool(
                 "recipe": to_dict(recipe), "n_train": int(keep[result.index].sum())}
         cache.save(keys[result.index], query_key, result, meta)
         logits[result.index] = result.logits
+        if result.index in wanted:
+            kept[result.index] = _module(context, tasks, result)
         bar.update()
     bar.close()
 
@@ -216,8 +228,17 @@ def train_reference_pool(
         views=model_views if n_views > 1 else None, ids=dataset.ids,
         train_ids=[dataset.ids[k] for k in keep], population_ids=None if population is None else population.ids,
         fingerprint=fingerprint(keys, query_key), seconds=time.perf_counter() - start,
+        models=[kept[j] for j in sorted(wanted)] if wanted else None,
         info={"executor": executor, "numerics": numerics, "trained": len(tasks), "from_cache": n_cached,
               "seed": seed, "views": views})
+
+
+def _module(context: PoolContext, tasks: Sequence[ModelTask], result: ModelResult) -> torch.nn.Module:
+    """The trained model of ``result`` as a module (rebuilt from its state dict, in eval mode)."""
+    task = next(t for t in tasks if t.index == result.index)
+    model = executors.build(context, task.recipe)
+    model.load_state_dict({k: torch.as_tensor(v) for k, v in result.state.items()})
+    return model.eval()
 
 
 # -- checks -------------------------------------------------------------------------------------
@@ -266,6 +287,7 @@ def build_reference_pool_for_audit(
     n_workers: int | None = None,
     ray_address: str | None = None,
     cache_dir: str | Path | None = None,
+    keep_models: Sequence[int] = (),
     accuracy_tolerance: float = 0.05,
     loss_tolerance: float = 0.5,
     progress: bool = True,
@@ -275,7 +297,8 @@ def build_reference_pool_for_audit(
     The pool is scored on ``split.audited`` (members then non-members, the audit's order) and on
     ``split.population`` (RMIA's ``z``, when non-empty). With ``target_outputs`` (the target on
     ``split.audited``) the fidelity check runs and its result is ``pool.fidelity``; its warnings are
-    :class:`~miaudit.classifier.reference.fidelity.FidelityWarning`\\ s.
+    :class:`~miaudit.classifier.reference.fidelity.FidelityWarning`\\ s. ``keep_models``: as
+    :func:`train_reference_pool`.
     """
     audited = dataset.subset(split.audited)
     population = dataset.subset(split.population) if split.population.size else None
@@ -287,7 +310,7 @@ def build_reference_pool_for_audit(
                       "the target", FidelityWarning, stacklevel=2)
     pool = train_reference_pool(audited, keep, recipe, population=population, views=views, plugins=plugins,
                                 seed=seed, executor=executor, n_workers=n_workers, ray_address=ray_address,
-                                cache_dir=cache_dir, progress=progress)
+                                cache_dir=cache_dir, keep_models=keep_models, progress=progress)
     check_pool_data(pool, audited.ids)
     if target_outputs is not None:
         pool.fidelity = check_fidelity(pool, target_outputs, split.membership,
