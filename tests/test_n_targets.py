@@ -96,7 +96,7 @@ def test_report_says_targets_were_pooled(pooled_run):
     assert "Per-target AUC of" in report
     assert "3 targets pooled" in (pooled_run / "report.html").read_text()
     metrics = json.loads((pooled_run / "metrics.json").read_text())
-    assert metrics["target"]["n_targets"] == 3 and "3 targets pooled" in metrics["target"]["description"]
+    assert metrics["target"]["n_targets"] == 3 and "3 such targets" in metrics["target"]["description"]
 
 
 def test_a_target_is_never_in_its_own_reference_pool():
@@ -181,3 +181,19 @@ def test_pooled_threshold_only_when_every_target_learned_the_same():
     assert same.scores.shape == (8,) and same.extra["learned"] == {"k": 0}
     np.testing.assert_array_equal(same.groups, np.r_[np.arange(4), np.arange(4)])
     assert same.extra["per_target_auc"] == [1.0, 1.0]
+
+
+def test_epsilon_bound_is_per_target_with_bonferroni(pooled_run):
+    from miaudit.evaluation.epsilon import empirical_epsilon
+
+    metrics = json.loads((pooled_run / "metrics.json").read_text())
+    assert not any("groups: every interval" in w for w in metrics["warnings"])  # bound is per target, not pooled
+    for entry in metrics["attacks"]:
+        bound = entry["empirical_epsilon"]
+        assert bound["n_targets"] == 3 and bound["confidence"] == 0.95 and "Bonferroni over the targets" in \
+            bound["method"]
+        result = AttackResult.load(pooled_run / "scores", entry["name"])
+        k = bound["target"]
+        block = slice(k * N, (k + 1) * N)
+        expected = empirical_epsilon(result.labels[block], result.scores[block], confidence=1 - 0.05 / 3)
+        assert bound["epsilon"] == pytest.approx(expected.epsilon)

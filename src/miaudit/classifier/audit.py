@@ -103,7 +103,7 @@ def _pooled_target_info(runs: list[ExperimentModels]) -> dict[str, Any]:
     n = len(runs)
     description = first["description"].rsplit("; target 0", 1)[0]
     return {"source": "trained", "model": first["model"], "access": first["access"],
-            "description": f"{n} targets pooled: each a {description}, each in turn the target",
+            "description": f"{description}; {n} such targets, each in turn the target, scores pooled",
             "n_targets": n, "train_accuracy": section["train_accuracy_mean"],
             "test_accuracy": section["test_accuracy_mean"], "fingerprint": first["fingerprint"]}
 

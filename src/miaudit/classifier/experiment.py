@@ -451,7 +451,8 @@ class ClassifierExperiment:
             models = ExperimentModels(target, ModelOutputs(target.outputs, target.membership,
                                                            population=target.population),
                                       shadow=shared.shadow, pool=pool, shadow_models=shared.shadow_models,
-                                      sections=shared.sections, warnings=shared.warnings, progress=self.progress,
+                                      sections=shared.sections, warnings=shared.warnings,
+                                      progress=self.progress and k == 0,
                                       target_views=targets.views[k] if targets.views is not None else None,
                                       shadow_signals=shared.shadow_signals)
             runs.append(models)
@@ -487,7 +488,7 @@ class ClassifierExperiment:
         model = TorchClassifierTarget(targets.models[k]) if targets.models is not None else None
         info: dict[str, Any] = {
             "source": "trained", "model": recipe.model, "access": "logits",
-            "description": f"{recipe.model} trained by miaudit on random halves "
+            "description": f"{recipe.model} trained by miaudit on a random half "
                            f"({int(membership.sum())} examples) of {len(audited)} {self.dataset.name} examples "
                            f"({recipe.epochs} epochs, {recipe.optimizer}, lr {recipe.lr:g}, weight decay "
                            f"{recipe.weight_decay:g}); target {k} of a pool",

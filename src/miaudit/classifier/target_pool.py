@@ -15,7 +15,9 @@ every audited example is IN for exactly half of its reference models, as in a on
 
 :func:`pool_scores` concatenates each attack's scores over the targets (``K x n`` points; the ids
 repeat, the membership is each target's own) and groups the points by example (or by the examples'
-own groups), so the evaluation's cluster bootstrap resamples an example with all its ``K`` scores.
+own groups), so the evaluation's cluster bootstrap resamples an example with all its ``K`` scores, and records
+which target gave each score, so the empirical epsilon bound is computed per target (independent
+records) and the largest is reported with a Bonferroni correction over the targets.
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ def pool_scores(per_target: Sequence[Sequence[ScoredAttack]],
     differ (a threshold learned from each target's population outputs) the pooled entry has no
     single learned threshold and the evaluation reports its decision metrics at the ``oracle`` one.
     Groups are the examples' groups when they have some, else their ids. ``extra`` keeps the first
-    target's ``learned`` state and ``cost`` and adds ``per_target_auc``.
+    target's ``learned`` state and ``cost`` and adds ``per_target_auc``; ``targets`` ``(K x n,)`` is each
+    score's target.
     """
     pooled = []
     for i, first in enumerate(per_target[0]):
@@ -67,7 +70,8 @@ def pool_scores(per_target: Sequence[Sequence[ScoredAttack]],
             first.key, first.attack, np.concatenate([p.ids for p in parts]),
             np.concatenate([p.membership for p in parts]), np.concatenate([p.scores for p in parts]),
             sum(p.seconds for p in parts), extra=extra, groups=groups,
-            threshold_from_attack=len(learned) == 1))
+            threshold_from_attack=len(learned) == 1,
+            targets=np.concatenate([np.full(len(p.scores), k) for k, p in enumerate(parts)])))
     return pooled
 
 

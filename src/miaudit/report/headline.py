@@ -97,8 +97,9 @@ def pooled_targets_sentence(metrics: Mapping[str, Any], *, name: Callable[[str],
             f"examples, each in turn the target (its own half are its members) with the others' pairs as its "
             f"reference models, never itself; every attack's scores are pooled ({n} x {n_audited} = "
             f"{targets['pooled_scores']} scores: {data.get('pooled_members', '?')} member and "
-            f"{data.get('pooled_nonmembers', '?')} non-member scores), and intervals resample examples with all "
-            "their scores (cluster bootstrap).")
+            f"{data.get('pooled_nonmembers', '?')} non-member scores); intervals resample examples with all "
+            f"their scores (cluster bootstrap) and each empirical ε bound is the largest of the {n} targets' own, "
+            "Bonferroni-corrected.")
     best = RunResult(dict(metrics)).strongest("auc")
     aucs = best.fields.get("per_target_auc") if best is not None else None
     if best is not None and aucs:
