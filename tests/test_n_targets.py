@@ -197,3 +197,18 @@ def test_epsilon_bound_is_per_target_with_bonferroni(pooled_run):
         block = slice(k * N, (k + 1) * N)
         expected = empirical_epsilon(result.labels[block], result.scores[block], confidence=1 - 0.05 / 3)
         assert bound["epsilon"] == pytest.approx(expected.epsilon)
+
+
+def test_an_estimator_family_is_pooled_too(tmp_path):
+    """A scikit-learn estimator the tool trains (training.estimator): targets and reference models are its clones."""
+    config = _config(training={"estimator": {"class": "sklearn.linear_model:LogisticRegression",
+                                             "kwargs": {"max_iter": 200}}, "trust_code": True},
+                     attacks=[{"name": "loss"}, {"name": "lira", "params": {"variance": "global"}}],
+                     reference={"n_models": 4, "executor": "sequential"})
+    result = run_audit(parse_config(config), tmp_path / "run", progress=False)
+    assert result["targets"]["n_targets"] == 3 and result["target"]["access"] == "probabilities"
+    assert "LogisticRegression" in result["target"]["description"]
+    assert all(a["n_nonmembers"] == 3 * N // 2 for a in result["attacks"])
+    with pytest.raises(ConfigError, match="need zoo models to query"):
+        run_audit(parse_config({**config, "attacks": [{"name": "boundary_distance"}]}), tmp_path / "q",
+                  progress=False)

@@ -32,9 +32,12 @@ def parse(data: dict[str, Any]) -> AuditConfig:
     refuse_nested_seed(data, "training")
     training = data.get("training")
     config = from_dict(AuditConfig, data)
-    if config.target.user_model and (config.shadow.n_models or config.reference.n_models) and training is None:
+    rebuilt = config.target.source == "sklearn"  # shadow and reference models are clones of the estimator
+    if config.target.user_model and (config.shadow.n_models or config.reference.n_models) and training is None \
+            and not rebuilt:
         raise ConfigError("config.training: shadow and reference models are trained by the tool; give the recipe "
-                          "closest to how your model was trained (model, hidden, epochs, lr, ...)")
+                          "closest to how your model was trained (epochs, lr, ...; model and hidden too for a black "
+                          "box), or your training function (training.function)")
     return config
 
 
@@ -129,9 +132,11 @@ def run_classifier_audit(config: AuditConfig, folder: Path, *, progress: bool = 
         scored, target_info = _score_attacks(attacks, models, views=views, progress=progress), target.info
     else:
         scored, target_info = _score_pooled(attacks, runs, views=views, progress=progress), _pooled_target_info(runs)
+    if experiment.preprocessor is not None:
+        experiment.preprocessor.save(folder)
     dataset = experiment.dataset
-    data_info = {"dataset": dataset.name if dataset is not None else None,
-                 "n_examples": len(dataset) if dataset is not None else None,
+    data_info: dict[str, Any] = {"dataset": dataset.name if dataset is not None else None,
+                                 "n_examples": len(dataset) if dataset is not None else None,
                  "n_classes": outputs.n_classes if outputs.access != "label-only" else None,
                  "n_members": int(membership.sum()), "n_nonmembers": int((~membership).sum()),
                  "n_shadow": int(target.shadow_pool.size),
@@ -139,6 +144,11 @@ def run_classifier_audit(config: AuditConfig, folder: Path, *, progress: bool = 
     if n_targets > 1:
         data_info.update(n_targets=n_targets, pooled_members=n_targets * int(membership.sum()),
                          pooled_nonmembers=n_targets * int((~membership).sum()))
+    if experiment.preprocessor is not None:
+        p = experiment.preprocessor
+        data_info["preprocessing"] = {"numeric": len(p.numeric), "categorical": len(p.categorical),
+                                      "n_features": len(p.feature_names), "fitted_on_rows": p.fitted_rows,
+                                      "scale": p.scale, "files": ["preprocessing.json", "preprocessing.joblib"]}
     return AuditOutcome(target=target_info, data=data_info, attacks=scored, sections=models.sections,
                         warnings=experiment.warnings + models.warnings)
 
