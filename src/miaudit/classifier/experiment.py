@@ -528,7 +528,7 @@ class ClassifierExperiment:
         ``n_targets`` needs them). Target ``k`` is model ``k``: its members are its own half, its
         reference pool the ``reference.n_models`` models of other pairs, never itself. Shadow models are
         trained once and shared. Each returned :class:`ExperimentModels` is one target's; ``sections``
-        (shared) gains ``"targets"``: each target's seed, train / test accuracy and reference models.
+        (shared) gains ``"targets"``: each target's model seed, train / test accuracy and reference models.
         """
         if n_targets == 1:
             return [self.run()]
@@ -543,6 +543,9 @@ class ClassifierExperiment:
                               f"models to query when several targets are pooled, not {self.family.describe()}; drop "
                               "them or set n_targets: 1")
         assert self.dataset is not None and self.split is not None
+        if self.split.target_members.size != self.split.target_nonmembers.size:
+            raise ConfigError("evaluation.n_targets: each target trains on a random half of the audited examples, so "
+                              "give split.n_members == split.n_nonmembers")
         start = time.perf_counter()
         ref = self.reference_config
         recipe = self.training.zoo() if isinstance(self.training, ClassifierTraining) else self.training
