@@ -37,6 +37,9 @@ def test_demo_end_to_end(tmp_path, capsys):
         assert set(entry["tpr_at_fpr"]) == {"0.001", "0.01", "0.05"}
         low, high = entry["auc_ci"]
         assert low <= entry["auc"] <= high
+    assert metrics["targets"]["n_targets"] == 7  # pooled targets: TPR at 1% FPR rests on >= 10 false positives
+    assert all(e["n_nonmembers"] * 0.01 >= 10 for e in entries.values())
+    assert "lowest evaluated FPR that 1050 non-members support" in (out / "report.md").read_text()
     assert entries["loss"]["auc"] > 0.6
     assert entries["loss"]["threshold_source"] == "reference"  # learned on the shadow models
     for name in ("report.md", "report.html", "log.txt", "roc_linear.png", "roc_loglog.png", "config.yaml",

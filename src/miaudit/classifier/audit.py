@@ -17,6 +17,7 @@ from typing import Any
 from miaudit.attacks.base import Attack
 from miaudit.classifier.config import AuditConfig
 from miaudit.classifier.experiment import SUPPORTED_REFERENCE, ClassifierExperiment, ExperimentModels
+from miaudit.classifier.target_pool import pool_scores
 from miaudit.classifier.targets import PrecomputedTarget
 from miaudit.config import from_dict, refuse_nested_seed, resolved_without_seed
 from miaudit.errors import ConfigError
@@ -46,12 +47,13 @@ def resolve(config: AuditConfig) -> dict[str, Any]:
 
 
 def _score_attacks(attacks: list[tuple[str, Attack]], models: ExperimentModels, *, views: str,
-                   progress: bool) -> list[ScoredAttack]:
+                   progress: bool, fitted: frozenset[str] = frozenset()) -> list[ScoredAttack]:
     """Fit and score every attack; those that query the model (label-only, white-box) go through
     :mod:`miaudit.classifier.queried`.
 
     Attacks that accept query views (LiRA) score the target's outputs on every view of ``views``,
-    the same augmentations the reference pool was scored on.
+    the same augmentations the reference pool was scored on. Attacks named in ``fitted`` are already
+    fitted on the same reference data and only score.
     """
     target, reference = models.target, models.reference
     queried = models.queried(attacks)
@@ -70,37 +72,84 @@ def _score_attacks(attacks: list[tuple[str, Attack]], models: ExperimentModels, 
             continue
         start = time.perf_counter()
         signals = view_outputs if view_outputs is not None and key in with_views else target.outputs
-        scores = attack.fit(reference).score(signals)
+        scores = (attack if key in fitted else attack.fit(reference)).score(signals)
         scored.append(ScoredAttack(key, attack, target.ids, target.membership, scores, time.perf_counter() - start,
                                    extra={"learned": attack.learned_state()}, groups=target.groups))
     return scored
 
 
+def _score_pooled(attacks: list[tuple[str, Attack]], runs: list[ExperimentModels], *, views: str,
+                  progress: bool) -> list[ScoredAttack]:
+    """Fit and score every attack on each target in turn (its own reference data); pool the scores.
+
+    Attacks that learn only from shadow models (or nothing) are fitted once: every target shares them.
+    """
+    shared = frozenset(k for k, a in attacks if _fit_shared(a))
+    per_target, thresholds = [], []
+    for k, models in enumerate(progress_bar(runs, desc="targets", enabled=progress, unit="target")):
+        log.info("attacking target %d of %d", k + 1, len(runs))
+        scored = _score_attacks(attacks, models, views=views, progress=False, fitted=shared if k else frozenset())
+        per_target.append(scored)
+        thresholds.append([s.attack.decision_threshold for s in scored])
+    return pool_scores(per_target, thresholds)
+
+
+def _fit_shared(attack: Attack) -> bool:
+    """True when ``attack`` learns nothing about the target: from shadow models or from nothing at all."""
+    needs = {attack.needs_reference, *attack.fit_input}
+    return needs <= {"none", "shadow"}
+
+
+def _pooled_target_info(runs: list[ExperimentModels]) -> dict[str, Any]:
+    """``metrics.json`` ``"target"`` of a pooled audit: what every target is, accuracies averaged over them."""
+    first, section = runs[0].target.info, runs[0].sections["targets"]
+    n = len(runs)
+    description = first["description"].rsplit("; target 0", 1)[0]
+    return {"source": "trained", "model": first["model"], "access": first["access"],
+            "description": f"{description}; {n} such targets, each in turn the target, scores pooled",
+            "n_targets": n, "train_accuracy": section["train_accuracy_mean"],
+            "test_accuracy": section["test_accuracy_mean"], "fingerprint": first["fingerprint"]}
+
+
 def run_classifier_audit(config: AuditConfig, folder: Path, *, progress: bool = True) -> AuditOutcome:
-    """Build target outputs, shadow models, reference pool and population outputs; fit and score every attack."""
+    """Build target outputs, shadow models, reference pool and population outputs; fit and score every attack.
+
+    With ``evaluation.n_targets`` ``K >= 2`` each of ``K`` targets is attacked in turn and every
+    attack's scores are pooled (:mod:`miaudit.classifier.target_pool`); ``target_outputs.npz`` then
+    holds target 0's outputs.
+    """
     attacks = build_attacks(config.attacks, kind="classifier", seed=config.seed)
     experiment = ClassifierExperiment.from_config(config, attacks, progress=progress)
-    models = experiment.run()
+    n_targets = config.evaluation.n_targets
+    runs = experiment.run_targets(n_targets)
+    models = runs[0]
     target = models.target
     outputs, membership = target.outputs, target.membership
     PrecomputedTarget.save_npz(folder / "target_outputs.npz", outputs, membership, ids=target.ids,
                                groups=target.groups)
-    scored = _score_attacks(attacks, models, views=config.reference.views, progress=progress)
+    views = config.reference.views
+    if n_targets == 1:
+        scored, target_info = _score_attacks(attacks, models, views=views, progress=progress), target.info
+    else:
+        scored, target_info = _score_pooled(attacks, runs, views=views, progress=progress), _pooled_target_info(runs)
     if experiment.preprocessor is not None:
         experiment.preprocessor.save(folder)
     dataset = experiment.dataset
     data_info: dict[str, Any] = {"dataset": dataset.name if dataset is not None else None,
-                 "n_examples": len(dataset) if dataset is not None else None,
+                                 "n_examples": len(dataset) if dataset is not None else None,
                  "n_classes": outputs.n_classes if outputs.access != "label-only" else None,
                  "n_members": int(membership.sum()), "n_nonmembers": int((~membership).sum()),
                  "n_shadow": int(target.shadow_pool.size),
                  "n_population": len(target.population) if target.population is not None else 0}
+    if n_targets > 1:
+        data_info.update(n_targets=n_targets, pooled_members=n_targets * int(membership.sum()),
+                         pooled_nonmembers=n_targets * int((~membership).sum()))
     if experiment.preprocessor is not None:
         p = experiment.preprocessor
         data_info["preprocessing"] = {"numeric": len(p.numeric), "categorical": len(p.categorical),
                                       "n_features": len(p.feature_names), "fitted_on_rows": p.fitted_rows,
                                       "scale": p.scale, "files": ["preprocessing.json", "preprocessing.joblib"]}
-    return AuditOutcome(target=target.info, data=data_info, attacks=scored, sections=models.sections,
+    return AuditOutcome(target=target_info, data=data_info, attacks=scored, sections=models.sections,
                         warnings=experiment.warnings + models.warnings)
 
 

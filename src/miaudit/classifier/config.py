@@ -260,6 +260,27 @@ class ReferenceConfig:
 
 
 @dataclass
+class ClassifierEvaluationConfig(EvaluationConfig):
+    """The shared evaluation section plus ``n_targets``: how many targets the tool trains and pools.
+
+    ``n_targets: 1`` audits one target trained on ``split.n_members`` examples. ``n_targets: K >= 2``
+    audits the training algorithm as Carlini et al. (2022) evaluate LiRA: ``K`` targets trained by the
+    target's recipe on random halves of the audited examples, each in turn the target (its own half
+    are its members, the other half its non-members), its reference models (``reference.n_models``)
+    never including itself; every attack's scores are pooled over the ``K`` targets (``K`` x the audited
+    examples) and the bootstrap resamples examples with all their scores (cluster bootstrap).
+    """
+
+    n_targets: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.n_targets, bool) or self.n_targets < 1:
+            raise ConfigError(f"config.evaluation.n_targets: must be an integer >= 1 (1: one target), got "
+                              f"{self.n_targets!r}")
+
+
+@dataclass
 class AuditConfig:
     """A membership audit of a classifier (``kind: classifier``)."""
 
@@ -272,10 +293,11 @@ class AuditConfig:
     training: ClassifierTraining = field(default_factory=ClassifierTraining)
     shadow: ShadowConfig = field(default_factory=ShadowConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
-    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    evaluation: ClassifierEvaluationConfig = field(default_factory=ClassifierEvaluationConfig)
 
     def __post_init__(self) -> None:
         check_attack_specs(self.attacks)
+        self._check_n_targets()
         source = self.target.source
         if source == "trained":
             if self.dataset is None:
@@ -310,6 +332,21 @@ class AuditConfig:
             raise ConfigError("config.training.function: trains torch models; a scikit-learn target's shadow and "
                               "reference models are clones of it; remove function")
 
+    def _check_n_targets(self) -> None:
+        """Several pooled targets need a target the tool trains on halves of the audited examples."""
+        n_targets = self.evaluation.n_targets
+        if n_targets == 1:
+            return
+        source = self.target.source
+        if source != "trained":
+            what = "a precomputed target" if source == "precomputed" else "your own model"
+            raise ConfigError(f"config.evaluation.n_targets: {n_targets} targets are trained by the tool, but {what} "
+                              "is one fixed model; remove n_targets (or set it to 1)")
+        if self.split.n_members != self.split.n_nonmembers:
+            raise ConfigError(f"config.evaluation.n_targets: each of the {n_targets} targets trains on a random half "
+                              f"of the audited examples, so give split.n_members == split.n_nonmembers (got "
+                              f"{self.split.n_members} and {self.split.n_nonmembers})")
 
-__all__ = ["SOURCES", "AuditConfig", "ClassifierTraining", "ReferenceConfig", "ShadowConfig", "SplitConfig",
-           "TargetConfig"]
+
+__all__ = ["SOURCES", "AuditConfig", "ClassifierEvaluationConfig", "ClassifierTraining", "ReferenceConfig",
+           "ShadowConfig", "SplitConfig", "TargetConfig"]

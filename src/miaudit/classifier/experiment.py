@@ -39,6 +39,7 @@ from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.queried import QueriedScores, ShadowModel, run_queried_attacks, signal_type
 from miaudit.classifier.reference import AttackReference, ShadowData, TrainedReferencePool
 from miaudit.classifier.reference.views import query_views
+from miaudit.classifier.signals.shadow import ShadowSignals
 from miaudit.classifier.sources import AuditedTarget, precomputed_target, user_model_target
 from miaudit.classifier.targets import SklearnTarget, TorchClassifierTarget
 from miaudit.classifier.targets.hf_text import HFTextSource
@@ -126,6 +127,8 @@ class ExperimentModels:
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
     progress: bool = False
+    target_views: list[ClassifierOutputs] | None = None
+    shadow_signals: dict[tuple[str, str], ShadowSignals] = field(default_factory=dict, repr=False)
     _queried: dict[str, QueriedScores] = field(default_factory=dict, repr=False)
 
     @property
@@ -156,11 +159,14 @@ class ExperimentModels:
             assert self.target.audited is not None  # checked: attacks that query need a model the tool can run
             log.info("computing query / gradient signals for %s", ", ".join(k for k, _ in todo))
             self._queried.update({r.key: r for r in run_queried_attacks(
-                todo, self.target.model, self.target.audited, shadow=self.shadow_models, progress=self.progress)})
+                todo, self.target.model, self.target.audited, shadow=self.shadow_models, progress=self.progress,
+                shadow_cache=self.shadow_signals)})
         return {k: self._queried[k] for k, _ in wanted}
 
     def view_outputs(self, views: str) -> list[ClassifierOutputs]:
         """The target's outputs on every query view of the audited examples; view 0 is the plain query."""
+        if self.target_views is not None:
+            return self.target_views
         audited = self.target.audited
         assert audited is not None and self.target.model is not None
         return [self.target.outputs] + [
@@ -513,6 +519,108 @@ class ClassifierExperiment:
         models.seconds = round(time.perf_counter() - start, 2)
         return models
 
+    def run_targets(self, n_targets: int = 1) -> list[ExperimentModels]:
+        """What attacks need for each of ``n_targets`` targets (``evaluation.n_targets``); one: :meth:`run`.
+
+        With ``n_targets >= 2`` the targets are models trained by the target's recipe on paired random
+        halves of the audited examples, through the reference pool's trainer, executor and cache
+        (:func:`~miaudit.classifier.target_pool.pool_layout`: ``reference.n_models + 2`` models, more when
+        ``n_targets`` needs them). Target ``k`` is model ``k``: its members are its own half, its
+        reference pool the ``reference.n_models`` models of other pairs, never itself. Shadow models are
+        trained once and shared. Each returned :class:`ExperimentModels` is one target's; ``sections``
+        (shared) gains ``"targets"``: each target's model seed, train / test accuracy and reference models.
+        """
+        if n_targets == 1:
+            return [self.run()]
+        if not self.trains_target or self.given is not None:
+            raise ConfigError("evaluation.n_targets: several targets are trained by the tool from the split; this "
+                              "target is given, so audit it with n_targets: 1")
+        from miaudit.classifier.reference.pool import build_reference_pool_for_audit
+        from miaudit.classifier.target_pool import pool_layout
+
+        if self.family is not None and self.keeps_models:
+            raise ConfigError(f"evaluation.n_targets: attacks that query the models (label-only, white-box) need zoo "
+                              f"models to query when several targets are pooled, not {self.family.describe()}; drop "
+                              "them or set n_targets: 1")
+        assert self.dataset is not None and self.split is not None
+        if self.split.target_members.size != self.split.target_nonmembers.size:
+            raise ConfigError("evaluation.n_targets: each target trains on a random half of the audited examples, so "
+                              "give split.n_members == split.n_nonmembers")
+        start = time.perf_counter()
+        ref = self.reference_config
+        recipe = self.training.zoo() if isinstance(self.training, ClassifierTraining) else self.training
+        n_models, reference = pool_layout(n_targets, ref.n_models)
+        log.info("training %d models on paired halves of the %d audited examples: %d targets%s (%s executor)",
+                 n_models, self.split.audited.size, n_targets,
+                 f", each with {ref.n_models} reference models" if ref.n_models else "", ref.executor)
+        targets = build_reference_pool_for_audit(
+            self.dataset, self.split, recipe, n_models=n_models, seed=derive_seed(self.seed, "reference"),
+            views=ref.views, executor=ref.executor, n_workers=ref.n_workers, ray_address=ref.ray_address,
+            cache_dir=ref.cache_dir, keep_models=range(n_targets) if self.keeps_models else (),
+            progress=self.progress, family=self.family)
+        audited = self.dataset.subset(self.split.audited)
+        population = self.dataset.subset(self.split.population) if self.split.population.size else None
+        shared = ExperimentModels(self._pool_target(targets, 0, audited), ModelOutputs(targets.outputs[0],
+                                                                                        targets.keep[0]),
+                                  progress=self.progress)
+        if self.shadow_config.n_models:
+            self._train_shadow_models(shared, recipe, None, False, None, tag="")
+        runs, per_target = [], []
+        for k in range(n_targets):
+            target = self._pool_target(targets, k, audited, population)
+            pool = targets.select_models(reference[k]) if ref.n_models else None
+            models = ExperimentModels(target, ModelOutputs(target.outputs, target.membership,
+                                                           population=target.population),
+                                      shadow=shared.shadow, pool=pool, shadow_models=shared.shadow_models,
+                                      sections=shared.sections, warnings=shared.warnings,
+                                      progress=self.progress and k == 0,
+                                      target_views=targets.views[k] if targets.views is not None else None,
+                                      shadow_signals=shared.shadow_signals)
+            runs.append(models)
+            per_target.append({"index": k, "model_seed": _model_seed(targets, k),
+                               "train_accuracy": target.info["train_accuracy"],
+                               "test_accuracy": target.info["test_accuracy"],
+                               "reference_models": [int(j) for j in reference[k]]})
+        n_audited = int(self.split.audited.size)
+        shared.sections["targets"] = {
+            "n_targets": n_targets, "n_models_trained": n_models, "members_per_target": n_audited // 2,
+            "pooled_scores": n_targets * n_audited, "executor": ref.executor,
+            "seconds": round(targets.seconds, 2), "trained": targets.info["trained"],
+            "from_cache": targets.info["from_cache"],
+            "train_accuracy_mean": float(np.mean([t["train_accuracy"] for t in per_target])),
+            "test_accuracy_mean": float(np.mean([t["test_accuracy"] for t in per_target])),
+            "per_target": per_target}
+        if ref.n_models:
+            shared.sections["reference"] = {
+                "n_models": ref.n_models, "per_target": True, "views": ref.views, "executor": ref.executor,
+                "note": "each target's reference models are the models of other pairs (never the target nor the "
+                        "model trained on its complement); targets and reference models are trained alike, so "
+                        "no fidelity check is needed"}
+        for models in runs:
+            models.seconds = round(time.perf_counter() - start, 2)
+        return runs
+
+    def _pool_target(self, targets: TrainedReferencePool, k: int, audited: ArrayDataset,
+                     population: ArrayDataset | None = None) -> AuditedTarget:
+        """Model ``k`` of a pool of targets as an audited target: its own half of ``audited`` are its members."""
+        assert self.dataset is not None
+        outputs, membership = targets.outputs[k], targets.keep[k].copy()
+        recipe = self.training.zoo() if isinstance(self.training, ClassifierTraining) else self.training
+        model = TorchClassifierTarget(targets.models[k]) if targets.models is not None else None
+        half = f"a random half ({int(membership.sum())} examples) of {len(audited)} {self.dataset.name} examples"
+        what = (f"{recipe.model} trained by miaudit on {half} ({recipe.epochs} epochs, {recipe.optimizer}, lr "
+                f"{recipe.lr:g}, weight decay {recipe.weight_decay:g})") if self.family is None else \
+            f"{self.family.describe()}, trained by miaudit on {half}"
+        info: dict[str, Any] = {
+            "source": "trained", "model": recipe.model if self.family is None else self.family.name,
+            "access": outputs.access, "description": f"{what}; target {k} of a pool",
+            "train_accuracy": _accuracy(outputs, membership), "test_accuracy": _accuracy(outputs, ~membership),
+            "fingerprint": targets.fingerprint}
+        return AuditedTarget(outputs, membership, info, self.shadow_pool,
+                             targets.population[k] if targets.population is not None and population is not None
+                             else None, model=model, audited=audited, examples=self.dataset,
+                             train=audited.subset(membership))
+
     def _train(self, recipe: TrainConfig, data: ArrayDataset, plugins: PluginFactory | None) -> tuple[Any, dict]:
         """Train the target: in a fresh process, measured in this one, or plainly (its epochs shown)."""
         fresh = list(plugins()) if plugins is not None else []
@@ -653,6 +761,13 @@ class ClassifierExperiment:
                                         "seconds": round(pool.seconds, 2), "fidelity": pool.fidelity, **pool.info}
         if ref.ray_address:
             models.sections["reference"]["ray_address"] = ref.ray_address
+
+
+def _model_seed(pool: TrainedReferencePool, k: int) -> int:
+    """Training seed of model ``k`` of a pool from :func:`~miaudit.classifier.reference.pool.train_reference_pool`."""
+    from miaudit.classifier.reference.pool import model_seed
+
+    return model_seed(int(pool.info["seed"]), k)
 
 
 def _side_outputs(model: Any, members: ArrayDataset | None,

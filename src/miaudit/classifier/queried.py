@@ -93,9 +93,15 @@ class QueriedScores:
 
 
 def run_queried_attacks(attacks: Sequence[tuple[str, Attack]], target: Any, audited: ArrayDataset, *,
-                        shadow: Sequence[ShadowModel] = (), progress: bool = False) -> list[QueriedScores]:
-    """Compute signals, fit (on ``shadow`` when given) and score each ``(key, attack)`` on ``audited``."""
+                        shadow: Sequence[ShadowModel] = (), progress: bool = False,
+                        shadow_cache: dict[tuple[str, str], ShadowSignals] | None = None) -> list[QueriedScores]:
+    """Compute signals, fit (on ``shadow`` when given) and score each ``(key, attack)`` on ``audited``.
+
+    ``shadow_cache``: the shadow models' signals by request, shared by calls that attack several
+    targets with the same shadow models (filled here; a request found there is not computed again).
+    """
     cache: dict[tuple[str, str], tuple[Any, ShadowSignals | None, float]] = {}
+    shadow_cache = {} if shadow_cache is None else shadow_cache
     results = []
     for key, attack in attacks:
         kind = signal_type(attack)
@@ -108,7 +114,11 @@ def run_queried_attacks(attacks: Sequence[tuple[str, Attack]], target: Any, audi
         request = (kind, repr(sorted(attack.signal_request().items())))
         if request not in cache:
             target_signals = compute_signals(attack, target, audited, progress=progress)
-            shadow_part = shadow_signals(attack, shadow, progress=progress) if shadow else None
+            shadow_part = None
+            if shadow:
+                if request not in shadow_cache:
+                    shadow_cache[request] = shadow_signals(attack, shadow, progress=progress)
+                shadow_part = shadow_cache[request]
             shadow_seconds = sum(s.seconds for s in shadow_part.signals) if shadow_part else 0.0
             cache[request] = (target_signals, shadow_part, shadow_seconds)
         target_signals, shadow_part, shadow_seconds = cache[request]

@@ -81,5 +81,32 @@ def interval_note(entries: Sequence[Mapping[str, Any]], confidence: float) -> st
     return f"Brackets: {confidence:.0%} confidence intervals, {n or '?'} resamples; {'; '.join(methods)}."
 
 
+def pooled_targets_sentence(metrics: Mapping[str, Any], *, name: Callable[[str], str] = str) -> str | None:
+    """What a run that pooled several targets (``evaluation.n_targets``) audited; None for one target;
+    ``name`` formats the attack's name (Markdown: inline code).
+
+    Names the number of targets, how they were trained and attacked, the pooled counts, how the
+    intervals treat an example's repeated scores, and the range of the strongest attack's per-target AUC.
+    """
+    targets = metrics.get("targets")
+    if not isinstance(targets, Mapping) or int(targets.get("n_targets", 1)) < 2:
+        return None
+    data, n = metrics.get("data") or {}, int(targets["n_targets"])
+    n_audited = int(targets["pooled_scores"]) // n
+    text = (f"{n} targets pooled: {n} models trained like the target on random halves of the same {n_audited} "
+            f"examples, each in turn the target (its own half are its members) with the others' pairs as its "
+            f"reference models, never itself; every attack's scores are pooled ({n} x {n_audited} = "
+            f"{targets['pooled_scores']} scores: {data.get('pooled_members', '?')} member and "
+            f"{data.get('pooled_nonmembers', '?')} non-member scores); intervals resample examples with all "
+            f"their scores (cluster bootstrap) and each empirical ε bound is the largest of the {n} targets' own, "
+            "Bonferroni-corrected.")
+    best = RunResult(dict(metrics)).strongest("auc")
+    aucs = best.fields.get("per_target_auc") if best is not None else None
+    if best is not None and aucs:
+        text += f" Per-target AUC of {name(best.name)}: {min(aucs):.3f} to {max(aucs):.3f}."
+    return text
+
+
 __all__ = ["baseline_sentence", "beats_baseline", "ci_text", "epsilon_sentence", "has_baseline_comparison",
+           "pooled_targets_sentence",
            "interval_note", "tpr_degenerate"]

@@ -33,6 +33,7 @@ from miaudit.report.headline import (
     epsilon_sentence,
     has_baseline_comparison,
     interval_note,
+    pooled_targets_sentence,
     tpr_degenerate,
 )
 from miaudit.report.markdown import (
@@ -196,6 +197,9 @@ def _one_run_audit(metrics: dict[str, Any]) -> str:
 def _audited(run: Run) -> str:
     m = run.metrics
     parts = [f"<p>Kind: <b>{esc(m.get('kind', '-'))}</b> &middot; seed: <b>{esc(m.get('seed', '-'))}</b></p>"]
+    pooled = pooled_targets_sentence(m)
+    if pooled:
+        parts.append(f"<p><b>Targets.</b> {esc(pooled)}</p>")
     if m.get("target"):
         parts.append("<h3>Model</h3>" + key_values(m["target"]))
     if m.get("data"):

@@ -21,6 +21,7 @@ from miaudit.report.headline import (
     epsilon_sentence,
     has_baseline_comparison,
     interval_note,
+    pooled_targets_sentence,
     tpr_degenerate,
 )
 
@@ -291,7 +292,11 @@ def render_report(metrics: dict[str, Any], *, figures: dict[str, str] | None = N
                     f"(mean train accuracy {_fmt(s.get('train_accuracy_mean'))}, "
                     f"mean test accuracy {_fmt(s.get('test_accuracy_mean'))})")
     if metrics.get("reference"):
-        what.append(f"- **Reference models**: {metrics['reference']['n_models']}")
+        what.append(f"- **Reference models**: {metrics['reference']['n_models']}"
+                    + (" per target" if metrics["reference"].get("per_target") else ""))
+    pooled = pooled_targets_sentence(metrics, name=md_code)
+    if pooled:
+        what.insert(2, f"- **Targets**: {pooled}")
     out += ["## What was audited", "", *what, ""]
 
     out += ["## Target model", ""]

@@ -51,7 +51,12 @@ class ScoredAttack:
     ``ids`` ``(n,)`` example identifiers, ``membership`` ``(n,)`` bool ground truth, ``scores``
     ``(n,)`` higher = member; ``key`` is the attack's unique label in the run; ``extra`` is added
     to the attack's ``metrics.json`` entry (e.g. ``{"cost": ...}``); ``groups`` ``(n,)`` are group
-    ids of examples that are not independent (evaluation then resamples whole groups), or None.
+    ids of examples that are not independent (evaluation then resamples whole groups), or None;
+    ``threshold_from_attack``: False when the scores have no single learned decision threshold (scores
+    pooled over targets that each gave the attack its own), so decision metrics use the ``oracle`` one;
+    ``targets`` ``(n,)``: which target each score comes from, when scores of several targets are pooled
+    (a record's scores on several targets are not independent, one target's records are: the empirical
+    epsilon bound is then the largest per-target bound, Bonferroni-corrected over the targets).
     """
 
     key: str
@@ -62,6 +67,8 @@ class ScoredAttack:
     seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
     groups: np.ndarray | None = None
+    threshold_from_attack: bool = True
+    targets: np.ndarray | None = None
 
 
 @dataclass
@@ -182,14 +189,32 @@ def _attack_entry(scored: ScoredAttack, config: Any, *, delta: float) -> dict[st
     empirical epsilon lower bound at ``delta`` (same confidence level as the CIs)."""
     ev = config.evaluation
     cls = type(scored.attack)
-    metrics = evaluate(scored.membership, scored.scores, threshold=scored.attack.decision_threshold,
+    threshold = scored.attack.decision_threshold if scored.threshold_from_attack else None
+    metrics = evaluate(scored.membership, scored.scores, threshold=threshold,
                        fprs=tuple(ev.fprs), n_bootstrap=ev.n_bootstrap, confidence=ev.confidence,
                        seed=derive_seed(config.seed, "bootstrap"), groups=scored.groups)
-    bound = empirical_epsilon(scored.membership, scored.scores, delta=delta, confidence=ev.confidence)
     return {"name": scored.key, "attack": cls.name, "params": scored.attack.get_params(),
             "target_kind": cls.target_kind, "access": cls.access, "needs_reference": cls.needs_reference,
             "citation": cls.citation, "seconds": round(scored.seconds, 3), **scored.extra, **metrics,
-            "empirical_epsilon": bound.to_dict()}
+            "empirical_epsilon": _epsilon_bound(scored, delta=delta, confidence=ev.confidence)}
+
+
+def _epsilon_bound(scored: ScoredAttack, *, delta: float, confidence: float) -> dict[str, Any]:
+    """The empirical epsilon lower bound of one attack; of pooled targets, the largest per-target bound,
+    each at confidence ``1 - (1 - confidence) / K`` so that the largest holds at ``confidence``."""
+    if scored.targets is None:
+        return empirical_epsilon(scored.membership, scored.scores, delta=delta, confidence=confidence).to_dict()
+    membership, scores, targets = np.asarray(scored.membership), np.asarray(scored.scores), np.asarray(scored.targets)
+    blocks = np.unique(targets)
+    level = 1.0 - (1.0 - confidence) / blocks.size
+    bounds = [empirical_epsilon(membership[targets == k], scores[targets == k], delta=delta, confidence=level)
+              for k in blocks]
+    best = max(range(blocks.size), key=lambda i: bounds[i].epsilon)
+    out = bounds[best].to_dict()
+    out.update(confidence=confidence, target=int(blocks[best]), n_targets=int(blocks.size),
+               method=f"{out['method']}; the largest of {blocks.size} per-target bounds, each at confidence "
+                      f"{level:.4g} (Bonferroni over the targets)")
+    return out
 
 
 def bound_delta(outcome: AuditOutcome, requested: float | None) -> float:
@@ -236,8 +261,11 @@ def run_audit(config: Any, out_dir: str | Path, *, overwrite: bool = False, prog
         evaluation = {"n_bootstrap": ev.n_bootstrap, "confidence": ev.confidence, "fprs": list(ev.fprs)}
         run_warnings = list(outcome.warnings)
         grouping = next((e["grouping"] for e in entries if e.get("grouping")), None)
+        by_example = all(s.targets is not None and s.groups is not None and np.array_equal(s.groups, s.ids)
+                         for s in outcome.attacks)  # pooled targets: a group is one example's scores
         if grouping is not None:
             evaluation["grouping"] = grouping
+        if grouping is not None and not by_example:
             run_warnings.append(f"the audited records form {grouping['n_groups']} groups: every interval resamples "
                                 "whole groups (cluster bootstrap), but the empirical epsilon bounds treat records as "
                                 "independent (a record-level DP statement); read them with care")

@@ -156,6 +156,7 @@ def train_reference_pool(
     ray_address: str | None = None,
     group_size: int | str = "auto",
     cache_dir: str | Path | None = None,
+    keep_models: Sequence[int] = (),
     progress: bool = True,
     family: ModelFamily | None = None,
     device: str | None = None,
@@ -174,9 +175,12 @@ def train_reference_pool(
     :mod:`miaudit.classifier.reference.vectorised`), "process" (``n_workers`` processes) or "ray"
     (local with ``n_workers`` CPUs, or ``ray_address``). ``device`` ("cpu", "cuda", "cuda:N", "mps",
     "auto") replaces the recipe's device for the pool; the device ("auto" resolved) is part of every
-    model's cache key. ``family``: train models of the user's own family instead of ``recipe``'s zoo
-    model (:mod:`miaudit.classifier.families`: clones of an estimator give probabilities; the seeds
-    are the same); their outputs are cached, not their weights. Plugins need zoo models.
+    model's cache key. ``keep_models``: indices of models whose trained modules the pool keeps
+    (``pool.models[j]``, e.g. targets that attacks query); a cached one is loaded from its weights, or
+    trained again when they are missing or damaged. ``family``: train models of the user's own family
+    instead of ``recipe``'s zoo model (:mod:`miaudit.classifier.families`: clones of an estimator give
+    probabilities; the seeds are the same); their outputs are cached, not their weights. Plugins need
+    zoo models.
     """
     if family is not None and plugins:
         raise ConfigError(f"training plugins (defenses) need zoo models; {family.name} models cannot run them")
@@ -203,17 +207,23 @@ def train_reference_pool(
     cache = _Cache(cache_dir)
 
     logits: dict[int, dict[str, np.ndarray]] = {}
+    kept: dict[int, torch.nn.Module] = {}
+    wanted = {int(j) for j in keep_models}
     keys, tasks, n_cached = [], [], 0
     for j in range(keep.shape[0]):
         task = ModelTask(j, dataclasses.replace(recipe, seed=model_seed(seed, j)), np.flatnonzero(keep[j]))
         key = fingerprint(base_key, task.recipe.seed, task.train_index)
         keys.append(key)
-        cached = cache.load_logits(key, query_key)
+        cached = cache.load_logits(key, query_key) if j not in wanted else None
         if cached is None and (state := cache.load_state(key)) is not None:
             model = executors.build(context, task.recipe)
             model.load_state_dict(state)
-            cached = executors.rescore(numerics, model.to(torch_device), queries)
-            cache.save_logits(key, query_key, cached)
+            if j in wanted:
+                kept[j] = model
+            cached = cache.load_logits(key, query_key)
+            if cached is None:
+                cached = executors.rescore(numerics, model.to(torch_device), queries)
+                cache.save_logits(key, query_key, cached)
         if cached is None:
             tasks.append(task)
         else:
@@ -227,6 +237,8 @@ def train_reference_pool(
                 "n_train": int(keep[result.index].sum())}
         cache.save(keys[result.index], query_key, result, meta)
         logits[result.index] = result.logits
+        if result.index in wanted:
+            kept[result.index] = _module(context, tasks, result)
         bar.update()
     bar.close()
 
@@ -248,9 +260,18 @@ def train_reference_pool(
         views=model_views if n_views > 1 else None, ids=ids,
         train_ids=[ids[k] for k in keep], population_ids=None if population is None else population.ids,
         fingerprint=fingerprint(keys, query_key), seconds=time.perf_counter() - start,
+        models=[kept[j] for j in sorted(wanted)] if wanted else None,
         info={"executor": executor, "numerics": numerics, "device": recipe.device, "trained": len(tasks),
               "from_cache": n_cached, "seed": seed, "views": views,
               "models": "zoo " + recipe.model if family is None else family.describe()})
+
+
+def _module(context: PoolContext, tasks: Sequence[ModelTask], result: ModelResult) -> torch.nn.Module:
+    """The trained model of ``result`` as a module (rebuilt from its state dict, in eval mode)."""
+    task = next(t for t in tasks if t.index == result.index)
+    model = executors.build(context, task.recipe)
+    model.load_state_dict({k: torch.as_tensor(v) for k, v in result.state.items()})
+    return model.eval()
 
 
 # -- checks -------------------------------------------------------------------------------------
@@ -299,6 +320,7 @@ def build_reference_pool_for_audit(
     n_workers: int | None = None,
     ray_address: str | None = None,
     cache_dir: str | Path | None = None,
+    keep_models: Sequence[int] = (),
     accuracy_tolerance: float = 0.05,
     loss_tolerance: float = 0.5,
     progress: bool = True,
@@ -312,8 +334,8 @@ def build_reference_pool_for_audit(
     The pool is scored on ``split.audited`` (members then non-members, the audit's order) and on
     ``split.population`` (RMIA's ``z``, when non-empty). With ``target_outputs`` (the target on
     ``split.audited``) the fidelity check runs and its result is ``pool.fidelity``; its warnings are
-    :class:`~miaudit.classifier.reference.fidelity.FidelityWarning`\\ s. ``device``, ``group_size`` and
-    ``batching`` go to :func:`train_reference_pool`.
+    :class:`~miaudit.classifier.reference.fidelity.FidelityWarning`\\ s. ``device``, ``group_size``,
+    ``batching`` and ``keep_models`` go to :func:`train_reference_pool`.
     """
     audited = dataset.subset(split.audited)
     population = dataset.subset(split.population) if split.population.size else None
@@ -325,8 +347,8 @@ def build_reference_pool_for_audit(
                       "the target", FidelityWarning, stacklevel=2)
     pool = train_reference_pool(audited, keep, recipe, population=population, views=views, plugins=plugins,
                                 seed=seed, executor=executor, n_workers=n_workers, ray_address=ray_address,
-                                group_size=group_size, cache_dir=cache_dir, progress=progress, device=device,
-                                batching=batching, family=family)
+                                group_size=group_size, cache_dir=cache_dir, keep_models=keep_models,
+                                progress=progress, device=device, batching=batching, family=family)
     assert audited.ids is not None  # ArrayDataset numbers its examples when not given ids
     check_pool_data(pool, audited.ids)
     if target_outputs is not None:

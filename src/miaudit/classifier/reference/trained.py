@@ -24,6 +24,7 @@ class TrainedReferencePool(ReferencePool):
       query, equal to ``outputs[j]``); ``None`` without augmented queries.
     - ``ids`` (n,) dataset ids of the scored examples; ``train_ids[j]`` the ids model ``j`` trained on;
       ``population_ids`` (n_z,) ids of the population examples.
+    - ``models``: the trained modules of the models asked for with ``keep_models`` (in index order), else ``None``.
     - ``fingerprint``: cache key of the recipe + data + seed; ``fidelity``: see
       :func:`miaudit.classifier.reference.fidelity.check_fidelity`; ``seconds`` wall time spent training.
     """
@@ -36,6 +37,7 @@ class TrainedReferencePool(ReferencePool):
     fidelity: dict[str, Any] | None = None
     seconds: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
+    models: list[Any] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
