@@ -71,6 +71,24 @@ def _transformers():
     return transformers
 
 
+@dataclass
+class LLMModelConfig:
+    """A causal LM: a local folder or a hub id (downloaded unless ``local_files_only``)."""
+
+    name_or_path: str
+    tokenizer: str | None = None
+    revision: str | None = None
+    dtype: str = "auto"
+    device: str = "cpu"
+    local_files_only: bool = False
+    trust_remote_code: bool = False
+    batch_size: int = 8
+    max_length: int | None = None
+    long_documents: Literal["sliding_window", "truncate"] = "sliding_window"
+    stride: int | None = None
+    bos: Literal["auto", "always", "never"] = "auto"
+
+
 def load_tokenizer(name_or_path: str, *, revision: str | None = None, local_files_only: bool = False,
                    trust_remote_code: bool = False) -> Any:
     """``AutoTokenizer.from_pretrained`` (a folder or hub id), or a single ``tokenizers`` JSON file such as
