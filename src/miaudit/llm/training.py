@@ -77,7 +77,7 @@ class LoRAConfig:
     e.g. ``q_proj``/``v_proj`` for Llama, ``c_attn`` for GPT-2)."""
 
     r: int = 8
-    alpha: float = 16.0
+    alpha: int = 16
     dropout: float = 0.0
     target_modules: list[str] | None = None
 
@@ -310,7 +310,7 @@ class TrainedModel:
     model: torch.nn.Module
 
 
-def save_model_folder(model: torch.nn.Module, tokenizer: Any, folder: Path) -> Path:
+def save_model_folder(model: Any, tokenizer: Any, folder: Path) -> Path:
     """``save_pretrained`` of the model and its tokenizer into a temporary sibling of ``folder``, renamed into
     place when complete (a reader never sees half a model)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -420,14 +420,6 @@ def prepare_controlled_audit(training: TrainingConfig, dataset: Any, *, seed: in
                              needs_reference: bool, needs_corpus: bool, progress: bool = True) -> ControlledAudit:
     """Read and split the corpus, train the target (and the reference), save them under ``folder/models``."""
     reference_kind = training.reference_kind(needs_reference)
-    if training.method == "scratch":
-        assert training.tokenizer is not None  # TrainingConfig requires it
-        tokenizer = load_tokenizer(training.tokenizer, local_files_only=Path(training.tokenizer).exists())
-    else:
-        base = training.base_model
-        assert base is not None  # TrainingConfig requires it for finetune / lora
-        tokenizer = load_tokenizer(base.tokenizer or base.name_or_path, revision=None if base.tokenizer else base.revision,
-                                   local_files_only=base.local_files_only, trust_remote_code=base.trust_remote_code)
     path = resolve_corpus_path(dataset.path, dataset.data_dir)
     texts, ids, skipped = read_corpus_documents(path, text_column=dataset.text_column, separator=dataset.separator,
                                                 on_empty=dataset.on_empty)
@@ -441,6 +433,15 @@ def prepare_controlled_audit(training: TrainingConfig, dataset: Any, *, seed: in
     labels = np.isin(audited, split.members).astype(np.int64)
     data = TextDataset([corpus.texts[i] for i in audited], labels, np.asarray([corpus.ids[i] for i in audited]),
                        corpus.name, skipped)
+    if training.method == "scratch":
+        assert training.tokenizer is not None  # TrainingConfig requires it
+        tokenizer = load_tokenizer(training.tokenizer, local_files_only=Path(training.tokenizer).exists())
+    else:
+        base = training.base_model
+        assert base is not None  # TrainingConfig requires it for finetune / lora
+        tokenizer = load_tokenizer(base.tokenizer or base.name_or_path,
+                                   revision=None if base.tokenizer else base.revision,
+                                   local_files_only=base.local_files_only, trust_remote_code=base.trust_remote_code)
     members = [corpus.texts[i] for i in split.members]
     nonmembers = [corpus.texts[i] for i in split.nonmembers]
     reference_texts = [corpus.texts[i] for i in split.reference]
