@@ -241,6 +241,9 @@ def test_controlled_audit_writes_models_split_and_scores(corpus, tmp_path, share
     for key in ("final_train_loss", "loss_members", "loss_nonmembers", "perplexity_members"):
         assert np.isfinite(training["target"][key])
     assert training["recipe"]["epochs"] == 3 and training["recipe"]["architecture"]["n_embd"] == 32
+    report = (run / "report.md").read_text(encoding="utf-8")
+    assert "**Membership ground truth**: the target was trained from scratch (3 epochs" in report
+    assert "the same recipe on the reference split (`models/reference`)" in report
     scores = np.load(run / "scores" / "loss.scores.npz")
     truth = {i: int(i in members) for i in members | nonmembers}
     assert [truth[str(i)] for i in scores["ids"]] == scores["labels"].astype(int).tolist()
