@@ -222,7 +222,6 @@ class LLMAuditConfig:
         if unknown:
             raise ConfigError(f"config.selection.grids: {unknown[0]!r} is not an attack of this config")
 
-
     def _check_training(self, training: TrainingConfig) -> None:
         for key in ("model", "api", "reference_model"):
             if getattr(self, key) is not None:

@@ -99,10 +99,12 @@ def _batches(sequences: list[list[int]], order: np.ndarray, batch_size: int, pad
         yield ids, mask, labels
 
 
-def encode_training_texts(texts: Sequence[str], tokenizer: Any, block_size: int) -> list[list[int]]:
-    """Each text encoded as the audit encodes it (BOS first when the tokenizer has one), cut to ``block_size``
-    tokens; a :class:`DataError` for documents of fewer than 2 tokens (nothing to predict)."""
-    sequences = [encode_text(tokenizer, t)[:block_size] for t in texts]
+def encode_training_texts(texts: Sequence[str], tokenizer: Any, block_size: int,
+                          bos: Literal["auto", "always", "never"] = "auto") -> list[list[int]]:
+    """Each text encoded as the audit encodes it (``bos`` policy of :func:`~miaudit.llm.target.encode_text`:
+    BOS first when the tokenizer has one), cut to ``block_size`` tokens; a :class:`DataError` for documents
+    of fewer than 2 tokens (nothing to predict)."""
+    sequences = [encode_text(tokenizer, t, bos=bos)[:block_size] for t in texts]
     short = [i for i, s in enumerate(sequences) if len(s) < 2]
     if short:
         raise DataError(f"{len(short)} training documents have fewer than 2 tokens (first: index {short[0]}); "

@@ -340,12 +340,19 @@ def _model_context(model: torch.nn.Module) -> int | None:
     return None
 
 
-def _apply_lora(model: torch.nn.Module, lora: LoRAConfig) -> torch.nn.Module:
+def require_peft() -> None:
+    """A one-line :class:`ConfigError` naming the extra to install when ``peft`` is missing."""
     try:
-        from peft import LoraConfig, get_peft_model
+        import peft  # noqa: F401
     except ImportError:
         raise ConfigError("config.training.method: 'lora' needs the peft package; install it with "
                           "pip install 'miaudit[llm]' (or pip install peft), or choose method finetune") from None
+
+
+def _apply_lora(model: torch.nn.Module, lora: LoRAConfig) -> torch.nn.Module:
+    require_peft()
+    from peft import LoraConfig, get_peft_model
+
     peft_config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                              target_modules=lora.target_modules, task_type="CAUSAL_LM")
     try:
@@ -376,7 +383,7 @@ def train_model(texts: list[str], tokenizer: Any, training: TrainingConfig, *, s
         model = load_causal_lm(base.name_or_path, dtype=base.dtype, device=str(device), revision=base.revision,
                                local_files_only=base.local_files_only, trust_remote_code=base.trust_remote_code)
         block_size = training.block_size or _model_context(model) or 1024
-        full = encode_training_texts(texts, tokenizer, 10**9)
+        full = encode_training_texts(texts, tokenizer, 10**9, bos=base.bos)
         n_truncated = sum(len(s) > block_size for s in full)
         sequences = [s[:block_size] for s in full]
         seed_everything(seed)
@@ -419,6 +426,8 @@ class ControlledAudit:
 def prepare_controlled_audit(training: TrainingConfig, dataset: Any, *, seed: int, folder: Path,
                              needs_reference: bool, needs_corpus: bool, progress: bool = True) -> ControlledAudit:
     """Read and split the corpus, train the target (and the reference), save them under ``folder/models``."""
+    if training.method == "lora":
+        require_peft()  # before any work
     reference_kind = training.reference_kind(needs_reference)
     path = resolve_corpus_path(dataset.path, dataset.data_dir)
     texts, ids, skipped = read_corpus_documents(path, text_column=dataset.text_column, separator=dataset.separator,
@@ -515,7 +524,8 @@ def _losses(model: torch.nn.Module, tokenizer: Any, members: list[str], nonmembe
     device = next(model.parameters()).device
     out = {}
     for part, texts in (("members", members), ("nonmembers", nonmembers)):
-        loss = mean_token_loss(model, encode_training_texts(texts, tokenizer, block), pad_id=_pad_id(tokenizer),
+        bos = training.base_model.bos if training.base_model is not None else "auto"
+        loss = mean_token_loss(model, encode_training_texts(texts, tokenizer, block, bos), pad_id=_pad_id(tokenizer),
                                batch_size=training.batch_size, device=device)
         out[f"loss_{part}"] = round(loss, 5)
         out[f"perplexity_{part}"] = round(math.exp(min(loss, 50.0)), 3)
