@@ -73,6 +73,18 @@ def run_example(name: str, command: str, config: str | None, work: Path) -> dict
     return scores
 
 
+def _difference(before: np.ndarray, now: np.ndarray) -> str:
+    """How far two score arrays are apart: the largest relative change, or why they cannot be compared."""
+    if before.shape != now.shape or before.dtype.kind not in "fiu" or now.dtype.kind not in "fiu":
+        return f"{before.shape} {before.dtype} vs {now.shape} {now.dtype}"
+    a, b = before.astype(np.float64), now.astype(np.float64)
+    if not np.array_equal(np.isfinite(a), np.isfinite(b)):
+        return "finite entries differ"
+    finite = np.isfinite(a)
+    relative = np.abs(a[finite] - b[finite]) / np.maximum(np.abs(a[finite]), 1e-12)
+    return f"max relative change {relative.max():.1e}" if relative.size else "non-finite entries differ"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("mode", choices=("save", "compare"))
@@ -98,10 +110,11 @@ def main() -> int:
             continue
         with np.load(saved, allow_pickle=False) as before:
             old = {k: before[k] for k in before.files}
-        problems = sorted(set(old) ^ set(scores))
-        problems += [k for k in sorted(set(old) & set(scores)) if not np.array_equal(old[k], scores[k])]
+        problems = [f"{k} (only {'before' if k in old else 'now'})" for k in sorted(set(old) ^ set(scores))]
+        problems += [f"{k} ({_difference(old[k], scores[k])})" for k in sorted(set(old) & set(scores))
+                     if not np.array_equal(old[k], scores[k])]
         differences += bool(problems)
-        verdict = "identical" if not problems else f"DIFFERENT: {', '.join(problems[:6])}"
+        verdict = "identical" if not problems else f"DIFFERENT: {', '.join(problems[:8])}"
         print(f"| {name} | {n_attacks} | {seconds:.0f} | {verdict} |", flush=True)
     return 1 if differences else 0
 

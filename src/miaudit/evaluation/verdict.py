@@ -140,8 +140,8 @@ def risk_verdict(metrics: Mapping[str, Any], thresholds: RiskThresholds | None =
 
 def _rule(t: RiskThresholds, confidence: float) -> str:
     return (f"high if some held-out attack's TPR lower bound ({confidence:.0%}) is at least {t.high_tpr_ratio:g} x "
-            f"the FPR at an FPR with >= {t.min_false_positives} expected false positives, or the empirical ε lower "
-            f"bound is >= {t.high_epsilon:g}; medium with {t.medium_tpr_ratio:g} x and ε >= {t.medium_epsilon:g}; "
+            f"the FPR at an FPR with ≥ {t.min_false_positives} expected false positives, or the empirical ε lower "
+            f"bound is ≥ {t.high_epsilon:g}; medium with {t.medium_tpr_ratio:g} x and ε ≥ {t.medium_epsilon:g}; "
             "low if an AUC interval lies above 0.5 (or a TPR lower bound above the FPR); otherwise none demonstrated; "
             "inconclusive when the blind baseline shows a distribution shift")
 
