@@ -201,7 +201,9 @@ def per_row_gradients(model: torch.nn.Module, ids: torch.Tensor, weights: torch.
     that owns parameters; each such module's per-row parameter gradients then come from
     ``torch.func.vmap`` of ``vjp`` through that module alone (a Linear layer: one batched matrix
     product), the standard per-sample-gradient construction. A parameter shared by several modules or
-    calls sums their parts."""
+    calls sums their parts. A module whose output is shared by every row (a broadcast, e.g. GPT-2's
+    position embedding of ``(1, L)`` position ids) loses the rows' parts; the batch is then computed one
+    row at a time."""
     from torch.func import functional_call, vjp, vmap
 
     canonical = {id(q): n for n, q in model.named_parameters() if n in names}
@@ -250,6 +252,9 @@ def per_row_gradients(model: torch.nn.Module, ids: torch.Tensor, weights: torch.
         for local, value in vmap(row)(inputs, g_out.detach()).items():
             name = owners[module][local]
             grads[name] = grads[name] + value if name in grads else value
+    if ids.shape[0] > 1 and any(value.shape[0] != ids.shape[0] for value in grads.values()):
+        rows = [per_row_gradients(model, ids[b:b + 1], weights[b:b + 1], names) for b in range(ids.shape[0])]
+        return {name: torch.cat([row[name] for row in rows]) for name in rows[0]}
     return grads
 
 
