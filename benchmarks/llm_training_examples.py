@@ -66,7 +66,8 @@ def section(name: str, folder: Path) -> list[str]:
               f"{data['n_calibration']} for the held-out choice of beta / k / a, {data['n_recall_prefix']} ReCaLL "
               f"prefix documents; {data['tokens_per_document_mean']:.0f} tokens per document on average. Whole run "
               f"(training, scoring, evaluation, report): {metrics['seconds']:.0f} s.", "",
-              f"Risk verdict: **{metrics['verdict']['level']}**. {metrics['verdict'].get('text', '')}", ""]
+              f"Risk verdict: **{metrics['verdict']['level']}**. {metrics['verdict']['summary']} "
+              + " ".join(f"{reason}." for reason in metrics["verdict"]["reasons"]), ""]
     return lines + summary_table(metrics) + [""]
 
 
@@ -85,7 +86,8 @@ def main() -> None:
                  f"(2 CPU cores shared with other jobs; load average over the last 15 minutes when this file was "
                  f"written: {os.getloadavg()[2]:.1f}, so times are upper bounds). AUC with stratified bootstrap "
                  "95% CIs (1000 resamples); oracle rows chose their hyper-parameter on the evaluated labels "
-                 "(comparison only). TPR at 1% FPR rests on few non-members: read it with care.", ""]
+                 "(comparison only). TPR at 1% FPR rests on few non-members: read it with care. CPU time and "
+                 "peak memory of each run (measured with /usr/bin/time -v) are in docs/llm-audits.md.", ""]
         for name in EXAMPLES:
             lines += section(name, runs / name)
     out = ROOT / args.out
