@@ -60,25 +60,6 @@ def test_npz_loader_and_subset(tmp_path):
         load_dataset(tmp_path / "rows.npz")
 
 
-def test_csv_numeric_and_categorical(tmp_path):
-    path = tmp_path / "people.csv"
-    path.write_text("age,city,score,target\n30,paris,1.5,yes\n40,rome,2.5,no\n50,paris,0.5,yes\n")
-    d = load_dataset(path, label="target")
-    assert d.feature_names == ["age", "city=paris", "city=rome", "score"]
-    np.testing.assert_array_equal(d.x, [[30, 1, 0, 1.5], [40, 0, 1, 2.5], [50, 1, 0, 0.5]])
-    assert d.class_names == ["no", "yes"]
-    np.testing.assert_array_equal(d.y, [1, 0, 1])
-    z = load_dataset(path, label="target", standardize=True, categorical=["age"], drop=["score"])
-    assert z.feature_names == ["age=30", "age=40", "age=50", "city=paris", "city=rome"]
-    with pytest.raises(DataError, match="no label column 'label'"):
-        load_dataset(path)
-    path.write_text("a,label\n1,0\n,1\n")
-    with pytest.raises(DataError, match="empty cell on line 3"):
-        load_dataset(path)
-    with pytest.raises(ConfigError, match="does not take option 'bogus'"):
-        load_dataset(path, bogus=1)
-
-
 def _write_image(path, size, mode, value):
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new(mode, size, value).save(path)
@@ -139,3 +120,25 @@ def test_paired_keep_matrix(n_examples):
     np.testing.assert_array_equal(keep, paired_keep_matrix(8, n_examples, seed=0))
     with pytest.raises(DataError, match="even"):
         paired_keep_matrix(3, 10, seed=0)
+
+
+def test_image_folder_subsampling(tmp_path):
+    for label, value in (("cat", 255), ("dog", 0), ("eel", 128)):
+        for i in range(5):
+            _write_image(tmp_path / "pets" / label / f"{i}.png", (4, 4), "L", value)
+    every = load_dataset(tmp_path / "pets")
+    assert len(every) == 15
+    two_each = load_dataset(tmp_path / "pets", per_class=2)
+    assert np.bincount(two_each.y).tolist() == [2, 2, 2] and two_each.n_classes == 3
+    assert set(two_each.ids) < set(every.ids)
+    some = load_dataset(tmp_path / "pets", limit=4, sample_seed=1)
+    assert len(some) == 4 and list(some.ids) == sorted(some.ids, key=list(every.ids).index)  # in file order
+    np.testing.assert_array_equal(load_dataset(tmp_path / "pets", limit=4, sample_seed=1).ids, some.ids)
+    assert len(load_dataset(tmp_path / "pets", per_class=3, limit=5)) == 5
+    with pytest.raises(ConfigError, match="does not take option 'limt'; its options are: color, size, limit, "
+                                          "per_class, sample_seed"):
+        load_dataset(tmp_path / "pets", limt=3)
+    with pytest.raises(ConfigError, match="'per_class': expected a positive integer"):
+        load_dataset(tmp_path / "pets", per_class=0)
+    with pytest.raises(ConfigError, match="does not take option 'size'; its options are: split, limit"):
+        load_dataset("mnist", size=3)

@@ -7,7 +7,7 @@ import pytest
 
 from miaudit.errors import MiauditError
 from miaudit.evaluation import AttackResult
-from miaudit.runs.gate import check_gates, describe, parse_gate
+from miaudit.runs.gate import Gate, check_gates, describe, metric_value, parse_gate
 from miaudit.runs.tracking import add_common_run_flags
 
 
@@ -108,3 +108,9 @@ def test_cli_flag_rejects_a_bad_gate_with_exit_code_2(capsys):
         parser.parse_args(["--fail-if", "auc is high"])
     assert info.value.code == 2
     assert "cannot parse gate" in capsys.readouterr().err
+
+
+def test_hand_built_tpr_gate_without_fpr_is_a_clear_error():
+    gate = Gate(expression="tpr > 0.1", attack=None, metric="tpr", fpr=None, op=">", threshold=0.1)
+    with pytest.raises(MiauditError, match="has no FPR; use tpr@FPR"):
+        metric_value(_entry("loss", 0.6, 0.05), gate)

@@ -139,11 +139,12 @@ def test_grouped_precomputed_audit_resamples_groups_and_says_so(tmp_path):
 
 
 def test_group_columns_in_csv_npz_and_text_tables(tmp_path):
-    from miaudit.data.datasets import load_csv, load_npz
+    from miaudit.data.datasets import load_npz
+    from miaudit.data.tabular import load_tabular
     from miaudit.llm.datasets import load_table
 
     (tmp_path / "d.csv").write_text("a,b,label,person\n1,2,0,p1\n3,4,1,p1\n5,6,1,p2\n", encoding="utf-8")
-    data = load_csv(tmp_path / "d.csv", group="person")
+    data = load_tabular(tmp_path / "d.csv", group="person", scale=False)
     assert data.groups.tolist() == ["p1", "p1", "p2"] and data.feature_names == ["a", "b"]
     assert data.subset([2]).groups.tolist() == ["p2"]
     np.savez(tmp_path / "d.npz", x=np.zeros((3, 2)), y=np.array([0, 1, 1]), groups=np.array([7, 7, 8]))

@@ -12,8 +12,9 @@ from miaudit.attacks.registry import create_attack
 from miaudit.errors import ConfigError, DataError, NotFittedError, SignalError
 from miaudit.evaluation import roc_auc
 from miaudit.llm import acmia_grid, compute_token_signals, score_logits, token_counts, token_frequencies
+from miaudit.llm.api import topk_signals
 from miaudit.llm.attacks.acmia import norm_ac_score
-from miaudit.llm.attacks.mink import min_k_pp_score
+from miaudit.llm.attacks.mink import min_k_pp_score, min_k_pp_values
 from miaudit.llm.selection import LLMCalibration, choose, grid_scores, select_and_evaluate
 from miaudit.llm.signals import DEFAULT_BETAS
 
@@ -157,6 +158,13 @@ def test_min_k_keeps_a_token_and_one_token_documents_score():
     assert create_attack("min_k", target_kind="llm", k=0.01).score([sig])[0] == pytest.approx(sig.log_prob[0])
     with pytest.raises(ConfigError, match="fraction"):
         create_attack("min_k", target_kind="llm", k=0.0).score([sig])
+
+
+def test_min_k_pp_on_top_k_signals_is_a_clear_error():
+    """API records carry no moments of the distribution: Min-K%++'s formula refuses them by name."""
+    sig = topk_signals(np.array([3, 1, 4]), np.log([0.5, 0.25, 0.125]), vocab_size=8)
+    with pytest.raises(SignalError, match="Min-K%\\+\\+ needs the mean and variance"):
+        min_k_pp_values(sig)
 
 
 def test_ratios_undefined_at_zero_likelihood_are_errors():

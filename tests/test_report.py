@@ -34,6 +34,17 @@ def _metrics(results):
             "warnings": ["a run-level warning"]}
 
 
+def test_markdown_headline_without_evaluated_fprs():
+    """A metrics.json that lists no FPR (hand-written, or older) still renders: the AUC is the headline."""
+    results = _results()
+    metrics = _metrics(results)
+    metrics["evaluation"]["fprs"] = []
+    text = render_report(metrics)
+    auc = results[0].metrics["auc"]
+    assert f"Strongest attack by AUC (held-out choices only): `strong` with AUC {auc:.3f}" in text
+    assert "FPR (the lowest evaluated FPR" not in text
+
+
 def test_write_and_load_run(tmp_path):
     results = _results()
     write_run_dir(tmp_path, _metrics(results), results, {"seed": 0, "kind": "classifier"})

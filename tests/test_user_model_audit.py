@@ -83,7 +83,7 @@ def torch_config(folder, **target):
                                     "kwargs": {"hidden": 16}}, "trust_code": True,
                    "members": str(folder / "members.npz"), "nonmembers": str(folder / "nonmembers.npz"),
                    "population": str(folder / "population.npz"), **target},
-        "training": {"model": "mlp", "hidden": [16], "epochs": 20, "batch_size": 16, "lr": 0.01},
+        "training": {"model": "mlp", "hidden": [16], "epochs": 20, "batch_size": 16, "lr": 0.01, "family": "zoo"},
         "reference": {"n_models": 4, "views": "flip", "executor": "vectorised"},
         "attacks": [{"name": "loss"}, {"name": "population"}, {"name": "gradient_norm"},
                     {"name": "lira", "params": {"variance": "global"}},

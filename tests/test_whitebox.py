@@ -75,6 +75,32 @@ def test_batch_size_does_not_change_the_signals():
     np.testing.assert_allclose(a.layer_norms, b.layer_norms, rtol=1e-5)
 
 
+class Branchy(torch.nn.Module):
+    """An MLP whose forward branches on the inputs' values (as Hugging Face models do on attention masks)."""
+
+    def __init__(self, mlp: torch.nn.Module):
+        super().__init__()
+        self.mlp = mlp
+
+    def forward(self, x):
+        return self.mlp(x) if bool((x >= 0).all()) else -self.mlp(x)
+
+
+def test_models_vmap_cannot_trace_get_the_same_norms_one_example_at_a_time(caplog, monkeypatch):
+    caplog.set_level("INFO", logger="miaudit.classifier.signals.gradients")
+    monkeypatch.setattr("miaudit.classifier.signals.gradients._LOOPED", set())
+    model = Branchy(build_model("mlp", (6,), 3, seed=4, hidden=(5,)))
+    rng = np.random.default_rng(4)
+    x = rng.random((7, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 7)
+    s = gradient_signals(model, x, y, batch_size=3)
+    names, expected = naive_norms(model, x, y)
+    assert s.layer_names == tuple(names)
+    np.testing.assert_allclose(s.layer_norms, expected, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(s.loss, TorchClassifierTarget(model).outputs(x, y).loss, rtol=1e-4, atol=1e-6)
+    assert "one example at a time" in caplog.text
+
+
 def test_targets_without_parameters_are_refused():
     x = np.random.default_rng(3).random((6, 4)).astype(np.float32)
     y = np.array([0, 1, 0, 1, 0, 1])

@@ -31,9 +31,12 @@ def parse(data: dict[str, Any]) -> AuditConfig:
     refuse_nested_seed(data, "training")
     training = data.get("training")
     config = from_dict(AuditConfig, data)
-    if config.target.user_model and (config.shadow.n_models or config.reference.n_models) and training is None:
+    rebuilt = config.target.source == "sklearn"  # shadow and reference models are clones of the estimator
+    if config.target.user_model and (config.shadow.n_models or config.reference.n_models) and training is None \
+            and not rebuilt:
         raise ConfigError("config.training: shadow and reference models are trained by the tool; give the recipe "
-                          "closest to how your model was trained (model, hidden, epochs, lr, ...)")
+                          "closest to how your model was trained (epochs, lr, ...; model and hidden too for a black "
+                          "box), or your training function (training.function)")
     return config
 
 
@@ -83,13 +86,20 @@ def run_classifier_audit(config: AuditConfig, folder: Path, *, progress: bool = 
     PrecomputedTarget.save_npz(folder / "target_outputs.npz", outputs, membership, ids=target.ids,
                                groups=target.groups)
     scored = _score_attacks(attacks, models, views=config.reference.views, progress=progress)
+    if experiment.preprocessor is not None:
+        experiment.preprocessor.save(folder)
     dataset = experiment.dataset
-    data_info = {"dataset": dataset.name if dataset is not None else None,
+    data_info: dict[str, Any] = {"dataset": dataset.name if dataset is not None else None,
                  "n_examples": len(dataset) if dataset is not None else None,
                  "n_classes": outputs.n_classes if outputs.access != "label-only" else None,
                  "n_members": int(membership.sum()), "n_nonmembers": int((~membership).sum()),
                  "n_shadow": int(target.shadow_pool.size),
                  "n_population": len(target.population) if target.population is not None else 0}
+    if experiment.preprocessor is not None:
+        p = experiment.preprocessor
+        data_info["preprocessing"] = {"numeric": len(p.numeric), "categorical": len(p.categorical),
+                                      "n_features": len(p.feature_names), "fitted_on_rows": p.fitted_rows,
+                                      "scale": p.scale, "files": ["preprocessing.json", "preprocessing.joblib"]}
     return AuditOutcome(target=target.info, data=data_info, attacks=scored, sections=models.sections,
                         warnings=experiment.warnings + models.warnings)
 

@@ -7,6 +7,7 @@ that name the key. The sections every kind shares (``attacks``, ``evaluation``, 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -40,6 +41,9 @@ class SplitConfig:
 
 
 _TORCH_MODULE_KEYS = ("path", "class", "kwargs")
+_ESTIMATOR_KEYS = ("class", "kwargs")
+#: the target sources besides a target the tool trains
+SOURCES = ("precomputed", "torch_module", "sklearn", "blackbox", "hf_classifier")
 _CLASS_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
 
@@ -47,8 +51,8 @@ _CLASS_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 class TargetConfig:
     """Where the audited model's outputs come from: trained by the tool, precomputed, or the user's own model.
 
-    Without ``precomputed``, ``torch_module`` or ``sklearn`` the tool trains the target itself with
-    the ``training`` recipe on ``split.n_members`` examples.
+    Without ``precomputed``, ``torch_module``, ``sklearn`` or ``blackbox`` the tool trains the target
+    itself with the ``training`` recipe on ``split.n_members`` examples.
 
     - ``precomputed``: an ``.npz`` with ``logits``, ``probs`` or ``predictions``, ``labels`` and
       ``membership`` (1 = member), for models the tool cannot load. ``population`` then is an
@@ -59,8 +63,18 @@ class TargetConfig:
       its module's code, so it needs ``trust_code: true`` (:mod:`miaudit.utils.trusted_code`).
     - ``sklearn``: a fitted scikit-learn estimator saved with pickle / joblib. Loading a pickle runs
       any code it contains, so it is loaded only with ``trust_pickle: true``.
+    - ``blackbox``: ``"pkg.module:predict"``, a function mapping inputs ``(n, ...)`` to
+      probabilities ``(n, K)``, logits ``(n, K)`` or labels ``(n,)`` (``blackbox_output``: which, or
+      "auto": labels for a 1-D answer, probabilities for rows of non-negative numbers summing to 1,
+      else logits). Calling it runs code: ``trust_code: true``.
+    - ``hf_classifier``: ``{path: folder-or-hub-id, base: ..., max_length: 128, text_column: text,
+      label_column: label}``, a Hugging Face ``AutoModelForSequenceClassification`` audited on text
+      files (``members`` / ``nonmembers`` / ``population``: CSV, TSV or JSONL with a text and a
+      label column); ``base`` is the checkpoint it was fine-tuned from, from which reference and
+      shadow models are fine-tuned with the ``training`` recipe
+      (:mod:`miaudit.classifier.targets.hf_text`).
 
-    A user's model (``torch_module`` / ``sklearn``) is audited on ``members`` and ``nonmembers``,
+    A user's model (every source but ``precomputed``) is audited on ``members`` and ``nonmembers``,
     ``.npz`` files with ``x`` ``(n, ...)`` and ``y`` ``(n,)`` (optional ``ids``); ``population``
     then is an ``.npz`` with ``x``, ``y`` the model never trained on. Paths are relative to the
     working directory.
@@ -70,23 +84,34 @@ class TargetConfig:
     population: str | None = None
     torch_module: dict[str, Any] | None = None
     sklearn: str | None = None
+    blackbox: str | None = None
+    hf_classifier: dict[str, Any] | None = None
+    blackbox_output: Literal["auto", "probabilities", "logits", "labels"] = "auto"
     trust_pickle: bool = False
     trust_code: bool = False
     members: str | None = None
     nonmembers: str | None = None
 
     def __post_init__(self) -> None:
-        given = [k for k in ("precomputed", "torch_module", "sklearn") if getattr(self, k) is not None]
+        given = [k for k in SOURCES if getattr(self, k) is not None]
         if len(given) > 1:
-            raise ConfigError(f"config.target: give one of precomputed, torch_module, sklearn, not "
-                              f"{' and '.join(given)}")
+            raise ConfigError(f"config.target: give one of {', '.join(SOURCES)}, not {' and '.join(given)}")
         if self.torch_module is not None:
             _check_torch_module(self.torch_module)
             check_callable_spec(self.torch_module["class"], trust_code=self.trust_code,
                                 where="config.target.torch_module.class", trust_key="config.target.trust_code")
-        if self.trust_code and self.torch_module is None:
-            raise ConfigError("config.target.trust_code: only applies to target.torch_module (a class to import); "
-                              "remove it")
+        if self.hf_classifier is not None:
+            from miaudit.classifier.targets.hf_text import check_hf_spec
+
+            check_hf_spec(self.hf_classifier)
+        if self.blackbox is not None:
+            check_callable_spec(self.blackbox, trust_code=self.trust_code, where="config.target.blackbox",
+                                trust_key="config.target.trust_code")
+        elif self.blackbox_output != "auto":
+            raise ConfigError("config.target.blackbox_output: only applies to target.blackbox; remove it")
+        if self.trust_code and self.torch_module is None and self.blackbox is None:
+            raise ConfigError("config.target.trust_code: only applies to target.torch_module (a class to import) and "
+                              "target.blackbox (a function to call); remove it")
         if self.sklearn is not None and not self.trust_pickle:
             raise ConfigError("config.target.sklearn: scikit-learn models are pickles, and loading a pickle runs any "
                               "code inside it; add 'trust_pickle: true' to target only for a file you made or trust")
@@ -97,20 +122,21 @@ class TargetConfig:
                 raise ConfigError(f"config.target.{name}: give the .npz (x, y) of the examples your model was "
                                   f"{'trained on' if name == 'members' else 'not trained on'}")
             if not self.user_model and getattr(self, name) is not None:
-                raise ConfigError(f"config.target.{name}: only for target.torch_module or target.sklearn; remove it")
+                raise ConfigError(f"config.target.{name}: only for target.torch_module, sklearn, blackbox or "
+                                  "hf_classifier; remove it")
 
     @property
-    def source(self) -> Literal["trained", "precomputed", "torch_module", "sklearn"]:
+    def source(self) -> Literal["trained", "precomputed", "torch_module", "sklearn", "blackbox", "hf_classifier"]:
         """Which kind of target this is."""
-        for name in ("precomputed", "torch_module", "sklearn"):
+        for name in SOURCES:
             if getattr(self, name) is not None:
                 return name  # type: ignore[return-value]
         return "trained"
 
     @property
     def user_model(self) -> bool:
-        """A model the user trained and the tool loads (``torch_module`` or ``sklearn``)."""
-        return self.source in ("torch_module", "sklearn")
+        """A model the user trained and the tool runs (every source but ``precomputed``)."""
+        return self.source in ("torch_module", "sklearn", "blackbox", "hf_classifier")
 
 
 def _check_torch_module(spec: dict[str, Any]) -> None:
@@ -127,6 +153,57 @@ def _check_torch_module(spec: dict[str, Any]) -> None:
                           "a colon, the class name)")
     if not isinstance(spec.get("kwargs", {}), dict):
         raise ConfigError(f"{where}.kwargs: expected a mapping of constructor arguments, got {spec['kwargs']!r}")
+
+
+@dataclass
+class ClassifierTraining(TrainConfig):
+    """The ``training`` section of a classifier audit: the zoo recipe (:class:`TrainConfig`) and the model family.
+
+    Shadow and reference models (and the target, when the tool trains it) are of the target's own
+    family when the tool can rebuild it (``family: auto``, :mod:`miaudit.classifier.families`):
+    clones of a scikit-learn-compatible target (``target.sklearn``, or ``estimator`` here), the
+    target's torch class (``target.torch_module``), trained by ``function`` or by miaudit's loop
+    with this recipe; otherwise (and with ``family: zoo``) the zoo model ``model``.
+
+    - ``estimator``: ``{class: "sklearn.ensemble:RandomForestClassifier", kwargs: {...}}``: the tool
+      trains this estimator as the target (and clones of it as shadow / reference models).
+    - ``function``: ``"pkg.module:fit"``, the training function of torch models
+      (:data:`miaudit.classifier.families.TRAINING_FUNCTION_DOC`).
+    - ``trust_code``: both import and run the user's code, so they need ``trust_code: true``.
+    """
+
+    estimator: dict[str, Any] | None = None
+    function: str | None = None
+    trust_code: bool = False
+    family: Literal["auto", "zoo"] = "auto"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.estimator is not None and self.function is not None:
+            raise ConfigError("config.training: give estimator (a scikit-learn-compatible model) or function (a torch "
+                              "training function), not both")
+        if self.estimator is not None:
+            unknown = sorted(set(self.estimator) - set(_ESTIMATOR_KEYS))
+            if unknown:
+                raise ConfigError(f"config.training.estimator: unknown key {unknown[0]!r}; allowed keys are "
+                                  f"{', '.join(_ESTIMATOR_KEYS)}")
+            if not isinstance(self.estimator.get("kwargs", {}), dict):
+                raise ConfigError("config.training.estimator.kwargs: expected a mapping of constructor arguments")
+            spec: Any = self.estimator.get("class")  # checked to be a "pkg.module:Class" string
+            check_callable_spec(spec, trust_code=self.trust_code,
+                                where="config.training.estimator.class", trust_key="config.training.trust_code")
+        if self.function is not None:
+            check_callable_spec(self.function, trust_code=self.trust_code, where="config.training.function")
+        if self.trust_code and self.estimator is None and self.function is None:
+            raise ConfigError("config.training.trust_code: only applies to training.estimator and training.function; "
+                              "remove it")
+        if self.family == "zoo" and (self.estimator is not None or self.function is not None):
+            raise ConfigError("config.training.family: zoo trains zoo models only; remove estimator / function or "
+                              "use family: auto")
+
+    def zoo(self) -> TrainConfig:
+        """The zoo recipe alone (the fields of :class:`TrainConfig`)."""
+        return TrainConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TrainConfig)})
 
 
 @dataclass
@@ -192,7 +269,7 @@ class AuditConfig:
     dataset: DatasetConfig | None = None
     split: SplitConfig = field(default_factory=SplitConfig)
     target: TargetConfig = field(default_factory=TargetConfig)
-    training: TrainConfig = field(default_factory=TrainConfig)
+    training: ClassifierTraining = field(default_factory=ClassifierTraining)
     shadow: ShadowConfig = field(default_factory=ShadowConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
@@ -226,6 +303,13 @@ class AuditConfig:
         if self.reference.n_models and source == "precomputed":
             raise ConfigError("config.reference: reference models are trained on the audited examples, which a "
                               "precomputed target does not provide; remove reference.n_models")
+        if source != "trained" and self.training.estimator is not None:
+            raise ConfigError(f"config.training.estimator: the tool trains this estimator as the target, but the "
+                              f"target is given (target.{source}); remove one of them")
+        if source == "sklearn" and self.training.function is not None:
+            raise ConfigError("config.training.function: trains torch models; a scikit-learn target's shadow and "
+                              "reference models are clones of it; remove function")
 
 
-__all__ = ["AuditConfig", "ReferenceConfig", "ShadowConfig", "SplitConfig", "TargetConfig"]
+__all__ = ["SOURCES", "AuditConfig", "ClassifierTraining", "ReferenceConfig", "ShadowConfig", "SplitConfig",
+           "TargetConfig"]

@@ -33,24 +33,31 @@ from typing import Any, Protocol
 import numpy as np
 
 from miaudit.attacks.base import Attack, access_allows
-from miaudit.classifier.config import ReferenceConfig, ShadowConfig, TargetConfig
+from miaudit.classifier.config import ClassifierTraining, ReferenceConfig, ShadowConfig, TargetConfig
+from miaudit.classifier.families import EstimatorFamily, ModelFactory, ModelFamily, TorchFamily
 from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.queried import QueriedScores, ShadowModel, run_queried_attacks, signal_type
 from miaudit.classifier.reference import AttackReference, ShadowData, TrainedReferencePool
 from miaudit.classifier.reference.views import query_views
 from miaudit.classifier.sources import AuditedTarget, precomputed_target, user_model_target
-from miaudit.classifier.targets import TorchClassifierTarget
+from miaudit.classifier.targets import SklearnTarget, TorchClassifierTarget
+from miaudit.classifier.targets.hf_text import HFTextSource
 from miaudit.classifier.targets.user_model import run_model
 from miaudit.classifier.training import TrainConfig, TrainingPlugin, build_model_from_config
 from miaudit.classifier.training.measured import train_isolated, train_measured, train_model
 from miaudit.data import ArrayDataset, MembershipSplit, load_dataset, make_split
+from miaudit.data.datasets import BUILTIN
+from miaudit.data.tabular import Table, TabularPreprocessor, read_table, tabular_format, tabular_options
 from miaudit.errors import ConfigError
 from miaudit.runs.config import DatasetConfig
 from miaudit.utils.logs import progress as progress_bar
 from miaudit.utils.logs import progress_enabled
 from miaudit.utils.seed import derive_seed
+from miaudit.utils.trusted_code import import_trusted_callable
 
 log = logging.getLogger(__name__)
+#: the torch class of a Hugging Face text classifier's reference and shadow models
+HF_CLASS = "miaudit.classifier.targets.hf_text:HFTextClassifier"
 #: the reference data an experiment can build for attacks
 SUPPORTED_REFERENCE = ("none", "population", "shadow", "reference-pool")
 #: what each kind of reference data is, in messages
@@ -192,6 +199,12 @@ def _accuracy(outputs: ClassifierOutputs, rows: np.ndarray) -> float:
     return float(outputs.correctness[rows].mean())
 
 
+def majority_rate(train_labels: np.ndarray, test_labels: np.ndarray) -> float:
+    """Test accuracy of always predicting the most frequent class of ``train_labels`` ``(n,)`` on ``test_labels``."""
+    majority = int(np.bincount(train_labels).argmax())
+    return float(np.mean(test_labels == majority))
+
+
 def _n_parameters(model: Any) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
@@ -229,12 +242,17 @@ class ClassifierExperiment:
         self.isolate_training = isolate_training
         self.measure_memory = measure_memory
         self.progress = progress
+        self.scale = True  # a tabular dataset's option: standardise numeric columns
         self.warnings: list[str] = []
+        self.table: Table | None = None  # a tabular dataset's raw rows, preprocessed once the split is known
+        self.preprocessor: TabularPreprocessor | None = None
         self.dataset = self._load(dataset)
         self.split: MembershipSplit | None = None
         self.loaded: AuditedTarget | None = None  # a target the tool does not train, loaded now
         source = self.target_config.source
         n_shadow = split.n_shadow if split is not None else 0
+        if self.table is not None and (source == "precomputed" or self.target_config.user_model):
+            self.dataset = self._preprocess(None)  # all of it is shadow data: nothing of the target's to fit on
         if source == "precomputed":
             self.loaded = precomputed_target(self.target_config, self.dataset, n_shadow=n_shadow, seed=seed,
                                              run_warnings=self.warnings)
@@ -242,11 +260,15 @@ class ClassifierExperiment:
             self.loaded = user_model_target(self.target_config, self.dataset, n_shadow=n_shadow, seed=seed,
                                             run_warnings=self.warnings)
         elif given is None:
-            assert self.dataset is not None and split is not None and split.n_members and split.n_nonmembers
-            self.split = make_split(len(self.dataset), n_members=split.n_members, n_nonmembers=split.n_nonmembers,
+            rows = self.table if self.table is not None else self.dataset
+            assert rows is not None and split is not None and split.n_members and split.n_nonmembers
+            self.split = make_split(len(rows), n_members=split.n_members, n_nonmembers=split.n_nonmembers,
                                     n_shadow=split.n_shadow, n_population=split.n_population,
                                     seed=derive_seed(seed, "split"))
+            if self.table is not None:
+                self.dataset = self._preprocess(self.split.target_members)
         self._check_setup()
+        self.family = self._model_family()
         self.shadow_sizes = self._shadow_sizes()
         self._check_attacks()
 
@@ -258,13 +280,40 @@ class ClassifierExperiment:
                    **options)
 
     # -- before any training --------------------------------------------------------------------
-    @staticmethod
-    def _load(spec: DatasetConfig | None) -> ArrayDataset | None:
+    def _load(self, spec: DatasetConfig | None) -> ArrayDataset | None:
+        """The dataset; a tabular one is kept as raw rows in ``self.table`` (``None`` returned) until the split."""
         if spec is None:
+            return None
+        if self.target_config.hf_classifier is not None:  # texts, tokenised like the target's own
+            dataset = HFTextSource(self.target_config.hf_classifier).examples(spec.source, role="shadow")
+            log.info("dataset %s: %d texts", dataset.name, len(dataset))
+            return dataset
+        if spec.source not in BUILTIN and tabular_format(spec.source, spec.options.get("format")) is not None:
+            options = dict(spec.options)
+            self.scale = options.pop("scale", True)
+            unknown = sorted(set(options) - set(tabular_options()))
+            if unknown:
+                raise ConfigError(f"dataset {spec.source!r} does not take option {unknown[0]!r}; its options are: "
+                                  f"{', '.join(tabular_options())}")
+            self.table = read_table(spec.source, **options)
+            self.warnings.extend(self.table.notes)
+            log.info("dataset %s: %d rows, %d classes, %d columns", self.table.name, len(self.table),
+                     self.table.n_classes, len(self.table.features))
             return None
         dataset = load_dataset(spec.source, data_dir=spec.data_dir, **spec.options)
         log.info("dataset %s: %d examples, %d classes, input shape %s", dataset.name, len(dataset),
                  dataset.n_classes, dataset.input_shape)
+        return dataset
+
+    def _preprocess(self, rows: np.ndarray | None) -> ArrayDataset:
+        """Fit the one preprocessing pipeline on the table's ``rows`` (all when ``None``); transform every row."""
+        assert self.table is not None
+        self.preprocessor = TabularPreprocessor.fit(self.table, rows, scale=self.scale)
+        dataset = self.preprocessor.transform(self.table)
+        p = self.preprocessor
+        log.info("preprocessing: %d numeric and %d categorical columns -> %d features, fitted on %d rows (%s)",
+                 len(p.numeric), len(p.categorical), dataset.input_shape[0], p.fitted_rows,
+                 "all rows" if rows is None else "the target's training data")
         return dataset
 
     @property
@@ -296,6 +345,51 @@ class ClassifierExperiment:
         n_audited = self.audited_membership.size
         pool = (n_audited // 2, n_audited - n_audited // 2) if self.reference_config.n_models else ()
         return (n_target, *([self.shadow_sizes[0]] if self.shadow_sizes else []), *pool)
+
+    def _model_family(self) -> ModelFamily | None:
+        """The target's own model family for the models the tool trains (``None``: the zoo recipe)."""
+        training = self.training
+        if not isinstance(training, ClassifierTraining) or training.family == "zoo":
+            return None
+        recipe, loaded, source = training.zoo(), self.loaded, self.target_config.source
+        if loaded is not None and isinstance(loaded.model, SklearnTarget):
+            from sklearn.base import clone
+
+            return EstimatorFamily(clone(loaded.model.estimator), n_classes=loaded.outputs.n_classes)
+        shape_of = loaded.examples if loaded is not None else self.dataset
+        if source == "hf_classifier":
+            assert loaded is not None and loaded.examples is not None and self.target_config.hf_classifier is not None
+            base = self.target_config.hf_classifier.get("base")
+            if base is None:
+                if self.shadow_config.n_models or self.reference_config.n_models:
+                    raise ConfigError("config.target.hf_classifier.base: shadow and reference models are fine-tuned "
+                                      "from the checkpoint your classifier was fine-tuned from; give it (a folder or "
+                                      "hub id)")
+                return None
+            n_classes = loaded.outputs.n_classes
+            return TorchFamily(ModelFactory(loaded.examples.input_shape, n_classes, recipe, HF_CLASS,
+                                            {"source": base, "n_labels": n_classes}, label=f"{base} fine-tuned"),
+                               training.function)
+        if source == "torch_module":
+            assert loaded is not None and loaded.examples is not None and self.target_config.torch_module is not None
+            spec = self.target_config.torch_module
+            return TorchFamily(ModelFactory(loaded.examples.input_shape, loaded.outputs.n_classes, recipe,
+                                            spec["class"], dict(spec.get("kwargs", {}))), training.function)
+        if training.estimator is not None:
+            assert self.dataset is not None  # checked by the config: the tool trains this estimator on the dataset
+            cls = import_trusted_callable(training.estimator["class"], trust_code=True,
+                                          where="config.training.estimator.class", accept=lambda obj: isinstance(
+                                              obj, type), expected="a class")
+            try:
+                template = cls(**training.estimator.get("kwargs", {}))
+            except Exception as exc:  # the user's constructor may raise anything
+                raise ConfigError(f"config.training.estimator.kwargs: {training.estimator['class']}(**kwargs) failed "
+                                  f"({type(exc).__name__}: {str(exc).strip()[:200]})") from None
+            return EstimatorFamily(template, n_classes=int(self.dataset.n_classes or 0))
+        if training.function is not None and shape_of is not None:
+            return TorchFamily(ModelFactory(shape_of.input_shape, int(shape_of.n_classes or 0), recipe),
+                               training.function)
+        return None
 
     def _check_setup(self) -> None:
         """Shadow models need a dataset; a reference pool needs the audited examples themselves."""
@@ -340,9 +434,12 @@ class ClassifierExperiment:
     def _check_needs(self, key: str, attack: Attack) -> None:
         """Reference data, access level, queries and weights ``attack`` needs against what this run gives."""
         loaded = self.loaded
-        access = loaded.outputs.access if loaded is not None else "logits"
+        family = self.family if self.trains_target else None
+        access = loaded.outputs.access if loaded is not None else \
+            "probabilities" if isinstance(family, EstimatorFamily) else "logits"
         queryable = loaded is None or loaded.model is not None
-        weights = loaded is None or isinstance(loaded.model, TorchClassifierTarget)
+        weights = isinstance(loaded.model, TorchClassifierTarget) if loaded is not None else \
+            not isinstance(family, EstimatorFamily)
         population = loaded.population is not None if loaded is not None else \
             self.split is not None and self.split.population.size > 0
         check_reference_needs(key, attack, shadow=bool(self.shadow_config.n_models),
@@ -350,6 +447,9 @@ class ClassifierExperiment:
                               population_fix="target.population (your model's outputs on, or examples of, data it "
                                              "never saw)" if loaded else "split.n_population (data the target never "
                                              "saw)")
+        if signal_type(attack) == "label_only" and self.target_config.hf_classifier is not None:
+            raise ConfigError(f"attack {key!r} perturbs the inputs, which are token ids for a text classifier; use "
+                              "output-based or white-box attacks")
         if signal_type(attack) and not queryable:
             raise ConfigError(f"attack {key!r} queries the model itself (perturbed inputs or gradients); a "
                               "precomputed target cannot be queried: audit the model with the tool instead")
@@ -379,20 +479,33 @@ class ClassifierExperiment:
         log lines (e.g. the defense).
         """
         recipe = recipe or self.training
+        if isinstance(recipe, ClassifierTraining):
+            recipe = recipe.zoo()  # the family fields are in self.family; zoo caches stay keyed by the zoo recipe
         if plugins is not None and not self.trains_target:
             raise ConfigError("training plugins (defenses) apply to models the tool trains; a precomputed target or "
                               "your own model was trained elsewhere")
+        if plugins is not None and self.family is not None:
+            raise ConfigError(f"training plugins (defenses) run in miaudit's training loop of zoo models, not with "
+                              f"{self.family.describe()}; use a zoo model (training.model)")
         start = time.perf_counter()
         tag = f"[{label}] " if label else ""
         target = self._target(recipe, plugins, initial_outputs=initial_outputs, tag=tag)
         outputs, membership = target.outputs, target.membership
         target.info["train_accuracy"] = _accuracy(outputs, membership)
         target.info["test_accuracy"] = _accuracy(outputs, ~membership)
-        log.info("%starget: train accuracy %.4f, test accuracy %.4f", tag, target.info["train_accuracy"],
-                 target.info["test_accuracy"])
+        target.info["majority_rate"] = majority_rate(outputs.labels[membership], outputs.labels[~membership])
+        log.info("%starget: train accuracy %.4f, test accuracy %.4f (always predicting the members' most frequent "
+                 "class: %.4f)", tag, target.info["train_accuracy"], target.info["test_accuracy"],
+                 target.info["majority_rate"])
         side = _side_outputs(target.model, target.train if member_outputs else None, unseen)
         models = ExperimentModels(target, ModelOutputs(outputs, membership, *side, population=target.population),
                                   progress=self.progress)
+        if self.trains_target and target.info["test_accuracy"] <= target.info["majority_rate"]:
+            models.warnings.append(
+                f"{tag}the target's test accuracy {target.info['test_accuracy']:.4f} is no better than always "
+                f"predicting the most frequent class ({target.info['majority_rate']:.4f}), so the audit measures a "
+                "model nobody would deploy; fix the training recipe (epochs, lr, model) or the data (label column, "
+                "scaling)")
         if self.shadow_config.n_models:
             self._train_shadow_models(models, recipe, plugins, member_outputs, unseen, tag=tag)
         if self.reference_config.n_models:
@@ -425,6 +538,9 @@ class ClassifierExperiment:
             train, audited, membership = examples.subset(split.target_members), examples.subset(split.audited), \
                 split.membership
             population = examples.subset(split.population) if split.population.size else None
+        if self.family is not None:
+            return self._family_target(recipe.seed, train, audited, membership, population, split, examples,
+                                       initial_outputs=initial_outputs, tag=tag)
         log.info("%straining the target (%s, %d epochs) on %d examples", tag, recipe.model, recipe.epochs, len(train))
         initial = None
         if initial_outputs:
@@ -444,6 +560,29 @@ class ClassifierExperiment:
                              audited=audited, split=split, examples=examples, train=train, training=record,
                              initial=initial)
 
+    def _family_target(self, seed: int, train: ArrayDataset, audited: ArrayDataset, membership: np.ndarray,
+                       population: ArrayDataset | None, split: MembershipSplit | None, examples: ArrayDataset | None,
+                       *, initial_outputs: bool, tag: str) -> AuditedTarget:
+        """The target trained as its model family says (``training.estimator`` / ``training.function``)."""
+        family = self.family
+        assert family is not None
+        if initial_outputs:
+            raise ConfigError(f"initial weights' outputs are measured for zoo models only, not {family.name}")
+        log.info("%straining the target (%s) on %d examples", tag, family.describe(), len(train))
+        start = time.perf_counter()
+        model = family.train(train, seed)
+        seconds = time.perf_counter() - start
+        info: dict[str, Any] = {
+            "source": "trained", "model": family.name, "access": model.access,
+            "description": f"{family.describe()}, trained by miaudit on {len(train)} {train.name} examples",
+            "train_seconds": round(seconds, 2), "fingerprint": model.fingerprint()}
+        if isinstance(model, TorchClassifierTarget):
+            info["n_parameters"] = _n_parameters(model.model)
+        return AuditedTarget(model.outputs(audited), membership, info, self.shadow_pool,
+                             model.outputs(population) if population is not None else None, model=model,
+                             audited=audited, split=split, examples=examples, train=train,
+                             training={"seconds": seconds, "history": [], "reports": {}})
+
     def _train_shadow_models(self, models: ExperimentModels, recipe: TrainConfig, plugins: PluginFactory | None,
                              member_outputs: bool, unseen: ArrayDataset | None, *, tag: str) -> None:
         """``shadow.n_models`` models like the target, each on its own random draw from the shadow data.
@@ -453,14 +592,18 @@ class ClassifierExperiment:
         """
         assert self.dataset is not None and self.shadow_sizes is not None
         n_in, n_out = self.shadow_sizes
-        train_acc, test_acc = [], []
+        train_acc, test_acc, majority_rates = [], [], []
         for m in progress_bar(range(self.shadow_config.n_models), desc=f"{tag}shadow models", enabled=self.progress,
                               unit="model", leave=False):
             draw = np.random.default_rng(derive_seed(self.seed, "shadow-data", m)).permutation(self.shadow_pool)
             members, nonmembers = draw[:n_in], draw[n_in:n_in + n_out]
             model_recipe = dataclasses.replace(recipe, seed=derive_seed(self.seed, "shadow", m))
             data = self.dataset.subset(members)
-            model = TorchClassifierTarget(train_model(list(plugins()) if plugins else [], model_recipe, data)[0])
+            model: TorchClassifierTarget | SklearnTarget
+            if self.family is not None:
+                model = self.family.train(data, model_recipe.seed)
+            else:
+                model = TorchClassifierTarget(train_model(list(plugins()) if plugins else [], model_recipe, data)[0])
             own = self.dataset.subset(np.r_[members, nonmembers])
             truth = np.r_[np.ones(n_in, bool), np.zeros(n_out, bool)]
             out = model.outputs(own)
@@ -470,12 +613,18 @@ class ClassifierExperiment:
                 models.shadow_models.append(ShadowModel(model, own, truth))
             train_acc.append(_accuracy(out, truth))
             test_acc.append(_accuracy(out, ~truth))
+            majority_rates.append(majority_rate(out.labels[truth], out.labels[~truth]))
         models.sections["shadow"] = {
             "n_models": self.shadow_config.n_models, "members_per_model": int(n_in),
             "nonmembers_per_model": int(n_out), "train_accuracy_mean": float(np.mean(train_acc)),
             "test_accuracy_mean": float(np.mean(test_acc)), "train_accuracy": train_acc, "test_accuracy": test_acc}
         log.info("%sshadow models: mean train accuracy %.4f, mean test accuracy %.4f", tag, np.mean(train_acc),
                  np.mean(test_acc))
+        majority = np.mean(majority_rates)
+        if np.mean(test_acc) <= majority:
+            models.warnings.append(f"{tag}the shadow models' mean test accuracy {np.mean(test_acc):.4f} is no better "
+                                   f"than always predicting the most frequent class ({majority:.4f}); attacks that "
+                                   "learn from them learn from models unlike a useful target")
 
     def _train_pool(self, models: ExperimentModels, recipe: TrainConfig, plugins: PluginFactory | None, *,
                     tag: str) -> None:
@@ -493,7 +642,7 @@ class ClassifierExperiment:
                 target.examples, target.split, recipe, n_models=ref.n_models, seed=derive_seed(self.seed, "reference"),
                 target_outputs=target.outputs, views=ref.views, plugins=list(plugins()) if plugins else (),
                 executor=ref.executor, n_workers=ref.n_workers, ray_address=ref.ray_address,
-                cache_dir=ref.cache_dir, progress=self.progress)
+                cache_dir=ref.cache_dir, progress=self.progress, family=self.family)
         for w in caught:
             if issubclass(w.category, FidelityWarning):
                 models.warnings.append(str(w.message))

@@ -17,9 +17,12 @@ import numpy as np
 
 from miaudit.classifier.config import TargetConfig
 from miaudit.classifier.outputs import ClassifierOutputs
-from miaudit.classifier.targets import PrecomputedTarget, SklearnTarget, TorchClassifierTarget
+from miaudit.classifier.signals.cache import output_arrays
+from miaudit.classifier.targets import BlackBoxTarget, PrecomputedTarget, SklearnTarget, TorchClassifierTarget
+from miaudit.classifier.targets.hf_text import HFTextSource
 from miaudit.classifier.targets.user_model import (
     join_examples,
+    load_blackbox,
     load_sklearn,
     load_torch_module,
     read_examples,
@@ -27,6 +30,7 @@ from miaudit.classifier.targets.user_model import (
 )
 from miaudit.data import ArrayDataset, MembershipSplit
 from miaudit.errors import DataError
+from miaudit.utils.fingerprint import fingerprint
 from miaudit.utils.seed import derive_seed
 
 
@@ -49,7 +53,7 @@ class AuditedTarget:
     info: dict[str, Any]
     shadow_pool: np.ndarray
     population: ClassifierOutputs | None = None
-    model: TorchClassifierTarget | SklearnTarget | None = None
+    model: TorchClassifierTarget | SklearnTarget | BlackBoxTarget | None = None
     audited: ArrayDataset | None = None
     split: MembershipSplit | None = None
     examples: ArrayDataset | None = None
@@ -123,15 +127,34 @@ def _n_parameters(model: Any) -> int:
 
 def user_model_target(target: TargetConfig, dataset: ArrayDataset | None, *, n_shadow: int, seed: int,
                       run_warnings: list[str]) -> AuditedTarget:
-    """The user's torch module or scikit-learn estimator, audited on its member and non-member files."""
+    """The user's torch module, scikit-learn estimator or black-box function, audited on its member and non-member
+    files."""
     assert target.members is not None and target.nonmembers is not None  # required with a user model (config)
-    members = read_examples(target.members, "members", "member")
-    nonmembers = read_examples(target.nonmembers, "nonmembers", "nonmember")
-    population = read_examples(target.population, "population", "population") if target.population else None
+    text = HFTextSource(target.hf_classifier) if target.hf_classifier is not None else None
+    read = (lambda path, key, role: text.examples(path, role=role)) if text is not None else read_examples
+    members = read(target.members, "members", "member")
+    nonmembers = read(target.nonmembers, "nonmembers", "nonmember")
+    population = read(target.population, "population", "population") if target.population else None
     parts = [members, nonmembers] + ([population] if population is not None else [])
     n_labels = int(max(p.y.max() for p in parts)) + 1
-    model: TorchClassifierTarget | SklearnTarget
-    if target.source == "torch_module":
+    model: TorchClassifierTarget | SklearnTarget | BlackBoxTarget
+    info: dict[str, Any]
+    if text is not None:
+        model, n_classes = text.load(), text.n_classes
+        info = {"source": "hf_classifier", "path": text.path, "access": model.access,
+                "description": f"Hugging Face text classifier {text.path} (max_length {text.max_length})",
+                "n_parameters": _n_parameters(model.model), "fingerprint": model.fingerprint()}
+    elif target.source == "blackbox":
+        assert target.blackbox is not None
+        model = load_blackbox(target.blackbox, target.blackbox_output, members)
+        probe = run_model(model, members.subset(np.arange(1)))
+        n_classes = max(n_labels, probe.n_classes) if model.access != "label-only" else n_labels
+        if model.access != "label-only" and probe.n_classes < n_labels:
+            raise DataError(f"labels in the target's files go up to {n_labels - 1} but {target.blackbox} answers "
+                            f"{probe.n_classes} classes; use the model's label indices")
+        info = {"source": "blackbox", "function": target.blackbox, "access": model.access,
+                "description": f"black-box function {target.blackbox} ({model.output})"}
+    elif target.source == "torch_module":
         spec = target.torch_module
         assert spec is not None
         model = load_torch_module(spec)
@@ -158,6 +181,8 @@ def user_model_target(target: TargetConfig, dataset: ArrayDataset | None, *, n_s
                             np.arange(n_audited, len(examples)))
     audited = examples.subset(split.audited)
     outputs = run_model(model, audited)
+    if isinstance(model, BlackBoxTarget):
+        info["fingerprint"] = fingerprint(*output_arrays(outputs).values())  # of its answers: it has no weights
     info["description"] += (f", audited on {n_in} members ({target.members}) and {len(nonmembers)} non-members "
                             f"({target.nonmembers})")
     seen = {row.tobytes() for row in members.x.reshape(n_in, -1)}

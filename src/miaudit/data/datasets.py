@@ -2,8 +2,8 @@
 
 Every loader returns an :class:`ArrayDataset`: ``x`` float32 ``(n, ...)`` (images ``(n, C, H, W)``
 in ``[0, 1]``, tabular ``(n, d)``), ``y`` int64 ``(n,)`` class indices in ``[0, n_classes)``.
-Nothing is standardised silently: tabular features are used as stored unless a loader option
-(``standardize=True`` for CSV) asks for it.
+Tabular files (CSV, Parquet) go through :mod:`miaudit.data.tabular`: missing cells imputed,
+categorical columns one-hot encoded and numeric ones standardised by one fitted pipeline.
 
 Shared real data (MNIST, Location) is found in this order: the ``data_dir`` argument, the
 ``MIAUDIT_DATA`` environment variable, ``../shared/data`` relative to the working directory, and
@@ -12,8 +12,7 @@ Shared real data (MNIST, Location) is found in this order: the ``data_dir`` argu
 
 from __future__ import annotations
 
-import csv
-import io
+import inspect
 import os
 import warnings
 from collections.abc import Callable
@@ -93,6 +92,7 @@ class ArrayDataset:
     def subset(self, index: np.ndarray) -> ArrayDataset:
         """The examples at ``index`` (integer indices or a boolean mask), keeping ids and metadata."""
         index = np.asarray(index)
+        assert self.ids is not None  # __post_init__ gives every dataset ids
         return ArrayDataset(self.x[index], self.y[index], n_classes=self.n_classes, name=self.name,
                             ids=self.ids[index], class_names=self.class_names, feature_names=self.feature_names,
                             groups=None if self.groups is None else self.groups[index])
@@ -141,7 +141,7 @@ def _load_digits() -> ArrayDataset:
     return ArrayDataset(x, bunch.target, n_classes=10, name="digits")
 
 
-def _load_mnist(data_dir: str | Path | None, split: str = "all", limit: int | None = None) -> ArrayDataset:
+def _load_mnist(data_dir: str | Path | None, *, split: str = "all", limit: int | None = None) -> ArrayDataset:
     """MNIST from ``mnist/mnist.npz``: ``split`` "train" (60k), "test" (10k) or "all" (train then test)."""
     if split not in ("train", "test", "all"):
         raise ConfigError(f"mnist split {split!r} is not allowed; choose 'train', 'test' or 'all'")
@@ -156,7 +156,7 @@ def _load_mnist(data_dir: str | Path | None, split: str = "all", limit: int | No
     return ArrayDataset(images, y, n_classes=10, name="mnist")
 
 
-def _load_location(data_dir: str | Path | None, limit: int | None = None) -> ArrayDataset:
+def _load_location(data_dir: str | Path | None, *, limit: int | None = None) -> ArrayDataset:
     """Location (Shokri et al. 2017): 446 binary features, labels 1..30 stored, returned as 0..29."""
     path = find_data_file("location/location_bangkok.npz", data_dir)
     arrays = read_npz(path)
@@ -216,69 +216,6 @@ def load_npz(path: str | Path, *, x_key: str = "x", y_key: str = "y", n_classes:
     return dataset
 
 
-def load_csv(path: str | Path, *, label: str = "label", categorical: list[str] | None = None,
-             drop: list[str] | None = None, standardize: bool = False, delimiter: str = ",",
-             group: str | None = None) -> ArrayDataset:
-    """A CSV with a header row: column ``label`` is the class; the other columns are features, except
-    ``group`` (if given): the group id of each row (rows of one person, one paper), not a feature.
-
-    Numeric columns are used as stored (z-scored only if ``standardize=True``); columns named in
-    ``categorical``, and any column with a non-numeric value, are one-hot encoded (sorted category
-    values, feature names ``"column=value"``). Integer labels >= 0 are kept; any other labels are
-    mapped to 0..K-1 in sorted order and kept in ``class_names``. Empty cells are an error.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"CSV file {path} does not exist; check the path")
-    rows = list(csv.reader(io.StringIO(read_text(path, "CSV file"), newline=""), delimiter=delimiter))
-    if len(rows) < 2:
-        raise DataError(f"{path} needs a header row and at least one data row")
-    header, body = [h.strip() for h in rows[0]], rows[1:]
-    if label not in header:
-        raise DataError(f"{path} has no label column {label!r} (columns: {', '.join(header)}); pass label=NAME")
-    for name in list(categorical or []) + list(drop or []) + ([group] if group else []):
-        if name not in header:
-            raise DataError(f"{path} has no column {name!r} (columns: {', '.join(header)})")
-    for i, row in enumerate(body, start=2):
-        if len(row) != len(header):
-            raise DataError(f"{path} line {i} has {len(row)} cells, the header has {len(header)}")
-    columns = {name: [row[j].strip() for row in body] for j, name in enumerate(header)}
-    for name, values in columns.items():
-        if name not in (drop or []) and "" in values:
-            raise DataError(f"{path}: column {name!r} has an empty cell on line {values.index('') + 2}; "
-                            "fill or drop missing values first")
-
-    labels_raw = columns.pop(label)
-    groups = np.array(columns.pop(group)) if group else None
-    if all(v.lstrip("-").isdigit() for v in labels_raw) and min(int(v) for v in labels_raw) >= 0:
-        y, class_names = np.array([int(v) for v in labels_raw], dtype=np.int64), None
-    else:
-        class_names = sorted(set(labels_raw))
-        lookup = {c: i for i, c in enumerate(class_names)}
-        y = np.array([lookup[v] for v in labels_raw], dtype=np.int64)
-    check_class_labels(y, f"{path} column {label!r}")
-
-    blocks, names = [], []
-    for name, values in columns.items():
-        if name in (drop or []):
-            continue
-        numeric = _as_float(values)
-        if name in (categorical or []) or numeric is None:
-            categories = sorted(set(values))
-            one_hot = np.array(values)[:, None] == np.array(categories)[None, :]
-            blocks.append(one_hot.astype(np.float32))
-            names.extend(f"{name}={c}" for c in categories)
-        else:
-            if standardize:
-                numeric = (numeric - numeric.mean()) / (numeric.std() or 1.0)
-            blocks.append(numeric[:, None].astype(np.float32))
-            names.append(name)
-    if not blocks:
-        raise DataError(f"{path} has no feature columns besides the label {label!r}")
-    return ArrayDataset(np.concatenate(blocks, axis=1), y, name=path.stem, class_names=class_names,
-                        feature_names=names, groups=groups)
-
-
 def read_text(path: Path, what: str = "file") -> str:
     """A UTF-8 text file's content; a one-line :class:`DataError` naming the line of the first bad byte."""
     raw = path.read_bytes()
@@ -304,29 +241,50 @@ def check_class_labels(y: np.ndarray, where: str) -> None:
                         "(or write them as names, which are numbered in sorted order)")
 
 
-def _as_float(values: list[str]) -> np.ndarray | None:
-    try:
-        return np.array([float(v) for v in values], dtype=np.float64)
-    except ValueError:
-        return None
+def _positive_int(value: Any, key: str) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(f"image folder option {key!r}: expected a positive integer, got {value!r}")
+    return value
 
 
-def load_image_folder(path: str | Path, *, color: str = "auto", size: tuple[int, int] | None = None) -> ArrayDataset:
+def _subsample(files: list[tuple[Path, int]], *, limit: int | None, per_class: int | None,
+               sample_seed: int) -> list[tuple[Path, int]]:
+    """At most ``per_class`` files of each class, then at most ``limit`` in all: seeded random draws, in file order."""
+    rng = np.random.default_rng(sample_seed)
+    keep = np.arange(len(files))
+    if per_class is not None:
+        classes = np.array([c for _, c in files])
+        keep = np.sort(np.concatenate([
+            rng.permutation(np.flatnonzero(classes == c))[:per_class] for c in np.unique(classes)]))
+    if limit is not None and limit < keep.size:
+        keep = np.sort(rng.permutation(keep)[:limit])
+    return [files[i] for i in keep]
+
+
+def load_image_folder(path: str | Path, *, color: str = "auto", size: tuple[int, int] | None = None,
+                      limit: int | None = None, per_class: int | None = None, sample_seed: int = 0) -> ArrayDataset:
     """Images in ``path/<class_name>/*.png|jpg``: ``(n, C, H, W)`` float32 in [0, 1], classes in sorted order.
 
     ``color``: "L" (grayscale, C=1), "RGB" (C=3) or "auto" (grayscale if every image is, else RGB).
     All images must share one size unless ``size=(height, width)`` asks for a resize.
+    ``per_class``: keep at most this many images of each class; ``limit``: at most this many in
+    all (after ``per_class``); both draw at random with ``sample_seed``, and only the kept files
+    are decoded. Every class folder stays a class (``n_classes``), even if no image of it is kept.
     """
     from PIL import Image
 
     if color not in ("auto", "L", "RGB"):
         raise ConfigError(f"image color {color!r} is not allowed; choose 'auto', 'L' or 'RGB'")
+    limit, per_class = _positive_int(limit, "limit"), _positive_int(per_class, "per_class")
+    if isinstance(sample_seed, bool) or not isinstance(sample_seed, int):
+        raise ConfigError(f"image folder option 'sample_seed': expected an integer, got {sample_seed!r}")
     root = Path(path)
     classes = sorted(d.name for d in root.iterdir() if d.is_dir())
     files = [(f, c) for c, name in enumerate(classes) for f in sorted((root / name).iterdir())
              if f.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
         raise DataError(f"{root} holds no images; expected {root}/<class_name>/*.png or *.jpg")
+    files = _subsample(files, limit=limit, per_class=per_class, sample_seed=sample_seed)
     images = []
     for file, _ in files:
         try:
@@ -359,42 +317,51 @@ def load_image_folder(path: str | Path, *, color: str = "auto", size: tuple[int,
 
 
 # -- one entry point --------------------------------------------------------------------------
+def _option_names(loader: Callable[..., Any]) -> list[str]:
+    """The keyword options ``loader`` takes (its keyword-only parameters)."""
+    return [p.name for p in inspect.signature(loader).parameters.values() if p.kind == p.KEYWORD_ONLY]
+
+
 def load_dataset(source: str | Path, *, data_dir: str | Path | None = None, **options: Any) -> ArrayDataset:
-    """Load ``source``: "digits", "mnist", "location", or a path to ``.npz`` / ``.csv`` / an image folder.
+    """Load ``source``: "digits", "mnist", "location", or a path to ``.npz``, ``.csv`` / ``.parquet``, an image folder.
 
     ``options`` go to the matching loader (e.g. ``split="train"``, ``limit=5000`` for MNIST;
-    ``label="income"`` for CSV; ``size=(32, 32)`` for image folders); unknown options are an error.
+    ``label="income"`` for CSV; ``size=(32, 32)``, ``per_class=100`` for image folders); an unknown
+    option is an error that lists the valid ones. A tabular file is preprocessed by a pipeline
+    fitted on all its rows here; an audit fits it on the target's training rows
+    (:mod:`miaudit.data.tabular`).
     """
-    loaders: dict[str, Callable[..., ArrayDataset]] = {
-        "digits": lambda **kw: _load_digits(**kw),
-        "mnist": lambda **kw: _load_mnist(data_dir, **kw),
-        "location": lambda **kw: _load_location(data_dir, **kw),
-    }
+    from miaudit.data.tabular import load_tabular, tabular_format, tabular_options
+
     key = str(source)
-    if key in loaders:
-        loader = loaders[key]
+    loader: Callable[..., ArrayDataset]
+    valid: list[str]
+    if key in BUILTIN:
+        builtins: dict[str, Callable[..., ArrayDataset]] = {"digits": _load_digits, "mnist": _load_mnist,
+                                                            "location": _load_location}
+        builtin = builtins[key]
+        valid = _option_names(builtin)
+        loader = builtin if key == "digits" else lambda **kw: builtin(data_dir, **kw)
     else:
         path = Path(source)
         if path.is_dir():
-            loader = lambda **kw: load_image_folder(path, **kw)
+            loader, valid = lambda **kw: load_image_folder(path, **kw), _option_names(load_image_folder)
         elif path.suffix.lower() == ".npz":
-            loader = lambda **kw: load_npz(path, **kw)
-        elif path.suffix.lower() == ".csv":
-            loader = lambda **kw: load_csv(path, **kw)
+            loader, valid = lambda **kw: load_npz(path, **kw), _option_names(load_npz)
+        elif tabular_format(path, options.get("format")) is not None:
+            loader, valid = lambda **kw: load_tabular(path, **kw), tabular_options()
         elif not path.exists():
             raise DataError(f"dataset {key!r} is neither a built-in ({', '.join(BUILTIN)}) nor an existing "
-                            "path; give a .npz, .csv or image folder path")
+                            "path; give a .npz, .csv, .parquet or image folder path")
         else:
-            raise DataError(f"cannot load {path}: use a .npz (x, y), a .csv with a label column, "
-                            "or a folder of class_name/*.png images")
-    try:
-        return loader(**options)
-    except TypeError as exc:
-        if "unexpected keyword" not in str(exc):
-            raise
-        bad = str(exc).split("'")[1] if "'" in str(exc) else str(exc)
-        raise ConfigError(f"dataset {key!r} does not take option {bad!r}") from None
+            raise DataError(f"cannot load {path}: use a .npz (x, y), a .csv / .parquet with a label column (or "
+                            "option format: csv for another suffix), or a folder of class_name/*.png images")
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        allowed = ", ".join(valid) if valid else "none"
+        raise ConfigError(f"dataset {key!r} does not take option {unknown[0]!r}; its options are: {allowed}")
+    return loader(**options)
 
 
-__all__ = ["ArrayDataset", "check_class_labels", "data_dir_candidates", "find_data_file", "load_csv", "load_dataset",
+__all__ = ["ArrayDataset", "check_class_labels", "data_dir_candidates", "find_data_file", "load_dataset",
            "load_image_folder", "load_npz", "read_npz", "read_text"]

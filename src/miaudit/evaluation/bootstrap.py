@@ -84,7 +84,7 @@ def stratified_bootstrap(
     if groups is None:  # the plain stratified bootstrap, kept draw for draw
         members, nonmembers = np.flatnonzero(labels), np.flatnonzero(~labels)
         resample_labels = np.r_[np.ones(members.size, bool), np.zeros(nonmembers.size, bool)]
-        values = []
+        values: list[np.ndarray] = []
         for _ in range(n_resamples):
             idx = np.r_[rng.choice(members, members.size), rng.choice(nonmembers, nonmembers.size)]
             values.append(np.atleast_1d(statistic(resample_labels, scores[idx])))
@@ -98,9 +98,9 @@ def stratified_bootstrap(
             if resample_labels.all() or not resample_labels.any():
                 continue
             values.append(np.atleast_1d(statistic(resample_labels, scores[idx])))
-    values = np.asarray(values)
+    samples = np.asarray(values)
     alpha = (1 - confidence) / 2
-    return np.quantile(values, alpha, axis=0), np.quantile(values, 1 - alpha, axis=0)
+    return np.quantile(samples, alpha, axis=0), np.quantile(samples, 1 - alpha, axis=0)
 
 
 def resampling_units(labels: np.ndarray, groups: np.ndarray | None) -> tuple[int, int]:

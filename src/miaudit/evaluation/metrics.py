@@ -16,7 +16,8 @@ so randomising cannot raise it.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -64,8 +65,14 @@ def roc_curve(labels: np.ndarray, scores: np.ndarray) -> RocCurve:
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Area under the full ROC (ties count one half)."""
     curve = roc_curve(labels, scores)
-    return float(np.trapezoid(curve.tpr, curve.fpr)) if hasattr(np, "trapezoid") else float(
-        np.trapz(curve.tpr, curve.fpr))
+    return trapezoid(curve.tpr, curve.fpr)
+
+
+def trapezoid(y: np.ndarray, x: np.ndarray) -> float:
+    """The area under ``y(x)`` by the trapezoid rule: ``np.trapezoid`` (numpy >= 2.0), else ``np.trapz``."""
+    name = "trapezoid" if hasattr(np, "trapezoid") else "trapz"
+    integrate: Callable[[np.ndarray, np.ndarray], Any] = getattr(np, name)
+    return float(integrate(y, x))
 
 
 class OperatingPoint(NamedTuple):

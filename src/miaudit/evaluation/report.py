@@ -24,6 +24,7 @@ from miaudit.evaluation.metrics import (
     low_fpr_warnings,
     roc_curve,
     tie_warnings,
+    trapezoid,
 )
 
 #: fewest groups for which cluster-bootstrap intervals are quoted without a warning
@@ -34,7 +35,7 @@ def _curve_stats(fprs: tuple[float, ...]):
     """``stats(labels, scores) -> [auc, advantage, tpr@fprs...]``, TPRs tie-aware (the bootstrap uses it too)."""
     def stats(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
         curve = roc_curve(labels, scores)
-        auc = np.trapezoid(curve.tpr, curve.fpr) if hasattr(np, "trapezoid") else np.trapz(curve.tpr, curve.fpr)
+        auc = trapezoid(curve.tpr, curve.fpr)
         return np.array([auc, (curve.tpr - curve.fpr).max(), *[_tpr_at(curve, f) for f in fprs]])
     return stats
 

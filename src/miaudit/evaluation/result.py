@@ -28,7 +28,8 @@ class AttackResult:
         ``folder``; return the JSON path."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        arrays = {"ids": self.ids, "labels": self.labels, "scores": self.scores}
+        # Any, not ndarray: numpy's stub would let a ** mapping of arrays fill savez's ``allow_pickle: bool``
+        arrays: dict[str, Any] = {"ids": self.ids, "labels": self.labels, "scores": self.scores}
         if self.groups is not None:
             arrays["groups"] = self.groups
         np.savez(folder / f"{self.name}.scores.npz", **arrays)

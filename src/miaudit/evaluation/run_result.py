@@ -115,7 +115,8 @@ def _pair(value: Any) -> tuple[float, float] | None:
 def accountant_claim(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """``{"epsilon", "delta"}`` a DP accountant claims for the run's training (``dp`` section, else the
     target's own fields); values are None without an accountant."""
-    claim = metrics.get("dp") if isinstance(metrics.get("dp"), Mapping) else {}
+    dp = metrics.get("dp")
+    claim: Mapping[str, Any] = dp if isinstance(dp, Mapping) else {}
     target = metrics.get("target") or {}
     return {k: claim.get(k, target.get(k)) for k in ("epsilon", "delta")}
 

@@ -24,8 +24,9 @@ single test, which is why the default epsilon thresholds (2, 0.5) sit next to th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 from miaudit.errors import ConfigError
@@ -61,11 +62,11 @@ def _tpr_lower(entry: AttackEntry, key: str) -> float | None:
     return ci[0] if ci is not None else None
 
 
-def _best_ratio(run: RunResult, keys: list[str]) -> tuple[float, AttackEntry, str] | None:
+def _best_ratio(run: RunResult, keys: Sequence[str]) -> tuple[float, AttackEntry, str] | None:
     """The largest ``TPR_low / f`` over supported FPR keys, with its entry and key (the one strongest rule per key)."""
     best = None
     for key in keys:
-        entry = strongest(run.attacks, f"tpr@{key}", value=lambda e, k=key: _tpr_lower(e, k))
+        entry = strongest(run.attacks, f"tpr@{key}", value=partial(_tpr_lower, key=key))
         if entry is None:
             continue
         ratio = (_tpr_lower(entry, key) or 0.0) / float(key)
@@ -89,7 +90,7 @@ def risk_verdict(metrics: Mapping[str, Any], thresholds: RiskThresholds | None =
     baseline = run.baseline
     if baseline is not None and (baseline.fields.get("verdict") or {}).get("shift"):
         beating = [a for a in run.attacks if a.candidate and (a.fields.get("vs_blind_baseline") or {}).get("beats")]
-        reasons = [baseline.fields["verdict"]["text"]]
+        reasons: list[str] = [baseline.fields["verdict"]["text"]]
         reasons += [f"{a.name} beats the blind baseline (AUC difference "
                     f"{a.fields['vs_blind_baseline']['auc_difference']:+.3f}, interval above 0): a signal beyond the "
                     "shift, though not a clean measure of membership" for a in beating]
@@ -100,7 +101,7 @@ def risk_verdict(metrics: Mapping[str, Any], thresholds: RiskThresholds | None =
         return out
     if not any(a.candidate for a in run.attacks):
         return out | {"level": "none demonstrated", "summary": "No attack result to judge.", "reasons": []}
-    reasons: list[str] = []
+    reasons = []
     ratio = _best_ratio(run, keys)
     eps_entry = strongest(run.attacks, "epsilon")
     eps = eps_entry.empirical_epsilon if eps_entry is not None and eps_entry.empirical_epsilon else 0.0

@@ -16,7 +16,7 @@ from typing import Literal
 
 from miaudit.classifier.config import ShadowConfig
 from miaudit.classifier.training import TrainConfig
-from miaudit.defenses.compare import DefenseSpec
+from miaudit.defenses.compare import DefendSplit, DefenseSpec
 from miaudit.errors import ConfigError
 from miaudit.runs.config import AttackSpec, DatasetConfig, EvaluationConfig, check_attack_specs
 
@@ -26,7 +26,7 @@ _LABEL = re.compile(r"[A-Za-z0-9_.\-]+")
 
 
 @dataclass
-class FederatedSplit:
+class FederatedSplit(DefendSplit):
     """Disjoint parts of the dataset, drawn from the run's seed.
 
     ``n_members``: the union of the clients' training data (audited as members, partitioned over
@@ -36,20 +36,6 @@ class FederatedSplit:
     ``n_reference``: public data the server hands to every client (LADP's public batch, any
     client defense that needs reference data), never audited.
     """
-
-    n_members: int
-    n_nonmembers: int
-    n_shadow: int = 0
-    n_population: int = 0
-    n_reference: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("n_members", "n_nonmembers", "n_shadow", "n_population", "n_reference"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"config.split.{name}: must be >= 0, got {getattr(self, name)}")
-        if not self.n_members or not self.n_nonmembers:
-            raise ConfigError("config.split: n_members and n_nonmembers must be positive (the clients' data and "
-                              "the held-out non-members)")
 
 
 @dataclass

@@ -51,6 +51,7 @@ from tqdm.auto import tqdm
 
 from miaudit.errors import ConfigError, DataError, SignalError
 from miaudit.llm.signals import TokenSignals
+from miaudit.llm.texts import check_texts, neighbour_log_likelihoods
 from miaudit.utils.fingerprint import fingerprint
 
 log = logging.getLogger(__name__)
@@ -477,7 +478,7 @@ class APICausalLM:
     def iter_token_signals(self, texts: Sequence[str], *, attach_text: bool = True) -> Iterator[TokenSignals]:
         """One record per text (access ``top-k log-probs``: log p of each scored token, no moments of
         the whole distribution), streamed in order."""
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         for i, result in enumerate(self._map(texts, "signals", lambda i: f"document {i}")):
             if result.log_prob.size == 0:
                 raise DataError(f"document {i} ({texts[i]!r:.40}) has no scored token: the server scored none of its "
@@ -487,13 +488,13 @@ class APICausalLM:
 
     def mean_log_likelihoods(self, texts: Sequence[str], *, desc: str = "log-likelihood") -> np.ndarray:
         """Mean log-probability per scored token ``(n,)`` of each text."""
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         return np.array([r.log_prob.mean() if r.log_prob.size else _no_token(i, texts)
                          for i, r in enumerate(self._map(texts, desc, lambda i: f"{desc} of document {i}"))])
 
     def lowercase_log_likelihoods(self, texts: Sequence[str]) -> np.ndarray:
         """Mean log-likelihood ``(n,)`` of each text lowercased (the Lowercase attack)."""
-        return self.mean_log_likelihoods([t.lower() for t in _check_texts(texts)], desc="lowercase")
+        return self.mean_log_likelihoods([t.lower() for t in check_texts(texts)], desc="lowercase")
 
     def prefix_log_likelihoods(self, texts: Sequence[str], shots: Sequence[str], *, separator: str = "\n\n"
                                ) -> np.ndarray:
@@ -502,7 +503,7 @@ class APICausalLM:
         the text's tokens are those from its first character on (:func:`_first_token_at`), less as many leading
         tokens as the server leaves unscored at a prompt's start, so that the same tokens are scored
         with and without the prefix."""
-        texts, prefix = _check_texts(texts), separator.join(_check_texts(shots)) + separator
+        texts, prefix = check_texts(texts), separator.join(check_texts(shots)) + separator
         out = np.empty(len(texts))
         prompts = [prefix + t for t in texts]
         for i, r in enumerate(self._map(prompts, "recall prefix", lambda i: f"recall prefix + document {i}")):
@@ -518,17 +519,7 @@ class APICausalLM:
     def neighbour_log_likelihoods(self, texts: Sequence[str], perturb: Callable[[str], Sequence[str]]
                                   ) -> list[np.ndarray]:
         """Mean log-likelihoods of the neighbours ``perturb(text)`` of each text, one array per text."""
-        texts = _check_texts(texts)
-        neighbours = []
-        for i, text in enumerate(texts):
-            found = list(perturb(text))
-            if not found or not all(isinstance(n, str) and n.strip() for n in found):
-                raise DataError(f"the perturbation callable returned no neighbours (or an empty one) for document "
-                                f"{i}; it must return a list of non-empty texts")
-            neighbours.append(found)
-        flat = self.mean_log_likelihoods([n for group in neighbours for n in group], desc="neighbours")
-        bounds = np.cumsum([0] + [len(g) for g in neighbours])
-        return [flat[bounds[i]:bounds[i + 1]] for i in range(len(texts))]
+        return neighbour_log_likelihoods(texts, perturb, self.mean_log_likelihoods)
 
     def token_counts(self, texts: Sequence[str]) -> np.ndarray:
         """Occurrences ``(vocab_size,)`` of each server token in ``texts`` (DC-PDD's reference corpus),
@@ -537,7 +528,7 @@ class APICausalLM:
             raise ConfigError("attack 'dc_pdd' through an API needs the model's vocabulary size for its Laplace "
                               "smoothing: set api.vocab_size")
         counts = np.zeros(self.vocab_size, dtype=np.int64)
-        for r in self._map(_check_texts(texts), "dc_pdd corpus", lambda i: f"reference corpus document {i}"):
+        for r in self._map(check_texts(texts), "dc_pdd corpus", lambda i: f"reference corpus document {i}"):
             for token in r.tokens:
                 token_id = self.token_id(token)
                 if token_id >= counts.size:
@@ -598,16 +589,6 @@ def _first_token_at(result: ServerTokens, prompt: str, position: int) -> int:
 
 def _no_token(i: int, texts: Sequence[str]) -> float:
     raise DataError(f"text {i} ({texts[i]!r:.40}) has no token the server scored; remove one-token texts")
-
-
-def _check_texts(texts: Sequence[str]) -> list[str]:
-    texts = list(texts)
-    if not texts:
-        raise DataError("no documents to score; give at least one text")
-    for i, text in enumerate(texts):
-        if not isinstance(text, str) or not text.strip():
-            raise DataError(f"document {i} is empty or whitespace-only ({text!r:.30}); remove it before scoring")
-    return texts
 
 
 __all__ = ["ACCESS", "APICausalLM", "APIError", "APITargetConfig", "CompletionsClient", "RequestEstimate",

@@ -40,6 +40,7 @@ from miaudit.attacks.base import Attack, check_access
 from miaudit.attacks.registry import create_attack, get_attack_class
 from miaudit.config import to_dict
 from miaudit.errors import ConfigError, DataError
+from miaudit.evaluation.run_result import RunResult
 from miaudit.llm import selection
 from miaudit.llm.api import ACCESS as API_ACCESS
 from miaudit.llm.api import APICausalLM, APITargetConfig
@@ -771,8 +772,9 @@ def parse_llm_config(data: Mapping[str, Any]) -> LLMAuditConfig:
 
 def run_llm_audit(config: Mapping[str, Any] | str | Path | LLMAuditConfig, out_dir: str | Path, *,
                   progress: bool = True, overwrite: bool = False,
-                  perturb: Callable[[str], Sequence[str]] | None = None) -> dict[str, Any]:
-    """Run an LLM audit from a config (mapping, YAML path or parsed) into ``out_dir``; return metrics.json.
+                  perturb: Callable[[str], Sequence[str]] | None = None) -> RunResult:
+    """Run an LLM audit from a config (mapping, YAML path or parsed) into ``out_dir``; return its
+    :class:`~miaudit.evaluation.run_result.RunResult` (reads as ``metrics.json``).
 
     ``perturb`` (``text -> neighbour texts``) is the neighbourhood attack's perturbation model when
     given from Python rather than as ``neighbourhood.perturb`` in the config.

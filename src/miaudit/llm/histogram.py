@@ -12,8 +12,12 @@ Without numba (``AVAILABLE`` is False) the engine uses its torch implementation 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from types import ModuleType
+
 import numpy as np
 
+numba: ModuleType | None
 try:
     import numba
 except ImportError:  # the torch implementation in miaudit.llm.signals is used instead
@@ -47,14 +51,16 @@ def _accumulate(x: np.ndarray, top: np.ndarray, scale: float, n_bins: int, out: 
             acc[k, 3] += d2 * d
 
 
-def _compile(function):
+def _compile(function: Callable[..., None]) -> Callable[..., None]:
     """Compile with numba, cached on disk where numba finds a writable place (else once per process)."""
+    assert numba is not None  # called only when AVAILABLE
     try:
         return numba.njit(nogil=True, cache=True)(function)
     except RuntimeError:  # "no locator available": read-only install and no writable user cache
         return numba.njit(nogil=True)(function)
 
 
-accumulate = _compile(_accumulate) if AVAILABLE else None
+#: the compiled :func:`_accumulate`; None without numba (the engine then never asks for it)
+accumulate: Callable[..., None] | None = _compile(_accumulate) if AVAILABLE else None
 
 __all__ = ["AVAILABLE", "accumulate"]

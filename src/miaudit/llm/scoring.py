@@ -11,14 +11,14 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from miaudit.errors import ConfigError
-from miaudit.llm.signals import DEFAULT_BETAS, OPTIONAL_SIGNALS, compute_token_signals
+from miaudit.llm.signals import DEFAULT_BETAS, OPTIONAL_SIGNALS, Method, compute_token_signals
 
 #: score_logits parameters that are signals from other passes (stored on TokenSignals; ``text`` has its own)
 SIGNAL_PARAMS = tuple(s for s in OPTIONAL_SIGNALS if s != "text")
 
 
 def score_logits(logits: Any, token_ids: Any, *, text: str | None = None, attacks: Sequence[str] | None = None,
-                 betas: Iterable[float] = DEFAULT_BETAS, method: str = "fast", **params: Any) -> dict[str, float]:
+                 betas: Iterable[float] = DEFAULT_BETAS, method: Method = "fast", **params: Any) -> dict[str, float]:
     """Membership scores of one document from its next-token logits (higher = member).
 
     ``logits`` (T, V): row t predicts ``token_ids[t]`` (T,) (numpy or torch, any float dtype).

@@ -172,15 +172,16 @@ def select_and_evaluate(
         if n_folds < 2 or min((labels == 0).sum(), (labels == 1).sum()) < n_folds:
             raise DataError(f"k-fold selection needs n_folds >= 2 and at least {n_folds} members and non-members")
         folds = _stratified_folds(labels, n_folds, rng)
-        cal_aucs, per_fold, chosen = [], [], []
+        fold_aucs: list[np.ndarray] = []
+        per_fold, chosen = [], []
         for f in range(n_folds):
             train, test = folds != f, folds == f
             aucs = np.array([roc_auc(labels[train], s[train]) for s in scores])
             pick = _best(aucs)
-            cal_aucs.append(aucs)
+            fold_aucs.append(aucs)
             chosen.append(float(values[pick]))
             per_fold.append(evaluate(labels[test], scores[pick][test], n_bootstrap=n_bootstrap, seed=seed + f))
-        cal_aucs = np.asarray(cal_aucs)
+        cal_aucs = np.asarray(fold_aucs)
         test_aucs = np.array([roc_auc(labels, s) for s in scores])
         best = _best(test_aucs)
         result = {"auc": float(np.mean([m["auc"] for m in per_fold])), "folds": per_fold}

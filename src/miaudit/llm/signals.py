@@ -50,7 +50,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any, Literal
 
 import numpy as np
@@ -414,6 +414,7 @@ class _Kernel:
         u_max = float((top - low.double()).max())
         n_bins = _n_bins(u_max)
         out = np.zeros((x.shape[0], n_bins + 1, TAYLOR_ORDER + 1))
+        assert histogram.accumulate is not None  # compiled kernels are asked for only when histogram.AVAILABLE
         histogram.accumulate(x.numpy(), top.numpy(), _SCALE, n_bins, out)
         moments = torch.from_numpy(out[:, :n_bins])
         moments[:, 0, 0] -= 1  # the top token (u = 0, delta = 0): its term 1 of S_0 is left out, see _from_sums
@@ -479,7 +480,7 @@ def _executor(workers: int) -> ThreadPoolExecutor:
         return _POOL
 
 
-def _rows_signals(blocks: list[Block], betas: tuple[float, ...], method: Method, chunk_rows: int,
+def _rows_signals(blocks: Sequence[Block], betas: tuple[float, ...], method: Method, chunk_rows: int,
                   workers: int | None) -> dict[str, np.ndarray]:
     """Signals of every row of ``blocks`` in order: (N,) and (n_beta, N) float64 arrays.
 
@@ -524,7 +525,7 @@ def _block_size(n_rows: int, chunk_rows: int, workers: int | None, limit: int) -
     return max(step, -(-size // step) * step)
 
 
-def _validate_ids(token_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
+def _validate_ids(token_ids: torch.Tensor | np.ndarray | Sequence[int], vocab_size: int) -> torch.Tensor:
     ids = torch.as_tensor(token_ids).detach().cpu()
     if ids.dtype.is_floating_point or ids.dtype == torch.bool:
         raise SignalError(f"token_ids must be integers, got dtype {ids.dtype}")
@@ -535,10 +536,17 @@ def _validate_ids(token_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
     return ids
 
 
+def _rows(logits: torch.Tensor, ids: torch.Tensor, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``start:stop`` of a document's logits (T, V) and token ids (T,): one block's load."""
+    return logits[start:stop], ids[start:stop]
+
+
 def _make_signals(ids: torch.Tensor, arrays: dict[str, np.ndarray], betas: tuple[float, ...], vocab_size: int,
                   **optional: Any) -> TokenSignals:
-    return TokenSignals(token_ids=ids.numpy().astype(np.int64), betas=np.asarray(betas, dtype=np.float64),
-                        vocab_size=vocab_size, **arrays, **optional)
+    return TokenSignals(token_ids=ids.numpy().astype(np.int64), log_prob=arrays["log_prob"],
+                        entropy=arrays["entropy"], mean_logp=arrays["mean_logp"], var_logp=arrays["var_logp"],
+                        betas=np.asarray(betas, dtype=np.float64), beta_log_prob=arrays["beta_log_prob"],
+                        beta_mu=arrays["beta_mu"], beta_sigma=arrays["beta_sigma"], vocab_size=vocab_size, **optional)
 
 
 # -- public entry points ------------------------------------------------------------------------------
@@ -576,7 +584,7 @@ def compute_token_signals(
     grid = tuple(check_betas(betas).tolist())
     chunk_rows = chunk_rows_for(logits.shape[1]) if chunk_rows is None else chunk_rows
     size = _block_size(logits.shape[0], chunk_rows, workers, BLOCK_ROWS)
-    blocks = [(a, lambda a=a: (logits[a:a + size], ids[a:a + size])) for a in range(0, logits.shape[0], size)]
+    blocks = [(a, partial(_rows, logits, ids, a, a + size)) for a in range(0, logits.shape[0], size)]
     arrays = _rows_signals(blocks, grid, method, chunk_rows, workers)
     return _make_signals(ids, arrays, grid, logits.shape[1], **optional)
 
@@ -651,7 +659,8 @@ def _batched(inputs: torch.Tensor, token_ids: torch.Tensor, attention_mask: torc
         return load
 
     blocks: list[Block] = []
-    flat_ids, first = [], 0
+    flat_ids: list[torch.Tensor] = []
+    first = 0
     for b in range(mask.shape[0]):
         positions = torch.nonzero(mask[b])[:, 0]
         contiguous = bool((positions[-1] - positions[0] + 1) == positions.numel())
@@ -663,11 +672,11 @@ def _batched(inputs: torch.Tensor, token_ids: torch.Tensor, attention_mask: torc
         flat_ids.append(ids[b, positions])
         first += positions.numel()
     arrays = _rows_signals(blocks, grid, method, chunk_rows, workers)
-    flat_ids = torch.cat(flat_ids)
+    all_ids = torch.cat(flat_ids)
     out, start = [], 0
     for n in counts:
-        part = {k: (v[start:start + n] if v.ndim == 1 else v[:, start:start + n]) for k, v in arrays.items()}
-        out.append(_make_signals(flat_ids[start:start + n], part, grid, vocab))
+        document = {k: (v[start:start + n] if v.ndim == 1 else v[:, start:start + n]) for k, v in arrays.items()}
+        out.append(_make_signals(all_ids[start:start + n], document, grid, vocab))
         start += n
     return out
 

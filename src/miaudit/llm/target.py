@@ -35,7 +35,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -43,11 +43,15 @@ import torch
 from miaudit.errors import ConfigError, DataError, SignalError, model_load_error
 from miaudit.llm.attacks.dc_pdd import token_counts
 from miaudit.llm.signals import TokenSignals, compute_token_signals, token_log_probs
+from miaudit.llm.texts import check_texts, neighbour_log_likelihoods
 from miaudit.utils.cache import load_verified_npz, save_verified_npz, warn_damaged
 from miaudit.utils.device import resolve_device
 from miaudit.utils.fingerprint import fingerprint
 from miaudit.utils.logs import progress as progress_bar
 from miaudit.utils.logs import sync_library_progress
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +109,7 @@ def load_tokenizer(name_or_path: str, *, revision: str | None = None, local_file
 
 
 def load_causal_lm(name_or_path: str, *, dtype: str = "auto", device: str = "cpu", revision: str | None = None,
-                   local_files_only: bool = False, trust_remote_code: bool = False) -> torch.nn.Module:
+                   local_files_only: bool = False, trust_remote_code: bool = False) -> PreTrainedModel:
     """``AutoModelForCausalLM.from_pretrained`` in ``dtype`` ("auto" = as saved) on ``device``, in eval mode.
 
     Weights load without running pickled code; a damaged ``model.safetensors``, a pickled
@@ -155,8 +159,8 @@ def _tensor_digest(t: torch.Tensor) -> list[Any]:
 
 def model_fingerprint(model: torch.nn.Module) -> str:
     """Fingerprint of a model's class, config and weights (a strided sample and the sum of each tensor)."""
-    config = getattr(model, "config", None)
-    config_dict = config.to_dict() if hasattr(config, "to_dict") else {}
+    to_dict = getattr(getattr(model, "config", None), "to_dict", None)
+    config_dict = to_dict() if callable(to_dict) else {}
     config_dict = {k: v for k, v in config_dict.items() if k not in ("_name_or_path", "transformers_version")}
     state = {name: _tensor_digest(t) for name, t in model.state_dict().items()}
     return fingerprint(type(model).__qualname__, json.dumps(config_dict, sort_keys=True, default=str), state)
@@ -291,7 +295,7 @@ class HFCausalLM:
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: PreTrainedModel,
         tokenizer: Any,
         *,
         name: str | None = None,
@@ -453,7 +457,7 @@ class HFCausalLM:
     def iter_token_signals(self, texts: Sequence[str], *, attach_text: bool = True) -> Iterator[TokenSignals]:
         """Stream the signals shard by shard (``shard_size`` documents): memory stays constant in the
         number of documents, and shards already in the cache cost no forward pass."""
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         bar = progress_bar(total=len(texts), desc=f"signals {self._short_name()}", unit="doc", enabled=self.progress,
                            leave=False)
         for start in range(0, len(texts), self.shard_size):
@@ -485,7 +489,7 @@ class HFCausalLM:
                         compute: Callable[[list[str], Any, Any], np.ndarray], desc: str) -> np.ndarray:
         """``(n,)`` values of an extra pass, computed shard by shard (``compute(texts, setting, bar)``) and
         cached per shard under ``kind`` and ``setting``, with one progress bar."""
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         out = []
         bar = progress_bar(total=len(texts), desc=f"{desc} {self._short_name()}", unit="doc", enabled=self.progress,
                            leave=False)
@@ -507,13 +511,13 @@ class HFCausalLM:
 
     def lowercase_log_likelihoods(self, texts: Sequence[str]) -> np.ndarray:
         """Mean log-likelihood ``(n,)`` of each text lowercased (the Lowercase attack, Carlini et al. 2021)."""
-        return self.mean_log_likelihoods([t.lower() for t in _check_texts(texts)], desc="lowercase")
+        return self.mean_log_likelihoods([t.lower() for t in check_texts(texts)], desc="lowercase")
 
     def prefix_ids(self, shots: Sequence[str], *, separator: str = "\n\n") -> list[int]:
         """Token ids of the ReCaLL prefix: the non-member ``shots`` joined by ``separator``, then
         ``separator`` again so the document starts a new paragraph (no BOS; :meth:`_document` keeps the
         prefix's end when prefix + document exceed ``max_length``)."""
-        shots = _check_texts(shots)
+        shots = check_texts(shots)
         return list(self.tokenizer(separator.join(shots) + separator, add_special_tokens=False,
                                    verbose=False)["input_ids"])
 
@@ -534,17 +538,7 @@ class HFCausalLM:
         """Mean log-likelihoods of the neighbours ``perturb(text)`` of each text (Mattern et al. 2023):
         one ``(n_neighbours,)`` array per text. ``perturb`` is the user's perturbation model (e.g. a
         masked LM replacing words); it must return at least one non-empty text."""
-        texts = _check_texts(texts)
-        neighbours = []
-        for i, text in enumerate(progress_bar(texts, desc="perturb", unit="doc", enabled=self.progress, leave=False)):
-            found = list(perturb(text))
-            if not found or not all(isinstance(n, str) and n.strip() for n in found):
-                raise DataError(f"the perturbation callable returned no neighbours (or an empty one) for document "
-                                f"{i}; it must return a list of non-empty texts")
-            neighbours.append(found)
-        flat = self.mean_log_likelihoods([n for group in neighbours for n in group], desc="neighbours")
-        bounds = np.cumsum([0] + [len(g) for g in neighbours])
-        return [flat[bounds[i]:bounds[i + 1]] for i in range(len(texts))]
+        return neighbour_log_likelihoods(texts, perturb, self.mean_log_likelihoods, progress=self.progress)
 
     def gradient_norms(self, texts: Sequence[str], *, p: float = math.inf) -> np.ndarray:
         """GradNorm's signal ``(n,)``: for each text, the mean over parameter tensors of the ``p``-norm of
@@ -637,16 +631,6 @@ class HFCausalLM:
         return value
 
 
-def _check_texts(texts: Sequence[str]) -> list[str]:
-    texts = list(texts)
-    if not texts:
-        raise DataError("no documents to score; give at least one text")
-    for i, text in enumerate(texts):
-        if not isinstance(text, str) or not text.strip():
-            raise DataError(f"document {i} is empty or whitespace-only ({text!r:.30}); remove it before scoring")
-    return texts
-
-
 def _pad(sequences: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded ``(B, L)`` input ids and attention mask on ``device``."""
     width = max(len(s) for s in sequences)
@@ -674,7 +658,8 @@ def _decode_signals(data: dict[str, np.ndarray]) -> list[TokenSignals]:
     betas, vocab = data["betas"], int(data["vocab_size"])
     records = []
     for a, b in zip(bounds[:-1], bounds[1:]):
-        part = {n: data[n][a:b] for n in _SIGNAL_ARRAYS} | {n: data[n][:, a:b] for n in _BETA_ARRAYS}
+        # Any: TokenSignals' non-array fields (text, ...) are not among these names, which mypy cannot see
+        part: dict[str, Any] = {n: data[n][a:b] for n in _SIGNAL_ARRAYS} | {n: data[n][:, a:b] for n in _BETA_ARRAYS}
         records.append(TokenSignals(betas=betas, vocab_size=vocab, **part))
     return records
 

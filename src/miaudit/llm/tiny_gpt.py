@@ -66,16 +66,15 @@ def build_tiny_gpt(config: TinyGPTConfig, tokenizer: Any) -> torch.nn.Module:
     torch.manual_seed(config.seed)
     special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
     if config.architecture == "gpt2":
-        gpt2_config = GPT2Config(vocab_size=len(tokenizer), n_positions=config.block_size, n_embd=config.n_embd,
-                                 n_layer=config.n_layer, n_head=config.n_head, resid_pdrop=config.dropout,
-                                 embd_pdrop=config.dropout, attn_pdrop=config.dropout, **special)
-        return GPT2LMHeadModel(gpt2_config)
-    llama_config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=config.n_embd,
-                               intermediate_size=4 * config.n_embd, num_hidden_layers=config.n_layer,
-                               num_attention_heads=config.n_head, num_key_value_heads=config.n_head,
-                               max_position_embeddings=config.block_size, attention_dropout=config.dropout,
-                               tie_word_embeddings=True, **special)
-    return LlamaForCausalLM(llama_config)
+        gpt2 = GPT2Config(vocab_size=len(tokenizer), n_positions=config.block_size, n_embd=config.n_embd,
+                          n_layer=config.n_layer, n_head=config.n_head, resid_pdrop=config.dropout,
+                          embd_pdrop=config.dropout, attn_pdrop=config.dropout, **special)
+        return GPT2LMHeadModel(gpt2)
+    llama = LlamaConfig(vocab_size=len(tokenizer), hidden_size=config.n_embd, intermediate_size=4 * config.n_embd,
+                        num_hidden_layers=config.n_layer, num_attention_heads=config.n_head,
+                        num_key_value_heads=config.n_head, max_position_embeddings=config.block_size,
+                        attention_dropout=config.dropout, tie_word_embeddings=True, **special)
+    return LlamaForCausalLM(llama)
 
 
 @dataclass

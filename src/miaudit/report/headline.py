@@ -7,7 +7,7 @@ empirical epsilon bound of 0, and quotes the blind baseline and the risk level t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from miaudit.evaluation.run_result import AttackEntry, RunResult
@@ -68,11 +68,11 @@ def beats_baseline(entry: Mapping[str, Any]) -> str:
     return f"{'yes' if compared['beats'] else 'no'} ({diff})"
 
 
-def has_baseline_comparison(entries: list[Mapping[str, Any]]) -> bool:
+def has_baseline_comparison(entries: Sequence[Mapping[str, Any]]) -> bool:
     return any(isinstance(e.get("vs_blind_baseline"), Mapping) for e in entries)
 
 
-def interval_note(entries: list[Mapping[str, Any]], confidence: float) -> str:
+def interval_note(entries: Sequence[Mapping[str, Any]], confidence: float) -> str:
     """How the run's intervals were computed (from its entries), as one sentence."""
     methods = list(dict.fromkeys(e["interval_method"] for e in entries if e.get("interval_method")))
     n = next((e.get("n_bootstrap") for e in entries if e.get("n_bootstrap")), None)

@@ -101,8 +101,8 @@ def _summary(metrics: dict[str, Any]) -> str:
     fpr_keys = sorted({k for a in attacks for k in a.get("tpr_at_fpr", {})}, key=float)
     n_non = n_nonmembers({**metrics, "attacks": attacks})
     key, supported = headline_fpr(fpr_keys, n_non)
-    if key is not None:
-        best = strongest_attack(metrics, f"tpr@{key}") or strongest_attack(metrics, "auc")
+    best = None if key is None else strongest_attack(metrics, f"tpr@{key}") or strongest_attack(metrics, "auc")
+    if key is not None and best is not None:
         fpr, tpr = float(key), float(best["tpr_at_fpr"].get(key, 0.0))
         ci = best.get("tpr_at_fpr_ci", {}).get(key)
         access = _ACCESS.get(best.get("access", ""), "access to the model")

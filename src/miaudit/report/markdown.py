@@ -266,24 +266,27 @@ def _headline(run: RunResult, best: dict[str, Any], fpr_keys: list[str]) -> str:
     n_non = run.n_nonmembers
     key, supported = headline_fpr(fpr_keys, n_non)
     auc = _with_ci(best["auc"], best.get("auc_ci"))
-    tpr = _with_ci(best["tpr_at_fpr"].get(key), best.get("tpr_at_fpr_ci", {}).get(key))
     headline = f"Strongest attack by AUC (held-out choices only): {md_code(best['name'])} with AUC {auc}"
-    if supported and tpr_degenerate(best, key):
-        headline += (f". At {_fpr_label(key)} FPR it identifies no member with confidence (TPR {tpr}): the "
-                     "attacks separate members from non-members overall"
-                     + (" better than chance" if best.get("auc_ci") and best["auc_ci"][0] > 0.5 else "")
-                     + ", not at a low false positive rate.")
-    elif supported:
-        headline += (f" and TPR {tpr} at {_fpr_label(key)} FPR (the lowest evaluated FPR that {n_non} "
-                     f"non-members support, with at least {MIN_FALSE_POSITIVES} expected false positives).")
+    if key is None:  # a metrics.json without evaluated FPRs: the AUC is the whole headline
+        headline += "."
     else:
-        headline += (f". **Too few non-members for a low-FPR figure**: "
-                     f"{unsupported_fpr_note(fpr_keys, n_non, key)}. Its TPR at {_fpr_label(key)} FPR is {tpr}.")
-    at_fpr = run.strongest(f"tpr@{key}")
-    if at_fpr is not None and at_fpr.name != best["name"]:
-        ci = at_fpr.tpr_at_fpr_ci.get(key)
-        headline += (f" At {_fpr_label(key)} FPR the strongest attack is {md_code(at_fpr.name)} (TPR "
-                     f"{_with_ci(at_fpr.tpr_at_fpr[key], list(ci) if ci else None)}).")
+        tpr = _with_ci(best["tpr_at_fpr"].get(key), best.get("tpr_at_fpr_ci", {}).get(key))
+        if supported and tpr_degenerate(best, key):
+            headline += (f". At {_fpr_label(key)} FPR it identifies no member with confidence (TPR {tpr}): the "
+                         "attacks separate members from non-members overall"
+                         + (" better than chance" if best.get("auc_ci") and best["auc_ci"][0] > 0.5 else "")
+                         + ", not at a low false positive rate.")
+        elif supported:
+            headline += (f" and TPR {tpr} at {_fpr_label(key)} FPR (the lowest evaluated FPR that {n_non} "
+                         f"non-members support, with at least {MIN_FALSE_POSITIVES} expected false positives).")
+        else:
+            headline += (f". **Too few non-members for a low-FPR figure**: "
+                         f"{unsupported_fpr_note(fpr_keys, n_non, key)}. Its TPR at {_fpr_label(key)} FPR is {tpr}.")
+        at_fpr = run.strongest(f"tpr@{key}")
+        if at_fpr is not None and at_fpr.name != best["name"]:
+            ci = at_fpr.tpr_at_fpr_ci.get(key)
+            headline += (f" At {_fpr_label(key)} FPR the strongest attack is {md_code(at_fpr.name)} (TPR "
+                         f"{_with_ci(at_fpr.tpr_at_fpr[key], list(ci) if ci else None)}).")
     baseline = baseline_sentence(run)
     if baseline:
         headline += f"\n\n{baseline}"
@@ -380,8 +383,8 @@ def summary_table(metrics: dict[str, Any]) -> str:
     scored = [e for e in run.ranked() if e.scored and not e.baseline]
     lines = []
     if scored:
-        verdict = verdict_of(metrics)
-        lines.append(f"risk: {verdict['level'].upper()}. {verdict['summary']}")
+        risk = verdict_of(metrics)
+        lines.append(f"risk: {risk['level'].upper()}. {risk['summary']}")
     if "train_accuracy" in target and "test_accuracy" in target:
         lines.append(f"target: train accuracy {target['train_accuracy']:.4f}, test accuracy "
                      f"{target['test_accuracy']:.4f}")

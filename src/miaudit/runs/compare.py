@@ -35,7 +35,7 @@ from miaudit.evaluation.run_result import RunResult
 
 def is_defense_comparison(metrics: dict[str, Any] | None) -> bool:
     """True for the stored ``defenses.json`` of a ``miaudit defend`` run (rows of attacks per defense)."""
-    return bool(metrics) and metrics.get("kind") == "defenses" and isinstance(metrics.get("defenses"), list)
+    return metrics is not None and metrics.get("kind") == "defenses" and isinstance(metrics.get("defenses"), list)
 
 
 def _attacks(row: dict[str, Any]) -> dict[str, tuple[dict[str, Any], Path | None, str]]:

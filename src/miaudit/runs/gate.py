@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,6 +130,8 @@ def metric_value(attack: dict[str, Any], gate: Gate, run_dir: Path | None = None
         from miaudit.evaluation.epsilon import empirical_epsilon
         labels, scores = _saved_scores(name, scores_dir, gate)
         return empirical_epsilon(labels, scores).epsilon
+    if gate.fpr is None:  # parse_gate gives every tpr@ metric its FPR; a Gate built by hand may lack it
+        raise MiauditError(f"gate {gate.expression!r}: metric {gate.metric!r} has no FPR; use tpr@FPR, e.g. tpr@0.01")
     key = f"{gate.fpr:g}"
     stored = attack.get("tpr_at_fpr", {})
     if key in stored:
@@ -151,9 +153,9 @@ def _saved_scores(name: str, folder: Path | None, gate: Gate, available: list[st
     return result.labels, result.scores
 
 
-def _unknown_attack(gate: Gate, names: list[str], where: str, listed: str = "attacks run") -> MiauditError:
+def _unknown_attack(gate: Gate, names: Sequence[str], where: str, listed: str = "attacks run") -> MiauditError:
     return MiauditError(f"gate {gate.expression!r} names attack {gate.attack!r}, which is not in {where}; "
-                        f"{listed}: {', '.join(map(str, names)) or 'none'}")
+                        f"{listed}: {', '.join(names) or 'none'}")
 
 
 def evaluate_gate(gate: Gate, attacks: list[dict[str, Any]], *, scores_dir: Path | None = None,
@@ -167,7 +169,7 @@ def evaluate_gate(gate: Gate, attacks: list[dict[str, Any]], *, scores_dir: Path
     if gate.attack is not None:
         named = next((a for a in attacks if a.get("name") == gate.attack), None)
         if named is None:
-            raise _unknown_attack(gate, [a.get("name") for a in attacks], where)
+            raise _unknown_attack(gate, [str(a.get("name")) for a in attacks], where)
         return gate.attack, metric_value(named, gate, scores_dir=scores_dir)
     chosen = strongest(attacks, gate.metric,
                        value=lambda entry: metric_value(entry.fields, gate, scores_dir=scores_dir))

@@ -306,7 +306,8 @@ class RunStore:
     def list_runs(self, *, status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         """Runs, newest first (all columns, JSON decoded)."""
         self._reap_dead_runs()
-        sql, params = "SELECT * FROM runs", ()
+        sql = "SELECT * FROM runs"
+        params: tuple[str, ...] = ()
         if status is not None:
             if status not in STATUSES:
                 raise StoreError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")

@@ -25,7 +25,8 @@ from miaudit.classifier.attacks._reference import (
     match_views,
     pool_views,
 )
-from miaudit.classifier.reference.data import AttackReference
+from miaudit.classifier.outputs import EPS, ClassifierOutputs
+from miaudit.classifier.reference.data import AttackReference, ReferencePool
 from miaudit.utils.jsonable import finite_jsonable
 
 #: smallest standard deviation used by LiRA's Gaussians (a constant reference signal has std 0)
@@ -58,6 +59,44 @@ def gaussian_fit(values: np.ndarray, mask: np.ndarray, *, center: Center = "medi
     else:
         scale = np.full(loc.shape, np.nanstd(data - loc[None]))
     return loc, np.maximum(scale, MIN_STD)
+
+
+def saturation(outputs: ClassifierOutputs) -> np.ndarray:
+    """``(n,)`` +1 where given probabilities put exactly 1 on the true label, -1 where exactly 0, else 0.
+
+    Only given probabilities saturate (a tree ensemble's votes, a float32 ``predict_proba``): the
+    scaled logit from logits is exact (``logsumexp``) and never clipped.
+    """
+    if outputs.probs_given is None:
+        return np.zeros(len(outputs), dtype=np.int8)
+    p_y = outputs.probs_given[np.arange(len(outputs)), outputs.labels]
+    return (p_y >= 1 - EPS).astype(np.int8) - (p_y <= EPS).astype(np.int8)
+
+
+def saturation_edges(values: np.ndarray, saturated: np.ndarray) -> tuple[float, float] | None:
+    """The scaled logits that stand for probabilities of exactly 0 and 1: ``(low, high)``, or ``None``.
+
+    ``log(p / (1 - p))`` is infinite at 0 and 1; clipped at ``EPS`` it becomes +-27.6, far beyond the
+    values a model with finite resolution gives otherwise (a 50-tree forest: at most log(49) = 3.9
+    below 1). Those points would dominate LiRA's Gaussians. Instead a saturated value is placed one
+    resolution step beyond the most extreme unsaturated one: ``max + (max - second largest)``
+    over the reference models' distinct unsaturated values (``values`` ``(m, n, k)`` with
+    ``saturated`` of the same shape), and the same below. Nothing is fitted on membership.
+    ``None`` when nothing saturates (or fewer than 2 distinct unsaturated values exist).
+    """
+    if not saturated.any():
+        return None
+    distinct = np.unique(values[saturated == 0])
+    if distinct.size < 2:
+        return None
+    return float(distinct[0] - (distinct[1] - distinct[0])), float(distinct[-1] + (distinct[-1] - distinct[-2]))
+
+
+def desaturate(values: np.ndarray, saturated: np.ndarray, edges: tuple[float, float] | None) -> np.ndarray:
+    """``values`` with saturated entries (``saturated`` +1 / -1, same shape) replaced by ``edges`` (high / low)."""
+    if edges is None:
+        return values
+    return np.where(saturated > 0, edges[1], np.where(saturated < 0, edges[0], values))
 
 
 def _norm_logpdf(x: np.ndarray, loc: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -95,6 +134,12 @@ def lira_offline(target: np.ndarray, values: np.ndarray, keep: np.ndarray, *, ce
     return lira_one_sided(target, mu_out, std_out)
 
 
+def _pool_saturation(pool: ReferencePool) -> np.ndarray:
+    """``(m, n, k)`` :func:`saturation` of every model and query view of the pool (as ``pool_views``)."""
+    views = getattr(pool, "views", None) or [[o] for o in pool.outputs]
+    return np.stack([np.stack([saturation(o) for o in model_views], axis=1) for model_views in views])
+
+
 # -- the attack --------------------------------------------------------------------------------------
 @register
 class LiRA(Attack):
@@ -105,7 +150,9 @@ class LiRA(Attack):
     ``-log Pr(Z > t)`` with ``Z ~ N(OUT)``. ``variance="per_example"`` fits one variance per example
     (needs >= 4 models of each kind); ``"global"`` pools the residuals of all examples (the paper's
     "fixed variance", better with few models). Several query views (augmentations) are scored
-    separately and their log-ratios averaged.
+    separately and their log-ratios averaged. Given probabilities of exactly 1 or 0 (tree
+    ensembles) get a finite scaled logit one resolution step beyond the most extreme other value
+    (:func:`saturation_edges`), not +-27.6.
     """
 
     name = "lira"
@@ -135,6 +182,10 @@ class LiRA(Attack):
             check_counts(keep, minimum, self.name, "IN", fix)
         check_counts(~keep, minimum, self.name, "OUT", fix)
         values = pool_views(pool, "scaled_logit")  # (m, n, k)
+        saturated = _pool_saturation(pool)  # (m, n, k): probabilities of exactly 1 / 0 (see saturation_edges)
+        self.saturation_edges_ = saturation_edges(values, saturated)
+        self.saturated_fraction_ = float(np.mean(saturated != 0))
+        values = desaturate(values, saturated, self.saturation_edges_)
         self.mu_out_, self.std_out_ = gaussian_fit(values, ~keep, center=self.center, variance=self.variance)
         if self.online:
             self.mu_in_, self.std_in_ = gaussian_fit(values, keep, center=self.center, variance=self.variance)
@@ -147,6 +198,9 @@ class LiRA(Attack):
         (pooled) for ``variance="global"``, their medians over examples (``std_in_median`` /
         ``std_out_median``) for ``"per_example"``."""
         out: dict[str, Any] = {"variance": self.variance, "n_views": int(self.std_out_.shape[1])}
+        if self.saturation_edges_ is not None:
+            out["saturated_fraction"] = self.saturated_fraction_
+            out["saturated_scaled_logits"] = finite_jsonable(list(self.saturation_edges_))
         pooled = self.variance == "global"
         for name in ("std_in_", "std_out_"):
             std = getattr(self, name, None)
@@ -159,7 +213,8 @@ class LiRA(Attack):
         at = align_examples(queries[0], self.ids_, self.labels_, self.name)  # the pool's row of each example
         check_classes(self.n_classes_, queries[0].n_classes, self.name)
         k = match_views(len(queries), self.mu_out_.shape[1], self.name)
-        target = np.stack([q.signal("scaled_logit") for q in queries[:k]], axis=1)  # (n, k)
+        target = np.stack([desaturate(q.signal("scaled_logit"), saturation(q), self.saturation_edges_)
+                           for q in queries[:k]], axis=1)  # (n, k)
         if self.online:
             return lira_log_ratio(target, self.mu_in_[at, :k], self.std_in_[at, :k], self.mu_out_[at, :k],
                                   self.std_out_[at, :k])

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -31,6 +32,9 @@ from miaudit.data import ArrayDataset
 from miaudit.errors import ConfigError
 from miaudit.utils.processes import exit_when_parent_dies
 
+if TYPE_CHECKING:
+    from miaudit.classifier.families import ModelFamily
+
 EXECUTORS = ("sequential", "vectorised", "process", "ray")
 
 
@@ -41,6 +45,7 @@ class PoolContext:
     dataset: ArrayDataset
     queries: dict[str, np.ndarray]
     plugins: tuple[TrainingPlugin, ...] = ()
+    family: ModelFamily | None = None  # the user's own model family instead of the zoo (miaudit.classifier.families)
 
 
 @dataclass
@@ -73,7 +78,11 @@ def to_arrays(model: torch.nn.Module) -> dict[str, np.ndarray]:
 
 
 def train_task(context: PoolContext, task: ModelTask) -> ModelResult:
-    """Train and score one reference model exactly as the target's recipe says."""
+    """Train and score one reference model exactly as the target's recipe says (or as its model family does)."""
+    if context.family is not None:
+        from miaudit.classifier.families import train_family_task
+
+        return train_family_task(context, task)
     start = time.perf_counter()
     model = build(context, task.recipe)
     result = train_classifier(model, context.dataset.subset(task.train_index), task.recipe,
@@ -97,6 +106,9 @@ def run_vectorised(context: PoolContext, tasks: Sequence[ModelTask], *, group_si
     if context.plugins:
         raise ConfigError("the vectorised executor does not run training plugins (defenses); use executor "
                           "'sequential', 'process' or 'ray'")
+    if context.family is not None:
+        raise ConfigError(f"the vectorised executor trains zoo models only, not {context.family.name} models; use "
+                          "executor 'sequential', 'process' or 'ray' (or training.family: zoo for zoo models)")
     if group_size < 1:
         raise ConfigError(f"vectorised group_size must be >= 1, got {group_size}")
     by_size: dict[int, list[ModelTask]] = {}

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from miaudit.classifier.families import ModelFamily
 from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.reference import executors
 from miaudit.classifier.reference.executors import ModelResult, ModelTask, PoolContext
@@ -111,13 +112,15 @@ class _Cache:
             save_verified_npz(self.folder / f"{key}.{query_key}.npz", logits, key=f"{key}.{query_key}")
 
     def save(self, key: str, query_key: str, result: ModelResult, meta: dict[str, Any]) -> None:
+        """Outputs, readable metadata and (zoo models: ``result.state`` not empty) the weights of one model."""
         if self.folder is None:
             return
-        state = {k: torch.from_numpy(v) for k, v in result.state.items()}
-        weights = atomic_write(self.folder / f"{key}.pt", lambda handle: torch.save(state, handle))
+        if result.state:
+            state = {k: torch.from_numpy(v) for k, v in result.state.items()}
+            weights = atomic_write(self.folder / f"{key}.pt", lambda handle: torch.save(state, handle))
+            meta = {**meta, "weights_sha256": file_sha256(weights)}
         self.save_logits(key, query_key, result.logits)
-        text = json.dumps({**meta, "weights_sha256": file_sha256(weights), "seconds": result.seconds,
-                           "history": result.history}, indent=1, default=str)
+        text = json.dumps({**meta, "seconds": result.seconds, "history": result.history}, indent=1, default=str)
         write_text_atomic(self.folder / f"{key}.json", text)
 
 
@@ -148,6 +151,7 @@ def train_reference_pool(
     group_size: int = 16,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    family: ModelFamily | None = None,
 ) -> TrainedReferencePool:
     """Train ``keep.shape[0]`` reference models on the rows ``keep[j]`` of ``dataset`` and score them.
 
@@ -159,7 +163,12 @@ def train_reference_pool(
     :func:`miaudit.classifier.reference.views.query_views`) and on ``population`` (RMIA's ``z``).
     ``executor``: "sequential", "vectorised" (``group_size`` models at once; MLP / CNN),
     "process" (``n_workers`` processes) or "ray" (local with ``n_workers`` CPUs, or ``ray_address``).
+    ``family``: train models of the user's own family instead of ``recipe``'s zoo model
+    (:mod:`miaudit.classifier.families`: clones of an estimator give probabilities; the seeds are
+    the same); their outputs are cached, not their weights. Plugins need zoo models.
     """
+    if family is not None and plugins:
+        raise ConfigError(f"training plugins (defenses) need zoo models; {family.name} models cannot run them")
     if executor not in executors.EXECUTORS:
         raise ConfigError(f"unknown executor {executor!r}; choose one of {', '.join(executors.EXECUTORS)}")
     keep = _check_keep(keep, len(dataset))
@@ -171,11 +180,11 @@ def train_reference_pool(
             raise DataError(f"population has {population.n_classes} classes, the dataset {dataset.n_classes}")
         queries["population"] = population.x
     numerics = "vectorised" if executor == "vectorised" else "exact"
-    base_key = fingerprint(CACHE_VERSION, to_dict(dataclasses.replace(recipe, seed=0)), _plugin_fingerprint(plugins),
-                           dataset.x, dataset.y, numerics)
+    model_key = to_dict(dataclasses.replace(recipe, seed=0)) if family is None else family.fingerprint()
+    base_key = fingerprint(CACHE_VERSION, model_key, _plugin_fingerprint(plugins), dataset.x, dataset.y, numerics)
     query_key = fingerprint(sorted(queries), list(queries.values()))[:12]
     cache = _Cache(cache_dir)
-    context = PoolContext(dataset, queries, tuple(plugins))
+    context = PoolContext(dataset, queries, tuple(plugins), family)
 
     logits: dict[int, dict[str, np.ndarray]] = {}
     keys, tasks, n_cached = [], [], 0
@@ -198,26 +207,32 @@ def train_reference_pool(
     for result in executors.run(executor, context, tasks, n_workers=n_workers, ray_address=ray_address,
                                 group_size=group_size, progress=progress):
         meta = {"index": result.index, "seed": model_seed(seed, result.index), "numerics": numerics,
-                "recipe": to_dict(recipe), "n_train": int(keep[result.index].sum())}
+                "recipe": to_dict(recipe) if family is None else family.describe(),
+                "n_train": int(keep[result.index].sum())}
         cache.save(keys[result.index], query_key, result, meta)
         logits[result.index] = result.logits
         bar.update()
     bar.close()
 
     labels, ids = dataset.y, dataset.ids
+    kind = "logits" if family is None else family.output  # what the models' arrays are: logits or probabilities
     n_views = len(queries) - (population is not None)
-    model_views = [[ClassifierOutputs(labels, logits=logits[j][f"view{v}"], ids=ids) for v in range(n_views)]
-                   for j in range(keep.shape[0])]
+    def outputs(y: np.ndarray, values: np.ndarray, ids: np.ndarray | None) -> ClassifierOutputs:
+        if kind == "probs":
+            return ClassifierOutputs(y, probs=values, ids=ids)
+        return ClassifierOutputs(y, logits=values, ids=ids)
+
+    model_views = [[outputs(labels, logits[j][f"view{v}"], ids) for v in range(n_views)] for j in range(keep.shape[0])]
     return TrainedReferencePool(
         outputs=[v[0] for v in model_views], keep=keep,
         population=None if population is None else [
-            ClassifierOutputs(population.y, logits=logits[j]["population"], ids=population.ids)
+            outputs(population.y, logits[j]["population"], population.ids)
             for j in range(keep.shape[0])],
         views=model_views if n_views > 1 else None, ids=dataset.ids,
         train_ids=[dataset.ids[k] for k in keep], population_ids=None if population is None else population.ids,
         fingerprint=fingerprint(keys, query_key), seconds=time.perf_counter() - start,
         info={"executor": executor, "numerics": numerics, "trained": len(tasks), "from_cache": n_cached,
-              "seed": seed, "views": views})
+              "seed": seed, "views": views, "models": "zoo " + recipe.model if family is None else family.describe()})
 
 
 # -- checks -------------------------------------------------------------------------------------
@@ -269,6 +284,7 @@ def build_reference_pool_for_audit(
     accuracy_tolerance: float = 0.05,
     loss_tolerance: float = 0.5,
     progress: bool = True,
+    family: ModelFamily | None = None,
 ) -> TrainedReferencePool:
     """The reference pool of an audit: ``n_models`` models on paired halves of ``split.audited``.
 
@@ -287,7 +303,7 @@ def build_reference_pool_for_audit(
                       "the target", FidelityWarning, stacklevel=2)
     pool = train_reference_pool(audited, keep, recipe, population=population, views=views, plugins=plugins,
                                 seed=seed, executor=executor, n_workers=n_workers, ray_address=ray_address,
-                                cache_dir=cache_dir, progress=progress)
+                                cache_dir=cache_dir, progress=progress, family=family)
     check_pool_data(pool, audited.ids)
     if target_outputs is not None:
         pool.fidelity = check_fidelity(pool, target_outputs, split.membership,

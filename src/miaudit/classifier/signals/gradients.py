@@ -3,9 +3,12 @@
 For example ``(x_i, y_i)`` and the cross-entropy loss ``l_i = -log softmax(f(x_i))_{y_i}``, the
 gradient ``g_i = d l_i / d theta`` is computed for every parameter tensor with ``torch.func``
 (``vmap`` over ``grad`` of a ``functional_call``, one backward pass per batch, no Python loop over
-examples). Parameters are grouped by the module that owns them (``net.1.weight`` and
-``net.1.bias`` -> layer ``net.1``); the layer norm is ``sqrt(sum of squared entries)`` over the
-layer's parameters and the total norm ``sqrt(sum of squared layer norms)`` = ``||g_i||_2``.
+examples). Models with data-dependent control flow that ``vmap`` cannot trace (Hugging Face
+transformers inspect the attention mask's values) fall back to the same ``grad`` one example at a
+time: identical values, one parameter-sized gradient in memory, slower. Parameters are grouped by
+the module that owns them (``net.1.weight`` and ``net.1.bias`` -> layer ``net.1``); the layer norm
+is ``sqrt(sum of squared entries)`` over the layer's parameters and the total norm
+``sqrt(sum of squared layer norms)`` = ``||g_i||_2``.
 
 Training drives members' losses, hence their gradients, towards zero, so small gradient norms
 indicate members (Nasr, Shokri & Houmansadr, IEEE S&P 2019, use per-layer gradients as features of
@@ -16,7 +19,9 @@ The model runs in eval mode (BatchNorm uses its running statistics, dropout is o
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +33,10 @@ from torch.func import functional_call, grad, vmap
 
 from miaudit.errors import ConfigError, DataError, SignalError
 from miaudit.utils.logs import progress as progress_bar
+
+log = logging.getLogger(__name__)
+#: model classes already reported as needing the per-example loop
+_LOOPED: set[str] = set()
 
 
 @dataclass
@@ -136,7 +145,15 @@ def gradient_signals(model: Any, x: np.ndarray, y: np.ndarray, *, batch_size: in
         loss = F.cross_entropy(logits, yi.unsqueeze(0))
         return loss, (loss, logits.squeeze(0).argmax() == yi)
 
-    per_example = vmap(grad(loss_one, has_aux=True), in_dims=(None, 0, 0))
+    one_grad = grad(loss_one, has_aux=True)
+    vectorised = vmap(one_grad, in_dims=(None, 0, 0))
+
+    def looped(p: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor):
+        results = [one_grad(p, xi, yi) for xi, yi in zip(xb, yb)]
+        grads = {name: torch.stack([g[name] for g, _ in results]) for name in p}
+        return grads, (torch.stack([aux[0] for _, aux in results]), torch.stack([aux[1] for _, aux in results]))
+
+    per_example: Callable[..., Any] = vectorised
     norms, losses, correct = [], [], []
     start = time.perf_counter()
     was_training = module.training
@@ -146,7 +163,17 @@ def gradient_signals(model: Any, x: np.ndarray, y: np.ndarray, *, batch_size: in
                                unit="batch"):
             xb = torch.from_numpy(x[lo:lo + batch_size]).to(device)
             yb = torch.from_numpy(y[lo:lo + batch_size]).to(device)
-            grads, (loss, right) = per_example(params, xb, yb)
+            try:
+                grads, (loss, right) = per_example(params, xb, yb)
+            except RuntimeError as exc:
+                if per_example is looped or "vmap" not in str(exc):
+                    raise
+                if type(module).__name__ not in _LOOPED:  # once per model class, not for every shadow model
+                    _LOOPED.add(type(module).__name__)
+                    log.info("%s branches on its inputs' values, which vmap cannot trace; computing per-example "
+                             "gradients one example at a time (slower, same values)", type(module).__name__)
+                per_example = looped
+                grads, (loss, right) = per_example(params, xb, yb)
             squares = torch.stack([grads[name].flatten(1).pow(2).sum(1) for name in names], dim=1)  # (B, P)
             by_layer = torch.zeros(len(xb), len(layer_names), dtype=squares.dtype, device=device)
             by_layer.index_add_(1, column.to(device), squares)

@@ -1,9 +1,10 @@
-"""The user's own model as an audit target: a torch module from its state dict, or a scikit-learn pickle.
+"""The user's own model as an audit target: a torch module from its state dict, a scikit-learn pickle, a function.
 
 Used by the classifier experiment for ``target.torch_module`` / ``target.sklearn``
 (:mod:`miaudit.classifier.config`): the class is imported and built with the config's ``kwargs``
 and its state dict read with ``torch.load(weights_only=True)`` (no code runs); a scikit-learn
-estimator is unpickled only with ``trust_pickle: true``. The audited examples come from ``.npz``
+estimator is unpickled only with ``trust_pickle: true``; a black-box function is imported only
+with ``trust_code: true``. The audited examples come from ``.npz``
 files with ``x``, ``y`` and optional ``ids``. Every problem is a one-line error naming the fix.
 """
 
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from miaudit.classifier.outputs import ClassifierOutputs
+from miaudit.classifier.targets.blackbox import BlackBoxTarget
 from miaudit.classifier.targets.sklearn import SklearnTarget
 from miaudit.classifier.targets.torch_module import TorchClassifierTarget
 from miaudit.data import ArrayDataset
@@ -89,6 +91,31 @@ def load_torch_module(spec: dict[str, Any]) -> TorchClassifierTarget:
     return TorchClassifierTarget(model.eval())
 
 
+def _blackbox_output(answer: np.ndarray) -> str:
+    """What a black box answered: "labels" (1-D), "probabilities" (non-negative rows summing to 1) or "logits"."""
+    if answer.ndim == 1:
+        return "labels"
+    if answer.ndim == 2 and (answer >= 0).all() and np.allclose(answer.sum(axis=1), 1.0, atol=1e-3):
+        return "probabilities"
+    return "logits"
+
+
+def load_blackbox(spec: str, output: str, probe: ArrayDataset) -> BlackBoxTarget:
+    """The function ``spec`` names as a :class:`BlackBoxTarget` (``target.trust_code`` was checked at parse time).
+
+    ``output`` "auto" is decided from its answer on the first (up to 64) examples of ``probe``.
+    """
+    fn = import_trusted_callable(spec, trust_code=True, where="config.target.blackbox")
+    if output == "auto":
+        try:
+            answer = np.asarray(fn(probe.x[:64]), dtype=np.float64)
+        except Exception as exc:  # the user's function may raise anything
+            raise DataError(f"config.target.blackbox: {spec} failed on {min(len(probe), 64)} examples of "
+                            f"{probe.name} ({_one_line(exc)}); check that it takes inputs shaped like x") from None
+        output = _blackbox_output(answer)
+    return BlackBoxTarget(fn, output=output)
+
+
 def load_sklearn(path_str: str) -> Any:
     """A fitted estimator from a pickle / joblib file; the config has ``trust_pickle: true`` (checked at parse)."""
     import joblib
@@ -148,7 +175,8 @@ def join_examples(parts: list[ArrayDataset], n_classes: int | None) -> ArrayData
                         n_classes=n_classes, name=" + ".join(p.name for p in parts), ids=ids, groups=groups)
 
 
-def run_model(model: TorchClassifierTarget | SklearnTarget, data: ArrayDataset) -> ClassifierOutputs:
+def run_model(model: TorchClassifierTarget | SklearnTarget | BlackBoxTarget, data: ArrayDataset) -> ClassifierOutputs:
+    """The model's outputs on ``data``; anything the user's code raises becomes a one-line :class:`DataError`."""
     try:
         return model.outputs(data)
     except MiauditError:
@@ -158,4 +186,4 @@ def run_model(model: TorchClassifierTarget | SklearnTarget, data: ArrayDataset) 
                         "shape and dtype the model expects") from None
 
 
-__all__ = ["join_examples", "load_sklearn", "load_torch_module", "read_examples", "run_model"]
+__all__ = ["join_examples", "load_blackbox", "load_sklearn", "load_torch_module", "read_examples", "run_model"]

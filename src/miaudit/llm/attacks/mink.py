@@ -6,6 +6,7 @@ import numpy as np
 
 from miaudit.attacks.base import Interval
 from miaudit.attacks.registry import register
+from miaudit.errors import SignalError
 from miaudit.llm.attacks._common import LLMAttack
 from miaudit.llm.signals import TokenSignals
 
@@ -29,6 +30,9 @@ def min_k_score(sig: TokenSignals, k: float = 0.2) -> float:
 def min_k_pp_values(sig: TokenSignals) -> np.ndarray:
     """Min-K%++'s per-token ``(log p(x_t) - mu_t) / sigma_t`` with ``mu, sigma**2`` the mean and
     variance of ``log p`` under ``p``; 0 where ``sigma = 0`` (a one-point distribution), (T,)."""
+    if sig.mean_logp is None or sig.var_logp is None:
+        raise SignalError(f"Min-K%++ needs the mean and variance of log p over the whole vocabulary, which signals "
+                          f"from {sig.access} lack; score a model whose logits you have")
     sigma = np.sqrt(sig.var_logp)
     centred = sig.log_prob - sig.mean_logp
     return np.divide(centred, sigma, out=np.zeros_like(centred), where=sigma > 0)
