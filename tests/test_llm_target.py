@@ -9,7 +9,7 @@ import torch
 
 from miaudit.errors import ConfigError, DataError
 from miaudit.llm.target import HFCausalLM, _plan_windows, load_tokenizer
-from miaudit.llm.tiny_gpt import TinyGPTConfig, train_tiny_gpt
+from miaudit.llm.tiny_gpt import TinyGPTConfig, build_tiny_gpt, train_tiny_gpt
 from miaudit.llm.token_view import render_html, text_pieces, token_view
 
 TEXTS = ["Once upon a time there was a cat.", "Tom ran home fast.", "Lily saw a big red ball in the park."]
@@ -151,6 +151,16 @@ def test_batched_gradient_norms_equal_the_per_document_result(stories, p):
     np.testing.assert_allclose(batched, expected, rtol=1e-5)
     with pytest.raises(ConfigError, match="p=3"):
         windowed.gradient_norms(texts, p=3)
+
+
+def test_batched_gradient_norms_of_a_gpt2_shape_equal_the_per_document_result(stories):
+    """GPT-2's position embedding is computed once for the batch ((1, L) position ids, broadcast): its
+    per-row gradients come from one row at a time, and still equal the per-document result."""
+    model = build_tiny_gpt(TinyGPTConfig(n_layer=1, n_embd=32, n_head=2, block_size=32), stories.tokenizer)
+    target = HFCausalLM(model, stories.tokenizer, batch_size=3, progress=False)
+    batched = target.gradient_norms(TEXTS, p=math.inf)
+    expected = [_per_document_gradient_norm(target, t, math.inf) for t in TEXTS]
+    np.testing.assert_allclose(batched, expected, rtol=1e-5)
 
 
 def test_prefix_scores_the_same_tokens_and_fits_the_context(stories):

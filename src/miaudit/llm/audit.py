@@ -47,8 +47,9 @@ from miaudit.llm.api import APICausalLM, APITargetConfig
 from miaudit.llm.baseline import blind_baseline, compare_with_baseline
 from miaudit.llm.datasets import TextDataset, load_text_dataset, read_corpus
 from miaudit.llm.signals import TokenSignals
-from miaudit.llm.target import HFCausalLM
+from miaudit.llm.target import HFCausalLM, LLMModelConfig
 from miaudit.llm.token_view import token_view, write_html
+from miaudit.llm.training import ControlledAudit, TrainingConfig, prepare_controlled_audit
 from miaudit.runs.config import AttackSpec, EvaluationConfig, check_attack_specs
 from miaudit.runs.pipeline import AuditOutcome, ScoredAttack, parse_config, register_kind, run_audit
 from miaudit.utils.seed import derive_seed
@@ -69,7 +70,9 @@ FIT_INPUTS = ("calibration", "token-counts")
 @dataclass
 class LLMDatasetConfig:
     """Which documents: ``source`` wikimia | arxivmia | mimir | table | text (see
-    :func:`miaudit.llm.datasets.load_text_dataset`); ``max_documents`` draws a stratified subsample;
+    :func:`miaudit.llm.datasets.load_text_dataset`), or ``corpus`` (``path``: unlabelled documents that a
+    ``training:`` section splits into members and non-members, :mod:`miaudit.llm.training`);
+    ``max_documents`` draws a stratified subsample (for a corpus: a random one, before the split);
     ``group_column`` names a column of group ids (documents sharing one are not independent, e.g.
     passages of one paper): the blind baseline cross-validates by group and every interval resamples
     whole groups."""
@@ -86,24 +89,6 @@ class LLMDatasetConfig:
     data_dir: str | None = None
     max_documents: int | None = None
     group_column: str | None = None
-
-
-@dataclass
-class LLMModelConfig:
-    """A causal LM: a local folder or a hub id (downloaded unless ``local_files_only``)."""
-
-    name_or_path: str
-    tokenizer: str | None = None
-    revision: str | None = None
-    dtype: str = "auto"
-    device: str = "cpu"
-    local_files_only: bool = False
-    trust_remote_code: bool = False
-    batch_size: int = 8
-    max_length: int | None = None
-    long_documents: Literal["sliding_window", "truncate"] = "sliding_window"
-    stride: int | None = None
-    bos: Literal["auto", "always", "never"] = "auto"
 
 
 @dataclass
@@ -191,7 +176,9 @@ class TokenViewConfig:
 @dataclass
 class LLMAuditConfig:
     """A membership audit of a causal language model (``kind: llm``): local weights (``model``) or an
-    OpenAI-compatible completions endpoint (``api``, top-k log-prob access), exactly one of them."""
+    OpenAI-compatible completions endpoint (``api``, top-k log-prob access), exactly one of them; or a
+    model the run trains itself on a random member split of a corpus (``training``, with
+    ``dataset.source: corpus``; the reference model then comes from ``training.reference``)."""
 
     attacks: list[AttackSpec]
     dataset: LLMDatasetConfig
@@ -210,21 +197,48 @@ class LLMAuditConfig:
     token_view: TokenViewConfig = field(default_factory=TokenViewConfig)
     cache_dir: str | None = None
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    training: TrainingConfig | None = None
 
     def __post_init__(self) -> None:
         check_attack_specs(self.attacks)
-        if (self.model is None) == (self.api is None):
+        if self.training is not None:
+            self._check_training(self.training)
+        elif (self.model is None) == (self.api is None):
             raise ConfigError("config: give exactly one target, 'model' (local weights or a hub id) or 'api' (an "
-                              "OpenAI-compatible completions endpoint)")
+                              "OpenAI-compatible completions endpoint), or a 'training' section")
+        elif self.dataset.source == "corpus":
+            raise ConfigError("config.dataset.source: 'corpus' holds unlabelled documents; add a 'training' section "
+                              "that trains the audited model on a random member split of them (docs/llm-audits.md)")
         for spec in self.attacks:
             if "ref_logprob" in get_attack_class(spec.name, "llm").signals and self.reference_model is None:
-                raise ConfigError(f"config.reference_model: attack {spec.name!r} needs a reference model (same "
-                                  "tokenizer)")
+                if self.training is None:
+                    raise ConfigError(f"config.reference_model: attack {spec.name!r} needs a reference model (same "
+                                      "tokenizer)")
+                if self.training.reference == "none":
+                    raise ConfigError(f"config.training.reference: attack {spec.name!r} needs a reference model; "
+                                      "choose auto, trained or (fine-tuning) base")
         if self.recall.n_shots < 1:
             raise ConfigError(f"config.recall.n_shots: must be >= 1, got {self.recall.n_shots}")
         unknown = sorted(set(self.selection.grids) - {a.key for a in self.attacks})
         if unknown:
             raise ConfigError(f"config.selection.grids: {unknown[0]!r} is not an attack of this config")
+
+    def _check_training(self, training: TrainingConfig) -> None:
+        for key in ("model", "api", "reference_model"):
+            if getattr(self, key) is not None:
+                raise ConfigError(f"config.{key}: a 'training' section trains the audited model (and its reference) "
+                                  f"itself; remove {key} (fine-tune a given model with training.base_model)")
+        if self.dataset.source != "corpus":
+            raise ConfigError(f"config.dataset.source: a 'training' section splits an unlabelled corpus into members "
+                              f"and non-members; use source: corpus with path: a text / JSONL / CSV file (got "
+                              f"{self.dataset.source!r})")
+        if self.dataset.path is None:
+            raise ConfigError("config.dataset.path: source 'corpus' needs path: a text / JSONL / JSON / CSV / TSV file")
+        unused = [k for k in ("members", "nonmembers", "file_name", "group_column")
+                  if getattr(self.dataset, k) is not None]
+        if unused:
+            raise ConfigError(f"config.dataset.{unused[0]}: not used with source 'corpus' (membership comes from the "
+                              "training split); remove it")
 
 
 # -- steps ------------------------------------------------------------------------------------------
@@ -254,13 +268,41 @@ Target = HFCausalLM | APICausalLM
 
 
 def _target_name(config: LLMAuditConfig) -> str:
+    if config.training is not None:
+        return f"models/target ({config.training.method} on the member split of {config.dataset.path})"
     if config.model is not None:
         return config.model.name_or_path
     assert config.api is not None  # exactly one target (LLMAuditConfig.__post_init__)
     return f"{config.api.model} at {config.api.endpoint}"
 
 
-def _build_main_target(config: LLMAuditConfig, progress: bool) -> Target:
+def _trained_model_config(config: LLMAuditConfig, folder: str) -> LLMModelConfig:
+    """How a model trained by this run (``folder``) is scored: like the base model it was fine-tuned from, or
+    with the training batch size and device for a model trained from scratch."""
+    training = config.training
+    assert training is not None
+    if training.base_model is not None:
+        return dataclasses.replace(training.base_model, name_or_path=folder, tokenizer=None, revision=None,
+                                   local_files_only=True)
+    return LLMModelConfig(name_or_path=folder, local_files_only=True, batch_size=training.batch_size,
+                          device=training.device)
+
+
+def _reference_model_config(config: LLMAuditConfig, trained: ControlledAudit | None) -> LLMModelConfig | None:
+    if trained is None:
+        return config.reference_model
+    if trained.reference is None:
+        return None
+    training = config.training
+    assert training is not None
+    if training.base_model is not None and trained.reference == training.base_model.name_or_path:
+        return training.base_model  # reference: base
+    return _trained_model_config(config, trained.reference)
+
+
+def _build_main_target(config: LLMAuditConfig, progress: bool, trained: ControlledAudit | None = None) -> Target:
+    if trained is not None:
+        return _build_target(_trained_model_config(config, str(trained.target_folder)), config, progress)
     if config.api is not None:
         return APICausalLM(config.api, cache_dir=config.cache_dir, progress=progress)
     assert config.model is not None  # exactly one target (LLMAuditConfig.__post_init__)
@@ -380,9 +422,12 @@ class _Plan:
         return np.concatenate(self.parts, axis=1)
 
 
-def _corpus_counts(config: LLMAuditConfig, target: Target, keys: list[str]) -> np.ndarray:
-    """Token counts ``(V,)`` of the user's reference corpus (``dc_pdd.corpus``) under the target's tokenizer (an
-    API target's: the server's)."""
+def _corpus_counts(config: LLMAuditConfig, target: Target, keys: list[str],
+                   reference_texts: Sequence[str] = ()) -> np.ndarray:
+    """Token counts ``(V,)`` of the user's reference corpus (``dc_pdd.corpus``; in a controlled audit without
+    one, the reference split) under the target's tokenizer (an API target's: the server's)."""
+    if config.dc_pdd.corpus is None and reference_texts:
+        return target.token_counts(list(reference_texts))
     if config.dc_pdd.corpus is None:
         raise ConfigError(f"attack {keys[0]!r} needs a reference corpus for token frequencies: set dc_pdd.corpus to "
                           "a text file (one document per line) or a .jsonl/.csv with a text column")
@@ -414,6 +459,9 @@ def estimate_llm(config: LLMAuditConfig) -> dict[str, Any]:
     prompt tokens the audit would send (cached prompts excluded); nothing is queried."""
     attacks = _build_attacks(config)  # bad parameters and attacks the API cannot serve fail here too
     signal_names = {f for a in attacks.values() for f in a.signals}
+    if config.training is not None:
+        return {"target": _target_name(config), "note": "a controlled audit: the run trains its models first, then "
+                "scores them locally; no requests are sent"}
     data = _load_documents(config)
     shots: list[str] = []
     if "prefix_logprob" in signal_names:
@@ -488,8 +536,17 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
     if perturb is None and config.neighbourhood.perturb:  # the user's code is imported before any heavy work
         perturb = import_trusted_callable(config.neighbourhood.perturb, trust_code=config.neighbourhood.trust_code,
                                           where="config.neighbourhood.perturb")
-    data = _load_documents(config)
     warnings: list[str] = []
+    trained: ControlledAudit | None = None
+    if config.training is not None:
+        trained = prepare_controlled_audit(
+            config.training, config.dataset, seed=config.seed, folder=folder, progress=progress,
+            needs_reference="ref_logprob" in signal_names,
+            needs_corpus=bool(counted) and config.dc_pdd.corpus is None)
+        data = trained.data
+        warnings += trained.warnings
+    else:
+        data = _load_documents(config)
     shots: list[str] = []
     shot_ids: list[str] = []
     if "prefix_logprob" in signal_names:
@@ -506,10 +563,11 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
             raise DataError(f"the {part} split has only one class; add documents or change "
                             "selection.calibration_fraction")
 
-    target = _build_main_target(config, progress)
+    target = _build_main_target(config, progress, trained)
     reference = None
-    if config.reference_model is not None:
-        reference = _build_target(config.reference_model, config, progress)
+    reference_config = _reference_model_config(config, trained)
+    if reference_config is not None:
+        reference = _build_target(reference_config, config, progress)
         if isinstance(target, HFCausalLM):
             target.check_same_tokenizer(reference)
     needed = {f for f in signal_names if f in EXTRA_PASSES}
@@ -517,7 +575,7 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
         key = next(k for k, a in attacks.items() if "neighbour_logprobs" in a.signals)
         raise ConfigError(f"attack {key!r} needs a perturbation model: set neighbourhood.perturb to "
                           "'package.module:function' (or pass perturb= to run_llm_audit)")
-    counts = _corpus_counts(config, target, counted) if counted else None
+    counts = _corpus_counts(config, target, counted, trained.reference_texts if trained else ()) if counted else None
 
     log.info("%s: %d documents (%d members): %d for calibration, %d evaluated", data.name, n, int(labels.sum()),
              calibration.size, evaluation.size)
@@ -577,13 +635,14 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
                                        extra={"selection": which, plan.param: value,
                                               "learned": attack.learned_state()}, groups=eval_groups))
 
-    sections: dict[str, Any] = {"selection": {
+    sections: dict[str, Any] = {} if trained is None else {"training": trained.section}
+    sections["selection"] = {
         "calibration_fraction": config.selection.calibration_fraction if needs_calibration else 0.0,
         "n_calibration": int(calibration.size), "calibration_ids": data.ids[calibration].tolist(),
         "note": "'<attack>' uses the hyper-parameter chosen on the calibration split (the result); "
                 "'<attack>.oracle' uses the best value on the evaluation labels themselves (optimistic: not a "
                 "result, shown for comparison with papers that tune on the test set)",
-        "attacks": chosen}}
+        "attacks": chosen}
     if shots:
         sections["recall"] = {"prefix_ids": shot_ids, "n_shots": len(shots), "separator": config.recall.separator,
                               "note": "the prefix documents are non-members taken out of the evaluation set"}
@@ -602,7 +661,10 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
                        "dtype": str(next(target.model.parameters()).dtype).replace("torch.", ""),
                        "vocab_size": target.vocab_size, "max_length": target.max_length, "bos": target.has_bos,
                        "long_documents": target.long_documents, "fingerprint": target.fingerprint()}
-    target_info["reference_model"] = config.reference_model.name_or_path if config.reference_model else None
+    target_info["reference_model"] = reference_config.name_or_path if reference_config else None
+    if trained is not None and trained.reference is not None and reference_config is not None \
+            and reference_config.name_or_path == trained.reference and Path(trained.reference).is_relative_to(folder):
+        target_info["reference_model"] = str(Path(trained.reference).relative_to(folder))  # models/reference
     data_info = {"dataset": data.name, "n_members": int(eval_labels.sum()),  # audited = evaluated documents
                  "n_nonmembers": int(evaluation.size - eval_labels.sum()), "n_documents": n,
                  "n_members_total": int(labels.sum()), "n_evaluated": int(evaluation.size),
@@ -656,7 +718,8 @@ def _write_token_view(folder: Path, config: LLMAuditConfig, target: Target, data
     views = [token_view(target, data.texts[evaluation[p]], kept[int(evaluation[p])],
                         doc_id=str(data.ids[evaluation[p]]), label=int(labels[p]),
                         document_score=float(first.scores[p]) if first else None, method=method) for p in picks]
-    title = f"Token-level membership view: {data.name} on {Path(_target_name(config)).name}"
+    model_name = "the trained model" if config.training is not None else Path(_target_name(config)).name
+    title = f"Token-level membership view: {data.name} on {model_name}"
     if first is not None:
         title += f" (document score: {first.key})"
     write_html(folder / "token_view.html", views, title=title)

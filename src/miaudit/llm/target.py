@@ -75,6 +75,24 @@ def _transformers():
     return transformers
 
 
+@dataclass
+class LLMModelConfig:
+    """A causal LM: a local folder or a hub id (downloaded unless ``local_files_only``)."""
+
+    name_or_path: str
+    tokenizer: str | None = None
+    revision: str | None = None
+    dtype: str = "auto"
+    device: str = "cpu"
+    local_files_only: bool = False
+    trust_remote_code: bool = False
+    batch_size: int = 8
+    max_length: int | None = None
+    long_documents: Literal["sliding_window", "truncate"] = "sliding_window"
+    stride: int | None = None
+    bos: Literal["auto", "always", "never"] = "auto"
+
+
 def load_tokenizer(name_or_path: str, *, revision: str | None = None, local_files_only: bool = False,
                    trust_remote_code: bool = False) -> Any:
     """``AutoTokenizer.from_pretrained`` (a folder or hub id), or a single ``tokenizers`` JSON file such as
@@ -187,7 +205,9 @@ def per_row_gradients(model: torch.nn.Module, ids: torch.Tensor, weights: torch.
     that owns parameters; each such module's per-row parameter gradients then come from
     ``torch.func.vmap`` of ``vjp`` through that module alone (a Linear layer: one batched matrix
     product), the standard per-sample-gradient construction. A parameter shared by several modules or
-    calls sums their parts."""
+    calls sums their parts. A module whose output is shared by every row (a broadcast, e.g. GPT-2's
+    position embedding of ``(1, L)`` position ids) loses the rows' parts; the batch is then computed one
+    row at a time."""
     from torch.func import functional_call, vjp, vmap
 
     canonical = {id(q): n for n, q in model.named_parameters() if n in names}
@@ -236,6 +256,9 @@ def per_row_gradients(model: torch.nn.Module, ids: torch.Tensor, weights: torch.
         for local, value in vmap(row)(inputs, g_out.detach()).items():
             name = owners[module][local]
             grads[name] = grads[name] + value if name in grads else value
+    if ids.shape[0] > 1 and any(value.shape[0] != ids.shape[0] for value in grads.values()):
+        rows = [per_row_gradients(model, ids[b:b + 1], weights[b:b + 1], names) for b in range(ids.shape[0])]
+        return {name: torch.cat([row[name] for row in rows]) for name in rows[0]}
     return grads
 
 

@@ -98,49 +98,63 @@ def _batches(sequences: list[list[int]], order: np.ndarray, batch_size: int, pad
         yield ids, mask, labels
 
 
-def train_tiny_gpt(
-    texts: Sequence[str],
-    tokenizer: Any,
-    config: TinyGPTConfig,
-    *,
-    on_epoch_end: Callable[[int, torch.nn.Module], None] | None = None,
-    progress: bool = True,
-) -> TinyGPTResult:
-    """Train from scratch on ``texts`` (each a training sequence) with AdamW and linear warm-up then
-    cosine decay; ``on_epoch_end(epoch, model)`` (epochs count from 1) can audit intermediate models.
-
-    Deterministic on CPU for a given ``config.seed``: the initial weights and the batch order come
-    from it.
-    """
-    sequences = [encode_text(tokenizer, t)[: config.block_size] for t in texts]
+def encode_training_texts(texts: Sequence[str], tokenizer: Any, block_size: int,
+                          bos: Literal["auto", "always", "never"] = "auto") -> list[list[int]]:
+    """Each text encoded as the audit encodes it (``bos`` policy of :func:`~miaudit.llm.target.encode_text`:
+    BOS first when the tokenizer has one), cut to ``block_size`` tokens; a :class:`DataError` for documents
+    of fewer than 2 tokens (nothing to predict)."""
+    sequences = [encode_text(tokenizer, t, bos=bos)[:block_size] for t in texts]
     short = [i for i, s in enumerate(sequences) if len(s) < 2]
     if short:
         raise DataError(f"{len(short)} training documents have fewer than 2 tokens (first: index {short[0]}); "
                         "remove them")
-    seed_everything(config.seed)
-    model = build_tiny_gpt(config, tokenizer)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
-    steps_per_epoch = math.ceil(len(sequences) / config.batch_size)
-    total = steps_per_epoch * config.epochs
+    return sequences
+
+
+def fit_causal_lm(
+    model: torch.nn.Module,
+    sequences: list[list[int]],
+    *,
+    pad_id: int,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    warmup_steps: int,
+    weight_decay: float,
+    seed: int,
+    device: str | torch.device = "cpu",
+    on_epoch_end: Callable[[int, torch.nn.Module], None] | None = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> list[dict[str, float]]:
+    """Train ``model`` (a Hugging Face causal LM, or a ``peft`` wrapper of one) in place on ``sequences``
+    (token ids, each one training sequence; padding masked out of the loss) with AdamW over its trainable
+    parameters (weight decay on matrices only), gradient clipping at 1, linear warm-up then cosine decay
+    to 10% of ``lr``. The batch order comes from ``seed``. Returns one entry per epoch: epoch, train_loss
+    (token-weighted mean), seconds; the model is left in eval mode."""
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in trainable if p.ndim >= 2]
+    no_decay = [p for n, p in trainable if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    steps_per_epoch = math.ceil(len(sequences) / batch_size)
+    total = steps_per_epoch * epochs
 
     def schedule(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        done = (step - config.warmup_steps) / max(1, total - config.warmup_steps)
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        done = (step - warmup_steps) / max(1, total - warmup_steps)
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    rng = np.random.default_rng(config.seed)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    rng = np.random.default_rng(seed)
     history = []
-    bar = progress_bar(total=total, desc="train tiny GPT", enabled=progress, leave=False)
-    for epoch in range(1, config.epochs + 1):
+    bar = progress_bar(total=total, desc=desc, enabled=progress, leave=False)
+    for epoch in range(1, epochs + 1):
         model.train()
         start, losses, weights = time.perf_counter(), [], []
-        for ids, mask, labels in _batches(sequences, rng.permutation(len(sequences)), config.batch_size, pad_id):
+        for ids, mask, labels in _batches(sequences, rng.permutation(len(sequences)), batch_size, pad_id):
+            ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
             loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -157,8 +171,52 @@ def train_tiny_gpt(
         if on_epoch_end is not None:
             on_epoch_end(epoch, model)
     bar.close()
+    return history
+
+
+@torch.no_grad()
+def mean_token_loss(model: torch.nn.Module, sequences: list[list[int]], *, pad_id: int, batch_size: int = 16,
+                    device: str | torch.device = "cpu") -> float:
+    """Token-weighted mean next-token loss (nats) of ``model`` on ``sequences`` (as trained: one sequence per
+    document, padding masked), in eval mode; ``exp`` of it is the perplexity."""
+    model.eval()
+    total, count = 0.0, 0
+    order = np.arange(len(sequences))
+    for ids, mask, labels in _batches(sequences, order, batch_size, pad_id):
+        n = int((labels[:, 1:] != -100).sum())
+        loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
+        total += float(loss) * n
+        count += n
+    return total / max(count, 1)
+
+
+def train_tiny_gpt(
+    texts: Sequence[str],
+    tokenizer: Any,
+    config: TinyGPTConfig,
+    *,
+    on_epoch_end: Callable[[int, torch.nn.Module], None] | None = None,
+    progress: bool = True,
+    device: str | torch.device = "cpu",
+) -> TinyGPTResult:
+    """Train from scratch on ``texts`` (each a training sequence) with AdamW and linear warm-up then
+    cosine decay (:func:`fit_causal_lm`); ``on_epoch_end(epoch, model)`` (epochs count from 1) can audit
+    intermediate models.
+
+    Deterministic on CPU for a given ``config.seed``: the initial weights and the batch order come
+    from it.
+    """
+    sequences = encode_training_texts(texts, tokenizer, config.block_size)
+    seed_everything(config.seed)
+    model = build_tiny_gpt(config, tokenizer).to(device)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    history = fit_causal_lm(model, sequences, pad_id=pad_id, epochs=config.epochs, batch_size=config.batch_size,
+                            lr=config.lr, warmup_steps=config.warmup_steps, weight_decay=config.weight_decay,
+                            seed=config.seed, device=device, on_epoch_end=on_epoch_end, progress=progress,
+                            desc="train tiny GPT")
     return TinyGPTResult(model, history, sum(p.numel() for p in model.parameters()),
                          sum(len(s) - 1 for s in sequences))
 
 
-__all__ = ["TinyGPTConfig", "TinyGPTResult", "build_tiny_gpt", "train_tiny_gpt"]
+__all__ = ["TinyGPTConfig", "TinyGPTResult", "build_tiny_gpt", "encode_training_texts", "fit_causal_lm",
+           "mean_token_loss", "train_tiny_gpt"]

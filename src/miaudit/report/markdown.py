@@ -192,6 +192,35 @@ def _federated_lines(metrics: dict[str, Any]) -> list[str]:
     return lines + ["", "Per-round leakage, privacy spent and source inference: `federated.md`.", ""]
 
 
+def _training_lines(training: Any) -> list[str]:
+    """The models a controlled audit trained itself (metrics.json ``training``): where membership comes from,
+    the recipe's outcome (loss on members vs non-members) and the reference (empty for other runs)."""
+    if not isinstance(training, dict) or "split" not in training:
+        return []
+    split, target, recipe = training["split"], training.get("target", {}), training.get("recipe", {})
+    base = md_text(str(recipe.get("base_model")))
+    started = {"finetune": f"fine-tuned in full from {base}", "lora": f"fine-tuned with LoRA adapters from {base}"
+               }.get(str(training.get("method")), "trained from scratch")
+    lines = [f"- **Membership ground truth**: the target was {started} ("
+             f"{recipe.get('epochs', '?')} epochs, lr {recipe.get('lr', '?')}) on a seeded random "
+             f"{split['n_members']} of the corpus's documents; {split['n_nonmembers']} others are the non-members"
+             + (f" and {split['n_reference']} others, disjoint, form the reference split" if split.get("n_reference")
+                else "")]
+    if "loss_members" in target:
+        lines.append(f"- **Trained target** ({md_code(target.get('folder'))}): final train loss "
+                     f"{_fmt(target.get('final_train_loss'))}; mean token loss on members "
+                     f"{_fmt(target['loss_members'])} vs non-members {_fmt(target['loss_nonmembers'])} (perplexity "
+                     f"{_fmt(target.get('perplexity_members'))} vs {_fmt(target.get('perplexity_nonmembers'))})")
+    reference = training.get("reference", {})
+    if reference.get("kind") == "trained":
+        lines.append(f"- **Reference model**: the same recipe on the reference split "
+                     f"({md_code(reference.get('folder'))})")
+    elif reference.get("kind") == "base":
+        lines.append(f"- **Reference model**: the base model {md_text(str(reference.get('model')))} (what "
+                     "fine-tuning added)")
+    return lines
+
+
 def _selection_lines(metrics: dict[str, Any]) -> list[str]:
     """LLM runs: each tuned hyper-parameter, chosen on the calibration split (reported) and on the
     evaluation labels ("oracle", optimistic), with both AUCs (empty for runs without a selection)."""
@@ -297,6 +326,7 @@ def render_report(metrics: dict[str, Any], *, figures: dict[str, str] | None = N
     pooled = pooled_targets_sentence(metrics, name=md_code)
     if pooled:
         what.insert(2, f"- **Targets**: {pooled}")
+    what += _training_lines(metrics.get("training"))
     out += ["## What was audited", "", *what, ""]
 
     out += ["## Target model", ""]
