@@ -162,6 +162,7 @@ def train_classifier(model: nn.Module, dataset: ArrayDataset, config: TrainConfi
         trained, opt, loader = model, optimizer, loader
         for plugin in plugins:
             trained, opt, loader = plugin.setup(trained, opt, loader)
+        assert dataset.n_classes is not None  # ArrayDataset.__post_init__ infers it from the labels
         history = _run_epochs(trained, opt, loader, dataset.n_classes, config, plugins, progress, device)
         for plugin in plugins:
             trained = plugin.finalize(trained)
