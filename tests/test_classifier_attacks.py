@@ -14,6 +14,7 @@ from miaudit.attacks.registry import create_attack, get_attack_class
 from miaudit.classifier.attacks import MLLeaksAttack, PopulationAttack, ShokriAttack, attack_features
 from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.reference import AttackReference, ShadowData
+from miaudit.classifier.signals.shadow import ShadowSignals
 from miaudit.errors import ConfigError, DataError, NotFittedError, SignalError
 from miaudit.evaluation import evaluate, roc_auc
 
@@ -224,6 +225,9 @@ def test_shokri_errors(case):
         ShokriAttack(features="loss")
     with pytest.raises(DataError, match="needs shadow data"):
         ShokriAttack().fit(AttackReference(population=reference.population))
+    signals = ShadowSignals(reference.shadow.outputs, reference.shadow.membership)  # not ShadowData
+    with pytest.raises(DataError, match="needs shadow data as ShadowData, got ShadowSignals"):
+        ShokriAttack().fit(AttackReference(shadow=signals))
     with pytest.raises(NotFittedError):
         ShokriAttack().score(target)
     attack = ShokriAttack(classifier="lr").fit(reference)

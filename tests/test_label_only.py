@@ -13,6 +13,7 @@ from miaudit.classifier.reference import AttackReference, ShadowData
 from miaudit.classifier.signals.label_only import (
     AugmentationConfig,
     BoundaryConfig,
+    LabelOnlySignals,
     LabelQuery,
     NoiseConfig,
     label_only_signals,
@@ -168,6 +169,15 @@ def test_boundary_query_budget_is_enforced_and_counted(budget):
         np.testing.assert_allclose(s.boundary_distance[5:], np.sqrt(10))  # censored at the box diagonal
     cost = s.cost()
     assert cost["queries_total"] == counter.n and cost["seconds"] >= 0
+    assert cost["boundary_censored"] == int(s.boundary_censored.sum())
+
+
+def test_cost_of_signals_without_censoring_flags():
+    # boundary distances from elsewhere, with their query counts but no censoring flags: cost() used to fail
+    s = LabelOnlySignals(np.array([0, 1]), np.array([0, 1]), np.array([3, 5]), boundary_distance=np.array([0.5, 1.0]),
+                         boundary_queries=np.array([3, 5]))
+    cost = s.cost()
+    assert cost["boundary_queries_per_example_mean"] == 4.0 and "boundary_censored" not in cost
 
 
 def test_budget_below_one_and_bad_bounds_are_errors():

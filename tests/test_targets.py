@@ -126,6 +126,16 @@ def test_precomputed_missing_and_pickled_files(tmp_path):
         PrecomputedTarget.from_npz(tmp_path / "obj.npz")
 
 
+def test_precomputed_save_refuses_what_it_could_not_read_back(tmp_path):
+    outputs, membership = ClassifierOutputs(np.array([0, 1]), logits=np.zeros((2, 2))), np.array([True, False])
+    path = tmp_path / "out.npz"
+    with pytest.raises(DataError, match="ids hold Python objects"):  # from_npz never unpickles
+        PrecomputedTarget.save_npz(path, outputs, membership, ids=np.array([1, None], dtype=object))
+    assert not path.exists()  # nothing half-written
+    PrecomputedTarget.save_npz(path, outputs, membership, ids=np.array(["a", "b"]))
+    np.testing.assert_array_equal(PrecomputedTarget.from_npz(path).ids, ["a", "b"])
+
+
 def test_signal_cache_computes_once_and_round_trips(tmp_path, digits):
     from miaudit.classifier.signals.cache import SignalCache
     from miaudit.utils.fingerprint import fingerprint

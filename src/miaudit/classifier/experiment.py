@@ -652,6 +652,7 @@ class ClassifierExperiment:
         log.info("%straining the target (%s, %d epochs) on %d examples", tag, recipe.model, recipe.epochs, len(train))
         initial = None
         if initial_outputs:
+            assert train.n_classes is not None  # ArrayDataset infers it when not given
             initial = TorchClassifierTarget(build_model_from_config(recipe, train.input_shape,
                                                                     train.n_classes)).outputs(audited)
         module, record = self._train(recipe, train, plugins)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 from functools import cached_property
+from typing import Literal
 
 import numpy as np
 from scipy.special import log_softmax, logsumexp, softmax
@@ -19,8 +20,10 @@ from scipy.special import log_softmax, logsumexp, softmax
 from miaudit.errors import SignalError
 
 EPS = 1e-12
+#: what a classifier's outputs give, weakest first
+OutputAccess = Literal["label-only", "probabilities", "logits"]
 #: signal name -> access level it needs
-CLASSIFIER_SIGNALS = {
+CLASSIFIER_SIGNALS: dict[str, OutputAccess] = {
     "correctness": "label-only",
     "probs": "probabilities",
     "loss": "probabilities",
@@ -54,7 +57,10 @@ class ClassifierOutputs:
             self.labels = self.labels.astype(np.int64)
         n = self.labels.size
         self.ids = _checked_ids(ids, n)
-        self.logits = self.probs_given = self.predictions = None
+        self.logits: np.ndarray | None = None
+        self.probs_given: np.ndarray | None = None
+        self.predictions: np.ndarray | None = None
+        self.access: OutputAccess
         if predictions is not None:
             self.predictions = np.asarray(predictions).astype(np.int64)
             if self.predictions.shape != (n,):
@@ -95,7 +101,15 @@ class ClassifierOutputs:
     def n_classes(self) -> int:
         if self.predictions is not None:
             return int(max(self.labels.max(), self.predictions.max()) + 1)
-        return (self.logits if self.logits is not None else self.probs_given).shape[1]
+        return self._scores.shape[1]
+
+    @property
+    def _scores(self) -> np.ndarray:
+        """``(n, C)`` the logits or probabilities the model gave (whichever it gave; none for label-only outputs)."""
+        scores = self.logits if self.logits is not None else self.probs_given
+        if scores is None:
+            raise SignalError("label-only outputs hold no logits or probabilities")
+        return scores
 
     def subset(self, index: np.ndarray) -> ClassifierOutputs:
         """Outputs of the same model on ``index`` (indices or a boolean mask), ids included."""
@@ -104,7 +118,7 @@ class ClassifierOutputs:
             return ClassifierOutputs(self.labels[index], predictions=self.predictions[index], ids=ids)
         if self.logits is not None:
             return ClassifierOutputs(self.labels[index], logits=self.logits[index], ids=ids)
-        return ClassifierOutputs(self.labels[index], probs=self.probs_given[index], ids=ids)
+        return ClassifierOutputs(self.labels[index], probs=self._scores[index], ids=ids)
 
     def with_ids(self, ids: np.ndarray | None) -> ClassifierOutputs:
         """The same outputs (arrays shared, not copied) on examples identified by ``ids`` ``(n,)``."""
@@ -136,6 +150,7 @@ class ClassifierOutputs:
     def _logit_logs(self) -> tuple[np.ndarray, np.ndarray]:
         """``(log p, log(1 - p))``, each ``(n, C)``, exact from logits (see above)."""
         z = self.logits
+        assert z is not None, "only outputs given as logits are computed in log space"
         rows = np.arange(len(self))
         log_p = log_softmax(z, axis=1)
         with np.errstate(divide="ignore"):
@@ -154,12 +169,13 @@ class ClassifierOutputs:
         self.require("probs")
         if self.logits is not None:
             return self._logit_logs[0]
-        return np.log(np.clip(self.probs_given, EPS, 1.0))
+        return np.log(np.clip(self._scores, EPS, 1.0))
 
     @cached_property
     def probs(self) -> np.ndarray:
         self.require("probs")
-        return softmax(self.logits, axis=1) if self.logits is not None else self.probs_given
+        probs: np.ndarray = softmax(self.logits, axis=1) if self.logits is not None else self._scores
+        return probs
 
     @cached_property
     def predicted(self) -> np.ndarray:

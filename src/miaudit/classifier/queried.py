@@ -22,9 +22,9 @@ label-only attacks only). Signals shared by several attacks with identical reque
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -37,7 +37,19 @@ from miaudit.data.datasets import ArrayDataset
 from miaudit.errors import ConfigError, DataError
 from miaudit.utils.logs import progress as progress_bar
 
-SIGNAL_FUNCTIONS = {"label_only": label_only_signals, "whitebox": gradient_signals}
+#: signal type -> the function computing such signals of a model on ``(x, y)``
+SIGNAL_FUNCTIONS: dict[str, Callable[..., Any]] = {"label_only": label_only_signals, "whitebox": gradient_signals}
+
+
+@runtime_checkable
+class QueriedAttack(Protocol):
+    """What an attack scored on signals computed from the model declares (label-only and white-box attacks)."""
+
+    signal_type: ClassVar[str]  # a key of SIGNAL_FUNCTIONS
+
+    def signal_request(self) -> dict[str, Any]:
+        """Keyword arguments of the signal function, from the attack's hyper-parameters."""
+        ...
 
 
 def signal_type(attack: Attack | type[Attack]) -> str | None:
@@ -62,7 +74,7 @@ class ShadowModel:
 def compute_signals(attack: Attack, model: Any, data: ArrayDataset, *, progress: bool = False) -> Any:
     """The signals ``attack`` scores (``LabelOnlySignals`` or ``GradientSignals``) of ``model`` on ``data``."""
     kind = signal_type(attack)
-    if kind not in SIGNAL_FUNCTIONS:
+    if kind not in SIGNAL_FUNCTIONS or not isinstance(attack, QueriedAttack):
         raise ConfigError(f"attack {attack.name!r} scores ClassifierOutputs from one forward pass; use "
                           "target.outputs(data) for it, not miaudit.classifier.queried")
     return SIGNAL_FUNCTIONS[kind](model, data.x, data.y, progress=progress, **attack.signal_request())
@@ -105,7 +117,7 @@ def run_queried_attacks(attacks: Sequence[tuple[str, Attack]], target: Any, audi
     results = []
     for key, attack in attacks:
         kind = signal_type(attack)
-        if kind not in SIGNAL_FUNCTIONS:
+        if kind not in SIGNAL_FUNCTIONS or not isinstance(attack, QueriedAttack):
             raise ConfigError(f"attack {key!r} ({attack.name}) does not compute its signals from the model; run it on "
                               "ClassifierOutputs instead")
         if attack.needs_reference == "shadow" and not shadow:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import TypeVar
 
 import numpy as np
 
 from miaudit.classifier.outputs import ClassifierOutputs
-from miaudit.classifier.reference.data import AttackReference, ReferencePool
+from miaudit.classifier.reference.data import AttackReference, ReferencePool, ShadowData
 from miaudit.errors import DataError
 
 Queries = ClassifierOutputs | Sequence[ClassifierOutputs]
 #: positions in the pool of the target's examples: an index array, or ``slice(None)`` when they line up as they are
 Index = np.ndarray | slice
+Part = TypeVar("Part")
 
 
 def get_pool(reference: AttackReference, attack: str) -> ReferencePool:
@@ -21,7 +23,25 @@ def get_pool(reference: AttackReference, attack: str) -> ReferencePool:
     if not isinstance(reference, AttackReference):
         raise DataError(f"attack {attack!r} is fitted on an AttackReference(pool=ReferencePool(...)), "
                         f"got {type(reference).__name__}")
-    return reference.require("pool", attack)
+    return _require(reference, "pool", ReferencePool, attack)
+
+
+def get_shadow(reference: AttackReference | None, attack: str) -> ShadowData:
+    """``reference.shadow`` (shadow models' :class:`ClassifierOutputs`) or a clear error."""
+    return _require(reference, "shadow", ShadowData, attack)
+
+
+def get_population(reference: AttackReference | None, attack: str) -> ClassifierOutputs:
+    """``reference.population`` (the target's outputs on population data) or a clear error."""
+    return _require(reference, "population", ClassifierOutputs, attack)
+
+
+def _require(reference: AttackReference | None, part: str, kind: type[Part], attack: str) -> Part:
+    """``reference``'s ``part``, which must be a ``kind``: a DataError when it is missing or of another type."""
+    value = (reference or AttackReference()).require(part, attack)
+    if not isinstance(value, kind):
+        raise DataError(f"attack {attack!r} needs {part} data as {kind.__name__}, got {type(value).__name__}")
+    return value
 
 
 def as_queries(signals: Queries, attack: str) -> list[ClassifierOutputs]:

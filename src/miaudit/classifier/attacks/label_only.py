@@ -39,7 +39,8 @@ from sklearn.neural_network import MLPClassifier
 
 from miaudit.attacks.base import Attack, Check, Interval
 from miaudit.attacks.registry import register
-from miaudit.classifier.attacks.metric import shadow_threshold
+from miaudit.classifier.attacks.metric import shadow_signals_threshold
+from miaudit.classifier.attacks.shokri import member_log_odds
 from miaudit.classifier.signals.label_only import (
     AugmentationConfig,
     BoundaryConfig,
@@ -76,11 +77,7 @@ class LabelOnlyAttack(Attack):
         raise NotImplementedError
 
     def _fit(self, reference: Any) -> None:
-        self.threshold_ = None
-        shadow = shadow_from_reference(reference, LabelOnlySignals, self.name, required=False)
-        if shadow is not None:
-            values, membership = shadow.pooled(self.statistic)
-            self.threshold_ = shadow_threshold(values, membership)
+        self.threshold_ = shadow_signals_threshold(reference, LabelOnlySignals, self.statistic, self.name)
 
     def _score(self, signals: LabelOnlySignals) -> np.ndarray:
         check_signals(signals, LabelOnlySignals, self.name)
@@ -137,15 +134,15 @@ class AugmentationRobustnessAttack(LabelOnlyAttack):
         check_signals(signals, LabelOnlySignals, self.name)
         if self.attack_model == "threshold":
             return self.statistic(signals)
-        if getattr(self, "model_", None) is None:
+        model = getattr(self, "model_", None)
+        if model is None:
             raise NotFittedError(f"attack {self.name!r} with attack_model='mlp' needs fit(reference) with shadow "
                                  "signals")
         vectors = signals.require("augmentation", self.name)
-        if vectors.shape[1] != self.model_.n_features_in_:
+        if vectors.shape[1] != model.n_features_in_:
             raise ConfigError(f"{vectors.shape[1]} augmented views but the attack model was fitted on "
-                              f"{self.model_.n_features_in_}; compute target and shadow signals with the same request")
-        p = np.clip(self.model_.predict_proba(vectors)[:, list(self.model_.classes_).index(True)], 1e-12, 1 - 1e-12)
-        return np.log(p) - np.log1p(-p)
+                              f"{model.n_features_in_}; compute target and shadow signals with the same request")
+        return member_log_odds(model, vectors)
 
 
 @register

@@ -24,14 +24,16 @@ Mittal's ``_thre_setting``) over the pooled shadow models:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
 
-from miaudit.attacks.base import Attack
+from miaudit.attacks.base import Access, Attack
 from miaudit.attacks.registry import register
 from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.reference import AttackReference
+from miaudit.classifier.signals.shadow import shadow_from_reference
 from miaudit.errors import NotFittedError
 from miaudit.evaluation import roc_curve
 from miaudit.utils.jsonable import finite_jsonable
@@ -52,11 +54,22 @@ def shadow_threshold(values: np.ndarray, membership: np.ndarray) -> float:
     return float(curve.thresholds[1 + int(np.argmax(gain))])
 
 
+def shadow_signals_threshold(reference: Any, signal_type: type, statistic: Callable[[Any], np.ndarray],
+                             attack: str) -> float | None:
+    """:func:`shadow_threshold` of ``statistic`` ``(n_k,)`` over the shadow models' ``signal_type`` signals in
+    ``reference`` (``AttackReference(shadow=ShadowSignals(...))``); None when the reference has no shadow signals."""
+    shadow = shadow_from_reference(reference, signal_type, attack, required=False)
+    if shadow is None:
+        return None
+    values, membership = shadow.pooled(statistic)
+    return shadow_threshold(values, membership)
+
+
 class _MetricAttack(Attack):
     """An oriented signal, with an optional (class-dependent) threshold learned on shadow data."""
 
     target_kind = "classifier"
-    access = "probabilities"
+    access: ClassVar[Access] = "probabilities"
     needs_reference = "none"  # shadow data is optional: it only supplies a decision threshold
     fit_input = ("shadow",)
     requires_fit = False
@@ -106,12 +119,13 @@ class _MetricAttack(Attack):
         values = self.oriented(signals)
         if not self.per_class:
             return values
-        if getattr(self, "class_thresholds_", None) is None:
+        thresholds: np.ndarray | None = getattr(self, "class_thresholds_", None)
+        if thresholds is None:
             raise NotFittedError(f"attack {self.name!r} with per_class=True needs class thresholds: call "
                                  "fit(reference) with shadow data before score()")
-        known = signals.labels < self.class_thresholds_.size
+        known = signals.labels < thresholds.size
         t = np.full(values.shape, self.global_threshold_)
-        t[known] = self.class_thresholds_[signals.labels[known]]
+        t[known] = thresholds[signals.labels[known]]
         return values - t
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from miaudit.attacks.base import Attack, Interval
 from miaudit.attacks.registry import register
+from miaudit.classifier.attacks._reference import get_population
 from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.reference import AttackReference
 from miaudit.errors import DataError
@@ -52,8 +53,8 @@ class PopulationAttack(Attack):
         self.alpha = alpha
         self.per_class = per_class
 
-    def _fit(self, reference: AttackReference) -> None:
-        population: ClassifierOutputs = (reference or AttackReference()).require("population", self.name)
+    def _fit(self, reference: AttackReference | None) -> None:
+        population = get_population(reference, self.name)
         losses = population.signal("loss")
         self.population_losses_ = np.sort(losses)
         self.class_losses_ = {int(c): np.sort(losses[population.labels == c])

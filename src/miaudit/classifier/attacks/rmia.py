@@ -23,6 +23,7 @@ from miaudit.classifier.attacks._reference import (
     check_counts,
     check_same_examples,
     get_pool,
+    get_population,
 )
 from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.reference.data import AttackReference
@@ -148,7 +149,7 @@ class RMIA(Attack):
 
     def _fit(self, reference: AttackReference) -> None:
         pool = get_pool(reference, self.name)
-        target_z = reference.require("population", self.name)
+        target_z = get_population(reference, self.name)
         if pool.population is None:
             raise DataError("attack 'rmia' needs the reference models' outputs on the population z: build the "
                             "pool with population data (train_reference_pool(..., population=...))")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
@@ -34,12 +34,14 @@ from sklearn.preprocessing import StandardScaler
 
 from miaudit.attacks.base import Attack, Check, Interval
 from miaudit.attacks.registry import register
+from miaudit.classifier.attacks._reference import get_shadow
 from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.reference import AttackReference, ShadowData
 from miaudit.errors import ConfigError, SignalError
 
 Feature = Literal["probs", "sorted_probs", "top_k", "loss", "entropy", "modified_entropy", "label"]
 AttackModel = Literal["lr", "mlp", "rf", "gb"]
+EPS = 1e-12
 SHOKRI = ("Shokri, Stronati, Song & Shmatikov, 'Membership Inference Attacks Against Machine Learning "
           "Models', IEEE S&P 2017")
 SALEM = ("Salem, Zhang, Humbert, Berrang, Fritz & Backes, 'ML-Leaks: Model and Data Independent Membership "
@@ -66,7 +68,7 @@ def attack_features(outputs: ClassifierOutputs, features: Sequence[str], *, top_
     return np.concatenate(columns, axis=1)
 
 
-def make_attack_model(kind: str, seed: int):
+def make_attack_model(kind: str, seed: int) -> Any:
     """An unfitted scikit-learn binary classifier (inputs standardised for lr / mlp)."""
     if kind == "lr":
         return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
@@ -76,6 +78,17 @@ def make_attack_model(kind: str, seed: int):
     if kind == "rf":
         return RandomForestClassifier(n_estimators=100, min_samples_leaf=2, random_state=seed)
     return GradientBoostingClassifier(random_state=seed)
+
+
+def member_probability(model: Any, x: np.ndarray) -> np.ndarray:
+    """``(n,)`` a fitted binary attack model's probability of "member" (class 1 / True) for inputs ``x`` ``(n, d)``."""
+    return model.predict_proba(x)[:, list(model.classes_).index(True)]
+
+
+def member_log_odds(model: Any, x: np.ndarray) -> np.ndarray:
+    """``(n,)`` log-odds of :func:`member_probability` (probabilities clipped to [1e-12, 1 - 1e-12])."""
+    p = np.clip(member_probability(model, x), EPS, 1 - EPS)
+    return np.log(p) - np.log1p(-p)
 
 
 @register
@@ -101,14 +114,14 @@ class ShokriAttack(Attack):
         self.top_k = top_k
         self.seed = seed
 
-    def _train(self, x: np.ndarray, y: np.ndarray):
+    def _train(self, x: np.ndarray, y: np.ndarray) -> Any:
         model = make_attack_model(self.classifier, self.seed)
         with warnings.catch_warnings():  # a not-quite-converged attack MLP is still a valid attack model
             warnings.simplefilter("ignore", ConvergenceWarning)
             return model.fit(x, y)
 
-    def _fit(self, reference: AttackReference) -> None:
-        shadow: ShadowData = (reference or AttackReference()).require("shadow", self.name)
+    def _fit(self, reference: AttackReference | None) -> None:
+        shadow = get_shadow(reference, self.name)
         widths = {o.n_classes for o in shadow.outputs}
         if len(widths) != 1:
             raise SignalError(f"{self.name} attack: shadow models output different numbers of classes {sorted(widths)}")
@@ -116,7 +129,7 @@ class ShokriAttack(Attack):
         x = np.concatenate([attack_features(o, self.features, top_k=self.top_k) for o in shadow.outputs])
         labels = np.concatenate([o.labels for o in shadow.outputs])
         y = np.concatenate(shadow.membership).astype(int)
-        self.models_ = {}
+        self.models_: dict[int, Any] = {}
         if self.per_class:
             for c in range(self.n_classes_):
                 rows = labels == c
@@ -133,12 +146,12 @@ class ShokriAttack(Attack):
             raise SignalError(f"{self.name} attack: the target outputs {signals.n_classes} classes but the shadow "
                               f"models {self.n_classes_}; train shadow models on the target's label set")
         x = attack_features(signals, self.features, top_k=self.top_k)
+        if not self.per_class:
+            return member_probability(self.global_model_, x)
         scores = np.empty(len(signals))
-        groups = np.unique(signals.labels) if self.per_class else [None]
-        for c in groups:
-            rows = slice(None) if c is None else signals.labels == c
-            model = self.models_.get(c, self.global_model_)
-            scores[rows] = model.predict_proba(x[rows])[:, list(model.classes_).index(1)]
+        for c in np.unique(signals.labels):
+            rows = signals.labels == c
+            scores[rows] = member_probability(self.models_.get(int(c), self.global_model_), x[rows])
         return scores
 
 
@@ -164,8 +177,8 @@ class MLLeaksAttack(Attack):
         self.shadow_index = shadow_index
         self.seed = seed
 
-    def _fit(self, reference: AttackReference) -> None:
-        shadow: ShadowData = (reference or AttackReference()).require("shadow", self.name)
+    def _fit(self, reference: AttackReference | None) -> None:
+        shadow = get_shadow(reference, self.name)
         if not 0 <= self.shadow_index < shadow.n_models:
             raise ConfigError(f"{self.name} attack: shadow_index={self.shadow_index} but there are "
                               f"{shadow.n_models} shadow models")

@@ -27,7 +27,8 @@ from sklearn.preprocessing import StandardScaler
 
 from miaudit.attacks.base import Attack
 from miaudit.attacks.registry import register
-from miaudit.classifier.attacks.metric import shadow_threshold
+from miaudit.classifier.attacks.metric import shadow_signals_threshold
+from miaudit.classifier.attacks.shokri import member_log_odds
 from miaudit.classifier.signals.gradients import GradientSignals
 from miaudit.classifier.signals.shadow import check_signals, shadow_from_reference
 from miaudit.errors import DataError, SignalError
@@ -68,11 +69,7 @@ class GradientNormAttack(WhiteBoxAttack):
         return -norms
 
     def _fit(self, reference: Any) -> None:
-        self.threshold_ = None
-        shadow = shadow_from_reference(reference, GradientSignals, self.name, required=False)
-        if shadow is not None:
-            values, membership = shadow.pooled(self.statistic)
-            self.threshold_ = shadow_threshold(values, membership)
+        self.threshold_ = shadow_signals_threshold(reference, GradientSignals, self.statistic, self.name)
 
     def _score(self, signals: GradientSignals) -> np.ndarray:
         check_signals(signals, GradientSignals, self.name)
@@ -122,8 +119,7 @@ class GradientFeaturesAttack(WhiteBoxAttack):
         features = gradient_features(signals)
         if self.classifier == "lr":
             return self.model_.decision_function(features)
-        p = np.clip(self.model_.predict_proba(features)[:, list(self.model_.classes_).index(True)], EPS, 1 - EPS)
-        return np.log(p) - np.log1p(-p)
+        return member_log_odds(self.model_, features)
 
 
 __all__ = ["GradientFeaturesAttack", "GradientNormAttack", "WhiteBoxAttack", "gradient_features"]

@@ -29,10 +29,14 @@ distance. Examples with no adversarial point within the budget are *censored* at
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from miaudit.errors import ConfigError
+
+if TYPE_CHECKING:  # for the annotation only: label_only imports this module
+    from miaudit.classifier.signals.label_only import BoundaryConfig
 
 
 class _Search:
@@ -89,15 +93,14 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 
 def boundary_search(query: Callable[[np.ndarray], np.ndarray], x: np.ndarray, y: np.ndarray, correct: np.ndarray,
-                    config, bounds: tuple[float, float] | None, *, seed: int, offset: int,
-                    anchors: np.ndarray | None = None, anchor_labels: np.ndarray | None = None
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    config: BoundaryConfig, bounds: tuple[float, float] | None, *, seed: int, offset: int,
+                    anchors: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(distance (c,), censored (c,), queries (c,))`` for a chunk ``x`` ``(c, ...)`` of examples.
 
     ``correct`` ``(c,)``: the clean prediction is right (already queried, counted as 1 query);
     ``config``: a :class:`~miaudit.classifier.signals.label_only.BoundaryConfig`; ``offset``: index of the
-    chunk's first example (per-example random streams); ``anchors`` ``(a, d)`` inputs whose
-    predicted labels ``anchor_labels`` ``(a,)`` are known (starting points).
+    chunk's first example (per-example random streams); ``anchors``: inputs ``(a, d)`` and their
+    predicted labels ``(a,)``, already known (starting points).
     """
     search = _Search(query, x, y, config.max_queries, bounds, config.n_binary_steps)
     c, d = search.flat.shape
@@ -122,12 +125,13 @@ def boundary_search(query: Callable[[np.ndarray], np.ndarray], x: np.ndarray, y:
     #    random directions (a candidate query only where no adversarial point is known yet)
     rows = np.flatnonzero(correct & (search.remaining(np.arange(c)) >= 1))
     if rows.size and anchors is not None:
-        gap = np.linalg.norm(search.flat[rows, None, :].astype(np.float64) - anchors[None, :, :], axis=2)
+        anchor_x, anchor_labels = anchors
+        gap = np.linalg.norm(search.flat[rows, None, :].astype(np.float64) - anchor_x[None, :, :], axis=2)
         gap[anchor_labels[None, :] == y[rows, None]] = np.inf
         nearest = gap.argmin(axis=1)
         usable = np.isfinite(gap[np.arange(rows.size), nearest])
         if usable.any():
-            update(rows[usable], search.bisect(rows[usable], anchors[nearest[usable]].astype(np.float64)))
+            update(rows[usable], search.bisect(rows[usable], anchor_x[nearest[usable]].astype(np.float64)))
     if rows.size:
         directions = np.stack([_unit(rngs[i].standard_normal((config.n_directions, d))) for i in rows])
         candidates = search.clip(search.flat[rows, None, :] + radius * directions)  # (r, n_directions, d)

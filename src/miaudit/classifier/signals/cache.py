@@ -11,16 +11,18 @@ reported with a warning naming the file, then recomputed and replaced.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
 
 from miaudit.classifier.outputs import ClassifierOutputs
-from miaudit.errors import ConfigError, MiauditError
+from miaudit.errors import ConfigError, MiauditError, SignalError
 from miaudit.utils.cache import load_verified_npz, save_verified_npz, warn_damaged
 
 _KEY = re.compile(r"^[A-Za-z0-9_.]+$")
+#: the arrays a model's answers come as; outputs hold exactly one of them
+OUTPUT_KEYS = ("logits", "probs", "predictions")
 
 
 def output_arrays(outputs: ClassifierOutputs) -> dict[str, np.ndarray]:
@@ -31,6 +33,16 @@ def output_arrays(outputs: ClassifierOutputs) -> dict[str, np.ndarray]:
         if value is not None:
             arrays[key] = value
     return arrays
+
+
+def outputs_from_arrays(arrays: Mapping[str, np.ndarray]) -> ClassifierOutputs:
+    """The inverse of :func:`output_arrays`: ``labels``, one of :data:`OUTPUT_KEYS` and optionally ``ids``; a
+    :class:`SignalError` names any other array."""
+    other = sorted(set(arrays) - {"labels", "ids", *OUTPUT_KEYS})
+    if other or "labels" not in arrays:
+        raise SignalError(f"expected labels and one of {', '.join(OUTPUT_KEYS)}, got arrays {', '.join(arrays)}")
+    return ClassifierOutputs(arrays["labels"], logits=arrays.get("logits"), probs=arrays.get("probs"),
+                             predictions=arrays.get("predictions"), ids=arrays.get("ids"))
 
 
 def save_outputs(path: str | Path, outputs: ClassifierOutputs) -> None:
@@ -45,8 +57,8 @@ def load_outputs(path: str | Path) -> ClassifierOutputs | None:
     if arrays is None:
         return None
     try:
-        return ClassifierOutputs(arrays.pop("labels"), **arrays)
-    except (KeyError, TypeError, MiauditError) as exc:
+        return outputs_from_arrays(arrays)
+    except MiauditError as exc:
         warn_damaged(path, f"not a set of classifier outputs ({exc})")
         return None
 

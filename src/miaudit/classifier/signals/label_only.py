@@ -266,6 +266,7 @@ class LabelOnlySignals:
                "seconds_per_example": self.seconds / n}
         if self.boundary_queries is not None:
             out["boundary_queries_per_example_mean"] = float(self.boundary_queries.mean())
+        if self.boundary_censored is not None:
             out["boundary_censored"] = int(self.boundary_censored.sum())
         return out
 
@@ -397,11 +398,13 @@ def label_only_signals(model: Any, x: np.ndarray, y: np.ndarray, *,
     if chunk_size < 1:
         raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}")
     query = model if isinstance(model, LabelQuery) else LabelQuery(model)
-    augmenter = levels = noise_kind = None
+    augmenter: Augmenter | None = None
     if augmentation is not None:
         kind = resolve_perturbation(x, augmentation.perturbation)
         augmenter = Augmenter(augmentation, x.shape[1:], kind, seed)
         augmenter.check_distinct(x[:256])
+    levels: tuple[float, ...] = ()
+    noise_kind = ""
     if noise is not None:
         noise_kind = resolve_perturbation(x, noise.perturbation)
         levels = noise.levels or DEFAULT_LEVELS[noise_kind]
@@ -410,17 +413,16 @@ def label_only_signals(model: Any, x: np.ndarray, y: np.ndarray, *,
     start = time.perf_counter()
     predictions = np.empty(n, np.int64)
     queries = np.zeros(n, np.int64)
-    aug = np.empty((n, len(augmenter.names))) if augmenter else None
-    noisy = np.empty((n, len(levels))) if noise is not None else None
-    distance = np.empty(n) if boundary is not None else None
-    censored = np.zeros(n, bool) if boundary is not None else None
-    b_queries = np.zeros(n, np.int64) if boundary is not None else None
+    # every part's arrays (no columns for a part not asked for; such a part is returned as None)
+    aug = np.empty((n, len(augmenter.names) if augmenter else 0))
+    noisy = np.empty((n, len(levels)))
+    distance, censored, b_queries = np.empty(n), np.zeros(n, bool), np.zeros(n, np.int64)
     predictions[:] = query(x)  # the clean query, shared by every part
     queries += 1
-    anchors = anchor_labels = None
+    anchors = None
     if boundary is not None and boundary.n_anchors:
         chosen = np.sort(np.random.default_rng([seed, 3]).permutation(n)[:boundary.n_anchors])
-        anchors, anchor_labels = x[chosen].reshape(len(chosen), -1), predictions[chosen]
+        anchors = x[chosen].reshape(len(chosen), -1), predictions[chosen]
     for lo in progress_bar(range(0, n, chunk_size), desc="label-only queries", enabled=progress, unit="chunk"):
         part = slice(lo, min(lo + chunk_size, n))
         xc, yc = x[part], y[part]
@@ -436,8 +438,7 @@ def label_only_signals(model: Any, x: np.ndarray, y: np.ndarray, *,
             noisy[part] = _noise_correctness(query, xc, yc, correct, lo, noise, levels, noise_kind, box, seed, q)
             queries[part] += q
         if boundary is not None:
-            result = boundary_search(query, xc, yc, correct, boundary, box, seed=seed, offset=lo, anchors=anchors,
-                                     anchor_labels=anchor_labels)
+            result = boundary_search(query, xc, yc, correct, boundary, box, seed=seed, offset=lo, anchors=anchors)
             distance[part], censored[part], b_queries[part] = result
             queries[part] += b_queries[part] - 1  # the clean query is already counted
     seconds = time.perf_counter() - start
@@ -446,10 +447,13 @@ def label_only_signals(model: Any, x: np.ndarray, y: np.ndarray, *,
         info["noise_perturbation"] = noise_kind
     if augmenter is not None:
         info["augmentation_perturbation"] = "spatial" if augmenter.image else augmenter.perturbation
-    return LabelOnlySignals(y, predictions, queries, seconds, augmentation=aug,
-                            augmentation_names=augmenter.names if augmenter else (), noise=noisy,
-                            noise_levels=tuple(levels) if levels else (), boundary_distance=distance,
-                            boundary_censored=censored, boundary_queries=b_queries, info=info)
+    searched = boundary is not None
+    return LabelOnlySignals(y, predictions, queries, seconds, augmentation=aug if augmenter else None,
+                            augmentation_names=augmenter.names if augmenter else (),
+                            noise=noisy if noise is not None else None, noise_levels=levels,
+                            boundary_distance=distance if searched else None,
+                            boundary_censored=censored if searched else None,
+                            boundary_queries=b_queries if searched else None, info=info)
 
 
 __all__ = ["AugmentationConfig", "Augmenter", "BoundaryConfig", "DEFAULT_LEVELS", "LabelOnlySignals", "LabelQuery",

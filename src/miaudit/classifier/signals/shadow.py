@@ -10,7 +10,7 @@ shadow model, with the same membership convention, and goes into
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, overload
 
 from miaudit.attacks.shadow import ShadowSet
 from miaudit.errors import DataError, SignalError
@@ -27,6 +27,16 @@ def check_signals(signals: Any, expected: type, attack: str) -> None:
                           f"{type(signals).__name__}; compute them with "
                           "miaudit.classifier.queried.compute_signals(attack, model, data) or run the attack with "
                           "miaudit.classifier.queried.run_queried_attacks")
+
+
+@overload
+def shadow_from_reference(reference: Any, expected: type, attack: str, *, required: Literal[True]) -> ShadowSignals:
+    ...
+
+
+@overload
+def shadow_from_reference(reference: Any, expected: type, attack: str, *, required: bool) -> ShadowSignals | None:
+    ...
 
 
 def shadow_from_reference(reference: Any, expected: type, attack: str, *, required: bool) -> ShadowSignals | None:

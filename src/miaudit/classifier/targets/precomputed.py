@@ -13,12 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from miaudit.classifier.outputs import ClassifierOutputs
-from miaudit.classifier.signals.cache import output_arrays
+from miaudit.classifier.signals.cache import OUTPUT_KEYS, output_arrays, outputs_from_arrays
 from miaudit.data.datasets import ArrayDataset, read_npz
 from miaudit.errors import DataError, SignalError
 from miaudit.utils.fingerprint import fingerprint
-
-OUTPUT_KEYS = ("logits", "probs", "predictions")
 
 
 def _check_numeric(path: Path, key: str, array: np.ndarray) -> None:
@@ -86,7 +84,7 @@ class PrecomputedTarget:
                 raise DataError(f"{path}: {key} has shape {arrays[key].shape} but labels has {n} rows; "
                                 "every array needs one row per example")
         try:
-            outputs = ClassifierOutputs(arrays["labels"], **{given[0]: arrays[given[0]]})
+            outputs = outputs_from_arrays({"labels": arrays["labels"], given[0]: arrays[given[0]]})
         except SignalError as exc:
             raise DataError(f"{path}: {exc}") from None
         target = cls(outputs, arrays["membership"], ids=arrays.get("ids"), source=str(path))
@@ -106,7 +104,11 @@ class PrecomputedTarget:
             arrays["ids"] = np.asarray(ids)
         if groups is not None:
             arrays["groups"] = np.asarray(groups)
-        np.savez(path, **arrays)
+        objects = [key for key, array in arrays.items() if array.dtype == object]
+        if objects:  # from_npz never unpickles, so it could not read them back
+            raise DataError(f"{' and '.join(objects)} hold Python objects, which {path} cannot store without pickles; "
+                            "give numbers or strings")
+        np.savez(path, allow_pickle=False, **arrays)
 
     def fingerprint(self) -> str:
         """Fingerprint of the stored outputs and membership."""

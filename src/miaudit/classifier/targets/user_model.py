@@ -41,9 +41,11 @@ def _few(items: list[str], k: int = 3) -> str:
 def _import_class(spec: str) -> type[nn.Module]:
     """The class ``"pkg.module:ClassName"`` names, imported under the rules of :mod:`miaudit.utils.trusted_code`
     (``target.trust_code: true`` is checked when the config is parsed); a one-line ConfigError when it cannot be."""
-    return import_trusted_callable(spec, trust_code=True, where="config.target.torch_module.class",
-                                   accept=lambda obj: isinstance(obj, type) and issubclass(obj, nn.Module),
-                                   expected="a torch.nn.Module subclass")
+    cls = import_trusted_callable(spec, trust_code=True, where="config.target.torch_module.class",
+                                  accept=lambda obj: isinstance(obj, type) and issubclass(obj, nn.Module),
+                                  expected="a torch.nn.Module subclass")
+    assert isinstance(cls, type) and issubclass(cls, nn.Module)  # ``accept`` refused anything else
+    return cls
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:

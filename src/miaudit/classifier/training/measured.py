@@ -63,6 +63,7 @@ def training_record(result: TrainResult) -> dict[str, Any]:
 def train_model(plugins: Sequence[TrainingPlugin], recipe: TrainConfig, data: ArrayDataset, *,
                 progress: bool = False) -> tuple[nn.Module, dict[str, Any]]:
     """Build and train ``recipe``'s model on ``data`` with ``plugins`` in this process (no memory measurement)."""
+    assert data.n_classes is not None  # ArrayDataset.__post_init__ infers it from the labels
     model = build_model_from_config(recipe, data.input_shape, data.n_classes)
     result = train_classifier(model, data, recipe, plugins=plugins, progress=progress)
     return result.model, training_record(result)
@@ -76,6 +77,7 @@ def train_measured(plugins: Sequence[TrainingPlugin], recipe: TrainConfig, data:
     """
     if threads:
         torch.set_num_threads(threads)
+    assert data.n_classes is not None  # ArrayDataset.__post_init__ infers it from the labels
     model = build_model_from_config(recipe, data.input_shape, data.n_classes)
     reset = _reset_peak_rss()
     before = _proc_status_mb("VmRSS")
