@@ -208,6 +208,19 @@ def test_attacks_are_compared_with_the_baseline_by_a_paired_bootstrap():
     assert same["beats"] is False and same["auc_difference_ci"][0] < 0 < same["auc_difference_ci"][1]
 
 
+def test_a_baseline_below_chance_counts_as_chance():
+    """An attack at chance does not 'beat' a text classifier that landed below chance."""
+    from miaudit.llm.baseline import compare_with_baseline
+
+    rng = np.random.default_rng(1)
+    labels = np.r_[np.ones(300, int), np.zeros(300, int)]
+    below_chance = rng.normal(size=600) - 0.6 * labels
+    at_chance = rng.normal(size=600)
+    compared = compare_with_baseline(labels, at_chance, below_chance, n_bootstrap=200)
+    assert compared["beats"] is False
+    assert abs(compared["auc_difference"]) < 0.05  # measured against 0.5, not against the baseline's ~0.33
+
+
 # -- the LLM example: JSON summary, report.md, gate on the baseline, warnings on the terminal ---------
 
 @pytest.fixture(scope="module")

@@ -233,10 +233,14 @@ def blind_baseline(
 def compare_with_baseline(labels: np.ndarray, attack_scores: np.ndarray, baseline_scores: np.ndarray, *,
                           groups: np.ndarray | None = None, n_bootstrap: int = 1000, confidence: float = 0.95,
                           seed: int = 0) -> dict[str, Any]:
-    """Paired bootstrap of ``AUC(attack) - AUC(baseline)`` on the same documents ``(n,)``.
+    """Paired bootstrap of ``AUC(attack) - max(AUC(baseline), 0.5)`` on the same documents ``(n,)``.
 
-    Returns ``{"auc_difference", "auc_difference_ci", "beats"}``: ``beats`` is True when the interval
-    lies above 0, False otherwise (None without bootstrap resamples).
+    The baseline counts as at least chance: a cross-validated text classifier on labels it cannot
+    predict often lands below 0.5 (each fold's training labels lean against its test labels), and
+    a margin over such a baseline would credit an attack with beating noise. So "beats the
+    baseline" also means "beats chance". Returns ``{"auc_difference", "auc_difference_ci",
+    "beats"}``: ``beats`` is True when the interval lies above 0, False otherwise (None without
+    bootstrap resamples).
     """
     labels = np.asarray(labels).astype(bool)
     attack_scores, baseline_scores = np.asarray(attack_scores, float), np.asarray(baseline_scores, float)
@@ -244,7 +248,8 @@ def compare_with_baseline(labels: np.ndarray, attack_scores: np.ndarray, baselin
 
     def difference(resample_labels: np.ndarray, index: np.ndarray) -> np.ndarray:
         idx = index.astype(np.int64)
-        return auc(resample_labels, attack_scores[idx])[:1] - auc(resample_labels, baseline_scores[idx])[:1]
+        return auc(resample_labels, attack_scores[idx])[:1] - np.maximum(auc(resample_labels, baseline_scores[idx])[:1],
+                                                                          0.5)
 
     point = float(difference(labels, np.arange(labels.size, dtype=float))[0])
     if not n_bootstrap:
