@@ -325,7 +325,13 @@ def test_defend_command_end_to_end(tmp_path, capsys):
     assert target["peak_memory_mb"] >= 0 and target["memory_source"] and target["train_seconds"] > 0
     for name in ("defenses.md", "privacy_utility.png", "config.yaml", "log.txt", "scores/none/loss.scores.npz"):
         assert (out / name).is_file(), name
-    assert "| dp+labels | correctness |" in (out / "defenses.md").read_text()
+    assert "| dp+labels | `correctness` |" in (out / "defenses.md").read_text()
+    # user-chosen labels are literal text in defenses.md: no HTML, no broken table
+    from miaudit.defenses.compare import render_markdown
+
+    result["defenses"][2]["label"] = "<img src=x>|dp"
+    hostile = render_markdown(result)
+    assert "<img" not in hostile and "&lt;img src=x&gt;\\|dp" in hostile
     assert "strongest attack" in capsys.readouterr().out
 
 

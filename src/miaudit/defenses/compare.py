@@ -46,6 +46,7 @@ from miaudit.errors import ConfigError, DataError, MiauditError
 from miaudit.evaluation import AttackResult, evaluate
 from miaudit.evaluation.epsilon import DEFAULT_DELTA, empirical_epsilon
 from miaudit.evaluation.run_result import strongest
+from miaudit.report.markdown import md_code, md_text
 from miaudit.runs.config import AttackSpec, DatasetConfig, EvaluationConfig, check_attack_specs
 from miaudit.runs.pipeline import build_attacks
 from miaudit.utils.atomic import atomic_output_dir
@@ -453,7 +454,7 @@ def render_markdown(result: dict[str, Any]) -> str:
     tr = cfg["training"]
     level = int(round(100 * ev["confidence"]))
     lines = [
-        f"# Defense comparison: {data['dataset']}, {tr['model']}", "",
+        f"# Defense comparison: {md_text(data['dataset'])}, {md_text(tr['model'])}", "",
         f"{data['n_members']} members / {data['n_nonmembers']} non-members audited; shadow data {data['n_shadow']}, "
         f"population {data['n_population']}, defender's reference data {data['n_reference']}. Training: "
         f"{tr['epochs']} epochs, {tr['optimizer']}, lr {tr['lr']:g}, batch {tr['batch_size']}, weight decay "
@@ -470,10 +471,11 @@ def render_markdown(result: dict[str, Any]) -> str:
         t = e["target"]
         eps = f"{e['epsilon']:.2f} ({e['delta']:g})" if e["epsilon"] is not None else "-"
         s = strongest_attack(e)
-        strong = f"{s['name']} ({s['tpr_at_fpr']['0.01']:.3f}) | {s['auc']:.3f}" if s and "0.01" in s["tpr_at_fpr"] \
-            else "- | -"
+        strong = "- | -"
+        if s and "0.01" in s["tpr_at_fpr"]:
+            strong = f"{md_code(s['name'])} ({s['tpr_at_fpr']['0.01']:.3f}) | {s['auc']:.3f}"
         shared = " (shared)" if t["shared_training"] else ""
-        lines.append(f"| {e['label']} | {t['test_accuracy']:.4f} | {t['train_accuracy']:.4f} | {eps} | "
+        lines.append(f"| {md_text(e['label'])} | {t['test_accuracy']:.4f} | {t['train_accuracy']:.4f} | {eps} | "
                      f"{t['train_seconds']:.1f}{shared} | {t['peak_memory_mb']:.0f} | {strong} |")
     fprs = [f"{f:g}" for f in ev["fprs"]]
     low = [f for f in fprs if f in ("0.001", "0.01")] or fprs[:2]
@@ -487,21 +489,24 @@ def render_markdown(result: dict[str, Any]) -> str:
         for a in e["attacks"]:
             if "auc" not in a:
                 why = a.get("reason") or f"error: {a.get('error')}"
-                lines.append(f"| {e['label']} | {a['name']} | n/a: {why} |" + " |" * (len(low) + 3))
+                lines.append(f"| {md_text(e['label'])} | {md_code(a['name'])} | n/a: {md_text(why)} |"
+                             + " |" * (len(low) + 3))
                 continue
             tprs = " | ".join(_ci(a["tpr_at_fpr"][f], a["tpr_at_fpr_ci"].get(f)) for f in low)
             oracle = " (oracle)" if a["threshold_source"] == "oracle" else ""
-            lines.append(f"| {e['label']} | {a['name']} | {_ci(a['auc'], a['auc_ci'])} | {tprs} | "
+            lines.append(f"| {md_text(e['label'])} | {md_code(a['name'])} | {_ci(a['auc'], a['auc_ci'])} | {tprs} | "
                          f"{a['accuracy']:.3f}{oracle} | {a['precision_macro']:.3f} / {a['recall_macro']:.3f} / "
                          f"{a['f1_macro']:.3f} | {a['precision_weighted']:.3f} / {a['recall_weighted']:.3f} / "
                          f"{a['f1_weighted']:.3f} |")
-    notes = [f"- {e['label']}: training with {', '.join(f'{k}={v}' for k, v in e['training_overrides'].items())}"
+    notes = [f"- {md_text(e['label'])}: training with "
+             + md_text(', '.join(f'{k}={v}' for k, v in e['training_overrides'].items()))
              for e in result["defenses"] if e["training_overrides"]]
-    notes += [f"- [{e['label']}] {n}" for e in result["defenses"] for n in e["notes"]]
-    notes += sorted({f"- {a['name']}: {a['note']}" for e in result["defenses"] for a in e["attacks"] if a.get("note")})
+    notes += [f"- [{md_text(e['label'])}] {md_text(n)}" for e in result["defenses"] for n in e["notes"]]
+    notes += sorted({f"- {md_code(a['name'])}: {md_text(a['note'])}" for e in result["defenses"] for a in e["attacks"]
+                     if a.get("note")})
     warnings = sorted({w for e in result["defenses"] for a in e["attacks"] for w in a.get("warnings", [])})
     if notes or warnings:
-        lines += ["", "## Notes", "", *notes, *[f"- {w}" for w in warnings]]
+        lines += ["", "## Notes", "", *notes, *[f"- {md_text(w)}" for w in warnings]]
     lines += ["", "Defenses, parameters and citations: `defenses.json`; plot: `privacy_utility.png`.", ""]
     return "\n".join(lines)
 
