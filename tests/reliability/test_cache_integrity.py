@@ -10,9 +10,9 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import torch
 from reliability_helpers import cli_env, write_yaml
@@ -208,30 +208,18 @@ for result in executors.run("process", context, tasks, n_workers=2):
 
 
 def _children(pid: int) -> list[int]:
-    """Worker processes spawned by ``pid`` (Linux ``/proc``)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            status = (entry / "status").read_text()
-            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if f"\nPPid:\t{pid}\n" in status and "spawn_main" in cmdline:
-            found.append(int(entry.name))
-    return found
+    """Worker processes spawned by ``pid`` (multiprocessing's spawn workers)."""
+    return [child.pid for child in psutil.Process(pid).children()
+            if "spawn_main" in " ".join(child.cmdline())]
 
 
 def _alive(pid: int) -> bool:
     try:
-        state = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    return "\nState:\tZ" not in state
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the workers through /proc")
 def test_process_workers_exit_when_their_parent_is_killed():
     driver = subprocess.Popen([sys.executable, "-c", _POOL_DRIVER], env=cli_env())
     workers: list[int] = []
