@@ -38,6 +38,11 @@ def test_data_dir_resolution(shared_data, tmp_path, monkeypatch):
     assert find_data_file("location/location_bangkok.npz").is_file()
     with pytest.raises(DataError, match=r"mnist/mnist.npz.*--data-dir.*MIAUDIT_DATA"):
         load_dataset("mnist", data_dir=tmp_path)  # an explicit folder is the only one searched
+    assert find_data_file("flickr8k", shared_data, folder=True) == shared_data / "flickr8k"
+    with pytest.raises(DataError, match=r"data file flickr8k not found"):
+        find_data_file("flickr8k", shared_data)  # a folder is not a file
+    with pytest.raises(DataError, match=r"data folder flickr8k not found \(looked at .*nowhere/flickr8k\)"):
+        find_data_file("flickr8k", tmp_path / "nowhere", folder=True)
 
 
 def test_npz_loader_and_subset(tmp_path):

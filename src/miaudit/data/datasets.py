@@ -120,15 +120,16 @@ def data_dir_candidates(data_dir: str | Path | None = None) -> list[Path]:
     return candidates
 
 
-def find_data_file(relative: str, data_dir: str | Path | None = None) -> Path:
-    """Path of ``relative`` inside the first data folder that has it; :class:`DataError` if none does."""
+def find_data_file(relative: str, data_dir: str | Path | None = None, *, folder: bool = False) -> Path:
+    """Path of ``relative`` (a file, or a folder with ``folder=True``) inside the first data folder that has
+    it; :class:`DataError` naming every place looked at if none does."""
     candidates = data_dir_candidates(data_dir)
-    for folder in candidates:
-        if (folder / relative).is_file():
-            return folder / relative
+    for root in candidates:
+        if (root / relative).is_dir() if folder else (root / relative).is_file():
+            return root / relative
     searched = ", ".join(str(c / relative) for c in candidates)
-    raise DataError(f"data file {relative} not found (looked at {searched}); pass --data-dir DIR "
-                    "or set MIAUDIT_DATA to the folder that contains it")
+    raise DataError(f"data {'folder' if folder else 'file'} {relative} not found (looked at {searched}); pass "
+                    "--data-dir DIR or set MIAUDIT_DATA to the folder that contains it")
 
 
 # -- built-in datasets ------------------------------------------------------------------------

@@ -30,8 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from miaudit.data import data_dir_candidates
-from miaudit.data.datasets import read_npz
+from miaudit.data.datasets import find_data_file, read_npz
 from miaudit.errors import ConfigError, DataError
 
 FLICKR8K_DIR = "flickr8k"
@@ -250,14 +249,6 @@ def load_pair_npz(path: str | Path, *, image_size: int = 32) -> ImageTextDataset
                             np.arange(n), ids, path.stem, arrays.get("membership"))
 
 
-def _find_flickr8k(data_dir: str | Path | None) -> Path:
-    candidates = data_dir_candidates(data_dir)
-    for folder in candidates:
-        if (folder / FLICKR8K_DIR).is_dir():
-            return folder / FLICKR8K_DIR
-    searched = ", ".join(str(c / FLICKR8K_DIR) for c in candidates)
-    raise DataError(f"Flickr8k not found (looked at {searched}); pass --data-dir DIR or set MIAUDIT_DATA to the "
-                    "folder that contains flickr8k/")
 
 
 def load_image_text(source: str | Path, *, data_dir: str | Path | None = None, image_size: int = 32,
@@ -266,7 +257,7 @@ def load_image_text(source: str | Path, *, data_dir: str | Path | None = None, i
     ``limit`` keeps the first ``limit`` images and their captions."""
     _check_size(image_size)
     if str(source) == "flickr8k":
-        folder = _find_flickr8k(data_dir)
+        folder = find_data_file(FLICKR8K_DIR, data_dir, folder=True)
         if not (folder / FLICKR8K_IMAGES).is_file():
             caption_note = f"a caption file ({CAPTIONS_FILE})" if (folder / CAPTIONS_FILE).is_file() else "no captions"
             raise DataError(f"{folder} has {caption_note} but not the images {FLICKR8K_IMAGES}; restore the image "
