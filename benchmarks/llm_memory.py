@@ -11,7 +11,7 @@ baseline and the token view are on, as by default. ``--no-baseline`` turns the b
 (its TF-IDF matrix grows with the documents).
 
 Goal: the largest run within 1.2x of the smallest. Run:
-``nice -n 10 python benchmarks/llm_memory.py`` (about an hour on 2 busy cores); the table goes to
+``nice -n 10 python benchmarks/llm_memory.py`` (about 4 minutes on 2 quiet cores); the table goes to
 ``benchmarks/results/llm_memory.md``.
 """
 

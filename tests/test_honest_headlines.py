@@ -196,6 +196,21 @@ def test_blind_baseline_cross_validates_by_group():
         blind_baseline_scores(texts, labels, groups=np.repeat([0, 1], 60))
 
 
+def test_blind_baseline_subsample_keeps_class_shares_and_whole_groups():
+    from miaudit.llm.baseline import baseline_sample
+
+    labels = np.r_[np.ones(300, int), np.zeros(700, int)]
+    assert np.array_equal(baseline_sample(labels, None, None, 0), np.arange(1000))
+    assert np.array_equal(baseline_sample(labels, None, 1000, 0), np.arange(1000))
+    picked = baseline_sample(labels, None, 200, 0)
+    assert picked.size == 200 and np.unique(picked).size == 200 and labels[picked].sum() == 60
+    assert not np.array_equal(picked, baseline_sample(labels, None, 200, 1))
+    groups = np.repeat(np.arange(100), 10)
+    grouped = baseline_sample(labels, groups, 205, 0)
+    assert grouped.size == 200  # 20 whole groups of 10: the 21st would exceed the cap
+    assert all(np.isin(np.flatnonzero(groups == g), grouped).all() for g in np.unique(groups[grouped]))
+
+
 def test_attacks_are_compared_with_the_baseline_by_a_paired_bootstrap():
     from miaudit.llm.baseline import compare_with_baseline
 

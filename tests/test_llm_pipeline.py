@@ -189,3 +189,18 @@ def test_streaming_in_blocks_changes_nothing_and_reads_only_declarations(shared_
     assert entries["acmia"]["learned"]["beta_"] in (0.5, 1.0, 2.0)
     chosen = small["selection"]["attacks"]["test_calibrated_lowest"]
     assert chosen["parameter"] == "frac" and chosen["grid"] == [0.2, 0.5, 1.0]
+
+
+def test_blind_baseline_runs_on_a_bounded_subsample(shared_data, tmp_path):
+    config = _config(shared_data, tmp_path, attacks=[{"name": "loss"}],
+                     blind_baseline={"max_documents": 20, "n_permutations": 9, "n_splits": 2})
+    metrics = run_llm_audit(config, tmp_path / "run", progress=False)
+    section = metrics["blind_baseline"]
+    assert section["subsample"] is True and section["n_documents"] == 20
+    assert section["n_evaluated"] == metrics["data"]["n_evaluated"] > 20
+    with np.load(tmp_path / "run" / "scores" / "blind_baseline.scores.npz", allow_pickle=False) as saved:
+        assert saved["scores"].shape == (20,)
+    loss = next(a for a in metrics["attacks"] if a["name"] == "loss")
+    assert "beats" in loss["vs_blind_baseline"]
+    with pytest.raises(ConfigError, match="max_documents"):
+        parse_config({**config, "blind_baseline": {"max_documents": 5}})

@@ -44,7 +44,7 @@ from miaudit.evaluation.run_result import RunResult
 from miaudit.llm import selection
 from miaudit.llm.api import ACCESS as API_ACCESS
 from miaudit.llm.api import APICausalLM, APITargetConfig
-from miaudit.llm.baseline import blind_baseline, compare_with_baseline
+from miaudit.llm.baseline import baseline_sample, blind_baseline, compare_with_baseline
 from miaudit.llm.datasets import TextDataset, load_text_dataset, read_corpus
 from miaudit.llm.signals import TokenSignals
 from miaudit.llm.target import HFCausalLM, LLMModelConfig
@@ -52,6 +52,7 @@ from miaudit.llm.token_view import token_view, write_html
 from miaudit.llm.training import ControlledAudit, TrainingConfig, prepare_controlled_audit
 from miaudit.runs.config import AttackSpec, EvaluationConfig, check_attack_specs
 from miaudit.runs.pipeline import AuditOutcome, ScoredAttack, parse_config, register_kind, run_audit
+from miaudit.utils.memory import release_free_memory
 from miaudit.utils.seed import derive_seed
 from miaudit.utils.trusted_code import check_callable_spec, import_trusted_callable
 
@@ -152,15 +153,21 @@ class DcPddConfig:
 @dataclass
 class BaselineConfig:
     """The blind bag-of-words baseline (:mod:`miaudit.llm.baseline`): ``n_splits``-fold cross-validated;
-    its verdict compares its AUC with ``n_permutations`` random relabellings (0: no verdict)."""
+    its verdict compares its AUC with ``n_permutations`` random relabellings (0: no verdict). On more than
+    ``max_documents`` evaluated documents it runs on a seeded random subsample of them (stratified, whole
+    groups with ``group_column``), so its memory and time stay bounded; ``None``: all documents."""
 
     enabled: bool = True
     n_splits: int = 5
     n_permutations: int = 99
+    max_documents: int | None = 10_000
 
     def __post_init__(self) -> None:
         if self.n_splits < 2:
             raise ConfigError(f"config.blind_baseline.n_splits: must be >= 2, got {self.n_splits}")
+        if self.max_documents is not None and self.max_documents < 10 * self.n_splits:
+            raise ConfigError(f"config.blind_baseline.max_documents: must be at least {10 * self.n_splits} "
+                              f"(10 per fold) or null for all documents, got {self.max_documents}")
         if self.n_permutations < 0:
             raise ConfigError(f"config.blind_baseline.n_permutations: must be >= 0, got {self.n_permutations}")
 
@@ -373,12 +380,14 @@ class _Plan:
     """
 
     def __init__(self, spec: AttackSpec, attack: Attack, param: str | None, grid: Sequence[float] | None,
-                 counts: np.ndarray | None) -> None:
+                 counts: np.ndarray | None, n_documents: int) -> None:
         self.spec, self.param, self.params = spec, param, dict(spec.params)
         self.holds_records = "calibration" in attack.fit_input and attack.fit_required()
         self.counts = counts if "token-counts" in attack.fit_input else None
         self.grid: np.ndarray | None = None if grid is None else np.asarray(grid, dtype=np.float64)
-        self.parts: list[np.ndarray] = []
+        self.n_documents = n_documents
+        self.table: np.ndarray | None = None  # (grid or 1, n), filled a block at a time (no copy at the end)
+        self.filled = 0
         self.seconds = 0.0
         self.fitted: Attack | None = None  # the attack that scored, when no parameter is tuned
 
@@ -408,18 +417,26 @@ class _Plan:
         if self.param is None:
             if self.fitted is None:
                 self.fitted = self.attack(calibration)
-            self.parts.append(self.fitted.score(docs)[None, :])
+            self._store(self.fitted.score(docs)[None, :])
         else:
             if self.grid is None:
                 self.grid = selection.default_grid(self.spec.name, docs)
             _, table = selection.grid_scores(self.spec.name, docs, self.grid, fit_data=self.fit_data(calibration),
                                              **self.params)
-            self.parts.append(table)
+            self._store(table)
         self.seconds += time.perf_counter() - t0
 
     def scores(self) -> np.ndarray:
         """``(grid or 1, n)`` scores of every document, in order."""
-        return np.concatenate(self.parts, axis=1)
+        if self.table is None or self.filled != self.n_documents:
+            raise RuntimeError(f"{self.spec.key}: scored {self.filled} of {self.n_documents} documents")
+        return self.table
+
+    def _store(self, block: np.ndarray) -> None:
+        if self.table is None:
+            self.table = np.empty((block.shape[0], self.n_documents))
+        self.table[:, self.filled:self.filled + block.shape[1]] = block
+        self.filled += block.shape[1]
 
 
 def _corpus_counts(config: LLMAuditConfig, target: Target, keys: list[str],
@@ -585,7 +602,7 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
                  plan.prompt_tokens, plan.note)
     extra = _extra_signals(target, data.texts, needed, config=config, reference=reference, shots=shots,
                            perturb=perturb)
-    plans = [_Plan(spec, attacks[spec.key], tuned[spec.key], config.selection.grids.get(spec.key), counts)
+    plans = [_Plan(spec, attacks[spec.key], tuned[spec.key], config.selection.grids.get(spec.key), counts, n)
              for spec in config.attacks]
     view_docs = _token_view_documents(config, labels, evaluation)
     keep = set(evaluation[view_docs].tolist()) | (set(range(n)) if any(p.holds_records for p in plans) else set())
@@ -601,6 +618,7 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
             n_tokens[first + i] = record.n_tokens
             if first + i in keep:
                 kept[first + i] = record
+        release_free_memory()  # the block's forward passes freed memory that glibc would otherwise keep
     cal_labels, eval_labels = labels[calibration], labels[evaluation]
     held = [plan for plan in plans if plan.holds_records]
     calibration_docs = selection.LLMCalibration([kept[i] for i in calibration], cal_labels) if held else None
@@ -678,20 +696,26 @@ def _blind_baseline(config: LLMAuditConfig, folder: Path, data: TextDataset, eva
                     scored: list[ScoredAttack], warnings: list[str]) -> dict[str, Any]:
     """The blind baseline on the evaluation documents (its scores saved beside the attacks'), its verdict,
     and each attack's paired comparison with it (``vs_blind_baseline`` in the attack's entry)."""
-    ev, seed = config.evaluation, derive_seed(config.seed, "baseline")
-    labels = data.labels[evaluation]
+    ev, seed, settings = config.evaluation, derive_seed(config.seed, "baseline"), config.blind_baseline
     groups = None if data.groups is None else data.groups[evaluation]
-    baseline = blind_baseline([data.texts[i] for i in evaluation], labels, ids=data.ids[evaluation], groups=groups,
-                              n_splits=config.blind_baseline.n_splits, seed=seed, n_bootstrap=ev.n_bootstrap,
-                              confidence=ev.confidence, n_permutations=config.blind_baseline.n_permutations)
+    sample = baseline_sample(data.labels[evaluation], groups, settings.max_documents, seed)
+    labels, groups = data.labels[evaluation][sample], None if groups is None else groups[sample]
+    baseline = blind_baseline([data.texts[i] for i in evaluation[sample]], labels, ids=data.ids[evaluation][sample],
+                              groups=groups, n_splits=settings.n_splits, seed=seed, n_bootstrap=ev.n_bootstrap,
+                              confidence=ev.confidence, n_permutations=settings.n_permutations)
     baseline.save(folder / "scores")
     for attack in scored:
         attack.extra["vs_blind_baseline"] = compare_with_baseline(
-            labels, attack.scores, baseline.scores, groups=groups, n_bootstrap=ev.n_bootstrap,
+            labels, attack.scores[sample], baseline.scores, groups=groups, n_bootstrap=ev.n_bootstrap,
             confidence=ev.confidence, seed=seed)
     if baseline.metrics["verdict"]["shift"]:
         warnings.append(baseline.metrics["verdict"]["text"])
-    return {**baseline.params, **baseline.metrics}
+    subsample = {"n_documents": int(sample.size), "n_evaluated": int(evaluation.size),
+                 "subsample": sample.size < evaluation.size}
+    if subsample["subsample"]:
+        log.info("blind baseline on a random %d of the %d evaluated documents (blind_baseline.max_documents)",
+                 sample.size, evaluation.size)
+    return {**baseline.params, **subsample, **baseline.metrics}
 
 
 def _token_view_documents(config: LLMAuditConfig, labels: np.ndarray, evaluation: np.ndarray) -> np.ndarray:

@@ -200,6 +200,28 @@ def baseline_verdict(auc: float, auc_ci: Sequence[float], null: dict[str, Any], 
             "text": f"no evidence that members and non-members differ in distribution ({ci}; {chance})"}
 
 
+def baseline_sample(labels: np.ndarray, groups: np.ndarray | None, max_documents: int | None, seed: int
+                    ) -> np.ndarray:
+    """Sorted positions of the documents the baseline runs on: all ``(n,)`` of them, or at most
+    ``max_documents`` drawn at random with members and non-members in their proportion (with ``groups``:
+    whole groups in random order, as many as fit)."""
+    labels = np.asarray(labels).astype(int)
+    n = labels.shape[0]
+    if max_documents is None or n <= max_documents:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        n_members = min(max(round(max_documents * labels.mean()), 1), max_documents - 1)
+        picked = [rng.choice(np.flatnonzero(labels == c), size=k, replace=False)
+                  for c, k in ((1, n_members), (0, max_documents - n_members))]
+        return np.sort(np.concatenate(picked))
+    _, inverse = np.unique(groups, return_inverse=True)
+    sizes = np.bincount(inverse)
+    order = rng.permutation(sizes.size)
+    taken = order[:max(1, int(np.searchsorted(np.cumsum(sizes[order]), max_documents, side="right")))]
+    return np.flatnonzero(np.isin(inverse, taken))
+
+
 def blind_baseline(
     texts: Sequence[str],
     labels: np.ndarray,
@@ -259,5 +281,5 @@ def compare_with_baseline(labels: np.ndarray, attack_scores: np.ndarray, baselin
     return {"auc_difference": point, "auc_difference_ci": [float(low[0]), float(high[0])], "beats": bool(low[0] > 0)}
 
 
-__all__ = ["VERDICT_RULE", "baseline_verdict", "blind_baseline", "blind_baseline_scores", "compare_with_baseline",
-           "permutation_null"]
+__all__ = ["VERDICT_RULE", "baseline_sample", "baseline_verdict", "blind_baseline", "blind_baseline_scores",
+           "compare_with_baseline", "permutation_null"]

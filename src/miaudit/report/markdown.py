@@ -240,6 +240,13 @@ def _selection_lines(metrics: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def _baseline_documents(baseline: dict[str, Any]) -> str:
+    if baseline.get("subsample"):
+        return (f"a random {baseline['n_documents']:,} of the {baseline['n_evaluated']:,} evaluation documents "
+                "(`blind_baseline.max_documents`; the attacks are compared with it on the same documents)")
+    return "the evaluation documents"
+
+
 def _blind_baseline_lines(metrics: dict[str, Any], best: dict[str, Any] | None) -> list[str]:
     """LLM runs: the bag-of-words classifier that never queries the model, its verdict, and the best attack."""
     baseline = metrics.get("blind_baseline")
@@ -250,8 +257,8 @@ def _blind_baseline_lines(metrics: dict[str, Any], best: dict[str, Any] | None) 
     cv = baseline.get("cross_validation", "stratified k-fold")
     lines = ["## Blind baseline", "",
              f"A {baseline.get('classifier', 'text')} classifier on {baseline.get('features', 'the text')} alone, "
-             f"{baseline.get('n_splits', '?')}-fold cross-validated ({cv}) on the evaluation documents, never "
-             f"querying the model: AUC {_with_ci(baseline['auc'], baseline.get('auc_ci'))}; {tprs}.", ""]
+             f"{baseline.get('n_splits', '?')}-fold cross-validated ({cv}) on {_baseline_documents(baseline)}, "
+             f"never querying the model: AUC {_with_ci(baseline['auc'], baseline.get('auc_ci'))}; {tprs}.", ""]
     verdict = baseline.get("verdict") or {}
     if verdict.get("text"):
         lines += [f"**Verdict: {verdict['text']}.**", "", f"Rule: {md_text(verdict['rule'])}.", ""]
