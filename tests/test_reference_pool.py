@@ -133,6 +133,27 @@ def test_vectorised_cnn_matches_sequential(batching):
     assert vec.info["numerics"] == ("vectorised" if batching == "stacked" else "vectorised-per-model")
 
 
+def test_per_model_groups_share_models_among_threads_without_changing_them():
+    from miaudit.classifier.reference.vectorised import in_model_threads, model_threads
+
+    digits = load_dataset("digits").subset(np.arange(120))
+    recipe = TrainConfig(model="cnn", hidden=[16], epochs=2, batch_size=16, model_options={"channels": [4, 8]})
+    keep = paired_keep_matrix(6, len(digits), seed=0)  # 6 models: 3 per thread
+    outer = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = train_reference_pool(digits, keep, recipe, executor="vectorised", progress=False)
+        torch.set_num_threads(2)
+        assert model_threads(torch.device("cpu"), 6) == 2 and model_threads(torch.device("cpu"), 1) == 1
+        shared = train_reference_pool(digits, keep, recipe, executor="vectorised", progress=False)
+        assert torch.get_num_threads() == 2  # the caller's intra-op threads come back
+        np.testing.assert_array_equal(_logits(shared), _logits(alone))  # each model runs whole in one thread
+        assert in_model_threads(lambda share: [(j, torch.get_num_threads()) for j in share], 5, 2) == \
+            [(0, 1), (1, 1), (2, 1), (3, 1), (4, 1)]  # in order, one intra-op thread each
+    finally:
+        torch.set_num_threads(outer)
+
+
 @pytest.mark.parametrize("recipe", [{"optimizer": "adam"}, {"optimizer": "adam", "weight_decay": 0.01, "lr": 3e-3},
                                     {"optimizer": "sgd", "lr": 0.05}, {"optimizer": "sgd", "weight_decay": 1e-3},
                                     {"optimizer": "sgd", "momentum": 0.0, "lr": 0.1}])
