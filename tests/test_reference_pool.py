@@ -145,6 +145,8 @@ def test_per_model_groups_share_models_among_threads_without_changing_them():
         alone = train_reference_pool(digits, keep, recipe, executor="vectorised", progress=False)
         torch.set_num_threads(2)
         assert model_threads(torch.device("cpu"), 6) == 2 and model_threads(torch.device("cpu"), 1) == 1
+        noisy = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.1))
+        assert model_threads(torch.device("cpu"), 6, noisy) == 1  # threads would interleave their random draws
         shared = train_reference_pool(digits, keep, recipe, executor="vectorised", progress=False)
         assert torch.get_num_threads() == 2  # the caller's intra-op threads come back
         np.testing.assert_array_equal(_logits(shared), _logits(alone))  # each model runs whole in one thread

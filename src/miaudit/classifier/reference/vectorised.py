@@ -325,7 +325,7 @@ class _PerModel:
     def __init__(self, models: Sequence[nn.Module], device: torch.device):
         self.format = torch.channels_last if prefers_channels_last(models[0], device) else torch.contiguous_format
         self.models = [m.to(device).to(memory_format=self.format) for m in models]  # type: ignore[call-overload]
-        self.threads = model_threads(device, len(models))
+        self.threads = model_threads(device, len(models), models[0])
 
     def parameters(self) -> list[torch.Tensor]:
         return [p for m in self.models for p in m.parameters()]
@@ -360,15 +360,20 @@ class _PerModel:
         return [{k: v.detach().cpu().contiguous().clone() for k, v in m.state_dict().items()} for m in self.models]
 
 
-def model_threads(device: torch.device, n_models: int) -> int:
+def model_threads(device: torch.device, n_models: int, model: nn.Module | None = None) -> int:
     """How many threads a per-model group runs its models in: on CPU, torch's intra-op threads (at most one per
-    model), each thread running whole models with one intra-op thread; elsewhere one.
+    model), each thread running whole models with one intra-op thread; elsewhere, and for a ``model`` that
+    draws random numbers in its forward pass (dropout: threads would interleave their draws from torch's
+    global generator), one.
 
     Measured on 2 CPU cores (torch 2.13, oneDNN): a training step of 16 of the zoo's small CNNs (8 and 16
     channels, batches of 64) took 121 ms with the models one after another on two intra-op threads, 128 ms on
     one, and 60 ms with two threads of one model each: small convolutions barely split across cores.
     """
-    return max(1, min(torch.get_num_threads(), n_models)) if device.type == "cpu" else 1
+    if device.type != "cpu" or (model is not None and any(isinstance(m, nn.modules.dropout._DropoutNd)
+                                                          for m in model.modules())):
+        return 1
+    return max(1, min(torch.get_num_threads(), n_models))
 
 
 def in_model_threads(work: Callable[[range], list[_T]], n_models: int, threads: int) -> list[_T]:
@@ -417,7 +422,7 @@ def score_per_model(models: Sequence[nn.Module], x: torch.Tensor,
             out.append(torch.cat([model(chunk).float() for chunk in chunks]))
         return out
 
-    return torch.stack(in_model_threads(score, len(models), model_threads(x.device, len(models))))
+    return torch.stack(in_model_threads(score, len(models), model_threads(x.device, len(models), models[0])))
 
 
 # -- training --------------------------------------------------------------------------------------
