@@ -17,17 +17,17 @@ Two ways to run the forward and backward pass of a group (``batching``), chosen 
   products (:class:`_BatchedLinear`), any other model as one ``torch.func.functional_call`` under
   ``vmap`` (convolutions become grouped convolutions). The default for models without convolutions
   and for every buffer-free model on CUDA. Needs a model without buffers (no batch norm).
-- ``"per-model"``: each model is its own module, its forward and backward run one after another
-  inside the step, in channels-last memory format where that is faster
-  (:func:`prefers_channels_last`). The default for convolutional models on CPU, where a stacked
-  grouped convolution measured about half as fast as one model's convolution (the group's
-  activations no longer fit in the caches), and for models with batch norm (running statistics
-  cannot be stacked).
+- ``"per-model"``: each model is its own module; inside the step the models are shared among
+  :func:`model_threads` threads that each run whole models' forward and backward passes, in
+  channels-last memory format where that is faster (:func:`prefers_channels_last`). The default
+  for convolutional models on CPU, where a stacked grouped convolution measured about half as fast
+  as one model's convolution (the group's activations no longer fit in the caches), and for models
+  with batch norm (running statistics cannot be stacked).
 
 Only floating-point summation order can differ from sequential training (batched matrix products,
-channels-last kernels), so weights agree to round-off that grows with the number of steps (for the
-Location MLP on this machine's MKL the stacked products even summed in the same order: bit-identical
-logits); see ``docs/reference-attacks.md`` for the measured tolerance. With
+channels-last kernels, one intra-op thread per model instead of two), so weights agree to round-off
+that grows with the number of steps (for the Location MLP on this machine's MKL the stacked products
+even summed in the same order: bit-identical logits); see ``docs/reference-attacks.md`` for the measured tolerance. With
 ``precision="bfloat16"`` the forward pass runs under autocast, so agreement is only to bfloat16
 round-off.
 """
@@ -320,7 +320,8 @@ class _Stacked:
 
 
 class _PerModel:
-    """``G`` separate modules run one after another inside a step (see :func:`prefers_channels_last`)."""
+    """``G`` separate modules, shared among :func:`model_threads` threads inside a step (see also
+    :func:`prefers_channels_last`)."""
 
     def __init__(self, models: Sequence[nn.Module], device: torch.device):
         self.format = torch.channels_last if prefers_channels_last(models[0], device) else torch.contiguous_format
