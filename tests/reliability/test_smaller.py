@@ -68,7 +68,10 @@ def test_complex_boolean_and_duplicate_id_outputs_are_refused(tmp_path, capsys):
                                                                                      "interrupted")])
 def test_sigterm_exits_143_and_sigint_130(tmp_path, run_store_home, signum, code, word):
     config = write_yaml(tmp_path / "slow.yaml", trained_config(training={"model": "mlp", "epochs": 100_000}))
-    process = start_cli("audit", str(config), "--out", str(tmp_path / "run"), "--home", str(run_store_home))
+    # Ctrl-C as in a terminal's foreground: a shell starts background jobs (CI runners too) with SIGINT
+    # ignored, which Python then leaves ignored, so the child gets the default disposition back
+    process = start_cli("audit", str(config), "--out", str(tmp_path / "run"), "--home", str(run_store_home),
+                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         for line in process.stderr:  # the audit has started once its first log line is out
             if "classifier audit, seed" in line:
