@@ -202,5 +202,7 @@ def test_blind_baseline_runs_on_a_bounded_subsample(shared_data, tmp_path):
         assert saved["scores"].shape == (20,)
     loss = next(a for a in metrics["attacks"] if a["name"] == "loss")
     assert "beats" in loss["vs_blind_baseline"]
+    report = (tmp_path / "run" / "report.md").read_text(encoding="utf-8")
+    assert f"a random 20 of the {section['n_evaluated']} evaluation documents" in report
     with pytest.raises(ConfigError, match="max_documents"):
         parse_config({**config, "blind_baseline": {"max_documents": 5}})

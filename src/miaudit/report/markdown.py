@@ -422,7 +422,10 @@ def summary_table(metrics: dict[str, Any]) -> str:
     if baseline is not None and baseline.auc is not None:
         verdict = (baseline.fields.get("verdict") or {}).get("text")
         auc = f"AUC {_with_ci(baseline.auc, baseline.fields.get('auc_ci'))}"
-        lines.append(f"blind baseline (text only): {verdict or auc}")
+        fields = baseline.fields
+        where = (f", on a random {fields['n_documents']:,} of {fields['n_evaluated']:,} documents"
+                 if fields.get("subsample") else "")
+        lines.append(f"blind baseline (text only{where}): {verdict or auc}")
     one_run = metrics.get("one_run_audit")
     if isinstance(one_run, dict) and "verdict" in one_run:
         lines.append(f"one-run canary audit: epsilon >= {one_run['epsilon']:.3f} at delta {one_run['delta']:g} "
