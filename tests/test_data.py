@@ -140,6 +140,11 @@ def test_image_folder_subsampling(tmp_path):
     assert len(some) == 4 and list(some.ids) == sorted(some.ids, key=list(every.ids).index)  # in file order
     np.testing.assert_array_equal(load_dataset(tmp_path / "pets", limit=4, sample_seed=1).ids, some.ids)
     assert len(load_dataset(tmp_path / "pets", per_class=3, limit=5)) == 5
+    # the run's seed reaches the draw unless the config fixes sample_seed
+    by_seed = {s: tuple(load_dataset(tmp_path / "pets", limit=4, seed=s).ids) for s in range(6)}
+    assert len(set(by_seed.values())) > 1
+    assert tuple(load_dataset(tmp_path / "pets", limit=4, seed=3).ids) == by_seed[3]
+    np.testing.assert_array_equal(load_dataset(tmp_path / "pets", limit=4, seed=3, sample_seed=1).ids, some.ids)
     with pytest.raises(ConfigError, match="does not take option 'limt'; its options are: color, size, limit, "
                                           "per_class, sample_seed"):
         load_dataset(tmp_path / "pets", limt=3)

@@ -306,7 +306,7 @@ class ClassifierExperiment:
             log.info("dataset %s: %d rows, %d classes, %d columns", self.table.name, len(self.table),
                      self.table.n_classes, len(self.table.features))
             return None
-        dataset = load_dataset(spec.source, data_dir=spec.data_dir, **spec.options)
+        dataset = load_dataset(spec.source, data_dir=spec.data_dir, seed=self.seed, **spec.options)
         log.info("dataset %s: %d examples, %d classes, input shape %s", dataset.name, len(dataset),
                  dataset.n_classes, dataset.input_shape)
         return dataset

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from miaudit.errors import ConfigError, DataError
+from miaudit.utils.seed import derive_seed
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 #: integer labels up to this many classes are used as stored even when some classes never occur
@@ -323,8 +324,12 @@ def _option_names(loader: Callable[..., Any]) -> list[str]:
     return [p.name for p in inspect.signature(loader).parameters.values() if p.kind == p.KEYWORD_ONLY]
 
 
-def load_dataset(source: str | Path, *, data_dir: str | Path | None = None, **options: Any) -> ArrayDataset:
+def load_dataset(source: str | Path, *, data_dir: str | Path | None = None, seed: int | None = None,
+                 **options: Any) -> ArrayDataset:
     """Load ``source``: "digits", "mnist", "location", or a path to ``.npz``, ``.csv`` / ``.parquet``, an image folder.
+
+    ``seed``: the run's seed; an image folder subsampled without its own ``sample_seed`` draws its files
+    with a seed derived from it (so the run's seed reaches that choice too).
 
     ``options`` go to the matching loader (e.g. ``split="train"``, ``limit=5000`` for MNIST;
     ``label="income"`` for CSV; ``size=(32, 32)``, ``per_class=100`` for image folders); an unknown
@@ -347,6 +352,8 @@ def load_dataset(source: str | Path, *, data_dir: str | Path | None = None, **op
         path = Path(source)
         if path.is_dir():
             loader, valid = lambda **kw: load_image_folder(path, **kw), _option_names(load_image_folder)
+            if seed is not None and "sample_seed" not in options:
+                options = {**options, "sample_seed": derive_seed(seed, "image folder sample")}
         elif path.suffix.lower() == ".npz":
             loader, valid = lambda **kw: load_npz(path, **kw), _option_names(load_npz)
         elif tabular_format(path, options.get("format")) is not None:

@@ -332,7 +332,7 @@ def run_dp_canary_audit(config: DPCanaryConfig, folder: Path, *, progress: bool 
     """Insert canaries, train the target once with the defense, score the canaries, bound epsilon."""
     attacks = build_attacks(config.attacks, kind="classifier", seed=config.seed)
     ds = config.dataset
-    dataset = load_dataset(ds.source, data_dir=ds.data_dir, **ds.options)
+    dataset = load_dataset(ds.source, data_dir=ds.data_dir, seed=config.seed, **ds.options)
     cc = config.canaries
     k_pos, k_neg = cc.guesses
     n_classes = n_classes_of(dataset)

@@ -107,7 +107,7 @@ def run_encoder_outcome(config: EncoderAuditConfig, folder: Path, *, progress: b
     """Train target and shadow encoders, compute similarity features, fit and score every attack."""
     attacks = build_attacks(config.attacks, kind="encoder", seed=config.seed)
     ds = config.dataset
-    dataset = load_dataset(ds.source, data_dir=ds.data_dir, **ds.options)
+    dataset = load_dataset(ds.source, data_dir=ds.data_dir, seed=config.seed, **ds.options)
     if len(dataset.input_shape) != 3:
         raise DataError(f"the encoder audit needs images (C, H, W); {dataset.name} has inputs of shape "
                         f"{dataset.input_shape}")

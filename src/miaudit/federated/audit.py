@@ -458,7 +458,7 @@ def run_federated_audit(config: FederatedConfig, folder: Path, *, progress: bool
         raise ConfigError("config.training.device is cuda but federation.client_gpus is 0, so Ray hides the GPUs "
                           "from the clients; set federation.client_gpus (e.g. 0.5: two clients per GPU)")
     ds = config.dataset
-    dataset = load_dataset(ds.source, data_dir=ds.data_dir, **ds.options)
+    dataset = load_dataset(ds.source, data_dir=ds.data_dir, seed=config.seed, **ds.options)
     log.info("dataset %s: %d examples, %d classes, input shape %s", dataset.name, len(dataset), dataset.n_classes,
              dataset.input_shape)
     data = prepare_data(config, dataset)
