@@ -82,3 +82,13 @@ def paired_keep_matrix(n_models: int, n_examples: int, seed: int) -> np.ndarray:
         keep[2 * pair, chosen] = True
         keep[2 * pair + 1] = ~keep[2 * pair]
     return keep
+
+
+def stratified_sample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``n`` indices (sorted) of ``labels`` (0/1) drawn at random, members and non-members in their original
+    proportion (at least one of each whenever ``n >= 2``)."""
+    rng = np.random.default_rng(seed)
+    n_members = min(max(int(round(n * labels.mean())), 1), n - 1)
+    picked = [rng.choice(np.flatnonzero(labels == c), size=k, replace=False)
+              for c, k in ((1, n_members), (0, n - n_members))]
+    return np.sort(np.concatenate(picked))

@@ -39,6 +39,7 @@ import numpy as np
 from miaudit.attacks.base import Attack, check_access
 from miaudit.attacks.registry import create_attack, get_attack_class
 from miaudit.config import to_dict
+from miaudit.data.splits import stratified_sample
 from miaudit.errors import ConfigError, DataError
 from miaudit.evaluation.run_result import RunResult
 from miaudit.llm import selection
@@ -258,17 +259,8 @@ def _load_documents(config: LLMAuditConfig) -> TextDataset:
                              group_column=d.group_column)
     data.require_both_classes()
     if d.max_documents is not None and d.max_documents < len(data):
-        data = data.subset(_stratified_take(data.labels, d.max_documents, derive_seed(config.seed, "subsample")))
+        data = data.subset(stratified_sample(data.labels, d.max_documents, derive_seed(config.seed, "subsample")))
     return data
-
-
-def _stratified_take(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """``n`` indices (sorted), members and non-members in their original proportion."""
-    rng = np.random.default_rng(seed)
-    n_members = min(max(int(round(n * labels.mean())), 1), n - 1)  # both classes whenever n >= 2
-    picked = [rng.choice(np.flatnonzero(labels == c), size=k, replace=False)
-              for c, k in ((1, n_members), (0, n - n_members))]
-    return np.sort(np.concatenate(picked))
 
 
 Target = HFCausalLM | APICausalLM
@@ -571,7 +563,7 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
     n, labels = len(data), data.labels
     if needs_calibration:
         size = max(4, int(round(config.selection.calibration_fraction * n)))
-        calibration = _stratified_take(labels, size, derive_seed(config.seed, "calibration"))
+        calibration = stratified_sample(labels, size, derive_seed(config.seed, "calibration"))
     else:
         calibration = np.array([], dtype=np.int64)
     evaluation = np.setdiff1d(np.arange(n), calibration)

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from miaudit.data.splits import stratified_sample
 from miaudit.errors import DataError
 from miaudit.evaluation import AttackResult, evaluate, roc_auc, stratified_bootstrap
 from miaudit.evaluation.bootstrap import check_groups
@@ -209,15 +210,11 @@ def baseline_sample(labels: np.ndarray, groups: np.ndarray | None, max_documents
     n = labels.shape[0]
     if max_documents is None or n <= max_documents:
         return np.arange(n)
-    rng = np.random.default_rng(seed)
     if groups is None:
-        n_members = min(max(round(max_documents * labels.mean()), 1), max_documents - 1)
-        picked = [rng.choice(np.flatnonzero(labels == c), size=k, replace=False)
-                  for c, k in ((1, n_members), (0, max_documents - n_members))]
-        return np.sort(np.concatenate(picked))
+        return stratified_sample(labels, max_documents, seed)
     _, inverse = np.unique(groups, return_inverse=True)
     sizes = np.bincount(inverse)
-    order = rng.permutation(sizes.size)
+    order = np.random.default_rng(seed).permutation(sizes.size)
     taken = order[:max(1, int(np.searchsorted(np.cumsum(sizes[order]), max_documents, side="right")))]
     return np.flatnonzero(np.isin(inverse, taken))
 
