@@ -12,7 +12,6 @@ from miaudit.attacks.registry import create_attack
 from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.reference import AttackReference, executors
 from miaudit.classifier.reference.fidelity import FidelityWarning, check_fidelity
-from miaudit.classifier.reference.optimizer import InPlaceOptimizer
 from miaudit.classifier.reference.pool import build_reference_pool_for_audit, check_pool_data, train_reference_pool
 from miaudit.classifier.reference.vectorised import (
     auto_group_size,
@@ -29,7 +28,6 @@ from miaudit.classifier.training import (
     TrainingPlugin,
     build_model,
     build_model_from_config,
-    make_optimizer,
     train_classifier,
 )
 from miaudit.data import load_dataset, make_split, paired_keep_matrix
@@ -154,28 +152,6 @@ def test_per_model_groups_share_models_among_threads_without_changing_them():
             [(0, 1), (1, 1), (2, 1), (3, 1), (4, 1)]  # in order, one intra-op thread each
     finally:
         torch.set_num_threads(outer)
-
-
-@pytest.mark.parametrize("recipe", [{"optimizer": "adam"}, {"optimizer": "adam", "weight_decay": 0.01, "lr": 3e-3},
-                                    {"optimizer": "sgd", "lr": 0.05}, {"optimizer": "sgd", "weight_decay": 1e-3},
-                                    {"optimizer": "sgd", "momentum": 0.0, "lr": 0.1}])
-def test_in_place_optimizer_is_torch_optim_bit_for_bit(recipe):
-    config = TrainConfig(**recipe)
-    shapes = [(4, 16, 9), (4, 16), (3, 2, 3, 3)]
-    reference = [torch.randn(s, generator=torch.Generator().manual_seed(i)).requires_grad_()
-                 for i, s in enumerate(shapes)]
-    mine = [p.detach().clone() for p in reference]
-    torch_optim, in_place = make_optimizer(reference, config), InPlaceOptimizer(mine, config)
-    draws = torch.Generator().manual_seed(9)
-    for _ in range(6):
-        grads = [torch.randn(s, generator=draws) for s in shapes]
-        for p, g in zip(reference, grads):
-            p.grad = g.clone()
-        torch_optim.step()
-        in_place.step(grads)
-    assert all(torch.equal(p, q) for p, q in zip(reference, mine))
-    with pytest.raises(RuntimeError, match="gradient"):
-        in_place.step([None, None, None])
 
 
 def test_vectorised_groups_and_worker_processes_change_nothing(location):

@@ -54,8 +54,9 @@ from miaudit.utils.logs import progress as progress_bar
 
 #: 2: verified files (content hashes); reference-data defenses keyed by their data.
 #: 3: recipes gained ``precision``; the vectorised executor's numerics changed (in-place optimiser, batched MLP
-#: products, per-model batching of conv nets on CPU, channels-last scoring), so no older model is reused
-CACHE_VERSION = 3
+#: products, per-model batching of conv nets on CPU, channels-last scoring), so no older model is reused.
+#: 4: the zoo's models are trained with fused Adam over a flat buffer (FlatOptimizer), sequential and vectorised
+CACHE_VERSION = 4
 
 
 def model_seed(seed: int, index: int) -> int:

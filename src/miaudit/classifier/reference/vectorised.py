@@ -4,8 +4,8 @@ Model ``j`` gets what :func:`miaudit.classifier.training.train_classifier` would
 weights from its own seed, its own batch order (:func:`~miaudit.classifier.training.shuffled_batches`
 with its seed), cross-entropy averaged over its own batch, and an element-wise optimiser (Adam /
 SGD act on each entry separately, so one optimiser over all models' parameters equals one optimiser
-per model; :class:`~miaudit.classifier.reference.optimizer.InPlaceOptimizer` computes
-``torch.optim``'s update bit for bit without per-step temporaries). What is shared per step: one
+per model: :class:`~miaudit.classifier.training.flat.FlatOptimizer`, the fused kernel over one flat buffer,
+which updates every entry as training the model alone does). What is shared per step: one
 gather of every model's batch from precomputed ``(G, n)`` permutations into a reused buffer, one
 optimiser step, the loss and accuracy bookkeeping on the device; after training every chunk of the
 queries is scored by every model of the group.
@@ -51,7 +51,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
-from miaudit.classifier.reference.optimizer import InPlaceOptimizer
 from miaudit.classifier.training import (
     MLP,
     TrainConfig,
@@ -60,6 +59,7 @@ from miaudit.classifier.training import (
     gather_rows,
     shuffled_batches,
 )
+from miaudit.classifier.training.flat import FlatOptimizer
 from miaudit.data import ArrayDataset
 from miaudit.errors import ConfigError, DataError
 from miaudit.utils.device import resolve_device
@@ -199,11 +199,11 @@ def auto_group_size(model: nn.Module, input_shape: Sequence[int], recipe: TrainC
 class _BatchedLinear(torch.autograd.Function):
     """``y = x W^T + b`` for ``G`` models at once: ``x`` ``(G, B, in)``, ``W`` ``(G, out, in)``, ``b`` ``(G, out)``.
 
-    The backward pass writes the weight and bias gradients into the preallocated ``sink`` tensors
-    (``(G, out, in)``, ``(G, out)``) instead of handing fresh ones to autograd: on CPU a fresh
-    gradient of a group's size is paid for in page faults every step. The weight gradient is
-    ``g^T x`` in the weight's own layout (autograd's backward of a batched product computes ``x^T g``
-    and copies it). Each weight is used once per forward pass, so overwriting the sink is
+    The backward pass writes the weight and bias gradients into the ``sink`` tensors (``(G, out, in)``,
+    ``(G, out)``: the parameters' gradients, views of the optimiser's flat buffer) instead of handing fresh
+    ones to autograd: on CPU a fresh gradient of a group's size is paid for in page faults every step. The
+    weight gradient is ``g^T x`` in the weight's own layout (autograd's backward of a batched product computes
+    ``x^T g`` and copies it). Each weight is used once per forward pass, so overwriting the sink is
     accumulating into a zeroed gradient. Under autocast the products run in the autocast dtype;
     gradients are stored in the sink's dtype (the bias gradient is summed in float32).
     """
@@ -263,7 +263,9 @@ class _Stacked:
         self.params = {n: torch.stack([p[n].detach() for p in per_model]).to(device).requires_grad_()
                        for n in self.names}  # each (G, *shape)
         self._chain = _linear_chain(self.template)
-        self.grads = {n: torch.zeros_like(p) for n, p in self.params.items()} if self._chain is not None else {}
+        #: whether a step writes every gradient whole (batched products into their sinks), so that the
+        #: optimiser need not zero them first
+        self.overwrites_gradients = self._chain is not None
         self._vmapped = vmap(self._forward)  # (G, B, ...) -> (G, B, K)
 
     def _train(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -277,8 +279,11 @@ class _Stacked:
             elif step[0] == "relu":  # in place on a product's output (not kept for backward), else a copy
                 x = torch.relu_(x) if after_linear else torch.relu(x)
             else:
-                weight, bias = step[1], step[2]
-                x = _BatchedLinear.apply(x, params[weight], params[bias], (self.grads[weight], self.grads[bias]))
+                weight, bias = params[step[1]], params[step[2]]
+                if weight.grad is None or bias.grad is None:
+                    raise RuntimeError("batched products write into the parameters' gradients: build the optimiser "
+                                       "(FlatOptimizer) before the first step")
+                x = _BatchedLinear.apply(x, weight, bias, (weight.grad, bias.grad))
             after_linear = step[0] == "linear"
         return x
 
@@ -287,12 +292,6 @@ class _Stacked:
 
     def parameters(self) -> list[torch.Tensor]:
         return list(self.params.values())
-
-    def gradients(self) -> list[torch.Tensor | None]:
-        """The gradients of :meth:`parameters` after :meth:`step`."""
-        if self._chain is None:
-            return [p.grad for p in self.params.values()]
-        return [self.grads[n] for n in self.names]
 
     def step(self, x: torch.Tensor, y: torch.Tensor, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward and backward of every model on its batch ``x`` ``(G, B, ...)``, ``y`` ``(G, B)``;
@@ -329,12 +328,10 @@ class _PerModel:
         self.format = torch.channels_last if prefers_channels_last(models[0], device) else torch.contiguous_format
         self.models = [m.to(device).to(memory_format=self.format) for m in models]  # type: ignore[call-overload]
         self.threads = model_threads(device, len(models), models[0])
+        self.overwrites_gradients = False  # backward accumulates into zeroed gradients
 
     def parameters(self) -> list[torch.Tensor]:
         return [p for m in self.models for p in m.parameters()]
-
-    def gradients(self) -> list[torch.Tensor | None]:
-        return [p.grad for p in self.parameters()]
 
     def step(self, x: torch.Tensor, y: torch.Tensor, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
         """As :meth:`_Stacked.step`, the models shared among :func:`model_threads` threads; each model's
@@ -486,7 +483,7 @@ def train_vectorised(dataset: ArrayDataset, train_indices: Sequence[np.ndarray],
     models = [build_model_from_config(r, dataset.input_shape, n_classes) for r in recipes]
     chosen: Batching = choose_batching(models[0], device) if batching == "auto" else batching  # type: ignore[assignment]
     group = _Stacked(models, device, base.model) if chosen == "stacked" else _PerModel(models, device)
-    optimizer = InPlaceOptimizer(group.parameters(), base)  # each model's update exactly as its own optimiser's
+    optimizer = FlatOptimizer(group.parameters(), base)  # each model's update exactly as training it alone
 
     x_all = torch.from_numpy(dataset.x).to(device)
     y_all = torch.from_numpy(dataset.y).to(device)
@@ -503,9 +500,10 @@ def train_vectorised(dataset: ArrayDataset, train_indices: Sequence[np.ndarray],
         correct = torch.zeros(n_models, dtype=torch.int64, device=device)
         for lo, hi in bounds:
             index = torch.gather(rows, 1, perms[epoch][:, lo:hi])  # (G, B) dataset rows of each model's batch
-            optimizer.zero_grad()
+            if not group.overwrites_gradients:
+                optimizer.zero_grad()
             losses, hits = group.step(gather_rows(x_all, index, batch_buffer), y_all[index], base.precision)
-            optimizer.step(group.gradients())
+            optimizer.step()
             loss_sum += losses.float() * (hi - lo)
             correct += hits
             bar.update()

@@ -8,9 +8,11 @@ under a forked RNG seeded the same way, so the caller's global RNG state is left
 Speed: the batch order is drawn by the same ``DataLoader`` machinery as always
 (:func:`shuffled_batches`), but only as index tensors; the examples are gathered from tensors held
 on the training device (one indexing operation per batch instead of one ``__getitem__`` per
-example), and Adam / SGD use their ``foreach`` implementation, which gives bit-identical updates
-to the per-tensor loop on CPU. A plugin that replaces the ``DataLoader`` (DP-SGD's Poisson
-sampling, distillation's transfer set) is iterated as given.
+example). The zoo's models are updated by :class:`~miaudit.classifier.training.flat.FlatOptimizer` (torch's
+fused Adam over one flat buffer: one kernel per step, and per entry the update a vectorised reference group
+computes); users' own models, and models or optimisers a plugin wrapped (DP-SGD), by ``torch.optim``'s
+``foreach`` optimiser (:func:`make_optimizer`). A plugin that replaces
+the ``DataLoader`` (DP-SGD's Poisson sampling, distillation's transfer set) is iterated as given.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from miaudit.classifier.training.models import build_model
+from miaudit.classifier.training.flat import FlatOptimizer
+from miaudit.classifier.training.models import ZOO_MODELS, build_model
 from miaudit.data.datasets import ArrayDataset
 from miaudit.errors import ConfigError, DataError
 from miaudit.utils.device import resolve_device
@@ -252,10 +255,7 @@ def train_classifier(model: nn.Module, dataset: ArrayDataset, config: TrainConfi
         torch.manual_seed(config.seed)
         shuffle = torch.Generator().manual_seed(config.seed)
         given = DataLoader(tensors, batch_size=config.batch_size, shuffle=True, generator=shuffle)
-        optimizer = make_optimizer(model.parameters(), config)
-        trained, opt, loader = model, optimizer, given
-        for plugin in plugins:
-            trained, opt, loader = plugin.setup(trained, opt, loader)
+        trained, opt, loader = _set_up(model, config, plugins, given)
         if loader is given:  # nobody replaced the sampling: gather batches from tensors on the device
             epochs = _gathered_batches(tensors.tensors, config, device)
             steps = len(given)
@@ -273,6 +273,23 @@ def train_classifier(model: nn.Module, dataset: ArrayDataset, config: TrainConfi
         peak, source = _peak_rss_mb(), "process peak RSS (resource.getrusage)"
     reports = {plugin.name or type(plugin).__name__: plugin.report() for plugin in plugins}
     return TrainResult(trained.eval(), history, seconds, peak, source, reports)
+
+
+def _set_up(model: nn.Module, config: TrainConfig, plugins: Sequence[TrainingPlugin], loader: DataLoader
+            ) -> tuple[nn.Module, torch.optim.Optimizer | FlatOptimizer, DataLoader]:
+    """The model, optimiser and loader to train with, after the plugins' ``setup`` (which gets ``torch.optim``'s
+    per-parameter optimiser). The zoo's models get :class:`FlatOptimizer` (the same update as in a vectorised
+    reference group) unless a plugin wrapped the model or the optimiser (DP-SGD does)."""
+    zoo = isinstance(model, ZOO_MODELS)
+    if not plugins:
+        return model, (FlatOptimizer if zoo else make_optimizer)(model.parameters(), config), loader
+    per_parameter = make_optimizer(model.parameters(), config)
+    trained, wrapped = model, per_parameter
+    for plugin in plugins:
+        trained, wrapped, loader = plugin.setup(trained, wrapped, loader)
+    if zoo and trained is model and wrapped is per_parameter:
+        return model, FlatOptimizer(model.parameters(), config), loader
+    return trained, wrapped, loader
 
 
 Batches = Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]]  # epoch -> (x (B, ...), y (B,)) on device
@@ -313,8 +330,8 @@ def _loader_batches(loader: Iterable, epochs: int, device: torch.device) -> Batc
     return epoch
 
 
-def _run_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Batches, steps: int, n_classes: int,
-                config: TrainConfig, plugins: Sequence[TrainingPlugin], progress: bool,
+def _run_epochs(model: nn.Module, optimizer: torch.optim.Optimizer | FlatOptimizer, batches: Batches, steps: int,
+                n_classes: int, config: TrainConfig, plugins: Sequence[TrainingPlugin], progress: bool,
                 device: torch.device) -> list[dict[str, Any]]:
     history = []
     bar = progress_bar(total=config.epochs * steps, desc=f"train {config.model}", enabled=progress,

@@ -112,6 +112,11 @@ def _image_shape(input_shape: Sequence[int], name: str) -> tuple[int, int, int]:
     return tuple(int(v) for v in input_shape)  # type: ignore[return-value]
 
 
+#: the zoo's model classes: every trainable parameter of theirs gets a gradient at every training step, which
+#: :class:`~miaudit.classifier.training.flat.FlatOptimizer` needs
+ZOO_MODELS: tuple[type[nn.Module], ...] = (MLP, SmallCNN, ResNet18)
+
+
 def build_model(name: str, input_shape: Sequence[int], n_classes: int, *, seed: int | None = None,
                 **kwargs) -> nn.Module:
     """A zoo model: "mlp" (``hidden``), "cnn" (``hidden``, ``channels``), "resnet18" (``width``, ``norm``).
