@@ -7,13 +7,13 @@ step on 2 CPU cores; torch's fused kernel, one pass, 1.6 ms.
 
 Why one flat, padded buffer: the fused CPU kernel updates a tensor in vector lanes and its last ``numel mod
 lane width`` entries in a scalar loop, which rounds differently (measured: one model's 30-entry output bias
-trained alone ended 1.2e-7 away from the same model stacked with 63 others after 30 steps). Every model must get
-the same update whether it is trained alone (:func:`~miaudit.classifier.training.train_classifier`) or in a
-vectorised group, so the parameters are moved into one buffer whose length is a multiple of
-:data:`PAD_ELEMENTS` (a multiple of every lane width): the kernel's work units are whole cache lines, so no entry
-is left to the scalar loop, in any layout and with any number of threads. The parameters become views of the
-buffer (their own shapes and strides, so channels-last stays channels-last), their gradients views of a second
-buffer that backward accumulates into.
+stepped alone ended 1.2e-7 away from the same model stacked with 63 others after 30 steps of random
+gradients). Every model must get the same update whether it is trained alone
+(:func:`~miaudit.classifier.training.train_classifier`) or in a vectorised group, so the parameters are moved
+into one buffer whose length is a multiple of :data:`PAD_ELEMENTS` (a multiple of every lane width): the
+kernel's work units are whole cache lines, so no entry is left to the scalar loop, in any layout and with any
+number of threads. The parameters become views of the buffer (their own shapes and strides, so channels-last
+stays channels-last), their gradients views of a second buffer that backward accumulates into.
 
 Use it only where every trainable parameter gets a gradient at every step (the model zoo): ``torch.optim`` skips
 a parameter without a gradient, while here it would get a zero gradient and still move by its momentum.
