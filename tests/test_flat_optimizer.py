@@ -28,6 +28,17 @@ def _train(params, recipe, gradients, *, fused=None):
     return optimizer
 
 
+def _torch_optim(initial, recipe, gradients):
+    """``initial``'s copies stepped by torch.optim's foreach optimiser (:func:`make_optimizer`)."""
+    params = [p.clone().requires_grad_() for p in initial]
+    optimizer = make_optimizer(params, recipe)
+    for step in gradients:
+        for p, g in zip(params, step):
+            p.grad = g.clone()
+        optimizer.step()
+    return params
+
+
 @pytest.mark.parametrize("recipe", RECIPES)
 @pytest.mark.parametrize("threads", [1, 2])
 def test_a_stacked_group_updates_each_model_exactly_as_alone(recipe, threads):
@@ -52,12 +63,7 @@ def test_without_the_fused_kernel_it_is_torch_optims_foreach_bit_for_bit(recipe)
     config = TrainConfig(**recipe)
     initial = _draws(2, SHAPES, steps=1)[0]
     gradients = _draws(3, SHAPES)
-    reference = [p.clone().requires_grad_() for p in initial]
-    torch_optim = make_optimizer(reference, config)
-    for step in gradients:
-        for p, g in zip(reference, step):
-            p.grad = g.clone()
-        torch_optim.step()
+    reference = _torch_optim(initial, config, gradients)
     mine = [p.clone().requires_grad_() for p in initial]
     optimizer = _train(mine, config, gradients, fused=False)
     assert not optimizer.fused
@@ -79,13 +85,7 @@ def test_fused_adam_is_torch_optims_fused_adam_bit_for_bit_and_its_foreach_adam_
         fused.grad = torch.cat([*(g.flatten() for g in step), padding])
         torch_fused.step()
     assert torch.equal(fused.detach(), optimizer.buffer)
-    reference = [p.clone().requires_grad_() for p in initial]
-    torch_foreach = make_optimizer(reference, config)
-    for step in gradients:
-        for p, g in zip(reference, step):
-            p.grad = g.clone()
-        torch_foreach.step()
-    for p, q, start in zip(reference, mine, initial):
+    for p, q, start in zip(_torch_optim(initial, config, gradients), mine, initial):
         torch.testing.assert_close(q, p, rtol=0, atol=1e-6)
         assert (q - start).abs().min() > 1e-5  # every entry moved: the closeness is not of unchanged values
 
