@@ -11,8 +11,8 @@ on the training device (one indexing operation per batch instead of one ``__geti
 example). The zoo's models are updated by :class:`~miaudit.classifier.training.flat.FlatOptimizer` (torch's
 fused Adam over one flat buffer: one kernel per step, and per entry the update a vectorised reference group
 computes); users' own models, and models or optimisers a plugin wrapped (DP-SGD), by ``torch.optim``'s
-``foreach`` optimiser (:func:`make_optimizer`). A plugin that replaces
-the ``DataLoader`` (DP-SGD's Poisson sampling, distillation's transfer set) is iterated as given.
+``foreach`` optimiser (:func:`make_optimizer`). A plugin that replaces the ``DataLoader`` (DP-SGD's Poisson
+sampling, distillation's transfer set) is iterated as given.
 """
 
 from __future__ import annotations
