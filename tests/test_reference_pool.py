@@ -148,7 +148,7 @@ def test_per_model_groups_share_models_among_threads_without_changing_them():
         shared = train_reference_pool(digits, keep, recipe, executor="vectorised", progress=False)
         assert torch.get_num_threads() == 2  # the caller's intra-op threads come back
         np.testing.assert_array_equal(_logits(shared), _logits(alone))  # each model runs whole in one thread
-        assert in_model_threads(lambda share: [(j, torch.get_num_threads()) for j in share], 5, 2) == \
+        assert in_model_threads(lambda j: (j, torch.get_num_threads()), 5, 2) == \
             [(0, 1), (1, 1), (2, 1), (3, 1), (4, 1)]  # in order, one intra-op thread each
     finally:
         torch.set_num_threads(outer)
