@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import threading
 import warnings
 
 import numpy as np
@@ -152,6 +153,43 @@ def test_per_model_groups_share_models_among_threads_without_changing_them():
             [(0, 1), (1, 1), (2, 1), (3, 1), (4, 1)]  # in order, one intra-op thread each
     finally:
         torch.set_num_threads(outer)
+
+
+def test_a_failing_share_stops_the_others_and_its_error_reaches_the_caller(monkeypatch):
+    from miaudit.classifier.reference import vectorised
+
+    digits = load_dataset("digits").subset(np.arange(120))
+    recipe = TrainConfig(model="cnn", hidden=[8], epochs=300, batch_size=30, model_options={"channels": [2]})
+    keep = paired_keep_matrix(4, len(digits), seed=0)
+    steps, original = [], vectorised._PerModel.step
+
+    def step(self, x, y, precision):
+        steps.append(threading.get_ident())
+        if self.models[0] is first_share[0] and steps.count(threading.get_ident()) == 20:
+            raise ValueError("share 0 broke")
+        return original(self, x, y, precision)
+
+    first_share: list = []
+    build = vectorised.build_model_from_config
+
+    def remember(*args, **kwargs):
+        model = build(*args, **kwargs)
+        if not first_share:
+            first_share.append(model)
+        return model
+
+    monkeypatch.setattr(vectorised._PerModel, "step", step)
+    monkeypatch.setattr(vectorised, "build_model_from_config", remember)
+    outer = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with pytest.raises(ValueError, match="share 0 broke"):
+            train_reference_pool(digits, keep, recipe, executor="vectorised", progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(outer)
+    assert len(set(steps)) == 2  # two shares ran, in two threads
+    assert len(steps) < 300 * 2  # the other share stopped long before its 600 steps
 
 
 def test_vectorised_groups_and_worker_processes_change_nothing(location):

@@ -17,12 +17,15 @@ Two ways to run the forward and backward pass of a group (``batching``), chosen 
   products (:class:`_BatchedLinear`), any other model as one ``torch.func.functional_call`` under
   ``vmap`` (convolutions become grouped convolutions). The default for models without convolutions
   and for every buffer-free model on CUDA. Needs a model without buffers (no batch norm).
-- ``"per-model"``: each model is its own module; inside the step the models are shared among
-  :func:`model_threads` threads that each run whole models' forward and backward passes, in
-  channels-last memory format where that is faster (:func:`prefers_channels_last`). The default
+- ``"per-model"``: each model is its own module, run one after another in a step, in channels-last
+  memory format where that is faster (:func:`prefers_channels_last`). The default
   for convolutional models on CPU, where a stacked grouped convolution measured about half as fast
   as one model's convolution (the group's activations no longer fit in the caches), and for models
   with batch norm (running statistics cannot be stacked).
+
+On CPU with more than one intra-op thread either kind of group is split into :func:`model_threads` shares,
+each trained and scored in its own thread with one intra-op thread, from start to end: no step waits for
+another share, and a model runs whole in one thread, so its numbers do not depend on its share.
 
 Only floating-point summation order can differ from sequential training (batched matrix products,
 channels-last kernels, one intra-op thread per model instead of two), so weights agree to round-off
@@ -34,14 +37,15 @@ round-off.
 
 from __future__ import annotations
 
+import concurrent.futures
 import copy
 import functools
 import itertools
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -186,8 +190,9 @@ def auto_group_size(model: nn.Module, input_shape: Sequence[int], recipe: TrainC
                     batching: Batching, device: torch.device, *, n_workers: int = 1) -> int:
     """Group size for ``n_models`` models: the memory estimate of :func:`training_bytes` against
     :func:`available_memory` (shared by ``n_workers`` processes). Stacked groups hold every model's
-    activations at once; per-model groups one model's."""
+    activations at once; per-model groups one model's per model thread."""
     params, activations = training_bytes(model, input_shape, recipe.batch_size, recipe.optimizer)
+    activations *= model_threads(device, n_models, model) if batching == "per-model" else 1
     free = available_memory(device)
     free = None if free is None else free // n_workers
     limit = CPU_STACKED_LIMIT if device.type == "cpu" and batching == "stacked" else None
@@ -322,33 +327,28 @@ class _Stacked:
 
 
 class _PerModel:
-    """``G`` separate modules, shared among :func:`model_threads` threads inside a step (see also
-    :func:`prefers_channels_last`)."""
+    """``G`` separate modules, one after another in a step (see also :func:`prefers_channels_last`)."""
 
     def __init__(self, models: Sequence[nn.Module], device: torch.device):
         self.format = torch.channels_last if prefers_channels_last(models[0], device) else torch.contiguous_format
         self.models = [m.to(device).to(memory_format=self.format) for m in models]  # type: ignore[call-overload]
-        self.threads = model_threads(device, len(models), models[0])
         self.overwrites_gradients = False  # backward accumulates into zeroed gradients
 
     def parameters(self) -> list[torch.Tensor]:
         return [p for m in self.models for p in m.parameters()]
 
     def step(self, x: torch.Tensor, y: torch.Tensor, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """As :meth:`_Stacked.step`, the models shared among :func:`model_threads` threads; each model's
-        activations are freed before its thread runs the next one."""
-
-        def train(j: int) -> tuple[torch.Tensor, torch.Tensor]:
-            model = self.models[j]
+        """As :meth:`_Stacked.step`, model by model; each model's activations are freed before the next runs."""
+        losses, hits = [], []
+        for j, model in enumerate(self.models):
             model.train()
             with autocast(x.device, precision):
                 logits = model(x[j].contiguous(memory_format=self.format) if x.dim() == 5 else x[j])  # (B, K)
                 loss = F.cross_entropy(logits, y[j])
             loss.backward()
-            return loss.detach(), (logits.detach().argmax(-1) == y[j]).sum()
-
-        results = in_model_threads(train, len(self.models), self.threads)
-        return torch.stack([r[0] for r in results]), torch.stack([r[1] for r in results])
+            losses.append(loss.detach())
+            hits.append((logits.detach().argmax(-1) == y[j]).sum())
+        return torch.stack(losses), torch.stack(hits)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Float32 logits ``(G, n, K)`` of every model on the same inputs ``x`` ``(n, ...)``, in eval mode."""
@@ -359,14 +359,17 @@ class _PerModel:
 
 
 def model_threads(device: torch.device, n_models: int, model: nn.Module | None = None) -> int:
-    """How many threads a per-model group runs its models in: on CPU, torch's intra-op threads (at most one per
-    model), each thread running whole models with one intra-op thread; elsewhere, and for a ``model`` that
-    draws random numbers in its forward pass (dropout: threads would interleave their draws from torch's
+    """How many threads a group's models are trained and scored in: on CPU, torch's intra-op threads (at most
+    one per model), each thread running whole models with one intra-op thread; elsewhere, and for a ``model``
+    that draws random numbers in its forward pass (dropout: threads would interleave their draws from torch's
     global generator), one.
 
-    Measured on 2 CPU cores (torch 2.13, oneDNN): a training step of 16 of the zoo's small CNNs (8 and 16
-    channels, batches of 64) took 121 ms with the models one after another on two intra-op threads, 128 ms on
-    one, and 60 ms with two threads of one model each: small convolutions barely split across cores.
+    Measured on 2 CPU cores (torch 2.13): a training step of 16 of the zoo's small CNNs (8 and 16 channels,
+    batches of 64) took 121 ms with the models one after another on two intra-op threads, 128 ms on one, and
+    60 ms with two threads of one model each: small convolutions barely split across cores. Whole pools
+    (:func:`train_vectorised`): 16 small CNNs 2.60 s in one group stepped by two threads, 2.29 s as two
+    8-model shares trained in two threads; 64 Location MLPs 2.33 s in one stacked group on two intra-op
+    threads, 2.19 s as two 32-model shares (medians of 5, the same logits bit for bit).
     """
     if device.type != "cpu" or (model is not None and any(isinstance(m, nn.modules.dropout._DropoutNd)
                                                           for m in model.modules())):
@@ -404,10 +407,10 @@ def in_model_threads(work: Callable[[int], _T], n_models: int, threads: int) -> 
 
 
 @functools.cache
-def _model_pool(pid: int, threads: int) -> ThreadPoolExecutor:
+def _model_pool(pid: int, threads: int) -> concurrent.futures.ThreadPoolExecutor:
     """The process's pool of ``threads`` model threads, made once (starting threads every training step cost
     0.3 ms); keyed by process id, so a forked worker makes its own instead of using threads it lacks."""
-    return ThreadPoolExecutor(threads, thread_name_prefix="miaudit-models")
+    return concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="miaudit-models")
 
 
 def score_per_model(models: Sequence[nn.Module], x: torch.Tensor,
@@ -457,13 +460,20 @@ def _epoch_permutations(n: int, recipes: Sequence[TrainConfig], device: torch.de
     return perms, bounds
 
 
+class _Stopped(Exception):
+    """A share of a group stopped because another share failed or the caller was interrupted."""
+
+
 def train_vectorised(dataset: ArrayDataset, train_indices: Sequence[np.ndarray], recipes: Sequence[TrainConfig],
                      *, queries: dict[str, np.ndarray] | None = None, batching: str = "auto",
                      progress: bool = True) -> GroupResult:
     """Train one model per ``(train_indices[j], recipes[j])`` at once and score each on ``queries``.
 
     Recipes may differ only in ``seed``; all training sets must have the same size (the pool groups
-    models by size). ``batching``: "auto" (:func:`choose_batching`), "stacked" or "per-model".
+    models by size). ``batching``: "auto" (:func:`choose_batching`), "stacked" or "per-model". On CPU with
+    more than one intra-op thread the group is split into :func:`model_threads` shares, each trained and
+    scored from start to end in its own thread with one intra-op thread (no step waits for another share);
+    a model's numbers do not depend on its share.
     """
     if not recipes or len(recipes) != len(train_indices):
         raise ConfigError(f"{len(recipes)} recipes for {len(train_indices)} training sets")
@@ -482,25 +492,67 @@ def train_vectorised(dataset: ArrayDataset, train_indices: Sequence[np.ndarray],
     start = time.perf_counter()
     n_classes = dataset.n_classes
     assert n_classes is not None  # ArrayDataset infers it when not given
+    # built here, one after another: initial weights are drawn from torch's global generator
     models = [build_model_from_config(r, dataset.input_shape, n_classes) for r in recipes]
     chosen: Batching = choose_batching(models[0], device) if batching == "auto" else batching  # type: ignore[assignment]
-    group = _Stacked(models, device, base.model) if chosen == "stacked" else _PerModel(models, device)
-    optimizer = FlatOptimizer(group.parameters(), base)  # each model's update exactly as training it alone
+    n_models, threads = len(models), model_threads(device, len(models), models[0])
+    steps = base.epochs * math.ceil(sizes.pop() / base.batch_size)
+    bar = progress_bar(total=steps, desc=f"vectorised x{n_models}", enabled=progress, leave=False, unit="step")
+    bounds = np.linspace(0, n_models, threads + 1).astype(int)
+    shares = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    stop = threading.Event()
 
+    def share(k: int) -> GroupResult:
+        if threads > 1:
+            torch.set_num_threads(1)
+        part = shares[k]
+        return _train_share(models[part], dataset, train_indices[part], recipes[part], queries or {}, chosen,
+                            device, bar if k == 0 else None, stop)
+
+    if threads == 1:
+        parts = [share(0)]
+    else:
+        outer = torch.get_num_threads()
+        running = [_model_pool(os.getpid(), threads).submit(share, k) for k in range(threads)]
+        try:
+            concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_EXCEPTION)
+            failed = [error for f in running if f.done() and (error := f.exception()) is not None]
+            if failed:
+                raise failed[0]
+            parts = [f.result() for f in running]
+        except BaseException:
+            stop.set()  # the other shares stop at their next step
+            concurrent.futures.wait(running)
+            raise
+        finally:
+            torch.set_num_threads(outer)
+    bar.close()
+    return GroupResult([s for p in parts for s in p.states], [lg for p in parts for lg in p.logits],
+                       [h for p in parts for h in p.histories], time.perf_counter() - start)
+
+
+def _train_share(models: Sequence[nn.Module], dataset: ArrayDataset, train_indices: Sequence[np.ndarray],
+                 recipes: Sequence[TrainConfig], queries: dict[str, np.ndarray], batching: Batching,
+                 device: torch.device, bar: Any, stop: threading.Event) -> GroupResult:
+    """Train and score ``models`` as one group (see :func:`train_vectorised`); ``bar``: the progress bar this
+    share advances (or ``None``); ``stop``: set when the other shares must stop."""
+    start, base = time.perf_counter(), recipes[0]
+    group = _Stacked(models, device, base.model) if batching == "stacked" else _PerModel(models, device)
+    optimizer = FlatOptimizer(group.parameters(), base)  # each model's update exactly as training it alone
     x_all = torch.from_numpy(dataset.x).to(device)
     y_all = torch.from_numpy(dataset.y).to(device)
     rows = torch.from_numpy(np.stack([np.asarray(ix, dtype=np.int64) for ix in train_indices])).to(device)  # (G, n)
     n_models, n = rows.shape
     perms, bounds = _epoch_permutations(n, recipes, device)
     histories: list[list[dict[str, Any]]] = [[] for _ in recipes]
-    bar = progress_bar(total=base.epochs * len(bounds), desc=f"vectorised x{n_models}", enabled=progress,
-                       leave=False, unit="step")
     batch_buffer = x_all.new_empty((n_models * base.batch_size, *x_all.shape[1:]))  # reused by every step
     for epoch in range(base.epochs):
         epoch_start = time.perf_counter()
         loss_sum = torch.zeros(n_models, device=device)
         correct = torch.zeros(n_models, dtype=torch.int64, device=device)
         for lo, hi in bounds:
+            if stop.is_set():
+                raise _Stopped
             index = torch.gather(rows, 1, perms[epoch][:, lo:hi])  # (G, B) dataset rows of each model's batch
             if not group.overwrites_gradients:
                 optimizer.zero_grad()
@@ -508,7 +560,8 @@ def train_vectorised(dataset: ArrayDataset, train_indices: Sequence[np.ndarray],
             optimizer.step()
             loss_sum += losses.float() * (hi - lo)
             correct += hits
-            bar.update()
+            if bar is not None:
+                bar.update()
         mean_loss, accuracy = (loss_sum / n).tolist(), (correct.double() / n).tolist()
         for j, (loss, acc) in enumerate(zip(mean_loss, accuracy)):
             if not math.isfinite(loss):
@@ -516,9 +569,8 @@ def train_vectorised(dataset: ArrayDataset, train_indices: Sequence[np.ndarray],
                                 "lower training.lr")
             histories[j].append({"epoch": epoch + 1, "loss": loss, "accuracy": acc,
                                  "seconds": time.perf_counter() - epoch_start})
-    bar.close()
     scored: list[dict[str, np.ndarray]] = [{} for _ in recipes]
-    for name, x in (queries or {}).items():
+    for name, x in queries.items():
         logits = group.logits(torch.from_numpy(np.asarray(x, dtype=np.float32)).to(device)).cpu().numpy()
         for j in range(n_models):
             scored[j][name] = logits[j]
