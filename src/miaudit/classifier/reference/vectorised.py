@@ -380,13 +380,12 @@ def model_threads(device: torch.device, n_models: int, model: nn.Module | None =
 def in_model_threads(work: Callable[[int], _T], n_models: int, threads: int) -> list[_T]:
     """``[work(j) for j in range(n_models)]``: with ``threads > 1`` in that many threads of one intra-op thread
     each (the caller's thread count is restored), each thread taking the next model whenever it finishes one;
-    else here, in order.
+    else here, in order. How :func:`score_per_model` scores models outside training (cached weights).
 
-    Taking models as threads come free, rather than splitting them into fixed shares, measured: with two
-    fixed shares of 8 small CNNs, the slower share of a training step took 75-79 ms and the faster 59-70 ms
-    (the cores are not equally fast from step to step), and the step waited for the slower. A model runs
-    whole in one thread, so its numbers do not depend on which thread ran it. Grad mode and autocast are per
-    thread: ``work`` sets what it needs."""
+    Models are taken as threads come free rather than in fixed shares: the cores are not equally fast from
+    moment to moment (two fixed shares of a step of 8 small CNNs each took 75-79 ms and 59-70 ms). A model
+    runs whole in one thread, so its numbers do not depend on which thread ran it. Grad mode and autocast are
+    per thread: ``work`` sets what it needs."""
     if threads <= 1:
         return [work(j) for j in range(n_models)]
     outer = torch.get_num_threads()
