@@ -377,29 +377,44 @@ def model_threads(device: torch.device, n_models: int, model: nn.Module | None =
     return max(1, min(torch.get_num_threads(), n_models))
 
 
-def in_model_threads(work: Callable[[int], _T], n_models: int, threads: int) -> list[_T]:
-    """``[work(j) for j in range(n_models)]``: with ``threads > 1`` in that many threads of one intra-op thread
-    each (the caller's thread count is restored), each thread taking the next model whenever it finishes one;
-    else here, in order. How :func:`score_per_model` scores models outside training (cached weights).
+class _Stopped(Exception):
+    """Raised by work that saw its ``stop`` event set: another thread's work failed or the caller was interrupted."""
 
-    Models are taken as threads come free rather than in fixed shares: the cores are not equally fast from
+
+def in_model_threads(work: Callable[[int], _T], n_items: int, threads: int,
+                     stop: threading.Event | None = None) -> list[_T]:
+    """``[work(j) for j in range(n_items)]`` (models, or shares of a group): with ``threads > 1`` in that many
+    threads of one intra-op thread each (the caller's thread count is restored), each thread taking the next
+    item whenever it finishes one; else here, in order.
+
+    Items are taken as threads come free rather than in fixed shares: the cores are not equally fast from
     moment to moment (two fixed shares of a step of 8 small CNNs each took 75-79 ms and 59-70 ms). A model
-    runs whole in one thread, so its numbers do not depend on which thread ran it. Grad mode and autocast are
-    per thread: ``work`` sets what it needs."""
+    runs whole in one thread, so its numbers do not depend on which thread ran it. When one item fails, or
+    the caller is interrupted, ``stop`` (made here when not given) is set: no thread takes another item, work
+    that checks it raises :class:`_Stopped`, and the first real error is raised once every thread has ended.
+    Grad mode and autocast are per thread: ``work`` sets what it needs."""
     if threads <= 1:
-        return [work(j) for j in range(n_models)]
+        return [work(j) for j in range(n_items)]
+    stop = stop or threading.Event()
     outer = torch.get_num_threads()
-    results: list[_T | None] = [None] * n_models
-    models = itertools.count()  # next() on it is atomic: each model is taken by exactly one thread
+    results: list[_T | None] = [None] * n_items
+    items = itertools.count()  # next() on it is atomic: each item is taken by exactly one thread
 
-    def take_models() -> None:
+    def take_items() -> None:
         torch.set_num_threads(1)
-        while (j := next(models)) < n_models:
+        while not stop.is_set() and (j := next(items)) < n_items:
             results[j] = work(j)
 
+    running = [_model_pool(os.getpid(), threads).submit(take_items) for _ in range(threads)]
     try:
-        for running in [_model_pool(os.getpid(), threads).submit(take_models) for _ in range(threads)]:
-            running.result()  # re-raises a thread's exception
+        concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_EXCEPTION)
+        errors = [error for f in running if f.done() and (error := f.exception()) is not None]
+        if errors:
+            raise next((e for e in errors if not isinstance(e, _Stopped)), errors[0])
+    except BaseException:
+        stop.set()
+        concurrent.futures.wait(running)
+        raise
     finally:
         torch.set_num_threads(outer)
     return results  # type: ignore[return-value]  # every entry was filled
@@ -459,10 +474,6 @@ def _epoch_permutations(n: int, recipes: Sequence[TrainConfig], device: torch.de
     return perms, bounds
 
 
-class _Stopped(Exception):
-    """A share of a group stopped because another share failed or the caller was interrupted."""
-
-
 def train_vectorised(dataset: ArrayDataset, train_indices: Sequence[np.ndarray], recipes: Sequence[TrainConfig],
                      *, queries: dict[str, np.ndarray] | None = None, batching: str = "auto",
                      progress: bool = True) -> GroupResult:
@@ -499,32 +510,14 @@ def train_vectorised(dataset: ArrayDataset, train_indices: Sequence[np.ndarray],
     bar = progress_bar(total=steps, desc=f"vectorised x{n_models}", enabled=progress, leave=False, unit="step")
     bounds = np.linspace(0, n_models, threads + 1).astype(int)
     shares = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
-    stop = threading.Event()
+    stop = threading.Event()  # set when a share fails: the others stop at their next step
 
     def share(k: int) -> GroupResult:
-        if threads > 1:
-            torch.set_num_threads(1)
         part = shares[k]
         return _train_share(models[part], dataset, train_indices[part], recipes[part], queries or {}, chosen,
                             device, bar if k == 0 else None, stop)
 
-    if threads == 1:
-        parts = [share(0)]
-    else:
-        outer = torch.get_num_threads()
-        running = [_model_pool(os.getpid(), threads).submit(share, k) for k in range(threads)]
-        try:
-            concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_EXCEPTION)
-            failed = [error for f in running if f.done() and (error := f.exception()) is not None]
-            if failed:
-                raise failed[0]
-            parts = [f.result() for f in running]
-        except BaseException:
-            stop.set()  # the other shares stop at their next step
-            concurrent.futures.wait(running)
-            raise
-        finally:
-            torch.set_num_threads(outer)
+    parts = in_model_threads(share, len(shares), threads, stop)
     bar.close()
     return GroupResult([s for p in parts for s in p.states], [lg for p in parts for lg in p.logits],
                        [h for p in parts for h in p.histories], time.perf_counter() - start)
