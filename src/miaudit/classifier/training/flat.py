@@ -100,7 +100,7 @@ class FlatOptimizer:
                 p.grad = grad
         self.adam = recipe.optimizer == "adam"
         self.lr, self.weight_decay, self.momentum = recipe.lr, recipe.weight_decay, recipe.momentum
-        self.steps = 0
+        self.steps = 0  # the foreach arithmetic's bias corrections read it; the fused kernel reads step_count
         self.fused = self.adam and fused is not False and _has_fused_adam(self.buffer)
         if fused and not self.fused:
             raise ValueError(f"this torch ({torch.__version__}) has no fused {recipe.optimizer} kernel for "
@@ -156,7 +156,8 @@ def _has_fused_adam(like: torch.Tensor) -> bool:
     param, grad, exp_avg, exp_avg_sq = (torch.zeros(1, dtype=like.dtype, device=like.device) for _ in range(4))
     try:
         torch._fused_adam_([param], [grad], [exp_avg], [exp_avg_sq], [], [torch.ones((), device=like.device)],
-                           lr=1e-3, beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-8, amsgrad=False, maximize=False)
+                           lr=1e-3, beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], weight_decay=0.0, eps=ADAM_EPS,
+                           amsgrad=False, maximize=False)
     except (RuntimeError, NotImplementedError):
         return False
     return True
