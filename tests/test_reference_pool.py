@@ -18,6 +18,7 @@ from miaudit.classifier.reference.vectorised import (
     auto_group_size,
     choose_batching,
     choose_group_size,
+    keep_gradients_channels_last,
     prefers_channels_last,
     train_vectorised,
     training_bytes,
@@ -298,6 +299,31 @@ def test_batching_and_channels_last_choice():
         ["stacked", "stacked", "stacked", "per-model"]
     assert prefers_channels_last(cnn, cpu) and not prefers_channels_last(group_norm, cpu)
     assert not prefers_channels_last(cnn, cuda) and not prefers_channels_last(mlp, cpu)
+
+
+def test_channels_last_cnn_gets_its_gradients_channels_last_unchanged():
+    torch.manual_seed(0)
+    model = build_model("cnn", (3, 16, 16), 5, hidden=(8,), channels=(4, 6)).to(memory_format=torch.channels_last)
+    hooked = build_model("cnn", (3, 16, 16), 5, hidden=(8,), channels=(4, 6)).to(memory_format=torch.channels_last)
+    hooked.load_state_dict(model.state_dict())
+    keep_gradients_channels_last(hooked)
+    x = torch.randn(8, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 5, (8,))
+    layouts = []
+
+    def loss(net):  # records the layout of the gradient that reaches the features' output
+        features = net.features(x)
+        logits = net.head(features)  # flatten's hook (if any) comes first: tensor hooks run in order
+        features.register_hook(lambda g: layouts.append(g.is_contiguous(memory_format=torch.channels_last)))
+        return torch.nn.functional.cross_entropy(logits, y)
+
+    loss(model).backward()
+    loss(hooked).backward()
+    assert layouts == [False, True]  # flatten hands back a row-major gradient unless hooked
+    for plain, kept in zip(model.parameters(), hooked.parameters()):
+        torch.testing.assert_close(kept.grad, plain.grad, rtol=0, atol=0)  # the same numbers, another layout
+    with torch.no_grad():  # scoring: nothing to hook
+        torch.testing.assert_close(hooked(x), model(x), rtol=0, atol=0)
 
 
 def test_group_size_from_memory():

@@ -326,12 +326,44 @@ class _Stacked:
                 for j in range(len(self.params[self.names[0]]))]
 
 
+def _is_channels_last(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def _gradient_to_channels_last(grad: torch.Tensor) -> torch.Tensor:
+    return grad.contiguous(memory_format=torch.channels_last)
+
+
+def _flatten_keeps_channels_last(module: nn.Module, args: tuple[Any, ...]) -> None:
+    """Forward pre-hook of an ``nn.Flatten``: a channels-last input gets its gradient back channels-last."""
+    x = args[0]
+    if isinstance(x, torch.Tensor) and x.requires_grad and _is_channels_last(x):
+        x.register_hook(_gradient_to_channels_last)
+
+
+def keep_gradients_channels_last(model: nn.Module) -> None:
+    """Make every ``nn.Flatten`` of ``model`` hand a channels-last input its gradient in channels-last format.
+
+    Flattening a channels-last activation copies it to row-major order, so its gradient comes back
+    row-major, and the max-pooling before it then runs its backward pass on its row-major kernel, copying
+    its indices and its gradient to and from that layout. Measured for the zoo's small CNN (8 and 16
+    channels, batches of 64, one thread): a training step 7.6 -> 6.3 ms; the gradients are the same bit for
+    bit (only their layout changes).
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Flatten):
+            module.register_forward_pre_hook(_flatten_keeps_channels_last)
+
+
 class _PerModel:
     """``G`` separate modules, one after another in a step (see also :func:`prefers_channels_last`)."""
 
     def __init__(self, models: Sequence[nn.Module], device: torch.device):
         self.format = torch.channels_last if prefers_channels_last(models[0], device) else torch.contiguous_format
         self.models = [m.to(device).to(memory_format=self.format) for m in models]  # type: ignore[call-overload]
+        if self.format == torch.channels_last:
+            for model in self.models:
+                keep_gradients_channels_last(model)
         self.overwrites_gradients = False  # backward accumulates into zeroed gradients
 
     def parameters(self) -> list[torch.Tensor]:
