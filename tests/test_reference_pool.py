@@ -326,6 +326,15 @@ def test_channels_last_cnn_gets_its_gradients_channels_last_unchanged():
         torch.testing.assert_close(hooked(x), model(x), rtol=0, atol=0)
 
 
+def test_predict_logits_default_chunks_change_no_logit():
+    from miaudit.classifier.training import predict_logits, scoring_batch_size
+
+    assert scoring_batch_size(torch.device("cpu")) < scoring_batch_size(torch.device("cuda"))
+    model = build_model("cnn", (3, 16, 16), 5, hidden=(8,), channels=(4, 6), seed=0)
+    x = np.random.default_rng(0).normal(size=(300, 3, 16, 16)).astype(np.float32)
+    np.testing.assert_array_equal(predict_logits(model, x), predict_logits(model, x, batch_size=300))
+
+
 def test_group_size_from_memory():
     gib = 2**30
     assert choose_group_size(64, gib, 10 * gib) == 6  # 0.6 of 10 GiB holds 6 models of 1 GiB

@@ -62,6 +62,7 @@ from miaudit.classifier.training import (
     autocast,
     build_model_from_config,
     gather_rows,
+    scoring_batch_size,
     shuffled_batches,
 )
 from miaudit.classifier.training.flat import FlatOptimizer
@@ -73,8 +74,6 @@ from miaudit.utils.logs import progress as progress_bar
 _T = TypeVar("_T")
 Batching = Literal["stacked", "per-model"]
 BATCHINGS = ("auto", "stacked", "per-model")
-#: rows scored per forward pass (per model) after training
-SCORE_BATCH = 512
 
 
 def check_vectorisable(model: nn.Module, name: str) -> None:
@@ -317,7 +316,8 @@ class _Stacked:
         model scores the same whichever group it was trained in)."""
         self.template.eval()
         n_models = len(self.params[self.names[0]])
-        chunks = [x[i:i + SCORE_BATCH] for i in range(0, len(x), SCORE_BATCH)]
+        size = scoring_batch_size(x.device)
+        chunks = [x[i:i + size] for i in range(0, len(x), size)]
         return torch.stack([torch.cat([self._forward({n: p[j] for n, p in self.params.items()}, chunk).float()
                                        for chunk in chunks]) for j in range(n_models)])
 
@@ -471,7 +471,8 @@ def score_per_model(models: Sequence[nn.Module], x: torch.Tensor,
     if memory_format is None:
         channels_last = prefers_channels_last(models[0], x.device)
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    chunks = [x[i:i + SCORE_BATCH] for i in range(0, len(x), SCORE_BATCH)]
+    size = scoring_batch_size(x.device)
+    chunks = [x[i:i + size] for i in range(0, len(x), size)]
     if x.dim() == 4:
         chunks = [chunk.contiguous(memory_format=memory_format) for chunk in chunks]
 

@@ -13,11 +13,12 @@ from miaudit.utils.fingerprint import module_fingerprint
 
 
 class TorchClassifierTarget:
-    """Wraps a ``torch.nn.Module`` mapping inputs ``(n, ...)`` to logits ``(n, K)``; run in eval mode."""
+    """Wraps a ``torch.nn.Module`` mapping inputs ``(n, ...)`` to logits ``(n, K)``; run in eval mode, in
+    batches of ``batch_size`` examples (default: :func:`~miaudit.classifier.training.scoring_batch_size`)."""
 
     access = "logits"
 
-    def __init__(self, model: nn.Module, *, batch_size: int = 512):
+    def __init__(self, model: nn.Module, *, batch_size: int | None = None):
         self.model = model
         self.batch_size = batch_size
 

@@ -11,6 +11,7 @@ from miaudit.classifier.training.loop import (
                                    gather_rows,
                                    make_optimizer,
                                    predict_logits,
+                                   scoring_batch_size,
                                    shuffled_batches,
                                    train_classifier,
 )
@@ -18,4 +19,4 @@ from miaudit.classifier.training.models import MLP, MODEL_NAMES, ResNet18, Small
 
 __all__ = ["TrainConfig", "TrainingPlugin", "TrainResult", "train_classifier", "predict_logits", "accuracy",
            "build_model", "build_model_from_config", "MLP", "SmallCNN", "ResNet18", "MODEL_NAMES", "PRECISIONS",
-           "autocast", "gather_rows", "make_optimizer", "shuffled_batches"]
+           "autocast", "gather_rows", "make_optimizer", "scoring_batch_size", "shuffled_batches"]

