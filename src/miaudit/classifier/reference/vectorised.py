@@ -603,5 +603,5 @@ def _train_share(models: Sequence[nn.Module], dataset: ArrayDataset, train_indic
 
 
 __all__ = ["BATCHINGS", "CPU_STACKED_LIMIT", "GroupResult", "auto_group_size", "available_memory",
-           "check_vectorisable", "choose_batching", "choose_group_size", "prefers_channels_last", "score_per_model",
-           "train_vectorised", "training_bytes"]
+           "check_vectorisable", "choose_batching", "choose_group_size", "keep_gradients_channels_last",
+           "prefers_channels_last", "score_per_model", "train_vectorised", "training_bytes"]
