@@ -316,8 +316,7 @@ class _Stacked:
         model scores the same whichever group it was trained in)."""
         self.template.eval()
         n_models = len(self.params[self.names[0]])
-        size = scoring_batch_size(x.device)
-        chunks = [x[i:i + size] for i in range(0, len(x), size)]
+        chunks = x.split(scoring_batch_size(x.device))
         return torch.stack([torch.cat([self._forward({n: p[j] for n, p in self.params.items()}, chunk).float()
                                        for chunk in chunks]) for j in range(n_models)])
 
@@ -471,8 +470,7 @@ def score_per_model(models: Sequence[nn.Module], x: torch.Tensor,
     if memory_format is None:
         channels_last = prefers_channels_last(models[0], x.device)
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    size = scoring_batch_size(x.device)
-    chunks = [x[i:i + size] for i in range(0, len(x), size)]
+    chunks = x.split(scoring_batch_size(x.device))
     if x.dim() == 4:
         chunks = [chunk.contiguous(memory_format=memory_format) for chunk in chunks]
 
