@@ -77,6 +77,33 @@ def test_generic_csv_jsonl_and_columns(tmp_path):
     assert load_table(jsonl, text_column="t", label_column="y").labels.tolist() == [1, 0]
 
 
+def test_ids_from_an_id_column(tmp_path):
+    csv_path = tmp_path / "docs.csv"  # as a spreadsheet saves it: byte-order mark, CRLF, a quoted line break
+    csv_path.write_bytes('\ufeffdoc id,body,status\r\nA-7,"first\nline",member\r\nB-2,second,nonmember\r\n'
+                         'C-1,  ,member\r\n'.encode("utf-8"))
+    data = load_table(csv_path, text_column="body", label_column="status", id_column="doc id", on_empty="skip")
+    assert data.ids.tolist() == ["A-7", "B-2"] and data.texts == ["first\nline", "second"]
+    assert data.skipped == [("C-1", "empty or whitespace-only text")]
+    assert load_table(csv_path, text_column="body", label_column="status", on_empty="skip").ids.tolist() == \
+        ["docs:0", "docs:1"]
+    numbered = _write_jsonl(tmp_path / "n.jsonl", [{"text": "a", "label": 1, "uid": 17}, {"text": "b", "label": 0,
+                                                                                         "uid": 4}])
+    assert load_text_dataset("table", path=str(numbered), id_column="uid").ids.tolist() == ["17", "4"]
+    twice = _write_jsonl(tmp_path / "t.jsonl", [{"text": "a", "label": 1, "uid": "x"}, {"text": "b", "label": 0,
+                                                                                        "uid": "y"},
+                                                {"text": "c", "label": 0, "uid": "x"}])
+    with pytest.raises(DataError, match="rows 0 and 2 share the id 'x' in column 'uid'"):
+        load_table(twice, id_column="uid")
+    blank = _write_jsonl(tmp_path / "b.jsonl", [{"text": "a", "label": 1, "uid": "x"}, {"text": "b", "label": 0,
+                                                                                        "uid": ""}])
+    with pytest.raises(DataError, match="row 1 has no 'uid' value"):
+        load_table(blank, id_column="uid")
+    with pytest.raises(DataError, match="no column 'doc_id'"):
+        load_table(numbered, id_column="doc_id")
+    with pytest.raises(DataError, match="source 'text' has no columns; id_column"):
+        load_text_dataset("text", members=str(csv_path), nonmembers=str(csv_path), id_column="uid")
+
+
 def test_bad_labels_empty_texts_and_encoding(tmp_path):
     bad_label = _write_jsonl(tmp_path / "l.jsonl", [{"text": "a", "label": 2}])
     with pytest.raises(DataError, match="label 2 is not 0/1"):

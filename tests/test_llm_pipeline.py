@@ -206,3 +206,30 @@ def test_blind_baseline_runs_on_a_bounded_subsample(shared_data, tmp_path):
     assert f"a random 20 of the {section['n_evaluated']} evaluation documents" in report
     with pytest.raises(ConfigError, match="max_documents"):
         parse_config({**config, "blind_baseline": {"max_documents": 5}})
+
+
+def test_a_table_with_an_id_column_keeps_the_users_ids(shared_data, tmp_path, capsys):
+    from miaudit.cli import main
+    from miaudit.llm.datasets import load_wikimia
+
+    wikimia = load_wikimia(32, data_dir=shared_data)
+    rows = [{"ref": f"doc-{1000 + i}", "body": wikimia.texts[i], "in_training": bool(wikimia.labels[i])}
+            for i in range(0, len(wikimia), 20)]
+    table = tmp_path / "mine.jsonl"
+    table.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    config = {"kind": "llm", "dataset": {"source": "table", "path": str(table), "text_column": "body",
+                                         "label_column": "in_training", "id_column": "ref"},
+              "model": {"name_or_path": str(shared_data / "models" / "stories260K"), "local_files_only": True},
+              "attacks": [{"name": "loss"}], "evaluation": {"n_bootstrap": 20},
+              "blind_baseline": {"enabled": False}}
+    run_llm_audit(config, tmp_path / "run", progress=False)
+    scores = np.load(tmp_path / "run" / "scores" / "loss.scores.npz")
+    assert sorted(scores["ids"].tolist()) == sorted(r["ref"] for r in rows)
+
+    rows[1]["ref"] = rows[0]["ref"]  # two documents under one id: exit code 2, one line, nothing written
+    table.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    (tmp_path / "audit.yaml").write_text(json.dumps(config), encoding="utf-8")
+    assert main(["audit", str(tmp_path / "audit.yaml"), "--out", str(tmp_path / "again"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "rows 0 and 1 share the id 'doc-1000' in column 'ref'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "again").exists()

@@ -114,6 +114,19 @@ def test_read_corpus_formats(tmp_path):
         read_corpus_documents(tmp_path / "t.csv", text_column="body")
     (tmp_path / "p.txt").write_text("one\nline\n\ntwo\n", encoding="utf-8")
     assert read_corpus_documents(tmp_path / "p.txt", separator="blank_line")[0] == ["one\nline", "two"]
+    with pytest.raises(DataError, match="plain-text corpus without columns; id_column"):
+        read_corpus_documents(tmp_path / "p.txt", id_column="key")
+
+
+def test_corpus_ids_from_an_id_column(tmp_path):
+    (tmp_path / "c.csv").write_text("key,text\nk1,hello there\nk2,\nk3,bye now\n", encoding="utf-8")
+    texts, ids, skipped = read_corpus_documents(tmp_path / "c.csv", id_column="key", on_empty="skip")
+    assert texts == ["hello there", "bye now"] and ids == ["k1", "k3"] and skipped == [("k2", "empty or missing text")]
+    (tmp_path / "d.csv").write_text("key,text\nk1,hello there\nk1,bye now\n", encoding="utf-8")
+    with pytest.raises(DataError, match="rows 0 and 1 share the id 'k1'"):
+        read_corpus_documents(tmp_path / "d.csv", id_column="key")
+    with pytest.raises(DataError, match="no column 'id'.*dataset.id_column"):
+        read_corpus_documents(tmp_path / "c.csv", id_column="id")
 
 
 # -- configuration ----------------------------------------------------------------------------------

@@ -77,7 +77,7 @@ class LLMDatasetConfig:
     ``max_documents`` draws a stratified subsample (for a corpus: a random one, before the split);
     ``group_column`` names a column of group ids (documents sharing one are not independent, e.g.
     passages of one paper): the blind baseline cross-validates by group and every interval resamples
-    whole groups."""
+    whole groups; ``id_column`` a column of document ids (else ``<file stem>:<row>``)."""
 
     source: str
     path: str | None = None
@@ -91,6 +91,7 @@ class LLMDatasetConfig:
     data_dir: str | None = None
     max_documents: int | None = None
     group_column: str | None = None
+    id_column: str | None = None
 
 
 @dataclass
@@ -256,7 +257,7 @@ def _load_documents(config: LLMAuditConfig) -> TextDataset:
     data = load_text_dataset(d.source, path=d.path, members=d.members, nonmembers=d.nonmembers,
                              text_column=d.text_column, label_column=d.label_column, file_name=d.file_name,
                              separator=d.separator, data_dir=d.data_dir, on_empty=d.on_empty,
-                             group_column=d.group_column)
+                             group_column=d.group_column, id_column=d.id_column)
     data.require_both_classes()
     if d.max_documents is not None and d.max_documents < len(data):
         data = data.subset(stratified_sample(data.labels, d.max_documents, derive_seed(config.seed, "subsample")))

@@ -194,28 +194,51 @@ def load_table(
     on_empty: OnEmpty = "error",
     name: str | None = None,
     group_column: str | None = None,
+    id_column: str | None = None,
 ) -> TextDataset:
     """A JSONL / JSON / CSV / TSV file with a text column, a 0/1 label column and, with ``group_column``, a
-    column of group ids (documents sharing one are not independent: passages of one paper)."""
+    column of group ids (documents sharing one are not independent: passages of one paper).
+
+    Documents are identified by ``<file stem>:<row>`` (rows counted from 0, header excluded), or with
+    ``id_column`` by that column's values (one per document, none repeated): the ids in the scores files
+    and the report are then the user's own."""
     path = Path(path)
     rows = _read_table(path)
-    columns = (text_column, label_column) + ((group_column,) if group_column else ())
+    optional = tuple(c for c in (group_column, id_column) if c)
+    columns = (text_column, label_column) + optional
     for column in columns:
         if column not in rows[0]:
             raise DataError(f"{path} has no column {column!r}; available columns: {', '.join(map(str, rows[0]))}. "
-                            f"Choose the text/label/group columns with text_column= / label_column= / group_column=")
+                            "Choose the columns with text_column= / label_column= / group_column= / id_column=")
     name = name or path.stem
+    if id_column:
+        check_unique_ids(path, rows, id_column)
 
     def records():
         for i, row in enumerate(rows):
-            rid = f"{path.stem}:{i}"
-            missing = [c for c in columns if c not in row or (c == group_column and row[c] in (None, ""))]
+            missing = [c for c in columns if c not in row or (c in optional and row[c] in (None, ""))]
             if missing:
                 raise DataError(f"{path} row {i} has no {missing[0]!r} value")
+            rid = str(row[id_column]) if id_column else f"{path.stem}:{i}"
             record = (rid, row[text_column], parse_label(row[label_column], f"{path} row {i}"))
             yield record + ((str(row[group_column]),) if group_column else ())
 
     return _collect(records(), name=name, on_empty=on_empty)
+
+
+def check_unique_ids(path: Path, rows: list[dict[str, Any]], id_column: str) -> None:
+    """A :class:`DataError` naming the first id of ``id_column`` that two rows share."""
+    first_row: dict[str, int] = {}
+    for i, row in enumerate(rows):
+        value = row.get(id_column)
+        if value in (None, ""):
+            continue  # reported as a missing value, with the row, when the row is read
+        rid = str(value)
+        if rid in first_row:
+            raise DataError(f"{path}: rows {first_row[rid]} and {i} share the id {rid!r} in column {id_column!r}; "
+                            "ids must name one document each (fix the file, or leave id_column out to number "
+                            "the rows)")
+        first_row[rid] = i
 
 
 def read_corpus(path: str | Path, *, text_column: str = "text") -> list[str]:
@@ -237,7 +260,8 @@ def read_corpus(path: str | Path, *, text_column: str = "text") -> list[str]:
 # -- named benchmarks ----------------------------------------------------------------------------
 
 def load_wikimia(length: int | str | Path = 32, *, data_dir: str | Path | None = None,
-                 on_empty: OnEmpty = "error", group_column: str | None = None) -> TextDataset:
+                 on_empty: OnEmpty = "error", group_column: str | None = None,
+                 id_column: str | None = None) -> TextDataset:
     """WikiMIA (Shi et al. 2023): ``length`` in 32/64/128/256 from the data folder, or a JSONL path."""
     if str(length) in map(str, WIKIMIA_LENGTHS):
         path = find_data_file(f"wikimia/WikiMIA_length{length}.jsonl", data_dir)
@@ -247,11 +271,13 @@ def load_wikimia(length: int | str | Path = 32, *, data_dir: str | Path | None =
             raise DataError(f"WikiMIA length or file {str(length)!r} not found; choose one of {WIKIMIA_LENGTHS} "
                             "or give the path of a JSONL file")
     return load_table(path, text_column="input", label_column="label", on_empty=on_empty,
-                      name=f"wikimia_{path.stem.split('length')[-1]}", group_column=group_column)
+                      name=f"wikimia_{path.stem.split('length')[-1]}", group_column=group_column,
+                      id_column=id_column)
 
 
 def load_arxivmia(split: str | Path = "all", *, data_dir: str | Path | None = None,
-                  on_empty: OnEmpty = "error", group_column: str | None = None) -> TextDataset:
+                  on_empty: OnEmpty = "error", group_column: str | None = None,
+                  id_column: str | None = None) -> TextDataset:
     """ArxivMIA (Liu et al. 2024): ``split`` in all/dev/test from the data folder, or a JSONL path."""
     if str(split) in ARXIVMIA_SPLITS:
         path = find_data_file(f"arxivmia/{ARXIVMIA_SPLITS[str(split)]}", data_dir)
@@ -261,7 +287,7 @@ def load_arxivmia(split: str | Path = "all", *, data_dir: str | Path | None = No
             raise DataError(f"ArxivMIA split or file {str(split)!r} not found; choose one of "
                             f"{', '.join(ARXIVMIA_SPLITS)} or give the path of a JSONL file")
     return load_table(path, text_column="text", label_column="label", on_empty=on_empty, name=f"arxivmia_{path.stem}",
-                      group_column=group_column)
+                      group_column=group_column, id_column=id_column)
 
 
 def _mimir_texts(path: Path, text_key: str) -> list[Any]:
@@ -349,17 +375,21 @@ def load_text_dataset(
     data_dir: str | Path | None = None,
     on_empty: OnEmpty = "error",
     group_column: str | None = None,
+    id_column: str | None = None,
 ) -> TextDataset:
     """Dispatch on ``source``: ``wikimia`` (``path`` = length or file), ``arxivmia`` (``path`` = split or
     file), ``mimir`` (``members`` [+ ``nonmembers``]), ``table`` (``path`` with text/label columns) or
-    ``text`` (``members`` + ``nonmembers`` plain-text files). ``group_column`` names a column of group ids
-    (wikimia, arxivmia, table)."""
-    if group_column and source in ("mimir", "text"):
-        raise DataError(f"source {source!r} has no columns; group_column needs wikimia, arxivmia or table")
+    ``text`` (``members`` + ``nonmembers`` plain-text files). ``group_column`` names a column of group ids,
+    ``id_column`` one of document ids (wikimia, arxivmia, table)."""
+    for key, column in (("group_column", group_column), ("id_column", id_column)):
+        if column and source in ("mimir", "text"):
+            raise DataError(f"source {source!r} has no columns; {key} needs wikimia, arxivmia or table")
     if source == "wikimia":
-        return load_wikimia(path or 32, data_dir=data_dir, on_empty=on_empty, group_column=group_column)
+        return load_wikimia(path or 32, data_dir=data_dir, on_empty=on_empty, group_column=group_column,
+                            id_column=id_column)
     if source == "arxivmia":
-        return load_arxivmia(path or "all", data_dir=data_dir, on_empty=on_empty, group_column=group_column)
+        return load_arxivmia(path or "all", data_dir=data_dir, on_empty=on_empty, group_column=group_column,
+                             id_column=id_column)
     if source == "mimir":
         if members is None:
             raise DataError("source 'mimir' needs members= (a folder, or a JSONL file together with nonmembers=)")
@@ -368,7 +398,7 @@ def load_text_dataset(
         if path is None:
             raise DataError("source 'table' needs path= (a .jsonl, .json, .csv or .tsv file)")
         return load_table(path, text_column=text_column, label_column=label_column, on_empty=on_empty,
-                          group_column=group_column)
+                          group_column=group_column, id_column=id_column)
     if source == "text":
         if members is None or nonmembers is None:
             raise DataError("source 'text' needs members= and nonmembers= plain-text files")
@@ -377,6 +407,6 @@ def load_text_dataset(
 
 
 __all__ = [
-    "TextDataset", "load_arxivmia", "read_corpus", "load_mimir", "load_table", "load_text_dataset",
+    "TextDataset", "check_unique_ids", "load_arxivmia", "read_corpus", "load_mimir", "load_table", "load_text_dataset",
     "load_text_files", "load_wikimia", "parse_label", "read_jsonl",
 ]

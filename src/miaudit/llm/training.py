@@ -40,7 +40,7 @@ import torch
 
 from miaudit.data.datasets import find_data_file
 from miaudit.errors import ConfigError, DataError
-from miaudit.llm.datasets import TextDataset, _read_table, _read_text, _split_documents
+from miaudit.llm.datasets import TextDataset, _read_table, _read_text, _split_documents, check_unique_ids
 from miaudit.llm.target import LLMModelConfig, load_causal_lm, load_tokenizer
 from miaudit.llm.tiny_gpt import TinyGPTConfig, encode_training_texts, fit_causal_lm, mean_token_loss, train_tiny_gpt
 from miaudit.utils.atomic import temp_prefix
@@ -187,9 +187,10 @@ def resolve_corpus_path(path: str, data_dir: str | None) -> Path:
     return find_data_file(path, data_dir)
 
 
-def read_corpus_documents(path: Path, *, text_column: str = "text", separator: str = "line",
-                          on_empty: str = "error") -> tuple[list[str], list[str], list[tuple[str, str]]]:
-    """The documents of a corpus file with their ids ``<file stem>:<row>``, and the skipped rows.
+def read_corpus_documents(path: Path, *, text_column: str = "text", separator: str = "line", on_empty: str = "error",
+                          id_column: str | None = None) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+    """The documents of a corpus file with their ids (``<file stem>:<row>``, or the values of ``id_column``,
+    one per document), and the skipped rows.
 
     Text files: one document per line (``separator: line``) or per blank-line-separated paragraph
     (``blank_line``). ``.jsonl`` / ``.json`` / ``.csv`` / ``.tsv``: the ``text_column`` of each row; an empty
@@ -199,19 +200,28 @@ def read_corpus_documents(path: Path, *, text_column: str = "text", separator: s
     skipped: list[tuple[str, str]] = []
     if path.suffix.lower() in (".jsonl", ".json", ".csv", ".tsv"):
         rows = _read_table(path)
-        if text_column not in rows[0]:
-            raise DataError(f"{path} has no column {text_column!r}; available columns: {', '.join(map(str, rows[0]))}. "
-                            "Choose it with dataset.text_column")
+        for column, key in ((text_column, "text_column"), (id_column, "id_column")):
+            if column is not None and column not in rows[0]:
+                raise DataError(f"{path} has no column {column!r}; available columns: "
+                                f"{', '.join(map(str, rows[0]))}. Choose it with dataset.{key}")
+        if id_column is not None:
+            check_unique_ids(path, rows, id_column)
         for i, row in enumerate(rows):
+            rid = f"{path.stem}:{i}" if id_column is None else str(row.get(id_column) or "")
+            if not rid:
+                raise DataError(f"{path} row {i} has no {id_column!r} value")
             text = row.get(text_column)
             if not isinstance(text, str) or not text.strip():
                 if on_empty == "skip":
-                    skipped.append((f"{path.stem}:{i}", "empty or missing text"))
+                    skipped.append((rid, "empty or missing text"))
                     continue
                 raise DataError(f"{path} row {i}: text is empty, missing or not a string; remove the row or set "
                                 "dataset.on_empty: skip")
             texts.append(text)
-            ids.append(f"{path.stem}:{i}")
+            ids.append(rid)
+    elif id_column is not None:
+        raise DataError(f"{path} is a plain-text corpus without columns; id_column needs a .jsonl, .json, .csv or "
+                        ".tsv file (leave it out to number the documents)")
     else:
         for i, text in enumerate(_split_documents(_read_text(path), separator)):
             texts.append(text)
@@ -431,7 +441,7 @@ def prepare_controlled_audit(training: TrainingConfig, dataset: Any, *, seed: in
     reference_kind = training.reference_kind(needs_reference)
     path = resolve_corpus_path(dataset.path, dataset.data_dir)
     texts, ids, skipped = read_corpus_documents(path, text_column=dataset.text_column, separator=dataset.separator,
-                                                on_empty=dataset.on_empty)
+                                                on_empty=dataset.on_empty, id_column=dataset.id_column)
     corpus = prepare_corpus(texts, ids, name=f"corpus_{path.stem}", min_words=training.min_words,
                             max_words=training.max_words, max_documents=dataset.max_documents, seed=seed)
     corpus.skipped = skipped
