@@ -142,6 +142,25 @@ def test_a_group_column_gives_group_ids_not_a_feature(tmp_path):
         read_table(tmp_path / "h.csv", label="y", group="person")
 
 
+def test_an_id_column_gives_record_ids_not_a_feature(tmp_path):
+    (tmp_path / "i.csv").write_text("a,ref,y\n1,r-9,0\n2,r-3,1\n3,r-5,1\n")
+    table = read_table(tmp_path / "i.csv", label="y", id="ref")
+    assert table.ids.tolist() == ["r-9", "r-3", "r-5"] and list(table.features) == ["a"] and not table.notes
+    assert table.subset(np.array([2, 0])).ids.tolist() == ["r-5", "r-9"]
+    assert read_table(tmp_path / "i.csv", label="y").ids.tolist() == [0, 1, 2]
+    for content, error in (("a,ref,y\n1,r-9,0\n2,r-9,1\n", "rows 0 and 1 share the id 'r-9' in column 'ref'"),
+                           ("a,ref,y\n1,r-9,0\n2,?,1\n", "row 1 has no id in column 'ref'")):
+        (tmp_path / "bad.csv").write_text(content)
+        with pytest.raises(DataError, match=error):
+            read_table(tmp_path / "bad.csv", label="y", id="ref")
+    with pytest.raises(ConfigError, match="'group' and 'id' name the same column"):
+        read_table(tmp_path / "i.csv", label="y", id="ref", group="ref")
+    (tmp_path / "kept.csv").write_text("a,Patient ID,y\n1,17,0\n2,4,1\n3,8,1\n")
+    notes = read_table(tmp_path / "kept.csv", label="y").notes
+    assert len(notes) == 1 and "'Patient ID' holds a distinct value in every row, like a record id" in notes[0]
+    assert not read_table(tmp_path / "kept.csv", label="y", drop=["Patient ID"]).notes
+
+
 def test_format_must_be_known(tmp_path):
     (tmp_path / "t.data").write_text("a,y\n1,0\n2,1\n")
     with pytest.raises(DataError, match="format: csv \\| parquet"):
@@ -194,3 +213,20 @@ def test_a_target_no_better_than_the_majority_class_is_warned_about(census, tmp_
         result = run_audit(parse_config(config), tmp_path / "run", progress=False)
     warned = [w for w in result["warnings"] if "no better than always predicting" in w]
     assert len(warned) == 2 and warned[0].startswith("the target's test accuracy")  # the target and the shadow models
+
+
+def test_an_audit_names_records_by_their_id_column(census, tmp_path):
+    train, _ = census
+    lines = [line for line in train.read_text().splitlines() if line.strip()]
+    with_ids = tmp_path / "people.data"
+    with_ids.write_text("".join(f"{line}, P{7000 - i}\n" for i, line in enumerate(lines)))
+    options = {**CENSUS_OPTIONS, "columns": COLUMNS + ["person"], "id": "person"}
+    config = _census_config(train, train, dataset={"source": str(with_ids), "options": options},
+                            split={"n_members": 300, "n_nonmembers": 300, "n_shadow": 300, "n_population": 200},
+                            attacks=[{"name": "loss"}, {"name": "lira", "params": {"variance": "global"}}])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_audit(parse_config(config), tmp_path / "run", progress=False)
+    for attack in ("loss", "lira"):
+        ids = np.load(tmp_path / "run" / "scores" / f"{attack}.scores.npz")["ids"].tolist()
+        assert len(ids) == 600 and all(i.startswith("P") for i in ids) and len(set(ids)) == 600

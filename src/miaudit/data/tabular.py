@@ -244,7 +244,8 @@ def _column_kind(name: str, values: list[Any], declared: str | None, where: str)
 def read_table(path: str | Path, *, label: str = "label", header: bool = True, columns: list[str] | None = None,
                categorical: list[str] | None = None, numeric: list[str] | None = None, drop: list[str] | None = None,
                missing: list[str] | None = None, delimiter: str | None = None, comment: str | None = None,
-               format: str | None = None, append: list[str] | None = None, group: str | None = None) -> Table:
+               format: str | None = None, append: list[str] | None = None, group: str | None = None,
+               id: str | None = None) -> Table:
     """Read a CSV / Parquet file (and the files in ``append``, same columns) into a :class:`Table`.
 
     ``label``: the class column; ``header=False`` with ``columns`` (the names, in order) for CSV
@@ -253,7 +254,10 @@ def read_table(path: str | Path, *, label: str = "label", header: bool = True, c
     empty); ``delimiter``: default ``","`` (tab for ``.tsv``); ``comment``: lines starting with it
     are skipped (e.g. ``"|"``); ``format``: "csv" or "parquet" when the suffix does not say;
     ``group``: a column of group ids (rows of one person, one household), not a feature: evaluation
-    then resamples whole groups (cluster bootstrap).
+    then resamples whole groups (cluster bootstrap); ``id``: a column of record ids (one per row, none
+    repeated), not a feature: the ids of the scores files (else the row numbers over all files read).
+    A feature column that is named like an id and holds a distinct value in every row is kept, with a
+    note that suggests ``id`` or ``drop`` (a model can memorise it).
     """
     path = Path(path)
     files = [path] + [Path(p) for p in _names(append, "append")]
@@ -285,11 +289,14 @@ def read_table(path: str | Path, *, label: str = "label", header: bool = True, c
             merged.setdefault(name, []).extend(None if _is_missing(v, missing_cells) else v for v in values)
     where = " + ".join(str(f) for f in files)
     available = list(merged)
-    if group is not None and (not isinstance(group, str) or group == label):
-        raise ConfigError(f"dataset option 'group': give one column name other than the label, got {group!r}")
-    grouping = [group] if group else []
+    for key, column in (("group", group), ("id", id)):
+        if column is not None and (not isinstance(column, str) or column == label):
+            raise ConfigError(f"dataset option {key!r}: give one column name other than the label, got {column!r}")
+    if group is not None and group == id:
+        raise ConfigError(f"dataset options 'group' and 'id' name the same column {group!r}; a group holds several "
+                          "records, an id one")
     for key, names in (("label", [label]), ("categorical", categorical_names), ("numeric", numeric_names),
-                       ("drop", dropped), ("group", grouping)):
+                       ("drop", dropped), ("group", [group] if group else []), ("id", [id] if id else [])):
         unknown = [n for n in names if n not in available]
         if unknown:
             raise DataError(f"{where} has no column {unknown[0]!r} (dataset option {key!r}); columns: "
@@ -301,12 +308,16 @@ def read_table(path: str | Path, *, label: str = "label", header: bool = True, c
         if any(v is None for v in cells):
             raise DataError(f"{where}: column {group!r} (the group ids) has missing cells; every row needs its group")
         groups = np.array([str(v).strip() for v in cells])
+    ids = np.arange(len(y)) if id is None else _record_ids(merged.pop(id), id, where)
     features, kinds = {}, {}
     for name, values in merged.items():
         if name in dropped:
             continue
         declared = CATEGORICAL if name in categorical_names else NUMERIC if name in numeric_names else None
         kinds[name], features[name] = _column_kind(name, values, declared, where)
+        if _looks_like_record_ids(name, values):
+            notes.append(f"{where}: feature column {name!r} holds a distinct value in every row, like a record id, "
+                         "and a model can memorise it; if it is one, give it as dataset option id (or drop it)")
         n_missing = sum(v is None for v in values)
         if n_missing:
             notes.append(f"{where}: column {name!r} has {n_missing} missing cells, imputed with the "
@@ -314,7 +325,32 @@ def read_table(path: str | Path, *, label: str = "label", header: bool = True, c
                          "training rows")
     if not features:
         raise DataError(f"{where} has no feature columns besides the label {label!r}")
-    return Table(features, kinds, y, class_names, path.stem, np.arange(len(y)), notes, groups)
+    return Table(features, kinds, y, class_names, path.stem, ids, notes, groups)
+
+
+def _record_ids(cells: list[Any], column: str, where: str) -> np.ndarray:
+    """The ``id`` column's cells as strings: a :class:`DataError` for a missing or repeated id."""
+    ids = [None if v is None else str(v).strip() for v in cells]
+    first_row: dict[str, int] = {}
+    for row, rid in enumerate(ids):
+        if not rid:
+            raise DataError(f"{where}: row {row} has no id in column {column!r}; every row needs its own id")
+        if rid in first_row:
+            raise DataError(f"{where}: rows {first_row[rid]} and {row} share the id {rid!r} in column {column!r}; "
+                            "ids must name one record each (for rows of one person use dataset option group)")
+        first_row[rid] = row
+    return np.array(ids)
+
+
+#: column names (lower case) that usually hold record ids rather than features
+_ID_NAMES = ("id", "uid", "uuid", "index", "row", "record")
+
+
+def _looks_like_record_ids(name: str, values: list[Any]) -> bool:
+    """Whether a column is named like an id (``id``, ``row``, ``*_id``, ...) and holds a distinct value in every row."""
+    key = name.strip().lower()
+    named = key in _ID_NAMES or key.endswith(("_id", " id", "-id"))
+    return named and len(values) > 1 and None not in values and len({str(v) for v in values}) == len(values)
 
 
 # -- preprocessing ------------------------------------------------------------------------------
