@@ -450,9 +450,8 @@ class ClassifierExperiment:
             self.split is not None and self.split.population.size > 0
         check_reference_needs(key, attack, shadow=bool(self.shadow_config.n_models),
                               pool=bool(self.reference_config.n_models), population=population,
-                              population_fix="target.population (your model's outputs on, or examples of, data it "
-                                             "never saw)" if loaded else "split.n_population (data the target never "
-                                             "saw)")
+                              population_fix="target.population (your model's outputs on, or examples of, such "
+                                             "data)" if loaded else "split.n_population (e.g. 500)")
         if signal_type(attack) == "label_only" and self.target_config.hf_classifier is not None:
             raise ConfigError(f"attack {key!r} perturbs the inputs, which are token ids for a text classifier; use "
                               "output-based or white-box attacks")
