@@ -107,6 +107,28 @@ def test_held_out_choice_and_oracle_are_labelled_and_consistent(run):
     assert "selection" not in entries["min_k"]
 
 
+def test_decision_thresholds_come_from_the_calibration_documents(run, shared_data, tmp_path):
+    from miaudit.evaluation import best_threshold
+
+    out, metrics = run
+    assert {a["threshold_source"] for a in metrics["attacks"]} == {"calibration"}
+    # the loss scores of every document, from an audit that evaluates them all (nothing to choose: no
+    # calibration split, so its threshold is the oracle one)
+    config = _config(shared_data, tmp_path, attacks=[{"name": "loss"}], blind_baseline={"enabled": False})
+    every = run_llm_audit(config, tmp_path / "all", progress=False)
+    assert every["attacks"][0]["threshold_source"] == "oracle"
+    scores = AttackResult.load(tmp_path / "all" / "scores", "loss")
+    calibration = np.isin(scores.ids, metrics["selection"]["calibration_ids"])
+    assert calibration.sum() == len(metrics["selection"]["calibration_ids"])
+    expected = best_threshold(scores.labels[calibration], scores.scores[calibration])
+    loss = next(a for a in metrics["attacks"] if a["name"] == "loss")
+    assert loss["threshold"] == pytest.approx(expected, rel=1e-6)
+    evaluated = AttackResult.load(out / "scores", "loss")
+    members = evaluated.labels.astype(bool)
+    assert loss["balanced_accuracy"] == pytest.approx(0.5 * ((evaluated.scores[members] >= loss["threshold"]).mean()
+                                                             + (evaluated.scores[~members] < loss["threshold"]).mean()))
+
+
 def test_markdown_report_shows_selection_and_blind_baseline(run):
     out, metrics = run
     report = (out / "report.md").read_text()

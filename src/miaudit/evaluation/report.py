@@ -58,6 +58,7 @@ def evaluate(
     scores: np.ndarray,
     *,
     threshold: float | None = None,
+    threshold_source: str = "reference",
     fprs: tuple[float, ...] = DEFAULT_FPRS,
     n_bootstrap: int = 1000,
     confidence: float = 0.95,
@@ -66,8 +67,10 @@ def evaluate(
 ) -> dict[str, Any]:
     """AUC, TPR at each FPR, advantage (each with a confidence interval) and decision metrics.
 
-    ``threshold`` is the attack's own decision threshold learned on reference data; without one
-    the threshold maximising TPR - FPR on these labels is used and reported as ``"oracle"``.
+    ``threshold`` is the attack's own decision threshold, learned on data other than these labels
+    (``threshold_source`` says which: ``"reference"`` models or data, an LLM audit's ``"calibration"``
+    documents); without one the threshold maximising TPR - FPR on these labels is used and reported as
+    ``"oracle"``.
     ``groups`` ``(n,)``: group ids of records that are not independent (passages of one document);
     the bootstrap then resamples whole groups. TPRs at FPRs are tie-aware
     (:func:`~miaudit.evaluation.metrics.tpr_at_fpr`); ``ties_at_fpr`` reports the ties that straddle
@@ -101,7 +104,7 @@ def evaluate(
                 exact.append(f"tpr@{key(f)}")
     curve = roc_curve(labels, scores)
     points = {key(f): _operating_point(curve, f, n_members, n_nonmembers) for f in fprs}
-    source = "reference"
+    source = threshold_source
     if threshold is None:
         threshold, source = best_threshold(labels, scores), "oracle"
     decision = decision_metrics(labels, scores >= threshold)

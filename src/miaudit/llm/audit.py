@@ -41,6 +41,7 @@ from miaudit.attacks.registry import create_attack, get_attack_class
 from miaudit.config import to_dict
 from miaudit.data.splits import stratified_sample
 from miaudit.errors import ConfigError, DataError
+from miaudit.evaluation.metrics import best_threshold
 from miaudit.evaluation.run_result import RunResult
 from miaudit.llm import selection
 from miaudit.llm.api import ACCESS as API_ACCESS
@@ -619,6 +620,10 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
         plan.finish([kept[i] for i in range(n)], calibration_docs)
     eval_groups = None if data.groups is None else data.groups[evaluation]
 
+    def calibrated_threshold(row: np.ndarray) -> float | None:
+        """The threshold maximising TPR - FPR on the calibration documents (none without them)."""
+        return best_threshold(cal_labels.astype(bool), row[calibration]) if calibration.size else None
+
     scored: list[ScoredAttack] = []
     chosen: dict[str, Any] = {}
     for plan in plans:
@@ -628,7 +633,8 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
             assert plan.fitted is not None  # set by the first scored block
             scored.append(ScoredAttack(spec.key, plan.fitted, data.ids[evaluation], eval_labels.astype(bool),
                                        table[0, evaluation], plan.seconds,
-                                       extra={"learned": plan.fitted.learned_state()}, groups=eval_groups))
+                                       extra={"learned": plan.fitted.learned_state()}, groups=eval_groups,
+                                       threshold=calibrated_threshold(table[0]), threshold_source="calibration"))
             continue
         # the held-out choice (the result) and the oracle, both from the same (grid, n) score table
         grid = plan.grid
@@ -640,11 +646,12 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
                             "evaluation_aucs": test_aucs.tolist()}
         for key, value, which in ((spec.key, held_out, "held-out"), (f"{spec.key}.oracle", oracle, "oracle")):
             attack = plan.attack(calibration_docs, **{plan.param: value})
-            scores = table[int(np.flatnonzero(grid == value)[0]), evaluation]
-            scored.append(ScoredAttack(key, attack, data.ids[evaluation], eval_labels.astype(bool), scores,
+            row = table[int(np.flatnonzero(grid == value)[0])]
+            scored.append(ScoredAttack(key, attack, data.ids[evaluation], eval_labels.astype(bool), row[evaluation],
                                        time.perf_counter() - t0 + plan.seconds,
                                        extra={"selection": which, plan.param: value,
-                                              "learned": attack.learned_state()}, groups=eval_groups))
+                                              "learned": attack.learned_state()}, groups=eval_groups,
+                                       threshold=calibrated_threshold(row), threshold_source="calibration"))
 
     sections: dict[str, Any] = {} if trained is None else {"training": trained.section}
     sections["selection"] = {

@@ -54,6 +54,9 @@ class ScoredAttack:
     ids of examples that are not independent (evaluation then resamples whole groups), or None;
     ``threshold_from_attack``: False when the scores have no single learned decision threshold (scores
     pooled over targets that each gave the attack its own), so decision metrics use the ``oracle`` one;
+    ``threshold``: a decision threshold learned outside the attack (an LLM audit's calibration documents),
+    used instead of the attack's own; ``threshold_source``: where the threshold was learned (``"reference"``
+    models or data, ``"calibration"`` documents);
     ``targets`` ``(n,)``: which target each score comes from, when scores of several targets are pooled
     (a record's scores on several targets are not independent, one target's records are: the empirical
     epsilon bound is then the largest per-target bound, Bonferroni-corrected over the targets).
@@ -68,6 +71,8 @@ class ScoredAttack:
     extra: dict[str, Any] = field(default_factory=dict)
     groups: np.ndarray | None = None
     threshold_from_attack: bool = True
+    threshold: float | None = None
+    threshold_source: str = "reference"
     targets: np.ndarray | None = None
 
 
@@ -189,8 +194,10 @@ def _attack_entry(scored: ScoredAttack, config: Any, *, delta: float) -> dict[st
     empirical epsilon lower bound at ``delta`` (same confidence level as the CIs)."""
     ev = config.evaluation
     cls = type(scored.attack)
-    threshold = scored.attack.decision_threshold if scored.threshold_from_attack else None
-    metrics = evaluate(scored.membership, scored.scores, threshold=threshold,
+    threshold = scored.threshold
+    if threshold is None and scored.threshold_from_attack:
+        threshold = scored.attack.decision_threshold
+    metrics = evaluate(scored.membership, scored.scores, threshold=threshold, threshold_source=scored.threshold_source,
                        fprs=tuple(ev.fprs), n_bootstrap=ev.n_bootstrap, confidence=ev.confidence,
                        seed=derive_seed(config.seed, "bootstrap"), groups=scored.groups)
     return {"name": scored.key, "attack": cls.name, "params": scored.attack.get_params(),
