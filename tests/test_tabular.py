@@ -118,6 +118,8 @@ def test_load_dataset_reads_tables_and_lists_valid_options(tmp_path):
     ("a,y\n1,0\n2,1\n", {"categorical": ["zz"]}, "no column 'zz' \\(dataset option 'categorical'\\)"),
     ("1,0\n2,1\n", {"header": False}, "list its column names in order"),
     ("a,y\n1,0\n2,1\n", {"categorical": ["a"], "numeric": ["a"]}, "declared both categorical and numeric"),
+    ("a,y\n1,0\n2,1\ninf,1\n", {}, "column 'a' holds the non-finite number 'inf' \\(data row 2, counted from 0\\)"),
+    ("a,y\n1,0\nNaN,1\n", {"numeric": ["a"]}, "non-finite number 'NaN'.*list its spelling in the dataset option"),
 ])
 def test_bad_tables_are_one_line_errors(tmp_path, content, options, error):
     (tmp_path / "t.csv").write_text(content)
@@ -148,8 +150,8 @@ def test_an_id_column_gives_record_ids_not_a_feature(tmp_path):
     assert table.ids.tolist() == ["r-9", "r-3", "r-5"] and list(table.features) == ["a"] and not table.notes
     assert table.subset(np.array([2, 0])).ids.tolist() == ["r-5", "r-9"]
     assert read_table(tmp_path / "i.csv", label="y").ids.tolist() == [0, 1, 2]
-    for content, error in (("a,ref,y\n1,r-9,0\n2,r-9,1\n", "rows 0 and 1 share the id 'r-9' in column 'ref'"),
-                           ("a,ref,y\n1,r-9,0\n2,?,1\n", "row 1 has no id in column 'ref'")):
+    for content, error in (("a,ref,y\n1,r-9,0\n2,r-9,1\n", "rows 0 and 1 \\(counted from 0\\) share the id 'r-9'"),
+                           ("a,ref,y\n1,r-9,0\n2,?,1\n", "data row 1 \\(counted from 0\\) has no id in column 'ref'")):
         (tmp_path / "bad.csv").write_text(content)
         with pytest.raises(DataError, match=error):
             read_table(tmp_path / "bad.csv", label="y", id="ref")
@@ -159,6 +161,27 @@ def test_an_id_column_gives_record_ids_not_a_feature(tmp_path):
     notes = read_table(tmp_path / "kept.csv", label="y").notes
     assert len(notes) == 1 and "'Patient ID' holds a distinct value in every row, like a record id" in notes[0]
     assert not read_table(tmp_path / "kept.csv", label="y", drop=["Patient ID"]).notes
+
+
+def test_columns_a_model_could_misuse_are_noted(tmp_path):
+    rows = [f"{1 + i % 7},{i},{'x' if i % 2 else 'z'},{i % 2}" for i in range(40)]
+    rows[3], rows[8] = "n/a,3,x,1", "12;5,8,z,0"  # two text cells among the numbers of column a
+    (tmp_path / "t.csv").write_text("a,serial,kind,y\n" + "\n".join(rows) + "\n")
+    notes = read_table(tmp_path / "t.csv", label="y").notes
+    assert len(notes) == 1 and "column 'a' is read as categorical because of 2 non-numeric cell(s) ('12;5', " \
+        "'n/a') among numbers" in notes[0]
+    assert not read_table(tmp_path / "t.csv", label="y", categorical=["a"]).notes  # declared: as the user says
+    table = read_table(tmp_path / "t.csv", label="y", missing=["n/a", "12;5"])
+    assert table.kinds["a"] == "numeric" and "2 missing cells" in table.notes[0]
+    (tmp_path / "w.csv").write_text("word,y\n" + "\n".join(f"w{i},{i % 2}" for i in range(40)) + "\n")
+    notes = read_table(tmp_path / "w.csv", label="y").notes
+    assert len(notes) == 1 and "categorical column 'word' has 40 distinct values in 40 rows" in notes[0]
+
+
+def test_non_finite_numbers_in_parquet_are_refused(tmp_path):
+    pq.write_table(pa.table({"a": [1.0, float("inf"), 2.0], "y": [0, 1, 1]}), tmp_path / "t.parquet")
+    with pytest.raises(DataError, match="column 'a' holds the non-finite number inf \\(data row 1"):
+        read_table(tmp_path / "t.parquet", label="y")
 
 
 def test_format_must_be_known(tmp_path):

@@ -170,15 +170,13 @@ def _is_missing(value: Any, missing: set[str]) -> bool:
 
 
 def _as_number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float, np.number)):
+    """``value`` as a float (``"inf"`` and ``"nan"`` included: the caller refuses them), or ``None`` for text."""
+    if isinstance(value, (bool, int, float, np.number)):
         return float(value)
     try:
-        number = float(value)
+        return float(value)
     except (TypeError, ValueError):
         return None
-    return number if np.isfinite(number) else None
 
 
 def normalise_label(value: Any) -> str:
@@ -228,17 +226,45 @@ def _column_kind(name: str, values: list[Any], declared: str | None, where: str)
     present = [v for v in values if v is not None]
     if not present:
         raise DataError(f"{where}: column {name!r} has no values at all; drop it (option 'drop')")
+    numbers = [None if v is None else _as_number(v) for v in values]
     if declared != CATEGORICAL:
-        numbers = [_as_number(v) for v in present]
-        if all(n is not None for n in numbers):
-            return NUMERIC, np.array([np.nan if v is None else _as_number(v) for v in values], dtype=np.float64)
+        if all(n is not None for n, v in zip(numbers, values) if v is not None):
+            row = next((i for i, n in enumerate(numbers) if n is not None and not np.isfinite(n)), None)
+            if row is not None:
+                raise DataError(f"{where}: column {name!r} holds the non-finite number {values[row]!r} (data row "
+                                f"{row}, counted from 0); fix the cell, or list its spelling in the dataset option "
+                                "'missing' to impute it")
+            return NUMERIC, np.array([np.nan if n is None else n for n in numbers], dtype=np.float64)
         if declared == NUMERIC:
-            bad = next(v for v, n in zip(present, numbers) if n is None)
+            bad = next(v for v, n in zip(values, numbers) if v is not None and n is None)
             raise DataError(f"{where}: column {name!r} is declared numeric but holds {bad!r}; fix the value, add it to "
                             "'missing', or declare the column categorical")
     column = np.empty(len(values), dtype=object)
     column[:] = [None if v is None else str(v).strip() for v in values]
     return CATEGORICAL, column
+
+
+def _kind_notes(name: str, kind: str, declared: str | None, values: list[Any], where: str) -> list[str]:
+    """What the reader noticed about a feature column that a model could misuse: a record id kept as a feature,
+    numbers read as categories because of a few text cells, a category per row (one-hot: memorisable)."""
+    present = [v for v in values if v is not None]
+    if _looks_like_record_ids(name, values):
+        return [f"{where}: feature column {name!r} holds a distinct value in every row, like a record id, and a "
+                "model can memorise it; if it is one, give it as dataset option id (or drop it)"]
+    if kind != CATEGORICAL:
+        return []
+    text_cells = [str(v).strip() for v in present if _as_number(v) is None]
+    if declared is None and 0 < len(text_cells) <= len(present) * (1 - MOSTLY_NUMERIC):
+        text = sorted(set(text_cells))
+        shown = ", ".join(repr(t) for t in text[:3]) + (", ..." if len(text) > 3 else "")
+        return [f"{where}: column {name!r} is read as categorical because of {len(text_cells)} non-numeric cell(s) "
+                f"({shown}) among numbers; if it is numeric, fix them or list them in the dataset option 'missing'"]
+    distinct = len({str(v).strip() for v in present})
+    if distinct > HIGH_CARDINALITY * len(present) and distinct > 20:
+        return [f"{where}: categorical column {name!r} has {distinct} distinct values in {len(present)} rows; "
+                "one-hot encoded, it gives nearly every record a feature of its own, which a model can memorise; "
+                "drop it unless it is meant as a feature"]
+    return []
 
 
 def read_table(path: str | Path, *, label: str = "label", header: bool = True, columns: list[str] | None = None,
@@ -315,9 +341,7 @@ def read_table(path: str | Path, *, label: str = "label", header: bool = True, c
             continue
         declared = CATEGORICAL if name in categorical_names else NUMERIC if name in numeric_names else None
         kinds[name], features[name] = _column_kind(name, values, declared, where)
-        if _looks_like_record_ids(name, values):
-            notes.append(f"{where}: feature column {name!r} holds a distinct value in every row, like a record id, "
-                         "and a model can memorise it; if it is one, give it as dataset option id (or drop it)")
+        notes += _kind_notes(name, kinds[name], declared, values, where)
         n_missing = sum(v is None for v in values)
         if n_missing:
             notes.append(f"{where}: column {name!r} has {n_missing} missing cells, imputed with the "
@@ -334,14 +358,21 @@ def _record_ids(cells: list[Any], column: str, where: str) -> np.ndarray:
     first_row: dict[str, int] = {}
     for row, rid in enumerate(ids):
         if not rid:
-            raise DataError(f"{where}: row {row} has no id in column {column!r}; every row needs its own id")
+            raise DataError(f"{where}: data row {row} (counted from 0) has no id in column {column!r}; every row "
+                            "needs its own id")
         if rid in first_row:
-            raise DataError(f"{where}: rows {first_row[rid]} and {row} share the id {rid!r} in column {column!r}; "
-                            "ids must name one record each (for rows of one person use dataset option group)")
+            raise DataError(f"{where}: data rows {first_row[rid]} and {row} (counted from 0) share the id {rid!r} in "
+                            f"column {column!r}; ids must name one record each (for rows of one person use dataset "
+                            "option group)")
         first_row[rid] = row
     return np.array(ids)
 
 
+#: a column whose values are numbers in at least this fraction of its cells is noted when a few text cells make
+#: it categorical
+MOSTLY_NUMERIC = 0.9
+#: a categorical column with distinct values in more than this fraction of its cells is noted (memorisable)
+HIGH_CARDINALITY = 0.5
 #: column names (lower case) that usually hold record ids rather than features
 _ID_NAMES = ("id", "uid", "uuid", "index", "row", "record")
 
