@@ -229,6 +229,22 @@ def test_registered_kind_runs_through_the_shared_pipeline(tmp_path):
                         tmp_path / "toy", progress=False)
     assert metrics["kind"] == "toy" and metrics["attacks"][0]["auc"] > 0.8
     assert json.loads((tmp_path / "toy" / "metrics.json").read_text())["target"] == {"model": "toy"}
+    assert [w for w in metrics["warnings"] if "bootstrap resamples" in w] == [
+        "the 95% intervals rest on 10 bootstrap resamples (0.25 beyond each bound; a stable bound needs 5): set "
+        "evaluation.n_bootstrap >= 200 (default 1000) for figures you report"]
+    enough = run_audit({"kind": "toy", "attacks": [{"name": "loss"}], "evaluation": {"n_bootstrap": 200}},
+                       tmp_path / "toy200", progress=False)
+    assert not [w for w in enough["warnings"] if "bootstrap resamples" in w]
+
+
+@pytest.mark.parametrize("n_bootstrap, confidence, needed", [(199, 0.95, 200), (999, 0.99, 1000), (50, 0.9, 100)])
+def test_too_few_resamples_for_the_confidence_level_are_warned_about(n_bootstrap, confidence, needed):
+    from miaudit.runs.config import EvaluationConfig
+
+    assert f"n_bootstrap >= {needed} " in EvaluationConfig(n_bootstrap=n_bootstrap, confidence=confidence
+                                                            ).interval_warning()
+    assert EvaluationConfig(n_bootstrap=needed, confidence=confidence).interval_warning() is None
+    assert EvaluationConfig(n_bootstrap=0).interval_warning() is None  # no intervals at all, said elsewhere
 
 
 def test_ray_executor_gets_the_cluster_address(tmp_path, monkeypatch):

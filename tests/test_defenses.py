@@ -19,6 +19,7 @@ from miaudit.defenses import DefenseContext, DefenseError, build_chain, create_d
 from miaudit.defenses.dp import _LayerwiseDPOptimizer
 from miaudit.defenses.procedures import StackedModel
 from miaudit.defenses.regularizers import _rbf_mmd2
+from miaudit.runs.config import EvaluationConfig
 
 
 @pytest.fixture(scope="module")
@@ -326,6 +327,9 @@ def test_defend_command_end_to_end(tmp_path, capsys):
     for name in ("defenses.md", "privacy_utility.png", "config.yaml", "log.txt", "scores/none/loss.scores.npz"):
         assert (out / name).is_file(), name
     assert "| dp+labels | `correctness` |" in (out / "defenses.md").read_text()
+    assert result["warnings"] == [EvaluationConfig(n_bootstrap=20).interval_warning()]
+    assert "rest on 20 bootstrap resamples" in (out / "defenses.md").read_text()
+    assert "rest on 20 bootstrap resamples" in (out / "report.html").read_text()
     # user-chosen labels are literal text in defenses.md: no HTML, no broken table
     from miaudit.defenses.compare import render_markdown
 

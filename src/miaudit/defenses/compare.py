@@ -411,7 +411,8 @@ def run_defense_comparison(config: DefendConfig | dict[str, Any] | str | Path, o
                      "n_reference": config.split.n_reference},
             "evaluation": {"n_bootstrap": config.evaluation.n_bootstrap, "confidence": config.evaluation.confidence,
                            "fprs": list(config.evaluation.fprs)},
-            "defenses": entries, "seconds": round(time.perf_counter() - start, 2),
+            "defenses": entries, "warnings": [w for w in (config.evaluation.interval_warning(),) if w],
+            "seconds": round(time.perf_counter() - start, 2),
         }
         (folder / "defenses.json").write_text(json.dumps(result, indent=2, default=json_default))
         (folder / "config.yaml").write_text(yaml.safe_dump(result["config"], sort_keys=False))
@@ -504,7 +505,8 @@ def render_markdown(result: dict[str, Any]) -> str:
     notes += [f"- [{md_text(e['label'])}] {md_text(n)}" for e in result["defenses"] for n in e["notes"]]
     notes += sorted({f"- {md_code(a['name'])}: {md_text(a['note'])}" for e in result["defenses"] for a in e["attacks"]
                      if a.get("note")})
-    warnings = sorted({w for e in result["defenses"] for a in e["attacks"] for w in a.get("warnings", [])})
+    warnings = result.get("warnings", []) + sorted({w for e in result["defenses"] for a in e["attacks"]
+                                                    for w in a.get("warnings", [])})
     if notes or warnings:
         lines += ["", "## Notes", "", *notes, *[f"- {md_text(w)}" for w in warnings]]
     lines += ["", "Defenses, parameters and citations: `defenses.json`; plot: `privacy_utility.png`.", ""]

@@ -300,7 +300,8 @@ def _defense_attacks(result: dict[str, Any]) -> str:
                      f"{pct(t['train_accuracy'])}{eps}.</p>" + table(head, rows, numeric_from=2) + notes)
     attack_notes = sorted({f"{a['name']}: {a['note']}" for r in result["defenses"] for a in r.get("attacks", [])
                            if a.get("note")})
-    warnings = sorted({w for r in result["defenses"] for a in r.get("attacks", []) for w in a.get("warnings", [])})
+    warnings = result.get("warnings", []) + sorted({w for r in result["defenses"] for a in r.get("attacks", [])
+                                                    for w in a.get("warnings", [])})
     return ("<h2>Attacks per defense</h2><p>Intervals: bootstrap confidence intervals. \"oracle\" thresholds were "
             "chosen on the evaluation labels. Empirical ε: Clopper-Pearson lower bound from the attack's error "
             "rates.</p>" + "".join(parts)

@@ -6,6 +6,7 @@ Every kind's config has ``kind``, ``seed``, ``attacks`` (a list of :class:`Attac
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,10 @@ class AttackSpec:
         return self.label or self.name
 
 
+#: resamples beyond each bound of a percentile bootstrap interval below which the run warns
+MIN_TAIL_RESAMPLES = 5
+
+
 @dataclass
 class EvaluationConfig:
     """Bootstrap resamples (0 disables CIs), confidence level of the intervals, FPRs at which TPR is reported,
@@ -63,6 +68,18 @@ class EvaluationConfig:
             raise ConfigError(f"config.evaluation.confidence: must lie in (0, 1), got {self.confidence}")
         if not self.fprs or not all(0 < f < 1 for f in self.fprs):
             raise ConfigError(f"config.evaluation.fprs: give FPRs in (0, 1), got {self.fprs}")
+
+    def interval_warning(self) -> str | None:
+        """A warning when the percentile intervals' bounds are read from fewer than :data:`MIN_TAIL_RESAMPLES`
+        resamples in each tail (fewer than 200 resamples at 95%), else ``None``."""
+        tail = self.n_bootstrap * (1 - self.confidence) / 2
+        if self.n_bootstrap == 0 or tail >= MIN_TAIL_RESAMPLES - 1e-9:  # 100 * (1 - 0.9) / 2 is 4.999...
+            return None
+        needed = math.ceil(MIN_TAIL_RESAMPLES * 2 / (1 - self.confidence) - 1e-9)
+        beyond = math.floor(tail * 100 + 1e-6) / 100
+        return (f"the {self.confidence:.0%} intervals rest on {self.n_bootstrap} bootstrap resamples ({beyond:g} "
+                f"beyond each bound; a stable bound needs {MIN_TAIL_RESAMPLES}): set evaluation.n_bootstrap >= "
+                f"{needed} (default {EvaluationConfig.n_bootstrap}) for figures you report")
 
 
 def check_attack_specs(attacks: list[AttackSpec]) -> None:

@@ -267,6 +267,8 @@ def run_audit(config: Any, out_dir: str | Path, *, overwrite: bool = False, prog
         ev = config.evaluation
         evaluation = {"n_bootstrap": ev.n_bootstrap, "confidence": ev.confidence, "fprs": list(ev.fprs)}
         run_warnings = list(outcome.warnings)
+        if (rough := ev.interval_warning()) is not None:
+            run_warnings.append(rough)
         grouping = next((e["grouping"] for e in entries if e.get("grouping")), None)
         by_example = all(s.targets is not None and s.groups is not None and np.array_equal(s.groups, s.ids)
                          for s in outcome.attacks)  # pooled targets: a group is one example's scores
