@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,6 +119,20 @@ def data_dir_candidates(data_dir: str | Path | None = None) -> list[Path]:
             candidates.append(ancestor.parent / "shared" / "data")
             break
     return candidates
+
+
+def first_repeated_id(ids: Iterable[Any]) -> tuple[int, int, str] | None:
+    """``(first row, repeating row, id)`` of the first id (as stripped text) that two rows share, else ``None``;
+    missing ids (``None`` or empty) are skipped: callers report them with their own message."""
+    first_row: dict[str, int] = {}
+    for row, value in enumerate(ids):
+        rid = "" if value is None else str(value).strip()
+        if not rid:
+            continue
+        if rid in first_row:
+            return first_row[rid], row, rid
+        first_row[rid] = row
+    return None
 
 
 def find_data_file(relative: str, data_dir: str | Path | None = None, *, folder: bool = False) -> Path:

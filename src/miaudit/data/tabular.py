@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from miaudit.data.datasets import first_repeated_id
 from miaudit.errors import ConfigError, DataError
 
 #: file suffixes read as tables, and their format
@@ -354,17 +355,15 @@ def read_table(path: str | Path, *, label: str = "label", header: bool = True, c
 
 def _record_ids(cells: list[Any], column: str, where: str) -> np.ndarray:
     """The ``id`` column's cells as strings: a :class:`DataError` for a missing or repeated id."""
-    ids = [None if v is None else str(v).strip() for v in cells]
-    first_row: dict[str, int] = {}
-    for row, rid in enumerate(ids):
-        if not rid:
-            raise DataError(f"{where}: data row {row} (counted from 0) has no id in column {column!r}; every row "
-                            "needs its own id")
-        if rid in first_row:
-            raise DataError(f"{where}: data rows {first_row[rid]} and {row} (counted from 0) share the id {rid!r} in "
-                            f"column {column!r}; ids must name one record each (for rows of one person use dataset "
-                            "option group)")
-        first_row[rid] = row
+    ids = ["" if v is None else str(v).strip() for v in cells]
+    if "" in ids:
+        raise DataError(f"{where}: data row {ids.index('')} (counted from 0) has no id in column {column!r}; every "
+                        "row needs its own id")
+    repeat = first_repeated_id(ids)
+    if repeat is not None:
+        first, row, rid = repeat
+        raise DataError(f"{where}: data rows {first} and {row} (counted from 0) share the id {rid!r} in column "
+                        f"{column!r}; ids must name one record each (for rows of one person use dataset option group)")
     return np.array(ids)
 
 

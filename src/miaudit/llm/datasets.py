@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from miaudit.data.datasets import find_data_file
+from miaudit.data.datasets import find_data_file, first_repeated_id
 from miaudit.errors import DataError
 from miaudit.utils.fingerprint import fingerprint
 
@@ -216,10 +216,10 @@ def load_table(
 
     def records():
         for i, row in enumerate(rows):
-            missing = [c for c in columns if c not in row or (c in optional and row[c] in (None, ""))]
+            missing = [c for c in columns if c not in row or (c in optional and not str(row[c] or "").strip())]
             if missing:
                 raise DataError(f"{path} row {i} has no {missing[0]!r} value")
-            rid = str(row[id_column]) if id_column else f"{path.stem}:{i}"
+            rid = document_id(row[id_column]) if id_column else f"{path.stem}:{i}"
             record = (rid, row[text_column], parse_label(row[label_column], f"{path} row {i}"))
             yield record + ((str(row[group_column]),) if group_column else ())
 
@@ -227,18 +227,18 @@ def load_table(
 
 
 def check_unique_ids(path: Path, rows: list[dict[str, Any]], id_column: str) -> None:
-    """A :class:`DataError` naming the first id of ``id_column`` that two rows share."""
-    first_row: dict[str, int] = {}
-    for i, row in enumerate(rows):
-        value = row.get(id_column)
-        if value in (None, ""):
-            continue  # reported as a missing value, with the row, when the row is read
-        rid = str(value)
-        if rid in first_row:
-            raise DataError(f"{path}: rows {first_row[rid]} and {i} share the id {rid!r} in column {id_column!r}; "
-                            "ids must name one document each (fix the file, or leave id_column out to number "
-                            "the rows)")
-        first_row[rid] = i
+    """A :class:`DataError` naming the first id of ``id_column`` that two rows share (a missing id is reported,
+    with its row, when the row is read)."""
+    repeat = first_repeated_id(row.get(id_column) for row in rows)
+    if repeat is not None:
+        first, row, rid = repeat
+        raise DataError(f"{path}: rows {first} and {row} share the id {rid!r} in column {id_column!r}; ids must "
+                        "name one document each (fix the file, or leave id_column out to number the rows)")
+
+
+def document_id(value: Any) -> str:
+    """A document id from an id column's cell, as text without surrounding whitespace."""
+    return str(value).strip()
 
 
 def read_corpus(path: str | Path, *, text_column: str = "text") -> list[str]:
@@ -407,6 +407,6 @@ def load_text_dataset(
 
 
 __all__ = [
-    "TextDataset", "check_unique_ids", "load_arxivmia", "read_corpus", "load_mimir", "load_table", "load_text_dataset",
-    "load_text_files", "load_wikimia", "parse_label", "read_jsonl",
+    "TextDataset", "check_unique_ids", "document_id", "load_arxivmia", "read_corpus", "load_mimir", "load_table",
+    "load_text_dataset", "load_text_files", "load_wikimia", "parse_label", "read_jsonl",
 ]

@@ -40,7 +40,14 @@ import torch
 
 from miaudit.data.datasets import find_data_file
 from miaudit.errors import ConfigError, DataError
-from miaudit.llm.datasets import TextDataset, _read_table, _read_text, _split_documents, check_unique_ids
+from miaudit.llm.datasets import (
+    TextDataset,
+    _read_table,
+    _read_text,
+    _split_documents,
+    check_unique_ids,
+    document_id,
+)
 from miaudit.llm.target import LLMModelConfig, load_causal_lm, load_tokenizer
 from miaudit.llm.tiny_gpt import TinyGPTConfig, encode_training_texts, fit_causal_lm, mean_token_loss, train_tiny_gpt
 from miaudit.utils.atomic import temp_prefix
@@ -207,7 +214,7 @@ def read_corpus_documents(path: Path, *, text_column: str = "text", separator: s
         if id_column is not None:
             check_unique_ids(path, rows, id_column)
         for i, row in enumerate(rows):
-            rid = f"{path.stem}:{i}" if id_column is None else str(row.get(id_column) or "")
+            rid = f"{path.stem}:{i}" if id_column is None else document_id(row.get(id_column) or "")
             if not rid:
                 raise DataError(f"{path} row {i} has no {id_column!r} value")
             text = row.get(text_column)
