@@ -36,6 +36,7 @@ from miaudit.multimodal import (
 from miaudit.multimodal.audit import run_multimodal_audit
 from miaudit.multimodal.textmetrics import lcs_length, rouge_l, rouge_n, rouge_scores
 from miaudit.multimodal.train import augment_batch
+from miaudit.runs.config import EvaluationConfig
 
 WORDS = ["dog", "cat", "runs", "sits", "red", "blue", "grass", "snow", "ball", "child", "water", "jumps"]
 
@@ -434,7 +435,7 @@ def test_reference_free_audit_trains_no_shadow(audit_folder, tmp_path):
     metrics = run_multimodal_audit(config, tmp_path / "run", progress=False)
     assert "shadow" not in metrics and metrics["data"]["n_record_captions"] == 80
     assert metrics["warnings"] == ["config.split.n_mfe is set but no attack uses the feature extractor; it was not "
-                                   "trained"]
+                                   "trained", EvaluationConfig(n_bootstrap=20).interval_warning()]
 
 
 def test_audit_of_a_hugging_face_clip_uses_the_dataset_membership(tiny_clip, tmp_path):
