@@ -168,6 +168,7 @@ def test_bad_input_exit_code_2_and_no_output(tmp_path, capsys, change, message):
     ({"logits": np.array([[0.0, np.nan], [1.0, 0.0]])}, "NaN"),
     ({"probs": np.array([[0.5, 0.6], [1.0, 0.0]])}, "sum to 1"),
     ({"predictions": np.array([0, 1])}, "needs probabilities access"),  # labels only, but the loss attack
+    ({"logits": np.array([[0.25, 0.75], [1.0, 0.0]])}, "look like probabilities"),  # saved under the wrong name
 ])
 def test_bad_precomputed_outputs_exit_code_2(tmp_path, capsys, arrays, message):
     npz = tmp_path / "outputs.npz"

@@ -45,10 +45,17 @@ def test_scaled_logit_is_stable_for_confident_predictions():
     ({"logits": np.zeros((2, 2))}, "expected"),
     ({"logits": np.zeros((3, 1))}, "at least 2 classes"),
     ({}, "exactly one"),
+    ({"logits": np.array([[0.2, 0.8], [0.5, 0.5], [1.0, 0.0]])}, "look like probabilities.*\\[0.269, 0.731\\]"),
 ])
 def test_bad_outputs(kwargs, msg):
     with pytest.raises(SignalError, match=msg):
         ClassifierOutputs(np.array([0, 1, 0]), **kwargs)
+
+
+def test_log_probabilities_are_logits():
+    probs = np.array([[0.2, 0.8], [0.5, 0.5], [0.9, 0.1]])
+    out = ClassifierOutputs(np.array([0, 1, 0]), logits=np.log(probs))  # a log-softmax head: valid logits
+    assert np.allclose(out.probs, probs) and out.access == "logits"
 
 
 def test_label_only_access_refuses_probability_signals():

@@ -90,6 +90,13 @@ class ClassifierOutputs:
             self.probs_given = np.clip(array, 0.0, 1.0)
             self.access = "probabilities"
         else:
+            if _look_like_probabilities(array):
+                k = array.shape[1]
+                raise SignalError(f"the logits look like probabilities (every row non-negative and summing to 1): a "
+                                  f"second softmax would squeeze every confidence into [{1 / (np.e + k - 1):.3f}, "
+                                  f"{np.e / (np.e + k - 1):.3f}] ({k} classes); remove the model's final softmax so "
+                                  "it returns logits, or give probabilities as probs=... ('probs' in a precomputed "
+                                  "file)")
             self.logits = array
             self.access = "logits"
 
@@ -237,6 +244,12 @@ class ClassifierOutputs:
             return z[rows, self.labels] - logsumexp(others, axis=1)
         p_y = np.clip(self.probs[rows, self.labels], EPS, 1 - EPS)
         return np.log(p_y) - np.log1p(-p_y)
+
+
+def _look_like_probabilities(array: np.ndarray) -> bool:
+    """Whether every row of ``array`` ``(n, C)`` is non-negative and sums to 1 (to float32 round-off): what a
+    softmax gives and real logits never do."""
+    return bool((array >= 0).all() and np.abs(array.sum(axis=1) - 1).max() <= 1e-5)
 
 
 def _checked_ids(ids: np.ndarray | None, n: int) -> np.ndarray | None:
