@@ -1,27 +1,9 @@
-"""Blind baseline: can the text alone, without the model, tell members from non-members?
+"""Blind baseline for text: can the text alone, without the model, tell members from non-members?
 
-A bag-of-words classifier (TF-IDF of word 1-2-grams + logistic regression) is cross-validated with
-stratified k-fold (stratified *group* k-fold when documents come in groups, so that no group is on
-both sides of a split); each document is scored by the fold model that did not see it
-(out-of-fold), and those scores are evaluated like any attack. An AUC well above 0.5 means members
-and non-members differ in distribution (topic, date, length), so an LLM attack's AUC on the same
-data measures that shift as much as membership (Das et al. 2024, "Blind Baselines Beat Membership
-Inference Attacks for Foundation Models"; Duan et al. 2024, MIMIR).
-
-The verdict. The bootstrap interval of the baseline's AUC treats its out-of-fold scores as fixed,
-so it misses the variance of fitting the classifier and of the cross-validation split: on a truly
-random split, 20 random relabellings of the same 1,000 texts gave AUCs from 0.451 to 0.561 while
-one run's interval was [0.507, 0.600]. The verdict therefore compares the observed AUC with a
-permutation null (Ojala & Garriga 2010, "Permutation tests for studying classifier performance"):
-the same procedure (same folds and features) run on ``n_permutations`` random relabellings that keep
-every fold's class counts, as the stratified folds of the observed labels do (permuting whole groups'
-labels when every group is all-member or all-non-member). "The label groups
-differ in distribution" only when the permutation p-value is at most ``1 - confidence`` *and* the
-AUC's interval excludes 0.5; otherwise there is no evidence of a shift.
-
-Each attack is compared with the baseline on the same documents by a paired bootstrap of the AUC
-difference (:func:`compare_with_baseline`): it "beats the baseline" when the interval of
-``AUC(attack) - AUC(baseline)`` lies above 0.
+The features of :mod:`miaudit.evaluation.blind_baseline` for documents: TF-IDF of word 1-2-grams, the
+vectoriser fitted inside each training fold (no vocabulary or IDF statistic leaks from the held-out
+fold). Cross-validation, the permutation verdict and the paired comparison with each attack are the
+core module's.
 """
 
 from __future__ import annotations
@@ -31,252 +13,74 @@ from typing import Any
 
 import numpy as np
 
-from miaudit.data.splits import stratified_sample
 from miaudit.errors import DataError
-from miaudit.evaluation import AttackResult, evaluate, roc_auc, stratified_bootstrap
+from miaudit.evaluation import AttackResult
+from miaudit.evaluation import blind_baseline as core
+from miaudit.evaluation.blind_baseline import (
+    VERDICT_RULE,
+    baseline_sample,
+    baseline_verdict,
+    compare_with_baseline,
+)
 from miaudit.evaluation.bootstrap import check_groups
-from miaudit.evaluation.report import _curve_stats
 
-#: the baseline's features and classifier, as recorded in metrics.json
+#: the baseline's features, as recorded in metrics.json
 FEATURES = "tfidf word 1-2 grams"
-CLASSIFIER = "logistic regression (liblinear, C = 1)"
-VERDICT_RULE = ("members and non-members differ in distribution when the permutation p-value (the share of random "
-                "relabellings on which the same cross-validated classifier reaches at least the observed AUC) is at "
-                "most 1 - confidence and the AUC's confidence interval excludes 0.5")
 
 
-def _folds(labels: np.ndarray, groups: np.ndarray | None, n_splits: int, seed: int
-           ) -> list[tuple[np.ndarray, np.ndarray]]:
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
-
-    smallest = int(min(labels.sum(), (1 - labels).sum()))
-    if smallest < n_splits:
-        raise DataError(f"the blind baseline's {n_splits}-fold cross-validation needs at least {n_splits} members "
-                        f"and non-members; the smaller class has {smallest}. Lower n_splits or add documents")
-    if groups is None:
-        return list(StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(labels, labels))
-    n_groups = np.unique(groups).size
-    if n_groups < n_splits:
-        raise DataError(f"the blind baseline's grouped {n_splits}-fold cross-validation needs at least {n_splits} "
-                        f"groups; the documents form {n_groups}. Lower blind_baseline.n_splits, or group by a finer "
-                        "column (a paper or book id, not a topic)")
-    folds = list(StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(labels, labels, groups))
-    for train, _ in folds:
-        if labels[train].all() or not labels[train].any():
-            raise DataError("a grouped cross-validation fold trains on one class only (groups hold a single class "
-                            "and are too few); add groups or lower blind_baseline.n_splits")
-    return folds
-
-
-Folds = list[tuple[np.ndarray, np.ndarray]]
-
-
-def _prepare(texts: Sequence[str], labels: np.ndarray, groups: np.ndarray | None, *, n_splits: int, seed: int,
-             ngram_max: int, min_df: int) -> tuple[Folds, list[tuple[Any, Any]]]:
-    """The folds and each fold's TF-IDF features ``(train, test)``, the vectoriser fitted on the training fold
-    only (no vocabulary or IDF statistic leaks from the held-out fold). The features do not depend on labels."""
+def tfidf_features(texts: Sequence[str], *, ngram_max: int = 2, min_df: int = 2) -> core.Featurize:
+    """Per fold: a TF-IDF vectoriser of word 1-``ngram_max``-grams fitted on the training fold's texts."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
+    array = np.asarray(list(texts), dtype=object)
+
+    def featurize(train: np.ndarray, test: np.ndarray) -> tuple[Any, Any]:
+        vectoriser = TfidfVectorizer(ngram_range=(1, ngram_max), min_df=min(min_df, len(train)), sublinear_tf=True)
+        return vectoriser.fit_transform(array[train]), vectoriser.transform(array[test])
+
+    return featurize
+
+
+def _prepared(texts: Sequence[str], labels: np.ndarray, groups: np.ndarray | None, n_splits: int, seed: int,
+              ngram_max: int, min_df: int) -> tuple[np.ndarray, np.ndarray | None, core.Folds, list[tuple[Any, Any]]]:
+    labels = np.asarray(labels).astype(int)
     if len(texts) != labels.shape[0]:
         raise DataError(f"{len(texts)} texts but {labels.shape[0]} labels")
-    folds = _folds(labels, groups, n_splits, seed)
-    array = np.asarray(list(texts), dtype=object)
-    features = []
-    for train, test in folds:
-        vectoriser = TfidfVectorizer(ngram_range=(1, ngram_max), min_df=min(min_df, len(train)), sublinear_tf=True)
-        features.append((vectoriser.fit_transform(array[train]), vectoriser.transform(array[test])))
-    return folds, features
-
-
-def _out_of_fold(features: list[tuple[Any, Any]], folds: Folds, labels: np.ndarray, C: float) -> np.ndarray:
-    from sklearn.linear_model import LogisticRegression
-
-    scores = np.full(labels.shape[0], 0.5)
-    for (x_train, x_test), (train, test) in zip(features, folds):
-        y = labels[train]
-        if y.all() or not y.any():  # a relabelling can leave a training fold with one class: no information
-            continue
-        model = LogisticRegression(C=C, solver="liblinear", max_iter=1000)
-        scores[test] = model.fit(x_train, y).predict_proba(x_test)[:, 1]
-    return scores
-
-
-def blind_baseline_scores(
-    texts: Sequence[str],
-    labels: np.ndarray,
-    *,
-    groups: np.ndarray | None = None,
-    n_splits: int = 5,
-    seed: int = 0,
-    ngram_max: int = 2,
-    min_df: int = 2,
-    C: float = 1.0,
-) -> np.ndarray:
-    """Out-of-fold member probabilities ``(n,)`` of a TF-IDF + logistic-regression classifier.
-
-    The vectoriser is fitted inside each training fold, so no vocabulary or IDF statistic leaks from
-    the held-out fold; with ``groups`` ``(n,)`` no group is split across folds.
-    """
-    labels = np.asarray(labels).astype(int)
     groups = check_groups(groups, labels.shape[0])
-    folds, features = _prepare(texts, labels, groups, n_splits=n_splits, seed=seed, ngram_max=ngram_max,
-                               min_df=min_df)
-    return _out_of_fold(features, folds, labels, C)
+    folds = core.cross_validation_folds(labels, groups, n_splits, seed)
+    return labels, groups, folds, core.fold_features(folds, tfidf_features(texts, ngram_max=ngram_max, min_df=min_df))
 
 
-def _relabel(labels: np.ndarray, groups: np.ndarray | None, folds: Folds, rng: np.random.Generator) -> np.ndarray:
-    """A random relabelling that keeps every fold's class counts: labels permuted among each fold's held-out
-    records (among its groups when every group holds one class).
-
-    The observed labels were cross-validated with stratified folds, so every training fold has the
-    overall class balance; a relabelling must too. Permuting across folds would unbalance the training
-    folds, shift each fold model's scores against its held-out fold's class balance and bias the null
-    AUC below 0.5, which makes the test claim shifts too often.
-    """
-    out = labels.copy()
-    pure = False
-    if groups is not None:
-        _, inverse = np.unique(groups, return_inverse=True)
-        share = np.bincount(inverse, weights=labels) / np.bincount(inverse)
-        pure = bool(np.all((share == 0) | (share == 1)))
-    for _, test in folds:
-        if pure:
-            names, local = np.unique(inverse[test], return_inverse=True)
-            out[test] = rng.permutation(share[names])[local].astype(int)
-        else:
-            out[test] = rng.permutation(labels[test])
-    return out
+def blind_baseline_scores(texts: Sequence[str], labels: np.ndarray, *, groups: np.ndarray | None = None,
+                          n_splits: int = 5, seed: int = 0, ngram_max: int = 2, min_df: int = 2,
+                          C: float = 1.0) -> np.ndarray:
+    """Out-of-fold member probabilities ``(n,)`` of a TF-IDF + logistic-regression classifier; with ``groups``
+    ``(n,)`` no group is split across folds."""
+    labels, _, folds, features = _prepared(texts, labels, groups, n_splits, seed, ngram_max, min_df)
+    return core.out_of_fold_scores(features, folds, labels, C)
 
 
 def permutation_null(texts: Sequence[str], labels: np.ndarray, *, groups: np.ndarray | None = None,
                      n_splits: int = 5, seed: int = 0, n_permutations: int = 99, observed: float | None = None,
                      ngram_max: int = 2, min_df: int = 2, C: float = 1.0) -> dict[str, Any]:
-    """AUCs of the baseline procedure on ``n_permutations`` random relabellings (same folds, same features).
-
-    Returns ``{"n_permutations", "aucs": (n_permutations,) list, "mean", "quantile_95", "max", "p_value"}``;
-    ``p_value`` (with ``observed``) is ``(1 + #{null AUC >= observed}) / (1 + n_permutations)``.
-    """
-    labels = np.asarray(labels).astype(int)
-    groups = check_groups(groups, labels.shape[0])
-    folds, features = _prepare(texts, labels, groups, n_splits=n_splits, seed=seed, ngram_max=ngram_max,
-                               min_df=min_df)
-    return _null(features, folds, labels, groups, n_permutations=n_permutations, seed=seed, observed=observed, C=C)
+    """AUCs of the text baseline on ``n_permutations`` random relabellings (same folds, same features); see
+    :func:`miaudit.evaluation.blind_baseline.permutation_null`."""
+    labels, groups, folds, features = _prepared(texts, labels, groups, n_splits, seed, ngram_max, min_df)
+    return core.permutation_null(features, folds, labels, groups, n_permutations=n_permutations, seed=seed,
+                                 observed=observed, C=C)
 
 
-def _null(features: list[tuple[Any, Any]], folds: Folds, labels: np.ndarray, groups: np.ndarray | None, *,
-          n_permutations: int, seed: int, observed: float | None, C: float) -> dict[str, Any]:
-    rng = np.random.default_rng(seed)
-    aucs = []
-    for _ in range(n_permutations):
-        relabelled = _relabel(labels, groups, folds, rng)
-        aucs.append(roc_auc(relabelled, _out_of_fold(features, folds, relabelled, C)))
-    null = np.asarray(aucs)
-    out: dict[str, Any] = {"n_permutations": n_permutations, "aucs": null.tolist(),
-                           "mean": float(null.mean()) if null.size else None,
-                           "quantile_95": float(np.quantile(null, 0.95)) if null.size else None,
-                           "max": float(null.max()) if null.size else None}
-    if observed is not None:
-        out["p_value"] = float((1 + np.sum(null >= observed - 1e-12)) / (1 + n_permutations))
-    return out
+def blind_baseline(texts: Sequence[str], labels: np.ndarray, *, ids: np.ndarray | None = None,
+                   groups: np.ndarray | None = None, n_splits: int = 5, seed: int = 0, n_bootstrap: int = 1000,
+                   confidence: float = 0.95, n_permutations: int = 99) -> AttackResult:
+    """Out-of-fold scores of the bag-of-words classifier, evaluated, with the permutation null
+    (``metrics["null"]``) and the verdict (``metrics["verdict"]``)."""
+    if len(texts) != np.asarray(labels).shape[0]:
+        raise DataError(f"{len(texts)} texts but {np.asarray(labels).shape[0]} labels")
+    return core.blind_baseline(labels, tfidf_features(texts), features=FEATURES, evidence="the text", unit="documents",
+                               ids=ids, groups=groups, n_splits=n_splits, seed=seed, n_bootstrap=n_bootstrap,
+                               confidence=confidence, n_permutations=n_permutations)
 
 
-def baseline_verdict(auc: float, auc_ci: Sequence[float], null: dict[str, Any], confidence: float) -> dict[str, Any]:
-    """``{"shift": bool | None, "text", "rule"}`` from the AUC, its interval and the permutation null.
-
-    ``shift`` is None (undecided) without permutations.
-    """
-    ci = f"AUC {auc:.3f} [{auc_ci[0]:.3f}, {auc_ci[1]:.3f}]"
-    if not null.get("n_permutations"):
-        return {"shift": None, "rule": VERDICT_RULE,
-                "text": f"blind baseline {ci}; no permutation null was computed (blind_baseline.n_permutations = 0), "
-                        "so no verdict on a distribution shift"}
-    p, alpha = null["p_value"], 1.0 - confidence
-    chance = (f"chance level of this procedure: AUC {null['mean']:.3f} on average, up to {null['max']:.3f} over "
-              f"{null['n_permutations']} random relabellings; p = {p:.3g}")
-    if p <= alpha + 1e-12 and auc_ci[0] > 0.5:
-        return {"shift": True, "rule": VERDICT_RULE,
-                "text": f"members and non-members differ in distribution: the text alone separates them ({ci}; "
-                        f"{chance}), so attack AUCs on these documents measure that shift as well as membership"}
-    return {"shift": False, "rule": VERDICT_RULE,
-            "text": f"no evidence that members and non-members differ in distribution ({ci}; {chance})"}
-
-
-def baseline_sample(labels: np.ndarray, groups: np.ndarray | None, max_documents: int | None, seed: int
-                    ) -> np.ndarray:
-    """Sorted positions of the documents the baseline runs on: all ``(n,)`` of them, or at most
-    ``max_documents`` drawn at random with members and non-members in their proportion (with ``groups``:
-    whole groups in random order, as many as fit)."""
-    labels = np.asarray(labels).astype(int)
-    n = labels.shape[0]
-    if max_documents is None or n <= max_documents:
-        return np.arange(n)
-    if groups is None:
-        return stratified_sample(labels, max_documents, seed)
-    _, inverse = np.unique(groups, return_inverse=True)
-    sizes = np.bincount(inverse)
-    order = np.random.default_rng(seed).permutation(sizes.size)
-    taken = order[:max(1, int(np.searchsorted(np.cumsum(sizes[order]), max_documents, side="right")))]
-    return np.flatnonzero(np.isin(inverse, taken))
-
-
-def blind_baseline(
-    texts: Sequence[str],
-    labels: np.ndarray,
-    *,
-    ids: np.ndarray | None = None,
-    groups: np.ndarray | None = None,
-    n_splits: int = 5,
-    seed: int = 0,
-    n_bootstrap: int = 1000,
-    confidence: float = 0.95,
-    n_permutations: int = 99,
-) -> AttackResult:
-    """Out-of-fold scores of the bag-of-words classifier, evaluated (AUC with CI, TPR at low FPR...), with
-    the permutation null (``metrics["null"]``) and the verdict (``metrics["verdict"]``)."""
-    labels = np.asarray(labels).astype(int)
-    groups = check_groups(groups, labels.shape[0])
-    folds, features = _prepare(texts, labels, groups, n_splits=n_splits, seed=seed, ngram_max=2, min_df=2)
-    scores = _out_of_fold(features, folds, labels, 1.0)
-    metrics = evaluate(labels, scores, n_bootstrap=n_bootstrap, confidence=confidence, seed=seed, groups=groups)
-    null = _null(features, folds, labels, groups, n_permutations=n_permutations, seed=seed, observed=metrics["auc"],
-                 C=1.0)
-    metrics["null"] = {k: v for k, v in null.items() if k != "aucs"}
-    metrics["verdict"] = baseline_verdict(metrics["auc"], metrics["auc_ci"], null, confidence)
-    cv = "stratified k-fold" if groups is None else f"stratified group k-fold ({np.unique(groups).size} groups)"
-    params = {"features": FEATURES, "classifier": CLASSIFIER, "n_splits": n_splits, "cross_validation": cv,
-              "n_permutations": n_permutations, "seed": seed}
-    ids = np.arange(len(labels)) if ids is None else np.asarray(ids)
-    return AttackResult("blind_baseline", ids, labels, scores, params, metrics, groups=groups)
-
-
-def compare_with_baseline(labels: np.ndarray, attack_scores: np.ndarray, baseline_scores: np.ndarray, *,
-                          groups: np.ndarray | None = None, n_bootstrap: int = 1000, confidence: float = 0.95,
-                          seed: int = 0) -> dict[str, Any]:
-    """Paired bootstrap of ``AUC(attack) - max(AUC(baseline), 0.5)`` on the same documents ``(n,)``.
-
-    The baseline counts as at least chance: a cross-validated text classifier on labels it cannot
-    predict often lands below 0.5 (each fold's training labels lean against its test labels), and
-    a margin over such a baseline would credit an attack with beating noise. So "beats the
-    baseline" also means "beats chance". Returns ``{"auc_difference", "auc_difference_ci",
-    "beats"}``: ``beats`` is True when the interval lies above 0, False otherwise (None without
-    bootstrap resamples).
-    """
-    labels = np.asarray(labels).astype(bool)
-    attack_scores, baseline_scores = np.asarray(attack_scores, float), np.asarray(baseline_scores, float)
-    auc = _curve_stats(())
-
-    def difference(resample_labels: np.ndarray, index: np.ndarray) -> np.ndarray:
-        idx = index.astype(np.int64)
-        return auc(resample_labels, attack_scores[idx])[:1] - np.maximum(auc(resample_labels, baseline_scores[idx])[:1],
-                                                                          0.5)
-
-    point = float(difference(labels, np.arange(labels.size, dtype=float))[0])
-    if not n_bootstrap:
-        return {"auc_difference": point, "auc_difference_ci": None, "beats": None}
-    low, high = stratified_bootstrap(labels, np.arange(labels.size, dtype=float), difference,
-                                     n_resamples=n_bootstrap, confidence=confidence, seed=seed, groups=groups)
-    return {"auc_difference": point, "auc_difference_ci": [float(low[0]), float(high[0])], "beats": bool(low[0] > 0)}
-
-
-__all__ = ["VERDICT_RULE", "baseline_sample", "baseline_verdict", "blind_baseline", "blind_baseline_scores",
-           "compare_with_baseline", "permutation_null"]
+__all__ = ["FEATURES", "VERDICT_RULE", "baseline_sample", "baseline_verdict", "blind_baseline", "blind_baseline_scores",
+           "compare_with_baseline", "permutation_null", "tfidf_features"]
