@@ -78,6 +78,7 @@ def test_run_directory(tiny_run):
     m = run.metrics
     assert m["kind"] == "classifier" and m["seed"] == 3
     assert set(m["target"]) >= {"train_accuracy", "test_accuracy", "source", "fingerprint"}
+    assert "blind_baseline" not in m  # the tool drew the split at random: no distribution shift to look for
     assert m["data"]["n_members"] == 80 and m["data"]["n_nonmembers"] == 80
     assert m["shadow"]["n_models"] == 1 and m["shadow"]["members_per_model"] == 80
     assert run.attack_names == ["loss", "loss_per_class", "population", "ml_leaks"]
@@ -124,6 +125,7 @@ def test_precomputed_target_reproduces_trained_run(tiny_run, tmp_path):
     assert metrics["target"]["train_accuracy"] == trained["target"]["train_accuracy"]
     assert metrics["attacks"][0]["auc"] == pytest.approx(trained["attacks"][0]["auc"])
     assert metrics["attacks"][0]["threshold_source"] == "oracle"  # no shadow data: nothing to learn it from
+    assert "blind_baseline" not in metrics  # outputs only: no records to classify
 
 
 def test_unknown_kind_and_keys(tmp_path):

@@ -218,7 +218,7 @@ def test_blind_baseline_runs_on_a_bounded_subsample(shared_data, tmp_path):
                      blind_baseline={"max_documents": 20, "n_permutations": 9, "n_splits": 2})
     metrics = run_llm_audit(config, tmp_path / "run", progress=False)
     section = metrics["blind_baseline"]
-    assert section["subsample"] is True and section["n_documents"] == 20
+    assert section["subsample"] is True and section["n_used"] == 20
     assert section["n_evaluated"] == metrics["data"]["n_evaluated"] > 20
     with np.load(tmp_path / "run" / "scores" / "blind_baseline.scores.npz", allow_pickle=False) as saved:
         assert saved["scores"].shape == (20,)

@@ -212,3 +212,47 @@ def test_bad_audited_files(importable, tmp_path, capsys):
         path.write_text(yaml.safe_dump(config))
         assert main(["audit", str(path), "--out", str(tmp_path / "out"), "-q"]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_member_files_from_different_distributions_make_the_run_inconclusive(importable, tmp_path):
+    folder = importable
+    nonmembers = np.load(folder / "nonmembers.npz")
+    np.savez(tmp_path / "rescanned.npz", x=np.clip(nonmembers["x"] * 1.3 + 0.05, 0, 1), y=nonmembers["y"])
+    config = {**torch_config(folder), "reference": {"n_models": 0}, "attacks": [{"name": "loss"}],
+              "evaluation": {"n_bootstrap": 200}}
+    same = run_audit(config, tmp_path / "same", progress=False)
+    baseline = same["blind_baseline"]
+    assert baseline["verdict"]["shift"] is False and same["verdict"]["level"] != "inconclusive"
+    assert baseline["unit"] == "records" and baseline["n_used"] == baseline["n_evaluated"] == 120
+    assert "principal components" in baseline["features"] and "one-hot label" in baseline["features"]
+    assert (tmp_path / "same" / "scores" / "blind_baseline.scores.npz").is_file()
+    assert same["attacks"][0]["vs_blind_baseline"]["auc_difference"] == pytest.approx(
+        same["attacks"][0]["auc"] - max(baseline["auc"], 0.5))
+
+    config["target"] = {**config["target"], "nonmembers": str(tmp_path / "rescanned.npz")}
+    shifted = run_audit(config, tmp_path / "shifted", progress=False)
+    assert shifted["blind_baseline"]["verdict"]["shift"] is True and shifted["blind_baseline"]["auc"] > 0.9
+    assert shifted["verdict"]["level"] == "inconclusive" and "records alone" in shifted["verdict"]["summary"]
+    assert shifted["blind_baseline"]["verdict"]["text"] in shifted["warnings"]
+    assert "Blind baseline (records only, never queries the model)" in (tmp_path / "shifted" / "report.md").read_text()
+
+    off = run_audit({**config, "blind_baseline": {"enabled": False}}, tmp_path / "off", progress=False)
+    assert "blind_baseline" not in off and off["verdict"]["level"] != "inconclusive"
+
+
+def test_record_features_are_fitted_on_the_training_fold():
+    from miaudit.classifier.blind_baseline import MAX_COMPONENTS, record_features
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 3, 5, 5)), rng.integers(0, 3, 40)
+    featurize, described = record_features(x, y, 3)
+    train, test = np.arange(30), np.arange(30, 40)
+    fitted, held_out = featurize(train, test)
+    assert fitted.shape == (30, 29 + 3) and held_out.shape == (10, 29 + 3)  # PCA keeps at most n_train - 1
+    assert "principal components" in described
+    small, described = record_features(x[:, 0, 0], y, 3)  # 5 features: no reduction
+    fitted, held_out = small(train, test)
+    assert fitted.shape == (30, 5 + 3) and described.startswith("the standardised inputs")
+    np.testing.assert_allclose(fitted[:, :5].mean(axis=0), 0, atol=1e-12)  # standardised on the training rows
+    np.testing.assert_array_equal(held_out[:, 5:], np.eye(3)[y[test]])
+    assert MAX_COMPONENTS == 50

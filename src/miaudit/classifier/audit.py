@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from miaudit.attacks.base import Attack
+from miaudit.classifier.blind_baseline import record_baseline
 from miaudit.classifier.config import AuditConfig
 from miaudit.classifier.experiment import SUPPORTED_REFERENCE, ClassifierExperiment, ExperimentModels
 from miaudit.classifier.target_pool import pool_scores
@@ -23,6 +24,7 @@ from miaudit.config import from_dict, refuse_nested_seed, resolved_without_seed
 from miaudit.errors import ConfigError
 from miaudit.runs.pipeline import AuditOutcome, ScoredAttack, build_attacks, register_kind
 from miaudit.utils.logs import progress as progress_bar
+from miaudit.utils.seed import derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +151,15 @@ def run_classifier_audit(config: AuditConfig, folder: Path, *, progress: bool = 
         data_info["preprocessing"] = {"numeric": len(p.numeric), "categorical": len(p.categorical),
                                       "n_features": len(p.feature_names), "fitted_on_rows": p.fitted_rows,
                                       "scale": p.scale, "files": ["preprocessing.json", "preprocessing.joblib"]}
-    return AuditOutcome(target=target_info, data=data_info, attacks=scored, sections=models.sections,
-                        warnings=experiment.warnings + models.warnings)
+    warnings, sections = experiment.warnings + models.warnings, dict(models.sections)
+    audited = target.audited if target.info.get("source") != "hf_classifier" else None  # token ids: no features
+    if config.blind_baseline.enabled and experiment.loaded is not None and audited is not None:
+        ev = config.evaluation
+        sections["blind_baseline"] = record_baseline(config.blind_baseline, audited, scored, folder=folder,
+                                                     seed=derive_seed(config.seed, "baseline"),
+                                                     n_bootstrap=ev.n_bootstrap, confidence=ev.confidence,
+                                                     warnings=warnings)
+    return AuditOutcome(target=target_info, data=data_info, attacks=scored, sections=sections, warnings=warnings)
 
 
 register_kind("classifier", AuditConfig, run_classifier_audit, parse=parse, resolve=resolve)

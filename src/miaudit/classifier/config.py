@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from miaudit.classifier.training import TrainConfig
 from miaudit.errors import ConfigError
+from miaudit.evaluation.blind_baseline import check_settings
 from miaudit.runs.config import AttackSpec, DatasetConfig, EvaluationConfig, check_attack_specs
 from miaudit.utils.trusted_code import check_callable_spec
 
@@ -281,6 +282,23 @@ class ClassifierEvaluationConfig(EvaluationConfig):
 
 
 @dataclass
+class RecordBaselineConfig:
+    """The blind baseline on the user's member and non-member files (``blind_baseline:`` of a classifier
+    audit, :mod:`miaudit.classifier.blind_baseline`): ``n_splits``-fold cross-validated, verdict against
+    ``n_permutations`` random relabellings (0: no verdict), on at most ``max_records`` audited records (a seeded
+    stratified subsample; ``None``: all). It runs only where membership comes from the user's files
+    (``target.members`` / ``nonmembers``): a split the tool drew at random needs no such check."""
+
+    enabled: bool = True
+    n_splits: int = 5
+    n_permutations: int = 99
+    max_records: int | None = 5000
+
+    def __post_init__(self) -> None:
+        check_settings(self.n_splits, self.n_permutations, self.max_records, "max_records")
+
+
+@dataclass
 class AuditConfig:
     """A membership audit of a classifier (``kind: classifier``)."""
 
@@ -294,6 +312,7 @@ class AuditConfig:
     shadow: ShadowConfig = field(default_factory=ShadowConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     evaluation: ClassifierEvaluationConfig = field(default_factory=ClassifierEvaluationConfig)
+    blind_baseline: RecordBaselineConfig = field(default_factory=RecordBaselineConfig)
 
     def __post_init__(self) -> None:
         check_attack_specs(self.attacks)
@@ -348,5 +367,5 @@ class AuditConfig:
                               f"{self.split.n_members} and {self.split.n_nonmembers})")
 
 
-__all__ = ["SOURCES", "AuditConfig", "ClassifierEvaluationConfig", "ClassifierTraining", "ReferenceConfig",
-           "ShadowConfig", "SplitConfig", "TargetConfig"]
+__all__ = ["SOURCES", "AuditConfig", "ClassifierEvaluationConfig", "ClassifierTraining", "RecordBaselineConfig",
+           "ReferenceConfig", "ShadowConfig", "SplitConfig", "TargetConfig"]

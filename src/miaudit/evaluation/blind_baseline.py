@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from miaudit.data.splits import stratified_sample
-from miaudit.errors import DataError
+from miaudit.errors import ConfigError, DataError
 from miaudit.evaluation.bootstrap import check_groups, stratified_bootstrap
 from miaudit.evaluation.metrics import roc_auc
 from miaudit.evaluation.report import _curve_stats, evaluate
@@ -49,6 +49,18 @@ VERDICT_RULE = ("members and non-members differ in distribution when the permuta
 Folds = list[tuple[np.ndarray, np.ndarray]]
 #: ``(training rows, held-out rows) -> (training features, held-out features)``, fitted on the training rows only
 Featurize = Callable[[np.ndarray, np.ndarray], tuple[Any, Any]]
+
+
+def check_settings(n_splits: int, n_permutations: int, limit: int | None, limit_option: str) -> None:
+    """A one-line :class:`~miaudit.errors.ConfigError` for impossible ``blind_baseline`` settings (``limit``: the
+    most records it runs on, named ``limit_option`` in the config; ``None``: all)."""
+    if n_splits < 2:
+        raise ConfigError(f"config.blind_baseline.n_splits: must be >= 2, got {n_splits}")
+    if limit is not None and limit < 10 * n_splits:
+        raise ConfigError(f"config.blind_baseline.{limit_option}: must be at least {10 * n_splits} (10 per fold) "
+                          f"or null for all, got {limit}")
+    if n_permutations < 0:
+        raise ConfigError(f"config.blind_baseline.n_permutations: must be >= 0, got {n_permutations}")
 
 
 def cross_validation_folds(labels: np.ndarray, groups: np.ndarray | None, n_splits: int, seed: int) -> Folds:
@@ -160,7 +172,8 @@ def baseline_verdict(auc: float, auc_ci: Sequence[float], null: dict[str, Any], 
               f"{null['n_permutations']} random relabellings; p = {p:.3g}")
     if p <= alpha + 1e-12 and auc_ci[0] > 0.5:
         return {"shift": True, "rule": VERDICT_RULE,
-                "text": f"members and non-members differ in distribution: {evidence} alone separates them ({ci}; "
+                "text": f"members and non-members differ in distribution: a classifier on {evidence} alone "
+                        f"separates them ({ci}; "
                         f"{chance}), so attack AUCs on these {unit} measure that shift as well as membership"}
     return {"shift": False, "rule": VERDICT_RULE,
             "text": f"no evidence that members and non-members differ in distribution ({ci}; {chance})"}
@@ -249,5 +262,5 @@ def compare_with_baseline(labels: np.ndarray, attack_scores: np.ndarray, baselin
 
 
 __all__ = ["CLASSIFIER", "VERDICT_RULE", "Featurize", "baseline_sample", "baseline_verdict", "blind_baseline",
-           "compare_with_baseline", "cross_validation_folds", "fold_features", "out_of_fold_scores",
+           "check_settings", "compare_with_baseline", "cross_validation_folds", "fold_features", "out_of_fold_scores",
            "permutation_null"]

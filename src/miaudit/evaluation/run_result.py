@@ -216,7 +216,8 @@ class RunResult(Mapping[str, Any]):
 
     @property
     def baseline(self) -> AttackEntry | None:
-        """The model-free blind baseline (LLM runs), as an entry, when the run has one."""
+        """The model-free blind baseline (LLM runs; classifier runs on the user's member files), as an entry, when
+        the run has one."""
         listed = next((a for a in self.attacks if a.baseline), None)
         if listed is not None:
             return listed

@@ -13,8 +13,9 @@ headline a run (held-out entries: no oracle entry, no model-free baseline; the c
   lower bound exceeds ``f``;
 - **none demonstrated**: no attack beats chance with confidence (this does not prove privacy: a
   stronger attack may succeed);
-- **inconclusive**: the LLM blind baseline shows that members and non-members differ in
-  distribution, so attack scores are not evidence of membership.
+- **inconclusive**: the blind baseline (on LLM documents, or on the member and non-member files of a
+  classifier audit) shows that members and non-members differ in distribution, so attack scores are
+  not evidence of membership.
 
 Only FPRs with at least ``min_false_positives`` expected false positives among the non-members
 count (``n_nonmembers * f``: the headline's own rule); the epsilon bound is valid at any sample size.
@@ -79,6 +80,11 @@ def _pct(value: float) -> str:
     return f"{100 * value:.1f}%" if value >= 0.001 else f"{100 * value:.2g}%"
 
 
+def _what_baseline_sees(fields: Mapping[str, Any]) -> str:
+    """"text" or "records": what a blind baseline classified (its section's ``unit``)."""
+    return "records" if fields.get("unit") == "records" else "text"
+
+
 def risk_verdict(metrics: Mapping[str, Any], thresholds: RiskThresholds | None = None) -> dict[str, Any]:
     """``{"level", "summary", "reasons": [...], "rule", "thresholds"}`` of a run's ``metrics.json`` content."""
     t = thresholds or RiskThresholds()
@@ -96,7 +102,8 @@ def risk_verdict(metrics: Mapping[str, Any], thresholds: RiskThresholds | None =
                     "shift, though not a clean measure of membership" for a in beating]
         out |= {"level": "inconclusive",
                 "summary": "Inconclusive: members and non-members differ in distribution (the blind baseline tells "
-                           "them apart from the text alone), so attack scores are not evidence of membership.",
+                           f"them apart from the {_what_baseline_sees(baseline.fields)} alone), so attack scores are "
+                           "not evidence of membership.",
                 "reasons": reasons}
         return out
     if not any(a.candidate for a in run.attacks):

@@ -41,6 +41,7 @@ from miaudit.attacks.registry import create_attack, get_attack_class
 from miaudit.config import to_dict
 from miaudit.data.splits import stratified_sample
 from miaudit.errors import ConfigError, DataError
+from miaudit.evaluation.blind_baseline import check_settings
 from miaudit.evaluation.metrics import best_threshold
 from miaudit.evaluation.run_result import RunResult
 from miaudit.llm import selection
@@ -166,13 +167,7 @@ class BaselineConfig:
     max_documents: int | None = 10_000
 
     def __post_init__(self) -> None:
-        if self.n_splits < 2:
-            raise ConfigError(f"config.blind_baseline.n_splits: must be >= 2, got {self.n_splits}")
-        if self.max_documents is not None and self.max_documents < 10 * self.n_splits:
-            raise ConfigError(f"config.blind_baseline.max_documents: must be at least {10 * self.n_splits} "
-                              f"(10 per fold) or null for all documents, got {self.max_documents}")
-        if self.n_permutations < 0:
-            raise ConfigError(f"config.blind_baseline.n_permutations: must be >= 0, got {self.n_permutations}")
+        check_settings(self.n_splits, self.n_permutations, self.max_documents, "max_documents")
 
 
 @dataclass
@@ -710,12 +705,13 @@ def _blind_baseline(config: LLMAuditConfig, folder: Path, data: TextDataset, eva
             confidence=ev.confidence, seed=seed)
     if baseline.metrics["verdict"]["shift"]:
         warnings.append(baseline.metrics["verdict"]["text"])
-    subsample = {"n_documents": int(sample.size), "n_evaluated": int(evaluation.size),
-                 "subsample": sample.size < evaluation.size}
-    if subsample["subsample"]:
+    scope = {"inputs": "text only", "unit": "documents", "n_used": int(sample.size),
+             "n_evaluated": int(evaluation.size), "subsample": bool(sample.size < evaluation.size),
+             "limit_option": "blind_baseline.max_documents"}
+    if scope["subsample"]:
         log.info("blind baseline on a random %d of the %d evaluated documents (blind_baseline.max_documents)",
                  sample.size, evaluation.size)
-    return {**baseline.params, **subsample, **baseline.metrics}
+    return {**baseline.params, **scope, **baseline.metrics}
 
 
 def _token_view_documents(config: LLMAuditConfig, labels: np.ndarray, evaluation: np.ndarray) -> np.ndarray:

@@ -53,9 +53,10 @@ def baseline_sentence(run: RunResult) -> str | None:
     if baseline is None or baseline.auc is None:
         return None
     verdict = baseline.fields.get("verdict") or {}
+    sees = baseline.fields.get("inputs", "text only")
     if verdict.get("text"):
-        return f"Blind baseline (text only, never queries the model): {verdict['text']}."
-    return f"Blind baseline (text only, never queries the model): AUC {ci_text(baseline.auc, baseline.auc_ci)}."
+        return f"Blind baseline ({sees}, never queries the model): {verdict['text']}."
+    return f"Blind baseline ({sees}, never queries the model): AUC {ci_text(baseline.auc, baseline.auc_ci)}."
 
 
 def beats_baseline(entry: Mapping[str, Any]) -> str:

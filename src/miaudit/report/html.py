@@ -316,12 +316,14 @@ def _blind_baseline(metrics: dict[str, Any]) -> str:
         verdict += ('<div class="alert">The blind baseline, which never queries the model, does as well as the '
                     "best attack: the attack results do not measure memorisation.</div>")
     section: dict[str, Any] = metrics.get("blind_baseline") or {}
-    sample = (f" It ran on a random {section['n_documents']:,} of the {section['n_evaluated']:,} evaluation "
-              "documents (<code>blind_baseline.max_documents</code>); the attacks are compared with it on those."
-              if section.get("subsample") else "")
-    return ("<h2>Blind baseline</h2><p>A classifier that sees only the text (no model), cross-validated. If it "
-            "separates members from non-members, the benchmark is biased (Das et al. 2024; Duan et al. 2024)."
-            f"{sample}</p>" + table(["baseline", "AUC"] + [f"TPR @ {float(k):.3g} FPR" for k in keys], rows) + verdict)
+    sample = (f" It ran on a random {section['n_used']:,} of the {section['n_evaluated']:,} evaluation "
+              f"{esc(section['unit'])} (<code>{esc(section['limit_option'])}</code>); the attacks are compared with it "
+              "on those." if section.get("subsample") else "")
+    sees = "the records (inputs and labels)" if section.get("unit") == "records" else "the text"
+    return (f"<h2>Blind baseline</h2><p>A classifier that sees only {sees} (no model), cross-validated. If it "
+            "separates members from non-members, they differ in distribution and the attacks measure that shift "
+            f"as well as membership (Das et al. 2024; Duan et al. 2024).{sample}</p>"
+            + table(["baseline", "AUC"] + [f"TPR @ {float(k):.3g} FPR" for k in keys], rows) + verdict)
 
 
 def _token_views(run_dir: Path) -> str:

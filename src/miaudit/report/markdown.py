@@ -241,14 +241,16 @@ def _selection_lines(metrics: dict[str, Any]) -> list[str]:
 
 
 def _baseline_documents(baseline: dict[str, Any]) -> str:
+    unit = baseline.get("unit", "documents")
     if baseline.get("subsample"):
-        return (f"a random {baseline['n_documents']:,} of the {baseline['n_evaluated']:,} evaluation documents "
-                "(`blind_baseline.max_documents`; the attacks are compared with it on the same documents)")
-    return "the evaluation documents"
+        return (f"a random {baseline['n_used']:,} of the {baseline['n_evaluated']:,} evaluation {unit} "
+                f"(`{baseline['limit_option']}`; the attacks are compared with it on the same {unit})")
+    return f"the evaluation {unit}"
 
 
 def _blind_baseline_lines(metrics: dict[str, Any], best: dict[str, Any] | None) -> list[str]:
-    """LLM runs: the bag-of-words classifier that never queries the model, its verdict, and the best attack."""
+    """Runs with a blind baseline (LLM documents, a classifier's member and non-member files): the classifier that
+    never queries the model, its verdict, and the best attack."""
     baseline = metrics.get("blind_baseline")
     if not isinstance(baseline, dict) or "auc" not in baseline:
         return []
@@ -423,9 +425,9 @@ def summary_table(metrics: dict[str, Any]) -> str:
         verdict = (baseline.fields.get("verdict") or {}).get("text")
         auc = f"AUC {_with_ci(baseline.auc, baseline.fields.get('auc_ci'))}"
         fields = baseline.fields
-        where = (f", on a random {fields['n_documents']:,} of {fields['n_evaluated']:,} documents"
+        where = (f", on a random {fields['n_used']:,} of {fields['n_evaluated']:,} {fields['unit']}"
                  if fields.get("subsample") else "")
-        lines.append(f"blind baseline (text only{where}): {verdict or auc}")
+        lines.append(f"blind baseline ({fields.get('inputs', 'text only')}{where}): {verdict or auc}")
     one_run = metrics.get("one_run_audit")
     if isinstance(one_run, dict) and "verdict" in one_run:
         lines.append(f"one-run canary audit: epsilon >= {one_run['epsilon']:.3f} at delta {one_run['delta']:g} "
