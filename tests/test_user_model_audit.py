@@ -256,3 +256,17 @@ def test_record_features_are_fitted_on_the_training_fold():
     np.testing.assert_allclose(fitted[:, :5].mean(axis=0), 0, atol=1e-12)  # standardised on the training rows
     np.testing.assert_array_equal(held_out[:, 5:], np.eye(3)[y[test]])
     assert MAX_COMPONENTS == 50
+
+
+def test_too_few_records_for_the_blind_baseline_leave_a_warning(importable, tmp_path):
+    folder = importable
+    for name in ("members", "nonmembers"):
+        arrays = np.load(folder / f"{name}.npz")
+        np.savez(tmp_path / f"{name}.npz", x=arrays["x"][:4], y=arrays["y"][:4])
+    config = {**torch_config(folder), "reference": {"n_models": 0}, "attacks": [{"name": "loss"}]}
+    config["target"] = {**config["target"], "members": str(tmp_path / "members.npz"),
+                        "nonmembers": str(tmp_path / "nonmembers.npz")}
+    metrics = run_audit(config, tmp_path / "run", progress=False)
+    assert "blind_baseline" not in metrics and metrics["attacks"][0]["auc"] is not None
+    (warned,) = [w for w in metrics["warnings"] if w.startswith("no blind baseline")]
+    assert "needs at least 5 members and non-members; the smaller class has 4" in warned

@@ -155,10 +155,11 @@ def run_classifier_audit(config: AuditConfig, folder: Path, *, progress: bool = 
     audited = target.audited if target.info.get("source") != "hf_classifier" else None  # token ids: no features
     if config.blind_baseline.enabled and experiment.loaded is not None and audited is not None:
         ev = config.evaluation
-        sections["blind_baseline"] = record_baseline(config.blind_baseline, audited, scored, folder=folder,
-                                                     seed=derive_seed(config.seed, "baseline"),
-                                                     n_bootstrap=ev.n_bootstrap, confidence=ev.confidence,
-                                                     warnings=warnings)
+        section = record_baseline(config.blind_baseline, audited, scored, folder=folder,
+                                  seed=derive_seed(config.seed, "baseline"), n_bootstrap=ev.n_bootstrap,
+                                  confidence=ev.confidence, warnings=warnings)
+        if section is not None:
+            sections["blind_baseline"] = section
     return AuditOutcome(target=target_info, data=data_info, attacks=scored, sections=sections, warnings=warnings)
 
 

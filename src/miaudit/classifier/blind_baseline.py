@@ -20,6 +20,7 @@ import numpy as np
 
 from miaudit.classifier.config import RecordBaselineConfig
 from miaudit.data import ArrayDataset
+from miaudit.errors import DataError
 from miaudit.evaluation import blind_baseline as core
 from miaudit.runs.pipeline import ScoredAttack
 
@@ -56,10 +57,11 @@ def record_features(x: np.ndarray, y: np.ndarray, n_classes: int) -> tuple[core.
 
 def record_baseline(settings: RecordBaselineConfig, audited: ArrayDataset, scored: list[ScoredAttack], *,
                     folder: Path, seed: int, n_bootstrap: int, confidence: float,
-                    warnings: list[str]) -> dict[str, Any]:
+                    warnings: list[str]) -> dict[str, Any] | None:
     """The blind baseline on the audited records (its scores saved beside the attacks'), its verdict, and each
     attack's paired comparison with it (``vs_blind_baseline`` in the attack's entry); the section of
-    ``metrics.json``."""
+    ``metrics.json``. Too few records for its cross-validation leave a warning instead (``None``): the audit
+    itself does not need the baseline."""
     start = time.perf_counter()
     membership = scored[0].membership.astype(int)
     groups = audited.groups
@@ -69,10 +71,15 @@ def record_baseline(settings: RecordBaselineConfig, audited: ArrayDataset, score
     n_classes = audited.n_classes
     assert n_classes is not None  # an ArrayDataset infers it
     featurize, features = record_features(audited.x[sample], audited.y[sample], n_classes)
-    baseline = core.blind_baseline(labels, featurize, features=features, evidence="the records",
-                                   unit="records", ids=np.asarray(scored[0].ids)[sample], groups=groups,
-                                   n_splits=settings.n_splits, seed=seed, n_bootstrap=n_bootstrap,
-                                   confidence=confidence, n_permutations=settings.n_permutations)
+    try:
+        baseline = core.blind_baseline(labels, featurize, features=features, evidence="the records",
+                                       unit="records", ids=np.asarray(scored[0].ids)[sample], groups=groups,
+                                       n_splits=settings.n_splits, seed=seed, n_bootstrap=n_bootstrap,
+                                       confidence=confidence, n_permutations=settings.n_permutations)
+    except DataError as exc:  # too few records (or groups) for the folds
+        warnings.append(f"no blind baseline: {exc}; the member and non-member files were not checked for a "
+                        "distribution shift")
+        return None
     baseline.save(folder / "scores")
     for attack in scored:
         attack.extra["vs_blind_baseline"] = core.compare_with_baseline(
