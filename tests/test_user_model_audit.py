@@ -256,6 +256,9 @@ def test_record_features_are_fitted_on_the_training_fold():
     np.testing.assert_allclose(fitted[:, :5].mean(axis=0), 0, atol=1e-12)  # standardised on the training rows
     np.testing.assert_array_equal(held_out[:, 5:], np.eye(3)[y[test]])
     assert MAX_COMPONENTS == 50
+    large, described = record_features(rng.normal(size=(40, 3, 40, 40)).astype(np.float32), y, 3)  # 4,800 values
+    assert large(train, test)[0].shape == (30, 29 + 3)
+    assert described.endswith("(at a seeded random 4,096 of their 4,800 values) and the one-hot label")
 
 
 def test_too_few_records_for_the_blind_baseline_leave_a_warning(importable, tmp_path):
