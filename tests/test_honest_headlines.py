@@ -333,3 +333,14 @@ def test_a_gate_on_the_blind_baseline_is_checked_before_the_run():
     assert gates[0].attack == "blind_baseline"
     with pytest.raises(MiauditError, match="its attacks: loss$"):
         check_run_gate_targets(["blind_baseline:auc > 0.6"], attacks=["loss"], kind="classifier")
+
+
+def test_baseline_subsample_reads_both_record_counts():
+    from miaudit.report.headline import baseline_subsample
+
+    recorded_before = {"subsample": True, "n_documents": 20, "n_evaluated": 48}  # runs before n_used existed
+    assert baseline_subsample(recorded_before) == (20, 48, "documents", "blind_baseline.max_documents")
+    records = {"subsample": True, "n_used": 5000, "n_evaluated": 8000, "unit": "records",
+               "limit_option": "blind_baseline.max_records"}
+    assert baseline_subsample(records) == (5000, 8000, "records", "blind_baseline.max_records")
+    assert baseline_subsample({"subsample": False, "n_used": 10, "n_evaluated": 10}) is None

@@ -59,6 +59,15 @@ def baseline_sentence(run: RunResult) -> str | None:
     return f"Blind baseline ({sees}, never queries the model): AUC {ci_text(baseline.auc, baseline.auc_ci)}."
 
 
+def baseline_subsample(fields: Mapping[str, Any]) -> tuple[int, int, str, str] | None:
+    """``(records used, records evaluated, unit, config option)`` of a blind baseline that ran on a random
+    subsample, else ``None``. Runs recorded before the classifier baseline named the count ``n_documents``."""
+    if not fields.get("subsample"):
+        return None
+    return (int(fields.get("n_used", fields.get("n_documents", 0))), int(fields["n_evaluated"]),
+            str(fields.get("unit", "documents")), str(fields.get("limit_option", "blind_baseline.max_documents")))
+
+
 def beats_baseline(entry: Mapping[str, Any]) -> str:
     """``yes`` / ``no`` / ``-``: does the attack's AUC beat the blind baseline's (paired-bootstrap interval above 0)?"""
     compared = entry.get("vs_blind_baseline")
@@ -108,6 +117,5 @@ def pooled_targets_sentence(metrics: Mapping[str, Any], *, name: Callable[[str],
     return text
 
 
-__all__ = ["baseline_sentence", "beats_baseline", "ci_text", "epsilon_sentence", "has_baseline_comparison",
-           "pooled_targets_sentence",
-           "interval_note", "tpr_degenerate"]
+__all__ = ["baseline_sentence", "baseline_subsample", "beats_baseline", "ci_text", "epsilon_sentence",
+           "has_baseline_comparison", "interval_note", "pooled_targets_sentence", "tpr_degenerate"]

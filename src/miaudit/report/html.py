@@ -29,6 +29,7 @@ from miaudit.evaluation.run_result import RunResult, entries_of, ranked, stronge
 from miaudit.evaluation.verdict import verdict_of
 from miaudit.report.headline import (
     baseline_sentence,
+    baseline_subsample,
     beats_baseline,
     epsilon_sentence,
     has_baseline_comparison,
@@ -316,9 +317,10 @@ def _blind_baseline(metrics: dict[str, Any]) -> str:
         verdict += ('<div class="alert">The blind baseline, which never queries the model, does as well as the '
                     "best attack: the attack results do not measure memorisation.</div>")
     section: dict[str, Any] = metrics.get("blind_baseline") or {}
-    sample = (f" It ran on a random {section['n_used']:,} of the {section['n_evaluated']:,} evaluation "
-              f"{esc(section['unit'])} (<code>{esc(section['limit_option'])}</code>); the attacks are compared with it "
-              "on those." if section.get("subsample") else "")
+    subsample = baseline_subsample(section)
+    sample = "" if subsample is None else (
+        f" It ran on a random {subsample[0]:,} of the {subsample[1]:,} evaluation {esc(subsample[2])} "
+        f"(<code>{esc(subsample[3])}</code>); the attacks are compared with it on those.")
     sees = "the records (inputs and labels)" if section.get("unit") == "records" else "the text"
     return (f"<h2>Blind baseline</h2><p>A classifier that sees only {sees} (no model), cross-validated. If it "
             "separates members from non-members, they differ in distribution and the attacks measure that shift "

@@ -17,6 +17,7 @@ from miaudit.evaluation.run_result import RunResult, strongest
 from miaudit.evaluation.verdict import verdict_of
 from miaudit.report.headline import (
     baseline_sentence,
+    baseline_subsample,
     beats_baseline,
     epsilon_sentence,
     has_baseline_comparison,
@@ -241,11 +242,12 @@ def _selection_lines(metrics: dict[str, Any]) -> list[str]:
 
 
 def _baseline_documents(baseline: dict[str, Any]) -> str:
-    unit = baseline.get("unit", "documents")
-    if baseline.get("subsample"):
-        return (f"a random {baseline['n_used']:,} of the {baseline['n_evaluated']:,} evaluation {unit} "
-                f"(`{baseline['limit_option']}`; the attacks are compared with it on the same {unit})")
-    return f"the evaluation {unit}"
+    subsample = baseline_subsample(baseline)
+    if subsample is not None:
+        used, evaluated, unit, option = subsample
+        return (f"a random {used:,} of the {evaluated:,} evaluation {unit} (`{option}`; the attacks are compared "
+                f"with it on the same {unit})")
+    return f"the evaluation {baseline.get('unit', 'documents')}"
 
 
 def _blind_baseline_lines(metrics: dict[str, Any], best: dict[str, Any] | None) -> list[str]:
@@ -425,8 +427,8 @@ def summary_table(metrics: dict[str, Any]) -> str:
         verdict = (baseline.fields.get("verdict") or {}).get("text")
         auc = f"AUC {_with_ci(baseline.auc, baseline.fields.get('auc_ci'))}"
         fields = baseline.fields
-        where = (f", on a random {fields['n_used']:,} of {fields['n_evaluated']:,} {fields['unit']}"
-                 if fields.get("subsample") else "")
+        subsample = baseline_subsample(fields)
+        where = "" if subsample is None else f", on a random {subsample[0]:,} of {subsample[1]:,} {subsample[2]}"
         lines.append(f"blind baseline ({fields.get('inputs', 'text only')}{where}): {verdict or auc}")
     one_run = metrics.get("one_run_audit")
     if isinstance(one_run, dict) and "verdict" in one_run:
