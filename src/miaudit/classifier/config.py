@@ -10,11 +10,11 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from miaudit.classifier.training import TrainConfig
 from miaudit.errors import ConfigError
-from miaudit.evaluation.blind_baseline import check_settings
+from miaudit.evaluation.blind_baseline import BaselineSettings
 from miaudit.runs.config import AttackSpec, DatasetConfig, EvaluationConfig, check_attack_specs
 from miaudit.utils.trusted_code import check_callable_spec
 
@@ -282,20 +282,15 @@ class ClassifierEvaluationConfig(EvaluationConfig):
 
 
 @dataclass
-class RecordBaselineConfig:
+class RecordBaselineConfig(BaselineSettings):
     """The blind baseline on the user's member and non-member files (``blind_baseline:`` of a classifier
-    audit, :mod:`miaudit.classifier.blind_baseline`): ``n_splits``-fold cross-validated, verdict against
-    ``n_permutations`` random relabellings (0: no verdict), on at most ``max_records`` audited records (a seeded
-    stratified subsample; ``None``: all). It runs only where membership comes from the user's files
-    (``target.members`` / ``nonmembers``): a split the tool drew at random needs no such check."""
+    audit, :mod:`miaudit.classifier.blind_baseline`), on at most ``max_records`` audited records. It runs only
+    where membership comes from the user's files (``target.members`` / ``nonmembers``): a split the tool drew
+    at random needs no such check."""
 
-    enabled: bool = True
-    n_splits: int = 5
-    n_permutations: int = 99
+    limit_option: ClassVar[str] = "max_records"
+
     max_records: int | None = 5000
-
-    def __post_init__(self) -> None:
-        check_settings(self.n_splits, self.n_permutations, self.max_records, "max_records")
 
 
 @dataclass

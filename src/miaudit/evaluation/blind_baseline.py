@@ -29,7 +29,8 @@ difference (:func:`compare_with_baseline`): it "beats the baseline" when the int
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -51,16 +52,28 @@ Folds = list[tuple[np.ndarray, np.ndarray]]
 Featurize = Callable[[np.ndarray, np.ndarray], tuple[Any, Any]]
 
 
-def check_settings(n_splits: int, n_permutations: int, limit: int | None, limit_option: str) -> None:
-    """A one-line :class:`~miaudit.errors.ConfigError` for impossible ``blind_baseline`` settings (``limit``: the
-    most records it runs on, named ``limit_option`` in the config; ``None``: all)."""
-    if n_splits < 2:
-        raise ConfigError(f"config.blind_baseline.n_splits: must be >= 2, got {n_splits}")
-    if limit is not None and limit < 10 * n_splits:
-        raise ConfigError(f"config.blind_baseline.{limit_option}: must be at least {10 * n_splits} (10 per fold) "
-                          f"or null for all, got {limit}")
-    if n_permutations < 0:
-        raise ConfigError(f"config.blind_baseline.n_permutations: must be >= 0, got {n_permutations}")
+@dataclass
+class BaselineSettings:
+    """A kind's ``blind_baseline:`` config section: ``enabled``, ``n_splits``-fold cross-validation, a verdict
+    against ``n_permutations`` random relabellings (0: no verdict), and, in the field a subclass names in
+    :attr:`limit_option`, the most records it runs on (a seeded stratified subsample above it; ``None``: all)."""
+
+    #: the subclass's field holding the most records the baseline runs on
+    limit_option: ClassVar[str]
+
+    enabled: bool = True
+    n_splits: int = 5
+    n_permutations: int = 99
+
+    def __post_init__(self) -> None:
+        limit = getattr(self, self.limit_option)
+        if self.n_splits < 2:
+            raise ConfigError(f"config.blind_baseline.n_splits: must be >= 2, got {self.n_splits}")
+        if limit is not None and limit < 10 * self.n_splits:
+            raise ConfigError(f"config.blind_baseline.{self.limit_option}: must be at least {10 * self.n_splits} "
+                              f"(10 per fold) or null for all, got {limit}")
+        if self.n_permutations < 0:
+            raise ConfigError(f"config.blind_baseline.n_permutations: must be >= 0, got {self.n_permutations}")
 
 
 def cross_validation_folds(labels: np.ndarray, groups: np.ndarray | None, n_splits: int, seed: int) -> Folds:
@@ -261,6 +274,6 @@ def compare_with_baseline(labels: np.ndarray, attack_scores: np.ndarray, baselin
     return {"auc_difference": point, "auc_difference_ci": [float(low[0]), float(high[0])], "beats": bool(low[0] > 0)}
 
 
-__all__ = ["CLASSIFIER", "VERDICT_RULE", "Featurize", "baseline_sample", "baseline_verdict", "blind_baseline",
-           "check_settings", "compare_with_baseline", "cross_validation_folds", "fold_features", "out_of_fold_scores",
+__all__ = ["CLASSIFIER", "VERDICT_RULE", "BaselineSettings", "Featurize", "baseline_sample", "baseline_verdict",
+           "blind_baseline", "compare_with_baseline", "cross_validation_folds", "fold_features", "out_of_fold_scores",
            "permutation_null"]

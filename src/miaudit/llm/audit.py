@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -41,7 +41,7 @@ from miaudit.attacks.registry import create_attack, get_attack_class
 from miaudit.config import to_dict
 from miaudit.data.splits import stratified_sample
 from miaudit.errors import ConfigError, DataError
-from miaudit.evaluation.blind_baseline import check_settings
+from miaudit.evaluation.blind_baseline import BaselineSettings
 from miaudit.evaluation.metrics import best_threshold
 from miaudit.evaluation.run_result import RunResult
 from miaudit.llm import selection
@@ -155,19 +155,14 @@ class DcPddConfig:
 
 
 @dataclass
-class BaselineConfig:
-    """The blind bag-of-words baseline (:mod:`miaudit.llm.baseline`): ``n_splits``-fold cross-validated;
-    its verdict compares its AUC with ``n_permutations`` random relabellings (0: no verdict). On more than
-    ``max_documents`` evaluated documents it runs on a seeded random subsample of them (stratified, whole
-    groups with ``group_column``), so its memory and time stay bounded; ``None``: all documents."""
+class BaselineConfig(BaselineSettings):
+    """The blind bag-of-words baseline (:mod:`miaudit.llm.baseline`). On more than ``max_documents`` evaluated
+    documents it runs on a seeded random subsample of them (stratified, whole groups with ``group_column``), so
+    its memory and time stay bounded; ``None``: all documents."""
 
-    enabled: bool = True
-    n_splits: int = 5
-    n_permutations: int = 99
+    limit_option: ClassVar[str] = "max_documents"
+
     max_documents: int | None = 10_000
-
-    def __post_init__(self) -> None:
-        check_settings(self.n_splits, self.n_permutations, self.max_documents, "max_documents")
 
 
 @dataclass
