@@ -104,6 +104,15 @@ def test_ids_from_an_id_column(tmp_path):
         load_text_dataset("text", members=str(csv_path), nonmembers=str(csv_path), id_column="uid")
 
 
+def test_repeated_texts_are_warned_about():
+    data = TextDataset(["a b", "a  b\n", "c d", "c d", "e"], np.array([1, 0, 1, 1, 0]),
+                       np.array(["m1", "n1", "m2", "m3", "n2"]), "mine")
+    across, within = data.repeated_text_warnings()
+    assert "1 documents have the text of a document with the other label (e.g. m1 and n1)" in across
+    assert "1 documents repeat the text of another with the same label (e.g. m2 and m3)" in within
+    assert TextDataset(["a", "b"], np.array([1, 0]), np.array(["x", "y"]), "clean").repeated_text_warnings() == []
+
+
 def test_bad_labels_empty_texts_and_encoding(tmp_path):
     bad_label = _write_jsonl(tmp_path / "l.jsonl", [{"text": "a", "label": 2}])
     with pytest.raises(DataError, match="label 2 is not 0/1"):

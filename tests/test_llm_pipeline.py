@@ -237,6 +237,7 @@ def test_a_table_with_an_id_column_keeps_the_users_ids(shared_data, tmp_path, ca
     wikimia = load_wikimia(32, data_dir=shared_data)
     rows = [{"ref": f"doc-{1000 + i}", "body": wikimia.texts[i], "in_training": bool(wikimia.labels[i])}
             for i in range(0, len(wikimia), 20)]
+    rows.append({"ref": "copy-1", "body": rows[0]["body"] + " ", "in_training": not rows[0]["in_training"]})
     table = tmp_path / "mine.jsonl"
     table.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     config = {"kind": "llm", "dataset": {"source": "table", "path": str(table), "text_column": "body",
@@ -244,7 +245,10 @@ def test_a_table_with_an_id_column_keeps_the_users_ids(shared_data, tmp_path, ca
               "model": {"name_or_path": str(shared_data / "models" / "stories260K"), "local_files_only": True},
               "attacks": [{"name": "loss"}], "evaluation": {"n_bootstrap": 20},
               "blind_baseline": {"enabled": False}}
-    run_llm_audit(config, tmp_path / "run", progress=False)
+    metrics = run_llm_audit(config, tmp_path / "run", progress=False)
+    assert [w for w in metrics["warnings"] if "text of" in w] == [
+        "dataset 'mine': 1 documents have the text of a document with the other label (e.g. doc-1000 and copy-1); "
+        "their ground truth is ambiguous: remove them"]
     scores = np.load(tmp_path / "run" / "scores" / "loss.scores.npz")
     assert sorted(scores["ids"].tolist()) == sorted(r["ref"] for r in rows)
 

@@ -548,6 +548,7 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
         warnings += trained.warnings
     else:
         data = _load_documents(config)
+        warnings += data.repeated_text_warnings()
     shots: list[str] = []
     shot_ids: list[str] = []
     if "prefix_logprob" in signal_names:

@@ -85,6 +85,29 @@ class TextDataset:
         """Content fingerprint of the texts (in order); labels do not change model outputs."""
         return fingerprint(self.texts)
 
+    def repeated_text_warnings(self) -> list[str]:
+        """Warnings for documents whose text (whitespace-normalised) appears more than once: under both labels
+        their ground truth is ambiguous; under one label they count twice in every figure."""
+        first: dict[str, int] = {}
+        across, within = [], []
+        for i, text in enumerate(self.texts):
+            key = " ".join(text.split())
+            if key not in first:
+                first[key] = i
+            elif self.labels[first[key]] != self.labels[i]:
+                across.append((self.ids[first[key]], self.ids[i]))
+            else:
+                within.append((self.ids[first[key]], self.ids[i]))
+        out = []
+        if across:
+            out.append(f"dataset {self.name!r}: {len(across)} documents have the text of a document with the other "
+                       f"label (e.g. {across[0][0]} and {across[0][1]}); their ground truth is ambiguous: remove them")
+        if within:
+            out.append(f"dataset {self.name!r}: {len(within)} documents repeat the text of another with the same "
+                       f"label (e.g. {within[0][0]} and {within[0][1]}) and count twice in every figure; remove the "
+                       "copies unless the repetition is intended")
+        return out
+
     def require_both_classes(self) -> None:
         n_members = int(self.labels.sum())
         if n_members == 0 or n_members == len(self):
