@@ -259,3 +259,20 @@ def test_a_table_with_an_id_column_keeps_the_users_ids(shared_data, tmp_path, ca
     err = capsys.readouterr().err
     assert "rows 0 and 1 share the id 'doc-1000' in column 'ref'" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "again").exists()
+
+
+def test_too_few_documents_for_the_blind_baseline_leave_a_warning(shared_data, tmp_path):
+    from miaudit.llm.datasets import load_wikimia
+
+    wikimia = load_wikimia(32, data_dir=shared_data)
+    members, nonmembers = np.flatnonzero(wikimia.labels == 1)[:4], np.flatnonzero(wikimia.labels == 0)[:4]
+    table = tmp_path / "eight.jsonl"
+    table.write_text("".join(json.dumps({"text": wikimia.texts[i], "label": int(wikimia.labels[i])}) + "\n"
+                             for i in np.r_[members, nonmembers]), encoding="utf-8")
+    config = {"kind": "llm", "dataset": {"source": "table", "path": str(table)},
+              "model": {"name_or_path": str(shared_data / "models" / "stories260K"), "local_files_only": True},
+              "attacks": [{"name": "loss"}], "evaluation": {"n_bootstrap": 20}}
+    metrics = run_llm_audit(config, tmp_path / "run", progress=False)
+    assert "blind_baseline" not in metrics and metrics["attacks"][0]["auc"] is not None
+    (warned,) = [w for w in metrics["warnings"] if w.startswith("no blind baseline")]
+    assert "needs at least 5 members and non-members; the smaller class has 4" in warned

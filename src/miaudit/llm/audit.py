@@ -656,7 +656,9 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
         sections["recall"] = {"prefix_ids": shot_ids, "n_shots": len(shots), "separator": config.recall.separator,
                               "note": "the prefix documents are non-members taken out of the evaluation set"}
     if config.blind_baseline.enabled:
-        sections["blind_baseline"] = _blind_baseline(config, folder, data, evaluation, scored, warnings)
+        baseline_section = _blind_baseline(config, folder, data, evaluation, scored, warnings)
+        if baseline_section is not None:
+            sections["blind_baseline"] = baseline_section
     _write_token_view(folder, config, target, data, evaluation, view_docs, kept, scored)
     if isinstance(target, APICausalLM):
         target_info = target.info()
@@ -684,16 +686,23 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
 
 
 def _blind_baseline(config: LLMAuditConfig, folder: Path, data: TextDataset, evaluation: np.ndarray,
-                    scored: list[ScoredAttack], warnings: list[str]) -> dict[str, Any]:
+                    scored: list[ScoredAttack], warnings: list[str]) -> dict[str, Any] | None:
     """The blind baseline on the evaluation documents (its scores saved beside the attacks'), its verdict,
-    and each attack's paired comparison with it (``vs_blind_baseline`` in the attack's entry)."""
+    and each attack's paired comparison with it (``vs_blind_baseline`` in the attack's entry). Too few
+    documents (or groups) for its cross-validation leave a warning instead (``None``): found only after every
+    document was scored, it must not throw the audit away."""
     ev, seed, settings = config.evaluation, derive_seed(config.seed, "baseline"), config.blind_baseline
     groups = None if data.groups is None else data.groups[evaluation]
     sample = baseline_sample(data.labels[evaluation], groups, settings.max_documents, seed)
     labels, groups = data.labels[evaluation][sample], None if groups is None else groups[sample]
-    baseline = blind_baseline([data.texts[i] for i in evaluation[sample]], labels, ids=data.ids[evaluation][sample],
-                              groups=groups, n_splits=settings.n_splits, seed=seed, n_bootstrap=ev.n_bootstrap,
-                              confidence=ev.confidence, n_permutations=settings.n_permutations)
+    try:
+        baseline = blind_baseline([data.texts[i] for i in evaluation[sample]], labels,
+                                  ids=data.ids[evaluation][sample], groups=groups, n_splits=settings.n_splits,
+                                  seed=seed, n_bootstrap=ev.n_bootstrap, confidence=ev.confidence,
+                                  n_permutations=settings.n_permutations)
+    except DataError as exc:  # too few documents (or groups) for the folds
+        warnings.append(f"no blind baseline: {exc}; the documents were not checked for a distribution shift")
+        return None
     baseline.save(folder / "scores")
     for attack in scored:
         attack.extra["vs_blind_baseline"] = compare_with_baseline(
