@@ -11,8 +11,6 @@ needs no such check: the baseline runs only on the user's files.
 
 from __future__ import annotations
 
-import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +18,8 @@ import numpy as np
 
 from miaudit.classifier.config import RecordBaselineConfig
 from miaudit.data import ArrayDataset
-from miaudit.errors import DataError
 from miaudit.evaluation import blind_baseline as core
 from miaudit.runs.pipeline import ScoredAttack
-
-log = logging.getLogger(__name__)
 
 #: at most this many principal components of the standardised inputs (fitted on each training fold) are the
 #: baseline's features beside the one-hot label, so that its 500 logistic-regression fits stay cheap on images
@@ -68,42 +63,16 @@ def record_features(x: np.ndarray, y: np.ndarray, n_classes: int) -> tuple[core.
 def record_baseline(settings: RecordBaselineConfig, audited: ArrayDataset, scored: list[ScoredAttack], *,
                     folder: Path, seed: int, n_bootstrap: int, confidence: float,
                     warnings: list[str]) -> dict[str, Any] | None:
-    """The blind baseline on the audited records (its scores saved beside the attacks'), its verdict, and each
-    attack's paired comparison with it (``vs_blind_baseline`` in the attack's entry); the section of
-    ``metrics.json``. Too few records for its cross-validation leave a warning instead (``None``): the audit
-    itself does not need the baseline."""
-    start = time.perf_counter()
-    membership = scored[0].membership.astype(int)
-    groups = audited.groups
-    sample = core.baseline_sample(membership, groups, settings.max_records, seed)
-    labels = membership[sample]
-    groups = None if groups is None else np.asarray(groups)[sample]
+    """The blind baseline on the audited records beside the scored attacks
+    (:func:`~miaudit.evaluation.blind_baseline.run_beside_attacks`): the ``blind_baseline`` section of
+    ``metrics.json``, or ``None`` (with a warning) when the records are too few for its folds."""
     n_classes = audited.n_classes
     assert n_classes is not None  # an ArrayDataset infers it
-    featurize, features = record_features(audited.x[sample], audited.y[sample], n_classes)
-    try:
-        baseline = core.blind_baseline(labels, featurize, features=features, evidence="the records",
-                                       unit="records", ids=np.asarray(scored[0].ids)[sample], groups=groups,
-                                       n_splits=settings.n_splits, seed=seed, n_bootstrap=n_bootstrap,
-                                       confidence=confidence, n_permutations=settings.n_permutations)
-    except DataError as exc:  # too few records (or groups) for the folds
-        warnings.append(f"no blind baseline: {exc}; the member and non-member files were not checked for a "
-                        "distribution shift")
-        return None
-    baseline.save(folder / "scores")
-    for attack in scored:
-        attack.extra["vs_blind_baseline"] = core.compare_with_baseline(
-            labels, attack.scores[sample], baseline.scores, groups=groups, n_bootstrap=n_bootstrap,
-            confidence=confidence, seed=seed)
-    if baseline.metrics["verdict"]["shift"]:
-        warnings.append(baseline.metrics["verdict"]["text"])
-    log.info("blind baseline on %d%s audited records in %.1f s: AUC %.3f", sample.size,
-             f" of the {membership.size} (blind_baseline.max_records)" if sample.size < membership.size else "",
-             time.perf_counter() - start, baseline.metrics["auc"])
-    scope = {"inputs": "records only", "unit": "records", "n_used": int(sample.size),
-             "n_evaluated": int(membership.size), "subsample": bool(sample.size < membership.size),
-             "limit_option": "blind_baseline.max_records"}
-    return {**baseline.params, **scope, **baseline.metrics}
+    return core.run_beside_attacks(
+        scored[0].membership, scored[0].ids, audited.groups,
+        lambda sample: record_features(audited.x[sample], audited.y[sample], n_classes), scored, settings,
+        evidence="the records", unit="records", folder=folder, seed=seed, n_bootstrap=n_bootstrap,
+        confidence=confidence, warnings=warnings)
 
 
 __all__ = ["MAX_COMPONENTS", "MAX_INPUT_VALUES", "record_baseline", "record_features"]

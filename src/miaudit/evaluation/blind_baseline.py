@@ -28,9 +28,12 @@ difference (:func:`compare_with_baseline`): it "beats the baseline" when the int
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -40,6 +43,8 @@ from miaudit.evaluation.bootstrap import check_groups, stratified_bootstrap
 from miaudit.evaluation.metrics import roc_auc
 from miaudit.evaluation.report import _curve_stats, evaluate
 from miaudit.evaluation.result import AttackResult
+
+log = logging.getLogger(__name__)
 
 #: the baseline's classifier, as recorded in metrics.json
 CLASSIFIER = "logistic regression (liblinear, C = 1)"
@@ -274,6 +279,54 @@ def compare_with_baseline(labels: np.ndarray, attack_scores: np.ndarray, baselin
     return {"auc_difference": point, "auc_difference_ci": [float(low[0]), float(high[0])], "beats": bool(low[0] > 0)}
 
 
-__all__ = ["CLASSIFIER", "VERDICT_RULE", "BaselineSettings", "Featurize", "baseline_sample", "baseline_verdict",
-           "blind_baseline", "compare_with_baseline", "cross_validation_folds", "fold_features", "out_of_fold_scores",
-           "permutation_null"]
+class ScoredEntry(Protocol):
+    """What :func:`run_beside_attacks` reads and writes of an audit's scored attack: its scores on the audited
+    records and the extra fields of its ``metrics.json`` entry."""
+
+    scores: np.ndarray
+    extra: dict[str, Any]
+
+
+def run_beside_attacks(labels: np.ndarray, ids: np.ndarray, groups: np.ndarray | None,
+                       features_of: Callable[[np.ndarray], tuple[Featurize, str]], attacks: Sequence[ScoredEntry],
+                       settings: BaselineSettings, *, evidence: str, unit: str, folder: Path, seed: int,
+                       n_bootstrap: int, confidence: float, warnings: list[str]) -> dict[str, Any] | None:
+    """An audit's blind baseline: on the audited records ``(n,)`` (a seeded subsample of at most the settings'
+    limit), with the features ``features_of(sample positions)`` gives and describes; its scores saved in
+    ``folder/scores``, each attack's paired comparison in its ``extra["vs_blind_baseline"]``, a shift and a
+    failure added to ``warnings``. Returns the ``blind_baseline`` section of ``metrics.json``, or ``None``
+    when there are too few records (or groups) for the folds: the audit itself does not need the baseline,
+    and it is found only after every record was scored."""
+    start = time.perf_counter()
+    labels = np.asarray(labels).astype(int)
+    limit = getattr(settings, settings.limit_option)
+    sample = baseline_sample(labels, groups, limit, seed)
+    groups = None if groups is None else np.asarray(groups)[sample]
+    featurize, features = features_of(sample)
+    try:
+        baseline = blind_baseline(labels[sample], featurize, features=features, evidence=evidence, unit=unit,
+                                  ids=np.asarray(ids)[sample], groups=groups, n_splits=settings.n_splits,
+                                  seed=seed, n_bootstrap=n_bootstrap, confidence=confidence,
+                                  n_permutations=settings.n_permutations)
+    except DataError as exc:
+        warnings.append(f"no blind baseline: {exc}; the {unit} were not checked for a distribution shift")
+        return None
+    baseline.save(folder / "scores")
+    for attack in attacks:
+        attack.extra["vs_blind_baseline"] = compare_with_baseline(
+            labels[sample], attack.scores[sample], baseline.scores, groups=groups, n_bootstrap=n_bootstrap,
+            confidence=confidence, seed=seed)
+    if baseline.metrics["verdict"]["shift"]:
+        warnings.append(baseline.metrics["verdict"]["text"])
+    option = f"blind_baseline.{settings.limit_option}"
+    log.info("blind baseline on %d%s %s in %.1f s: AUC %.3f", sample.size,
+             f" of the {labels.size} ({option})" if sample.size < labels.size else "", unit,
+             time.perf_counter() - start, baseline.metrics["auc"])
+    scope = {"inputs": f"{evidence.removeprefix('the ')} only", "unit": unit, "n_used": int(sample.size),
+             "n_evaluated": int(labels.size), "subsample": bool(sample.size < labels.size), "limit_option": option}
+    return {**baseline.params, **scope, **baseline.metrics}
+
+
+__all__ = ["CLASSIFIER", "VERDICT_RULE", "BaselineSettings", "Featurize", "ScoredEntry", "baseline_sample",
+           "baseline_verdict", "blind_baseline", "compare_with_baseline", "cross_validation_folds", "fold_features",
+           "out_of_fold_scores", "permutation_null", "run_beside_attacks"]

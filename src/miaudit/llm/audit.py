@@ -41,13 +41,14 @@ from miaudit.attacks.registry import create_attack, get_attack_class
 from miaudit.config import to_dict
 from miaudit.data.splits import stratified_sample
 from miaudit.errors import ConfigError, DataError
-from miaudit.evaluation.blind_baseline import BaselineSettings
+from miaudit.evaluation.blind_baseline import BaselineSettings, run_beside_attacks
 from miaudit.evaluation.metrics import best_threshold
 from miaudit.evaluation.run_result import RunResult
 from miaudit.llm import selection
 from miaudit.llm.api import ACCESS as API_ACCESS
 from miaudit.llm.api import APICausalLM, APITargetConfig
-from miaudit.llm.baseline import baseline_sample, blind_baseline, compare_with_baseline
+from miaudit.llm.baseline import FEATURES as BASELINE_FEATURES
+from miaudit.llm.baseline import tfidf_features
 from miaudit.llm.datasets import TextDataset, load_text_dataset, read_corpus
 from miaudit.llm.signals import TokenSignals
 from miaudit.llm.target import HFCausalLM, LLMModelConfig
@@ -687,36 +688,16 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
 
 def _blind_baseline(config: LLMAuditConfig, folder: Path, data: TextDataset, evaluation: np.ndarray,
                     scored: list[ScoredAttack], warnings: list[str]) -> dict[str, Any] | None:
-    """The blind baseline on the evaluation documents (its scores saved beside the attacks'), its verdict,
-    and each attack's paired comparison with it (``vs_blind_baseline`` in the attack's entry). Too few
-    documents (or groups) for its cross-validation leave a warning instead (``None``): found only after every
-    document was scored, it must not throw the audit away."""
-    ev, seed, settings = config.evaluation, derive_seed(config.seed, "baseline"), config.blind_baseline
-    groups = None if data.groups is None else data.groups[evaluation]
-    sample = baseline_sample(data.labels[evaluation], groups, settings.max_documents, seed)
-    labels, groups = data.labels[evaluation][sample], None if groups is None else groups[sample]
-    try:
-        baseline = blind_baseline([data.texts[i] for i in evaluation[sample]], labels,
-                                  ids=data.ids[evaluation][sample], groups=groups, n_splits=settings.n_splits,
-                                  seed=seed, n_bootstrap=ev.n_bootstrap, confidence=ev.confidence,
-                                  n_permutations=settings.n_permutations)
-    except DataError as exc:  # too few documents (or groups) for the folds
-        warnings.append(f"no blind baseline: {exc}; the documents were not checked for a distribution shift")
-        return None
-    baseline.save(folder / "scores")
-    for attack in scored:
-        attack.extra["vs_blind_baseline"] = compare_with_baseline(
-            labels, attack.scores[sample], baseline.scores, groups=groups, n_bootstrap=ev.n_bootstrap,
-            confidence=ev.confidence, seed=seed)
-    if baseline.metrics["verdict"]["shift"]:
-        warnings.append(baseline.metrics["verdict"]["text"])
-    scope = {"inputs": "text only", "unit": "documents", "n_used": int(sample.size),
-             "n_evaluated": int(evaluation.size), "subsample": bool(sample.size < evaluation.size),
-             "limit_option": "blind_baseline.max_documents"}
-    if scope["subsample"]:
-        log.info("blind baseline on a random %d of the %d evaluated documents (blind_baseline.max_documents)",
-                 sample.size, evaluation.size)
-    return {**baseline.params, **scope, **baseline.metrics}
+    """The blind baseline on the evaluation documents beside the scored attacks
+    (:func:`~miaudit.evaluation.blind_baseline.run_beside_attacks`): the ``blind_baseline`` section of
+    ``metrics.json``, or ``None`` (with a warning) when the documents are too few for its folds."""
+    ev = config.evaluation
+    return run_beside_attacks(
+        data.labels[evaluation], data.ids[evaluation], None if data.groups is None else data.groups[evaluation],
+        lambda sample: (tfidf_features([data.texts[i] for i in evaluation[sample]]), BASELINE_FEATURES), scored,
+        config.blind_baseline, evidence="the text", unit="documents", folder=folder,
+        seed=derive_seed(config.seed, "baseline"), n_bootstrap=ev.n_bootstrap, confidence=ev.confidence,
+        warnings=warnings)
 
 
 def _token_view_documents(config: LLMAuditConfig, labels: np.ndarray, evaluation: np.ndarray) -> np.ndarray:
