@@ -152,7 +152,7 @@ def run_classifier_audit(config: AuditConfig, folder: Path, *, progress: bool = 
                                       "n_features": len(p.feature_names), "fitted_on_rows": p.fitted_rows,
                                       "scale": p.scale, "files": ["preprocessing.json", "preprocessing.joblib"]}
     warnings, sections = experiment.warnings + models.warnings, dict(models.sections)
-    audited = target.audited if target.info.get("source") != "hf_classifier" else None  # token ids: no features
+    audited = target.audited if config.target.hf_classifier is None else None  # token ids: no features
     if config.blind_baseline.enabled and experiment.loaded is not None and audited is not None:
         ev = config.evaluation
         section = record_baseline(config.blind_baseline, audited, scored, folder=folder,

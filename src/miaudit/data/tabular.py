@@ -227,8 +227,8 @@ def _column_kind(name: str, values: list[Any], declared: str | None, where: str)
     present = [v for v in values if v is not None]
     if not present:
         raise DataError(f"{where}: column {name!r} has no values at all; drop it (option 'drop')")
-    numbers = [None if v is None else _as_number(v) for v in values]
     if declared != CATEGORICAL:
+        numbers = [None if v is None else _as_number(v) for v in values]
         if all(n is not None for n, v in zip(numbers, values) if v is not None):
             row = next((i for i, n in enumerate(numbers) if n is not None and not np.isfinite(n)), None)
             if row is not None:

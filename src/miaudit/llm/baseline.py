@@ -41,11 +41,16 @@ def tfidf_features(texts: Sequence[str], *, ngram_max: int = 2, min_df: int = 2)
     return featurize
 
 
-def _prepared(texts: Sequence[str], labels: np.ndarray, groups: np.ndarray | None, n_splits: int, seed: int,
-              ngram_max: int, min_df: int) -> tuple[np.ndarray, np.ndarray | None, core.Folds, list[tuple[Any, Any]]]:
+def _checked_labels(texts: Sequence[str], labels: np.ndarray) -> np.ndarray:
     labels = np.asarray(labels).astype(int)
     if len(texts) != labels.shape[0]:
         raise DataError(f"{len(texts)} texts but {labels.shape[0]} labels")
+    return labels
+
+
+def _prepared(texts: Sequence[str], labels: np.ndarray, groups: np.ndarray | None, n_splits: int, seed: int,
+              ngram_max: int, min_df: int) -> tuple[np.ndarray, np.ndarray | None, core.Folds, list[tuple[Any, Any]]]:
+    labels = _checked_labels(texts, labels)
     groups = check_groups(groups, labels.shape[0])
     folds = core.cross_validation_folds(labels, groups, n_splits, seed)
     return labels, groups, folds, core.fold_features(folds, tfidf_features(texts, ngram_max=ngram_max, min_df=min_df))
@@ -75,11 +80,10 @@ def blind_baseline(texts: Sequence[str], labels: np.ndarray, *, ids: np.ndarray 
                    confidence: float = 0.95, n_permutations: int = 99) -> AttackResult:
     """Out-of-fold scores of the bag-of-words classifier, evaluated, with the permutation null
     (``metrics["null"]``) and the verdict (``metrics["verdict"]``)."""
-    if len(texts) != np.asarray(labels).shape[0]:
-        raise DataError(f"{len(texts)} texts but {np.asarray(labels).shape[0]} labels")
-    return core.blind_baseline(labels, tfidf_features(texts), features=FEATURES, evidence="the text", unit="documents",
-                               ids=ids, groups=groups, n_splits=n_splits, seed=seed, n_bootstrap=n_bootstrap,
-                               confidence=confidence, n_permutations=n_permutations)
+    return core.blind_baseline(_checked_labels(texts, labels), tfidf_features(texts), features=FEATURES,
+                               evidence="the text", unit="documents", ids=ids, groups=groups, n_splits=n_splits,
+                               seed=seed, n_bootstrap=n_bootstrap, confidence=confidence,
+                               n_permutations=n_permutations)
 
 
 __all__ = ["FEATURES", "VERDICT_RULE", "baseline_sample", "baseline_verdict", "blind_baseline", "blind_baseline_scores",
