@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import yaml
 
+from miaudit.classifier.experiment import majority_rate
 from miaudit.cli import main
-from miaudit.data import ArrayDataset
+from miaudit.data import ArrayDataset, load_dataset
 from miaudit.defenses.dp_canary import (
     CANARIES_FILE,
     CanaryConfig,
@@ -152,6 +153,16 @@ def test_bound_from_saved_canary_scores_matches_metrics(overfit_run):
     written = json.loads((out / "metrics.json").read_text())
     assert written["one_run_audit"]["epsilon"] == one_run["epsilon"]
     assert metrics["data"]["n_members"] == int(result.labels.sum()) == metrics["canaries"]["n_inserted"]
+
+
+def test_target_accuracies_are_on_the_fixed_training_and_test_sets_not_the_canaries(overfit_run):
+    _, metrics = overfit_run
+    data = load_dataset("digits", seed=3)
+    draw = draw_canaries(data.y, 10, n_train=300, n_canaries=200, n_test=100, kind="mislabeled", seed=3)
+    target = metrics["target"]
+    assert target["majority_rate"] == majority_rate(data.y[draw.train], data.y[draw.test])
+    assert target["test_accuracy"] > 0.5 > target["canary_accuracy_left_out"]  # mislabeled: wrong when unseen
+    assert not any("no better than always predicting" in w for w in metrics["warnings"])
 
 
 def test_undefended_overfit_model_leaks_its_canaries(overfit_run):

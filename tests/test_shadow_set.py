@@ -32,6 +32,8 @@ def test_every_kind_of_shadow_data_is_one_shadow_set():
 
 @pytest.mark.parametrize("signals, membership, message", [
     ([], [], "ShadowData is empty"),
+    (_outputs(4), [[1, 0, 1, 0]], "one entry per shadow model.*ShadowData\\(\\[signals\\], \\[membership\\]\\)"),
+    ([_outputs(4)], np.array([1, 0, 1, 0]), "for one model write ShadowData\\(\\[signals\\], \\[membership\\]\\)"),
     ([_outputs(4)], [], "1 shadow models' signals but 0 membership arrays"),
     ([_outputs(4)], [[1, 0, 1]], "shadow model 0's membership has shape \\(3,\\) but its signals cover 4 examples"),
     ([_outputs(4)], [[1, 1, 1, 1]], "shadow model 0 needs both member and non-member examples \\(all 4"),

@@ -208,6 +208,25 @@ def test_compare_paired_bootstrap_and_ci_overlap_fallback(tmp_path):
         assert rows[("rmia", "auc")]["significant"] is False
 
 
+def test_compare_notes_different_data_and_examples_it_could_not_pair(tmp_path, capsys):
+    def data(name, n):
+        return {"data": {"dataset": name, "n_members": n // 2, "n_nonmembers": n - n // 2}}
+
+    same_a = make_run_dir(tmp_path / "a", n=300, extra=data("digits", 300), figures=False, report=False)
+    same_b = make_run_dir(tmp_path / "b", n=300, seed=1, extra=data("digits", 300), figures=False, report=False)
+    other = make_run_dir(tmp_path / "c", n=200, extra=data("location", 200), figures=False, report=False)
+    with RunStore(default_store_path(tmp_path)) as store:
+        a, b, c = _record(store, same_a), _record(store, same_b), _record(store, other)
+        assert store.compare(a, b, n_bootstrap=50)["notes"] == []
+        notes = store.compare(a, c, n_bootstrap=50)["notes"]
+    assert len(notes) == 2
+    assert "different data (a: a classifier audit of digits: 150 members, 150 non-members; b: a classifier audit " \
+           "of location: 100 members, 100 non-members)" in notes[0]
+    assert notes[1].startswith("loss, rmia: the two runs scored different examples")
+    assert main(["runs", "compare", a, c, "--home", str(tmp_path)]) == 0
+    assert "note: the runs audit different data" in capsys.readouterr().out
+
+
 def test_runs_cli(tmp_path, capsys):
     run_dir = make_run_dir(tmp_path / "run", figures=False)
     with RunStore(default_store_path(tmp_path)) as store:

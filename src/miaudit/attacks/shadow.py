@@ -37,6 +37,10 @@ class ShadowSet(Generic[S]):
 
     def __init__(self, signals: Sequence[S], membership: Sequence[np.ndarray]):
         name = type(self).__name__
+        if not isinstance(signals, (list, tuple)) or not isinstance(membership, (list, tuple)):
+            raise DataError(f"{name} takes two lists with one entry per shadow model: [signals of model 1, ...] and "
+                            "[membership of model 1, ...]; for one model write "
+                            f"{name}([signals], [membership])")
         if not len(signals):
             raise DataError(f"{name} is empty; give the signals of at least one shadow model")
         if len(signals) != len(membership):

@@ -211,6 +211,13 @@ def majority_rate(train_labels: np.ndarray, test_labels: np.ndarray) -> float:
     return float(np.mean(test_labels == majority))
 
 
+def no_better_than_majority(test_accuracy: float, majority: float) -> str:
+    """The warning for a trained target whose test accuracy does not beat always predicting one class."""
+    return (f"the target's test accuracy {test_accuracy:.4f} is no better than always predicting the most frequent "
+            f"class ({majority:.4f}), so the audit measures a model nobody would deploy; fix the training recipe "
+            "(epochs, lr, model) or the data (label column, scaling)")
+
+
 def _n_parameters(model: Any) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
@@ -499,18 +506,19 @@ class ClassifierExperiment:
         target.info["train_accuracy"] = _accuracy(outputs, membership)
         target.info["test_accuracy"] = _accuracy(outputs, ~membership)
         target.info["majority_rate"] = majority_rate(outputs.labels[membership], outputs.labels[~membership])
-        log.info("%starget: train accuracy %.4f, test accuracy %.4f (always predicting the members' most frequent "
-                 "class: %.4f)", tag, target.info["train_accuracy"], target.info["test_accuracy"],
-                 target.info["majority_rate"])
         side = _side_outputs(target.model, target.train if member_outputs else None, unseen)
         models = ExperimentModels(target, ModelOutputs(outputs, membership, *side, population=target.population),
                                   progress=self.progress)
-        if self.trains_target and target.info["test_accuracy"] <= target.info["majority_rate"]:
-            models.warnings.append(
-                f"{tag}the target's test accuracy {target.info['test_accuracy']:.4f} is no better than always "
-                f"predicting the most frequent class ({target.info['majority_rate']:.4f}), so the audit measures a "
-                "model nobody would deploy; fix the training recipe (epochs, lr, model) or the data (label column, "
-                "scaling)")
+        if self.given is not None:  # the caller's audited examples (e.g. mislabeled canaries), not a test set
+            log.info("%starget: accuracy on the audited examples it trained on %.4f, on those it did not %.4f", tag,
+                     target.info["train_accuracy"], target.info["test_accuracy"])
+        else:
+            log.info("%starget: train accuracy %.4f, test accuracy %.4f (always predicting the members' most "
+                     "frequent class: %.4f)", tag, target.info["train_accuracy"], target.info["test_accuracy"],
+                     target.info["majority_rate"])
+            if self.trains_target and target.info["test_accuracy"] <= target.info["majority_rate"]:
+                models.warnings.append(tag + no_better_than_majority(target.info["test_accuracy"],
+                                                                     target.info["majority_rate"]))
         if self.shadow_config.n_models:
             self._train_shadow_models(models, recipe, plugins, member_outputs, unseen, tag=tag)
         if self.reference_config.n_models:

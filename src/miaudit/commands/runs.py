@@ -194,6 +194,8 @@ def _compare(store: RunStore, args: argparse.Namespace) -> int:
     for side in ("a", "b"):
         if result[f"only_in_{side}"]:
             print(f"only in {side}: {', '.join(result[f'only_in_{side}'])}")
+    for note in result["notes"]:
+        print(f"note: {note}")
     return 0
 
 

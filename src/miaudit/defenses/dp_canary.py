@@ -42,7 +42,7 @@ from typing import Any, Literal
 import numpy as np
 
 from miaudit.attacks.base import Attack
-from miaudit.classifier.experiment import ClassifierExperiment, GivenData
+from miaudit.classifier.experiment import ClassifierExperiment, GivenData, majority_rate, no_better_than_majority
 from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.reference import AttackReference
 from miaudit.classifier.training import TrainConfig
@@ -378,14 +378,21 @@ def run_dp_canary_audit(config: DPCanaryConfig, folder: Path, *, progress: bool 
         "canary_label": draw.canary_labels, "included": draw.included, **{f"score_{s.key}": s.scores for s in scored}})
     test = dataset.subset(draw.test) if draw.test.size else None
     inc = draw.included
+    train_accuracy = float(target.outputs(fixed).correctness.mean())
+    test_accuracy = float(target.outputs(test).correctness.mean()) if test is not None else None
+    majority = majority_rate(fixed.y, test.y) if test is not None else None
+    if test_accuracy is not None and majority is not None and test_accuracy <= majority:
+        run_warnings.append(no_better_than_majority(test_accuracy, majority))
+        log.warning(run_warnings[-1])
     target_info = {
         **models.target.info,
         "description": (f"{recipe.model} trained by miaudit with defense {config.defense.name} on {len(fixed)} "
                         f"{dataset.name} examples + {int(inc.sum())} of {cc.n} {cc.kind} canaries ({recipe.epochs} "
                         f"epochs, {recipe.optimizer}, lr {recipe.lr:g}, batch {recipe.batch_size})"),
         "defense": config.defense.name,
-        "train_accuracy": float(target.outputs(fixed).correctness.mean()),
-        "test_accuracy": float(target.outputs(test).correctness.mean()) if test is not None else None,
+        "train_accuracy": train_accuracy,
+        "test_accuracy": test_accuracy,
+        "majority_rate": majority,
         "canary_accuracy_inserted": float(final.correctness[inc].mean()) if inc.any() else None,
         "canary_accuracy_left_out": float(final.correctness[~inc].mean()) if (~inc).any() else None,
     }

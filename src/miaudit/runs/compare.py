@@ -106,6 +106,7 @@ def compare_runs(run_a: dict[str, Any], run_b: dict[str, Any], *, n_bootstrap: i
     attacks_a, attacks_b = _attacks(run_a), _attacks(run_b)
     shared = [name for name in attacks_a if name in attacks_b]
     rows: list[dict[str, Any]] = []
+    unpaired: list[str] = []  # attacks whose saved scores cover different examples in the two runs
     for name in shared:
         (ea, folder_a, file_a), (eb, folder_b, file_b) = attacks_a[name], attacks_b[name]
         keys = _metric_keys(ea, eb)
@@ -117,6 +118,8 @@ def compare_runs(run_a: dict[str, Any], run_b: dict[str, Any], *, n_bootstrap: i
             rows += _paired_rows(name, keys, *paired, n_bootstrap=n_bootstrap, confidence=confidence, seed=seed)
         else:
             rows += _overlap_rows(name, keys, ea, eb)
+            if ra is not None and rb is not None:
+                unpaired.append(name)
         eps_a, eps_b = (e.get("empirical_epsilon") or {} for e in (ea, eb))
         if eps_a.get("epsilon") is not None and eps_b.get("epsilon") is not None:
             rows.append({"attack": name, "metric": "epsilon", "a": eps_a["epsilon"], "b": eps_b["epsilon"],
@@ -124,7 +127,33 @@ def compare_runs(run_a: dict[str, Any], run_b: dict[str, Any], *, n_bootstrap: i
                          "method": "lower bounds (no test)"})
     return {"run_a": run_a["id"], "run_b": run_b["id"], "confidence": confidence, "rows": rows,
             "only_in_a": [n for n in attacks_a if n not in attacks_b],
-            "only_in_b": [n for n in attacks_b if n not in attacks_a]}
+            "only_in_b": [n for n in attacks_b if n not in attacks_a],
+            "notes": _notes(run_a.get("metrics") or {}, run_b.get("metrics") or {}, unpaired)}
+
+
+def _audited(metrics: dict[str, Any]) -> str | None:
+    """What a run audited, in words ("a classifier audit of digits: 150 members, 150 non-members"), if recorded."""
+    data = metrics.get("data") or {}
+    if not data.get("dataset"):
+        return None
+    kind = "a defense comparison" if is_defense_comparison(metrics) else f"a {metrics.get('kind', 'miaudit')} audit"
+    counts = (f": {data['n_members']} members, {data['n_nonmembers']} non-members"
+              if "n_members" in data and "n_nonmembers" in data else "")
+    return f"{kind} of {data['dataset']}{counts}"
+
+
+def _notes(metrics_a: dict[str, Any], metrics_b: dict[str, Any], unpaired: list[str]) -> list[str]:
+    """What the reader must know before reading the differences as the effect of one change."""
+    notes = []
+    kinds = [(m.get("kind"), (m.get("data") or {}).get("dataset")) for m in (metrics_a, metrics_b)]
+    if all(k[1] for k in kinds) and kinds[0] != kinds[1]:
+        notes.append(f"the runs audit different data (a: {_audited(metrics_a)}; b: {_audited(metrics_b)}), so the "
+                     "differences compare two experiments, not one model before and after a change")
+    if unpaired:
+        notes.append(f"{', '.join(unpaired)}: the two runs scored different examples, so differences are judged by "
+                     "whether the two intervals overlap (conservative); the paired test needs the same examples "
+                     "(same data, split and seed)")
+    return notes
 
 
 def _paired_rows(name: str, keys: list[tuple[str, float | None]], labels: np.ndarray, scores_a: np.ndarray,
