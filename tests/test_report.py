@@ -45,6 +45,16 @@ def test_markdown_headline_without_evaluated_fprs():
     assert "FPR (the lowest evaluated FPR" not in text
 
 
+def test_markdown_names_the_users_audited_files_apart_from_the_shadow_dataset():
+    metrics = _metrics(_results())
+    assert "- **Dataset**: synthetic (100 members, 100 non-members audited)" in render_report(metrics)
+    metrics["data"].update(audited_from="members.npz + nonmembers.npz", dataset="shadow", n_examples=797)
+    text = render_report(metrics)
+    assert "- **Audited records**: 100 members, 100 non-members from `members.npz + nonmembers.npz`" in text
+    assert "- **Shadow / population data**: shadow (797 examples, none of them audited)" in text
+    assert "**Dataset**" not in text
+
+
 def test_write_and_load_run(tmp_path):
     results = _results()
     write_run_dir(tmp_path, _metrics(results), results, {"seed": 0, "kind": "classifier"})

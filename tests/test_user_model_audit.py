@@ -226,6 +226,7 @@ def test_member_files_from_different_distributions_make_the_run_inconclusive(imp
     assert baseline["unit"] == "records" and baseline["n_used"] == baseline["n_evaluated"] == 120
     assert "principal components" in baseline["features"] and "one-hot label" in baseline["features"]
     assert (tmp_path / "same" / "scores" / "blind_baseline.scores.npz").is_file()
+    assert same["data"]["audited_from"] == "members.npz + nonmembers.npz"
     assert same["attacks"][0]["vs_blind_baseline"]["auc_difference"] == pytest.approx(
         same["attacks"][0]["auc"] - max(baseline["auc"], 0.5))
 

@@ -143,6 +143,8 @@ def run_classifier_audit(config: AuditConfig, folder: Path, *, progress: bool = 
                  "n_members": int(membership.sum()), "n_nonmembers": int((~membership).sum()),
                  "n_shadow": int(target.shadow_pool.size),
                  "n_population": len(target.population) if target.population is not None else 0}
+    if config.target.audited_files is not None:  # the dataset, if any, fed only shadow models and the population
+        data_info["audited_from"] = config.target.audited_files
     if n_targets > 1:
         data_info.update(n_targets=n_targets, pooled_members=n_targets * int(membership.sum()),
                          pooled_nonmembers=n_targets * int((~membership).sum()))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from miaudit.classifier.training import TrainConfig
@@ -125,6 +126,15 @@ class TargetConfig:
             if not self.user_model and getattr(self, name) is not None:
                 raise ConfigError(f"config.target.{name}: only for target.torch_module, sklearn, blackbox or "
                                   "hf_classifier; remove it")
+
+    @property
+    def audited_files(self) -> str | None:
+        """The user's files that hold the audited records ("members.npz + nonmembers.npz"), or None (tool's split)."""
+        if self.precomputed is not None:
+            return Path(self.precomputed).name
+        if self.members is not None and self.nonmembers is not None:
+            return f"{Path(self.members).name} + {Path(self.nonmembers).name}"
+        return None
 
     @property
     def source(self) -> Literal["trained", "precomputed", "torch_module", "sklearn", "blackbox", "hf_classifier"]:

@@ -308,6 +308,18 @@ def _headline(run: RunResult, best: dict[str, Any], fpr_keys: list[str]) -> str:
     return headline
 
 
+def _data_lines(data: dict[str, Any]) -> list[str]:
+    """Where the audited records come from; a dataset beside the user's own files fed only shadow / population data."""
+    counts = f"{_fmt(data.get('n_members'))} members, {_fmt(data.get('n_nonmembers'))} non-members"
+    if not data.get("audited_from"):
+        return [f"- **Dataset**: {_fmt(data.get('dataset'))} ({counts} audited)"]
+    lines = [f"- **Audited records**: {counts} from {md_code(data['audited_from'])}"]
+    if data.get("dataset"):
+        lines.append(f"- **Shadow / population data**: {_fmt(data['dataset'])} ({_fmt(data.get('n_examples'))} "
+                     "examples, none of them audited)")
+    return lines
+
+
 def render_report(metrics: dict[str, Any], *, figures: dict[str, str] | None = None) -> str:
     """Markdown text for a run; ``figures`` maps a caption to a file name relative to the run folder."""
     target, data = metrics.get("target", {}), metrics.get("data", {})
@@ -322,8 +334,7 @@ def render_report(metrics: dict[str, Any], *, figures: dict[str, str] | None = N
     if ranked:
         out += _verdict_lines(metrics)
 
-    what = [f"- **Dataset**: {_fmt(data.get('dataset'))}"
-            f" ({_fmt(data.get('n_members'))} members, {_fmt(data.get('n_nonmembers'))} non-members audited)",
+    what = _data_lines(data) + [
             f"- **Target**: {_fmt(target.get('description', target.get('source', target.get('model', '-'))))}",
             f"- **Seed**: {metrics.get('seed', '-')}; miaudit {metrics.get('miaudit_version', '?')}"]
     if metrics.get("shadow"):
