@@ -193,8 +193,12 @@ def test_bad_input_and_mismatched_tokenizers(stories, shared_data):
     with pytest.raises(ConfigError, match="another tokenizer"):
         stories.check_same_tokenizer(other)
     stories.check_same_tokenizer(HFCausalLM(stories.model, stories.tokenizer))
-    with pytest.raises(ConfigError, match="cannot load causal LM"):
+    with pytest.raises(ConfigError, match="cannot load causal LM .*no-such-model'?: no such folder"):
         HFCausalLM.from_pretrained(str(shared_data / "no-such-model"), local_files_only=True)
+    with pytest.raises(ConfigError, match="no such folder \\(a relative path is read from the working directory"):
+        HFCausalLM.from_pretrained("../models/stories260K", local_files_only=True)
+    with pytest.raises(ConfigError, match="cannot load causal LM 'someone/no-such-model': .*or a hub id"):
+        HFCausalLM.from_pretrained("someone/no-such-model", local_files_only=True)
 
 
 def test_dtype_bfloat16_loads_and_scores(shared_data):

@@ -4,6 +4,7 @@ The CLI turns every :class:`MiauditError` into ``error: <message>`` on stderr an
 """
 
 import pickle
+from pathlib import Path
 
 
 class MiauditError(ValueError):
@@ -46,5 +47,13 @@ def model_load_error(what: str, name_or_path: str, exc: BaseException) -> Miaudi
     if type(exc).__name__ == "SafetensorError" or isinstance(exc, (EOFError, RuntimeError)):
         return DataError(f"cannot load {what} {name_or_path!r}: a weights file is damaged or incomplete "
                          f"({type(exc).__name__}: {first}); download or copy it again")
+    if _looks_like_a_path(name_or_path) and not Path(name_or_path).expanduser().exists():
+        return ConfigError(f"cannot load {what} {name_or_path!r}: no such folder (a relative path is read from the "
+                           f"working directory, {Path.cwd()}), and it is not a hub id; give the folder's path")
     return ConfigError(f"cannot load {what} {name_or_path!r}: {first}; give a local folder with config.json and "
                        "weights (and tokenizer files), or a hub id (online)")
+
+
+def _looks_like_a_path(name_or_path: str) -> bool:
+    """True for a string that cannot be a hub id ("namespace/name"): absolute, relative with dots, or deeper."""
+    return name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or "\\" in name_or_path
