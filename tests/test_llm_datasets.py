@@ -77,6 +77,22 @@ def test_generic_csv_jsonl_and_columns(tmp_path):
     assert load_table(jsonl, text_column="t", label_column="y").labels.tolist() == [1, 0]
 
 
+def test_parquet_tables_as_hugging_face_datasets_ship_them(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "train-00000-of-00001.parquet"
+    pq.write_table(pa.table({"text": ["first doc", None, "third doc"], "label": [True, False, False],
+                             "doc_id": [17, 4, 9]}), path)
+    with pytest.raises(DataError, match="row train-00000-of-00001:1: text is missing \\(null\\)"):
+        load_table(path)
+    data = load_text_dataset("table", path=str(path), id_column="doc_id", on_empty="skip")
+    assert data.texts == ["first doc", "third doc"] and data.labels.tolist() == [1, 0]
+    assert data.ids.tolist() == ["17", "9"] and data.skipped == [("4", "missing (null) text")]
+    with pytest.raises(DataError, match="no column 'body'; available columns: text, label, doc_id"):
+        load_table(path, text_column="body")
+
+
 def test_ids_from_an_id_column(tmp_path):
     csv_path = tmp_path / "docs.csv"  # as a spreadsheet saves it: byte-order mark, CRLF, a quoted line break
     csv_path.write_bytes('\ufeffdoc id,body,status\r\nA-7,"first\nline",member\r\nB-2,second,nonmember\r\n'

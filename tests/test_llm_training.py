@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -116,6 +118,9 @@ def test_read_corpus_formats(tmp_path):
     assert read_corpus_documents(tmp_path / "p.txt", separator="blank_line")[0] == ["one\nline", "two"]
     with pytest.raises(DataError, match="plain-text corpus without columns; id_column"):
         read_corpus_documents(tmp_path / "p.txt", id_column="key")
+    pq.write_table(pa.table({"content": ["a parquet doc", None], "n": [1, 2]}), tmp_path / "c.parquet")
+    texts, ids, skipped = read_corpus_documents(tmp_path / "c.parquet", text_column="content", on_empty="skip")
+    assert texts == ["a parquet doc"] and ids == ["c:0"] and skipped == [("c:1", "empty or missing text")]
 
 
 def test_corpus_ids_from_an_id_column(tmp_path):

@@ -143,15 +143,20 @@ def _read_csv(path: Path, *, header: bool, columns: list[str], delimiter: str, c
 
 
 def _read_parquet(path: Path, *, header: bool, columns: list[str]) -> dict[str, list[Any]]:
+    if not header or columns:
+        raise ConfigError(f"dataset options 'header' / 'columns': {path} is a Parquet file, which names its "
+                          "columns itself; remove them")
+    return read_parquet_columns(path)
+
+
+def read_parquet_columns(path: Path) -> dict[str, list[Any]]:
+    """Column name -> values (``None`` where null) of a Parquet file; errors name a missing, damaged or empty one."""
     try:
         import pyarrow.parquet as pq
     except ImportError:
         raise ConfigError("reading Parquet files needs pyarrow: pip install 'miaudit[tabular]'") from None
-    if not header or columns:
-        raise ConfigError(f"dataset options 'header' / 'columns': {path} is a Parquet file, which names its "
-                          "columns itself; remove them")
     if not path.is_file():
-        raise DataError(f"tabular file {path} does not exist; check the path")
+        raise DataError(f"file {path} does not exist; check the path")
     try:
         table = pq.read_table(path)
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError... for damaged files

@@ -432,7 +432,8 @@ def _corpus_counts(config: LLMAuditConfig, target: Target, keys: list[str],
         return target.token_counts(list(reference_texts))
     if config.dc_pdd.corpus is None:
         raise ConfigError(f"attack {keys[0]!r} needs a reference corpus for token frequencies: set dc_pdd.corpus to "
-                          "a text file (one document per line) or a .jsonl/.csv with a text column")
+                          "a text file (one document per line) or a table (.jsonl, .csv, .parquet...) with a text "
+                          "column")
     return target.token_counts(read_corpus(config.dc_pdd.corpus, text_column=config.dc_pdd.text_column))
 
 

@@ -13,9 +13,9 @@ Formats:
 - MIMIR (Duan et al. 2024): members and non-members in two JSONL files, one document per line as a
   JSON string or an object; or a folder holding ``member/`` + ``nonmember/`` (or MIMIR's cache layout
   ``train/`` + ``test/``) sub-folders with a file of the same name in each.
-- Generic: ``.jsonl`` / ``.json`` (list of objects) / ``.csv`` / ``.tsv`` with chosen text and label
-  columns, or two plain-text files of members and non-members (one document per line, or per
-  blank-line-separated paragraph).
+- Generic: ``.jsonl`` / ``.json`` (list of objects) / ``.csv`` / ``.tsv`` / ``.parquet`` (pyarrow: the
+  ``tabular`` extra) with chosen text and label columns, or two plain-text files of members and
+  non-members (one document per line, or per blank-line-separated paragraph).
 """
 
 from __future__ import annotations
@@ -31,12 +31,21 @@ from typing import Any, Literal
 import numpy as np
 
 from miaudit.data.datasets import find_data_file, first_repeated_id
+from miaudit.data.tabular import read_parquet_columns
 from miaudit.errors import DataError
 from miaudit.utils.fingerprint import fingerprint
 
 OnEmpty = Literal["error", "skip"]
 WIKIMIA_LENGTHS = (32, 64, 128, 256)
 ARXIVMIA_SPLITS = {"all": "arxiv_mia.jsonl", "dev": "arxiv_mia_dev.jsonl", "test": "arxiv_mia_test.jsonl"}
+#: suffixes of files with named columns (anything else given as a corpus is plain text)
+TABLE_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet", ".pq")
+TABLE_FORMATS = ".jsonl, .json, .csv, .tsv or .parquet"
+
+
+def is_table(path: Path) -> bool:
+    """True for a file whose documents sit in named columns (by its suffix)."""
+    return path.suffix.lower() in TABLE_SUFFIXES
 
 
 @dataclass
@@ -160,8 +169,11 @@ def _read_table(path: Path) -> list[dict[str, Any]]:
     elif suffix in (".csv", ".tsv"):
         reader = csv.DictReader(io.StringIO(_read_text(path), newline=""), delimiter="\t" if suffix == ".tsv" else ",")
         rows = list(reader)
+    elif suffix in (".parquet", ".pq"):
+        columns = read_parquet_columns(path)
+        rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
     else:
-        raise DataError(f"cannot read {path}: unsupported extension {suffix!r}; use .jsonl, .json, .csv or .tsv "
+        raise DataError(f"cannot read {path}: unsupported extension {suffix!r}; use {TABLE_FORMATS} "
                         "(or two plain-text files of members and non-members)")
     if not rows:
         raise DataError(f"file {path} holds no records")
@@ -191,14 +203,14 @@ def _collect(records: Iterable[tuple[str, Any, int] | tuple[str, Any, int, str]]
     """Build a dataset from ``(id, text, label)`` triples (or ``(id, text, label, group)``), checking every text."""
     texts, labels, ids, skipped, groups = [], [], [], [], []
     for rid, text, label, *group in records:
-        if not isinstance(text, str):
+        if text is not None and not isinstance(text, str):
             raise DataError(f"{name} row {rid}: text is a {type(text).__name__} ({text!r:.40}), expected a string")
-        if not text.strip():
+        if text is None or not text.strip():
+            what = "missing (null)" if text is None else "empty or whitespace-only"
             if on_empty == "skip":
-                skipped.append((rid, "empty or whitespace-only text"))
+                skipped.append((rid, f"{what} text"))
                 continue
-            raise DataError(f"{name} row {rid}: text is empty or whitespace-only; remove the row or pass "
-                            "on_empty='skip'")
+            raise DataError(f"{name} row {rid}: text is {what}; remove the row or pass on_empty='skip'")
         texts.append(text)
         labels.append(label)
         ids.append(rid)
@@ -219,7 +231,7 @@ def load_table(
     group_column: str | None = None,
     id_column: str | None = None,
 ) -> TextDataset:
-    """A JSONL / JSON / CSV / TSV file with a text column, a 0/1 label column and, with ``group_column``, a
+    """A JSONL / JSON / CSV / TSV / Parquet file with a text column, a 0/1 label column and, with ``group_column``, a
     column of group ids (documents sharing one are not independent: passages of one paper).
 
     Documents are identified by ``<file stem>:<row>`` (rows counted from 0, header excluded), or with
@@ -265,10 +277,10 @@ def document_id(value: Any) -> str:
 
 
 def read_corpus(path: str | Path, *, text_column: str = "text") -> list[str]:
-    """Unlabelled texts (e.g. a reference corpus): the ``text_column`` of a .jsonl/.json/.csv/.tsv file,
+    """Unlabelled texts (e.g. a reference corpus): the ``text_column`` of a table (:data:`TABLE_SUFFIXES`),
     or the non-blank lines of any other (UTF-8 text) file."""
     path = Path(path)
-    if path.suffix.lower() not in (".jsonl", ".json", ".csv", ".tsv"):
+    if not is_table(path):
         texts = [line for line in _read_text(path).splitlines() if line.strip()]
     else:
         rows = _read_table(path)
@@ -419,7 +431,7 @@ def load_text_dataset(
         return load_mimir(members, nonmembers, file_name=file_name, text_key=text_column, on_empty=on_empty)
     if source == "table":
         if path is None:
-            raise DataError("source 'table' needs path= (a .jsonl, .json, .csv or .tsv file)")
+            raise DataError(f"source 'table' needs path= (a {TABLE_FORMATS} file)")
         return load_table(path, text_column=text_column, label_column=label_column, on_empty=on_empty,
                           group_column=group_column, id_column=id_column)
     if source == "text":

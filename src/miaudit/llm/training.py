@@ -41,12 +41,14 @@ import torch
 from miaudit.data.datasets import find_data_file
 from miaudit.errors import ConfigError, DataError
 from miaudit.llm.datasets import (
+    TABLE_FORMATS,
     TextDataset,
     _read_table,
     _read_text,
     _split_documents,
     check_unique_ids,
     document_id,
+    is_table,
 )
 from miaudit.llm.target import LLMModelConfig, load_causal_lm, load_tokenizer
 from miaudit.llm.tiny_gpt import TinyGPTConfig, encode_training_texts, fit_causal_lm, mean_token_loss, train_tiny_gpt
@@ -200,12 +202,13 @@ def read_corpus_documents(path: Path, *, text_column: str = "text", separator: s
     one per document), and the skipped rows.
 
     Text files: one document per line (``separator: line``) or per blank-line-separated paragraph
-    (``blank_line``). ``.jsonl`` / ``.json`` / ``.csv`` / ``.tsv``: the ``text_column`` of each row; an empty
+    (``blank_line``). Tables (``.jsonl`` / ``.json`` / ``.csv`` / ``.tsv`` / ``.parquet``): the ``text_column``
+    of each row; an empty
     text is an error naming the row, or skipped with ``on_empty: skip``."""
     texts: list[str] = []
     ids: list[str] = []
     skipped: list[tuple[str, str]] = []
-    if path.suffix.lower() in (".jsonl", ".json", ".csv", ".tsv"):
+    if is_table(path):
         rows = _read_table(path)
         for column, key in ((text_column, "text_column"), (id_column, "id_column")):
             if column is not None and column not in rows[0]:
@@ -227,8 +230,8 @@ def read_corpus_documents(path: Path, *, text_column: str = "text", separator: s
             texts.append(text)
             ids.append(rid)
     elif id_column is not None:
-        raise DataError(f"{path} is a plain-text corpus without columns; id_column needs a .jsonl, .json, .csv or "
-                        ".tsv file (leave it out to number the documents)")
+        raise DataError(f"{path} is a plain-text corpus without columns; id_column needs a {TABLE_FORMATS} file "
+                        "(leave it out to number the documents)")
     else:
         for i, text in enumerate(_split_documents(_read_text(path), separator)):
             texts.append(text)
