@@ -49,6 +49,7 @@ from miaudit.federated.local import federated_model, is_private, state_of, train
 from miaudit.federated.privacy import ServerDP
 from miaudit.federated.source_inference import cross_entropy
 from miaudit.utils.logs import progress as progress_bar
+from miaudit.utils.ray_session import init_ray
 from miaudit.utils.seed import derive_seed
 
 log = logging.getLogger(__name__)
@@ -379,19 +380,10 @@ def _init_ray(backend: SimulationBackend) -> None:
         return
     env = {"FLWR_TELEMETRY_ENABLED": os.environ["FLWR_TELEMETRY_ENABLED"]}
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": False}
-    if backend.ray_address:
-        kwargs["address"] = backend.ray_address
-    else:  # the actors import this process's packages (as Flower's own Ray backend arranges)
+    if not backend.ray_address:  # the actors import this process's packages (as Flower's own Ray backend arranges)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         kwargs["num_cpus"] = backend.num_cpus
-    try:
-        with warnings.catch_warnings():  # Ray's notice about a future default for GPU visibility, on every start
-            warnings.filterwarnings("ignore", message=".*RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO.*", category=FutureWarning)
-            ray.init(runtime_env={"env_vars": env}, **kwargs)
-    except ConnectionError as exc:
-        raise ConfigError(f"federation.ray_address={backend.ray_address!r}: cannot connect to a Ray cluster "
-                          f"({str(exc).splitlines()[0]}); start one with 'ray start --head' or remove "
-                          "ray_address") from None
+    init_ray(address=backend.ray_address, where="federation.ray_address", runtime_env={"env_vars": env}, **kwargs)
     cpus = ray.cluster_resources().get("CPU", 0)
     if cpus < backend.client_cpus:
         raise ConfigError(f"federation.client_cpus={backend.client_cpus:g} but Ray has {cpus:g} CPUs; lower "

@@ -36,6 +36,7 @@ from miaudit.data import ArrayDataset
 from miaudit.errors import ConfigError
 from miaudit.utils.device import resolve_device
 from miaudit.utils.processes import exit_when_parent_dies
+from miaudit.utils.ray_session import init_ray
 
 if TYPE_CHECKING:
     from miaudit.classifier.families import ModelFamily
@@ -266,10 +267,8 @@ def run_ray(context: PoolContext, tasks: Sequence[ModelTask], *, n_workers: int 
         raise ConfigError("executor 'ray' needs Ray: pip install 'miaudit[ray]'") from None
     started = not ray.is_initialized()
     if started:
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=n_workers or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+        local = {} if address else {"num_cpus": n_workers or os.cpu_count() or 1, "include_dashboard": False}
+        init_ray(address=address, where="reference.ray_address", log_to_driver=False, **local)
     try:
         remote = ray.remote(num_cpus=1)(_ray_task)
         shared = ray.put(context)
