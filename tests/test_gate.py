@@ -114,3 +114,48 @@ def test_hand_built_tpr_gate_without_fpr_is_a_clear_error():
     gate = Gate(expression="tpr > 0.1", attack=None, metric="tpr", fpr=None, op=">", threshold=0.1)
     with pytest.raises(MiauditError, match="has no FPR; use tpr@FPR"):
         metric_value(_entry("loss", 0.6, 0.05), gate)
+
+
+def _with_intervals(entry, auc_ci, tpr_ci, n_nonmembers):
+    return {**entry, "auc_ci": auc_ci, "tpr_at_fpr_ci": {"0.01": tpr_ci}, "n_nonmembers": n_nonmembers}
+
+
+def test_bounds_gate_the_ends_of_the_stored_intervals_and_pick_the_strongest_by_the_bound():
+    loss = _with_intervals(_entry("loss", 0.62, 0.03), [0.58, 0.66], [0.00, 0.09], 150)
+    lira = _with_intervals(_entry("lira", 0.69, 0.12), [0.60, 0.77], [0.01, 0.30], 150)
+    rmia = _with_intervals(_entry("rmia", 0.66, 0.10), [0.63, 0.70], [0.06, 0.15], 150)
+    metrics = {"version": 1, "attacks": [loss, lira, rmia]}
+    result = check_gates(metrics, ["tpr@0.01.lower > 0.05", "tpr@1%.upper > 0.2", "auc.lower >= 0.62",
+                                   "lira:auc.upper < 0.7"])
+    got = {d["expression"]: (d["attack"], d["bound"], d["value"], d["tripped"]) for d in result.details}
+    assert got["tpr@0.01.lower > 0.05"] == ("rmia", "lower", 0.06, True)  # lira's point 0.12 is higher, its bound not
+    assert got["tpr@1%.upper > 0.2"] == ("lira", "upper", 0.30, True)
+    assert got["auc.lower >= 0.62"] == ("rmia", "lower", 0.63, True)
+    assert got["lira:auc.upper < 0.7"] == ("lira", "upper", 0.77, False)
+    assert all("note" not in d for d in result.details)  # bounds carry their uncertainty
+
+
+def test_a_point_tpr_gate_at_an_fpr_with_few_expected_false_positives_carries_a_note():
+    entry = _with_intervals(_entry("lira", 0.69, 0.12), [0.60, 0.77], [0.01, 0.30], 150)
+    (detail,) = check_gates({"version": 1, "attacks": [entry]}, ["tpr@0.01 > 0.05"]).details
+    assert detail["tripped"] and detail["note"].startswith("tpr@0.01 rests on 1.5 expected false positives among 150")
+    assert "audit at least 1000 non-members" in detail["note"] and "note: tpr@0.01 rests on" in describe(detail)
+    enough = {**entry, "n_nonmembers": 1000}
+    assert "note" not in check_gates({"version": 1, "attacks": [enough]}, ["tpr@0.01 > 0.05"]).details[0]
+    assert "note" not in check_gates({"version": 1, "attacks": [entry]}, ["auc > 0.6"]).details[0]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("epsilon.lower > 1", "itself a lower confidence bound on epsilon; drop '.lower'"),
+    ("one_run_epsilon.upper > 8", "itself a lower confidence bound"),
+    ("balanced_accuracy.upper > 0.6", "balanced_accuracy has no stored confidence interval"),
+])
+def test_bounds_on_metrics_without_an_interval_are_refused(text, message):
+    with pytest.raises(MiauditError, match=message):
+        parse_gate(text)
+
+
+def test_a_bound_at_an_fpr_without_a_stored_interval_names_the_stored_ones():
+    entry = _with_intervals(_entry("lira", 0.69, 0.12), [0.60, 0.77], [0.01, 0.30], 150)
+    with pytest.raises(MiauditError, match="no stored confidence interval for tpr@0.02 .*at FPRs 0.01"):
+        check_gates({"version": 1, "attacks": [entry]}, ["lira:tpr@0.02.lower > 0.1"])

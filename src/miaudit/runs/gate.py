@@ -2,13 +2,18 @@
 
 Grammar (whitespace free around the parts)::
 
-    gate    := [attack ":"] metric op number  |  run_metric op number
+    gate    := [attack ":"] metric [bound] op number  |  run_metric op number
     metric  := "auc" | "advantage" | "balanced_accuracy" | "epsilon" | "tpr@" fpr
+    bound   := ".lower" | ".upper"          (an end of the metric's stored confidence interval)
     run_metric := "one_run_epsilon"         (a run-level metric: no attack prefix)
     fpr     := number | number "%"          (tpr@0.01 and tpr@1% are the same)
     op      := ">" | ">=" | "<" | "<="
 
-A gate *trips* when its comparison is true ("fail if ..."). Without an attack name the gate
+A gate *trips* when its comparison is true ("fail if ..."). A point value can trip or hold by the
+luck of which records were audited; a bound cannot, at the run's confidence: ``tpr@0.01.lower > 0.05``
+fails a job only when leakage above 0.05 is shown, ``tpr@0.01.upper > 0.05`` fails it unless leakage
+above 0.05 is ruled out. A point-value gate on a TPR at an FPR with fewer than 10 expected false
+positives among the non-members carries a note saying so. Without an attack name the gate
 applies to the strongest attack of the run for that metric, chosen by the one rule of
 :func:`miaudit.evaluation.run_result.strongest` (model-free baselines such as the LLM blind baseline
 and ``oracle`` entries are not candidates; name them explicitly to gate on them: ``blind_baseline:auc > 0.6``
@@ -27,6 +32,7 @@ with its own strongest attack and its own saved scores (``scores/<defense>/<atta
 from __future__ import annotations
 
 import json
+import math
 import operator
 import re
 from collections.abc import Callable, Sequence
@@ -38,15 +44,21 @@ from miaudit.errors import MiauditError
 from miaudit.evaluation.run_result import RunResult, strongest
 
 RUN_METRICS = frozenset({"one_run_epsilon"})  # metrics of the run itself: no attack prefix
-GRAMMAR = ('[ATTACK:]METRIC OP NUMBER with METRIC one of auc, advantage, balanced_accuracy, epsilon, '
-           'tpr@FPR (e.g. tpr@0.01 or tpr@1%), or the run-level one_run_epsilon (no ATTACK:), and OP one of '
-           '> >= < <=; e.g. "tpr@0.01 > 0.05", "rmia:auc >= 0.6" or "one_run_epsilon > 8"')
+GRAMMAR = ('[ATTACK:]METRIC[.lower|.upper] OP NUMBER with METRIC one of auc, advantage, balanced_accuracy, '
+           'epsilon, tpr@FPR (e.g. tpr@0.01 or tpr@1%), or the run-level one_run_epsilon (no ATTACK:), and OP one '
+           'of > >= < <=; e.g. "tpr@0.01 > 0.05", "tpr@0.01.lower > 0.05", "rmia:auc >= 0.6" or '
+           '"one_run_epsilon > 8"')
+#: metrics whose confidence interval metrics.json stores (the key of the interval, or of the TPR intervals)
+_INTERVALS = {"auc": "auc_ci", "advantage": "advantage_ci"}
+#: fewer expected false positives than this at a gated FPR make a point-value TPR gate noise (as in the verdict)
+MIN_FALSE_POSITIVES = 10
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _PATTERN = re.compile(
     rf"^\s*(?:(?P<attack>[A-Za-z0-9_.\-]+)\s*:\s*)?"
     rf"(?P<metric>one_run_epsilon|auc|advantage|balanced_accuracy|epsilon|tpr\s*@\s*(?P<fpr>{_NUMBER})\s*(?P<pct>%)?)"
+    rf"(?:\.(?P<bound>lower|upper))?"
     rf"\s*(?P<op>>=|<=|>|<)\s*(?P<value>{_NUMBER})\s*$")
 
 
@@ -58,6 +70,7 @@ class Gate:
     fpr: float | None  # for tpr@ metrics
     op: str
     threshold: float
+    bound: str | None = None  # "lower" / "upper": that end of the metric's confidence interval; None: the point value
 
     def trips(self, value: float) -> bool:
         """True when the comparison holds for ``value``, i.e. the gate fails the run."""
@@ -88,8 +101,14 @@ def parse_gate(expression: str) -> Gate:
     if metric in RUN_METRICS and match["attack"] is not None:
         raise MiauditError(f"gate {expression!r}: {metric} belongs to the run (its one-run canary audit), not to an "
                            f"attack; drop the {match['attack']!r}: prefix, e.g. \"{metric} > 8\"")
+    if match["bound"] and metric in (*RUN_METRICS, "epsilon"):
+        raise MiauditError(f"gate {expression!r}: {metric} is itself a lower confidence bound on epsilon; drop "
+                           f"'.{match['bound']}'")
+    if match["bound"] and metric == "balanced_accuracy":
+        raise MiauditError(f"gate {expression!r}: balanced_accuracy has no stored confidence interval; gate on "
+                           "auc, advantage or tpr@FPR with .lower / .upper, or on balanced_accuracy's point value")
     return Gate(expression=expression.strip(), attack=match["attack"], metric=metric, fpr=fpr,
-                op=match["op"], threshold=float(match["value"]))
+                op=match["op"], threshold=float(match["value"]), bound=match["bound"])
 
 
 def _load_json(source: dict[str, Any] | str | Path, filename: str = "metrics.json"
@@ -119,6 +138,8 @@ def metric_value(attack: dict[str, Any], gate: Gate, run_dir: Path | None = None
         raise MiauditError(f"gate {gate.expression!r}: {gate.metric} is a metric of the run, not of attack {name!r}")
     if scores_dir is None and run_dir is not None:
         scores_dir = Path(run_dir) / "scores"
+    if gate.bound is not None:
+        return _bound_value(attack, gate)
     if gate.metric in ("auc", "advantage", "balanced_accuracy"):
         if gate.metric not in attack:
             raise MiauditError(f"attack {name!r} has no {gate.metric!r} in its results; re-run the command")
@@ -141,6 +162,34 @@ def metric_value(attack: dict[str, Any], gate: Gate, run_dir: Path | None = None
     return tpr_at_fpr(labels, scores, fpr=gate.fpr)
 
 
+def _bound_value(attack: dict[str, Any], gate: Gate) -> float:
+    """The gate's end of the confidence interval stored for its metric on one attack entry."""
+    name = attack.get("name", "?")
+    if gate.metric in _INTERVALS:
+        interval = attack.get(_INTERVALS[gate.metric])
+        stored = "auc_ci / advantage_ci"
+    else:
+        intervals = attack.get("tpr_at_fpr_ci") or {}
+        interval = intervals.get(f"{gate.fpr:g}")
+        stored = f"tpr_at_fpr_ci at FPRs {', '.join(sorted(intervals, key=float)) or 'none'}"
+    if not interval or len(interval) != 2:
+        raise MiauditError(f"gate {gate.expression!r}: attack {name!r} has no stored confidence interval for "
+                           f"{gate.metric} (stored: {stored}); gate on a stored FPR, or on the point value")
+    return float(interval[0] if gate.bound == "lower" else interval[1])
+
+
+def low_fpr_note(attack: dict[str, Any], gate: Gate) -> str | None:
+    """Why a point-value TPR gate is noise when its FPR expects fewer than :data:`MIN_FALSE_POSITIVES` false
+    positives among the attack's non-members; None otherwise (bounds, other metrics, counts not stored)."""
+    n = attack.get("n_nonmembers")
+    if gate.bound is not None or gate.fpr is None or not isinstance(n, int) or n * gate.fpr >= MIN_FALSE_POSITIVES:
+        return None
+    needed = math.ceil(MIN_FALSE_POSITIVES / gate.fpr)
+    return (f"{gate.metric} rests on {n * gate.fpr:.1f} expected false positives among {n} non-members, so its point "
+            f"value trips or holds by chance; gate on {gate.metric}.lower (fail when leakage is shown) or "
+            f"{gate.metric}.upper (fail unless it is ruled out), or audit at least {needed} non-members")
+
+
 def _saved_scores(name: str, folder: Path | None, gate: Gate, available: list[str] | None = None):
     from miaudit.evaluation.result import AttackResult
 
@@ -159,23 +208,23 @@ def _unknown_attack(gate: Gate, names: Sequence[str], where: str, listed: str = 
 
 
 def evaluate_gate(gate: Gate, attacks: list[dict[str, Any]], *, scores_dir: Path | None = None,
-                  where: str = "this run") -> tuple[str, float]:
-    """``(attack name, value)`` of ``gate`` on a list of attack entries (``metrics.json`` ``attacks``).
+                  where: str = "this run") -> tuple[dict[str, Any], float]:
+    """``(attack entry, value)`` of ``gate`` on a list of attack entries (``metrics.json`` ``attacks``).
 
-    The named attack, or the strongest for the gate's metric by the one rule of
-    :func:`~miaudit.evaluation.run_result.strongest`. ``scores_dir`` holds their
+    The named attack, or the strongest for the gated quantity (a bound when the gate names one) by the
+    one rule of :func:`~miaudit.evaluation.run_result.strongest`. ``scores_dir`` holds their
     ``<name>.scores.npz`` for metrics not stored; ``where`` names the set of attacks in error messages.
     """
     if gate.attack is not None:
         named = next((a for a in attacks if a.get("name") == gate.attack), None)
         if named is None:
             raise _unknown_attack(gate, [str(a.get("name")) for a in attacks], where)
-        return gate.attack, metric_value(named, gate, scores_dir=scores_dir)
+        return named, metric_value(named, gate, scores_dir=scores_dir)
     chosen = strongest(attacks, gate.metric,
                        value=lambda entry: metric_value(entry.fields, gate, scores_dir=scores_dir))
     if chosen is None:
         raise MiauditError(f"gate {gate.expression!r}: {where} has no attack results to check")
-    return chosen.name, metric_value(chosen.fields, gate, scores_dir=scores_dir)
+    return dict(chosen.fields), metric_value(chosen.fields, gate, scores_dir=scores_dir)
 
 
 def run_metric_value(metrics: dict[str, Any], gate: Gate) -> tuple[dict[str, Any], float]:
@@ -194,10 +243,13 @@ def run_metric_value(metrics: dict[str, Any], gate: Gate) -> tuple[dict[str, Any
     return fields, float(one_run["epsilon"])
 
 
-def _detail(gate: Gate, attack: str, value: float, **extra: Any) -> dict[str, Any]:
-    return {"expression": gate.expression, **extra, "attack": attack, "strongest": gate.attack is None,
-            "metric": gate.metric, "value": value, "op": gate.op, "threshold": gate.threshold,
-            "tripped": gate.trips(value)}
+def _detail(gate: Gate, attack: str, value: float, *, note: str | None = None, **extra: Any) -> dict[str, Any]:
+    detail = {"expression": gate.expression, **extra, "attack": attack, "strongest": gate.attack is None,
+              "metric": gate.metric, "bound": gate.bound, "value": value, "op": gate.op,
+              "threshold": gate.threshold, "tripped": gate.trips(value)}
+    if note:
+        detail["note"] = note
+    return detail
 
 
 def check_gates(metrics_json: dict[str, Any] | str | Path, expressions: list[str] | tuple[str, ...], *,
@@ -206,7 +258,8 @@ def check_gates(metrics_json: dict[str, Any] | str | Path, expressions: list[str
 
     ``metrics_json`` is the parsed ``metrics.json``, its path, or the run directory. ``run_dir``
     (default: the folder of the file) gives access to saved scores for metrics not stored.
-    Each detail: expression, attack (the one used), metric, value, op, threshold, tripped; a
+    Each detail: expression, attack (the one used), metric, bound (None, "lower" or "upper"), value, op,
+    threshold, tripped, and a ``note`` when a point-value TPR gate rests on too few false positives; a
     ``one_run_epsilon`` detail has attack ``"one_run_audit"``, ``bound_attack`` (the attack that scored
     the canaries) and ``accountant_epsilon`` (None without a DP accountant).
     """
@@ -226,7 +279,7 @@ def check_gates(metrics_json: dict[str, Any] | str | Path, expressions: list[str
             details.append({**_detail(gate, fields.pop("attack"), value), "strongest": False, **fields})
             continue
         chosen, value = evaluate_gate(gate, attacks, scores_dir=folder / "scores" if folder is not None else None)
-        details.append(_detail(gate, chosen, value))
+        details.append(_detail(gate, chosen["name"], value, note=low_fpr_note(chosen, gate)))
     return GateResult(tripped=any(d["tripped"] for d in details), details=details)
 
 
@@ -314,7 +367,7 @@ def check_defense_gates(defenses_json: dict[str, Any] | str | Path, expressions:
             scored = [a for a in row.get("attacks", []) if "auc" in a]
             scores_dir = folder / "scores" / label if folder is not None else None
             chosen, value = evaluate_gate(gate, scored, scores_dir=scores_dir, where=f"defense {label!r}")
-            details.append(_detail(gate, chosen, value, defense=label))
+            details.append(_detail(gate, chosen["name"], value, note=low_fpr_note(chosen, gate), defense=label))
             found.append(label)
         if not found:
             raise MiauditError(f"gate {gate.expression!r}: attack {gate.attack!r} applies to none of the checked "
@@ -337,9 +390,11 @@ def describe(detail: dict[str, Any]) -> str:
     who = f"{detail['attack']} (strongest)" if detail["strongest"] else detail["attack"]
     if detail.get("bound_attack"):
         who = f"one-run canary audit, scored by {detail['bound_attack']}"
-    return f"gate {word}: {detail['expression']}{where}  ({who}: {detail['metric']} = {detail['value']:.4g})"
+    quantity = f"{detail['metric']}.{detail['bound']}" if detail.get("bound") else detail["metric"]
+    line = f"gate {word}: {detail['expression']}{where}  ({who}: {quantity} = {detail['value']:.4g})"
+    return f"{line}; note: {detail['note']}" if detail.get("note") else line
 
 
-__all__ = ["GRAMMAR", "RUN_METRICS", "Gate", "GateResult", "check_defense_gate_targets", "check_defense_gates",
-           "check_gates", "check_run_gate_targets", "describe", "evaluate_gate", "metric_value", "parse_gate",
-           "run_metric_value"]
+__all__ = ["GRAMMAR", "MIN_FALSE_POSITIVES", "RUN_METRICS", "Gate", "GateResult", "check_defense_gate_targets",
+           "check_defense_gates", "check_gates", "check_run_gate_targets", "describe", "evaluate_gate", "low_fpr_note",
+           "metric_value", "parse_gate", "run_metric_value"]
