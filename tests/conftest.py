@@ -22,6 +22,27 @@ def one_torch_thread():
     torch.set_num_threads(previous)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_run_store(tmp_path_factory):
+    """Runs that module- and session-scoped fixtures start through the CLI go to a throw-away run store,
+    never the user's own ($MIAUDIT_HOME or ~/.local/share/miaudit)."""
+    previous = os.environ.get("MIAUDIT_HOME")
+    os.environ["MIAUDIT_HOME"] = str(tmp_path_factory.mktemp("session-home"))
+    yield
+    if previous is None:
+        os.environ.pop("MIAUDIT_HOME", None)
+    else:
+        os.environ["MIAUDIT_HOME"] = previous
+
+
+@pytest.fixture(autouse=True)
+def run_store_home(monkeypatch, tmp_path_factory) -> Path:
+    """Each test's CLI runs are recorded in a throw-away run store of its own."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("MIAUDIT_HOME", str(home))
+    return home
+
+
 SHARED_DATA = Path(os.environ.get("MIAUDIT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 

@@ -27,11 +27,6 @@ CLASSIFIER_CASES = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def run_store_home(monkeypatch, tmp_path):
-    monkeypatch.setenv("MIAUDIT_HOME", str(tmp_path / "home"))
-
-
 def classifier_config(name, params):
     return {"seed": 0, "dataset": {"source": MISSING},
             "split": {"n_members": 50, "n_nonmembers": 50, "n_shadow": 100, "n_population": 50},

@@ -28,14 +28,6 @@ from miaudit.runs import (
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-@pytest.fixture(autouse=True)
-def run_store_home(monkeypatch, tmp_path_factory):
-    """Runs started through the CLI are recorded in a throw-away run store."""
-    home = tmp_path_factory.mktemp("home")
-    monkeypatch.setenv("MIAUDIT_HOME", str(home))
-    return home
-
-
 def tiny_config(**overrides):
     config = {
         "seed": 3,

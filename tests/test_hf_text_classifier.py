@@ -19,11 +19,6 @@ WORDS = [f"w{i}" for i in range(60)] + ["good", "great", "bad", "awful"]
 RECIPE = {"epochs": 40, "batch_size": 16, "lr": 0.003}
 
 
-@pytest.fixture(autouse=True)
-def run_store_home(monkeypatch, tmp_path_factory):
-    monkeypatch.setenv("MIAUDIT_HOME", str(tmp_path_factory.mktemp("home")))
-
-
 def _texts(n: int, seed: int) -> list[dict]:
     """Random word strings; the label follows a sentiment word in 60% of them, else it is a coin flip."""
     rng = np.random.default_rng(seed)

@@ -78,11 +78,6 @@ USER_CODE = textwrap.dedent('''
 ''')
 
 
-@pytest.fixture(autouse=True)
-def run_store_home(monkeypatch, tmp_path_factory):
-    monkeypatch.setenv("MIAUDIT_HOME", str(tmp_path_factory.mktemp("home")))
-
-
 @pytest.fixture(scope="module")
 def digits():
     return load_dataset("digits")

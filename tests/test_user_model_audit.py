@@ -37,11 +37,6 @@ MODEL_SOURCE = textwrap.dedent('''
 ''')
 
 
-@pytest.fixture(autouse=True)
-def run_store_home(monkeypatch, tmp_path_factory):
-    monkeypatch.setenv("MIAUDIT_HOME", str(tmp_path_factory.mktemp("home")))
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """A user's package (my_models.TinyNet), its overfit weights and the member / non-member / population files."""

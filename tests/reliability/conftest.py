@@ -9,14 +9,6 @@ import pytest
 from reliability_helpers import write_yaml
 
 
-@pytest.fixture(autouse=True)
-def run_store_home(monkeypatch, tmp_path_factory) -> Path:
-    """Runs started through the CLI are recorded in a throw-away run store."""
-    home = tmp_path_factory.mktemp("home")
-    monkeypatch.setenv("MIAUDIT_HOME", str(home))
-    return home
-
-
 @pytest.fixture
 def quick_config(tmp_path) -> Path:
     """An audit of precomputed outputs (members score higher): runs in a second, writes a full run folder."""
