@@ -63,6 +63,8 @@ def test_run_directory(tiny_run):
     for name in ("metrics.json", "config.yaml", "report.md", "report.html", "log.txt", "roc_linear.png",
                  "roc_loglog.png", "score_histograms.png", "target_outputs.npz", "scores/loss_per_class.scores.npz"):
         assert (tiny_run / name).is_file(), name
+    html = (tiny_run / "report.html").read_text(encoding="utf-8")  # written in a temporary sibling, then renamed
+    assert "<title>miaudit report: run</title>" in html and ".tmp-" not in html
     with RunStore(default_store_path(tiny_run.parent / "home")) as store:
         (row,) = store.list_runs()
     assert row["command"] == "audit" and row["status"] == "completed" and row["config"]["seed"] == 3

@@ -125,6 +125,7 @@ def test_gate_defense_restricts_and_json_summary(config, tripped_run, tmp_path, 
     assert summary["run_id"] is None and summary["kind"] == "defenses" and summary["gate_defenses"] == ["label_only"]
     assert summary["report"] == summary["files"]["report.html"] == str(tmp_path / "out" / "report.html")
     assert (tmp_path / "out" / "report.html").is_file() and f"report: {summary['report']}" in captured.err
+    assert ".tmp-" not in (tmp_path / "out" / "report.html").read_text(encoding="utf-8")  # the folder's final name
     rows = {d["label"]: d for d in summary["defenses"]}
     assert set(rows) == {"none", "label_only"} and not rows["none"]["gated"] and rows["label_only"]["gated"]
     assert rows["none"]["gates"] == [] and rows["label_only"]["gates"][0]["attack"] == "correctness"

@@ -25,6 +25,7 @@ from miaudit.report.html import register_page
 from miaudit.report.markdown import headline_fpr, unsupported_fpr_note
 from miaudit.report.page import esc, figure, num, page, pct, table, with_ci
 from miaudit.report.plots import plot_roc, plot_score_histograms
+from miaudit.utils.atomic import final_name
 
 
 def _defense_entries(run_dir: Path) -> list[dict[str, Any]]:
@@ -343,14 +344,14 @@ def render_defense_html(folder: str | Path, result: dict[str, Any] | None = None
     dataset = result.get("data", {}).get("dataset", "?")
     model = result.get("config", {}).get("training", {}).get("model", "?")
     body = "".join([
-        f"<h1>Defense comparison: {esc(dataset)}, {esc(model)}</h1><p class=\"meta\">{esc(folder.name)} "
+        f"<h1>Defense comparison: {esc(dataset)}, {esc(model)}</h1><p class=\"meta\">{esc(final_name(folder))} "
         f"&middot; written {esc(result.get('created', '-'))} by miaudit {esc(result.get('miaudit_version', '-'))} "
         "&middot; report by "
         f"miaudit {esc(__version__)}</p>",
         _defense_verdicts(result), _defense_summary(result), _compared(result, folder), _privacy_utility(folder),
         _utility_cost(result), _defense_attacks(result), _defense_curves(result, folder),
     ])
-    return page(f"miaudit defenses: {folder.name}", body)
+    return page(f"miaudit defenses: {final_name(folder)}", body)
 
 register_page(DEFENSES_FILE, "a defense comparison", render_defense_html)
 

@@ -46,7 +46,7 @@ from miaudit.report.markdown import (
 from miaudit.report.page import esc, figure, key_values, num, page, pct, table, with_ci
 from miaudit.report.plots import plot_roc, plot_score_histograms
 from miaudit.report.rundir import Run, load_run
-from miaudit.utils.atomic import write_text_atomic
+from miaudit.utils.atomic import final_name, write_text_atomic
 
 REPORT_NAME = "report.html"
 _ACCESS = {"label-only": "only the predicted labels",
@@ -366,14 +366,14 @@ def render_html(run: Run, *, max_records: int = 20) -> str:
                              "histograms of attack scores for members and non-members",
                              "The more the two histograms are apart, the better the attack separates members."))
     body = "".join([
-        f"<h1>Membership inference audit</h1><p class=\"meta\">{esc(run.path.name)} &middot; written {created} "
+        f"<h1>Membership inference audit</h1><p class=\"meta\">{esc(final_name(run.path))} &middot; written {created} "
         f"&middot; report by miaudit {esc(__version__)}</p>",
         _verdict(run.metrics), _summary(run.metrics), _warnings(run.metrics), _audited(run),
         _attack_table(run.metrics), figures,
         _exposed(run.metrics, results, max_records), _one_run_audit(run.metrics), _epsilon_vs_accountant(run.metrics),
         _blind_baseline(run.metrics), _token_views(run.path),
     ])
-    return page(f"miaudit report: {run.path.name}", body)
+    return page(f"miaudit report: {final_name(run.path)}", body)
 
 
 #: marker file -> (what such a folder is, renderer of its page); registered by the kinds that write them
