@@ -238,3 +238,16 @@ def test_folder_type_decides_the_page_and_bad_folders_are_clear_errors(tmp_path,
     with pytest.raises(DataError, match="not valid JSON"):
         build_html_report(folder)
     assert not (folder / "report.html").exists()
+
+
+@pytest.mark.parametrize("attack, needs", [("recall", "data from the same population"), ("ref", "a reference model")])
+def test_headline_says_what_the_strongest_llm_attack_needs_beyond_the_records(tmp_path, attack, needs):
+    from miaudit.attacks.registry import get_attack_class
+
+    folder = make_run_dir(tmp_path / "run", shifts={attack: 2.0}, figures=False, report=False)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    declared = get_attack_class(attack, "llm")
+    metrics["attacks"][0].update(access=declared.access, needs_reference=declared.needs_reference)
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    text = build_html_report(folder).read_text(encoding="utf-8")
+    assert f"the log-probability of each token (as an API gives it) and has {needs} identifies" in text

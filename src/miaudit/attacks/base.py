@@ -45,8 +45,10 @@ ACCESS_LEVELS: tuple[str, ...] = get_args(Access)
 #: the chain of output access, least to most informative: a target that gives one level gives every level
 #: before it. ``embeddings`` stands apart (it serves only attacks that need embeddings).
 ACCESS_ORDER: tuple[str, ...] = tuple(level for level in ACCESS_LEVELS if level != "embeddings")
-#: the kind of data an attack learns from (its taxonomy, shown in reports)
-ReferenceNeed = Literal["none", "population", "shadow", "reference-pool", "calibration"]
+#: what an attacker needs beyond the records it tests (its taxonomy, shown in reports): data from the
+#: population (e.g. known non-members), shadow models, a pool of reference models trained on its own data,
+#: a labelled calibration set, or a reference model (a second, independent model of the same kind)
+ReferenceNeed = Literal["none", "population", "shadow", "reference-pool", "calibration", "reference-model"]
 #: what ``fit`` receives: labelled calibration documents, token counts of a reference corpus, shadow models'
 #: outputs (or signals) on their members and non-members, a pool of reference models, the target's outputs
 #: on population data

@@ -56,7 +56,7 @@ _ACCESS = {"label-only": "only the predicted labels",
            "white-box": "the weights and gradients"}
 _REFERENCE = {"none": "no data beyond the records it tests", "population": "data from the same population",
               "shadow": "data to train shadow models", "reference-pool": "data to train reference models",
-              "calibration": "a labelled calibration set"}
+              "calibration": "a labelled calibration set", "reference-model": "a reference model"}
 def model_attacks(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     """Attack entries on the model (blind baselines left out), in :func:`~miaudit.evaluation.run_result.ranked`
     order."""

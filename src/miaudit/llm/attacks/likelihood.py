@@ -93,6 +93,7 @@ class Ref(LLMAttack):
 
     name = "ref"
     access = "top-k log-probs"
+    needs_reference = "reference-model"
     signals = ("log_prob", "ref_logprob")
     citation = ("Carlini et al. Extracting Training Data from Large Language Models. USENIX Security 2021; "
                 "Duan et al. Do Membership Inference Attacks Work on Large Language Models? (MIMIR) COLM 2024")

@@ -22,6 +22,7 @@ class ReCaLL(LLMAttack):
 
     name = "recall"
     access = "top-k log-probs"
+    needs_reference = "population"  # known non-member texts for the prefix
     signals = ("log_prob", "prefix_logprob")
     citation = ("Xie et al. ReCaLL: Membership Inference via Relative Conditional Log-Likelihoods. "
                 "EMNLP 2024")
