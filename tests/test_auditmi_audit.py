@@ -45,6 +45,7 @@ def test_tiny_audit_writes_a_user_level_run_directory(tmp_path, shared_data):
         assert entry["threshold_source"] == "reference" and entry["access"] == "probabilities"
     assert saved["data"]["n_shadow_users"] == 20 and saved["shadow"]["n_models"] == 2
     assert 0 < saved["target"]["test_accuracy"] < 1 and saved["target"]["vocab_size"] == 300
+    assert "training users" in (tmp_path / "run" / "report.html").read_text(encoding="utf-8")  # users, not records
 
     scores = np.load(tmp_path / "run" / "scores" / "auditmi.scores.npz", allow_pickle=False)
     corpus = load_corpus(TextCorpusConfig("wikitext2", data_dir=str(shared_data), files=["valid"], texts_per_user=4))

@@ -155,8 +155,9 @@ def _summary(metrics: dict[str, Any]) -> str:
 
 
 def _records(metrics: dict[str, Any]) -> str:
-    """What the members of this run are, in the headline's words."""
-    return "inserted canaries" if metrics.get("kind") == "dp_canary" else "training records"
+    """What the members of this run are, in the headline's words (AuditMI audits users, not texts)."""
+    members = {"dp_canary": "inserted canaries", "text_generator": "training users"}
+    return members.get(str(metrics.get("kind")), "training records")
 
 
 def _one_run_audit(metrics: dict[str, Any]) -> str:
