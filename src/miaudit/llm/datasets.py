@@ -20,9 +20,6 @@ Formats:
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,21 +28,13 @@ from typing import Any, Literal
 import numpy as np
 
 from miaudit.data.datasets import find_data_file, first_repeated_id
-from miaudit.data.tabular import read_parquet_columns
+from miaudit.data.rows import TABLE_FORMATS, is_table, read_jsonl, read_rows, read_text_file
 from miaudit.errors import DataError
 from miaudit.utils.fingerprint import fingerprint
 
 OnEmpty = Literal["error", "skip"]
 WIKIMIA_LENGTHS = (32, 64, 128, 256)
 ARXIVMIA_SPLITS = {"all": "arxiv_mia.jsonl", "dev": "arxiv_mia_dev.jsonl", "test": "arxiv_mia_test.jsonl"}
-#: suffixes of files with named columns (anything else given as a corpus is plain text)
-TABLE_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet", ".pq")
-TABLE_FORMATS = ".jsonl, .json, .csv, .tsv or .parquet"
-
-
-def is_table(path: Path) -> bool:
-    """True for a file whose documents sit in named columns (by its suffix)."""
-    return path.suffix.lower() in TABLE_SUFFIXES
 
 
 @dataclass
@@ -126,63 +115,6 @@ class TextDataset:
 
 # -- reading files --------------------------------------------------------------------------------
 
-def _read_text(path: Path) -> str:
-    if not path.is_file():
-        raise DataError(f"file {path} does not exist; check the path")
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(f"file {path} is not UTF-8 (byte {exc.start}, line {line}); re-encode it as UTF-8, e.g. "
-                        f"iconv -f latin1 -t utf-8") from None
-
-
-def read_jsonl(path: str | Path) -> list[Any]:
-    """Parse a JSONL file (one JSON value per non-blank line)."""
-    path = Path(path)
-    rows = []
-    for lineno, line in enumerate(_read_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path} line {lineno} is not valid JSON ({exc.msg}); each line must hold one JSON "
-                            "object or string") from None
-    if not rows:
-        raise DataError(f"file {path} holds no records")
-    return rows
-
-
-def _read_table(path: Path) -> list[dict[str, Any]]:
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        rows = read_jsonl(path)
-    elif suffix == ".json":
-        try:
-            rows = json.loads(_read_text(path))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        if not isinstance(rows, list):
-            raise DataError(f"{path} must hold a JSON list of objects")
-    elif suffix in (".csv", ".tsv"):
-        reader = csv.DictReader(io.StringIO(_read_text(path), newline=""), delimiter="\t" if suffix == ".tsv" else ",")
-        rows = list(reader)
-    elif suffix in (".parquet", ".pq"):
-        columns = read_parquet_columns(path)
-        rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
-    else:
-        raise DataError(f"cannot read {path}: unsupported extension {suffix!r}; use {TABLE_FORMATS} "
-                        "(or two plain-text files of members and non-members)")
-    if not rows:
-        raise DataError(f"file {path} holds no records")
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise DataError(f"{path} record {i} is a {type(row).__name__}, expected an object with named columns")
-    return rows
-
-
 def parse_label(value: Any, where: str) -> int:
     """0/1, booleans and the strings 0/1, true/false, member/nonmember (non-member) as 0 or 1."""
     if isinstance(value, bool):
@@ -238,7 +170,7 @@ def load_table(
     ``id_column`` by that column's values (one per document, none repeated): the ids in the scores files
     and the report are then the user's own."""
     path = Path(path)
-    rows = _read_table(path)
+    rows = read_rows(path, other="or two plain-text files of members and non-members")
     optional = tuple(c for c in (group_column, id_column) if c)
     columns = (text_column, label_column) + optional
     for column in columns:
@@ -277,13 +209,13 @@ def document_id(value: Any) -> str:
 
 
 def read_corpus(path: str | Path, *, text_column: str = "text") -> list[str]:
-    """Unlabelled texts (e.g. a reference corpus): the ``text_column`` of a table (:data:`TABLE_SUFFIXES`),
-    or the non-blank lines of any other (UTF-8 text) file."""
+    """Unlabelled texts (e.g. a reference corpus): the ``text_column`` of a table
+    (:data:`miaudit.data.rows.TABLE_SUFFIXES`), or the non-blank lines of any other (UTF-8 text) file."""
     path = Path(path)
     if not is_table(path):
-        texts = [line for line in _read_text(path).splitlines() if line.strip()]
+        texts = [line for line in read_text_file(path).splitlines() if line.strip()]
     else:
-        rows = _read_table(path)
+        rows = read_rows(path)
         if text_column not in rows[0]:
             raise DataError(f"{path} has no column {text_column!r}; available columns: {', '.join(map(str, rows[0]))}")
         texts = [row[text_column] for row in rows if isinstance(row.get(text_column), str) and row[text_column].strip()]
@@ -390,7 +322,7 @@ def load_text_files(members: str | Path, nonmembers: str | Path, *, separator: s
     (``"blank_line"``); blank lines only separate documents."""
     records = []
     for path, label, tag in ((Path(members), 1, "member"), (Path(nonmembers), 0, "nonmember")):
-        docs = _split_documents(_read_text(path), separator)
+        docs = _split_documents(read_text_file(path), separator)
         if not docs:
             raise DataError(f"{path} holds no documents (only blank lines)")
         records += [(f"{tag}:{i}", d, label) for i, d in enumerate(docs)]

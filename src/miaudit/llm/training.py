@@ -39,17 +39,9 @@ import numpy as np
 import torch
 
 from miaudit.data.datasets import find_data_file
+from miaudit.data.rows import TABLE_FORMATS, is_table, read_rows, read_text_file
 from miaudit.errors import ConfigError, DataError
-from miaudit.llm.datasets import (
-    TABLE_FORMATS,
-    TextDataset,
-    _read_table,
-    _read_text,
-    _split_documents,
-    check_unique_ids,
-    document_id,
-    is_table,
-)
+from miaudit.llm.datasets import TextDataset, _split_documents, check_unique_ids, document_id
 from miaudit.llm.target import LLMModelConfig, load_causal_lm, load_tokenizer
 from miaudit.llm.tiny_gpt import TinyGPTConfig, encode_training_texts, fit_causal_lm, mean_token_loss, train_tiny_gpt
 from miaudit.utils.atomic import temp_prefix
@@ -209,7 +201,7 @@ def read_corpus_documents(path: Path, *, text_column: str = "text", separator: s
     ids: list[str] = []
     skipped: list[tuple[str, str]] = []
     if is_table(path):
-        rows = _read_table(path)
+        rows = read_rows(path)
         for column, key in ((text_column, "text_column"), (id_column, "id_column")):
             if column is not None and column not in rows[0]:
                 raise DataError(f"{path} has no column {column!r}; available columns: "
@@ -233,7 +225,7 @@ def read_corpus_documents(path: Path, *, text_column: str = "text", separator: s
         raise DataError(f"{path} is a plain-text corpus without columns; id_column needs a {TABLE_FORMATS} file "
                         "(leave it out to number the documents)")
     else:
-        for i, text in enumerate(_split_documents(_read_text(path), separator)):
+        for i, text in enumerate(_split_documents(read_text_file(path), separator)):
             texts.append(text)
             ids.append(f"{path.stem}:{i}")
     if not texts:
