@@ -1,5 +1,6 @@
 """``miaudit audit`` with ``kind: text_generator``: AuditMI end to end through the CLI, and bad configs."""
 
+import csv
 import json
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import pytest
 import yaml
 
 from miaudit.cli import main
-from miaudit.errors import ConfigError
+from miaudit.errors import ConfigError, DataError
 from miaudit.runs import parse_config
 from miaudit.text_generator.audit import TextCorpusConfig, load_corpus
 
@@ -90,3 +91,57 @@ def test_the_example_config_parses():
     assert [a.key for a in config.attacks] == ["auditmi", "auditmi_1text"]
     with pytest.raises(ConfigError, match="texts_per_user"):
         parse_config({**yaml.safe_load(EXAMPLE.read_text()), "dataset": {"source": "wikitext2", "texts_per_user": 0}})
+
+
+def _users_table(folder: Path, shared_data: Path) -> Path:
+    """The authors' own messages as a CSV (one text per row, rows shuffled), from WikiText-2 users; plus a user
+    with too few texts and a row without words."""
+    corpus = load_corpus(TextCorpusConfig("wikitext2", data_dir=str(shared_data), files=["valid"], texts_per_user=4))
+    rows = [{"author": f"user-{u}", "message": text.upper()} for u, texts in enumerate(corpus.texts[:60])
+            for text in texts]
+    rows += [{"author": "lurker", "message": "hello there"}, {"author": "user-0", "message": "  "}]
+    order = np.random.default_rng(0).permutation(len(rows))
+    path = folder / "messages.csv"
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["message", "author"])
+        writer.writeheader()
+        writer.writerows(rows[i] for i in order)
+    return path
+
+
+def test_a_table_of_the_users_own_texts_is_audited_by_author(tmp_path, shared_data):
+    path = _users_table(tmp_path, shared_data)
+    config = {**TINY, "dataset": {"source": "table", "path": str(path), "user_column": "author",
+                                  "text_column": "message", "texts_per_user": 4}}
+    assert _audit(tmp_path, config, tmp_path / "run", shared_data) == 0
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["data"]["dataset"] == "messages.csv" and saved["data"]["n_users_in_corpus"] == 60
+    assert "value of column 'author' with >= 4 texts (60 of 61 users; 1 row without words skipped)" in \
+        saved["data"]["users"]
+    scores = np.load(tmp_path / "run" / "scores" / "auditmi.scores.npz", allow_pickle=False)
+    assert {str(i) for i in scores["ids"]} <= {f"user-{u}" for u in range(60)} and len(scores["ids"]) == 20
+    corpus = load_corpus(TextCorpusConfig("table", path=str(path), user_column="author", text_column="message",
+                                          texts_per_user=4))
+    assert all(t == t.lower() for texts in corpus.texts for t in texts)  # words as the other corpora give them
+
+
+@pytest.mark.parametrize("dataset, message", [
+    ({"source": "table"}, "config.dataset.path: source table needs the file"),
+    ({"source": "wikitext2", "path": "x.csv"}, "config.dataset.path: only for source table"),
+    ({"source": "tinyshakespeare", "user_column": "who"}, "config.dataset.user_column: only for source table"),
+])
+def test_table_corpus_configs_name_the_fix(dataset, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config({**TINY, "dataset": dataset})
+
+
+def test_table_corpus_errors_name_the_column_or_the_row(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"user": "a", "text": "one two"}\n{"text": "no author"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match="no column 'body'; available columns: user, text"):
+        load_corpus(TextCorpusConfig("table", path=str(path), text_column="body", texts_per_user=1))
+    with pytest.raises(DataError, match="row 1 has no 'user' value"):
+        load_corpus(TextCorpusConfig("table", path=str(path), texts_per_user=1))
+    path.write_text('{"user": "a", "text": "one two"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match="no user in .* has 3 texts \\(the most any user has is 1\\)"):
+        load_corpus(TextCorpusConfig("table", path=str(path), texts_per_user=3))

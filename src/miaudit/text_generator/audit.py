@@ -1,7 +1,8 @@
 """The text-generator audit (``kind: text_generator``): AuditMI against word LSTMs the tool trains.
 
-corpus -> users (WikiText-2 article chunks or Tiny Shakespeare speakers) -> a seeded, disjoint draw
-of target member users, target non-member users and the auditor's own users -> the target LM
+corpus -> users (WikiText-2 article chunks, Tiny Shakespeare speakers or the authors of a table's texts)
+-> a seeded, disjoint draw of target member users, target non-member users and the auditor's own users
+-> the target LM
 trained on its member users' texts, ``shadow.n_models`` shadow LMs each trained on a random half
 of the auditor's users, all with the same recipe -> every model's next-token ranks on its users'
 texts -> user-level attacks (``auditmi``) fitted on the shadow models' users -> evaluation and the
@@ -26,7 +27,7 @@ from miaudit.errors import ConfigError, DataError
 from miaudit.evaluation.run_result import RunResult
 from miaudit.runs.config import AttackSpec, EvaluationConfig, check_attack_specs
 from miaudit.runs.pipeline import AuditOutcome, ScoredAttack, build_attacks, parse_config, register_kind, run_audit
-from miaudit.text_generator.corpus import UserCorpus, load_shakespeare_users, load_wikitext_users
+from miaudit.text_generator.corpus import UserCorpus, load_shakespeare_users, load_table_users, load_wikitext_users
 from miaudit.text_generator.features import TextShadowData, UserRanks
 from miaudit.text_generator.lm import LMTrainConfig, Vocabulary, train_language_model
 from miaudit.text_generator.target import TextGeneratorTarget
@@ -47,18 +48,31 @@ class TextCorpusConfig:
       user is ``texts_per_user`` consecutive sentences of one article (contiguous chunks as users).
     - ``tinyshakespeare``: ``text/tinyshakespeare/input.txt``; each user is a speaker name with at
       least ``texts_per_user`` speeches (all of them are the user's texts).
+    - ``table``: your own ``path`` (.jsonl, .json, .csv, .tsv or .parquet; relative to the working
+      directory) with one text per row in ``text_column`` and its user's id in ``user_column``; each
+      user is an id with at least ``texts_per_user`` texts (all of them are the user's texts).
 
     ``data_dir``: the folder holding ``text/`` (default ``$MIAUDIT_DATA`` or ``../shared/data``).
     """
 
-    source: Literal["wikitext2", "tinyshakespeare"]
+    source: Literal["wikitext2", "tinyshakespeare", "table"]
     data_dir: str | None = None
     files: list[WikiTextFile] | None = None
     texts_per_user: int = 16
+    path: str | None = None
+    user_column: str = "user"
+    text_column: str = "text"
 
     def __post_init__(self) -> None:
         if self.texts_per_user < 1:
             raise ConfigError(f"config.dataset.texts_per_user: must be >= 1, got {self.texts_per_user}")
+        if self.source == "table" and not self.path:
+            raise ConfigError("config.dataset.path: source table needs the file of your users' texts (.jsonl, .json, "
+                              ".csv, .tsv or .parquet with a user id and a text per row)")
+        table_keys = [k for k, default in (("path", None), ("user_column", "user"), ("text_column", "text"))
+                      if getattr(self, k) != default]
+        if self.source != "table" and table_keys:
+            raise ConfigError(f"config.dataset.{table_keys[0]}: only for source table (your own file); remove it")
         if self.files is not None and self.source != "wikitext2":
             raise ConfigError("config.dataset.files: only for source wikitext2 (Tiny Shakespeare is one file); "
                               "remove it")
@@ -137,6 +151,10 @@ def load_corpus(config: TextCorpusConfig) -> UserCorpus:
         paths = [find_data_file(f"text/wikitext2/{name}.txt", config.data_dir)
                  for name in config.files or ("valid", "test")]
         return load_wikitext_users(paths, texts_per_user=config.texts_per_user)
+    if config.source == "table":
+        assert config.path is not None  # checked by the config
+        return load_table_users(config.path, user_column=config.user_column, text_column=config.text_column,
+                                min_texts=config.texts_per_user)
     path = find_data_file("text/tinyshakespeare/input.txt", config.data_dir)
     return load_shakespeare_users(path, min_texts=config.texts_per_user)
 
@@ -232,7 +250,8 @@ def run_text_generator_outcome(config: TextGeneratorAuditConfig, folder: Path, *
         "train_accuracy": _top1_accuracy(target_ranks, membership),
         "test_accuracy": _top1_accuracy(target_ranks, ~membership),
     }
-    data_info = {"dataset": config.dataset.source, "users": corpus.source, "n_users_in_corpus": len(corpus),
+    dataset = Path(config.dataset.path).name if config.dataset.path else config.dataset.source
+    data_info = {"dataset": dataset, "users": corpus.source, "n_users_in_corpus": len(corpus),
                  "n_members": sp.n_members, "n_nonmembers": sp.n_nonmembers, "n_shadow_users": n_auditor,
                  "texts_per_user": config.dataset.texts_per_user, "vocabulary": config.vocabulary,
                  "member_tokens": members.n_tokens, "audited_tokens": audited.n_tokens,

@@ -1,12 +1,14 @@
 """Real corpora grouped into users, for user-level audits of text-generation models.
 
 A :class:`UserCorpus` is ``n_users`` lists of texts; each text is a whitespace-tokenised string.
-Two groupings of real text are provided (both stated as such in reports):
+Three groupings of real text are provided (each stated as such in reports):
 
 - :func:`load_wikitext_users`: WikiText-2 articles cut into sentences; each *user* is a run of
   ``texts_per_user`` consecutive sentences of one article (contiguous chunks treated as users).
 - :func:`load_shakespeare_users`: Tiny Shakespeare; each *user* is a speaker name (all plays
   pooled, so e.g. every "First Citizen" is one user), each text one of their speeches.
+- :func:`load_table_users`: the user's own table (JSONL, JSON, CSV, TSV, Parquet) with one text per
+  row and the id of the user who wrote it; each *user* is an id with enough texts.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from miaudit.data.datasets import read_text
+from miaudit.data.rows import read_rows
 from miaudit.errors import DataError
 
 _ARTICLE = re.compile(r"^ = [^=].* = $")
@@ -111,3 +114,40 @@ def load_shakespeare_users(path: str | Path, *, min_texts: int = 10) -> UserCorp
         raise DataError(f"no speaker in {path} has {min_texts} speeches; lower min_texts")
     return UserCorpus(users, [speeches[u] for u in users],
                       f"Tiny Shakespeare: each user is a speaker name with >= {min_texts} speeches")
+
+
+def load_table_users(path: str | Path, *, user_column: str = "user", text_column: str = "text",
+                     min_texts: int = 10) -> UserCorpus:
+    """A table with one text per row and its author in ``user_column`` -> one user per author with at least
+    ``min_texts`` texts (all kept), each text lower-cased and split into words as Tiny Shakespeare's.
+
+    A row without an author is an error naming the row; a row without words is skipped (counted in the
+    corpus description)."""
+    path = Path(path)
+    rows = read_rows(path)
+    for column, key in ((user_column, "user_column"), (text_column, "text_column")):
+        if column not in rows[0]:
+            raise DataError(f"{path} has no column {column!r}; available columns: {', '.join(map(str, rows[0]))}. "
+                            f"Choose it with dataset.{key}")
+    texts: dict[str, list[str]] = defaultdict(list)
+    empty = 0
+    for i, row in enumerate(rows):
+        user, text = row.get(user_column), row.get(text_column)
+        if user is None or not str(user).strip():
+            raise DataError(f"{path} row {i} has no {user_column!r} value; every text needs the id of its user")
+        if text is not None and not isinstance(text, str):
+            raise DataError(f"{path} row {i}: text is a {type(text).__name__} ({text!r:.40}), expected a string")
+        words = _WORD.findall((text or "").lower())
+        if words:
+            texts[str(user).strip()].append(" ".join(words))
+        else:
+            empty += 1
+    users = sorted(u for u, v in texts.items() if len(v) >= min_texts)
+    if not users:
+        most = max((len(v) for v in texts.values()), default=0)
+        raise DataError(f"no user in {path} has {min_texts} texts (the most any user has is {most}); lower "
+                        "dataset.texts_per_user")
+    skipped = f"; {empty} row{'s' if empty > 1 else ''} without words skipped" if empty else ""
+    return UserCorpus(users, [texts[u] for u in users],
+                      f"{path.name}: each user is a value of column {user_column!r} with >= {min_texts} texts "
+                      f"({len(users)} of {len(texts)} users{skipped})")
