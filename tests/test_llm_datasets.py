@@ -7,7 +7,7 @@ import pytest
 
 from miaudit.errors import DataError
 from miaudit.evaluation import roc_auc
-from miaudit.llm.baseline import blind_baseline, blind_baseline_scores
+from miaudit.llm.baseline import FEATURES, blind_baseline, blind_baseline_scores, text_analyzer
 from miaudit.llm.datasets import (
     TextDataset,
     load_arxivmia,
@@ -188,3 +188,18 @@ def test_blind_baseline_finds_a_vocabulary_shift_and_not_noise():
     assert abs(roc_auc(noise, blind_baseline_scores(texts, noise)) - 0.5) < 0.2
     with pytest.raises(DataError, match="at least 5 members"):
         blind_baseline_scores(texts[:6], np.array([1, 0, 0, 0, 0, 0]))
+
+
+def test_texts_without_spaces_between_words_get_character_features():
+    rng = np.random.default_rng(0)
+    common, before, after = list("今天天气很好我们去公园散步机器学习模型"), list("昨日旧"), list("明後新")
+    texts, labels = [], []
+    for i in range(80):
+        member = i % 2
+        texts.append("".join(rng.choice(common, 30)) + "".join(rng.choice(before if member else after, 3)) + "。")
+        labels.append(member)
+    assert text_analyzer(texts) == "char" and text_analyzer(["the cat sat", "the dog sat", "a cat ran"]) == "word"
+    shifted = blind_baseline(texts, np.array(labels), n_bootstrap=50)  # word n-grams: no term in two documents
+    assert shifted.metrics["auc"] > 0.95 and shifted.params["features"] == FEATURES["char"]
+    noise = rng.permutation(labels)
+    assert abs(roc_auc(noise, blind_baseline_scores(texts, noise)) - 0.5) < 0.2

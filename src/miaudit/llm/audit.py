@@ -47,8 +47,7 @@ from miaudit.evaluation.run_result import RunResult
 from miaudit.llm import selection
 from miaudit.llm.api import ACCESS as API_ACCESS
 from miaudit.llm.api import APICausalLM, APITargetConfig
-from miaudit.llm.baseline import FEATURES as BASELINE_FEATURES
-from miaudit.llm.baseline import tfidf_features
+from miaudit.llm.baseline import text_features
 from miaudit.llm.datasets import TextDataset, load_text_dataset, read_corpus
 from miaudit.llm.signals import TokenSignals
 from miaudit.llm.target import HFCausalLM, LLMModelConfig
@@ -695,7 +694,7 @@ def _blind_baseline(config: LLMAuditConfig, folder: Path, data: TextDataset, eva
     ev = config.evaluation
     return run_beside_attacks(
         data.labels[evaluation], data.ids[evaluation], None if data.groups is None else data.groups[evaluation],
-        lambda sample: (tfidf_features([data.texts[i] for i in evaluation[sample]]), BASELINE_FEATURES), scored,
+        lambda sample: text_features([data.texts[i] for i in evaluation[sample]]), scored,
         config.blind_baseline, evidence="the text", unit="documents", folder=folder,
         seed=derive_seed(config.seed, "baseline"), n_bootstrap=ev.n_bootstrap, confidence=ev.confidence,
         warnings=warnings)

@@ -2,14 +2,16 @@
 
 The features of :mod:`miaudit.evaluation.blind_baseline` for documents: TF-IDF of word 1-2-grams, the
 vectoriser fitted inside each training fold (no vocabulary or IDF statistic leaks from the held-out
-fold). Cross-validation, the permutation verdict and the paired comparison with each attack are the
-core module's.
+fold); character 1-3-grams instead for texts written without spaces between words (Chinese, Japanese,
+Thai: there a whole sentence is one "word", shared by no other document), decided once from the texts
+alone (:func:`text_analyzer`). Cross-validation, the permutation verdict and the paired comparison
+with each attack are the core module's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -24,21 +26,47 @@ from miaudit.evaluation.blind_baseline import (
 )
 from miaudit.evaluation.bootstrap import check_groups
 
-#: the baseline's features, as recorded in metrics.json
-FEATURES = "tfidf word 1-2 grams"
+Analyzer = Literal["word", "char"]
+#: the baseline's features by analyzer, as recorded in metrics.json
+FEATURES: dict[str, str] = {"word": "tfidf word 1-2 grams",
+                            "char": "tfidf character 1-3 grams (texts without spaces between words)"}
+CHAR_NGRAMS = (1, 3)
 
 
-def tfidf_features(texts: Sequence[str], *, ngram_max: int = 2, min_df: int = 2) -> core.Featurize:
-    """Per fold: a TF-IDF vectoriser of word 1-``ngram_max``-grams fitted on the training fold's texts."""
+def text_analyzer(texts: Sequence[str], *, min_df: int = 2) -> Analyzer:
+    """``"word"`` when at least half the documents hold a word that another document holds too, else ``"char"``
+    (texts written without spaces between words). Decided from the texts alone, never the labels."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    texts = list(texts)
+    try:
+        counts = CountVectorizer(min_df=min(min_df, len(texts))).fit_transform(texts)
+    except ValueError:  # no word at all, or none that min_df documents share
+        return "char"
+    return "word" if 2 * np.count_nonzero(counts.getnnz(axis=1)) >= len(texts) else "char"
+
+
+def tfidf_features(texts: Sequence[str], *, ngram_max: int = 2, min_df: int = 2,
+                   analyzer: Analyzer = "word") -> core.Featurize:
+    """Per fold: a TF-IDF vectoriser fitted on the training fold's texts, of word 1-``ngram_max``-grams or (with
+    ``analyzer="char"``) of character :data:`CHAR_NGRAMS`-grams."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     array = np.asarray(list(texts), dtype=object)
+    options = ({"analyzer": "word", "ngram_range": (1, ngram_max)} if analyzer == "word"
+               else {"analyzer": "char_wb", "ngram_range": CHAR_NGRAMS})
 
     def featurize(train: np.ndarray, test: np.ndarray) -> tuple[Any, Any]:
-        vectoriser = TfidfVectorizer(ngram_range=(1, ngram_max), min_df=min(min_df, len(train)), sublinear_tf=True)
+        vectoriser = TfidfVectorizer(min_df=min(min_df, len(train)), sublinear_tf=True, **options)
         return vectoriser.fit_transform(array[train]), vectoriser.transform(array[test])
 
     return featurize
+
+
+def text_features(texts: Sequence[str], *, ngram_max: int = 2, min_df: int = 2) -> tuple[core.Featurize, str]:
+    """The baseline's features for ``texts`` (the analyzer chosen by :func:`text_analyzer`) and their description."""
+    analyzer = text_analyzer(texts, min_df=min_df)
+    return tfidf_features(texts, ngram_max=ngram_max, min_df=min_df, analyzer=analyzer), FEATURES[analyzer]
 
 
 def _checked_labels(texts: Sequence[str], labels: np.ndarray) -> np.ndarray:
@@ -53,7 +81,8 @@ def _prepared(texts: Sequence[str], labels: np.ndarray, groups: np.ndarray | Non
     labels = _checked_labels(texts, labels)
     groups = check_groups(groups, labels.shape[0])
     folds = core.cross_validation_folds(labels, groups, n_splits, seed)
-    return labels, groups, folds, core.fold_features(folds, tfidf_features(texts, ngram_max=ngram_max, min_df=min_df))
+    featurize, _ = text_features(texts, ngram_max=ngram_max, min_df=min_df)
+    return labels, groups, folds, core.fold_features(folds, featurize)
 
 
 def blind_baseline_scores(texts: Sequence[str], labels: np.ndarray, *, groups: np.ndarray | None = None,
@@ -80,11 +109,12 @@ def blind_baseline(texts: Sequence[str], labels: np.ndarray, *, ids: np.ndarray 
                    confidence: float = 0.95, n_permutations: int = 99) -> AttackResult:
     """Out-of-fold scores of the bag-of-words classifier, evaluated, with the permutation null
     (``metrics["null"]``) and the verdict (``metrics["verdict"]``)."""
-    return core.blind_baseline(_checked_labels(texts, labels), tfidf_features(texts), features=FEATURES,
+    featurize, features = text_features(texts)
+    return core.blind_baseline(_checked_labels(texts, labels), featurize, features=features,
                                evidence="the text", unit="documents", ids=ids, groups=groups, n_splits=n_splits,
                                seed=seed, n_bootstrap=n_bootstrap, confidence=confidence,
                                n_permutations=n_permutations)
 
 
 __all__ = ["FEATURES", "VERDICT_RULE", "baseline_sample", "baseline_verdict", "blind_baseline", "blind_baseline_scores",
-           "compare_with_baseline", "permutation_null", "tfidf_features"]
+           "compare_with_baseline", "permutation_null", "text_analyzer", "text_features", "tfidf_features"]
