@@ -276,3 +276,32 @@ def test_too_few_documents_for_the_blind_baseline_leave_a_warning(shared_data, t
     assert "blind_baseline" not in metrics and metrics["attacks"][0]["auc"] is not None
     (warned,) = [w for w in metrics["warnings"] if w.startswith("no blind baseline")]
     assert "needs at least 5 members and non-members; the smaller class has 4" in warned
+
+
+def test_lowercase_scores_texts_that_lower_casing_leaves_as_they_are_exactly_1(shared_data, tmp_path):
+    from miaudit.llm.datasets import load_wikimia
+
+    wikimia = load_wikimia(32, data_dir=shared_data)
+    picked = range(0, len(wikimia), 25)
+    rows = [{"id": f"d{i}", "text": wikimia.texts[i].lower() if k % 3 else wikimia.texts[i],
+             "label": int(wikimia.labels[i])} for k, i in enumerate(picked)]
+    table = tmp_path / "docs.jsonl"
+    table.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    config = {"kind": "llm", "dataset": {"source": "table", "path": str(table), "id_column": "id"},
+              "model": {"name_or_path": str(shared_data / "models" / "stories260K"), "local_files_only": True},
+              "attacks": [{"name": "lowercase"}], "evaluation": {"n_bootstrap": 20},
+              "blind_baseline": {"enabled": False}}
+    metrics = run_llm_audit(config, tmp_path / "run", progress=False)
+    result = AttackResult.load(tmp_path / "run" / "scores", "lowercase")
+    unchanged = {r["id"] for r in rows if r["text"].lower() == r["text"]}
+    scores = dict(zip(result.ids.tolist(), result.scores.tolist()))
+    assert all(scores[i] == 1.0 for i in unchanged)  # the same text twice: the ratio is exactly 1, not float noise
+    assert all(scores[i] != 1.0 for i in set(scores) - unchanged)
+    assert f"lowercase: lower-casing leaves {len(unchanged)} of {len(rows)} documents as they are" in \
+        " ".join(metrics["warnings"])
+
+
+def test_caseless_warning_names_the_documents_lower_casing_leaves_as_they_are():
+    assert llm_audit._caseless_warning(["The cat.", "A Dog.", "x y"]) is None
+    assert "leaves 2 of 3 documents as they are" in llm_audit._caseless_warning(["the cat.", "x y", "A Dog."])
+    assert "changes none of the 2 documents" in llm_audit._caseless_warning(["今天天气很好", "机器学习"])

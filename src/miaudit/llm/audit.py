@@ -328,8 +328,12 @@ def _extra_signals(target: Target, texts: list[str], needed: set[str], *, config
                    reference: HFCausalLM | None, shots: list[str], perturb: Callable | None) -> dict[str, Any]:
     """Per-document values ``{field: (n,) array or list of arrays}`` of the extra passes in ``needed``."""
     out: dict[str, Any] = {}
-    if "lowercase_logprob" in needed:
-        out["lowercase_logprob"] = target.lowercase_log_likelihoods(texts)
+    if "lowercase_logprob" in needed:  # a text that lower-casing leaves as it is needs no second pass
+        changed = [i for i, text in enumerate(texts) if text.lower() != text]
+        values = np.full(len(texts), np.nan)  # NaN: unchanged, filled in from the document's own pass
+        if changed:
+            values[changed] = target.lowercase_log_likelihoods([texts[i] for i in changed])
+        out["lowercase_logprob"] = values
     if "ref_logprob" in needed:
         assert reference is not None
         out["ref_logprob"] = reference.mean_log_likelihoods(texts, desc="reference")
@@ -346,10 +350,27 @@ def _extra_signals(target: Target, texts: list[str], needed: set[str], *, config
 
 
 def _with_extra(record: TokenSignals, extra: dict[str, Any], i: int) -> TokenSignals:
-    """Document ``i``'s record with its values of the extra passes attached."""
+    """Document ``i``'s record with its values of the extra passes attached (a text that lower-casing leaves
+    as it is has its own mean log-likelihood as the lowercased one: the Lowercase ratio is exactly 1)."""
     if not extra:
         return record
-    return record.with_signals(**{k: (v[i] if isinstance(v, list) else float(v[i])) for k, v in extra.items()})
+    values = {k: (v[i] if isinstance(v, list) else float(v[i])) for k, v in extra.items()}
+    if "lowercase_logprob" in values and math.isnan(values["lowercase_logprob"]):
+        values["lowercase_logprob"] = float(np.mean(record.log_prob))
+    return record.with_signals(**values)
+
+
+def _caseless_warning(texts: Sequence[str]) -> str | None:
+    """A warning when lower-casing leaves more than half the documents as they are (scripts without case, or
+    texts already in lower case): the Lowercase attack gives each of them the score 1, a tie."""
+    unchanged = sum(text.lower() == text for text in texts)
+    if 2 * unchanged <= len(texts):
+        return None
+    if unchanged == len(texts):
+        return (f"lowercase: lower-casing changes none of the {len(texts)} documents (a script without case, or "
+                "texts already in lower case), so every score is 1 and the attack has no signal here; drop it")
+    return (f"lowercase: lower-casing leaves {unchanged} of {len(texts)} documents as they are; they all score 1 "
+            "(a tie), so the attack ranks only the others")
 
 
 class _Plan:
@@ -447,7 +468,7 @@ def _api_estimate(target: APICausalLM, config: LLMAuditConfig, texts: list[str],
     exist only once the perturbation model has run)."""
     passes: dict[str, Sequence[str]] = {"signals": texts}
     if "lowercase_logprob" in needed:
-        passes["lowercase"] = [t.lower() for t in texts]
+        passes["lowercase"] = [t.lower() for t in texts if t.lower() != t]
     if "prefix_logprob" in needed:
         prefix = config.recall.separator.join(shots) + config.recall.separator
         passes["recall prefix"] = [prefix + t for t in texts]
@@ -586,6 +607,10 @@ def run_llm(config: LLMAuditConfig, folder: Path, *, progress: bool = True,
         plan = _api_estimate(target, config, data.texts, needed, shots, bool(counted))
         log.info("API target %s: about %d requests, ~%d prompt tokens to send (%s)", target.name, plan.requests,
                  plan.prompt_tokens, plan.note)
+    if "lowercase_logprob" in needed:
+        caseless = _caseless_warning(data.texts)
+        if caseless:
+            warnings.append(caseless)
     extra = _extra_signals(target, data.texts, needed, config=config, reference=reference, shots=shots,
                            perturb=perturb)
     plans = [_Plan(spec, attacks[spec.key], tuned[spec.key], config.selection.grids.get(spec.key), counts, n)
