@@ -3,8 +3,10 @@ from typing import Literal
 
 import pytest
 
+from miaudit.attacks import create_attack
 from miaudit.config import from_dict, load_yaml, to_dict
-from miaudit.errors import ConfigError
+from miaudit.defenses.registry import create_defense
+from miaudit.errors import ConfigError, MiauditError
 
 
 @dataclass
@@ -28,11 +30,11 @@ def test_round_trip():
 
 
 @pytest.mark.parametrize("data,msg", [
-    ({"name": "x", "sede": 1}, "unknown key 'sede'"),
+    ({"name": "x", "sede": 1}, r"unknown key 'sede' \(did you mean 'seed'\?\)"),
     ({"name": "x", "seed": "1"}, r"config.seed: expected an integer"),
     ({"name": "x", "seed": True}, "expected an integer"),
     ({"name": "x", "inner": {"kind": "rnn"}}, "choose one of 'mlp', 'cnn'"),
-    ({"name": "x", "inner": {"momentum": 0.9}}, r"config.inner: unknown key 'momentum'"),
+    ({"name": "x", "inner": {"momentum": 0.9}}, r"config.inner: unknown key 'momentum'; allowed"),  # no near key
     ({"seed": 1}, "missing required key 'name'"),
     ({"name": "x", "attacks": "loss"}, "expected a list"),
 ])
@@ -51,3 +53,14 @@ def test_load_yaml_errors(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_yaml(tmp_path / "list.yaml")
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: create_attack("los"), "unknown attack 'los' (did you mean 'loss'?)"),
+    (lambda: create_attack("rmia", onlin=True), "attack 'rmia' has no parameter 'onlin' (did you mean 'online'?)"),
+    (lambda: create_defense("dp-sgd"), "unknown defense 'dp-sgd' (did you mean 'dp_sgd'?)"),
+])
+def test_typos_in_names_get_a_suggestion(make, message):
+    with pytest.raises(MiauditError) as info:
+        make()
+    assert message in str(info.value)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union, get_args, get_or
 
 import yaml
 
-from miaudit.errors import ConfigError
+from miaudit.errors import ConfigError, did_you_mean
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -205,7 +205,8 @@ def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed keys are {', '.join(sorted(fields))}")
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}{did_you_mean(unknown[0], fields)}; allowed keys are "
+                          f"{', '.join(sorted(fields))}")
     hints = get_type_hints(cls)
     kwargs = {}
     for name, field in fields.items():

@@ -3,7 +3,9 @@
 The CLI turns every :class:`MiauditError` into ``error: <message>`` on stderr and exit code 2.
 """
 
+import difflib
 import pickle
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -34,6 +36,12 @@ class Terminated(BaseException):
     ``MLPClassifier.fit``, used by the Shokri attack) must not swallow a termination request.
     :func:`miaudit.runs.tracking.tracked_run` re-raises it as a ``KeyboardInterrupt`` caused by it.
     """
+
+
+def did_you_mean(value: object, choices: Iterable[str]) -> str:
+    """``" (did you mean 'loss'?)"`` when a choice is spelled like ``value`` (a typo), else ``""``."""
+    close = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def model_load_error(what: str, name_or_path: str, exc: BaseException) -> MiauditError:

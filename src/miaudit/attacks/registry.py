@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from miaudit.attacks.base import ACCESS_LEVELS, Attack
-from miaudit.errors import ConfigError
+from miaudit.errors import ConfigError, did_you_mean
 
 _REGISTRY: dict[tuple[str, str], type[Attack]] = {}  # (target_kind, name) -> class
 #: which kind an unqualified shared name resolves to
@@ -56,7 +56,8 @@ def get_attack_class(name: str, target_kind: str | None = None) -> type[Attack]:
     _load_all()
     kinds = {k: c for (k, n), c in _REGISTRY.items() if n == name}
     if not kinds:
-        raise ConfigError(f"unknown attack {name!r}; run 'miaudit list attacks' to see the "
+        names = {n for (k, n) in _REGISTRY if target_kind is None or k == target_kind}
+        raise ConfigError(f"unknown attack {name!r}{did_you_mean(name, names)}; run 'miaudit list attacks' to see the "
                           f"{len(_REGISTRY)} registered names")
     if target_kind is None:
         return kinds[min(kinds, key=_kind_rank)]
@@ -73,8 +74,8 @@ def create_attack(name: str, *, target_kind: str | None = None, **params: Any) -
     allowed = cls.param_names()
     unknown = sorted(set(params) - set(allowed))
     if unknown:
-        raise ConfigError(f"attack {name!r} has no parameter {unknown[0]!r}; allowed: "
-                          f"{', '.join(allowed) or '(none)'}")
+        raise ConfigError(f"attack {name!r} has no parameter {unknown[0]!r}{did_you_mean(unknown[0], allowed)}; "
+                          f"allowed: {', '.join(allowed) or '(none)'}")
     return cls(**params)
 
 

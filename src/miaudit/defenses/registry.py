@@ -18,6 +18,7 @@ from typing import Any
 
 from miaudit.attacks.base import access_allows
 from miaudit.defenses.base import DefenseContext, DefenseError, OutputDefense, TrainingDefense, _Defense
+from miaudit.errors import did_you_mean
 
 _REGISTRY: dict[str, type[_Defense]] = {}
 _MODULES = ("regularizers", "procedures", "dp", "outputs")
@@ -46,7 +47,8 @@ def defense_names() -> list[str]:
 def get_defense_class(name: str) -> type[_Defense]:
     _load()
     if name not in _REGISTRY:
-        raise DefenseError(f"unknown defense {name!r}; choose one of {NONE}, {', '.join(sorted(_REGISTRY))}")
+        raise DefenseError(f"unknown defense {name!r}{did_you_mean(name, [NONE, *_REGISTRY])}; choose one of {NONE}, "
+                           f"{', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
 
 
@@ -57,8 +59,8 @@ def create_defense(name: str, params: dict[str, Any] | None = None) -> _Defense:
     allowed = cls.param_names()
     unknown = sorted(set(params) - set(allowed))
     if unknown:
-        raise DefenseError(f"defense {name!r} has no parameter {unknown[0]!r}; allowed: "
-                           f"{', '.join(allowed) or '(none)'}")
+        raise DefenseError(f"defense {name!r} has no parameter {unknown[0]!r}{did_you_mean(unknown[0], allowed)}; "
+                           f"allowed: {', '.join(allowed) or '(none)'}")
     return cls(**params)
 
 
