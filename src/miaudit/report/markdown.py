@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from miaudit.evaluation.run_result import RunResult, strongest
-from miaudit.evaluation.verdict import verdict_of
+from miaudit.evaluation.verdict import RiskThresholds, verdict_of
 from miaudit.report.headline import (
     baseline_sentence,
     baseline_subsample,
@@ -28,8 +28,8 @@ from miaudit.report.headline import (
 
 _FPR_NAMES = {"0.001": "0.1%", "0.01": "1%", "0.05": "5%", "0.1": "10%"}
 #: fewest expected false positives (``n_nonmembers * fpr``) for a TPR at that FPR to make a headline;
-#: the same bound below which ``miaudit.evaluation.low_fpr_warnings`` warns
-MIN_FALSE_POSITIVES = 10
+#: the verdict's rule, and the bound below which ``miaudit.evaluation.low_fpr_warnings`` warns
+MIN_FALSE_POSITIVES = RiskThresholds.min_false_positives
 
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*\[\]|~])|(?<!\w)_|_(?!\w)")

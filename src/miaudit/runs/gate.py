@@ -42,6 +42,7 @@ from typing import Any
 
 from miaudit.errors import MiauditError
 from miaudit.evaluation.run_result import RunResult, strongest
+from miaudit.evaluation.verdict import RiskThresholds
 
 RUN_METRICS = frozenset({"one_run_epsilon"})  # metrics of the run itself: no attack prefix
 GRAMMAR = ('[ATTACK:]METRIC[.lower|.upper] OP NUMBER with METRIC one of auc, advantage, balanced_accuracy, '
@@ -50,8 +51,8 @@ GRAMMAR = ('[ATTACK:]METRIC[.lower|.upper] OP NUMBER with METRIC one of auc, adv
            '"one_run_epsilon > 8"')
 #: metrics whose confidence interval metrics.json stores (the key of the interval, or of the TPR intervals)
 _INTERVALS = {"auc": "auc_ci", "advantage": "advantage_ci"}
-#: fewer expected false positives than this at a gated FPR make a point-value TPR gate noise (as in the verdict)
-MIN_FALSE_POSITIVES = 10
+#: fewer expected false positives than this at a gated FPR make a point-value TPR gate noise (the verdict's rule)
+MIN_FALSE_POSITIVES = RiskThresholds.min_false_positives
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
