@@ -64,8 +64,8 @@ def final_name(path: str | Path) -> str:
     """The name ``path`` has once complete: a temporary sibling's (``.<name>.tmp-<host>-<pid>-...``) target
     name, else its own name (reports written inside an output folder before it is renamed show this)."""
     name = Path(path).name
-    match = re.match(r"^\.(?P<name>.+)\.tmp-[0-9a-f]{6}-\d+-", name)
-    return match["name"] if match else name
+    match = _TEMP.search(name)
+    return name[1:match.start()] if match and name.startswith(".") else name
 
 
 def sweep_stale_temporaries(folder: str | Path, *, once: bool = True) -> list[Path]:
