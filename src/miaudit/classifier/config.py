@@ -8,7 +8,6 @@ that name the key. The sections every kind shares (``attacks``, ``evaluation``, 
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -18,6 +17,7 @@ from miaudit.errors import ConfigError
 from miaudit.evaluation.blind_baseline import BaselineSettings
 from miaudit.runs.config import AttackSpec, DatasetConfig, EvaluationConfig, check_attack_specs
 from miaudit.utils.trusted_code import check_callable_spec
+from miaudit.utils.user_module import check_torch_module_spec
 
 
 @dataclass
@@ -42,11 +42,9 @@ class SplitConfig:
                 raise ConfigError(f"config.split.{name}: must be >= 0, got {value}")
 
 
-_TORCH_MODULE_KEYS = ("path", "class", "kwargs")
 _ESTIMATOR_KEYS = ("class", "kwargs")
 #: the target sources besides a target the tool trains
 SOURCES = ("precomputed", "torch_module", "sklearn", "blackbox", "hf_classifier")
-_CLASS_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
 
 @dataclass
@@ -99,7 +97,7 @@ class TargetConfig:
         if len(given) > 1:
             raise ConfigError(f"config.target: give one of {', '.join(SOURCES)}, not {' and '.join(given)}")
         if self.torch_module is not None:
-            _check_torch_module(self.torch_module)
+            check_torch_module_spec(self.torch_module, "config.target.torch_module")
             check_callable_spec(self.torch_module["class"], trust_code=self.trust_code,
                                 where="config.target.torch_module.class", trust_key="config.target.trust_code")
         if self.hf_classifier is not None:
@@ -148,22 +146,6 @@ class TargetConfig:
     def user_model(self) -> bool:
         """A model the user trained and the tool runs (every source but ``precomputed``)."""
         return self.source in ("torch_module", "sklearn", "blackbox", "hf_classifier")
-
-
-def _check_torch_module(spec: dict[str, Any]) -> None:
-    where = "config.target.torch_module"
-    unknown = sorted(set(spec) - set(_TORCH_MODULE_KEYS))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed keys are {', '.join(_TORCH_MODULE_KEYS)}")
-    for key in ("path", "class"):
-        if not isinstance(spec.get(key), str) or not spec[key]:
-            raise ConfigError(f"{where}.{key}: required, a string (path: the state dict file; class: "
-                              "\"pkg.module:ClassName\")")
-    if not _CLASS_SPEC.fullmatch(spec["class"]):
-        raise ConfigError(f"{where}.class: {spec['class']!r} must read \"pkg.module:ClassName\" (module path, "
-                          "a colon, the class name)")
-    if not isinstance(spec.get("kwargs", {}), dict):
-        raise ConfigError(f"{where}.kwargs: expected a mapping of constructor arguments, got {spec['kwargs']!r}")
 
 
 @dataclass

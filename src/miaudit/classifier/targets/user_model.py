@@ -10,14 +10,10 @@ files with ``x``, ``y`` and optional ``ids``. Every problem is a one-line error 
 
 from __future__ import annotations
 
-import pickle
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.targets.blackbox import BlackBoxTarget
@@ -25,72 +21,14 @@ from miaudit.classifier.targets.sklearn import SklearnTarget
 from miaudit.classifier.targets.torch_module import TorchClassifierTarget
 from miaudit.data import ArrayDataset
 from miaudit.data.datasets import read_npz
-from miaudit.errors import ConfigError, DataError, MiauditError
+from miaudit.errors import DataError, MiauditError
 from miaudit.utils.trusted_code import import_trusted_callable
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
-
-
-def _few(items: list[str], k: int = 3) -> str:
-    return ", ".join(items[:k]) + (f" (+{len(items) - k} more)" if len(items) > k else "")
-
-
-def _import_class(spec: str) -> type[nn.Module]:
-    """The class ``"pkg.module:ClassName"`` names, imported under the rules of :mod:`miaudit.utils.trusted_code`
-    (``target.trust_code: true`` is checked when the config is parsed); a one-line ConfigError when it cannot be."""
-    cls = import_trusted_callable(spec, trust_code=True, where="config.target.torch_module.class",
-                                  accept=lambda obj: isinstance(obj, type) and issubclass(obj, nn.Module),
-                                  expected="a torch.nn.Module subclass")
-    assert isinstance(cls, type) and issubclass(cls, nn.Module)  # ``accept`` refused anything else
-    return cls
-
-
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors saved with ``torch.save(model.state_dict(), path)``, read with ``weights_only=True`` (no code runs)."""
-    where = "config.target.torch_module.path"
-    if not path.is_file():
-        raise DataError(f"{where}: {path} does not exist; save your weights with torch.save(model.state_dict(), "
-                        "path)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise DataError(f"{where}: {path} holds more than tensors (e.g. a whole pickled model), which miaudit does "
-                        "not unpickle; save model.state_dict() instead") from None
-    except Exception as exc:  # torch raises RuntimeError, OSError, EOFError... for files it cannot parse
-        raise DataError(f"{where}: cannot read {path} with torch.load(weights_only=True) ({_one_line(exc)}); save "
-                        "model.state_dict() with torch.save") from None
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        found = f"keys {_few([str(k) for k in state])}" if isinstance(state, Mapping) else type(state).__name__
-        raise DataError(f"{where}: {path} is not a state dict of tensors (found {found}); save model.state_dict() "
-                        "itself, not a checkpoint around it")
-    return {str(k): v for k, v in state.items()}
+from miaudit.utils.user_module import load_user_module, one_line
 
 
 def load_torch_module(spec: dict[str, Any]) -> TorchClassifierTarget:
     """Build the user's class with ``kwargs`` and load its state dict strictly; the module is in eval mode."""
-    path = Path(spec["path"])
-    state = _read_state_dict(path)
-    cls = _import_class(spec["class"])
-    try:
-        model = cls(**spec.get("kwargs", {}))
-    except Exception as exc:  # the user's constructor may raise anything
-        raise ConfigError(f"config.target.torch_module.kwargs: {spec['class']}(**kwargs) failed ({_one_line(exc)}); "
-                          "fix the constructor arguments") from None
-    expected = model.state_dict()
-    problems = [f"{what} {_few(keys)}" for what, keys in (
-        ("missing keys", [k for k in expected if k not in state]),
-        ("unexpected keys", [k for k in state if k not in expected]),
-        ("shape mismatch (file vs model)", [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
-                                            for k, v in expected.items() if k in state and state[k].shape != v.shape]),
-    ) if keys]
-    if problems:
-        raise DataError(f"config.target.torch_module: the state dict in {path} does not fit {spec['class']}"
-                        f"(**kwargs): {'; '.join(problems)}; check class and kwargs")
-    model.load_state_dict(state)
-    return TorchClassifierTarget(model.eval())
+    return TorchClassifierTarget(load_user_module(spec, "config.target.torch_module"))
 
 
 def _blackbox_output(answer: np.ndarray) -> str:
@@ -113,7 +51,7 @@ def load_blackbox(spec: str, output: str, probe: ArrayDataset) -> BlackBoxTarget
             answer = np.asarray(fn(probe.x[:64]), dtype=np.float64)
         except Exception as exc:  # the user's function may raise anything
             raise DataError(f"config.target.blackbox: {spec} failed on {min(len(probe), 64)} examples of "
-                            f"{probe.name} ({_one_line(exc)}); check that it takes inputs shaped like x") from None
+                            f"{probe.name} ({one_line(exc)}); check that it takes inputs shaped like x") from None
         output = _blackbox_output(answer)
     return BlackBoxTarget(fn, output=output)
 
@@ -129,7 +67,7 @@ def load_sklearn(path_str: str) -> Any:
     try:
         estimator = joblib.load(path)  # unpickles: runs code from the file, hence trust_pickle
     except Exception as exc:
-        raise DataError(f"config.target.sklearn: cannot unpickle {path} ({_one_line(exc)}); save a fitted estimator "
+        raise DataError(f"config.target.sklearn: cannot unpickle {path} ({one_line(exc)}); save a fitted estimator "
                         "with joblib.dump or pickle, with the scikit-learn version installed here") from None
     if not hasattr(estimator, "predict"):
         raise DataError(f"config.target.sklearn: {path} holds a {type(estimator).__name__}, not a fitted estimator "
@@ -184,7 +122,7 @@ def run_model(model: TorchClassifierTarget | SklearnTarget | BlackBoxTarget, dat
     except MiauditError:
         raise
     except Exception as exc:  # the user's forward pass may raise anything
-        raise DataError(f"running your model on {data.name} failed ({_one_line(exc)}); check that x has the input "
+        raise DataError(f"running your model on {data.name} failed ({one_line(exc)}); check that x has the input "
                         "shape and dtype the model expects") from None
 
 
