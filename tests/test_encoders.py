@@ -219,3 +219,71 @@ def test_the_example_config_parses():
     assert config.kind == "encoder" and [a.name for a in config.attacks] == ["encodermi_v", "encodermi_s",
                                                                              "encodermi_t"]
     assert config.encoder.augment.crop_scale == (0.6, 1.0)
+
+
+def test_your_own_encoder_gives_the_features_of_the_same_encoder_trained_by_the_tool(tmp_path):
+    """The user's encoder (class + state dict) on the user's image files: the same weights on the same images
+    give exactly the target features of the audit that trained it; the dataset only feeds the shadow encoder."""
+    import dataclasses
+
+    import torch
+
+    from miaudit.data import load_dataset, make_split
+    from miaudit.encoder.train import EncoderTrainConfig, train_simclr
+    from miaudit.utils.seed import derive_seed
+
+    config = {"seed": 1, "dataset": {"source": "digits"},
+              "split": {"n_members": 48, "n_nonmembers": 48, "n_shadow_members": 48, "n_shadow_nonmembers": 48},
+              "encoder": {"epochs": 3, "batch_size": 24, "width": 32, "embed_dim": 8, "proj_dim": 8},
+              "features": {"n_views": 4}, "attacks": [{"name": "encodermi_t"}], "evaluation": {"n_bootstrap": 20}}
+    run_encoder_audit(config, tmp_path / "trained", progress=False)
+    digits = load_dataset("digits", seed=1)
+    split = make_split(len(digits), n_members=48, n_nonmembers=48, n_shadow=96, seed=derive_seed(1, "split"))
+    recipe = dataclasses.replace(EncoderTrainConfig(**config["encoder"]), seed=derive_seed(1, "target"))
+    torch.save(train_simclr(digits.x[split.target_members], recipe, progress=False).encoder.state_dict(),
+               tmp_path / "encoder.pt")
+    for name, rows in (("members", split.target_members), ("nonmembers", split.target_nonmembers)):
+        np.savez(tmp_path / f"{name}.npz", x=digits.x[rows], ids=np.array([f"img-{i}" for i in rows]))
+    target = {"torch_module": {"path": str(tmp_path / "encoder.pt"), "class": "miaudit.encoder.model:MLPEncoder",
+                               "kwargs": {"input_shape": [1, 8, 8], "width": 32, "embed_dim": 8}},
+              "trust_code": True, "members": str(tmp_path / "members.npz"),
+              "nonmembers": str(tmp_path / "nonmembers.npz")}
+    split_config = {"n_shadow_members": 48, "n_shadow_nonmembers": 48}
+    metrics = run_encoder_audit({**config, "split": split_config, "target": target}, tmp_path / "yours",
+                                progress=False)
+    with np.load(tmp_path / "trained" / "similarity_features.npz") as a, \
+            np.load(tmp_path / "yours" / "similarity_features.npz") as b:
+        np.testing.assert_allclose(b["target"], a["target"], rtol=1e-6, atol=1e-7)
+        assert (b["membership"] == a["membership"]).all() and b["ids"][0] == f"img-{split.target_members[0]}"
+    assert metrics["target"]["source"] == "torch_module"
+    assert metrics["target"]["model"] == "miaudit.encoder.model:MLPEncoder"
+    assert metrics["data"]["audited_from"] == "members.npz + nonmembers.npz" and metrics["data"]["n_members"] == 48
+    assert any("must not overlap your encoder's pre-training images" in w for w in metrics["warnings"])
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"split": {"n_members": 10}}, "config.split.n_members: your encoder is audited on the images of target.members"),
+    ({"target": {"trust_code": False}}, "config.target.trust_code: true"),
+    ({"target": {"nonmembers": "wrong_shape.npz"}}, "has shape (4, 1, 4, 4), but the audit needs images (n, 1, 8, 8)"),
+])
+def test_your_own_encoder_config_errors_name_the_fix(tmp_path, change, message):
+    import torch
+
+    from miaudit.encoder.model import MLPEncoder
+    from miaudit.errors import MiauditError
+
+    torch.save(MLPEncoder((1, 8, 8), 16, 4).state_dict(), tmp_path / "e.pt")
+    np.savez(tmp_path / "m.npz", x=np.zeros((4, 1, 8, 8), np.float32))
+    np.savez(tmp_path / "wrong_shape.npz", x=np.zeros((4, 1, 4, 4), np.float32))
+    target = {"torch_module": {"path": str(tmp_path / "e.pt"), "class": "miaudit.encoder.model:MLPEncoder",
+                               "kwargs": {"input_shape": [1, 8, 8], "width": 16, "embed_dim": 4}},
+              "trust_code": True, "members": str(tmp_path / "m.npz"), "nonmembers": str(tmp_path / "m.npz")}
+    target.update({k: (str(tmp_path / v) if k == "nonmembers" else v) for k, v in change.get("target", {}).items()})
+    config = {"dataset": {"source": "digits"}, "split": {"n_shadow_members": 8, "n_shadow_nonmembers": 8,
+                                                         **change.get("split", {})},
+              "encoder": {"epochs": 1, "batch_size": 8, "width": 8, "embed_dim": 4, "proj_dim": 4},
+              "features": {"n_views": 2}, "attacks": [{"name": "encodermi_t"}], "target": target}
+    with pytest.raises(MiauditError) as info:
+        run_encoder_audit(config, tmp_path / "run", progress=False)
+    assert message in str(info.value)
+    assert not (tmp_path / "run").exists()
