@@ -55,6 +55,14 @@ def test_markdown_names_the_users_audited_files_apart_from_the_shadow_dataset():
     assert "**Dataset**" not in text
 
 
+def test_markdown_quotes_shadow_accuracies_only_where_the_models_have_them():
+    metrics = _metrics(_results())
+    metrics["shadow"] = {"n_models": 1, "final_train_loss": 0.3}  # a shadow encoder: no accuracy
+    assert "- **Shadow models**: 1 trained like the target\n" in render_report(metrics)
+    metrics["shadow"].update(train_accuracy_mean=0.95, test_accuracy_mean=0.9)
+    assert "1 trained like the target (mean train accuracy 0.950" in render_report(metrics)
+
+
 def test_write_and_load_run(tmp_path):
     results = _results()
     write_run_dir(tmp_path, _metrics(results), results, {"seed": 0, "kind": "classifier"})

@@ -339,9 +339,10 @@ def render_report(metrics: dict[str, Any], *, figures: dict[str, str] | None = N
             f"- **Seed**: {metrics.get('seed', '-')}; miaudit {metrics.get('miaudit_version', '?')}"]
     if metrics.get("shadow"):
         s = metrics["shadow"]
-        what.append(f"- **Shadow models**: {s['n_models']} trained like the target "
-                    f"(mean train accuracy {_fmt(s.get('train_accuracy_mean'))}, "
-                    f"mean test accuracy {_fmt(s.get('test_accuracy_mean'))})")
+        accuracies = ("" if s.get("train_accuracy_mean") is None else
+                      f" (mean train accuracy {_fmt(s.get('train_accuracy_mean'))}, "
+                      f"mean test accuracy {_fmt(s.get('test_accuracy_mean'))})")
+        what.append(f"- **Shadow models**: {s['n_models']} trained like the target{accuracies}")
     if metrics.get("reference"):
         what.append(f"- **Reference models**: {metrics['reference']['n_models']}"
                     + (" per target" if metrics["reference"].get("per_target") else ""))
