@@ -25,7 +25,7 @@ from miaudit.data import ArrayDataset, load_dataset, make_split
 from miaudit.encoder.features import EncoderShadowData, Similarity, similarity_features
 from miaudit.encoder.target import EncoderTarget
 from miaudit.encoder.train import EncoderTrainConfig, train_simclr
-from miaudit.encoder.user_target import EncoderTargetConfig, load_user_encoder
+from miaudit.encoder.user_target import AuditedEncoder, EncoderTargetConfig, load_user_encoder
 from miaudit.errors import ConfigError, DataError
 from miaudit.evaluation.run_result import RunResult
 from miaudit.runs.config import AttackSpec, DatasetConfig, EvaluationConfig, check_attack_specs
@@ -116,19 +116,8 @@ def _pretrain(recipe: EncoderTrainConfig, x: np.ndarray, seed: int, role: str, p
     return EncoderTarget(result.encoder), info
 
 
-@dataclass
-class _Audited:
-    """The audited encoder, its images ``x`` (members first), ``membership`` and ``ids``, and its report fields."""
-
-    target: EncoderTarget
-    x: np.ndarray
-    membership: np.ndarray
-    ids: np.ndarray
-    info: dict[str, Any]
-
-
 def _trained_target(config: EncoderAuditConfig, dataset: ArrayDataset, members: np.ndarray,
-                    nonmembers: np.ndarray, progress: bool) -> _Audited:
+                    nonmembers: np.ndarray, progress: bool) -> AuditedEncoder:
     """A SimCLR encoder the tool pre-trains on ``members`` (dataset rows), audited with ``nonmembers``."""
     target, info = _pretrain(config.encoder, dataset.x[members], derive_seed(config.seed, "target"), "target",
                              progress)
@@ -141,7 +130,8 @@ def _trained_target(config: EncoderAuditConfig, dataset: ArrayDataset, members: 
     audited = np.concatenate([members, nonmembers])
     if dataset.ids is None:  # an ArrayDataset numbers its rows when it is given no ids
         raise DataError(f"{dataset.name}: the examples have no ids; give ids (one per example)")
-    return _Audited(target, dataset.x[audited], np.arange(audited.size) < members.size, dataset.ids[audited], info)
+    return AuditedEncoder(target, dataset.x[audited], np.arange(audited.size) < members.size, dataset.ids[audited],
+                          info)
 
 
 def run_encoder_outcome(config: EncoderAuditConfig, folder: Path, *, progress: bool = True) -> AuditOutcome:
@@ -179,8 +169,7 @@ def run_encoder_outcome(config: EncoderAuditConfig, folder: Path, *, progress: b
     if config.target is None:
         audited = _trained_target(config, dataset, split.target_members, split.target_nonmembers, progress)
     else:
-        user = load_user_encoder(config.target, dataset.input_shape)
-        audited = _Audited(user.target, user.x, user.membership, user.ids, user.info)
+        audited = load_user_encoder(config.target, dataset.input_shape)
     shadow, shadow_info = _pretrain(config.encoder, dataset.x[shadow_members],
                                     derive_seed(config.seed, "shadow"), "shadow", progress)
     fc = config.features

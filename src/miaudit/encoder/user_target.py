@@ -47,9 +47,9 @@ class EncoderTargetConfig:
 
 
 @dataclass
-class UserEncoder:
-    """The loaded encoder and its audited images: ``x`` ``(n, C, H, W)`` members first, ``membership`` and
-    ``ids`` ``(n,)``, and what the report says about the encoder (``info``)."""
+class AuditedEncoder:
+    """An audited encoder (yours, or one the tool pre-trained) and its audited images: ``x`` ``(n, C, H, W)``
+    members first, ``membership`` and ``ids`` ``(n,)``, and what the report says about the encoder (``info``)."""
 
     target: EncoderTarget
     x: np.ndarray
@@ -81,7 +81,7 @@ def _read_images(path_str: str, key: str, image_shape: tuple[int, ...]) -> tuple
     return x.astype(np.float32), ids
 
 
-def load_user_encoder(config: EncoderTargetConfig, image_shape: tuple[int, ...]) -> UserEncoder:
+def load_user_encoder(config: EncoderTargetConfig, image_shape: tuple[int, ...]) -> AuditedEncoder:
     """Your encoder and its member and non-member images (one-line errors for every problem)."""
     members, member_ids = _read_images(config.members, "members", image_shape)
     nonmembers, nonmember_ids = _read_images(config.nonmembers, "nonmembers", image_shape)
@@ -97,8 +97,8 @@ def load_user_encoder(config: EncoderTargetConfig, image_shape: tuple[int, ...])
                            f"({Path(config.nonmembers).name})",
             "n_parameters": int(sum(p.numel() for p in module.parameters())),
             "fingerprint": module_fingerprint(module)}
-    return UserEncoder(EncoderTarget(module), np.concatenate([members, nonmembers]),
+    return AuditedEncoder(EncoderTarget(module), np.concatenate([members, nonmembers]),
                        np.r_[np.ones(len(members), bool), np.zeros(len(nonmembers), bool)], ids, info)
 
 
-__all__ = ["EncoderTargetConfig", "UserEncoder", "load_user_encoder"]
+__all__ = ["AuditedEncoder", "EncoderTargetConfig", "load_user_encoder"]
