@@ -251,3 +251,31 @@ def test_headline_says_what_the_strongest_llm_attack_needs_beyond_the_records(tm
     (folder / "metrics.json").write_text(json.dumps(metrics))
     text = build_html_report(folder).read_text(encoding="utf-8")
     assert f"the log-probability of each token (as an API gives it) and has {needs} identifies" in text
+
+
+def _headline_metrics(tpr, tpr_ci, auc_ci):
+    """One attack at 5% FPR with 400 non-members (20 expected false positives: a supported figure)."""
+    attack = {"name": "loss", "auc": sum(auc_ci) / 2, "auc_ci": auc_ci, "access": "probabilities",
+              "needs_reference": "none", "tpr_at_fpr": {"0.05": tpr}, "tpr_at_fpr_ci": {"0.05": tpr_ci},
+              "n_members": 400, "n_nonmembers": 400}
+    return {"kind": "classifier", "data": {"n_members": 400, "n_nonmembers": 400},
+            "evaluation": {"fprs": [0.05]}, "attacks": [attack]}
+
+
+@pytest.mark.parametrize("tpr, tpr_ci, auc_ci, html_says, markdown_says", [
+    (0.15, [0.11, 0.19], [0.60, 0.66], "attacker who sees the output probabilities and has no data beyond the "
+     "records it tests identifies 15.0% of the training records", "and TPR 0.150 [0.110, 0.190] at 5% FPR"),
+    (0.07, [0.03, 0.12], [0.55, 0.61], "the strongest attack, <code>loss</code>, is not shown to find more "
+     "training records than random guessing</b>, which flags 5.0% of them (it finds 7.0%",
+     "not shown to find more members than random guessing, which flags 5% of them (TPR 0.070 [0.030, 0.120]): "
+     "the attacks separate members from non-members overall better than chance"),
+    (0.047, [0.023, 0.074], [0.45, 0.55], "Nor do the attacks separate members from non-members overall",
+     "; nor do the attacks separate members from non-members overall (the AUC interval includes 0.5)"),
+])
+def test_headline_claims_identification_only_when_the_tpr_beats_guessing(tpr, tpr_ci, auc_ci, html_says,
+                                                                          markdown_says):
+    from miaudit.report.html import _summary
+
+    metrics = _headline_metrics(tpr, tpr_ci, auc_ci)
+    assert html_says in _summary(metrics)
+    assert markdown_says in render_report(metrics)

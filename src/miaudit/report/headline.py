@@ -41,10 +41,11 @@ def epsilon_sentence(entry: AttackEntry | None, *, name: Callable[[str], str] = 
 
 
 def tpr_degenerate(entry: Mapping[str, Any], key: str) -> bool:
-    """True when the TPR at ``key`` shows no member identified with confidence (its lower bound is 0)."""
+    """True when the TPR at FPR ``key`` is not shown to beat random guessing, which flags that share of the
+    members too: its point value, or its lower confidence bound when one is stored, is at most the FPR."""
     ci = (entry.get("tpr_at_fpr_ci") or {}).get(key)
     value = (entry.get("tpr_at_fpr") or {}).get(key)
-    return value is not None and (value == 0 or (ci is not None and ci[0] <= 0))
+    return value is not None and (value <= float(key) or (ci is not None and ci[0] <= float(key)))
 
 
 def baseline_sentence(run: RunResult) -> str | None:

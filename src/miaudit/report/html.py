@@ -95,7 +95,7 @@ def _warnings(metrics: dict[str, Any]) -> str:
 
 def _summary(metrics: dict[str, Any]) -> str:
     """The headline: the strongest attack's TPR at the lowest evaluated FPR the non-member count supports
-    (led by the AUC when that figure identifies no member with confidence)."""
+    (led by the AUC when that figure is not shown to beat random guessing)."""
     lines = []
     attacks = [a for a in model_attacks(metrics) if not entries_of([a])[0].oracle]
     if not attacks:
@@ -119,13 +119,14 @@ def _summary(metrics: dict[str, Any]) -> str:
             conf = by_auc.get("confidence_level", 0.95)
             better = by_auc["auc_ci"][0] > 0.5
             lines.append(
-                f"<p>{'' if supported else 'Indicative only: '}<b>At a {pct(fpr)} false alarm rate no attack "
-                f"identifies {_records(metrics)} with confidence</b> (best: {pct(tpr)}"
+                f"<p>{'' if supported else 'Indicative only: '}<b>At a {pct(fpr)} false alarm rate the strongest "
+                f"attack, <code>{esc(best['name'])}</code>, is not shown to find more {_records(metrics)} than random "
+                f"guessing</b>, which flags {pct(fpr)} of them (it finds {pct(tpr)}"
                 + (f", {conf:.0%} CI {pct(ci[0])} to {pct(ci[1])}" if ci else "") + "). "
                 + (f"Overall the attacks do tell members from non-members better than chance: "
                    f"<code>{esc(by_auc['name'])}</code> reaches AUC {with_ci(by_auc['auc'], by_auc['auc_ci'])}."
-                   if better else "Nor do they separate members from non-members overall (the AUC interval "
-                                  "includes 0.5).") + "</p>")
+                   if better else "Nor do the attacks separate members from non-members overall (the AUC "
+                                  "interval includes 0.5).") + "</p>")
         else:
             lines.append(
                 f"<p>{'' if supported else 'Indicative only: '}"

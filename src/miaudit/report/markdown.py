@@ -284,10 +284,13 @@ def _headline(run: RunResult, best: dict[str, Any], fpr_keys: list[str]) -> str:
     else:
         tpr = _with_ci(best["tpr_at_fpr"].get(key), best.get("tpr_at_fpr_ci", {}).get(key))
         if supported and tpr_degenerate(best, key):
-            headline += (f". At {_fpr_label(key)} FPR it identifies no member with confidence (TPR {tpr}): the "
-                         "attacks separate members from non-members overall"
-                         + (" better than chance" if best.get("auc_ci") and best["auc_ci"][0] > 0.5 else "")
-                         + ", not at a low false positive rate.")
+            better = bool(best.get("auc_ci")) and best["auc_ci"][0] > 0.5
+            headline += (f". At {_fpr_label(key)} FPR it is not shown to find more members than random guessing, "
+                         f"which flags {_fpr_label(key)} of them (TPR {tpr})"
+                         + (": the attacks separate members from non-members overall better than chance, not at a "
+                            "low false positive rate." if better else
+                            "; nor do the attacks separate members from non-members overall (the AUC interval "
+                            "includes 0.5)."))
         elif supported:
             headline += (f" and TPR {tpr} at {_fpr_label(key)} FPR (the lowest evaluated FPR that {n_non} "
                          f"non-members support, with at least {MIN_FALSE_POSITIVES} expected false positives).")
