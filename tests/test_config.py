@@ -64,3 +64,15 @@ def test_typos_in_names_get_a_suggestion(make, message):
     with pytest.raises(MiauditError) as info:
         make()
     assert message in str(info.value)
+
+
+def test_paths_from_python_callers_are_accepted_as_strings():
+    from pathlib import Path
+
+    from miaudit.utils.user_module import checked_torch_module_spec
+
+    assert from_dict(Outer, {"name": Path("runs") / "x"}).name == str(Path("runs") / "x")
+    spec = checked_torch_module_spec({"path": Path("w.pt"), "class": "pkg.mod:Net"}, "config.target.torch_module")
+    assert spec == {"path": "w.pt", "class": "pkg.mod:Net"}
+    with pytest.raises(ConfigError, match="expected a string, got 3"):
+        from_dict(Outer, {"name": 3})

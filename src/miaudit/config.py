@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import os
 import types
 from collections.abc import Sequence
 from pathlib import Path
@@ -190,6 +191,8 @@ def convert(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
     if tp is str:
+        if isinstance(value, os.PathLike):  # a path from a Python caller (pathlib.Path) for a path field
+            return os.fspath(value)
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value

@@ -17,7 +17,7 @@ from miaudit.errors import ConfigError
 from miaudit.evaluation.blind_baseline import BaselineSettings
 from miaudit.runs.config import AttackSpec, DatasetConfig, EvaluationConfig, check_attack_specs
 from miaudit.utils.trusted_code import check_callable_spec
-from miaudit.utils.user_module import check_torch_module_spec
+from miaudit.utils.user_module import checked_torch_module_spec
 
 
 @dataclass
@@ -97,7 +97,7 @@ class TargetConfig:
         if len(given) > 1:
             raise ConfigError(f"config.target: give one of {', '.join(SOURCES)}, not {' and '.join(given)}")
         if self.torch_module is not None:
-            check_torch_module_spec(self.torch_module, "config.target.torch_module")
+            self.torch_module = checked_torch_module_spec(self.torch_module, "config.target.torch_module")
             check_callable_spec(self.torch_module["class"], trust_code=self.trust_code,
                                 where="config.target.torch_module.class", trust_key="config.target.trust_code")
         if self.hf_classifier is not None:

@@ -21,7 +21,7 @@ from miaudit.encoder.target import EncoderTarget
 from miaudit.errors import DataError
 from miaudit.utils.fingerprint import module_fingerprint
 from miaudit.utils.trusted_code import check_callable_spec
-from miaudit.utils.user_module import check_torch_module_spec, load_user_module
+from miaudit.utils.user_module import checked_torch_module_spec, load_user_module
 
 _WHERE = "config.target.torch_module"
 
@@ -37,7 +37,7 @@ class EncoderTargetConfig:
     trust_code: bool = False
 
     def __post_init__(self) -> None:
-        check_torch_module_spec(self.torch_module, _WHERE)
+        self.torch_module = checked_torch_module_spec(self.torch_module, _WHERE)
         check_callable_spec(self.torch_module["class"], trust_code=self.trust_code, where=f"{_WHERE}.class",
                             trust_key="config.target.trust_code")
 

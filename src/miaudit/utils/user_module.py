@@ -10,6 +10,7 @@ load it here.
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
 from collections.abc import Mapping
@@ -36,10 +37,13 @@ def _few(items: list[str], k: int = 3) -> str:
     return ", ".join(items[:k]) + (f" (+{len(items) - k} more)" if len(items) > k else "")
 
 
-def check_torch_module_spec(spec: Any, where: str) -> None:
-    """The spec's keys and types, checked without importing anything (when the config is parsed)."""
+def checked_torch_module_spec(spec: Any, where: str) -> dict[str, Any]:
+    """The spec with its keys and types checked without importing anything (when the config is parsed); a
+    ``path`` given as a ``pathlib.Path`` (from Python) comes back as a string."""
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: expected a mapping with path, class and kwargs, got {spec!r}")
+    if isinstance(spec.get("path"), os.PathLike):
+        spec = {**spec, "path": os.fspath(spec["path"])}
     unknown = sorted(set(spec) - set(TORCH_MODULE_KEYS))
     if unknown:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed keys are {', '.join(TORCH_MODULE_KEYS)}")
@@ -52,6 +56,7 @@ def check_torch_module_spec(spec: Any, where: str) -> None:
                           "a colon, the class name)")
     if not isinstance(spec.get("kwargs", {}), dict):
         raise ConfigError(f"{where}.kwargs: expected a mapping of constructor arguments, got {spec['kwargs']!r}")
+    return spec
 
 
 def _import_class(spec: str, where: str) -> type[nn.Module]:
@@ -86,7 +91,7 @@ def _read_state_dict(path: Path, where: str) -> dict[str, torch.Tensor]:
 def load_user_module(spec: dict[str, Any], where: str) -> nn.Module:
     """Build the user's class with ``kwargs`` and load its state dict strictly; the module is in eval mode.
 
-    The config was checked with :func:`check_torch_module_spec` and its ``trust_code`` when it was parsed."""
+    The config was checked with :func:`checked_torch_module_spec` and its ``trust_code`` when it was parsed."""
     path = Path(spec["path"])
     state = _read_state_dict(path, where)
     cls = _import_class(spec["class"], where)
@@ -109,4 +114,4 @@ def load_user_module(spec: dict[str, Any], where: str) -> nn.Module:
     return model.eval()
 
 
-__all__ = ["TORCH_MODULE_KEYS", "check_torch_module_spec", "load_user_module", "one_line"]
+__all__ = ["TORCH_MODULE_KEYS", "checked_torch_module_spec", "load_user_module", "one_line"]
