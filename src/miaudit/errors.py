@@ -38,6 +38,12 @@ class Terminated(BaseException):
     """
 
 
+def one_line(exc: BaseException) -> str:
+    """``"TypeError: first line of the message"`` for an exception raised by code miaudit ran (the user's)."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
 def did_you_mean(value: object, choices: Iterable[str]) -> str:
     """``" (did you mean 'loss'?)"`` when a choice is spelled like ``value`` (a typo), else ``""``."""
     close = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.75)

@@ -35,7 +35,7 @@ from torch import nn
 from miaudit.classifier.targets import SklearnTarget, TorchClassifierTarget
 from miaudit.classifier.training import TrainConfig, build_model_from_config, predict_logits, train_classifier
 from miaudit.data import ArrayDataset
-from miaudit.errors import ConfigError, DataError, MiauditError
+from miaudit.errors import ConfigError, DataError, MiauditError, one_line
 from miaudit.utils.fingerprint import fingerprint
 from miaudit.utils.trusted_code import import_trusted_callable
 
@@ -56,11 +56,6 @@ def fit(model_factory, data, seed, device):
     Returns the trained torch.nn.Module, mapping inputs (B, ...) to logits (B, K).
     '''
 """
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
 
 # -- scikit-learn-compatible estimators ------------------------------------------------------------
@@ -136,7 +131,7 @@ class EstimatorFamily:
         except MiauditError:
             raise
         except Exception as exc:  # the estimator may raise anything
-            raise DataError(f"fitting a clone of {self.name} on {len(data)} examples failed ({_one_line(exc)})") \
+            raise DataError(f"fitting a clone of {self.name} on {len(data)} examples failed ({one_line(exc)})") \
                 from None
         return SklearnTarget(RefittedEstimator(estimator, classes), output="probabilities", n_classes=self.n_classes)
 
@@ -176,7 +171,7 @@ class ModelFactory:
                 return cls(**self.kwargs)
             except Exception as exc:  # the user's constructor may raise anything
                 raise ConfigError(f"config.target.torch_module.kwargs: {self.class_spec}(**kwargs) failed "
-                                  f"({_one_line(exc)}); fix the constructor arguments") from None
+                                  f"({one_line(exc)}); fix the constructor arguments") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,7 +226,7 @@ class TorchFamily:
             raise
         except Exception as exc:  # the user's training code may raise anything
             raise DataError(f"config.training.function: {self.function} failed on {len(data)} examples "
-                            f"({_one_line(exc)})") from None
+                            f"({one_line(exc)})") from None
         if not isinstance(model, nn.Module):
             raise ConfigError(f"config.training.function: {self.function} returned {type(model).__name__}; it must "
                               "return the trained torch.nn.Module")

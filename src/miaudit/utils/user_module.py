@@ -20,17 +20,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from miaudit.errors import ConfigError, DataError
+from miaudit.errors import ConfigError, DataError, one_line
 from miaudit.utils.trusted_code import import_trusted_callable
 
 TORCH_MODULE_KEYS = ("path", "class", "kwargs")
 _CLASS_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
-
-
-def one_line(exc: BaseException) -> str:
-    """``"TypeError: first line of the message"`` for an exception the user's code raised."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
 
 def _few(items: list[str], k: int = 3) -> str:
@@ -114,4 +108,4 @@ def load_user_module(spec: dict[str, Any], where: str) -> nn.Module:
     return model.eval()
 
 
-__all__ = ["TORCH_MODULE_KEYS", "checked_torch_module_spec", "load_user_module", "one_line"]
+__all__ = ["TORCH_MODULE_KEYS", "checked_torch_module_spec", "load_user_module"]

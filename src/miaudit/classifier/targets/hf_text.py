@@ -27,7 +27,7 @@ from torch import nn
 
 from miaudit.classifier.targets.torch_module import TorchClassifierTarget
 from miaudit.data.datasets import ArrayDataset, read_text
-from miaudit.errors import ConfigError, DataError
+from miaudit.errors import ConfigError, DataError, one_line
 
 #: float32 represents every integer below this exactly
 EXACT_FLOAT32 = 2**24
@@ -40,11 +40,6 @@ def _require_transformers() -> Any:
     except ImportError:
         raise ConfigError("Hugging Face text classifiers need transformers: pip install 'miaudit[llm]'") from None
     return transformers
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
 
 class HFTextClassifier(nn.Module):
@@ -63,7 +58,7 @@ class HFTextClassifier(nn.Module):
             self.model = transformers.AutoModelForSequenceClassification.from_pretrained(
                 source, trust_remote_code=False, **options)
         except Exception as exc:  # transformers raises OSError, ValueError... for missing or odd checkpoints
-            raise DataError(f"cannot load a sequence classifier from {source!r} ({_one_line(exc)}); give a folder "
+            raise DataError(f"cannot load a sequence classifier from {source!r} ({one_line(exc)}); give a folder "
                             "saved with save_pretrained or a hub id") from None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -76,7 +71,7 @@ def load_tokenizer(source: str) -> Any:
     try:
         return transformers.AutoTokenizer.from_pretrained(source, trust_remote_code=False)
     except Exception as exc:  # as above
-        raise DataError(f"cannot load the tokenizer of {source!r} ({_one_line(exc)}); save it beside the model "
+        raise DataError(f"cannot load the tokenizer of {source!r} ({one_line(exc)}); save it beside the model "
                         "(tokenizer.save_pretrained)") from None
 
 
@@ -158,7 +153,7 @@ class HFTextSource:
         try:
             config = _require_transformers().AutoConfig.from_pretrained(self.path, trust_remote_code=False)
         except Exception as exc:  # as above
-            raise DataError(f"cannot read the model config of {self.path!r} ({_one_line(exc)})") from None
+            raise DataError(f"cannot read the model config of {self.path!r} ({one_line(exc)})") from None
         self.n_classes = int(config.num_labels)
         self.label2id = {str(k): int(v) for k, v in (config.label2id or {}).items()}
 

@@ -21,9 +21,9 @@ from miaudit.classifier.targets.sklearn import SklearnTarget
 from miaudit.classifier.targets.torch_module import TorchClassifierTarget
 from miaudit.data import ArrayDataset
 from miaudit.data.datasets import read_npz
-from miaudit.errors import DataError, MiauditError
+from miaudit.errors import DataError, MiauditError, one_line
 from miaudit.utils.trusted_code import import_trusted_callable
-from miaudit.utils.user_module import load_user_module, one_line
+from miaudit.utils.user_module import load_user_module
 
 
 def load_torch_module(spec: dict[str, Any]) -> TorchClassifierTarget:
