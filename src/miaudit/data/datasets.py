@@ -214,6 +214,28 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
 
 
 # -- user files -------------------------------------------------------------------------------
+def read_user_arrays(path_str: str | Path, where: str, required: tuple[str, ...], holds: str
+                     ) -> tuple[Path, dict[str, np.ndarray]]:
+    """``(path, arrays)`` of the user's ``.npz`` that config key ``where`` names, with the ``required`` arrays
+    present and a numeric ``x``; ``holds`` says what the file should hold (e.g. "x (n, ...) and y (n,)")."""
+    path = Path(path_str)
+    if not path.is_file():
+        raise DataError(f"{where}: {path} does not exist; give an .npz with {holds}")
+    arrays = read_npz(path)
+    missing = [k for k in required if k not in arrays]
+    if missing:
+        raise DataError(f"{where}: {path} has no {missing[0]!r} array (keys: {', '.join(arrays) or 'none'}); save "
+                        f"it with numpy.savez(path, {', '.join(f'{k}=...' for k in required)})")
+    if "x" in arrays and not np.issubdtype(arrays["x"].dtype, np.number) and arrays["x"].dtype != bool:
+        raise DataError(f"{where}: x in {path} has dtype {arrays['x'].dtype}; x must be numeric")
+    return path, arrays
+
+
+def user_row_ids(arrays: dict[str, np.ndarray], n: int, role: str) -> np.ndarray:
+    """The file's ``ids`` as strings, or ``"<role>/<row>"`` for a file without them."""
+    return arrays["ids"].astype(str) if "ids" in arrays else np.array([f"{role}/{i}" for i in range(n)])
+
+
 def load_npz(path: str | Path, *, x_key: str = "x", y_key: str = "y", n_classes: int | None = None,
              group_key: str = "groups") -> ArrayDataset:
     """A user ``.npz`` with features ``x`` ``(n, ...)`` and integer labels ``y`` ``(n,)``, used as stored;

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from miaudit.data.datasets import read_npz
+from miaudit.data.datasets import read_user_arrays, user_row_ids
 from miaudit.encoder.target import EncoderTarget
 from miaudit.errors import DataError
 from miaudit.utils.fingerprint import module_fingerprint
@@ -60,22 +60,14 @@ class AuditedEncoder:
 
 def _read_images(path_str: str, key: str, image_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """``(x, ids)`` of ``target.<key>``: finite numeric images shaped like the dataset's."""
-    path = Path(path_str)
-    if not path.is_file():
-        raise DataError(f"config.target.{key}: {path} does not exist; give an .npz with x (n, C, H, W) images")
-    arrays = read_npz(path)
-    if "x" not in arrays:
-        raise DataError(f"config.target.{key}: {path} has no 'x' array (keys: {', '.join(arrays) or 'none'}); save "
-                        "it with numpy.savez(path, x=images)")
+    path, arrays = read_user_arrays(path_str, f"config.target.{key}", ("x",), "x (n, C, H, W) images")
     x = arrays["x"]
-    if not np.issubdtype(x.dtype, np.number):
-        raise DataError(f"config.target.{key}: x in {path} has dtype {x.dtype}; images must be numeric")
     if x.ndim != 4 or x.shape[1:] != tuple(image_shape) or len(x) == 0:
         raise DataError(f"config.target.{key}: x in {path} has shape {x.shape}, but the audit needs images "
                         f"(n, {', '.join(map(str, image_shape))}) like the dataset's, the shadow encoder's data")
     if not np.isfinite(x).all():
         raise DataError(f"config.target.{key}: x in {path} holds NaN or inf; clean the images first")
-    ids = arrays["ids"].astype(str) if "ids" in arrays else np.array([f"{key}/{i}" for i in range(len(x))])
+    ids = user_row_ids(arrays, len(x), key)
     if ids.shape != (len(x),):
         raise DataError(f"config.target.{key}: ids in {path} have shape {ids.shape}, expected ({len(x)},)")
     return x.astype(np.float32), ids

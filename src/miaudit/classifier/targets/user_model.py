@@ -20,7 +20,7 @@ from miaudit.classifier.targets.blackbox import BlackBoxTarget
 from miaudit.classifier.targets.sklearn import SklearnTarget
 from miaudit.classifier.targets.torch_module import TorchClassifierTarget
 from miaudit.data import ArrayDataset
-from miaudit.data.datasets import read_npz
+from miaudit.data.datasets import read_user_arrays, user_row_ids
 from miaudit.errors import DataError, MiauditError, one_line
 from miaudit.utils.trusted_code import import_trusted_callable
 from miaudit.utils.user_module import load_user_module
@@ -78,18 +78,8 @@ def load_sklearn(path_str: str) -> Any:
 def read_examples(path_str: str, key: str, role: str) -> ArrayDataset:
     """``x`` ``(n, ...)``, ``y`` ``(n,)``, optional ``ids`` (default ``"<role>/<row>"``) and ``groups`` of
     ``target.<key>``."""
-    path = Path(path_str)
-    if not path.is_file():
-        raise DataError(f"config.target.{key}: {path} does not exist; give an .npz with x (n, ...) and y (n,)")
-    arrays = read_npz(path)
-    missing = [k for k in ("x", "y") if k not in arrays]
-    if missing:
-        raise DataError(f"config.target.{key}: {path} has no {missing[0]!r} array (keys: "
-                        f"{', '.join(arrays) or 'none'}); save it with numpy.savez(path, x=..., y=...)")
-    if not np.issubdtype(arrays["x"].dtype, np.number) and arrays["x"].dtype != bool:
-        raise DataError(f"config.target.{key}: x in {path} has dtype {arrays['x'].dtype}; features must be numeric")
-    n = len(arrays["y"])
-    ids = arrays["ids"].astype(str) if "ids" in arrays else np.array([f"{role}/{i}" for i in range(n)])
+    path, arrays = read_user_arrays(path_str, f"config.target.{key}", ("x", "y"), "x (n, ...) and y (n,)")
+    ids = user_row_ids(arrays, len(arrays["y"]), role)
     return ArrayDataset(arrays["x"], arrays["y"], name=f"{path.name}", ids=ids, groups=arrays.get("groups"))
 
 
