@@ -84,6 +84,19 @@ def test_risk_thresholds_are_configurable_and_checked():
         RiskThresholds(medium_tpr_ratio=20, high_tpr_ratio=10)
 
 
+def test_a_tpr_lower_bound_at_the_fpr_is_not_a_reason():
+    """A lower bound equal to the FPR is what random guessing achieves: no "identifies" reason (a real run: an HF
+    text classifier's RMIA had TPR@5% interval [0.05, 0.177] and the verdict said "1.0 times the FPR")."""
+    metrics = _verdict_metrics(0.25)
+    entry = metrics["attacks"][0]
+    entry["tpr_at_fpr_ci"] = {key: [float(key), max(hi, float(key))] for key, (_, hi) in entry["tpr_at_fpr_ci"].items()}
+    verdict = risk_verdict(metrics)
+    assert not any("identifies" in reason for reason in verdict["reasons"])
+    entry["tpr_at_fpr_ci"]["0.05"][0] = 0.06
+    assert any("identifies at least 6.0% of the members at a 5.0% false positive rate" in reason
+               for reason in risk_verdict(metrics)["reasons"])
+
+
 def test_a_confounded_benchmark_is_inconclusive():
     metrics = _llm_like_metrics()
     metrics["blind_baseline"] = {**evaluate(np.r_[np.ones(50), np.zeros(50)].astype(int), np.r_[np.ones(50),

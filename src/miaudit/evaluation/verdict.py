@@ -114,7 +114,7 @@ def risk_verdict(metrics: Mapping[str, Any], thresholds: RiskThresholds | None =
     eps = eps_entry.empirical_epsilon if eps_entry is not None and eps_entry.empirical_epsilon else 0.0
     auc_entry = strongest(run.attacks, "auc", value=lambda e: e.auc_ci[0] if e.auc_ci else None)
     level = "none demonstrated"
-    if ratio is not None and ratio[0] >= 1.0:
+    if ratio is not None and ratio[0] > 1.0:  # a lower bound at the FPR is what guessing achieves
         r, entry, key = ratio
         reasons.append(f"{entry.name} identifies at least {_pct(r * float(key))} of the members at a "
                        f"{_pct(float(key))} false positive rate ({confidence:.0%} lower bound; {r:.1f} times the FPR)")
