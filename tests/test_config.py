@@ -4,7 +4,7 @@ from typing import Literal
 import pytest
 
 from miaudit.attacks import create_attack
-from miaudit.config import from_dict, load_yaml, to_dict
+from miaudit.config import convert, from_dict, load_yaml, to_dict
 from miaudit.defenses.registry import create_defense
 from miaudit.errors import ConfigError, MiauditError
 
@@ -76,3 +76,18 @@ def test_paths_from_python_callers_are_accepted_as_strings():
     assert spec == {"path": "w.pt", "class": "pkg.mod:Net"}
     with pytest.raises(ConfigError, match="expected a string, got 3"):
         from_dict(Outer, {"name": 3})
+
+
+def test_attacks_and_defenses_may_be_given_by_name_alone():
+    from miaudit.defenses.compare import DefenseSpec
+    from miaudit.runs import parse_config
+    from miaudit.runs.config import AttackSpec
+
+    base = {"dataset": {"source": "digits"}, "split": {"n_members": 50, "n_nonmembers": 50}}
+    config = parse_config(base | {"attacks": ["loss", {"name": "lira", "label": "l"}]})
+    assert [(a.name, a.params, a.key) for a in config.attacks] == [("loss", {}, "loss"), ("lira", {}, "l")]
+    assert convert(["none"], list[DefenseSpec], "config.defenses")[0].key == "none"
+    assert convert("loss", AttackSpec, "x").name == "loss"
+    with pytest.raises(ConfigError, match=r"config.attacks\[0\]: expected a mapping of keys to values, got 3"):
+        parse_config(base | {"attacks": [3]})
+

@@ -143,7 +143,9 @@ def type_name(tp: Any) -> str:
 def convert(value: Any, tp: Any, where: str) -> Any:
     """``value`` checked against type ``tp`` strictly (a string is not a number or a boolean; an int is
     accepted for a float), converted where the type asks (float, tuple, dataclass); a :class:`ConfigError`
-    that starts with ``where`` otherwise. A ``Sequence[...]`` keeps the list or tuple it was given."""
+    that starts with ``where`` otherwise. A ``Sequence[...]`` keeps the list or tuple it was given. A
+    dataclass with a ``NAME_SHORTHAND`` field name takes a bare string as that field (``- loss`` in a list
+    of attacks reads as ``- {name: loss}``)."""
     origin = get_origin(tp)
     if tp is Any:
         return value
@@ -177,6 +179,9 @@ def convert(value: Any, tp: Any, where: str) -> Any:
         key_type, value_type = get_args(tp) or (Any, Any)
         return {convert(k, key_type, where): convert(v, value_type, f"{where}.{k}") for k, v in value.items()}
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        shorthand = getattr(tp, "NAME_SHORTHAND", None)
+        if shorthand is not None and isinstance(value, str):
+            value = {shorthand: value}
         return from_dict(tp, value, where)
     if tp is bool:
         if not isinstance(value, bool):

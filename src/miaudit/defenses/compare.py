@@ -23,7 +23,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import yaml
@@ -74,8 +74,11 @@ class DefenseSpec:
     ``name: none`` is the undefended model. ``label`` names the row (default: the name, or the
     composed names joined by ``+``). ``training`` overrides keys of the top-level recipe for this
     defense's target, shadow and reference models (e.g. ``{lr: 0.005}`` for DP-SGD); the
-    architecture stays the same.
+    architecture stays the same. In a config a bare name stands for ``{name: ...}`` (``defenses: [none,
+    label_smoothing]``).
     """
+
+    NAME_SHORTHAND: ClassVar[str] = "name"
 
     name: str | None = None
     params: dict[str, Any] = field(default_factory=dict)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from miaudit.errors import ConfigError
 from miaudit.evaluation import DEFAULT_FPRS
@@ -35,8 +35,11 @@ class DatasetConfig:
 class AttackSpec:
     """One attack to run: registry ``name``, constructor ``params``, and a ``label`` that is unique in the run.
 
-    ``label`` defaults to ``name``; give one when the same attack runs twice with different params.
+    ``label`` defaults to ``name``; give one when the same attack runs twice with different params. In a
+    config a bare name stands for ``{name: ...}`` (``attacks: [loss, lira]``).
     """
+
+    NAME_SHORTHAND: ClassVar[str] = "name"
 
     name: str
     params: dict[str, Any] = field(default_factory=dict)
