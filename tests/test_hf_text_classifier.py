@@ -122,11 +122,19 @@ def test_reference_models_start_from_the_base_checkpoint_not_the_target(bert):
     assert not torch.equal(fresh.model.state_dict()[weight], target.state_dict()[weight])
 
 
-def test_csv_and_jsonl_files_give_the_same_examples(bert):
+def test_csv_jsonl_and_parquet_files_give_the_same_examples(bert, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [json.loads(line) for line in (bert / "nonmembers.jsonl").read_text().splitlines()]
+    pq.write_table(pa.table({"text": [r["text"] for r in rows], "label": [r["label"] for r in rows]}),
+                   tmp_path / "nonmembers.parquet")
     source = HFTextSource({"path": str(bert / "target"), "max_length": 12})
     from_csv, from_jsonl = source.examples(bert / "nonmembers.csv"), source.examples(bert / "nonmembers.jsonl")
-    np.testing.assert_array_equal(from_csv.x, from_jsonl.x)
-    np.testing.assert_array_equal(from_csv.y, from_jsonl.y)
+    from_parquet = source.examples(tmp_path / "nonmembers.parquet")
+    for other in (from_jsonl, from_parquet):
+        np.testing.assert_array_equal(from_csv.x, other.x)
+        np.testing.assert_array_equal(from_csv.y, other.y)
 
 
 def test_hf_text_classifier_config_errors(bert, tmp_path):
@@ -143,3 +151,72 @@ def test_hf_text_classifier_config_errors(bert, tmp_path):
                                                                                   "shadow": {"n_models": 0}}
     with pytest.raises(DataError, match="cannot load the tokenizer"):
         run_audit(parse_config(missing | {"attacks": [{"name": "loss"}]}), tmp_path / "c", progress=False)
+
+
+# -- a decoder classifier (Llama), whose head reads the last token that is not padding ----------------
+
+def _word_tokenizer(folder):
+    """A word-level fast tokenizer over WORDS with an end-of-text token and, like Llama's, no padding token."""
+    tokenizers = pytest.importorskip("tokenizers")
+    vocab = {word: i for i, word in enumerate(["<unk>", "</s>", *WORDS])}
+    model = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
+    model.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=model, unk_token="<unk>", eos_token="</s>")
+    assert tokenizer.pad_token is None
+    return tokenizer
+
+
+@pytest.fixture(scope="module")
+def llama(bert, tmp_path_factory):
+    """A 1-layer Llama classifier base without a padding id, and its fine-tuned copy padded with the end token."""
+    folder = tmp_path_factory.mktemp("llama")
+    tokenizer = _word_tokenizer(folder)
+    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
+                                      num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                                      max_position_embeddings=32, num_labels=2, pad_token_id=None,
+                                      id2label={0: "neg", 1: "pos"}, label2id={"neg": 0, "pos": 1})
+    torch.manual_seed(0)
+    transformers.LlamaForSequenceClassification(config).save_pretrained(folder / "base")
+    tokenizer.save_pretrained(folder / "base")
+    tokenizer.pad_token = tokenizer.eos_token  # what a user fine-tuning Llama does
+    members = text_examples(bert / "members.jsonl", tokenizer, max_length=12, label2id=config.label2id, n_classes=2)
+    model = HFTextClassifier(str(folder / "base"), pad_token_id=tokenizer.pad_token_id)
+    train_classifier(model, members, TrainConfig(seed=1, epochs=10, batch_size=16, lr=0.003), progress=False)
+    model.model.save_pretrained(folder / "target")
+    tokenizer.save_pretrained(folder / "target")
+    return folder
+
+
+def _llama_config(bert, llama):
+    config = _config(bert)
+    config["target"]["hf_classifier"] |= {"path": str(llama / "target"), "base": str(llama / "base")}
+    return config | {"training": {"epochs": 2, "batch_size": 16, "lr": 0.003}, "shadow": {"n_models": 0},
+                     "attacks": ["loss", {"name": "rmia", "params": {"online": True}}]}
+
+
+def test_a_decoder_classifier_is_audited_with_reference_models_padded_like_the_target(bert, llama, tmp_path):
+    """The base checkpoint has no pad_token_id (Llama's head cannot batch texts of different lengths without one):
+    the reference models get the target's, so fine-tuning them works and pads as the target does."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = run_audit(parse_config(_llama_config(bert, llama)), tmp_path / "run", progress=False)
+    assert result["reference"]["fidelity"]["reference"]["train_accuracy"] > 0.5
+    assert {a["name"] for a in result["attacks"]} == {"loss", "rmia"}
+    eos = load_tokenizer(str(llama / "target")).eos_token_id
+    factory = ModelFactory((2, 12), 2, TrainConfig(**RECIPE), "miaudit.classifier.targets.hf_text:HFTextClassifier",
+                           {"source": str(llama / "base"), "n_labels": 2, "pad_token_id": eos})
+    assert TorchFamily(factory).factory.build(seed=0).model.config.pad_token_id == eos
+
+
+def test_a_classifier_without_any_padding_token_is_a_clear_error(llama, tmp_path):
+    folder = tmp_path / "unpadded"
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(llama / "target")
+    model.config.pad_token_id = None
+    model.save_pretrained(folder)
+    _word_tokenizer(folder).save_pretrained(folder)
+    with pytest.raises(DataError, match="defines no padding token .* tokenizer.pad_token = tokenizer.eos_token"):
+        HFTextSource({"path": str(folder)})
+    model.config.pad_token_id = 1  # the config names it: the tokenizer pads with it
+    model.save_pretrained(folder)
+    source = HFTextSource({"path": str(folder), "max_length": 12})
+    assert source.pad_token_id == 1 and source.tokenizer.pad_token == "</s>"

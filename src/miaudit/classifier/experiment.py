@@ -42,7 +42,7 @@ from miaudit.classifier.reference.views import query_views
 from miaudit.classifier.signals.shadow import ShadowSignals
 from miaudit.classifier.sources import AuditedTarget, precomputed_target, user_model_target
 from miaudit.classifier.targets import SklearnTarget, TorchClassifierTarget
-from miaudit.classifier.targets.hf_text import HFTextSource
+from miaudit.classifier.targets.hf_text import HFTextClassifier, HFTextSource
 from miaudit.classifier.targets.user_model import run_model
 from miaudit.classifier.training import TrainConfig, TrainingPlugin, build_model_from_config
 from miaudit.classifier.training.measured import train_isolated, train_measured, train_model
@@ -380,8 +380,11 @@ class ClassifierExperiment:
                                       "hub id)")
                 return None
             n_classes = loaded.outputs.n_classes
+            assert isinstance(loaded.model, TorchClassifierTarget) and isinstance(loaded.model.model, HFTextClassifier)
+            pad_id = loaded.model.model.pad_token_id  # what the target's inputs are padded with
             return TorchFamily(ModelFactory(loaded.examples.input_shape, n_classes, recipe, HF_CLASS,
-                                            {"source": base, "n_labels": n_classes}, label=f"{base} fine-tuned"),
+                                            {"source": base, "n_labels": n_classes, "pad_token_id": pad_id},
+                                            label=f"{base} fine-tuned"),
                                training.function)
         if source == "torch_module":
             assert loaded is not None and loaded.examples is not None and self.target_config.torch_module is not None

@@ -9,15 +9,14 @@ model, and reference / shadow models are fine-tuned from the checkpoint the targ
 from (``base``) with the audit's recipe (:class:`miaudit.classifier.families.TorchFamily`).
 
 Checkpoints come from a local folder or a hub id (``from_pretrained``; never with remote code).
-Texts come from CSV / TSV / JSONL files with a text column and a label column (class indices, or
-names the model's ``config.label2id`` knows).
+Texts come from tables (:func:`miaudit.data.rows.read_rows`: JSONL, JSON, CSV, TSV, Parquet) with a text column
+and a label column (class indices, or names the model's ``config.label2id`` knows). Inputs are padded with the
+tokenizer's padding token, and every model (target, reference, shadow) gets its id as ``config.pad_token_id``:
+decoder classifiers (Llama, GPT-2) read the logits at the last token that is not padding.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +25,15 @@ import torch
 from torch import nn
 
 from miaudit.classifier.targets.torch_module import TorchClassifierTarget
-from miaudit.data.datasets import ArrayDataset, read_text
+from miaudit.data.datasets import ArrayDataset
+from miaudit.data.rows import read_rows
 from miaudit.errors import ConfigError, DataError, one_line
 
 #: float32 represents every integer below this exactly
 EXACT_FLOAT32 = 2**24
 HF_KEYS = ("path", "base", "max_length", "text_column", "label_column")
+#: checkpoints loaded in this process (reference and shadow models load the same base many times)
+_REPORTED: set[str] = set()
 
 
 def _require_transformers() -> Any:
@@ -47,23 +49,56 @@ class HFTextClassifier(nn.Module):
 
     Built from ``source`` (a local folder or hub id) with ``n_labels`` outputs; a head the checkpoint
     lacks (a base model fine-tuned here) is initialised from torch's RNG, which
-    :class:`~miaudit.classifier.families.ModelFactory` seeds per model.
+    :class:`~miaudit.classifier.families.ModelFactory` seeds per model. ``pad_token_id`` (the id the inputs
+    are padded with) is set in the model's config when the checkpoint has none: a decoder's classification
+    head cannot find each text's last token in a batch without it.
     """
 
-    def __init__(self, source: str, n_labels: int | None = None):
+    def __init__(self, source: str, n_labels: int | None = None, pad_token_id: int | None = None):
         super().__init__()
         transformers = _require_transformers()
         options: dict[str, Any] = {"num_labels": n_labels} if n_labels is not None else {}
+        verbosity, bars = transformers.logging.get_verbosity(), transformers.logging.is_progress_bar_enabled()
+        if source in _REPORTED:  # transformers' load report ("score.weight MISSING": a new head) and bar once
+            transformers.logging.set_verbosity_error()
+            transformers.logging.disable_progress_bar()
         try:
             self.model = transformers.AutoModelForSequenceClassification.from_pretrained(
                 source, trust_remote_code=False, **options)
         except Exception as exc:  # transformers raises OSError, ValueError... for missing or odd checkpoints
             raise DataError(f"cannot load a sequence classifier from {source!r} ({one_line(exc)}); give a folder "
                             "saved with save_pretrained or a hub id") from None
+        finally:
+            transformers.logging.set_verbosity(verbosity)
+            if bars:
+                transformers.logging.enable_progress_bar()
+        _REPORTED.add(source)
+        if pad_token_id is not None and self.pad_token_id is None:
+            self.model.config.pad_token_id = pad_token_id
+
+    @property
+    def pad_token_id(self) -> int | None:
+        """The padding id the model's config names (``None``: none)."""
+        pad = getattr(self.model.config, "pad_token_id", None)
+        return None if pad is None else int(pad)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ids, mask = x[:, 0].long(), x[:, 1].long()  # (B, L) each
         return self.model(input_ids=ids, attention_mask=mask).logits  # (B, K)
+
+
+def padding_id(tokenizer: Any, config_pad_id: int | None, source: str) -> int:
+    """The id texts are padded with: the tokenizer's padding token, else the model config's ``pad_token_id``
+    (then made the tokenizer's padding token); a :class:`DataError` naming the fix when neither has one."""
+    if tokenizer.pad_token_id is not None:
+        return int(tokenizer.pad_token_id)
+    if config_pad_id is None:
+        raise DataError(f"{source!r} defines no padding token (its tokenizer has no pad_token and its config no "
+                        "pad_token_id), so texts of different lengths cannot share a batch; set one before "
+                        "save_pretrained, e.g. tokenizer.pad_token = tokenizer.eos_token and "
+                        "model.config.pad_token_id = tokenizer.pad_token_id (what your fine-tuning padded with)")
+    tokenizer.pad_token = tokenizer.convert_ids_to_tokens(int(config_pad_id))
+    return int(config_pad_id)
 
 
 def load_tokenizer(source: str) -> Any:
@@ -73,30 +108,6 @@ def load_tokenizer(source: str) -> Any:
     except Exception as exc:  # as above
         raise DataError(f"cannot load the tokenizer of {source!r} ({one_line(exc)}); save it beside the model "
                         "(tokenizer.save_pretrained)") from None
-
-
-def _rows(path: Path) -> list[dict[str, Any]]:
-    """The records of a JSONL / JSON lines file or a CSV / TSV file (with a header row)."""
-    if not path.is_file():
-        raise DataError(f"text file {path} does not exist; check the path")
-    text = read_text(path, "text file")
-    if path.suffix.lower() in (".jsonl", ".json"):
-        rows = []
-        for i, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                raise DataError(f"{path} line {i} is not JSON; write one object per line") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{path} line {i} is not a JSON object")
-            rows.append(record)
-        return rows
-    if path.suffix.lower() in (".csv", ".tsv"):
-        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-        return list(csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter))
-    raise DataError(f"{path}: texts are read from .jsonl / .csv / .tsv files")
 
 
 def _label_index(value: Any, label2id: dict[str, int], where: str) -> int:
@@ -117,9 +128,7 @@ def text_examples(path: str | Path, tokenizer: Any, *, max_length: int, text_col
     """The texts of ``path`` tokenised into ``x`` ``(n, 2, max_length)`` (ids, mask); labels ``(n,)``; ids
     ``"<role>:<row>"``."""
     path = Path(path)
-    rows = _rows(path)
-    if not rows:
-        raise DataError(f"{path} holds no texts")
+    rows = read_rows(path)
     for column in (text_column, label_column):
         if column not in rows[0]:
             raise DataError(f"{path} has no column {column!r} (columns: {', '.join(map(str, rows[0]))}); set "
@@ -156,10 +165,11 @@ class HFTextSource:
             raise DataError(f"cannot read the model config of {self.path!r} ({one_line(exc)})") from None
         self.n_classes = int(config.num_labels)
         self.label2id = {str(k): int(v) for k, v in (config.label2id or {}).items()}
+        self.pad_token_id = padding_id(self.tokenizer, getattr(config, "pad_token_id", None), self.path)
 
     def load(self) -> TorchClassifierTarget:
         """The fine-tuned classifier as a torch target (eval mode, CPU)."""
-        return TorchClassifierTarget(HFTextClassifier(self.path).eval())
+        return TorchClassifierTarget(HFTextClassifier(self.path, pad_token_id=self.pad_token_id).eval())
 
     def examples(self, path: str | Path, *, role: str = "") -> ArrayDataset:
         """The texts of ``path`` tokenised for this classifier (:func:`text_examples`)."""
@@ -184,4 +194,4 @@ def check_hf_spec(spec: dict[str, Any]) -> None:
 
 
 __all__ = ["EXACT_FLOAT32", "HF_KEYS", "HFTextClassifier", "HFTextSource", "check_hf_spec", "load_tokenizer",
-           "text_examples"]
+           "padding_id", "text_examples"]
