@@ -91,3 +91,21 @@ def test_attacks_and_defenses_may_be_given_by_name_alone():
     with pytest.raises(ConfigError, match=r"config.attacks\[0\]: expected a mapping of keys to values, got 3"):
         parse_config(base | {"attacks": [3]})
 
+
+def test_a_reference_pool_too_small_for_an_attack_is_refused_before_training(tmp_path):
+    """LiRA's per-example variances need 4 IN and 4 OUT models per example: 4 models (2 of each) fail in the config
+    check, not after the pool is trained."""
+    from miaudit.runs import parse_config, run_audit
+
+    config = {"dataset": {"source": "digits"}, "split": {"n_members": 50, "n_nonmembers": 50, "n_shadow": 0,
+                                                          "n_population": 0},
+              "reference": {"n_models": 4}, "attacks": ["loss", "lira"]}
+    with pytest.raises(ConfigError, match=r"attack 'lira' needs at least 4 IN and 4 OUT reference models per example, "
+                                          r"but 4 models on paired halves give 2 of each: .* variance='global'"):
+        run_audit(parse_config(config), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+    config["attacks"] = [{"name": "rmia", "params": {"online": False}}]
+    config["reference"] = {"n_models": 2}
+    config["split"]["n_population"] = 50
+    with pytest.raises(ConfigError, match="attack 'rmia' needs at least 2 IN and 2 OUT .* tuning offline_a"):
+        run_audit(parse_config(config), tmp_path / "run", progress=False)

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from miaudit.attacks.base import Attack, access_allows
+from miaudit.classifier.attacks._reference import CountsReferenceModels
 from miaudit.classifier.config import ClassifierTraining, ReferenceConfig, ShadowConfig, TargetConfig
 from miaudit.classifier.families import EstimatorFamily, ModelFactory, ModelFamily, TorchFamily
 from miaudit.classifier.outputs import ClassifierOutputs
@@ -462,6 +463,13 @@ class ClassifierExperiment:
                               pool=bool(self.reference_config.n_models), population=population,
                               population_fix="target.population (your model's outputs on, or examples of, such "
                                              "data)" if loaded else "split.n_population (e.g. 500)")
+        n_models = self.reference_config.n_models
+        if n_models and isinstance(attack, CountsReferenceModels):
+            needed, fix = attack.models_per_example()
+            if n_models // 2 < needed:
+                raise ConfigError(f"config.reference.n_models: attack {key!r} needs at least {needed} IN and {needed} "
+                                  f"OUT reference models per example, but {n_models} models on paired halves give "
+                                  f"{n_models // 2} of each: {fix}")
         if signal_type(attack) == "label_only" and self.target_config.hf_classifier is not None:
             raise ConfigError(f"attack {key!r} perturbs the inputs, which are token ids for a text classifier; use "
                               "output-based or white-box attacks")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -16,6 +16,16 @@ Queries = ClassifierOutputs | Sequence[ClassifierOutputs]
 #: positions in the pool of the target's examples: an index array, or ``slice(None)`` when they line up as they are
 Index = np.ndarray | slice
 Part = TypeVar("Part")
+
+
+@runtime_checkable
+class CountsReferenceModels(Protocol):
+    """An attack that needs a number of IN and OUT reference models for every example."""
+
+    def models_per_example(self) -> tuple[int, str]:
+        """Fewest reference models every example needs on each side it uses (IN, OUT), and how to need fewer
+        or have more: checked before an audit trains its pool (paired halves give ``n_models / 2`` of each)."""
+        ...
 
 
 def get_pool(reference: AttackReference, attack: str) -> ReferencePool:

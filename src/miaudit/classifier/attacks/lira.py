@@ -172,12 +172,17 @@ class LiRA(Attack):
         self.variance = variance
         self.center = center
 
+    def models_per_example(self) -> tuple[int, str]:
+        """:data:`MIN_MODELS_PER_EXAMPLE` IN / OUT models per example with per-example variances, else 1."""
+        if self.variance == "per_example":
+            fix = f"use more reference models (paired halves: m >= {2 * MIN_MODELS_PER_EXAMPLE}) or variance='global'"
+            return MIN_MODELS_PER_EXAMPLE, fix
+        return 1, "use a pool with paired halves (every example IN for half of the models)"
+
     def _fit(self, reference: AttackReference) -> None:
         pool = get_pool(reference, self.name)
         keep = pool.keep
-        minimum = MIN_MODELS_PER_EXAMPLE if self.variance == "per_example" else 1
-        fix = ("use more reference models (paired halves: m >= 8) or variance='global'"
-               if self.variance == "per_example" else "use a pool with paired halves (every example IN for half)")
+        minimum, fix = self.models_per_example()
         if self.online:
             check_counts(keep, minimum, self.name, "IN", fix)
         check_counts(~keep, minimum, self.name, "OUT", fix)

@@ -147,6 +147,12 @@ class RMIA(Attack):
         self.offline_a = offline_a
         self.gamma = gamma
 
+    def models_per_example(self) -> tuple[int, str]:
+        """One IN / OUT model per example; two OUT when ``offline_a`` is tuned (leave-one-model-out)."""
+        if not self.online and self.offline_a is None:
+            return 2, "tuning offline_a leaves one model out; use more reference models or set offline_a"
+        return 1, "use a pool with paired halves (every example IN for half of the models)"
+
     def _fit(self, reference: AttackReference) -> None:
         pool = get_pool(reference, self.name)
         target_z = get_population(reference, self.name)
@@ -155,16 +161,14 @@ class RMIA(Attack):
                             "pool with population data (train_reference_pool(..., population=...))")
         at_z = _align_population(target_z, pool.population)
         keep = pool.keep
-        fix = "use a pool with paired halves (every example IN for half of the models)"
-        check_counts(~keep, 1, self.name, "OUT", fix)
+        minimum, fix = self.models_per_example()
+        check_counts(~keep, minimum, self.name, "OUT", fix)
         ref_log_p = -pool.signal_matrix("loss")  # (m, n) log Pr(x | reference model)
         ref_log_p_z = -np.stack([o.signal("loss") for o in pool.population])  # (m, n_z)
         if self.online:
             check_counts(keep, 1, self.name, "IN", fix)
             self.offline_a_ = None
         elif self.offline_a is None:
-            check_counts(~keep, 2, self.name, "OUT", "tuning offline_a leaves one model out; use more reference "
-                                                       "models or set offline_a")
             self.offline_a_, self.tuning_auc_ = tune_offline_a(ref_log_p, keep, ref_log_p_z, gamma=self.gamma)
         else:
             self.offline_a_ = float(self.offline_a)
