@@ -357,3 +357,14 @@ def test_baseline_subsample_reads_both_record_counts():
                "limit_option": "blind_baseline.max_records"}
     assert baseline_subsample(records) == (5000, 8000, "records", "blind_baseline.max_records")
     assert baseline_subsample({"subsample": False, "n_used": 10, "n_evaluated": 10}) is None
+
+
+def test_the_report_says_which_documents_were_set_aside_from_the_evaluation():
+    """An LLM audit that trains on 120 + 120 documents evaluates fewer: the report says where the others went."""
+    metrics = _verdict_metrics(0.5)
+    metrics["data"] |= {"dataset": "corpus_valid", "n_members": 1000, "n_calibration": 47, "n_recall_prefix": 5}
+    assert ("- **Dataset**: corpus_valid (1000 members, 1000 non-members audited; not evaluated: 47 more documents "
+            "calibrate thresholds and hyper-parameters, 5 more documents are ReCaLL's prefix of known non-members)"
+            in render_report(metrics))
+    del metrics["data"]["n_calibration"], metrics["data"]["n_recall_prefix"]
+    assert "- **Dataset**: corpus_valid (1000 members, 1000 non-members audited)\n" in render_report(metrics)

@@ -315,7 +315,11 @@ def _data_lines(data: dict[str, Any]) -> list[str]:
     """Where the audited records come from; a dataset beside the user's own files fed only shadow / population data."""
     counts = f"{_fmt(data.get('n_members'))} members, {_fmt(data.get('n_nonmembers'))} non-members"
     if not data.get("audited_from"):
-        return [f"- **Dataset**: {_fmt(data.get('dataset'))} ({counts} audited)"]
+        aside = [f"{data[key]} more documents {what}" for key, what in (
+            ("n_calibration", "calibrate thresholds and hyper-parameters"),
+            ("n_recall_prefix", "are ReCaLL's prefix of known non-members")) if data.get(key)]
+        note = f"; not evaluated: {', '.join(aside)}" if aside else ""
+        return [f"- **Dataset**: {_fmt(data.get('dataset'))} ({counts} audited{note})"]
     lines = [f"- **Audited records**: {counts} from {md_code(data['audited_from'])}"]
     if data.get("dataset"):
         lines.append(f"- **Shadow / population data**: {_fmt(data['dataset'])} ({_fmt(data.get('n_examples'))} "
