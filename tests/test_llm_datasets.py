@@ -75,6 +75,17 @@ def test_generic_csv_jsonl_and_columns(tmp_path):
         load_table(csv_path)
     jsonl = _write_jsonl(tmp_path / "d.jsonl", [{"t": "x y", "y": True}, {"t": "z", "y": False}])
     assert load_table(jsonl, text_column="t", label_column="y").labels.tolist() == [1, 0]
+    # .json: a list of objects, or one object per line (Hugging Face datasets' to_json under that suffix)
+    (tmp_path / "list.json").write_text(json.dumps([{"t": "x y", "y": 1}, {"t": "z", "y": 0}]))
+    (tmp_path / "lines.json").write_text(jsonl.read_text())
+    for name in ("list.json", "lines.json"):
+        assert load_table(tmp_path / name, text_column="t", label_column="y").texts == ["x y", "z"]
+    (tmp_path / "one.json").write_text(json.dumps({"t": "x"}))
+    with pytest.raises(DataError, match="must hold a JSON list of objects \\(or one object per line\\)"):
+        load_table(tmp_path / "one.json", text_column="t", label_column="y")
+    (tmp_path / "bad.json").write_text('[{"t": "x"},')
+    with pytest.raises(DataError, match="bad.json is not valid JSON"):
+        load_table(tmp_path / "bad.json", text_column="t", label_column="y")
 
 
 def test_parquet_tables_as_hugging_face_datasets_ship_them(tmp_path):

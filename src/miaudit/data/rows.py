@@ -52,6 +52,21 @@ def read_jsonl(path: str | Path) -> list[Any]:
     return rows
 
 
+def _json_records(path: Path) -> list[Any]:
+    """A ``.json`` file's records: a JSON list, or one object per line (what Hugging Face ``datasets``'
+    ``to_json`` writes under that suffix)."""
+    text = read_text_file(path)
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data" and text.lstrip().startswith("{"):
+            return read_jsonl(path)
+        raise DataError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(rows, list):
+        raise DataError(f"{path} must hold a JSON list of objects (or one object per line)")
+    return rows
+
+
 def read_rows(path: Path, *, other: str = "") -> list[dict[str, Any]]:
     """The records of a table (:data:`TABLE_SUFFIXES`), each a ``{column: value}`` dict; ``other`` adds what
     else the caller accepts to the error for an unsupported suffix (e.g. "or two plain-text files")."""
@@ -59,12 +74,7 @@ def read_rows(path: Path, *, other: str = "") -> list[dict[str, Any]]:
     if suffix == ".jsonl":
         rows = read_jsonl(path)
     elif suffix == ".json":
-        try:
-            rows = json.loads(read_text_file(path))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        if not isinstance(rows, list):
-            raise DataError(f"{path} must hold a JSON list of objects")
+        rows = _json_records(path)
     elif suffix in (".csv", ".tsv"):
         text = read_text_file(path)
         rows = list(csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ","))
