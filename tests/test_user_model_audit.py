@@ -269,3 +269,73 @@ def test_too_few_records_for_the_blind_baseline_leave_a_warning(importable, tmp_
     assert "blind_baseline" not in metrics and metrics["attacks"][0]["auc"] is not None
     (warned,) = [w for w in metrics["warnings"] if w.startswith("no blind baseline")]
     assert "needs at least 5 members and non-members; the smaller class has 4" in warned
+
+
+# -- member / non-member tables ---------------------------------------------------------------------
+
+def _write_table(path, x, y, *, label="label", extra=None):
+    """A CSV of 64 pixel columns and the label (plus ``extra`` columns), as a user's tabular export would be."""
+    columns = [f"px{i}" for i in range(x.shape[1])] + [label] + list(extra or {})
+    lines = [",".join(columns)]
+    for i, (row, target) in enumerate(zip(x, y)):
+        cells = [f"{v:g}" for v in row] + [str(int(target))] + [str(values[i]) for values in (extra or {}).values()]
+        lines.append(",".join(cells))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_member_tables_give_the_audit_of_the_same_npz_files(files, tmp_path):
+    """The logistic regression on flattened digits audited from CSV tables (label column 'digit', ids and
+    groups from columns) scores exactly as from the .npz files."""
+    folder, _ = files
+    for name in ("members", "nonmembers"):
+        arrays = np.load(folder / f"{name}.npz")
+        x, y = arrays["x"].reshape(len(arrays["y"]), -1), arrays["y"]
+        np.savez(tmp_path / f"{name}.npz", x=x, y=y)
+        _write_table(tmp_path / f"{name}.csv", x, y, label="digit",
+                     extra={"record": [f"{name}-{i}" for i in range(len(y))],
+                            "person": [f"{name}-p{i // 2}" for i in range(len(y))]})
+    common = {"sklearn": str(folder / "logreg.pkl"), "trust_pickle": True}
+    config = {"attacks": ["loss", "confidence"], "evaluation": {"n_bootstrap": 20}}
+    from_npz = run_audit(config | {"target": common | {"members": str(tmp_path / "members.npz"),
+                                                       "nonmembers": str(tmp_path / "nonmembers.npz")}},
+                         tmp_path / "npz", progress=False)
+    tables = common | {"members": str(tmp_path / "members.csv"), "nonmembers": str(tmp_path / "nonmembers.csv"),
+                       "label_column": "digit", "id_column": "record", "group_column": "person"}
+    from_csv = run_audit(config | {"target": tables}, tmp_path / "csv", progress=False)
+    assert [a["auc"] for a in from_csv["attacks"]] == [a["auc"] for a in from_npz["attacks"]]
+    assert from_csv["target"]["train_accuracy"] == from_npz["target"]["train_accuracy"] == 1.0
+    scores = np.load(tmp_path / "csv" / "scores" / "loss.scores.npz")
+    assert scores["ids"][0] == "members-0" and from_csv["data"]["audited_from"] == "members.csv + nonmembers.csv"
+    assert from_csv["evaluation"]["grouping"]["n_groups"] == 60  # two records per person
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda text: text.replace(",0\n", ",zero\n", 1), "column 'label' holds 'zero'; labels must be the class indices"),
+    (lambda text: text.replace("\n0,", "\nn/a,", 1), "column 'px0' holds 'n/a', not a number"),
+    (lambda text: text.replace("\n0,", "\n,", 1), "column 'px0' is missing or not finite"),
+    (lambda text: text.replace("px1,", "pxA,", 1), "the tables' feature columns differ"),
+    (lambda text: text.replace(",label\n", ",digit\n", 1), "has no column 'label' (columns: px0"),
+])
+def test_bad_member_tables_are_one_line_errors(files, tmp_path, capsys, edit, message):
+    folder, _ = files
+    for name in ("members", "nonmembers"):
+        arrays = np.load(folder / f"{name}.npz")
+        _write_table(tmp_path / f"{name}.csv", arrays["x"].reshape(len(arrays["y"]), -1), arrays["y"])
+    (tmp_path / "nonmembers.csv").write_text(edit((tmp_path / "nonmembers.csv").read_text()))
+    config = {"target": {"sklearn": str(folder / "logreg.pkl"), "trust_pickle": True,
+                         "members": str(tmp_path / "members.csv"), "nonmembers": str(tmp_path / "nonmembers.csv")},
+              "attacks": ["loss"]}
+    (tmp_path / "audit.yaml").write_text(yaml.safe_dump(config))
+    assert main(["audit", str(tmp_path / "audit.yaml"), "--out", str(tmp_path / "out"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_table_columns_only_name_columns_of_tables(files):
+    folder, _ = files
+    target = {"sklearn": str(folder / "logreg.pkl"), "trust_pickle": True, "members": str(folder / "members.npz"),
+              "nonmembers": str(folder / "nonmembers.npz"), "label_column": "y"}
+    with pytest.raises(ConfigError, match="config.target.label_column: names a column of the members / nonmembers "
+                                          "tables"):
+        parse_config({"target": target, "attacks": ["loss"]})

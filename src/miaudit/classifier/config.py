@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from miaudit.classifier.training import TrainConfig
+from miaudit.data.rows import is_table
 from miaudit.errors import ConfigError
 from miaudit.evaluation.blind_baseline import BaselineSettings
 from miaudit.runs.config import AttackSpec, DatasetConfig, EvaluationConfig, check_attack_specs
@@ -47,6 +48,16 @@ _ESTIMATOR_KEYS = ("class", "kwargs")
 SOURCES = ("precomputed", "torch_module", "sklearn", "blackbox", "hf_classifier")
 
 
+@dataclass(frozen=True)
+class TableColumns:
+    """Which columns of a table of records (CSV, TSV, JSONL, JSON, Parquet) hold the label, the ids and the
+    groups; every other column is an input feature, in the file's column order."""
+
+    label: str = "label"
+    id: str | None = None
+    group: str | None = None
+
+
 @dataclass
 class TargetConfig:
     """Where the audited model's outputs come from: trained by the tool, precomputed, or the user's own model.
@@ -69,15 +80,17 @@ class TargetConfig:
       else logits). Calling it runs code: ``trust_code: true``.
     - ``hf_classifier``: ``{path: folder-or-hub-id, base: ..., max_length: 128, text_column: text,
       label_column: label}``, a Hugging Face ``AutoModelForSequenceClassification`` audited on text
-      files (``members`` / ``nonmembers`` / ``population``: CSV, TSV or JSONL with a text and a
-      label column); ``base`` is the checkpoint it was fine-tuned from, from which reference and
+      files (``members`` / ``nonmembers`` / ``population``: CSV, TSV, JSONL, JSON or Parquet with a text
+      and a label column); ``base`` is the checkpoint it was fine-tuned from, from which reference and
       shadow models are fine-tuned with the ``training`` recipe
       (:mod:`miaudit.classifier.targets.hf_text`).
 
     A user's model (every source but ``precomputed``) is audited on ``members`` and ``nonmembers``,
     ``.npz`` files with ``x`` ``(n, ...)`` and ``y`` ``(n,)`` (optional ``ids``); ``population``
-    then is an ``.npz`` with ``x``, ``y`` the model never trained on. Paths are relative to the
-    working directory.
+    then is an ``.npz`` with ``x``, ``y`` the model never trained on. For a torch module, estimator or
+    black box they may also be tables (CSV, TSV, JSONL, JSON, Parquet) of numeric columns: ``label_column``
+    (default ``label``) holds the class index, ``id_column`` / ``group_column`` optional ids and groups,
+    every other column is an input, in the file's order. Paths are relative to the working directory.
     """
 
     precomputed: str | None = None
@@ -91,6 +104,9 @@ class TargetConfig:
     trust_code: bool = False
     members: str | None = None
     nonmembers: str | None = None
+    label_column: str | None = None
+    id_column: str | None = None
+    group_column: str | None = None
 
     def __post_init__(self) -> None:
         given = [k for k in SOURCES if getattr(self, k) is not None]
@@ -117,6 +133,7 @@ class TargetConfig:
                               "code inside it; add 'trust_pickle: true' to target only for a file you made or trust")
         if self.trust_pickle and self.sklearn is None:
             raise ConfigError("config.target.trust_pickle: only applies to target.sklearn; remove it")
+        self._check_table_columns()
         for name in ("members", "nonmembers"):
             if self.user_model and getattr(self, name) is None:
                 raise ConfigError(f"config.target.{name}: give the .npz (x, y) of the examples your model was "
@@ -124,6 +141,24 @@ class TargetConfig:
             if not self.user_model and getattr(self, name) is not None:
                 raise ConfigError(f"config.target.{name}: only for target.torch_module, sklearn, blackbox or "
                                   "hf_classifier; remove it")
+
+    def _check_table_columns(self) -> None:
+        """``label_column`` / ``id_column`` / ``group_column`` name columns of tables given as members etc."""
+        given = [k for k in ("label_column", "id_column", "group_column") if getattr(self, k) is not None]
+        if not given:
+            return
+        if self.hf_classifier is not None:
+            raise ConfigError(f"config.target.{given[0]}: for a text classifier set target.hf_classifier.text_column "
+                              "/ label_column")
+        files = [f for f in (self.members, self.nonmembers, self.population) if f is not None]
+        if not self.user_model or not any(is_table(Path(f)) for f in files):
+            raise ConfigError(f"config.target.{given[0]}: names a column of the members / nonmembers tables (CSV, "
+                              "TSV, JSONL, JSON, Parquet) of your own model; remove it")
+
+    @property
+    def table_columns(self) -> TableColumns:
+        """The columns of member / non-member / population tables."""
+        return TableColumns(self.label_column or "label", self.id_column, self.group_column)
 
     @property
     def audited_files(self) -> str | None:
@@ -355,4 +390,4 @@ class AuditConfig:
 
 
 __all__ = ["SOURCES", "AuditConfig", "ClassifierEvaluationConfig", "ClassifierTraining", "RecordBaselineConfig",
-           "ReferenceConfig", "ShadowConfig", "SplitConfig", "TargetConfig"]
+           "ReferenceConfig", "ShadowConfig", "SplitConfig", "TableColumns", "TargetConfig"]

@@ -131,7 +131,11 @@ def user_model_target(target: TargetConfig, dataset: ArrayDataset | None, *, n_s
     files."""
     assert target.members is not None and target.nonmembers is not None  # required with a user model (config)
     text = HFTextSource(target.hf_classifier) if target.hf_classifier is not None else None
-    read = (lambda path, key, role: text.examples(path, role=role)) if text is not None else read_examples
+    def read(path: str, key: str, role: str) -> ArrayDataset:
+        if text is not None:
+            return text.examples(path, role=role)
+        return read_examples(path, key, role, target.table_columns)
+
     members = read(target.members, "members", "member")
     nonmembers = read(target.nonmembers, "nonmembers", "nonmember")
     population = read(target.population, "population", "population") if target.population else None

@@ -10,17 +10,20 @@ files with ``x``, ``y`` and optional ``ids``. Every problem is a one-line error 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from miaudit.classifier.config import TableColumns
 from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.targets.blackbox import BlackBoxTarget
 from miaudit.classifier.targets.sklearn import SklearnTarget
 from miaudit.classifier.targets.torch_module import TorchClassifierTarget
 from miaudit.data import ArrayDataset
 from miaudit.data.datasets import read_user_arrays, user_row_ids
+from miaudit.data.rows import is_table, read_rows
 from miaudit.errors import DataError, MiauditError, one_line
 from miaudit.utils.trusted_code import import_trusted_callable
 from miaudit.utils.user_module import load_user_module
@@ -75,9 +78,67 @@ def load_sklearn(path_str: str) -> Any:
     return estimator
 
 
-def read_examples(path_str: str, key: str, role: str) -> ArrayDataset:
+def _number(value: Any, column: str, row: int, path: Path) -> float:
+    """One cell as a float; a one-line error for a missing or non-numeric cell."""
+    if isinstance(value, bool):
+        return float(value)
+    try:
+        number = float(value) if value is not None and str(value).strip() != "" else math.nan
+    except (TypeError, ValueError):
+        raise DataError(f"config.target: {path} row {row + 1}, column {column!r} holds {value!r}, not a number; your "
+                        "model takes numeric inputs here, so encode the column as your model's preprocessing "
+                        "did (or let the tool train a model on the raw table: dataset.source)") from None
+    if not math.isfinite(number):
+        raise DataError(f"config.target: {path} row {row + 1}, column {column!r} is missing or not finite "
+                        f"({value!r}); fill it as your model's preprocessing did")
+    return number
+
+
+def _class_index(value: Any, column: str, row: int, path: Path) -> int:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not number.is_integer() or number < 0:
+        raise DataError(f"config.target: {path} row {row + 1}, column {column!r} holds {value!r}; labels must be the "
+                        "class indices 0..K-1 your model predicts")
+    return int(number)
+
+
+def read_table_examples(path: Path, role: str, columns: TableColumns) -> ArrayDataset:
+    """The records of a table as examples: the ``columns.label`` column (class indices) as ``y``, optional id
+    and group columns, every other column a numeric feature of ``x`` ``(n, d)`` (``feature_names`` keeps
+    their order)."""
+    rows = read_rows(path, other="or an .npz with x and y")
+    names = list(rows[0])
+    for what, column in (("label", columns.label), ("id", columns.id), ("group", columns.group)):
+        if column is not None and column not in names:
+            raise DataError(f"config.target: {path} has no column {column!r} (columns: {', '.join(names)}); set "
+                            f"target.{what}_column")
+    features = [c for c in names if c not in (columns.label, columns.id, columns.group)]
+    if not features:
+        raise DataError(f"config.target: {path} has no feature column beside {columns.label!r}")
+    for i, row in enumerate(rows):
+        if set(row) != set(names):
+            raise DataError(f"config.target: {path} record {i + 1} has the columns {', '.join(map(str, row))} but the "
+                            f"first has {', '.join(names)}; give every record the same columns")
+    x = np.array([[_number(row[c], c, i, path) for c in features] for i, row in enumerate(rows)])
+    labels = [_class_index(row[columns.label], columns.label, i, path) for i, row in enumerate(rows)]
+    ids = (np.array([str(row[columns.id]) for row in rows]) if columns.id is not None
+           else np.array([f"{role}/{i}" for i in range(len(rows))]))
+    groups = np.array([str(row[columns.group]) for row in rows]) if columns.group is not None else None
+    return ArrayDataset(x, np.array(labels, dtype=np.int64), name=path.name, ids=ids, groups=groups,
+                        feature_names=features)
+
+
+def read_examples(path_str: str, key: str, role: str, columns: TableColumns | None = None) -> ArrayDataset:
     """``x`` ``(n, ...)``, ``y`` ``(n,)``, optional ``ids`` (default ``"<role>/<row>"``) and ``groups`` of
-    ``target.<key>``."""
+    ``target.<key>``: an ``.npz``, or a table read with ``columns`` (:func:`read_table_examples`)."""
+    if is_table(Path(path_str)):
+        path = Path(path_str)
+        if not path.is_file():
+            raise DataError(f"config.target.{key}: {path} does not exist; check the path")
+        return read_table_examples(path, role, columns or TableColumns())
     path, arrays = read_user_arrays(path_str, f"config.target.{key}", ("x", "y"), "x (n, ...) and y (n,)")
     ids = user_row_ids(arrays, len(arrays["y"]), role)
     return ArrayDataset(arrays["x"], arrays["y"], name=f"{path.name}", ids=ids, groups=arrays.get("groups"))
@@ -89,6 +150,11 @@ def join_examples(parts: list[ArrayDataset], n_classes: int | None) -> ArrayData
     if len(shapes) > 1:
         raise DataError(f"config.target: members, nonmembers and population must share one input shape; got "
                         f"{', '.join(f'{p.name} {p.input_shape}' for p in parts)}")
+    orders = {tuple(p.feature_names) for p in parts if p.feature_names is not None}
+    if len(orders) > 1:
+        first, second = sorted(orders)[:2]
+        raise DataError(f"config.target: the tables' feature columns differ ({', '.join(first)} against "
+                        f"{', '.join(second)}); give every file the columns your model takes, in its order")
     ids = np.concatenate([p.ids for p in parts])
     if np.unique(ids).size != ids.size:
         raise DataError("config.target: example ids repeat across members, nonmembers and population; give unique "
@@ -102,7 +168,8 @@ def join_examples(parts: list[ArrayDataset], n_classes: int | None) -> ArrayData
         groups = np.concatenate([p.groups.astype(str) if p.groups is not None else
                                  np.array([f"{p.name}/{i}" for i in range(len(p))]) for p in parts])
     return ArrayDataset(np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]),
-                        n_classes=n_classes, name=" + ".join(p.name for p in parts), ids=ids, groups=groups)
+                        n_classes=n_classes, name=" + ".join(p.name for p in parts), ids=ids, groups=groups,
+                        feature_names=parts[0].feature_names)
 
 
 def run_model(model: TorchClassifierTarget | SklearnTarget | BlackBoxTarget, data: ArrayDataset) -> ClassifierOutputs:
@@ -116,4 +183,5 @@ def run_model(model: TorchClassifierTarget | SklearnTarget | BlackBoxTarget, dat
                         "shape and dtype the model expects") from None
 
 
-__all__ = ["join_examples", "load_blackbox", "load_sklearn", "load_torch_module", "read_examples", "run_model"]
+__all__ = ["join_examples", "load_blackbox", "load_sklearn", "load_torch_module", "read_examples",
+           "read_table_examples", "run_model"]
