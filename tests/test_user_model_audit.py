@@ -14,7 +14,7 @@ from miaudit.classifier.attacks.lira import LiRA
 from miaudit.classifier.targets import TorchClassifierTarget
 from miaudit.cli import main
 from miaudit.data import load_dataset
-from miaudit.errors import ConfigError
+from miaudit.errors import ConfigError, DataError
 from miaudit.runs import parse_config, run_audit
 
 MODEL_SOURCE = textwrap.dedent('''
@@ -339,3 +339,62 @@ def test_table_columns_only_name_columns_of_tables(files):
     with pytest.raises(ConfigError, match="config.target.label_column: names a column of the members / nonmembers "
                                           "tables"):
         parse_config({"target": target, "attacks": ["loss"]})
+
+
+def test_a_model_fitted_on_named_columns_gets_the_tables_columns_in_its_order(files, tmp_path):
+    """A scikit-learn model fitted on a data frame keeps its column names (feature_names_in_): tables whose columns
+    come in another order are matched by name (the scores equal those of the .npz files), a missing or an extra
+    column is an error, and .npz files (no names) get a warning that their order is assumed."""
+    folder, _ = files
+    with open(folder / "logreg.pkl", "rb") as handle:
+        model = pickle.load(handle)
+    names = [f"px{i}" for i in range(64)]
+    model.feature_names_in_ = np.array(names, dtype=object)  # what fitting on a pandas DataFrame stores
+    with open(tmp_path / "named.pkl", "wb") as handle:
+        pickle.dump(model, handle)
+    order = np.random.default_rng(0).permutation(64)
+    for name in ("members", "nonmembers"):
+        arrays = np.load(folder / f"{name}.npz")
+        x, y = arrays["x"].reshape(len(arrays["y"]), -1), arrays["y"]
+        _write_table(tmp_path / f"{name}.csv", x[:, order], y)
+        text = (tmp_path / f"{name}.csv").read_text().split("\n", 1)
+        (tmp_path / f"{name}.csv").write_text(",".join([names[j] for j in order] + ["label"]) + "\n" + text[1])
+        np.savez(tmp_path / f"{name}.npz", x=x, y=y)
+    config = {"attacks": ["loss"], "evaluation": {"n_bootstrap": 20}}
+
+    def target(suffix, model_file="named.pkl"):
+        return {"sklearn": str(tmp_path / model_file), "trust_pickle": True,
+                "members": str(tmp_path / f"members{suffix}"), "nonmembers": str(tmp_path / f"nonmembers{suffix}")}
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # scikit-learn's "X does not have valid feature names" silenced
+        from_csv = run_audit(config | {"target": target(".csv")}, tmp_path / "csv", progress=False)
+    from_npz = run_audit(config | {"target": target(".npz")}, tmp_path / "npz", progress=False)
+    assert from_csv["attacks"][0]["auc"] == from_npz["attacks"][0]["auc"]
+    assert from_csv["target"]["train_accuracy"] == 1.0
+    assert any("fitted on named columns (px0, px1, px2, ...); the .npz files' x columns are taken to be in that order"
+               in w for w in from_npz["warnings"])
+    assert not any("named columns" in w for w in from_csv["warnings"])
+    header, body = (tmp_path / "nonmembers.csv").read_text().split("\n", 1)
+    (tmp_path / "nonmembers.csv").write_text(header.replace("px5,", "px5b,", 1) + "\n" + body)
+    with pytest.raises(DataError, match="fitted on the column 'px5', which nonmembers.csv lacks"):
+        run_audit(config | {"target": target(".csv")}, tmp_path / "missing", progress=False)
+    model.feature_names_in_ = np.array([n for n in names if n != "px5"], dtype=object)
+    model.n_features_in_ = 63
+    with open(tmp_path / "fewer.pkl", "wb") as handle:
+        pickle.dump(model, handle)
+    (tmp_path / "nonmembers.csv").write_text(header + "\n" + body)
+    with pytest.raises(DataError, match="members.csv has the column 'px5', which LogisticRegression does not take"):
+        run_audit(config | {"target": target(".csv", "fewer.pkl")}, tmp_path / "extra", progress=False)
+
+
+def test_model_feature_names_of_scikit_learn_xgboost_and_lightgbm_models():
+    from types import SimpleNamespace
+
+    from miaudit.classifier.targets.user_model import model_feature_names
+
+    assert model_feature_names(SimpleNamespace(feature_names_in_=np.array(["age", "income"], dtype=object))) == [
+        "age", "income"]
+    assert model_feature_names(SimpleNamespace(feature_name_=["age", "income"])) == ["age", "income"]  # LightGBM
+    assert model_feature_names(SimpleNamespace(feature_name_=["Column_0", "Column_1"])) is None  # fitted on arrays
+    assert model_feature_names(LogisticRegression()) is None

@@ -21,10 +21,12 @@ from miaudit.classifier.signals.cache import output_arrays
 from miaudit.classifier.targets import BlackBoxTarget, PrecomputedTarget, SklearnTarget, TorchClassifierTarget
 from miaudit.classifier.targets.hf_text import HFTextSource
 from miaudit.classifier.targets.user_model import (
+    align_to_model,
     join_examples,
     load_blackbox,
     load_sklearn,
     load_torch_module,
+    model_feature_names,
     read_examples,
     run_model,
 )
@@ -172,10 +174,18 @@ def user_model_target(target: TargetConfig, dataset: ArrayDataset | None, *, n_s
     else:
         assert target.sklearn is not None
         estimator = load_sklearn(target.sklearn)
+        names = model_feature_names(estimator)
+        if names is not None:  # fitted on a data frame: match the tables' columns by name
+            parts = align_to_model(parts, names, type(estimator).__name__)
+            members, nonmembers = parts[:2]
+            if any(p.feature_names is None for p in parts):
+                run_warnings.append(f"{type(estimator).__name__} was fitted on named columns ({', '.join(names[:3])}"
+                                    f"{', ...' if len(names) > 3 else ''}); the .npz files' x columns are taken to be "
+                                    "in that order: give tables with a header row to have them matched by name")
         classes = np.asarray(getattr(estimator, "classes_", [0]))
         known = int(classes.max()) + 1 if np.issubdtype(classes.dtype, np.integer) else 0
         n_classes = max(n_labels, known)
-        model = SklearnTarget(estimator, n_classes=n_classes)
+        model = SklearnTarget(estimator, n_classes=n_classes, columns_matched=names is not None)
         info = {"source": "sklearn", "estimator": type(estimator).__name__, "path": target.sklearn,
                 "access": model.access, "description": f"{type(estimator).__name__} unpickled from {target.sklearn}",
                 "fingerprint": model.fingerprint()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import warnings
 from typing import Any
 
 import numpy as np
@@ -20,10 +21,13 @@ class SklearnTarget:
     ``output``: "probabilities" (``predict_proba``), "labels" (``predict``, label-only access) or
     "auto" (probabilities when the estimator has ``predict_proba``). ``predict_proba`` columns follow
     ``estimator.classes_``; they are placed at those class indices in an ``(n, K)`` array, so a model
-    fitted on a subset of the classes still lines up with the labels.
+    fitted on a subset of the classes still lines up with the labels. ``columns_matched``: the caller put
+    the inputs' columns in the order of the estimator's ``feature_names_in_`` (or warned that it could not),
+    so scikit-learn's "X does not have valid feature names" warning on each call is silenced.
     """
 
-    def __init__(self, estimator: Any, *, output: str = "auto", n_classes: int | None = None):
+    def __init__(self, estimator: Any, *, output: str = "auto", n_classes: int | None = None,
+                 columns_matched: bool = False):
         if output not in ("auto", "probabilities", "labels"):
             raise ConfigError(f"SklearnTarget output {output!r} is not allowed; choose 'auto', 'probabilities' or "
                               "'labels'")
@@ -35,6 +39,7 @@ class SklearnTarget:
         self.output = output
         self.n_classes = n_classes
         self.access = "probabilities" if output == "probabilities" else "label-only"
+        self.columns_matched = columns_matched
 
     def fingerprint(self) -> str:
         """Hash of the pickled estimator (its parameters and fitted state)."""
@@ -47,9 +52,12 @@ class SklearnTarget:
         classes = getattr(self.estimator, "classes_", None)
         if classes is None:
             raise SignalError(f"{type(self.estimator).__name__} is not fitted; call fit before auditing it")
-        if self.output == "labels":
-            return ClassifierOutputs(y, predictions=np.asarray(self.estimator.predict(x)), ids=ids)
-        proba = np.asarray(self.estimator.predict_proba(x), dtype=np.float64)  # (n, len(classes_))
+        with warnings.catch_warnings():
+            if self.columns_matched:
+                warnings.filterwarnings("ignore", message="X does not have valid feature names")
+            if self.output == "labels":
+                return ClassifierOutputs(y, predictions=np.asarray(self.estimator.predict(x)), ids=ids)
+            proba = np.asarray(self.estimator.predict_proba(x), dtype=np.float64)  # (n, len(classes_))
         classes = np.asarray(classes)
         if not np.issubdtype(classes.dtype, np.integer) or classes.min() < 0:
             raise SignalError(f"estimator classes {classes[:5]}... are not class indices 0..K-1; refit it on integer "

@@ -10,7 +10,9 @@ files with ``x``, ``y`` and optional ``ids``. Every problem is a one-line error 
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +146,40 @@ def read_examples(path_str: str, key: str, role: str, columns: TableColumns | No
     return ArrayDataset(arrays["x"], arrays["y"], name=f"{path.name}", ids=ids, groups=arrays.get("groups"))
 
 
+def model_feature_names(estimator: Any) -> list[str] | None:
+    """The input names a fitted estimator learned from a data frame (scikit-learn and XGBoost's
+    ``feature_names_in_``, LightGBM's ``feature_name_`` unless it is LightGBM's own ``Column_<i>``); ``None``
+    for a model fitted on plain arrays."""
+    names = getattr(estimator, "feature_names_in_", None)
+    if names is None:
+        names = getattr(estimator, "feature_name_", None)
+        if names is not None and all(re.fullmatch(r"Column_\d+", str(n)) for n in names):
+            names = None
+    return None if names is None else [str(n) for n in names]
+
+
+def align_to_model(parts: list[ArrayDataset], names: list[str], model: str) -> list[ArrayDataset]:
+    """The tables' columns put in the order of the model's input ``names``: a one-line error for a column
+    the model needs that a table lacks, or one it does not take; arrays (no column names) as they are."""
+    aligned = []
+    for part in parts:
+        if part.feature_names is None:
+            aligned.append(part)
+            continue
+        missing = [n for n in names if n not in part.feature_names]
+        if missing:
+            raise DataError(f"config.target: {model} was fitted on the column {missing[0]!r}, which {part.name} lacks"
+                            f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; give the tables every "
+                            "input column your model takes")
+        extra = [n for n in part.feature_names if n not in names]
+        if extra:
+            raise DataError(f"config.target: {part.name} has the column {extra[0]!r}, which {model} does not take as "
+                            "an input; name it as target.id_column / group_column or drop it")
+        order = [part.feature_names.index(n) for n in names]
+        aligned.append(dataclasses.replace(part, x=part.x[:, order], feature_names=list(names)))
+    return aligned
+
+
 def join_examples(parts: list[ArrayDataset], n_classes: int | None) -> ArrayDataset:
     """Members, non-members (and population) as one dataset, in that order; shapes and ids checked."""
     shapes = {p.input_shape for p in parts}
@@ -183,5 +219,5 @@ def run_model(model: TorchClassifierTarget | SklearnTarget | BlackBoxTarget, dat
                         "shape and dtype the model expects") from None
 
 
-__all__ = ["join_examples", "load_blackbox", "load_sklearn", "load_torch_module", "read_examples",
-           "read_table_examples", "run_model"]
+__all__ = ["align_to_model", "join_examples", "load_blackbox", "load_sklearn", "load_torch_module",
+           "model_feature_names", "read_examples", "read_table_examples", "run_model"]
