@@ -279,3 +279,11 @@ def test_headline_claims_identification_only_when_the_tpr_beats_guessing(tpr, tp
     metrics = _headline_metrics(tpr, tpr_ci, auc_ci)
     assert html_says in _summary(metrics)
     assert markdown_says in render_report(metrics)
+
+
+def test_key_value_tables_leave_out_entries_without_a_value():
+    """A run on the user's files has no dataset (None): its data table shows no 'dataset -' row."""
+    from miaudit.report.page import key_values
+
+    html = key_values({"dataset": None, "n_members": 1000, "audited_from": "a.csv + b.csv"})
+    assert "dataset" not in html and "n members" in html and "a.csv + b.csv" in html

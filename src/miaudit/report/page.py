@@ -76,8 +76,9 @@ def table(head: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: int 
 
 
 def key_values(mapping: dict[str, Any]) -> str:
+    """A two-column table of the scalar entries of ``mapping``; entries without a value (``None``) are left out."""
     rows = [[esc(k.replace("_", " ")), f"{v:.4g}" if isinstance(v, float) else num(v)]
-            for k, v in mapping.items() if not isinstance(v, (dict, list))]
+            for k, v in mapping.items() if v is not None and not isinstance(v, (dict, list))]
     return table(["", ""], rows) if rows else "<p>-</p>"
 
 
