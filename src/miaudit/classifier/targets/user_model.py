@@ -96,6 +96,18 @@ def _number(value: Any, column: str, row: int, path: Path) -> float:
     return number
 
 
+def _numeric_column(rows: list[dict[str, Any]], column: str, path: Path) -> np.ndarray:
+    """One column as float64 ``(n,)``, converted at once; a bad cell is found and named cell by cell."""
+    values = [row[column] for row in rows]
+    try:
+        array = np.array(values, dtype=np.float64)
+        if np.isfinite(array).all():
+            return array
+    except (TypeError, ValueError):
+        pass
+    return np.array([_number(value, column, i, path) for i, value in enumerate(values)])
+
+
 def _class_index(value: Any, column: str, row: int, path: Path) -> int:
     try:
         number = float(value)
@@ -124,7 +136,7 @@ def read_table_examples(path: Path, role: str, columns: TableColumns) -> ArrayDa
         if set(row) != set(names):
             raise DataError(f"config.target: {path} record {i + 1} has the columns {', '.join(map(str, row))} but the "
                             f"first has {', '.join(names)}; give every record the same columns")
-    x = np.array([[_number(row[c], c, i, path) for c in features] for i, row in enumerate(rows)])
+    x = np.stack([_numeric_column(rows, c, path) for c in features], axis=1)  # (n, d)
     labels = [_class_index(row[columns.label], columns.label, i, path) for i, row in enumerate(rows)]
     ids = (np.array([str(row[columns.id]) for row in rows]) if columns.id is not None
            else np.array([f"{role}/{i}" for i in range(len(rows))]))
