@@ -377,14 +377,14 @@ def test_a_model_fitted_on_named_columns_gets_the_tables_columns_in_its_order(fi
     assert not any("named columns" in w for w in from_csv["warnings"])
     header, body = (tmp_path / "nonmembers.csv").read_text().split("\n", 1)
     (tmp_path / "nonmembers.csv").write_text(header.replace("px5,", "px5b,", 1) + "\n" + body)
-    with pytest.raises(DataError, match="fitted on the column 'px5', which nonmembers.csv lacks"):
+    with pytest.raises(DataError, match="nonmembers.csv has no column 'px5', an input of LogisticRegression"):
         run_audit(config | {"target": target(".csv")}, tmp_path / "missing", progress=False)
     model.feature_names_in_ = np.array([n for n in names if n != "px5"], dtype=object)
     model.n_features_in_ = 63
     with open(tmp_path / "fewer.pkl", "wb") as handle:
         pickle.dump(model, handle)
     (tmp_path / "nonmembers.csv").write_text(header + "\n" + body)
-    with pytest.raises(DataError, match="members.csv has the column 'px5', which LogisticRegression does not take"):
+    with pytest.raises(DataError, match="has the column 'px5', which is not an input of LogisticRegression"):
         run_audit(config | {"target": target(".csv", "fewer.pkl")}, tmp_path / "extra", progress=False)
 
 
@@ -398,3 +398,44 @@ def test_model_feature_names_of_scikit_learn_xgboost_and_lightgbm_models():
     assert model_feature_names(SimpleNamespace(feature_name_=["age", "income"])) == ["age", "income"]  # LightGBM
     assert model_feature_names(SimpleNamespace(feature_name_=["Column_0", "Column_1"])) is None  # fitted on arrays
     assert model_feature_names(LogisticRegression()) is None
+
+
+def test_a_shadow_table_of_your_own_model_is_read_like_the_member_tables(files, tmp_path):
+    """Shadow data for your own tabular model: the raw numbers as the model takes them (no standardisation),
+    columns matched to the member tables' by name, no id column needed; dataset.options are refused."""
+    from miaudit.attacks import create_attack
+    from miaudit.classifier.experiment import ClassifierExperiment
+
+    folder, _ = files
+    digits = load_dataset("digits")
+    for name in ("members", "nonmembers"):
+        arrays = np.load(folder / f"{name}.npz")
+        _write_table(tmp_path / f"{name}.csv", arrays["x"].reshape(len(arrays["y"]), -1), arrays["y"],
+                     extra={"record": [f"{name}-{i}" for i in range(len(arrays["y"]))]})
+    shadow_x, shadow_y = digits.x[1000:1200].reshape(200, -1), digits.y[1000:1200]
+    order = np.random.default_rng(1).permutation(64)
+    _write_table(tmp_path / "shadow.csv", shadow_x[:, order], shadow_y)
+    header, body = (tmp_path / "shadow.csv").read_text().split("\n", 1)
+    (tmp_path / "shadow.csv").write_text(",".join([f"px{j}" for j in order] + ["label"]) + "\n" + body)
+    config = parse_config({
+        "target": {"sklearn": str(folder / "logreg.pkl"), "trust_pickle": True, "id_column": "record",
+                   "members": str(tmp_path / "members.csv"), "nonmembers": str(tmp_path / "nonmembers.csv")},
+        "dataset": {"source": str(tmp_path / "shadow.csv")}, "split": {"n_shadow": 200},
+        "shadow": {"n_models": 1}, "attacks": ["shokri"]})
+    experiment = ClassifierExperiment.from_config(config, [("shokri", create_attack("shokri"))], progress=False)
+    assert experiment.dataset is not None and experiment.dataset.feature_names == [f"px{i}" for i in range(64)]
+    np.testing.assert_array_equal(experiment.dataset.x, shadow_x.astype(np.float32))  # as given, in the model's order
+    config.dataset.options = {"scale": False}
+    with pytest.raises(ConfigError, match="shadow.csv of your own model is read like your member tables"):
+        ClassifierExperiment.from_config(config, [("shokri", create_attack("shokri"))], progress=False)
+
+
+def test_tables_whose_columns_differ_name_the_first_difference(tmp_path):
+    from miaudit.classifier.config import TableColumns
+    from miaudit.classifier.targets.user_model import join_examples, read_table_examples
+
+    (tmp_path / "a.csv").write_text("age,income,label\n30,1.5,0\n40,2.5,1\n")
+    (tmp_path / "b.csv").write_text("income,age,label\n1.5,30,0\n2.5,40,1\n")
+    parts = [read_table_examples(tmp_path / name, name, TableColumns()) for name in ("a.csv", "b.csv")]
+    with pytest.raises(DataError, match=r"differ at column 1 \(a.csv has 'age', b.csv has 'income'\)"):
+        join_examples(parts, None)

@@ -150,10 +150,15 @@ class TargetConfig:
         if self.hf_classifier is not None:
             raise ConfigError(f"config.target.{given[0]}: for a text classifier set target.hf_classifier.text_column "
                               "/ label_column")
-        files = [f for f in (self.members, self.nonmembers, self.population) if f is not None]
-        if not self.user_model or not any(is_table(Path(f)) for f in files):
+        if not self.user_model:
             raise ConfigError(f"config.target.{given[0]}: names a column of the members / nonmembers tables (CSV, "
                               "TSV, JSONL, JSON, Parquet) of your own model; remove it")
+
+    def tables(self, dataset: DatasetConfig | None) -> list[str]:
+        """The files of records read as tables with :attr:`table_columns`: members, non-members, population and the
+        shadow dataset of your own model, where they are tables."""
+        files = [self.members, self.nonmembers, self.population, dataset.source if dataset is not None else None]
+        return [f for f in files if f is not None and self.user_model and is_table(Path(f))]
 
     @property
     def table_columns(self) -> TableColumns:
@@ -369,6 +374,10 @@ class AuditConfig:
         if source != "trained" and self.training.estimator is not None:
             raise ConfigError(f"config.training.estimator: the tool trains this estimator as the target, but the "
                               f"target is given (target.{source}); remove one of them")
+        column = next((k for k in ("label_column", "id_column", "group_column") if getattr(self.target, k)), None)
+        if column is not None and not self.target.tables(self.dataset):
+            raise ConfigError(f"config.target.{column}: names a column of the members / nonmembers tables (CSV, TSV, "
+                              "JSONL, JSON, Parquet) of your own model, but no such file is a table; remove it")
         if source == "sklearn" and self.training.function is not None:
             raise ConfigError("config.training.function: trains torch models; a scikit-learn target's shadow and "
                               "reference models are clones of it; remove function")

@@ -28,6 +28,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -44,11 +45,12 @@ from miaudit.classifier.signals.shadow import ShadowSignals
 from miaudit.classifier.sources import AuditedTarget, precomputed_target, user_model_target
 from miaudit.classifier.targets import SklearnTarget, TorchClassifierTarget
 from miaudit.classifier.targets.hf_text import HFTextClassifier, HFTextSource
-from miaudit.classifier.targets.user_model import run_model
+from miaudit.classifier.targets.user_model import align_to_model, read_table_examples, run_model
 from miaudit.classifier.training import TrainConfig, TrainingPlugin, build_model_from_config
 from miaudit.classifier.training.measured import train_isolated, train_measured, train_model
 from miaudit.data import ArrayDataset, MembershipSplit, load_dataset, make_split
 from miaudit.data.datasets import BUILTIN
+from miaudit.data.rows import is_table
 from miaudit.data.tabular import Table, TabularPreprocessor, read_table, tabular_format, tabular_options
 from miaudit.errors import ConfigError
 from miaudit.runs.config import DatasetConfig
@@ -273,6 +275,7 @@ class ClassifierExperiment:
         elif self.target_config.user_model:
             self.loaded = user_model_target(self.target_config, self.dataset, n_shadow=n_shadow, seed=seed,
                                             run_warnings=self.warnings)
+            self.dataset = self._columns_as_audited(self.dataset)
         elif given is None:
             rows = self.table if self.table is not None else self.dataset
             assert rows is not None and split is not None and split.n_members and split.n_nonmembers
@@ -302,6 +305,16 @@ class ClassifierExperiment:
             dataset = HFTextSource(self.target_config.hf_classifier).examples(spec.source, role="shadow")
             log.info("dataset %s: %d texts", dataset.name, len(dataset))
             return dataset
+        if self.target_config.user_model and is_table(Path(spec.source)):  # read as your model takes its inputs
+            if spec.options:
+                raise ConfigError(f"config.dataset.options: the shadow table {spec.source} of your own model is read "
+                                  "like your member tables (target.label_column, id_column, group_column: numeric "
+                                  "columns as your model takes them, no preprocessing); remove options")
+            dataset = read_table_examples(Path(spec.source), "shadow", self.target_config.table_columns,
+                                          ids_needed=False)
+            log.info("dataset %s: %d rows, %d classes, %d input columns", dataset.name, len(dataset),
+                     dataset.n_classes, dataset.input_shape[0])
+            return dataset
         if spec.source not in BUILTIN and tabular_format(spec.source, spec.options.get("format")) is not None:
             options = dict(spec.options)
             self.scale = options.pop("scale", True)
@@ -318,6 +331,14 @@ class ClassifierExperiment:
         log.info("dataset %s: %d examples, %d classes, input shape %s", dataset.name, len(dataset),
                  dataset.n_classes, dataset.input_shape)
         return dataset
+
+    def _columns_as_audited(self, dataset: ArrayDataset | None) -> ArrayDataset | None:
+        """A shadow table's columns in the order of the audited examples' (your model's) named inputs."""
+        assert self.loaded is not None
+        order = self.loaded.examples.feature_names if self.loaded.examples is not None else None
+        if dataset is None or dataset.feature_names is None or order is None:
+            return dataset
+        return align_to_model([dataset], order, "your model (the columns of its member tables)")[0]
 
     def _preprocess(self, rows: np.ndarray | None) -> ArrayDataset:
         """Fit the one preprocessing pipeline on the table's ``rows`` (all when ``None``); transform every row."""

@@ -145,6 +145,7 @@ def user_model_target(target: TargetConfig, dataset: ArrayDataset | None, *, n_s
     n_labels = int(max(p.y.max() for p in parts)) + 1
     model: TorchClassifierTarget | SklearnTarget | BlackBoxTarget
     info: dict[str, Any]
+    names: list[str] | None = None  # the input names an estimator fitted on a data frame keeps
     if text is not None:
         model, n_classes = text.load(), text.n_classes
         info = {"source": "hf_classifier", "path": text.path, "access": model.access,
@@ -190,6 +191,8 @@ def user_model_target(target: TargetConfig, dataset: ArrayDataset | None, *, n_s
                 "access": model.access, "description": f"{type(estimator).__name__} unpickled from {target.sklearn}",
                 "fingerprint": model.fingerprint()}
     examples = join_examples(parts, n_classes)
+    if names is not None:  # .npz files' columns are taken to be in the model's order (warned above)
+        examples.feature_names = names
     n_in, n_audited = len(members), len(members) + len(nonmembers)
     split = MembershipSplit(np.arange(n_in), np.arange(n_in, n_audited), np.empty(0, np.int64),
                             np.arange(n_audited, len(examples)))

@@ -119,23 +119,31 @@ def _class_index(value: Any, column: str, row: int, path: Path) -> int:
     return int(number)
 
 
-def read_table_examples(path: Path, role: str, columns: TableColumns) -> ArrayDataset:
+def _listed(names: list[Any], at_most: int = 8) -> str:
+    """Column names for a message: the first ``at_most`` and how many there are."""
+    shown = ", ".join(map(str, names[:at_most]))
+    return shown if len(names) <= at_most else f"{shown}, ... ({len(names)} columns)"
+
+
+def read_table_examples(path: Path, role: str, columns: TableColumns, *, ids_needed: bool = True) -> ArrayDataset:
     """The records of a table as examples: the ``columns.label`` column (class indices) as ``y``, optional id
     and group columns, every other column a numeric feature of ``x`` ``(n, d)`` (``feature_names`` keeps
-    their order)."""
+    their order). Without ``ids_needed`` (shadow data) a table may lack the id and group columns."""
     rows = read_rows(path, other="or an .npz with x and y")
     names = list(rows[0])
+    if not ids_needed:
+        columns = TableColumns(columns.label, *(c if c in names else None for c in (columns.id, columns.group)))
     for what, column in (("label", columns.label), ("id", columns.id), ("group", columns.group)):
         if column is not None and column not in names:
-            raise DataError(f"config.target: {path} has no column {column!r} (columns: {', '.join(names)}); set "
+            raise DataError(f"config.target: {path} has no column {column!r} (columns: {_listed(names)}); set "
                             f"target.{what}_column")
     features = [c for c in names if c not in (columns.label, columns.id, columns.group)]
     if not features:
         raise DataError(f"config.target: {path} has no feature column beside {columns.label!r}")
     for i, row in enumerate(rows):
         if set(row) != set(names):
-            raise DataError(f"config.target: {path} record {i + 1} has the columns {', '.join(map(str, row))} but the "
-                            f"first has {', '.join(names)}; give every record the same columns")
+            raise DataError(f"config.target: {path} record {i + 1} has the columns {_listed(list(row))} but the "
+                            f"first has {_listed(names)}; give every record the same columns")
     x = np.stack([_numeric_column(rows, c, path) for c in features], axis=1)  # (n, d)
     labels = [_class_index(row[columns.label], columns.label, i, path) for i, row in enumerate(rows)]
     ids = (np.array([str(row[columns.id]) for row in rows]) if columns.id is not None
@@ -170,9 +178,9 @@ def model_feature_names(estimator: Any) -> list[str] | None:
     return None if names is None else [str(n) for n in names]
 
 
-def align_to_model(parts: list[ArrayDataset], names: list[str], model: str) -> list[ArrayDataset]:
-    """The tables' columns put in the order of the model's input ``names``: a one-line error for a column
-    the model needs that a table lacks, or one it does not take; arrays (no column names) as they are."""
+def align_to_model(parts: list[ArrayDataset], names: list[str], inputs_of: str) -> list[ArrayDataset]:
+    """The tables' columns put in the order of the input ``names`` (of ``inputs_of``, e.g. "LogisticRegression"):
+    a one-line error for an input a table lacks, or a column that is no input; arrays (no names) as they are."""
     aligned = []
     for part in parts:
         if part.feature_names is None:
@@ -180,13 +188,13 @@ def align_to_model(parts: list[ArrayDataset], names: list[str], model: str) -> l
             continue
         missing = [n for n in names if n not in part.feature_names]
         if missing:
-            raise DataError(f"config.target: {model} was fitted on the column {missing[0]!r}, which {part.name} lacks"
-                            f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; give the tables every "
-                            "input column your model takes")
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise DataError(f"config: {part.name} has no column {missing[0]!r}{more}, an input of {inputs_of}; give "
+                            "every table the input columns your model takes")
         extra = [n for n in part.feature_names if n not in names]
         if extra:
-            raise DataError(f"config.target: {part.name} has the column {extra[0]!r}, which {model} does not take as "
-                            "an input; name it as target.id_column / group_column or drop it")
+            raise DataError(f"config: {part.name} has the column {extra[0]!r}, which is not an input of {inputs_of}; "
+                            "name it as target.id_column / group_column or drop it")
         order = [part.feature_names.index(n) for n in names]
         aligned.append(dataclasses.replace(part, x=part.x[:, order], feature_names=list(names)))
     return aligned
@@ -198,11 +206,15 @@ def join_examples(parts: list[ArrayDataset], n_classes: int | None) -> ArrayData
     if len(shapes) > 1:
         raise DataError(f"config.target: members, nonmembers and population must share one input shape; got "
                         f"{', '.join(f'{p.name} {p.input_shape}' for p in parts)}")
-    orders = {tuple(p.feature_names) for p in parts if p.feature_names is not None}
-    if len(orders) > 1:
-        first, second = sorted(orders)[:2]
-        raise DataError(f"config.target: the tables' feature columns differ ({', '.join(first)} against "
-                        f"{', '.join(second)}); give every file the columns your model takes, in its order")
+    named = [p for p in parts if p.feature_names is not None]
+    for part in named[1:]:
+        first, other = named[0].feature_names or [], part.feature_names or []
+        if other != first:
+            at = next((i for i, (a, b) in enumerate(zip(first, other)) if a != b), min(len(first), len(other)))
+            seen = [f"{p.name} has {names[at]!r}" if at < len(names) else f"{p.name} ends"
+                    for p, names in ((named[0], first), (part, other))]
+            raise DataError(f"config.target: the tables' feature columns differ at column {at + 1} ({seen[0]}, "
+                            f"{seen[1]}); give every file the columns your model takes, in its order")
     ids = np.concatenate([p.ids for p in parts])
     if np.unique(ids).size != ids.size:
         raise DataError("config.target: example ids repeat across members, nonmembers and population; give unique "
