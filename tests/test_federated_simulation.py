@@ -212,6 +212,8 @@ def test_a_client_failure_becomes_the_same_one_line_error():
     ({"federation": {"n_clients": 10, "partition": "dirichlet", "alpha": 0.01}, "seed": 0}, DataError,
      r"leaves client \d+ of the target federation with 0 examples"),
     ({"attacks": [{"name": "rmia"}], "reference": {"n_models": 0}}, ConfigError, r"set reference.n_models"),
+    ({"attacks": ["lira"], "reference": {"n_models": 2}}, ConfigError,
+     r"needs at least 4 IN and 4 OUT reference federations per example, but 2 federations on paired halves"),
     ({"defenses": [{"name": "memguard"}]}, ConfigError, r"post-processes a deployed model's outputs"),
     ({"defenses": [{"name": "ladp", "params": {"noise_multiplier": 1.0, "target_epsilon": None}}],
       "split": {"n_members": 300, "n_nonmembers": 200}, "shadow": {"n_models": 0}, "reference": {"n_models": 0}},

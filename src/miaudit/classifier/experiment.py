@@ -178,14 +178,16 @@ class ExperimentModels:
             for i, v in enumerate(query_views(audited.x, views)[1:], 1)]
 
 
-def check_reference_needs(key: str, attack: Attack, *, shadow: bool, pool: bool, population: bool,
+def check_reference_needs(key: str, attack: Attack, *, shadow: bool, pool: int, population: bool,
                           population_fix: str, models: str = "models") -> None:
     """Refuse ``attack`` (config label ``key``) when a run lacks the reference data it needs.
 
     What it needs: its ``needs_reference`` and, when it must be fitted, every ``fit_input`` (RMIA:
-    a pool and population data); a ``per_class`` threshold needs shadow models. ``shadow`` /
-    ``pool`` / ``population``: whether the run builds them; ``population_fix`` says how to get
-    population data; ``models`` names what shadow and reference models are ("federations").
+    a pool and population data), with enough reference models per example
+    (:class:`~miaudit.classifier.attacks._reference.CountsReferenceModels`); a ``per_class`` threshold
+    needs shadow models. ``shadow`` / ``population``: whether the run builds them; ``pool``: how many
+    reference models it trains on paired halves (0: none); ``population_fix`` says how to get population
+    data; ``models`` names what shadow and reference models are ("federations").
     """
     need = attack.needs_reference
     if need not in SUPPORTED_REFERENCE:
@@ -199,6 +201,12 @@ def check_reference_needs(key: str, attack: Attack, *, shadow: bool, pool: bool,
                           "(an even number, e.g. 16)")
     if "population" in needed and not population:
         raise ConfigError(f"attack {key!r} needs population data the target never saw; set {population_fix}")
+    if pool and isinstance(attack, CountsReferenceModels):
+        per_example, fix = attack.models_per_example()
+        if pool // 2 < per_example:
+            raise ConfigError(f"config.reference.n_models: attack {key!r} needs at least {per_example} IN and "
+                              f"{per_example} OUT reference {models} per example, but {pool} {models} on paired "
+                              f"halves give {pool // 2} of each: {fix}")
     if getattr(attack, "per_class", False) and need == "none" and not shadow:
         raise ConfigError(f"attack {key!r} with per_class=true learns class thresholds from shadow {models}; set "
                           "shadow.n_models >= 1")
@@ -481,16 +489,9 @@ class ClassifierExperiment:
         population = loaded.population is not None if loaded is not None else \
             self.split is not None and self.split.population.size > 0
         check_reference_needs(key, attack, shadow=bool(self.shadow_config.n_models),
-                              pool=bool(self.reference_config.n_models), population=population,
+                              pool=self.reference_config.n_models, population=population,
                               population_fix="target.population (your model's outputs on, or examples of, such "
                                              "data)" if loaded else "split.n_population (e.g. 500)")
-        n_models = self.reference_config.n_models
-        if n_models and isinstance(attack, CountsReferenceModels):
-            needed, fix = attack.models_per_example()
-            if n_models // 2 < needed:
-                raise ConfigError(f"config.reference.n_models: attack {key!r} needs at least {needed} IN and {needed} "
-                                  f"OUT reference models per example, but {n_models} models on paired halves give "
-                                  f"{n_models // 2} of each: {fix}")
         if signal_type(attack) == "label_only" and self.target_config.hf_classifier is not None:
             raise ConfigError(f"attack {key!r} perturbs the inputs, which are token ids for a text classifier; use "
                               "output-based or white-box attacks")

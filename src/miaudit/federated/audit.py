@@ -272,7 +272,7 @@ def _jobs(config: FederatedConfig, row: _Row, data: FederatedData, keep_models: 
 # -- attacks --------------------------------------------------------------------------------------
 def _check_attacks(config: FederatedConfig, attacks: list[tuple[str, Attack]]) -> None:
     for key, attack in attacks:
-        check_reference_needs(key, attack, shadow=bool(config.shadow.n_models), pool=bool(config.reference.n_models),
+        check_reference_needs(key, attack, shadow=bool(config.shadow.n_models), pool=config.reference.n_models,
                               population=bool(config.split.n_population),
                               population_fix="split.n_population (data no client trained on)", models="federations")
 
