@@ -227,6 +227,28 @@ def test_compare_notes_different_data_and_examples_it_could_not_pair(tmp_path, c
     assert "note: the runs audit different data" in capsys.readouterr().out
 
 
+def test_compare_notes_config_keys_and_attack_parameters_that_differ(tmp_path):
+    """Two runs on the same data whose recipes and LiRA settings differ: the notes say so (a real comparison of an
+    HF classifier audited with miaudit's loop and with the user's training function read as one change)."""
+    run_a = make_run_dir(tmp_path / "a", figures=False, report=False)
+    run_b = make_run_dir(tmp_path / "b", figures=False, report=False)
+    metrics = json.loads((run_b / "metrics.json").read_text())
+    metrics["attacks"][0]["params"] = {"variance": "global"}
+    (run_b / "metrics.json").write_text(json.dumps(metrics))
+    configs = [{"seed": 0, "training": {"epochs": 12, "lr": 0.003}, "attacks": [{"name": "loss"}]},
+               {"seed": 0, "training": {"epochs": 12, "function": "mine:fit"}, "attacks": [{"name": "loss"}]}]
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        ids = []
+        for folder, config in zip((run_a, run_b), configs):
+            run_id = store.start_run("audit", config=config, run_dir=folder)
+            store.finish_run(run_id, "completed", metrics=json.loads((folder / "metrics.json").read_text()))
+            ids.append(run_id)
+        notes = store.compare(*ids, n_bootstrap=50)["notes"]
+    name = metrics["attacks"][0]["name"]
+    assert notes == ["the runs' configs differ in training.function, training.lr: each difference below may come "
+                     "from any of them", f"{name} ran with other parameters (a: defaults; b: variance='global')"]
+
+
 def test_runs_cli(tmp_path, capsys):
     run_dir = make_run_dir(tmp_path / "run", figures=False)
     with RunStore(default_store_path(tmp_path)) as store:

@@ -128,18 +128,48 @@ def compare_runs(run_a: dict[str, Any], run_b: dict[str, Any], *, n_bootstrap: i
     return {"run_a": run_a["id"], "run_b": run_b["id"], "confidence": confidence, "rows": rows,
             "only_in_a": [n for n in attacks_a if n not in attacks_b],
             "only_in_b": [n for n in attacks_b if n not in attacks_a],
-            "notes": _notes(run_a.get("metrics") or {}, run_b.get("metrics") or {}, unpaired)}
+            "notes": _notes(run_a.get("metrics") or {}, run_b.get("metrics") or {}, unpaired)
+            + _setting_notes(run_a, run_b, [(name, attacks_a[name][0], attacks_b[name][0]) for name in shared])}
 
 
 def _audited(metrics: dict[str, Any]) -> str | None:
     """What a run audited, in words ("a classifier audit of digits: 150 members, 150 non-members"), if recorded."""
     data = metrics.get("data") or {}
-    if not data.get("dataset"):
+    source = data.get("audited_from") or data.get("dataset")
+    if not source:
         return None
     kind = "a defense comparison" if is_defense_comparison(metrics) else f"a {metrics.get('kind', 'miaudit')} audit"
     counts = (f": {data['n_members']} members, {data['n_nonmembers']} non-members"
               if "n_members" in data and "n_nonmembers" in data else "")
-    return f"{kind} of {data['dataset']}{counts}"
+    return f"{kind} of {source}{counts}"
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config as ``{"section.key": value}``."""
+    if isinstance(value, dict):
+        return {k: v for key, sub in value.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): value}
+
+
+def _params(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in sorted(params.items())) or "defaults"
+
+
+def _setting_notes(run_a: dict[str, Any], run_b: dict[str, Any],
+                   shared: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> list[str]:
+    """Config keys and shared attacks' parameters that differ between the runs (besides what was meant to change)."""
+    notes = []
+    config_a, config_b = _flat(run_a.get("config") or {}), _flat(run_b.get("config") or {})
+    changed = sorted(k for k in set(config_a) | set(config_b)
+                     if k.split(".")[0] != "attacks" and config_a.get(k) != config_b.get(k))
+    if changed:
+        shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+        notes.append(f"the runs' configs differ in {shown}: each difference below may come from any of them")
+    for name, entry_a, entry_b in shared:
+        params_a, params_b = entry_a.get("params") or {}, entry_b.get("params") or {}
+        if params_a != params_b:
+            notes.append(f"{name} ran with other parameters (a: {_params(params_a)}; b: {_params(params_b)})")
+    return notes
 
 
 def _notes(metrics_a: dict[str, Any], metrics_b: dict[str, Any], unpaired: list[str]) -> list[str]:
