@@ -391,7 +391,7 @@ def test_a_model_fitted_on_named_columns_gets_the_tables_columns_in_its_order(fi
 def test_model_feature_names_of_scikit_learn_xgboost_and_lightgbm_models():
     from types import SimpleNamespace
 
-    from miaudit.classifier.targets.user_model import model_feature_names
+    from miaudit.classifier.targets.tables import model_feature_names
 
     assert model_feature_names(SimpleNamespace(feature_names_in_=np.array(["age", "income"], dtype=object))) == [
         "age", "income"]
@@ -432,7 +432,8 @@ def test_a_shadow_table_of_your_own_model_is_read_like_the_member_tables(files, 
 
 def test_tables_whose_columns_differ_name_the_first_difference(tmp_path):
     from miaudit.classifier.config import TableColumns
-    from miaudit.classifier.targets.user_model import join_examples, read_table_examples
+    from miaudit.classifier.targets.tables import read_table_examples
+    from miaudit.classifier.targets.user_model import join_examples
 
     (tmp_path / "a.csv").write_text("age,income,label\n30,1.5,0\n40,2.5,1\n")
     (tmp_path / "b.csv").write_text("income,age,label\n1.5,30,0\n2.5,40,1\n")

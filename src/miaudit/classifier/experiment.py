@@ -45,7 +45,8 @@ from miaudit.classifier.signals.shadow import ShadowSignals
 from miaudit.classifier.sources import AuditedTarget, precomputed_target, user_model_target
 from miaudit.classifier.targets import SklearnTarget, TorchClassifierTarget
 from miaudit.classifier.targets.hf_text import HFTextClassifier, HFTextSource
-from miaudit.classifier.targets.user_model import align_to_model, read_table_examples, run_model
+from miaudit.classifier.targets.tables import align_to_model, read_table_examples
+from miaudit.classifier.targets.user_model import run_model
 from miaudit.classifier.training import TrainConfig, TrainingPlugin, build_model_from_config
 from miaudit.classifier.training.measured import train_isolated, train_measured, train_model
 from miaudit.data import ArrayDataset, MembershipSplit, load_dataset, make_split

@@ -20,13 +20,12 @@ from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.signals.cache import output_arrays
 from miaudit.classifier.targets import BlackBoxTarget, PrecomputedTarget, SklearnTarget, TorchClassifierTarget
 from miaudit.classifier.targets.hf_text import HFTextSource
+from miaudit.classifier.targets.tables import align_to_model, model_feature_names
 from miaudit.classifier.targets.user_model import (
-    align_to_model,
     join_examples,
     load_blackbox,
     load_sklearn,
     load_torch_module,
-    model_feature_names,
     read_examples,
     run_model,
 )

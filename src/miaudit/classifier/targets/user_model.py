@@ -10,9 +10,6 @@ files with ``x``, ``y`` and optional ``ids``. Every problem is a one-line error 
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import re
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +19,11 @@ from miaudit.classifier.config import TableColumns
 from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.targets.blackbox import BlackBoxTarget
 from miaudit.classifier.targets.sklearn import SklearnTarget
+from miaudit.classifier.targets.tables import read_table_examples
 from miaudit.classifier.targets.torch_module import TorchClassifierTarget
 from miaudit.data import ArrayDataset
 from miaudit.data.datasets import read_user_arrays, user_row_ids
-from miaudit.data.rows import is_table, read_rows
+from miaudit.data.rows import is_table
 from miaudit.errors import DataError, MiauditError, one_line
 from miaudit.utils.trusted_code import import_trusted_callable
 from miaudit.utils.user_module import load_user_module
@@ -80,79 +78,6 @@ def load_sklearn(path_str: str) -> Any:
     return estimator
 
 
-def _number(value: Any, column: str, row: int, path: Path) -> float:
-    """One cell as a float; a one-line error for a missing or non-numeric cell."""
-    if isinstance(value, bool):
-        return float(value)
-    try:
-        number = float(value) if value is not None and str(value).strip() != "" else math.nan
-    except (TypeError, ValueError):
-        raise DataError(f"config.target: {path} row {row + 1}, column {column!r} holds {value!r}, not a number; your "
-                        "model takes numeric inputs here, so encode the column as your model's preprocessing "
-                        "did (or let the tool train a model on the raw table: dataset.source)") from None
-    if not math.isfinite(number):
-        raise DataError(f"config.target: {path} row {row + 1}, column {column!r} is missing or not finite "
-                        f"({value!r}); fill it as your model's preprocessing did")
-    return number
-
-
-def _numeric_column(rows: list[dict[str, Any]], column: str, path: Path) -> np.ndarray:
-    """One column as float64 ``(n,)``, converted at once; a bad cell is found and named cell by cell."""
-    values = [row[column] for row in rows]
-    try:
-        array = np.array(values, dtype=np.float64)
-        if np.isfinite(array).all():
-            return array
-    except (TypeError, ValueError):
-        pass
-    return np.array([_number(value, column, i, path) for i, value in enumerate(values)])
-
-
-def _class_index(value: Any, column: str, row: int, path: Path) -> int:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if not number.is_integer() or number < 0:
-        raise DataError(f"config.target: {path} row {row + 1}, column {column!r} holds {value!r}; labels must be the "
-                        "class indices 0..K-1 your model predicts")
-    return int(number)
-
-
-def _listed(names: list[Any], at_most: int = 8) -> str:
-    """Column names for a message: the first ``at_most`` and how many there are."""
-    shown = ", ".join(map(str, names[:at_most]))
-    return shown if len(names) <= at_most else f"{shown}, ... ({len(names)} columns)"
-
-
-def read_table_examples(path: Path, role: str, columns: TableColumns, *, ids_needed: bool = True) -> ArrayDataset:
-    """The records of a table as examples: the ``columns.label`` column (class indices) as ``y``, optional id
-    and group columns, every other column a numeric feature of ``x`` ``(n, d)`` (``feature_names`` keeps
-    their order). Without ``ids_needed`` (shadow data) a table may lack the id and group columns."""
-    rows = read_rows(path, other="or an .npz with x and y")
-    names = list(rows[0])
-    if not ids_needed:
-        columns = TableColumns(columns.label, *(c if c in names else None for c in (columns.id, columns.group)))
-    for what, column in (("label", columns.label), ("id", columns.id), ("group", columns.group)):
-        if column is not None and column not in names:
-            raise DataError(f"config.target: {path} has no column {column!r} (columns: {_listed(names)}); set "
-                            f"target.{what}_column")
-    features = [c for c in names if c not in (columns.label, columns.id, columns.group)]
-    if not features:
-        raise DataError(f"config.target: {path} has no feature column beside {columns.label!r}")
-    for i, row in enumerate(rows):
-        if set(row) != set(names):
-            raise DataError(f"config.target: {path} record {i + 1} has the columns {_listed(list(row))} but the "
-                            f"first has {_listed(names)}; give every record the same columns")
-    x = np.stack([_numeric_column(rows, c, path) for c in features], axis=1)  # (n, d)
-    labels = [_class_index(row[columns.label], columns.label, i, path) for i, row in enumerate(rows)]
-    ids = (np.array([str(row[columns.id]) for row in rows]) if columns.id is not None
-           else np.array([f"{role}/{i}" for i in range(len(rows))]))
-    groups = np.array([str(row[columns.group]) for row in rows]) if columns.group is not None else None
-    return ArrayDataset(x, np.array(labels, dtype=np.int64), name=path.name, ids=ids, groups=groups,
-                        feature_names=features)
-
-
 def read_examples(path_str: str, key: str, role: str, columns: TableColumns | None = None) -> ArrayDataset:
     """``x`` ``(n, ...)``, ``y`` ``(n,)``, optional ``ids`` (default ``"<role>/<row>"``) and ``groups`` of
     ``target.<key>``: an ``.npz``, or a table read with ``columns`` (:func:`read_table_examples`)."""
@@ -164,40 +89,6 @@ def read_examples(path_str: str, key: str, role: str, columns: TableColumns | No
     path, arrays = read_user_arrays(path_str, f"config.target.{key}", ("x", "y"), "x (n, ...) and y (n,)")
     ids = user_row_ids(arrays, len(arrays["y"]), role)
     return ArrayDataset(arrays["x"], arrays["y"], name=f"{path.name}", ids=ids, groups=arrays.get("groups"))
-
-
-def model_feature_names(estimator: Any) -> list[str] | None:
-    """The input names a fitted estimator learned from a data frame (scikit-learn and XGBoost's
-    ``feature_names_in_``, LightGBM's ``feature_name_`` unless it is LightGBM's own ``Column_<i>``); ``None``
-    for a model fitted on plain arrays."""
-    names = getattr(estimator, "feature_names_in_", None)
-    if names is None:
-        names = getattr(estimator, "feature_name_", None)
-        if names is not None and all(re.fullmatch(r"Column_\d+", str(n)) for n in names):
-            names = None
-    return None if names is None else [str(n) for n in names]
-
-
-def align_to_model(parts: list[ArrayDataset], names: list[str], inputs_of: str) -> list[ArrayDataset]:
-    """The tables' columns put in the order of the input ``names`` (of ``inputs_of``, e.g. "LogisticRegression"):
-    a one-line error for an input a table lacks, or a column that is no input; arrays (no names) as they are."""
-    aligned = []
-    for part in parts:
-        if part.feature_names is None:
-            aligned.append(part)
-            continue
-        missing = [n for n in names if n not in part.feature_names]
-        if missing:
-            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-            raise DataError(f"config: {part.name} has no column {missing[0]!r}{more}, an input of {inputs_of}; give "
-                            "every table the input columns your model takes")
-        extra = [n for n in part.feature_names if n not in names]
-        if extra:
-            raise DataError(f"config: {part.name} has the column {extra[0]!r}, which is not an input of {inputs_of}; "
-                            "name it as target.id_column / group_column or drop it")
-        order = [part.feature_names.index(n) for n in names]
-        aligned.append(dataclasses.replace(part, x=part.x[:, order], feature_names=list(names)))
-    return aligned
 
 
 def join_examples(parts: list[ArrayDataset], n_classes: int | None) -> ArrayDataset:
@@ -243,5 +134,4 @@ def run_model(model: TorchClassifierTarget | SklearnTarget | BlackBoxTarget, dat
                         "shape and dtype the model expects") from None
 
 
-__all__ = ["align_to_model", "join_examples", "load_blackbox", "load_sklearn", "load_torch_module",
-           "model_feature_names", "read_examples", "read_table_examples", "run_model"]
+__all__ = ["join_examples", "load_blackbox", "load_sklearn", "load_torch_module", "read_examples", "run_model"]
