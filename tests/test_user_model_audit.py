@@ -310,7 +310,9 @@ def test_member_tables_give_the_audit_of_the_same_npz_files(files, tmp_path):
 
 
 @pytest.mark.parametrize("edit,message", [
-    (lambda text: text.replace(",0\n", ",zero\n", 1), "column 'label' holds 'zero'; labels must be the class indices"),
+    (lambda text: text.replace(",0\n", ",zero\n", 1), "has the label 'zero', a class name, but the model was fitted "
+                                                        "on class indices (0, 1, 2, 3, 4); give those"),
+    (lambda text: text.replace(",0\n", ",\n", 1), "column 'label' has no label; give every record its class"),
     (lambda text: text.replace("\n0,", "\nn/a,", 1), "column 'px0' holds 'n/a', not a number"),
     (lambda text: text.replace("\n0,", "\n,", 1), "column 'px0' is missing or not finite"),
     (lambda text: text.replace("px1,", "pxA,", 1), "the tables' feature columns differ"),
@@ -440,3 +442,50 @@ def test_tables_whose_columns_differ_name_the_first_difference(tmp_path):
     parts = [read_table_examples(tmp_path / name, name, TableColumns()) for name in ("a.csv", "b.csv")]
     with pytest.raises(DataError, match=r"differ at column 1 \(a.csv has 'age', b.csv has 'income'\)"):
         join_examples(parts, None)
+
+
+def test_labels_given_as_the_class_names_a_scikit_learn_model_was_fitted_on(files, tmp_path):
+    """A model fitted on class names ("digit-0", ...) is audited as it is: the tables' names are matched to its
+    classes_ (a population table lacking a class included), with the scores of the same model fitted on indices."""
+    from miaudit.classifier.targets import SklearnTarget
+
+    folder, _ = files
+    names = np.array([f"digit-{k}" for k in range(10)])
+    with open(folder / "logreg.pkl", "rb") as handle:
+        by_index = pickle.load(handle)
+    members = np.load(folder / "members.npz")
+    x_in = members["x"].reshape(60, -1)
+    by_name = LogisticRegression(C=100, max_iter=2000).fit(x_in, names[members["y"]])
+    with open(tmp_path / "named.pkl", "wb") as handle:
+        pickle.dump(by_name, handle)
+    for name in ("members", "nonmembers", "population"):
+        arrays = np.load(folder / f"{name}.npz")
+        keep = arrays["y"] != 3 if name == "population" else np.ones(len(arrays["y"]), bool)
+        x, y = arrays["x"].reshape(len(arrays["y"]), -1)[keep], arrays["y"][keep]
+        _write_table(tmp_path / f"{name}.csv", x, y)
+        text = (tmp_path / f"{name}.csv").read_text().splitlines()
+        rows = [",".join(line.split(",")[:-1] + [str(names[int(line.split(",")[-1])])]) for line in text[1:]]
+        (tmp_path / f"{name}.csv").write_text("\n".join(text[:1] + rows) + "\n")
+    target = {"sklearn": str(tmp_path / "named.pkl"), "trust_pickle": True, "members": str(tmp_path / "members.csv"),
+              "nonmembers": str(tmp_path / "nonmembers.csv"), "population": str(tmp_path / "population.csv")}
+    result = run_audit({"target": target, "attacks": ["loss", "population"], "evaluation": {"n_bootstrap": 20}},
+                       tmp_path / "run", progress=False)
+    probs = SklearnTarget(by_name).outputs(x_in, members["y"]).probs
+    np.testing.assert_allclose(probs, SklearnTarget(by_index).outputs(x_in, members["y"]).probs, atol=1e-6)
+    assert result["target"]["train_accuracy"] == 1.0 and result["data"]["n_population"] == len(
+        np.load(folder / "population.npz")["y"]) - int((np.load(folder / "population.npz")["y"] == 3).sum())
+    predicted = SklearnTarget(by_name, output="labels").outputs(x_in, members["y"]).predictions
+    np.testing.assert_array_equal(predicted, members["y"])  # predict's names as positions in classes_
+    digits = load_dataset("digits")  # shadow data as a table of names too: numbered as the model's classes
+    _write_table(tmp_path / "shadow.csv", digits.x[1000:1300].reshape(300, -1), digits.y[1000:1300])
+    text = (tmp_path / "shadow.csv").read_text().splitlines()
+    rows = [",".join(line.split(",")[:-1] + [str(names[int(line.split(",")[-1])])]) for line in text[1:]]
+    (tmp_path / "shadow.csv").write_text("\n".join(text[:1] + rows) + "\n")
+    shadowed = run_audit({"target": target, "dataset": {"source": str(tmp_path / "shadow.csv")},
+                          "split": {"n_shadow": 300}, "shadow": {"n_models": 1}, "attacks": ["shokri"],
+                          "evaluation": {"n_bootstrap": 20}}, tmp_path / "shadowed", progress=False)
+    assert shadowed["shadow"]["train_accuracy_mean"] == 1.0 and shadowed["shadow"]["test_accuracy_mean"] > 0.8
+    target["sklearn"] = str(folder / "logreg.pkl")
+    with pytest.raises(DataError, match="has the label 'digit-0', a class name, but the model was fitted on class "
+                                        "indices"):
+        run_audit({"target": target, "attacks": ["loss"]}, tmp_path / "indices", progress=False)

@@ -45,7 +45,7 @@ from miaudit.classifier.signals.shadow import ShadowSignals
 from miaudit.classifier.sources import AuditedTarget, precomputed_target, user_model_target
 from miaudit.classifier.targets import SklearnTarget, TorchClassifierTarget
 from miaudit.classifier.targets.hf_text import HFTextClassifier, HFTextSource
-from miaudit.classifier.targets.tables import align_to_model, read_table_examples
+from miaudit.classifier.targets.tables import align_to_model, read_table_examples, with_classes
 from miaudit.classifier.targets.user_model import run_model
 from miaudit.classifier.training import TrainConfig, TrainingPlugin, build_model_from_config
 from miaudit.classifier.training.measured import train_isolated, train_measured, train_model
@@ -53,7 +53,7 @@ from miaudit.data import ArrayDataset, MembershipSplit, load_dataset, make_split
 from miaudit.data.datasets import BUILTIN
 from miaudit.data.rows import is_table
 from miaudit.data.tabular import Table, TabularPreprocessor, read_table, tabular_format, tabular_options
-from miaudit.errors import ConfigError
+from miaudit.errors import ConfigError, DataError
 from miaudit.runs.config import DatasetConfig
 from miaudit.utils.logs import progress as progress_bar
 from miaudit.utils.logs import progress_enabled
@@ -342,12 +342,20 @@ class ClassifierExperiment:
         return dataset
 
     def _columns_as_audited(self, dataset: ArrayDataset | None) -> ArrayDataset | None:
-        """A shadow table's columns in the order of the audited examples' (your model's) named inputs."""
+        """A shadow table's columns in the order of the audited examples' (your model's) named inputs, and its
+        class names numbered as theirs."""
         assert self.loaded is not None
-        order = self.loaded.examples.feature_names if self.loaded.examples is not None else None
-        if dataset is None or dataset.feature_names is None or order is None:
+        audited = self.loaded.examples
+        if dataset is None or audited is None:
             return dataset
-        return align_to_model([dataset], order, "your model (the columns of its member tables)")[0]
+        if dataset.class_names is not None:
+            if audited.class_names is None:
+                raise DataError(f"config.dataset: {dataset.name} gives labels as class names but the audited records "
+                                "give class indices; give the shadow table indices too")
+            dataset = with_classes(dataset, audited.class_names, "your model")
+        if dataset.feature_names is None or audited.feature_names is None:
+            return dataset
+        return align_to_model([dataset], audited.feature_names, "your model (the columns of its member tables)")[0]
 
     def _preprocess(self, rows: np.ndarray | None) -> ArrayDataset:
         """Fit the one preprocessing pipeline on the table's ``rows`` (all when ``None``); transform every row."""

@@ -20,7 +20,8 @@ from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.signals.cache import output_arrays
 from miaudit.classifier.targets import BlackBoxTarget, PrecomputedTarget, SklearnTarget, TorchClassifierTarget
 from miaudit.classifier.targets.hf_text import HFTextSource
-from miaudit.classifier.targets.tables import align_to_model, model_feature_names
+from miaudit.classifier.targets.sklearn import class_indices
+from miaudit.classifier.targets.tables import align_to_model, model_feature_names, with_classes
 from miaudit.classifier.targets.user_model import (
     join_examples,
     load_blackbox,
@@ -126,6 +127,22 @@ def _n_parameters(model: Any) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
+def _classes_of_sklearn_model(parts: list[ArrayDataset], named: ArrayDataset, estimator: Any, path: str | None
+                              ) -> list[ArrayDataset]:
+    """Tables whose labels are class names, renumbered to the classes a scikit-learn ``estimator`` (unpickled from
+    ``path``) was fitted on; other models (``estimator`` None) take class indices."""
+    names = named.class_names or [""]
+    example = next((n for n in names if not n.isdigit()), names[0])  # a label that is no class index
+    if estimator is None:
+        raise DataError(f"config.target: {named.name} has the label {example!r}, a class name; your model outputs "
+                        "one score per class index, so give the indices 0..K-1 it was trained on")
+    classes = np.asarray(getattr(estimator, "classes_", []))
+    if class_indices(classes):
+        raise DataError(f"config.target: {named.name} has the label {example!r}, a class name, but the model was "
+                        f"fitted on class indices ({', '.join(map(str, classes[:5]))}); give those")
+    return [with_classes(p, [str(c) for c in classes], f"{type(estimator).__name__} ({path})") for p in parts]
+
+
 def user_model_target(target: TargetConfig, dataset: ArrayDataset | None, *, n_shadow: int, seed: int,
                       run_warnings: list[str]) -> AuditedTarget:
     """The user's torch module, scikit-learn estimator or black-box function, audited on its member and non-member
@@ -141,6 +158,11 @@ def user_model_target(target: TargetConfig, dataset: ArrayDataset | None, *, n_s
     nonmembers = read(target.nonmembers, "nonmembers", "nonmember")
     population = read(target.population, "population", "population") if target.population else None
     parts = [members, nonmembers] + ([population] if population is not None else [])
+    estimator = load_sklearn(target.sklearn) if target.sklearn is not None else None
+    named = next((p for p in parts if p.class_names is not None), None)
+    if named is not None and text is None:
+        parts = _classes_of_sklearn_model(parts, named, estimator, target.sklearn)
+        members, nonmembers = parts[:2]
     n_labels = int(max(p.y.max() for p in parts)) + 1
     model: TorchClassifierTarget | SklearnTarget | BlackBoxTarget
     info: dict[str, Any]
@@ -172,8 +194,7 @@ def user_model_target(target: TargetConfig, dataset: ArrayDataset | None, *, n_s
                 "description": f"{spec['class']} loaded from {spec['path']} (state dict)",
                 "n_parameters": _n_parameters(model.model), "fingerprint": model.fingerprint()}
     else:
-        assert target.sklearn is not None
-        estimator = load_sklearn(target.sklearn)
+        assert target.sklearn is not None and estimator is not None
         names = model_feature_names(estimator)
         if names is not None:  # fitted on a data frame: match the tables' columns by name
             parts = align_to_model(parts, names, type(estimator).__name__)
@@ -183,7 +204,7 @@ def user_model_target(target: TargetConfig, dataset: ArrayDataset | None, *, n_s
                                     f"{', ...' if len(names) > 3 else ''}); the .npz files' x columns are taken to be "
                                     "in that order: give tables with a header row to have them matched by name")
         classes = np.asarray(getattr(estimator, "classes_", [0]))
-        known = int(classes.max()) + 1 if np.issubdtype(classes.dtype, np.integer) else 0
+        known = int(classes.max()) + 1 if class_indices(classes) else len(classes)
         n_classes = max(n_labels, known)
         model = SklearnTarget(estimator, n_classes=n_classes, columns_matched=names is not None)
         info = {"source": "sklearn", "estimator": type(estimator).__name__, "path": target.sklearn,

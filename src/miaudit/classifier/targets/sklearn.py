@@ -15,15 +15,23 @@ from miaudit.data.datasets import ArrayDataset
 from miaudit.errors import ConfigError, SignalError
 
 
+def class_indices(classes: Any) -> bool:
+    """True when an estimator's ``classes_`` are class indices (non-negative integers), False for class names
+    (strings, or other values: then class ``k`` is ``classes_[k]``, the ``k``-th column of ``predict_proba``)."""
+    classes = np.asarray(classes)
+    return bool(np.issubdtype(classes.dtype, np.integer) and classes.size and classes.min() >= 0)
+
+
 class SklearnTarget:
     """Wraps a fitted estimator; inputs with more than 2 dimensions are flattened to ``(n, d)``.
 
     ``output``: "probabilities" (``predict_proba``), "labels" (``predict``, label-only access) or
     "auto" (probabilities when the estimator has ``predict_proba``). ``predict_proba`` columns follow
     ``estimator.classes_``; they are placed at those class indices in an ``(n, K)`` array, so a model
-    fitted on a subset of the classes still lines up with the labels. ``columns_matched``: the caller put
-    the inputs' columns in the order of the estimator's ``feature_names_in_`` (or warned that it could not),
-    so scikit-learn's "X does not have valid feature names" warning on each call is silenced.
+    fitted on a subset of the classes still lines up with the labels. An estimator fitted on class names
+    ("no", "yes") has class ``k`` = ``classes_[k]``: labels must then be those positions. ``columns_matched``:
+    the caller put the inputs' columns in the order of the estimator's ``feature_names_in_`` (or warned that it
+    could not), so scikit-learn's "X does not have valid feature names" warning on each call is silenced.
     """
 
     def __init__(self, estimator: Any, *, output: str = "auto", n_classes: int | None = None,
@@ -56,15 +64,15 @@ class SklearnTarget:
             if self.columns_matched:
                 warnings.filterwarnings("ignore", message="X does not have valid feature names")
             if self.output == "labels":
-                return ClassifierOutputs(y, predictions=np.asarray(self.estimator.predict(x)), ids=ids)
+                predicted = np.asarray(self.estimator.predict(x))
+                if not class_indices(classes):  # class names: their positions in classes_
+                    predicted = np.searchsorted(np.asarray(classes), predicted)
+                return ClassifierOutputs(y, predictions=predicted, ids=ids)
             proba = np.asarray(self.estimator.predict_proba(x), dtype=np.float64)  # (n, len(classes_))
-        classes = np.asarray(classes)
-        if not np.issubdtype(classes.dtype, np.integer) or classes.min() < 0:
-            raise SignalError(f"estimator classes {classes[:5]}... are not class indices 0..K-1; refit it on integer "
-                              "labels")
-        n_classes = self.n_classes or int(max(classes.max(), y.max())) + 1
-        if n_classes <= classes.max():
-            raise SignalError(f"estimator knows class {classes.max()} but n_classes={n_classes}")
+        positions = np.asarray(classes) if class_indices(classes) else np.arange(len(classes))
+        n_classes = self.n_classes or int(max(positions.max(), y.max())) + 1
+        if n_classes <= positions.max():
+            raise SignalError(f"estimator knows class {positions.max()} but n_classes={n_classes}")
         probs = np.zeros((len(x), n_classes))
-        probs[:, classes] = proba
+        probs[:, positions] = proba
         return ClassifierOutputs(y, probs=probs, ids=ids)

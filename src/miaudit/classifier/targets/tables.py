@@ -1,7 +1,8 @@
 """The user's member / non-member / population tables as examples, and their columns matched to a model's inputs.
 
 A table of records (CSV, TSV, JSONL, JSON, Parquet; :func:`miaudit.data.rows.read_rows`) holds one record per row:
-a label column (class indices), optional id and group columns, and numeric input columns
+a label column (class indices, or the class names a scikit-learn model was fitted on: :func:`with_classes`),
+optional id and group columns, and numeric input columns
 (:class:`~miaudit.classifier.config.TableColumns`). A model fitted on a data frame keeps its input names
 (:func:`model_feature_names`); :func:`align_to_model` puts the tables' columns in that order. Every problem is a
 one-line :class:`~miaudit.errors.DataError` naming the file, row and column.
@@ -51,15 +52,36 @@ def _numeric_column(rows: list[dict[str, Any]], column: str, path: Path) -> np.n
     return np.array([_number(value, column, i, path) for i, value in enumerate(values)])
 
 
-def _class_index(value: Any, column: str, row: int, path: Path) -> int:
+def _labels(rows: list[dict[str, Any]], column: str, path: Path) -> tuple[np.ndarray, list[str] | None]:
+    """The label column as class indices ``(n,)``, and ``None``; or, when some label is not an index (class names
+    such as "churned"), the indices into the sorted names and those names (matched to a model's classes later)."""
+    values = [row[column] for row in rows]
+    missing = next((i for i, v in enumerate(values) if v is None or str(v).strip() == ""), None)
+    if missing is not None:
+        raise DataError(f"config.target: {path} row {missing + 1}, column {column!r} has no label; give every record "
+                        "its class")
     try:
-        number = float(value)
+        numbers = np.array(values, dtype=np.float64)
+        if np.all(numbers >= 0) and np.all(numbers == np.round(numbers)):
+            return numbers.astype(np.int64), None
     except (TypeError, ValueError):
-        number = math.nan
-    if not number.is_integer() or number < 0:
-        raise DataError(f"config.target: {path} row {row + 1}, column {column!r} holds {value!r}; labels must be the "
-                        "class indices 0..K-1 your model predicts")
-    return int(number)
+        pass
+    names = sorted({str(v).strip() for v in values})
+    index = {name: i for i, name in enumerate(names)}
+    return np.array([index[str(v).strip()] for v in values], dtype=np.int64), names
+
+
+def with_classes(part: ArrayDataset, classes: list[str], model: str) -> ArrayDataset:
+    """``part`` with labels given as class names (``part.class_names``) renumbered to the positions of the model's
+    ``classes`` (what ``predict_proba``'s columns follow); labels given as indices are left as they are."""
+    if part.class_names is None:
+        return part
+    unknown = [name for name in part.class_names if name not in classes]
+    if unknown:
+        raise DataError(f"config.target: {part.name} has the label {unknown[0]!r}, which is not a class of {model} "
+                        f"(its classes: {_listed(classes)})")
+    position = np.array([classes.index(name) for name in part.class_names])
+    return dataclasses.replace(part, y=position[part.y], class_names=list(classes), n_classes=len(classes))
 
 
 def _listed(names: list[Any], at_most: int = 8) -> str:
@@ -69,9 +91,10 @@ def _listed(names: list[Any], at_most: int = 8) -> str:
 
 
 def read_table_examples(path: Path, role: str, columns: TableColumns, *, ids_needed: bool = True) -> ArrayDataset:
-    """The records of a table as examples: the ``columns.label`` column (class indices) as ``y``, optional id
-    and group columns, every other column a numeric feature of ``x`` ``(n, d)`` (``feature_names`` keeps
-    their order). Without ``ids_needed`` (shadow data) a table may lack the id and group columns."""
+    """The records of a table as examples: the ``columns.label`` column as ``y`` (class indices; class names are
+    numbered in sorted order and kept in ``class_names`` until :func:`with_classes` matches them to a model's),
+    optional id and group columns, every other column a numeric feature of ``x`` ``(n, d)`` (``feature_names``
+    keeps their order). Without ``ids_needed`` (shadow data) a table may lack the id and group columns."""
     rows = read_rows(path, other="or an .npz with x and y")
     names = list(rows[0])
     if not ids_needed:
@@ -88,12 +111,12 @@ def read_table_examples(path: Path, role: str, columns: TableColumns, *, ids_nee
             raise DataError(f"config.target: {path} record {i + 1} has the columns {_listed(list(row))} but the "
                             f"first has {_listed(names)}; give every record the same columns")
     x = np.stack([_numeric_column(rows, c, path) for c in features], axis=1)  # (n, d)
-    labels = [_class_index(row[columns.label], columns.label, i, path) for i, row in enumerate(rows)]
+    labels, class_names = _labels(rows, columns.label, path)
     ids = (np.array([str(row[columns.id]) for row in rows]) if columns.id is not None
            else np.array([f"{role}/{i}" for i in range(len(rows))]))
     groups = np.array([str(row[columns.group]) for row in rows]) if columns.group is not None else None
-    return ArrayDataset(x, np.array(labels, dtype=np.int64), name=path.name, ids=ids, groups=groups,
-                        feature_names=features)
+    return ArrayDataset(x, labels, name=path.name, ids=ids, groups=groups, feature_names=features,
+                        class_names=class_names)
 
 
 def model_feature_names(estimator: Any) -> list[str] | None:
@@ -130,4 +153,4 @@ def align_to_model(parts: list[ArrayDataset], names: list[str], inputs_of: str) 
     return aligned
 
 
-__all__ = ["align_to_model", "model_feature_names", "read_table_examples"]
+__all__ = ["align_to_model", "model_feature_names", "read_table_examples", "with_classes"]

@@ -120,7 +120,7 @@ def join_examples(parts: list[ArrayDataset], n_classes: int | None) -> ArrayData
                                  np.array([f"{p.name}/{i}" for i in range(len(p))]) for p in parts])
     return ArrayDataset(np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]),
                         n_classes=n_classes, name=" + ".join(p.name for p in parts), ids=ids, groups=groups,
-                        feature_names=parts[0].feature_names)
+                        feature_names=parts[0].feature_names, class_names=parts[0].class_names)
 
 
 def run_model(model: TorchClassifierTarget | SklearnTarget | BlackBoxTarget, data: ArrayDataset) -> ClassifierOutputs:
