@@ -489,3 +489,13 @@ def test_labels_given_as_the_class_names_a_scikit_learn_model_was_fitted_on(file
     with pytest.raises(DataError, match="has the label 'digit-0', a class name, but the model was fitted on class "
                                         "indices"):
         run_audit({"target": target, "attacks": ["loss"]}, tmp_path / "indices", progress=False)
+
+
+def test_reference_models_of_your_own_class_are_refused_by_the_vectorised_executor_before_any_work(importable,
+                                                                                                      tmp_path):
+    config = torch_config(importable)
+    config["training"]["family"] = "auto"  # reference models of my_models:TinyNet, which only zoo groups batch
+    with pytest.raises(ConfigError, match="config.reference.executor: vectorised trains zoo models only, not "
+                                          "my_models:TinyNet models"):
+        run_audit(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

@@ -295,6 +295,11 @@ class ClassifierExperiment:
                 self.dataset = self._preprocess(self.split.target_members)
         self._check_setup()
         self.family = self._model_family()
+        ref = self.reference_config
+        if self.family is not None and ref.n_models and ref.executor == "vectorised":
+            raise ConfigError(f"config.reference.executor: vectorised trains zoo models only, not {self.family.name} "
+                              "models (your model's own family); use executor 'process' (or 'sequential' / 'ray'), "
+                              "or training.family: zoo for zoo reference models")
         self.shadow_sizes = self._shadow_sizes()
         self._check_attacks()
 
