@@ -93,8 +93,8 @@ def test_a_tpr_lower_bound_at_the_fpr_is_not_a_reason():
     verdict = risk_verdict(metrics)
     assert not any("identifies" in reason for reason in verdict["reasons"])
     entry["tpr_at_fpr_ci"]["0.05"][0] = 0.06
-    assert any("identifies at least 6.0% of the members at a 5.0% false positive rate" in reason
-               for reason in risk_verdict(metrics)["reasons"])
+    assert any("identifies at least 6.0% of the members at a 5.0% false positive rate (95% lower bound; 1.20 times "
+               "the FPR)" in reason for reason in risk_verdict(metrics)["reasons"])
 
 
 def test_a_confounded_benchmark_is_inconclusive():

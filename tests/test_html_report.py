@@ -196,6 +196,16 @@ def test_defense_page_summary_states_the_gain_and_the_cost(tmp_path):
     assert "DP claim contradicted" not in text and "ROC curves" not in text
 
 
+def test_defense_page_summary_does_not_claim_a_figure_that_does_not_beat_guessing(tmp_path):
+    """A census comparison's DP-SGD row: loss found 1.5% at 1% FPR, interval 0.6% to 2.2% (guessing flags 1%)."""
+    folder = _comparison(tmp_path / "defend", [_defense_row("none", [], 0.80, 0.066, [0.038, 0.081]),
+                                               _defense_row("dp_sgd", ["dp_sgd"], 0.788, 0.015, [0.006, 0.022])])
+    _, summary = _summary_text(folder)
+    assert ("that attack (rmia) is not shown to find more of them than random guessing at a 1.0% false alarm rate (it "
+            "finds 1.5%, 95% CI 0.6% to 2.2%)") in summary
+    assert "the strongest attack (rmia) finds 6.6% of the training records" in summary
+
+
 @pytest.mark.parametrize("rows, expected", [
     ([_defense_row("none", [], 0.8, 0.30, [0.25, 0.35]), _defense_row("dp", ["dp_sgd"], 0.7, 0.26, [0.2, 0.31])],
      "The two confidence intervals overlap"),

@@ -21,6 +21,7 @@ from miaudit.errors import DataError
 from miaudit.evaluation import AttackResult
 from miaudit.evaluation.run_result import strongest
 from miaudit.evaluation.verdict import defense_verdict
+from miaudit.report.headline import tpr_degenerate
 from miaudit.report.html import register_page
 from miaudit.report.markdown import headline_fpr, unsupported_fpr_note
 from miaudit.report.page import esc, figure, num, page, pct, table, with_ci
@@ -129,10 +130,15 @@ def _headline(result: dict[str, Any]) -> tuple[list[str], str | None, bool]:
 
 
 def _risk(attack: dict[str, Any], key: str, records: str) -> str:
-    """``(<code>rmia</code>) finds <b>50.3%</b> of {records} at a 1.0% false alarm rate (95% CI ...)``."""
+    """``(<code>rmia</code>) finds <b>50.3%</b> of {records} at a 1.0% false alarm rate (95% CI ...)``, or, when that
+    figure is not shown to beat random guessing (:func:`~miaudit.report.headline.tpr_degenerate`), says so."""
     ci = attack.get("tpr_at_fpr_ci", {}).get(key)
-    return (f"(<code>{esc(attack['name'])}</code>) finds <b>{pct(attack['tpr_at_fpr'][key])}</b> of {records} at a "
-            f"{pct(float(key))} false alarm rate" + (f" (95% CI {pct(ci[0])} to {pct(ci[1])})" if ci else ""))
+    interval = f"95% CI {pct(ci[0])} to {pct(ci[1])}" if ci else ""
+    name, tpr, fpr = f"(<code>{esc(attack['name'])}</code>)", pct(attack["tpr_at_fpr"][key]), pct(float(key))
+    if tpr_degenerate(attack, key):
+        return (f"{name} is not shown to find more of {records} than random guessing at a {fpr} false alarm rate "
+                f"(it finds {tpr}{f', {interval}' if interval else ''})")
+    return f"{name} finds <b>{tpr}</b> of {records} at a {fpr} false alarm rate" + (f" ({interval})" if ci else "")
 
 
 def _defense_summary(result: dict[str, Any]) -> str:

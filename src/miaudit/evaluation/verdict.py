@@ -116,8 +116,9 @@ def risk_verdict(metrics: Mapping[str, Any], thresholds: RiskThresholds | None =
     level = "none demonstrated"
     if ratio is not None and ratio[0] > 1.0:  # a lower bound at the FPR is what guessing achieves
         r, entry, key = ratio
+        times = f"{r:.1f}" if r >= 2 else f"{r:.2f}"  # 1.02, not "1.0 times", close to what guessing achieves
         reasons.append(f"{entry.name} identifies at least {_pct(r * float(key))} of the members at a "
-                       f"{_pct(float(key))} false positive rate ({confidence:.0%} lower bound; {r:.1f} times the FPR)")
+                       f"{_pct(float(key))} false positive rate ({confidence:.0%} lower bound; {times} times the FPR)")
     if eps > 0 and eps_entry is not None:
         delta = (eps_entry.fields.get("empirical_epsilon") or {}).get("delta", "δ")
         reasons.append(f"from {eps_entry.name}'s error rates, the training is not (ε, {delta:g})-differentially "
