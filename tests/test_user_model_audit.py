@@ -491,11 +491,22 @@ def test_labels_given_as_the_class_names_a_scikit_learn_model_was_fitted_on(file
         run_audit({"target": target, "attacks": ["loss"]}, tmp_path / "indices", progress=False)
 
 
-def test_reference_models_of_your_own_class_are_refused_by_the_vectorised_executor_before_any_work(importable,
-                                                                                                      tmp_path):
+def test_reference_models_of_your_own_class_on_the_vectorised_executor(importable, tmp_path):
+    """Your class trained by miaudit's loop: the vectorised executor trains it (the scores of the process executor
+    up to float summation order); with your training function it is refused before any model is trained."""
     config = torch_config(importable)
-    config["training"]["family"] = "auto"  # reference models of my_models:TinyNet, which only zoo groups batch
-    with pytest.raises(ConfigError, match="config.reference.executor: vectorised trains zoo models only, not "
-                                          "my_models:TinyNet models"):
+    config["training"]["family"] = "auto"  # reference models of my_models:TinyNet
+    config["attacks"] = [{"name": "lira", "params": {"variance": "global"}}]
+    vectorised = run_audit(config, tmp_path / "vectorised", progress=False)
+    config["reference"]["executor"] = "process"
+    process = run_audit(config, tmp_path / "process", progress=False)
+    assert vectorised["reference"]["models"] == process["reference"]["models"]
+    assert vectorised["reference"]["models"].startswith("my_models:TinyNet trained by miaudit's loop")
+    assert abs(vectorised["attacks"][0]["auc"] - process["attacks"][0]["auc"]) < 0.01
+    (importable / "my_fit.py").write_text("def fit(model_factory, data, seed, device):\n    return model_factory()\n")
+    config["reference"]["executor"] = "vectorised"
+    config["training"] |= {"function": "my_fit:fit", "trust_code": True}
+    with pytest.raises(ConfigError, match="config.reference.executor: vectorised trains zoo models and your torch "
+                                          "class .* not my_models:TinyNet trained by my_fit:fit"):
         run_audit(config, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()

@@ -40,6 +40,7 @@ from miaudit.classifier.families import EstimatorFamily, ModelFactory, ModelFami
 from miaudit.classifier.outputs import ClassifierOutputs
 from miaudit.classifier.queried import QueriedScores, ShadowModel, run_queried_attacks, signal_type
 from miaudit.classifier.reference import AttackReference, ShadowData, TrainedReferencePool
+from miaudit.classifier.reference.executors import vectorisable
 from miaudit.classifier.reference.views import query_views
 from miaudit.classifier.signals.shadow import ShadowSignals
 from miaudit.classifier.sources import AuditedTarget, precomputed_target, user_model_target
@@ -296,10 +297,11 @@ class ClassifierExperiment:
         self._check_setup()
         self.family = self._model_family()
         ref = self.reference_config
-        if self.family is not None and ref.n_models and ref.executor == "vectorised":
-            raise ConfigError(f"config.reference.executor: vectorised trains zoo models only, not {self.family.name} "
-                              "models (your model's own family); use executor 'process' (or 'sequential' / 'ray'), "
-                              "or training.family: zoo for zoo reference models")
+        if ref.n_models and ref.executor == "vectorised" and not vectorisable(self.family):
+            assert self.family is not None
+            raise ConfigError(f"config.reference.executor: vectorised trains zoo models and your torch class trained "
+                              f"by miaudit's loop, not {self.family.describe()}; use executor 'process' (or "
+                              "'sequential' / 'ray')")
         self.shadow_sizes = self._shadow_sizes()
         self._check_attacks()
 

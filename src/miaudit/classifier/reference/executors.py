@@ -14,6 +14,7 @@ batchings, which differ from sequential training (and from each other) in summat
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -71,19 +72,39 @@ class ModelResult:
 
 
 def build(context: PoolContext, recipe: TrainConfig) -> torch.nn.Module:
+    """A fresh model of ``recipe``'s seed: the zoo model, or the user's class of a vectorisable family."""
+    family = context.family
+    if family is not None:
+        assert vectorisable(family)
+        return family.factory.build(recipe.seed)  # type: ignore[union-attr]
     n_classes = context.dataset.n_classes
     assert n_classes is not None  # ArrayDataset infers it when not given
     return build_model_from_config(recipe, context.dataset.input_shape, n_classes)
 
 
+def vectorisable(family: ModelFamily | None) -> bool:
+    """Whether the vectorised executor trains this family's models: the zoo (``None``) and torch classes trained by
+    miaudit's loop; not estimator clones nor models trained by the user's training function."""
+    from miaudit.classifier.families import TorchFamily
+
+    return family is None or (isinstance(family, TorchFamily) and family.function is None)
+
+
+def group_batching(context: PoolContext, batching: str) -> str:
+    """``batching`` for a group: "per-model" for the user's own class when "auto" (it runs as written, without
+    ``vmap``, whose restrictions an arbitrary module may not meet)."""
+    return "per-model" if batching == "auto" and context.family is not None else batching
+
+
 def numerics(executor: str, context: PoolContext, recipe: TrainConfig, batching: str = "auto") -> str:
     """How ``executor`` computes: "exact" (bit-identical to sequential) or the vectorised batching it uses."""
-    if executor != "vectorised" or context.family is not None:  # families: refused by run_vectorised
+    if executor != "vectorised" or not vectorisable(context.family):  # other families: refused by run_vectorised
         return "exact"
     from miaudit.classifier.reference.vectorised import BATCHINGS, choose_batching
 
     if batching not in BATCHINGS:
         raise ConfigError(f"unknown vectorised batching {batching!r}; choose one of {', '.join(BATCHINGS)}")
+    batching = group_batching(context, batching)
     if batching == "auto":
         batching = choose_batching(build(context, recipe), resolve_device(recipe.device, where="training.device"))
     return "vectorised" if batching == "stacked" else f"vectorised-{batching}"
@@ -182,12 +203,19 @@ GroupSize = int | str  # a number of models, or "auto"
 
 def _train_group(context: PoolContext, group: Sequence[ModelTask], batching: str, progress: bool
                  ) -> list[ModelResult]:
+    """Train and score ``group`` at once. The user's own class (a vectorisable family) is built by its factory with
+    the family's recipe, as :func:`~miaudit.classifier.families.train_family_task` does, and, like it, keeps no
+    weights in the result."""
     from miaudit.classifier.reference.vectorised import train_vectorised
 
-    result = train_vectorised(context.dataset, [t.train_index for t in group], [t.recipe for t in group],
-                              queries=context.queries, batching=batching, progress=progress)
-    return [ModelResult(task.index, {k: v.numpy() for k, v in state.items()}, logits, result.seconds / len(group),
-                        history)
+    family = context.family
+    recipes = [t.recipe if family is None else dataclasses.replace(family.factory.recipe,  # type: ignore[union-attr]
+                                                                    seed=t.recipe.seed) for t in group]
+    result = train_vectorised(context.dataset, [t.train_index for t in group], recipes, queries=context.queries,
+                              batching=group_batching(context, batching), progress=progress,
+                              build=None if family is None else lambda recipe: build(context, recipe))
+    return [ModelResult(task.index, {k: v.numpy() for k, v in state.items()} if family is None else {}, logits,
+                        result.seconds / len(group), history)
             for task, state, logits, history in zip(group, result.states, result.logits, result.histories)]
 
 
@@ -213,7 +241,8 @@ def vectorised_groups(context: PoolContext, tasks: Sequence[ModelTask], group_si
         if size == "auto":
             recipe = same_size[0].recipe
             template, device = build(context, recipe), resolve_device(recipe.device, where="training.device")
-            chosen = choose_batching(template, device) if batching == "auto" else batching
+            chosen = group_batching(context, batching)
+            chosen = choose_batching(template, device) if chosen == "auto" else chosen
             share = -(-len(same_size) // n_workers)  # ceil: every worker gets a group
             size = auto_group_size(template, context.dataset.input_shape, recipe, share, chosen,  # type: ignore[arg-type]
                                    device, n_workers=n_workers)
@@ -230,9 +259,10 @@ def run_vectorised(context: PoolContext, tasks: Sequence[ModelTask], *, group_si
     if context.plugins:
         raise ConfigError("the vectorised executor does not run training plugins (defenses); use executor "
                           "'sequential', 'process' or 'ray'")
-    if context.family is not None:
-        raise ConfigError(f"the vectorised executor trains zoo models only, not {context.family.name} models; use "
-                          "executor 'sequential', 'process' or 'ray' (or training.family: zoo for zoo models)")
+    if not vectorisable(context.family):
+        assert context.family is not None
+        raise ConfigError(f"the vectorised executor trains zoo models and your torch class trained by miaudit's "
+                          f"loop, not {context.family.describe()}; use executor 'sequential', 'process' or 'ray'")
     workers = n_workers or 1
     if workers < 1:
         raise ConfigError(f"n_workers must be >= 1, got {n_workers}")

@@ -135,8 +135,8 @@ def _saved_bytes(model: nn.Module, input_shape: Sequence[int], batch_size: int) 
         return tensor
 
     x = torch.zeros((PROBE_BATCH, *input_shape))
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = probe(x)
+    with torch.random.fork_rng(devices=[]), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = probe(x)  # a training forward pass: dropout draws from the generator, which fork_rng restores
     return (total + out.numel() * out.element_size()) * batch_size // PROBE_BATCH
 
 
@@ -354,16 +354,28 @@ def keep_gradients_channels_last(model: nn.Module) -> None:
             module.register_forward_pre_hook(_flatten_keeps_channels_last)
 
 
-class _PerModel:
-    """``G`` separate modules, one after another in a step (see also :func:`prefers_channels_last`)."""
+def draws_random_numbers(model: nn.Module) -> bool:
+    """True for a model whose training forward pass draws from torch's global generator (dropout)."""
+    return any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules())
 
-    def __init__(self, models: Sequence[nn.Module], device: torch.device):
+
+class _PerModel:
+    """``G`` separate modules, one after another in a step (see also :func:`prefers_channels_last`).
+
+    Models that draw random numbers (dropout) each get their own generator stream, seeded from ``seeds`` as
+    the sequential loop seeds torch's global generator, and swapped in for their part of every step: a model's
+    dropout masks are those it would draw trained alone, not an interleaving of the group's draws.
+    """
+
+    def __init__(self, models: Sequence[nn.Module], device: torch.device, seeds: Sequence[int]):
         self.format = torch.channels_last if prefers_channels_last(models[0], device) else torch.contiguous_format
         self.models = [m.to(device).to(memory_format=self.format) for m in models]  # type: ignore[call-overload]
         if self.format == torch.channels_last:
             for model in self.models:
                 keep_gradients_channels_last(model)
         self.overwrites_gradients = False  # backward accumulates into zeroed gradients
+        self.device = device
+        self.streams = [_seeded_stream(seed, device) for seed in seeds] if draws_random_numbers(models[0]) else None
 
     def parameters(self) -> list[torch.Tensor]:
         return [p for m in self.models for p in m.parameters()]
@@ -373,10 +385,14 @@ class _PerModel:
         losses, hits = [], []
         for j, model in enumerate(self.models):
             model.train()
+            if self.streams is not None:
+                _set_stream(self.streams[j], self.device)
             with autocast(x.device, precision):
                 logits = model(x[j].contiguous(memory_format=self.format) if x.dim() == 5 else x[j])  # (B, K)
                 loss = F.cross_entropy(logits, y[j])
             loss.backward()
+            if self.streams is not None:
+                self.streams[j] = _get_stream(self.device)
             losses.append(loss.detach())
             hits.append((logits.detach().argmax(-1) == y[j]).sum())
         return torch.stack(losses), torch.stack(hits)
@@ -387,6 +403,26 @@ class _PerModel:
 
     def states(self) -> list[dict[str, torch.Tensor]]:
         return [{k: v.detach().cpu().contiguous().clone() for k, v in m.state_dict().items()} for m in self.models]
+
+
+def _get_stream(device: torch.device) -> torch.Tensor:
+    """The state of the global generator that ``device``'s random ops draw from."""
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.random.get_rng_state()
+
+
+def _set_stream(state: torch.Tensor, device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state, device)
+    else:
+        torch.random.set_rng_state(state)
+
+
+def _seeded_stream(seed: int, device: torch.device) -> torch.Tensor:
+    """The generator state ``torch.manual_seed(seed)`` gives (what the sequential loop starts a model's training
+    with), read without changing the caller's generators."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return _get_stream(device)
 
 
 def model_threads(device: torch.device, n_models: int, model: nn.Module | None = None) -> int:
@@ -402,8 +438,7 @@ def model_threads(device: torch.device, n_models: int, model: nn.Module | None =
     8-model shares trained in two threads; 64 Location MLPs 2.33 s in one stacked group on two intra-op
     threads, 2.19 s as two 32-model shares (medians of 5, the same logits bit for bit).
     """
-    if device.type != "cpu" or (model is not None and any(isinstance(m, nn.modules.dropout._DropoutNd)
-                                                          for m in model.modules())):
+    if device.type != "cpu" or (model is not None and draws_random_numbers(model)):
         return 1
     return max(1, min(torch.get_num_threads(), n_models))
 
@@ -507,8 +542,11 @@ def _epoch_permutations(n: int, recipes: Sequence[TrainConfig], device: torch.de
 
 def train_vectorised(dataset: ArrayDataset, train_indices: Sequence[np.ndarray], recipes: Sequence[TrainConfig],
                      *, queries: dict[str, np.ndarray] | None = None, batching: str = "auto",
-                     progress: bool = True) -> GroupResult:
+                     progress: bool = True, build: Callable[[TrainConfig], nn.Module] | None = None) -> GroupResult:
     """Train one model per ``(train_indices[j], recipes[j])`` at once and score each on ``queries``.
+
+    ``build(recipe)`` makes a model's initial weights from its recipe's seed (default: the zoo model of the recipe;
+    the pool passes the user's class for a torch model family).
 
     Recipes may differ only in ``seed``; all training sets must have the same size (the pool groups
     models by size). ``batching``: "auto" (:func:`choose_batching`), "stacked" or "per-model". On CPU with
@@ -534,7 +572,8 @@ def train_vectorised(dataset: ArrayDataset, train_indices: Sequence[np.ndarray],
     n_classes = dataset.n_classes
     assert n_classes is not None  # ArrayDataset infers it when not given
     # built here, one after another: initial weights are drawn from torch's global generator
-    models = [build_model_from_config(r, dataset.input_shape, n_classes) for r in recipes]
+    models = [build(r) if build is not None else build_model_from_config(r, dataset.input_shape, n_classes)
+              for r in recipes]
     chosen: Batching = choose_batching(models[0], device) if batching == "auto" else batching  # type: ignore[assignment]
     n_models, threads = len(models), model_threads(device, len(models), models[0])
     steps = base.epochs * math.ceil(sizes.pop() / base.batch_size)
@@ -548,7 +587,8 @@ def train_vectorised(dataset: ArrayDataset, train_indices: Sequence[np.ndarray],
         return _train_share(models[part], dataset, train_indices[part], recipes[part], queries or {}, chosen,
                             device, bar if k == 0 else None, stop)
 
-    parts = in_model_threads(share, len(shares), threads, stop)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # dropout streams swap its state
+        parts = in_model_threads(share, len(shares), threads, stop)
     bar.close()
     return GroupResult([s for p in parts for s in p.states], [lg for p in parts for lg in p.logits],
                        [h for p in parts for h in p.histories], time.perf_counter() - start)
@@ -560,7 +600,8 @@ def _train_share(models: Sequence[nn.Module], dataset: ArrayDataset, train_indic
     """Train and score ``models`` as one group (see :func:`train_vectorised`); ``bar``: the progress bar this
     share advances (or ``None``); ``stop``: set when the other shares must stop."""
     start, base = time.perf_counter(), recipes[0]
-    group = _Stacked(models, device, base.model) if batching == "stacked" else _PerModel(models, device)
+    group = (_Stacked(models, device, base.model) if batching == "stacked"
+             else _PerModel(models, device, [r.seed for r in recipes]))
     optimizer = FlatOptimizer(group.parameters(), base)  # each model's update exactly as training it alone
     x_all = torch.from_numpy(dataset.x).to(device)
     y_all = torch.from_numpy(dataset.y).to(device)
