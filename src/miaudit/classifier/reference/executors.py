@@ -40,7 +40,7 @@ from miaudit.utils.processes import exit_when_parent_dies
 from miaudit.utils.ray_session import init_ray
 
 if TYPE_CHECKING:
-    from miaudit.classifier.families import ModelFamily
+    from miaudit.classifier.families import ModelFamily, TorchFamily
 
 EXECUTORS = ("sequential", "vectorised", "process", "ray")
 
@@ -73,13 +73,19 @@ class ModelResult:
 
 def build(context: PoolContext, recipe: TrainConfig) -> torch.nn.Module:
     """A fresh model of ``recipe``'s seed: the zoo model, or the user's class of a vectorisable family."""
-    family = context.family
-    if family is not None:
-        assert vectorisable(family)
-        return family.factory.build(recipe.seed)  # type: ignore[union-attr]
+    if context.family is not None:
+        return _user_class(context.family).factory.build(recipe.seed)
     n_classes = context.dataset.n_classes
     assert n_classes is not None  # ArrayDataset infers it when not given
     return build_model_from_config(recipe, context.dataset.input_shape, n_classes)
+
+
+def _user_class(family: ModelFamily) -> TorchFamily:
+    """``family`` as the torch family of a user's class trained by miaudit's loop (what :func:`vectorisable` allows)."""
+    from miaudit.classifier.families import TorchFamily
+
+    assert isinstance(family, TorchFamily) and family.function is None
+    return family
 
 
 def vectorisable(family: ModelFamily | None) -> bool:
@@ -208,9 +214,9 @@ def _train_group(context: PoolContext, group: Sequence[ModelTask], batching: str
     weights in the result."""
     from miaudit.classifier.reference.vectorised import train_vectorised
 
-    family = context.family
-    recipes = [t.recipe if family is None else dataclasses.replace(family.factory.recipe,  # type: ignore[union-attr]
-                                                                    seed=t.recipe.seed) for t in group]
+    family = None if context.family is None else _user_class(context.family)
+    recipes = [t.recipe if family is None else dataclasses.replace(family.factory.recipe, seed=t.recipe.seed)
+               for t in group]
     result = train_vectorised(context.dataset, [t.train_index for t in group], recipes, queries=context.queries,
                               batching=group_batching(context, batching), progress=progress,
                               build=None if family is None else lambda recipe: build(context, recipe))
