@@ -368,3 +368,11 @@ def test_the_report_says_which_documents_were_set_aside_from_the_evaluation():
             in render_report(metrics))
     del metrics["data"]["n_calibration"], metrics["data"]["n_recall_prefix"]
     assert "- **Dataset**: corpus_valid (1000 members, 1000 non-members audited)\n" in render_report(metrics)
+
+
+def test_the_report_says_what_the_reference_models_are():
+    metrics = _verdict_metrics(0.5)
+    metrics["reference"] = {"n_models": 8, "executor": "vectorised",
+                            "models": "models/base fine-tuned trained by miaudit's loop (12 epochs, adam, lr 0.003)"}
+    assert ("- **Reference models**: 8 (models/base fine-tuned trained by miaudit's loop (12 epochs, adam, lr 0.003), "
+            "vectorised executor)") in render_report(metrics)

@@ -351,8 +351,10 @@ def render_report(metrics: dict[str, Any], *, figures: dict[str, str] | None = N
                       f"mean test accuracy {_fmt(s.get('test_accuracy_mean'))})")
         what.append(f"- **Shadow models**: {s['n_models']} trained like the target{accuracies}")
     if metrics.get("reference"):
-        what.append(f"- **Reference models**: {metrics['reference']['n_models']}"
-                    + (" per target" if metrics["reference"].get("per_target") else ""))
+        ref = metrics["reference"]
+        how = [str(ref[k]) + (" executor" if k == "executor" else "") for k in ("models", "executor") if ref.get(k)]
+        what.append(f"- **Reference models**: {ref['n_models']}" + (" per target" if ref.get("per_target") else "")
+                    + (f" ({md_text(', '.join(how))})" if how else ""))
     pooled = pooled_targets_sentence(metrics, name=md_code)
     if pooled:
         what.insert(2, f"- **Targets**: {pooled}")
